@@ -1,0 +1,100 @@
+"""Multi-head attention as an nn.Module: projections, grouped-query heads, positions, KV cache.
+
+Every model in the zoo uses this layer, and it calls `attnkit.attention` (or a positional variant), so
+the backend choice (Triton on CUDA, torch on CPU) is made in one place for all of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from attnkit.kernels.reference import apply_rotary_reference, rotary_cos_sin
+from attnkit.ops import attention
+
+POSITIONS = ("none", "rotary")
+
+
+@dataclass
+class KVCache:
+    """Keys and values seen so far by one attention layer: (B, Hkv, L, D) each, grown by concatenation."""
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k = k if self.k is None else torch.cat((self.k, k), dim=2)
+        self.v = v if self.v is None else torch.cat((self.v, v), dim=2)
+        return self.k, self.v
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows (beam search keeps the surviving hypotheses)."""
+        if self.k is not None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention with n_head query heads sharing n_kv_head key/value heads.
+
+    position: "none" (the model adds its own, e.g. learned or sinusoidal) or "rotary" (applied to q and k
+    of self-attention at their absolute positions, so the KV cache stays valid).
+    """
+
+    def __init__(self, d_model: int, n_head: int, n_kv_head: int | None = None, *, causal: bool = False,
+                 dropout: float = 0.0, bias: bool = True, position: str = "none", rotary_base: float = 10000.0):
+        super().__init__()
+        n_kv_head = n_kv_head or n_head
+        if d_model % n_head != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_head ({n_head})")
+        if n_head % n_kv_head != 0:
+            raise ValueError(f"n_head ({n_head}) must be divisible by n_kv_head ({n_kv_head})")
+        if position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+        self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, d_model // n_head
+        self.causal, self.position, self.rotary_base = causal, position, rotary_base
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.kv_proj = nn.Linear(d_model, 2 * n_kv_head * self.head_dim, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, n, self.head_dim).transpose(1, 2)  # (B, n, L, hd)
+
+    def _rotate(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        positions = torch.arange(offset, offset + x.shape[2], device=x.device)
+        cos, sin = rotary_cos_sin(positions, self.head_dim, self.rotary_base)
+        return apply_rotary_reference(x, cos, sin)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *,
+                key_padding_mask: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """x: (B, Lq, d_model); context: (B, Lk, d_model) for cross-attention, else x itself.
+
+        With a cache, x holds only the new tokens; their keys are appended and causal masking is
+        bottom-right aligned, so position i of x sees every cached key plus x[:i+1].
+        For cross-attention the cache holds the projected context after the first call.
+        """
+        B, Lq, C = x.shape
+        q = self._heads(self.q_proj(x), self.n_head)  # (B, Hq, Lq, hd)
+        offset = 0
+        if context is not None and cache is not None and cache.k is not None:
+            k, v = cache.k, cache.v  # cross-attention: context already projected
+        else:
+            src = x if context is None else context
+            k, v = self.kv_proj(src).split(self.n_kv_head * self.head_dim, dim=2)
+            k, v = self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)  # (B, Hkv, Lk, hd)
+            if context is None and cache is not None:
+                offset = cache.length
+            if self.position == "rotary" and context is None:
+                q, k = self._rotate(q, offset), self._rotate(k, offset)
+            if cache is not None:
+                k, v = cache.append(k, v)
+        y = attention(q, k, v, causal=self.causal and context is None, key_padding_mask=key_padding_mask,
+                      attn_mask=attn_mask, bias=bias)  # (B, Hq, Lq, hd)
+        y = y.transpose(1, 2).reshape(B, Lq, C)  # (B, Lq, d_model)
+        return self.resid_dropout(self.out_proj(y))

@@ -1,0 +1,101 @@
+"""The contract between the generic trainer/sampler and one model family.
+
+A Task owns a model family's data, loss, metrics and sampler; `attnkit.train` owns the loop (optimizer,
+schedule, checkpoints, progress, metrics files) and `attnkit.sample` owns loading a run. So adding a model
+to the zoo means writing a model file (`attnkit/models/NAME.py`, pure nn.Module) and a task
+(`attnkit/tasks/NAME.py`), and adding one line to `attnkit.tasks.TASKS`.
+
+Lifecycle in `attnkit train`:
+    cfg   = Task.resolve(cfg)               # flavor defaults fill the None fields of TrainConfig
+    task  = Task(cfg)
+    task.prepare(run_dir)                   # load/generate data, fit tokenizer; write assets to run_dir
+    model = Task.build_model(task.model_config())
+    loop: batch = task.get_batch("train", batch_size, generator); loss = task.loss(model, batch)
+    every eval_interval: task.evaluate(model, "val", n) -> {"val_loss": ..., ...}
+    end:  summary = task.report(model, run_dir, console)   # final metrics, baselines, plots
+Lifecycle in `attnkit sample`:
+    task = Task.load(run_dir, train_cfg); model = Task.build_model(saved model config)
+    task.sample(model, sample_cfg, console)
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+from rich.console import Console
+
+from attnkit.config import SampleConfig, TrainConfig
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad flag, missing file). The CLI prints it as one line, no traceback."""
+
+
+class Task:
+    name: ClassVar[str] = ""
+    # flavor name -> {"model": model kwargs, "train": TrainConfig field defaults}. Must include "debug".
+    flavors: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    default_flavor: ClassVar[str] = "small"
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+
+    # ---- configuration -------------------------------------------------------------------
+    @classmethod
+    def resolve(cls, cfg: TrainConfig) -> TrainConfig:
+        """Fill the None fields of cfg (flavor first) from the flavor's training defaults."""
+        if cfg.flavor is None:
+            cfg = dataclasses.replace(cfg, flavor=cls.default_flavor)
+        if cfg.flavor not in cls.flavors:
+            raise UserError(f"unknown flavor {cfg.flavor!r} for model {cls.name!r}; "
+                            f"choose from {', '.join(cls.flavors)}")
+        defaults = cls.flavors[cfg.flavor].get("train", {})
+        filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
+        return dataclasses.replace(cfg, **filled)
+
+    def model_config(self) -> dict[str, Any]:
+        """JSON-able kwargs for build_model: the flavor's model kwargs plus data-derived sizes (vocab)."""
+        return dict(self.flavors[self.cfg.flavor]["model"])
+
+    @classmethod
+    def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    # ---- training ------------------------------------------------------------------------
+    def prepare(self, run_dir: Path) -> None:
+        """Load or generate the data; write whatever sampling needs (tokenizer, vocab) into run_dir."""
+        raise NotImplementedError
+
+    def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A batch on CPU; the trainer moves tensors to the device. Deterministic given the generator."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:
+        """Mean loss over `batches` fixed batches of `split`; returns {f"{split}_loss": ...}."""
+        g = torch.Generator().manual_seed(1234)
+        losses = []
+        for _ in range(batches):
+            batch = {k: v.to(device) for k, v in self.get_batch(split, self.cfg.batch_size, g).items()}
+            losses.append(self.loss(model, batch).item())
+        return {f"{split}_loss": sum(losses) / max(len(losses), 1)}
+
+    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
+        """Final metrics after training (e.g. accuracy beside baselines); merged into summary.json."""
+        return {}
+
+    # ---- sampling ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: Path, cfg: TrainConfig) -> "Task":
+        """A task ready to sample, reading the assets `prepare` wrote; must not re-read training data."""
+        return cls(cfg)
+
+    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+        """Do what the model naturally does (continue text, fill a mask, translate, draw) and print it."""
+        raise NotImplementedError

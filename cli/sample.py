@@ -1,0 +1,32 @@
+"""`attnkit sample`: flags map 1:1 onto `attnkit.config.SampleConfig`; the work lives in `attnkit.sample`."""
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from attnkit.config import SampleConfig
+
+Opt = typer.Option
+
+
+def sample(
+    run: Annotated[str, Opt(help="Run directory written by `attnkit train`.")] = "runs/gpt",
+    prompt: Annotated[Optional[str], Opt(help="Text to continue, fill ([MASK]) or translate.")] = None,
+    max_new_tokens: Annotated[int, Opt(help="Tokens to generate.")] = 200,
+    temperature: Annotated[float, Opt(help="Softmax temperature; 0 = greedy.")] = 0.8,
+    top_k: Annotated[Optional[int], Opt(help="Keep the k most likely tokens.")] = 200,
+    top_p: Annotated[Optional[float], Opt(help="Nucleus sampling: keep the smallest set with mass p.")] = None,
+    num_samples: Annotated[int, Opt(help="Independent samples.")] = 1,
+    seed: Annotated[int, Opt(help="Random seed; the same seed gives the same output.")] = 1337,
+    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
+    beam: Annotated[int, Opt(help="Beam size (encoder-decoder).")] = 1,
+    label: Annotated[Optional[int], Opt(help="Class to condition on (image model).")] = None,
+    out: Annotated[Optional[str], Opt(help="Where to write output files (default: the run directory).")] = None,
+    attention_png: Annotated[bool, Opt("--attention-png", help="Also write an attention heatmap PNG.")] = False,
+    stream: Annotated[bool, Opt("--stream/--no-stream", help="Print tokens as they are generated.")] = True,
+) -> None:
+    """Load a trained run and do what its model does: continue text, fill masks, translate, draw, compose."""
+    from attnkit.sample import run_sampling
+
+    run_sampling(SampleConfig(**locals()))

@@ -1,0 +1,87 @@
+"""Argument checks shared by every attention backend.
+
+Bad input raises ``ValueError`` whose message starts with the argument's name, so a user
+reading one line knows what to fix. The kernels and the torch path call the same checks, so a
+call that is valid for one backend is valid for all.
+"""
+from __future__ import annotations
+
+import torch
+
+# float64 is accepted by the torch path only (tests compare against float64); the kernels reject it.
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _broadcastable(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    if len(shape) > len(target):
+        return False
+    for s, t in zip(reversed(shape), reversed(target)):
+        if s != 1 and s != t:
+            return False
+    return True
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """q: (B, Hq, Lq, D); k, v: (B, Hkv, Lk, D) with Hq % Hkv == 0, one dtype, one device."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D (B, H, L, D), got shape {tuple(t.shape)}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{name} must be float32, float16 or bfloat16 (float64: torch backend only), got {t.dtype}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise ValueError(f"{name} dtype {t.dtype} does not match q dtype {q.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
+        if t.shape[0] != q.shape[0]:
+            raise ValueError(f"{name} batch {t.shape[0]} does not match q batch {q.shape[0]}")
+        if t.shape[-1] != q.shape[-1]:
+            raise ValueError(f"{name} head dim {t.shape[-1]} does not match q head dim {q.shape[-1]}")
+    if v.shape != k.shape:
+        raise ValueError(f"v shape {tuple(v.shape)} does not match k shape {tuple(k.shape)}")
+    if q.shape[1] % k.shape[1] != 0:
+        raise ValueError(f"k has {k.shape[1]} heads, which does not divide q's {q.shape[1]} heads (GQA needs Hq % Hkv == 0)")
+    if q.shape[-1] < 1 or q.shape[2] < 1 or k.shape[2] < 1:
+        raise ValueError(f"q and k need non-empty L and D, got q {tuple(q.shape)} and k {tuple(k.shape)}")
+
+
+def check_key_padding_mask(key_padding_mask, q, k) -> None:
+    if key_padding_mask is None:
+        return
+    B, Lk = q.shape[0], k.shape[2]
+    if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+        raise ValueError("key_padding_mask must be a bool tensor of shape (B, Lk), True marking real keys")
+    if tuple(key_padding_mask.shape) != (B, Lk):
+        raise ValueError(f"key_padding_mask must have shape (B, Lk) = {(B, Lk)}, got {tuple(key_padding_mask.shape)}")
+    if key_padding_mask.device != q.device:
+        raise ValueError(f"key_padding_mask is on {key_padding_mask.device} but q is on {q.device}")
+
+
+def check_attention_args(q, k, v, *, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None, scale=None) -> None:
+    """Validate the full `attnkit.attention` contract; raise ValueError naming the bad argument."""
+    check_qkv(q, k, v)
+    B, Hq, Lq, _ = q.shape
+    Lk = k.shape[2]
+    full = (B, Hq, Lq, Lk)
+    if (not isinstance(window, (tuple, list)) or len(window) != 2
+            or not all(isinstance(w, int) and w >= -1 for w in window)):
+        raise ValueError(f"window must be a pair of ints (left, right), each >= -1 (-1 = unbounded), got {window!r}")
+    if scale is not None and not isinstance(scale, (int, float)):
+        raise ValueError(f"scale must be a number or None, got {type(scale).__name__}")
+    check_key_padding_mask(key_padding_mask, q, k)
+    if attn_mask is not None:
+        if not isinstance(attn_mask, torch.Tensor) or attn_mask.dtype != torch.bool:
+            raise ValueError("attn_mask must be a bool tensor (True = may attend); pass float offsets as bias=")
+        if not _broadcastable(tuple(attn_mask.shape), full):
+            raise ValueError(f"attn_mask shape {tuple(attn_mask.shape)} is not broadcastable to (B, Hq, Lq, Lk) = {full}")
+        if attn_mask.device != q.device:
+            raise ValueError(f"attn_mask is on {attn_mask.device} but q is on {q.device}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or not bias.is_floating_point():
+            raise ValueError("bias must be a floating-point tensor broadcastable to (B, Hq, Lq, Lk)")
+        if not _broadcastable(tuple(bias.shape), full):
+            raise ValueError(f"bias shape {tuple(bias.shape)} is not broadcastable to (B, Hq, Lq, Lk) = {full}")
+        if bias.device != q.device:
+            raise ValueError(f"bias is on {bias.device} but q is on {q.device}")
