@@ -26,6 +26,10 @@ class TrainConfig:
     weight_decay: float = 0.1          # AdamW decay, applied to matrices only
     grad_clip: float = 1.0             # max global grad norm; 0 disables
     grad_accum: int = 1                # micro-batches per optimizer step
+    schedule: str | None = None        # cosine (linear warmup, cosine decay) | noam (inverse square root)
+    beta2: float | None = None         # Adam beta2 (0.95 for GPT-style, 0.98 for the 2017 Transformer)
+    label_smoothing: float | None = None
+    keep_last: int | None = None       # also keep the last N step checkpoints (for checkpoint averaging)
     dropout: float | None = None
     seed: int = 1337
     device: str = "auto"               # auto | cpu | cuda
@@ -39,6 +43,8 @@ class TrainConfig:
     attention: str | None = None       # attention pattern, e.g. full | local1d | local2d
     target: str | None = None          # target column for tabular data
     folds: int | None = None           # cross-validation splits (tabular)
+    probe: str | None = None           # NPT probe: corruption | lookup
+    target_shift: float | None = None  # NPT lookup probe: shift added to the duplicated rows' targets
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":

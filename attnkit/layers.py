@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 
 from attnkit.kernels.reference import apply_rotary_reference, rotary_cos_sin
-from attnkit.ops import attention
+from attnkit.ops import attention, relative_attention
 
-POSITIONS = ("none", "rotary")
+POSITIONS = ("none", "rotary", "relative")
 
 
 @dataclass
@@ -40,12 +40,15 @@ class KVCache:
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with n_head query heads sharing n_kv_head key/value heads.
 
-    position: "none" (the model adds its own, e.g. learned or sinusoidal) or "rotary" (applied to q and k
-    of self-attention at their absolute positions, so the KV cache stays valid).
+    position: "none" (the model adds its own, e.g. learned or sinusoidal); "rotary" (applied to q and k
+    of self-attention at their absolute positions, so the KV cache stays valid); "relative" (learned
+    relative embeddings, Shaw et al. / Music Transformer, through `attnkit.relative_attention`, with
+    `max_relative` embeddings per head, or shared across heads with `shared_relative=True`).
     """
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int | None = None, *, causal: bool = False,
-                 dropout: float = 0.0, bias: bool = True, position: str = "none", rotary_base: float = 10000.0):
+                 dropout: float = 0.0, bias: bool = True, position: str = "none", rotary_base: float = 10000.0,
+                 max_relative: int = 512, shared_relative: bool = False):
         super().__init__()
         n_kv_head = n_kv_head or n_head
         if d_model % n_head != 0:
@@ -60,6 +63,10 @@ class MultiHeadAttention(nn.Module):
         self.kv_proj = nn.Linear(d_model, 2 * n_kv_head * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
+        if position == "relative":
+            # causal: R distances 0..R-1; bidirectional: R = 2P + 1 offsets -P..P.
+            R = max_relative if causal else 2 * max_relative + 1
+            self.rel = nn.Parameter(torch.randn(1 if shared_relative else n_head, R, self.head_dim) * 0.02)
 
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         B, L, _ = x.shape
@@ -94,7 +101,14 @@ class MultiHeadAttention(nn.Module):
                 q, k = self._rotate(q, offset), self._rotate(k, offset)
             if cache is not None:
                 k, v = cache.append(k, v)
-        y = attention(q, k, v, causal=self.causal and context is None, key_padding_mask=key_padding_mask,
-                      attn_mask=attn_mask, bias=bias)  # (B, Hq, Lq, hd)
+        causal = self.causal and context is None
+        if self.position == "relative" and context is None:
+            if attn_mask is not None or bias is not None:
+                raise ValueError("attn_mask and bias are not supported with position='relative'")
+            y = relative_attention(q, k, v, self.rel.to(q.dtype), causal=causal,
+                                   key_padding_mask=key_padding_mask)  # (B, Hq, Lq, hd)
+        else:
+            y = attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
+                          attn_mask=attn_mask, bias=bias)  # (B, Hq, Lq, hd)
         y = y.transpose(1, 2).reshape(B, Lq, C)  # (B, Lq, d_model)
         return self.resid_dropout(self.out_proj(y))

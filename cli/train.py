@@ -25,6 +25,10 @@ def train(
     weight_decay: Annotated[Optional[float], Opt(help="AdamW weight decay on matrices.")] = None,
     grad_clip: Annotated[Optional[float], Opt(help="Max gradient norm; 0 disables.")] = None,
     grad_accum: Annotated[Optional[int], Opt(help="Micro-batches per optimizer step.")] = None,
+    schedule: Annotated[Optional[str], Opt(help="cosine or noam (inverse square root).")] = None,
+    beta2: Annotated[Optional[float], Opt(help="Adam beta2.")] = None,
+    label_smoothing: Annotated[Optional[float], Opt(help="Label smoothing of the cross-entropy.")] = None,
+    keep_last: Annotated[Optional[int], Opt(help="Also keep the last N step checkpoints.")] = None,
     dropout: Annotated[Optional[float], Opt(help="Dropout probability.")] = None,
     seed: Annotated[Optional[int], Opt(help="Random seed.")] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu or cuda.")] = None,
@@ -37,6 +41,8 @@ def train(
     attention: Annotated[Optional[str], Opt(help="Attention pattern (model-specific).")] = None,
     target: Annotated[Optional[str], Opt(help="Target column (tabular data).")] = None,
     folds: Annotated[Optional[int], Opt(help="Cross-validation splits (tabular data).")] = None,
+    probe: Annotated[Optional[str], Opt(help="NPT probe: corruption or lookup.")] = None,
+    target_shift: Annotated[Optional[float], Opt(help="NPT lookup probe: shift of duplicated targets.")] = None,
     config: Annotated[Optional[str], Opt(help="TOML file of these options; flags override it.")] = None,
 ) -> None:
     """Train a model and write checkpoints, metrics.jsonl, loss.png and summary.json to the run directory."""
