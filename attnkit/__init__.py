@@ -3,9 +3,14 @@
 Public ops (each picks the Triton kernel on CUDA and a torch path elsewhere; see `attnkit.ops`):
     attnkit.attention(q, k, v, *, causal, window, key_padding_mask, attn_mask, bias, scale, backend)
     attnkit.relative_attention(q, k, v, rel, *, causal, key_padding_mask, scale, backend)
+    attnkit.t5_attention(q, k, v, table, *, bidirectional, num_buckets, max_distance, causal, key_padding_mask, scale, backend)
+    attnkit.alibi_attention(q, k, v, *, slopes, causal, key_padding_mask, scale, backend)
+    attnkit.apply_rotary(x, *, offset, base, interleaved, rotary_dim, backend)
 """
-from attnkit.ops import attention, relative_attention, resolve_backend
+from attnkit.ops import (alibi_attention, apply_rotary, attention, relative_attention, resolve_backend,
+                         t5_attention)
 
 __version__ = "0.1.0"
 
-__all__ = ["attention", "relative_attention", "resolve_backend", "__version__"]
+__all__ = ["attention", "relative_attention", "t5_attention", "alibi_attention", "apply_rotary", "resolve_backend",
+           "__version__"]

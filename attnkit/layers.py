@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from attnkit.kernels.reference import apply_rotary_reference, rotary_cos_sin
-from attnkit.ops import attention, relative_attention
+from attnkit.kernels.reference import alibi_slopes
+from attnkit.ops import alibi_attention, apply_rotary, attention, relative_attention, t5_attention
 
-POSITIONS = ("none", "rotary", "relative")
+POSITIONS = ("none", "rotary", "relative", "alibi", "t5")
 
 
 @dataclass
@@ -43,12 +43,18 @@ class MultiHeadAttention(nn.Module):
     position: "none" (the model adds its own, e.g. learned or sinusoidal); "rotary" (applied to q and k
     of self-attention at their absolute positions, so the KV cache stays valid); "relative" (learned
     relative embeddings, Shaw et al. / Music Transformer, through `attnkit.relative_attention`, with
-    `max_relative` embeddings per head, or shared across heads with `shared_relative=True`).
+    `max_relative` embeddings per head, or shared across heads with `shared_relative=True`); "alibi"
+    (fixed linear distance penalties with the standard geometric head slopes, `attnkit.alibi_attention`);
+    "t5" (a learned scalar per head and T5 distance bucket, `t5_num_buckets` buckets up to
+    `t5_max_distance`, bidirectional unless causal, `attnkit.t5_attention`). Relative, ALiBi and T5 measure
+    distances with bottom-right alignment, so they too stay valid with a KV cache. All positional schemes
+    apply to self-attention only; cross-attention ignores them.
     """
 
     def __init__(self, d_model: int, n_head: int, n_kv_head: int | None = None, *, causal: bool = False,
                  dropout: float = 0.0, bias: bool = True, position: str = "none", rotary_base: float = 10000.0,
-                 max_relative: int = 512, shared_relative: bool = False):
+                 max_relative: int = 512, shared_relative: bool = False, t5_num_buckets: int = 32,
+                 t5_max_distance: int = 128):
         super().__init__()
         n_kv_head = n_kv_head or n_head
         if d_model % n_head != 0:
@@ -67,15 +73,19 @@ class MultiHeadAttention(nn.Module):
             # causal: R distances 0..R-1; bidirectional: R = 2P + 1 offsets -P..P.
             R = max_relative if causal else 2 * max_relative + 1
             self.rel = nn.Parameter(torch.randn(1 if shared_relative else n_head, R, self.head_dim) * 0.02)
+        if position == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(n_head), persistent=False)  # (n_head,)
+        if position == "t5":
+            self.t5_num_buckets, self.t5_max_distance = t5_num_buckets, t5_max_distance
+            self.t5_table = nn.Parameter(torch.randn(n_head, t5_num_buckets) * 0.02)  # (n_head, buckets)
 
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         B, L, _ = x.shape
         return x.view(B, L, n, self.head_dim).transpose(1, 2)  # (B, n, L, hd)
 
     def _rotate(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        positions = torch.arange(offset, offset + x.shape[2], device=x.device)
-        cos, sin = rotary_cos_sin(positions, self.head_dim, self.rotary_base)
-        return apply_rotary_reference(x, cos, sin)
+        # The fused Triton apply on CUDA, the torch reference elsewhere (attnkit.apply_rotary decides).
+        return apply_rotary(x, offset=offset, base=self.rotary_base)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *,
                 key_padding_mask: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
@@ -102,11 +112,19 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 k, v = cache.append(k, v)
         causal = self.causal and context is None
-        if self.position == "relative" and context is None:
+        if self.position in ("relative", "alibi", "t5") and context is None:
             if attn_mask is not None or bias is not None:
-                raise ValueError("attn_mask and bias are not supported with position='relative'")
-            y = relative_attention(q, k, v, self.rel.to(q.dtype), causal=causal,
-                                   key_padding_mask=key_padding_mask)  # (B, Hq, Lq, hd)
+                raise ValueError(f"attn_mask and bias are not supported with position={self.position!r}")
+            if self.position == "relative":
+                y = relative_attention(q, k, v, self.rel.to(q.dtype), causal=causal,
+                                       key_padding_mask=key_padding_mask)  # (B, Hq, Lq, hd)
+            elif self.position == "alibi":
+                y = alibi_attention(q, k, v, slopes=self.alibi_slopes, causal=causal,
+                                    key_padding_mask=key_padding_mask)  # (B, Hq, Lq, hd)
+            else:
+                y = t5_attention(q, k, v, self.t5_table, num_buckets=self.t5_num_buckets,
+                                 max_distance=self.t5_max_distance, causal=causal,
+                                 key_padding_mask=key_padding_mask)  # (B, Hq, Lq, hd)
         else:
             y = attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
                           attn_mask=attn_mask, bias=bias)  # (B, Hq, Lq, hd)

@@ -11,8 +11,8 @@ import os
 
 import torch
 
-from attnkit.kernels.reference import (attention_chunked, attention_sdpa, relative_attention_reference,
-                                       sdpa_covers)
+from attnkit.kernels.reference import (alibi_slopes, apply_rotary_reference, attention_chunked, attention_sdpa,
+                                       position_attention_chunked, rotary_cos_sin, sdpa_covers)
 from attnkit.kernels.validate import check_attention_args, check_key_padding_mask, check_qkv
 
 BACKENDS = ("auto", "triton", "torch")
@@ -80,10 +80,17 @@ def check_rel(q: torch.Tensor, rel: torch.Tensor, causal: bool) -> None:
         raise ValueError(f"rel has {rel.shape[0]} heads; it must have 1 (shared) or H = {H}")
     if rel.shape[2] != D:
         raise ValueError(f"rel head dim {rel.shape[2]} does not match q head dim {D}")
+    if rel.shape[1] < 1:
+        raise ValueError("rel needs at least one embedding (R >= 1)")
     if rel.dtype != q.dtype or rel.device != q.device:
         raise ValueError(f"rel must match q's dtype and device ({q.dtype}, {q.device}), got ({rel.dtype}, {rel.device})")
     if not causal and rel.shape[1] % 2 == 0:
         raise ValueError(f"rel needs an odd R = 2P + 1 when causal=False, got R = {rel.shape[1]}")
+
+
+def _check_scale(scale) -> None:
+    if scale is not None and not isinstance(scale, (int, float)):
+        raise ValueError(f"scale must be a number or None, got {type(scale).__name__}")
 
 
 def relative_attention(q, k, v, rel, *, causal=True, key_padding_mask=None, scale=None, backend="auto") -> torch.Tensor:
@@ -94,11 +101,106 @@ def relative_attention(q, k, v, rel, *, causal=True, key_padding_mask=None, scal
         causal=False: idx = clamp(j − i', −P, P) + P, R = 2P + 1.
     q: (B, H, Lq, D); k, v: (B, Hkv, Lk, D); rel: (Hr, R, D), Hr ∈ {1, H}.
     Returns (B, H, Lq, D); gradients flow to q, k, v and rel.
+    Memory is O(L·D) in the kernel and at most (B, H, 256, Lk) logits on the torch path; neither builds
+    an L×L tensor for the whole sequence.
     """
     check_qkv(q, k, v)
     check_key_padding_mask(key_padding_mask, q, k)
     check_rel(q, rel, causal)
+    _check_scale(scale)
     if resolve_backend(backend, q) == "triton":
         from attnkit.kernels.relative import relative_attention_triton
         return relative_attention_triton(q, k, v, rel, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
-    return relative_attention_reference(q, k, v, rel, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+    return position_attention_chunked(q, k, v, rel, kind="relative", causal=causal,
+                                      key_padding_mask=key_padding_mask, scale=scale)
+
+
+def check_t5(q: torch.Tensor, table: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> None:
+    H = q.shape[1]
+    if not isinstance(num_buckets, int) or num_buckets < (4 if bidirectional else 2):
+        raise ValueError(f"num_buckets must be an int >= {4 if bidirectional else 2} "
+                         f"(bidirectional={bidirectional}), got {num_buckets!r}")
+    max_exact = (num_buckets // 2 if bidirectional else num_buckets) // 2
+    if not isinstance(max_distance, int) or max_distance <= max_exact:
+        raise ValueError(f"max_distance must be an int > {max_exact} (the exact-distance buckets), got {max_distance!r}")
+    if not isinstance(table, torch.Tensor) or tuple(table.shape) != (H, num_buckets):
+        raise ValueError(f"table must be a tensor of shape (H, num_buckets) = {(H, num_buckets)}, "
+                         f"got {tuple(getattr(table, 'shape', ()))}")
+    if not table.is_floating_point() or table.device != q.device:
+        raise ValueError(f"table must be a floating-point tensor on {q.device}")
+
+
+def t5_attention(q, k, v, table, *, bidirectional=None, num_buckets=32, max_distance=128, causal=False,
+                 key_padding_mask=None, scale=None, backend="auto") -> torch.Tensor:
+    """Attention with T5's bucketed relative bias (Raffel et al. 2020): a learned scalar per (head, bucket).
+
+    logits_ij = scale · q_i·k_j + table[h, bucket(j − i')], i' = i + (Lk − Lq); the bucket function is
+    T5's (exact up to num_buckets/2 (or /4 bidirectional), then logarithmic up to max_distance).
+    q: (B, H, Lq, D); k, v: (B, Hkv, Lk, D); table: (H, num_buckets). bidirectional=None: `not causal`.
+    Returns (B, H, Lq, D); gradients flow to q, k, v and table. No (Lq, Lk) bias tensor is built.
+    T5 itself uses scale=1.0 (its init folds 1/sqrt(D) into the weights); the default here is 1/sqrt(D).
+    """
+    check_qkv(q, k, v)
+    check_key_padding_mask(key_padding_mask, q, k)
+    bidirectional = (not causal) if bidirectional is None else bool(bidirectional)
+    check_t5(q, table, bidirectional, num_buckets, max_distance)
+    _check_scale(scale)
+    if resolve_backend(backend, q) == "triton":
+        from attnkit.kernels.relative import t5_attention_triton
+        return t5_attention_triton(q, k, v, table, bidirectional=bidirectional, num_buckets=num_buckets,
+                                   max_distance=max_distance, causal=causal, key_padding_mask=key_padding_mask,
+                                   scale=scale)
+    return position_attention_chunked(q, k, v, table, kind="t5", causal=causal, key_padding_mask=key_padding_mask,
+                                      scale=scale, t5_args=(bidirectional, num_buckets, max_distance))
+
+
+def alibi_attention(q, k, v, *, slopes=None, causal=True, key_padding_mask=None, scale=None,
+                    backend="auto") -> torch.Tensor:
+    """Attention with linear biases (ALiBi, Press et al. 2022): logits_ij = scale·q_i·k_j − slope_h·|i' − j|.
+
+    q: (B, H, Lq, D); k, v: (B, Hkv, Lk, D); slopes: (H,) float, default the standard geometric set
+    2^(−8/H), 2^(−16/H), ... (`attnkit.kernels.reference.alibi_slopes`). Slopes are fixed: the kernel
+    passes no gradient to them (the torch path does, through autograd). No bias tensor is built.
+    """
+    check_qkv(q, k, v)
+    check_key_padding_mask(key_padding_mask, q, k)
+    _check_scale(scale)
+    H = q.shape[1]
+    if slopes is None:
+        slopes = alibi_slopes(H).to(q.device)
+    if not isinstance(slopes, torch.Tensor) or tuple(slopes.shape) != (H,) or not slopes.is_floating_point():
+        raise ValueError(f"slopes must be a float tensor of shape (H,) = ({H},), got {tuple(getattr(slopes, 'shape', ()))}")
+    if slopes.device != q.device:
+        raise ValueError(f"slopes is on {slopes.device} but q is on {q.device}")
+    if resolve_backend(backend, q) == "triton":
+        from attnkit.kernels.relative import alibi_attention_triton
+        return alibi_attention_triton(q, k, v, slopes, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+    return position_attention_chunked(q, k, v, slopes, kind="alibi", causal=causal,
+                                      key_padding_mask=key_padding_mask, scale=scale)
+
+
+def apply_rotary(x, *, offset=0, base=10000.0, interleaved=False, rotary_dim=None, backend="auto") -> torch.Tensor:
+    """Rotary position embedding (RoFormer, Su et al. 2021) applied to x at positions offset .. offset + L − 1.
+
+    x: (B, H, L, D). rotary_dim (even, ≤ D; None = D) features are rotated, the rest pass through.
+    interleaved=False pairs feature i with i + rotary_dim/2 (GPT-NeoX, LLaMA); True pairs 2i with 2i + 1
+    (GPT-J). offset is the number of tokens already in the KV cache when decoding.
+    Returns a new tensor like x; differentiable (the backward is the inverse rotation).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"x must be a 4-D float tensor (B, H, L, D), got {tuple(getattr(x, 'shape', ()))}")
+    D = x.shape[-1]
+    rotary_dim = D if rotary_dim is None else rotary_dim
+    if not isinstance(rotary_dim, int) or rotary_dim < 2 or rotary_dim % 2 or rotary_dim > D:
+        raise ValueError(f"rotary_dim must be an even int in [2, D = {D}], got {rotary_dim!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+    if not isinstance(base, (int, float)) or base <= 1:
+        raise ValueError(f"base must be a number > 1, got {base!r}")
+    positions = torch.arange(offset, offset + x.shape[2], device=x.device)
+    table_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    cos, sin = rotary_cos_sin(positions, rotary_dim, base, dtype=table_dtype)  # (L, rotary_dim / 2)
+    if resolve_backend(backend, x) == "triton":
+        from attnkit.kernels.rotary import apply_rotary_triton
+        return apply_rotary_triton(x, cos, sin, interleaved=interleaved)
+    return apply_rotary_reference(x, cos, sin, interleaved=interleaved)

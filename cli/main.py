@@ -10,12 +10,12 @@ from typing import Annotated, Optional
 import typer
 
 import attnkit
-from attnkit.cli import bench, sample, tokenize, train
+from attnkit.cli import average, bench, sample, tokenize, train
 from attnkit.tasks.base import UserError
 
 app = typer.Typer(
     name="attnkit",
-    help="Fused Triton attention and a transformer model zoo: tokenize, train, sample, bench-kernels.",
+    help="Fused Triton attention and a transformer model zoo: tokenize, train, sample, average, bench-kernels.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -24,6 +24,7 @@ app.command("tokenize")(tokenize.tokenize)
 app.command("train")(train.train)
 app.command("sample")(sample.sample)
 app.command("bench-kernels")(bench.bench_kernels)
+app.command("average")(average.average)
 
 _state = {"debug": False}
 
@@ -60,8 +61,11 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - the one place that decides how errors look
-        import click
-        if isinstance(e, click.ClickException):
+        try:
+            from click import ClickException
+        except ImportError:  # typer >= 0.2x vendors click as typer._click
+            from typer._click.exceptions import ClickException
+        if isinstance(e, ClickException):
             e.show()
             sys.exit(e.exit_code)
         if debug or not isinstance(e, USER_ERRORS):

@@ -27,6 +27,7 @@ def sample(
     stream: Annotated[bool, Opt("--stream/--no-stream", help="Print tokens as they are generated.")] = True,
 ) -> None:
     """Load a trained run and do what its model does: continue text, fill masks, translate, draw, compose."""
+    cfg = SampleConfig(**locals())  # before any import adds a local
     from attnkit.sample import run_sampling
 
-    run_sampling(SampleConfig(**locals()))
+    run_sampling(cfg)

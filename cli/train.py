@@ -46,9 +46,9 @@ def train(
     config: Annotated[Optional[str], Opt(help="TOML file of these options; flags override it.")] = None,
 ) -> None:
     """Train a model and write checkpoints, metrics.jsonl, loss.png and summary.json to the run directory."""
+    flags = {k: v for k, v in locals().items() if k != "config" and v is not None}  # before any import
     from attnkit.train import run_training
 
-    flags = {k: v for k, v in locals().items() if k != "config" and v is not None}
     cfg = TrainConfig.from_toml(config, **flags) if config else TrainConfig(**flags)
     if cfg.out == TrainConfig.out:
         cfg.out = f"runs/{cfg.model}"

@@ -231,3 +231,268 @@ def relative_attention_reference(q, k, v, rel, *, causal=True, key_padding_mask=
     mask = visible_mask(Lq, Lk, causal=causal, key_padding_mask=key_padding_mask, device=q.device)
     p = masked_softmax(s, mask)
     return torch.matmul(p, v.to(cd)).to(q.dtype)  # (B, H, Lq, D)
+
+
+def relative_attention_skewed(q, k, v, rel, *, causal=True, key_padding_mask=None, scale=None) -> torch.Tensor:
+    """The Music Transformer's skewing procedure (Huang et al. 2018, §3.4.1): same result as the definition.
+
+    Instead of gathering q·rel per (i, j) it lines the embeddings up by relative position, computes one
+    (Lq, W) product QEr = q·Eᵀ, and turns it into the (Lq, Lk) term with pad → reshape → slice, so it never
+    builds an (L, L, D) tensor; it still builds several (B, H, Lq, Lk) tensors (the baseline the fused
+    path is measured against).
+
+    causal (the paper's "masked" skew): column c of E is distance Lk − 1 − c; pad one zero column on the
+    left, flatten, drop the first Lq entries, view as (Lq, Lk). For Lq = Lk = L this is exactly the paper's
+    "pad, reshape to (L + 1, L), drop the first row".
+    non-causal (tensor2tensor's unmasked skew): column c of E is offset j − i' = c − (Lk − 1), width
+    W = Lq + Lk − 1; pad one column on the right, flatten, view the first Lq·W entries as (Lq, W), keep
+    columns Lq − 1 ... Lq + Lk − 2.
+    """
+    B, H, Lq, D = q.shape
+    Lk, R = k.shape[2], rel.shape[1]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    cd = _compute_dtype(q.dtype)
+    k, v = _expand_kv(k, H), _expand_kv(v, H)
+    qc = q.to(cd)
+    relc = rel.to(cd).expand(H, R, D)
+    if causal:
+        dist = torch.arange(Lk - 1, -1, -1, device=q.device).clamp(max=R - 1)  # (Lk,) distance of column c
+        qer = torch.matmul(qc, relc[:, dist].transpose(-1, -2))  # (B, H, Lq, Lk)
+        padded = F.pad(qer, (1, 0))  # (B, H, Lq, Lk + 1)
+        srel = padded.reshape(B, H, -1)[..., Lq:].reshape(B, H, Lq, Lk)  # (B, H, Lq, Lk)
+    else:
+        P = (R - 1) // 2
+        offset = (torch.arange(Lq + Lk - 1, device=q.device) - (Lk - 1)).clamp(-P, P) + P  # (W,)
+        qer = torch.matmul(qc, relc[:, offset].transpose(-1, -2))  # (B, H, Lq, W)
+        W = Lq + Lk - 1
+        padded = F.pad(qer, (0, 1))  # (B, H, Lq, W + 1)
+        srel = padded.reshape(B, H, -1)[..., : Lq * W].reshape(B, H, Lq, W)[..., Lq - 1:Lq - 1 + Lk]
+    s = (torch.matmul(qc, k.to(cd).transpose(-1, -2)) + srel) * scale  # (B, H, Lq, Lk)
+    mask = visible_mask(Lq, Lk, causal=causal, key_padding_mask=key_padding_mask, device=q.device)
+    p = masked_softmax(s, mask)
+    return torch.matmul(p, v.to(cd)).to(q.dtype)  # (B, H, Lq, D)
+
+
+# --------------------------------------------------------------------------------------------
+# Chunked CPU path for every position scheme: relative embeddings, T5 buckets, ALiBi
+# --------------------------------------------------------------------------------------------
+
+def t5_bucket(relative_position: torch.Tensor, *, bidirectional: bool, num_buckets: int = 32,
+              max_distance: int = 128) -> torch.Tensor:
+    """T5's relative-position bucket (Raffel et al. 2020; HF `_relative_position_bucket`), for j − i'.
+
+    Half the buckets hold exact small distances, the rest grow logarithmically up to max_distance;
+    bidirectional splits the buckets between keys before (j < i') and after (j > i') the query.
+    Computed in float32, as T5 does, so the kernel (which evaluates the same formula) agrees bit for bit.
+    """
+    n = -relative_position  # distance back from the query: i' − j
+    ret = torch.zeros_like(n)
+    if bidirectional:
+        num_buckets //= 2
+        ret = ret + (n < 0).long() * num_buckets
+        n = n.abs()
+    else:
+        n = n.clamp(min=0)
+    max_exact = num_buckets // 2
+    large = torch.log(n.float() / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    large = (max_exact + large.to(torch.long)).clamp(max=num_buckets - 1)
+    return ret + torch.where(n < max_exact, n, large)
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """ALiBi's geometric head slopes (Press et al. 2022): 2^(−8/n), 2^(−16/n), ...; for n not a power of
+    two, the slopes of the nearest lower power of two, then every other slope of the next one."""
+    def powers(n):
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+    p = 2 ** math.floor(math.log2(n_head))
+    slopes = powers(p) + (powers(2 * p)[0::2][: n_head - p] if p < n_head else [])
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+class _Chunk:
+    """Index bookkeeping for query rows [start, stop) against keys [0, ncols) of a length-Lk sequence."""
+
+    def __init__(self, start: int, stop: int, Lq: int, Lk: int, causal: bool, device):
+        # Causal rows never see keys past their last i', so they only touch keys [0, ncols).
+        self.start, self.stop, self.off = start, stop, Lk - Lq
+        self.ncols = min(Lk, max(stop + Lk - Lq, 1)) if causal else Lk
+        self.i = torch.arange(start, stop, device=device).unsqueeze(1) + (Lk - Lq)  # (rows, 1): i'
+        self.j = torch.arange(self.ncols, device=device).unsqueeze(0)  # (1, ncols)
+
+    def mask(self, causal: bool, key_padding_mask) -> torch.Tensor | None:
+        """(B|1, 1, rows, ncols) bool visibility, or None when everything is visible."""
+        mask = (self.j <= self.i)[None, None] if causal else None
+        if key_padding_mask is not None:
+            kpm = key_padding_mask[:, None, None, :self.ncols]
+            mask = kpm if mask is None else mask & kpm
+        return mask
+
+    def rel_index(self, R: int, causal: bool) -> tuple[torch.Tensor, int]:
+        """(rows, ncols) embedding index and how many embeddings these rows can reach."""
+        if causal:
+            reach = max(min(R, self.stop + self.off), 1)  # 1 + the largest distance i' − j these rows meet
+            return (self.i - self.j).clamp(min=0, max=reach - 1), reach
+        P = (R - 1) // 2
+        return (self.j - self.i).clamp(-P, P) + P, R
+
+
+def _chunk_logits(kind, q_c, k, pos, ch: _Chunk, causal, scale, t5_args, key_padding_mask):
+    """Masked logits (B, H, rows, ncols) of one chunk, built in place to keep few chunk-sized tensors alive.
+
+    Returns (logits, extra): extra is (index, reach) for "relative", the bucket map for "t5", |δ| for "alibi".
+    """
+    s = torch.matmul(q_c, k[:, :, :ch.ncols].transpose(-1, -2))  # (B, H, rows, ncols)
+    if kind == "relative":
+        idx, reach = ch.rel_index(pos.shape[1], causal)
+        qe = torch.matmul(q_c, pos[:, :reach].transpose(-1, -2))  # (B, H, rows, reach): one product per distance
+        s.add_(qe.gather(-1, idx.expand(*qe.shape[:2], *idx.shape)))
+        del qe
+        s.mul_(scale)
+        extra = (idx, reach)
+    elif kind == "t5":
+        bidirectional, num_buckets, max_distance = t5_args
+        extra = t5_bucket(ch.j - ch.i, bidirectional=bidirectional, num_buckets=num_buckets,
+                          max_distance=max_distance)  # (rows, ncols)
+        s.mul_(scale).add_(pos[:, extra])  # + table[h, bucket]
+    else:
+        extra = (ch.i - ch.j).abs().to(s.dtype)  # (rows, ncols): |δ|
+        s.mul_(scale).sub_(pos[:, None, None] * extra)  # − slope_h·|δ|
+    mask = ch.mask(causal, key_padding_mask)
+    if mask is not None:
+        s.masked_fill_(~mask, float("-inf"))
+    return s, extra
+
+
+class _ChunkedPositionAttention(torch.autograd.Function):
+    """FlashAttention's recipe in torch, one chunk of query rows at a time: the forward keeps only the output
+    and the row log-sum-exp; the backward recomputes each chunk's probabilities and forms its gradients in place.
+    Peak extra memory ≈ a handful of (B, H, chunk, Lk) tensors, whatever L is."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, pos, key_padding_mask, kind, causal, scale, t5_args, chunk):
+        B, H, Lq, D = q.shape
+        Lk = k.shape[2]
+        cd = _compute_dtype(q.dtype)
+        qc, kc, vc = q.to(cd), _expand_kv(k, H).to(cd), _expand_kv(v, H).to(cd)
+        posc = pos.to(cd)
+        if kind == "relative":
+            posc = posc.expand(H, *posc.shape[1:])
+        out = torch.empty(B, H, Lq, D, dtype=cd, device=q.device)
+        lse = torch.empty(B, H, Lq, 1, dtype=cd, device=q.device)
+        for start in range(0, Lq, chunk):
+            ch = _Chunk(start, min(start + chunk, Lq), Lq, Lk, causal, q.device)
+            s, _ = _chunk_logits(kind, qc[:, :, ch.start:ch.stop], kc, posc, ch, causal, scale, t5_args,
+                                 key_padding_mask)
+            m = torch.logsumexp(s, dim=-1, keepdim=True)  # (B, H, rows, 1); −inf on rows with no key
+            m = m.masked_fill(torch.isinf(m), float("inf"))  # → p = exp(s − inf) = 0 on those rows
+            p = s.sub_(m).exp_()
+            torch.matmul(p, vc[:, :, :ch.ncols], out=out[:, :, ch.start:ch.stop])
+            lse[:, :, ch.start:ch.stop] = m
+            del s, p
+        ctx.save_for_backward(q, k, v, pos, out, lse)
+        ctx.key_padding_mask, ctx.kind, ctx.causal, ctx.scale = key_padding_mask, kind, causal, scale
+        ctx.t5_args, ctx.chunk = t5_args, chunk
+        return out.to(q.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, pos, out, lse = ctx.saved_tensors
+        kind, causal, scale, chunk = ctx.kind, ctx.causal, ctx.scale, ctx.chunk
+        B, H, Lq, D = q.shape
+        Hkv, Lk = k.shape[1], k.shape[2]
+        cd = out.dtype
+        qc, kc, vc = q.to(cd), _expand_kv(k, H).to(cd), _expand_kv(v, H).to(cd)
+        posc = pos.to(cd)
+        if kind == "relative":
+            posc = posc.expand(H, *posc.shape[1:])
+        do = dout.to(cd)
+        delta = (do * out).sum(-1, keepdim=True)  # (B, H, Lq, 1)
+        dq = torch.empty_like(qc)
+        dk, dv = torch.zeros_like(kc), torch.zeros_like(vc)
+        dpos = torch.zeros(H, *posc.shape[1:], dtype=cd, device=q.device) if kind != "alibi" \
+            else torch.zeros(H, dtype=cd, device=q.device)
+        for start in range(0, Lq, chunk):
+            ch = _Chunk(start, min(start + chunk, Lq), Lq, Lk, causal, q.device)
+            rows, cols = slice(ch.start, ch.stop), slice(0, ch.ncols)
+            q_c, do_c = qc[:, :, rows], do[:, :, rows]
+            s, extra = _chunk_logits(kind, q_c, kc, posc, ch, causal, scale, ctx.t5_args, ctx.key_padding_mask)
+            p = s.sub_(lse[:, :, rows]).exp_()  # (B, H, rows, ncols)
+            dv[:, :, cols] += torch.matmul(p.transpose(-1, -2), do_c)
+            ds = torch.matmul(do_c, vc[:, :, cols].transpose(-1, -2)).sub_(delta[:, :, rows]).mul_(p)  # dlogits
+            del s, p
+            dq_c = torch.matmul(ds, kc[:, :, cols])  # (B, H, rows, D)
+            dk[:, :, cols] += torch.matmul(ds.transpose(-1, -2), q_c)
+            if kind == "relative":
+                idx, reach = extra
+                dqe = torch.zeros(B, H, ch.stop - ch.start, reach, dtype=cd, device=q.device)
+                dqe.scatter_add_(-1, idx.expand(B, H, *idx.shape), ds)  # Σ over keys at the same distance
+                dq_c += torch.matmul(dqe, posc[:, :reach])
+                if ctx.needs_input_grad[3]:
+                    dpos[:, :reach] += torch.einsum("bhir,bhid->hrd", dqe, q_c)
+                del dqe
+                dq[:, :, rows] = dq_c * scale
+            elif kind == "t5":
+                dsum = ds.sum(0).reshape(H, -1)  # (H, rows·ncols)
+                dpos.scatter_add_(1, extra.reshape(1, -1).expand(H, -1), dsum)
+                dq[:, :, rows] = dq_c * scale
+            else:
+                dpos -= (ds.sum(0) * extra).sum((-1, -2))
+                dq[:, :, rows] = dq_c * scale
+            del ds
+        dk.mul_(scale)
+        if Hkv != H:  # GQA: each kv head collects the gradients of its query heads
+            dk = dk.view(B, Hkv, H // Hkv, Lk, D).sum(2)
+            dv = dv.view(B, Hkv, H // Hkv, Lk, D).sum(2)
+        if kind == "relative":
+            dpos.mul_(scale)  # logits = scale·q·(k + e): e's gradient carries the scale like k's
+            if pos.shape[0] == 1:
+                dpos = dpos.sum(0, keepdim=True)
+        return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dpos.to(pos.dtype),
+                None, None, None, None, None, None)
+
+
+def position_attention_chunked(q, k, v, pos, *, kind: str, causal: bool, key_padding_mask=None, scale=None,
+                               t5_args=(False, 32, 128), chunk: int = 256) -> torch.Tensor:
+    """CPU path for relative / T5 / ALiBi attention: at most a few (B, H, chunk, Lk) tensors at a time.
+
+    pos: rel (Hr, R, D) | table (H, num_buckets) | slopes (H,). Causal chunks only look at the keys their rows
+    can see (j ≤ i'), so the causal path does about half the work of the full-matrix definitions; the backward
+    recomputes each chunk's probabilities from the saved log-sum-exp (as FlashAttention does) rather than
+    storing them. Gradients reach q, k, v and pos; not twice differentiable.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return _ChunkedPositionAttention.apply(q, k, v, pos, key_padding_mask, kind, causal, scale, tuple(t5_args),
+                                           chunk)
+
+
+def relative_attention_chunked(q, k, v, rel, *, causal=True, key_padding_mask=None, scale=None,
+                               chunk: int = 256) -> torch.Tensor:
+    """Same result as `relative_attention_reference`, holding at most (B, H, chunk, Lk) logits."""
+    return position_attention_chunked(q, k, v, rel, kind="relative", causal=causal,
+                                      key_padding_mask=key_padding_mask, scale=scale, chunk=chunk)
+
+
+def t5_attention_reference(q, k, v, table, *, bidirectional=None, num_buckets=32, max_distance=128, causal=False,
+                           key_padding_mask=None, scale=None) -> torch.Tensor:
+    """Definition of `attnkit.t5_attention`: logits = scale·q_i·k_j + table[h, bucket(j − i')], full matrix.
+
+    table: (H, num_buckets). bidirectional=None means `not causal`.
+    """
+    Lq, Lk = q.shape[2], k.shape[2]
+    bidirectional = (not causal) if bidirectional is None else bidirectional
+    i = torch.arange(Lq, device=q.device).unsqueeze(1) + (Lk - Lq)
+    j = torch.arange(Lk, device=q.device).unsqueeze(0)
+    bucket = t5_bucket(j - i, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance)
+    bias = table[:, bucket].unsqueeze(0)  # (1, H, Lq, Lk)
+    return attention_reference(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
+                               bias=bias.to(_compute_dtype(q.dtype)), scale=scale)
+
+
+def alibi_attention_reference(q, k, v, slopes, *, causal=True, key_padding_mask=None, scale=None) -> torch.Tensor:
+    """Definition of `attnkit.alibi_attention`: logits = scale·q_i·k_j − slopes[h]·|i' − j|, full matrix."""
+    Lq, Lk = q.shape[2], k.shape[2]
+    i = torch.arange(Lq, device=q.device).unsqueeze(1) + (Lk - Lq)
+    j = torch.arange(Lk, device=q.device).unsqueeze(0)
+    bias = -slopes.to(_compute_dtype(q.dtype))[None, :, None, None] * (i - j).abs()  # (1, H, Lq, Lk)
+    return attention_reference(q, k, v, causal=causal, key_padding_mask=key_padding_mask, bias=bias, scale=scale)

@@ -16,6 +16,15 @@ Lifecycle in `attnkit train`:
 Lifecycle in `attnkit sample`:
     task = Task.load(run_dir, train_cfg); model = Task.build_model(saved model config)
     task.sample(model, sample_cfg, console)
+
+Optional hooks (defaults below; override only if needed):
+    task.batch_tokens(batch) -> int          tokens in a batch, for tokens/s (default: numel of its first tensor)
+
+Trainer notes (attnkit.train): `loss` receives the model wrapped by DDP/torch.compile when those are on,
+so call it as `model(...)`; `evaluate` and `report` get the plain model. Fields the flavor leaves None get
+trainer defaults (attnkit.train.TRAINER_DEFAULTS): max_steps, batch_size, lr, min_lr (lr/10),
+warmup_steps (min(100, max_steps/10)), schedule (cosine), beta2 (0.95), eval_interval (max_steps/10),
+eval_batches (10), keep_last (1). block_size, dropout, label_smoothing stay None unless the task sets them.
 """
 from __future__ import annotations
 
@@ -75,6 +84,10 @@ class Task:
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
+
+    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Tokens (or pixels, rows...) in a batch, for the tokens/s the trainer reports."""
+        return next(iter(batch.values())).numel()
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:

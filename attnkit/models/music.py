@@ -1,0 +1,173 @@
+"""Music Transformer (Huang et al. 2018): a decoder-only Transformer whose self-attention adds learned
+relative-position embeddings (Shaw et al. 2018), through `attnkit.relative_attention`.
+
+    logits_ij = (q_i·k_j + q_i·E[h, min(i − j, R − 1)]) / sqrt(D),  j ≤ i
+
+E holds R learned vectors per head (R = max_relative), one per distance; farther keys share the last. The
+paper's "skewing" trick is how the Triton kernel avoids the O(L²D) gather; the model only calls the op.
+
+`position` picks the comparison arm of the paper:
+    "absolute": the vanilla Transformer baseline, sinusoidal timing signal added to the embeddings;
+    "relative": relative attention only (nothing absolute, so it is the same at every offset);
+    "both":     timing signal plus relative attention (the paper's Music Transformer keeps the signal).
+The sinusoid is computed for any length, so every arm can be evaluated on sequences longer than it was
+trained on; only the relative arms learned what distance means.
+
+Built bottom-up, nanoGPT style: MLP -> Block -> MusicConfig -> MusicTransformer.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attnkit.kernels.reference import masked_softmax, relative_index, visible_mask
+from attnkit.layers import KVCache, MultiHeadAttention
+
+POSITIONS = ("absolute", "relative", "both")
+
+
+def timing_signal(positions: torch.Tensor, d_model: int) -> torch.Tensor:
+    """Sinusoidal positions of Vaswani et al.: (L,) int -> (L, d_model) float32, sin and cos halves."""
+    half = d_model // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device) / max(half - 1, 1))
+    angle = positions.float()[:, None] * freq[None, :]  # (L, half)
+    signal = torch.cat([angle.sin(), angle.cos()], dim=1)  # (L, 2 * half)
+    return F.pad(signal, (0, d_model - 2 * half))  # (L, d_model)
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.fc = nn.Linear(d_model, d_ff)
+        self.proj = nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))  # (B, L, d_model)
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg: "MusicConfig"):
+        super().__init__()
+        relative = cfg.position in ("relative", "both")
+        self.ln_1 = nn.LayerNorm(cfg.d_model)
+        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_head, causal=True, dropout=cfg.dropout,
+                                       position="relative" if relative else "none",
+                                       max_relative=cfg.max_relative)
+        self.ln_2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache=cache)  # (B, L, d_model)
+        return x + self.mlp(self.ln_2(x))  # (B, L, d_model)
+
+
+@dataclass
+class MusicConfig:
+    vocab_size: int = 93            # attnkit.data.chorales.VOCAB_SIZE
+    block_size: int = 256           # training context (tokens); sampling may run longer
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    d_ff: int | None = None         # None = 4 * d_model
+    dropout: float = 0.1
+    position: str = "relative"      # absolute | relative | both
+    max_relative: int | None = None  # learned distances 0..R-1 per head; None = block_size (the paper's R = L)
+
+    def __post_init__(self):
+        if self.position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        if self.max_relative is None:
+            self.max_relative = self.block_size
+
+
+class MusicTransformer(nn.Module):
+    def __init__(self, cfg: MusicConfig):
+        super().__init__()
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight  # weight tying
+        self.apply(self._init_weights)
+        # Embeddings are scaled by sqrt(d_model) in `embed`, so this gives unit-variance token vectors
+        # (comparable to the timing signal) and, tied, unit-scale initial logits (Tensor2Tensor's choice).
+        nn.init.normal_(self.tok_emb.weight, std=cfg.d_model ** -0.5)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def make_caches(self) -> list[KVCache]:
+        return [KVCache() for _ in self.blocks]
+
+    def embed(self, idx: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """(B, L) tokens at positions offset.. -> (B, L, d_model) block input."""
+        x = self.tok_emb(idx) * math.sqrt(self.config.d_model)  # (B, L, d_model): same scale as the signal
+        if self.config.position in ("absolute", "both"):
+            pos = torch.arange(offset, offset + idx.shape[1], device=idx.device)
+            x = x + timing_signal(pos, self.config.d_model).to(x.dtype)  # (B, L, d_model)
+        return self.drop(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                caches: list[KVCache] | None = None,
+                label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx: (B, L) tokens; targets: (B, L) next tokens, -100 = ignored. With `caches` (one per block),
+        idx holds only the new tokens and positions continue from the cached length.
+
+        Returns logits (B, L, vocab) and the mean cross-entropy over non-ignored targets (or None).
+        """
+        offset = caches[0].length if caches else 0
+        x = self.embed(idx, offset)  # (B, L, d_model)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache=caches[i] if caches else None)  # (B, L, d_model)
+        logits = self.head(self.ln_f(x))  # (B, L, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=-100, label_smoothing=label_smoothing)
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor, layer: int = -1) -> torch.Tensor:
+        """Attention probabilities of one layer over idx: (B, L) -> (B, H, L, L), rows sum to 1.
+
+        The fused op never forms these, so they are recomputed here from that layer's input with the
+        reference definition (same logits as `relative_attention` / `attention`; dropout off).
+        """
+        layer = layer % len(self.blocks)
+        x = self.embed(idx)
+        for block in self.blocks[:layer]:
+            x = block(x)
+        attn = self.blocks[layer].attn
+        h = self.blocks[layer].ln_1(x)  # (B, L, d_model)
+        B, L, _ = h.shape
+        q = attn._heads(attn.q_proj(h), attn.n_head)  # (B, H, L, hd)
+        k, _ = attn.kv_proj(h).split(attn.n_kv_head * attn.head_dim, dim=2)
+        k = attn._heads(k, attn.n_kv_head).repeat_interleave(attn.n_head // attn.n_kv_head, dim=1)  # (B, H, L, hd)
+        s = q @ k.transpose(-1, -2)  # (B, H, L, L)
+        if attn.position == "relative":
+            rel = attn.rel.expand(attn.n_head, -1, -1)  # (H, R, hd)
+            qe = torch.einsum("bhid,hrd->bhir", q, rel)  # (B, H, L, R)
+            ridx = relative_index(L, L, rel.shape[1], True, idx.device)  # (L, L)
+            s = s + qe.gather(-1, ridx.expand(B, attn.n_head, L, L))
+        s = s / math.sqrt(attn.head_dim)
+        return masked_softmax(s, visible_mask(L, L, causal=True, device=idx.device))  # (B, H, L, L)

@@ -1,0 +1,477 @@
+"""NPT on tables: masked-cell training, k-fold cross-validation beside scikit-learn baselines, and probes.
+
+How a k-fold CV fits the generic trainer: the model is `NPTFolds`, K independent NPTs (one per fold) whose
+losses are averaged, so the trainer's one loop (optimizer, schedule, checkpoints) trains every fold at once
+and `attnkit sample` reloads all of them. Each fold's input is the whole table: its training rows with
+targets (stochastically masked), its test rows with targets always masked (never trained on).
+`evaluate("val")` scores the test folds; `report()` adds the baselines on the same splits, the probes, a
+rich table, predictions.csv and cv_metrics.json.
+
+Objective (Kossen et al. 2021, section 3): every feature cell is selected with probability `feature_mask`
+and corrupted BERT-style (80 % mask token, 10 % a random value of that column, 10 % unchanged); every
+training target is masked with probability `target_mask`, the other training targets are inputs. The loss
+is taken only on selected cells: (1 − λ)·mean feature loss + λ·mean target loss, λ = `target_weight`.
+
+Probes (`--probe`):
+  corruption  predict each test row alone while every other row has each attribute permuted independently
+              across rows: what is left is the row itself, so the drop measures how much NPT uses other rows.
+  lookup      every row gets a duplicate whose target is always visible (plus `--target-shift`: added to a
+              numeric target, added modulo C to a class); the model can look the answer up (and undo the
+              shift). Reported: correlation between prediction and true target, expected ≈ 1.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from attnkit.config import SampleConfig, TrainConfig
+from attnkit.data.tables import Table, cv_splits, load_table, target_stats
+from attnkit.models.npt import NPTConfig, NPTFolds, cell_losses
+from attnkit.tasks.base import Task, UserError
+
+PROBES = ("corruption", "lookup")
+TRAIN, TEST, CONTEXT = 0, 1, 2   # row roles within one fold (CONTEXT: lookup duplicates, target visible)
+
+
+def _classification_metrics(y: np.ndarray, prob: np.ndarray, n_classes: int) -> dict[str, float]:
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    prob = np.clip(prob, 1e-7, 1.0)
+    prob = prob / prob.sum(1, keepdims=True)
+    out = {"accuracy": float((prob.argmax(1) == y).mean()),
+           "nll": float(log_loss(y, prob, labels=list(range(n_classes))))}
+    try:
+        if n_classes == 2:
+            out["auroc"] = float(roc_auc_score(y, prob[:, 1]))
+        else:
+            out["auroc"] = float(roc_auc_score(y, prob, multi_class="ovr", labels=list(range(n_classes))))
+    except ValueError:  # a fold without some class: AUROC is undefined there
+        out["auroc"] = float("nan")
+    return out
+
+
+def _regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    mse = float(((pred - y) ** 2).mean())
+    return {"rmse": math.sqrt(mse), "r2": float(1 - mse / max(float(y.var()), 1e-12))}
+
+
+def _mean_std(per_fold: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
+    keys = per_fold[0].keys()
+    return {k: {"mean": float(np.nanmean([f[k] for f in per_fold])), "std": float(np.nanstd([f[k] for f in per_fold])),
+                "per_fold": [f[k] for f in per_fold]} for k in keys}
+
+
+class NPTTask(Task):
+    name = "npt"
+    default_flavor = "small"
+    # "objective" holds the masking probabilities and λ (not TrainConfig fields: they belong to NPT alone).
+    flavors = {
+        "debug": {
+            "model": dict(embed_dim=4, n_layer=2, n_head_abd=2, n_head_aba=1, ff_mult=2, dropout=0.0, head_scale=5.0),
+            "train": dict(max_steps=12, batch_size=4096, lr=3e-3, warmup_steps=2, schedule="cosine",
+                          eval_interval=6, eval_batches=1, folds=2, dropout=0.0),
+            "objective": dict(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
+        },
+        # The CPU reproduction on Breast Cancer: 10 folds in a few minutes on one core (see README).
+        "small": {
+            "model": dict(embed_dim=4, n_layer=4, n_head_abd=2, n_head_aba=1, ff_mult=2, dropout=0.1, head_scale=5.0),
+            "train": dict(max_steps=100, batch_size=4096, lr=2e-3, warmup_steps=10, schedule="cosine",
+                          eval_interval=25, eval_batches=1, folds=10, dropout=0.1),
+            "objective": dict(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
+        },
+        # The paper's Breast Cancer setup (ANCHORS.md): GPU-sized.
+        "paper": {
+            "model": dict(embed_dim=32, n_layer=8, n_head_abd=8, n_head_aba=8, ff_mult=4, dropout=0.1, head_scale=1.0),
+            "train": dict(max_steps=2000, batch_size=4096, lr=5e-4, warmup_steps=100, schedule="cosine",
+                          eval_interval=200, eval_batches=1, folds=10, dropout=0.1),
+            "objective": dict(feature_mask=0.15, target_mask=0.1, target_weight=0.5),
+        },
+    }
+
+    @classmethod
+    def resolve(cls, cfg: TrainConfig) -> TrainConfig:
+        cfg = super().resolve(cfg)
+        if cfg.probe is not None and cfg.probe not in PROBES:
+            raise UserError(f"unknown --probe {cfg.probe!r}; choose from {', '.join(PROBES)}")
+        if cfg.target_shift is not None and cfg.probe != "lookup":
+            raise UserError("--target-shift applies to the duplicated rows of --probe lookup only")
+        return cfg
+
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg)
+        self.objective = dict(self.flavors[cfg.flavor].get("objective", {}))
+        self.table: Table | None = None
+        self.splits: list[tuple[np.ndarray, np.ndarray]] = []
+
+    # ---- data ----------------------------------------------------------------------------
+    def prepare(self, run_dir: Path) -> None:
+        table = load_table(self.cfg.data, self.cfg.target, getattr(self.cfg, "column_types", None))
+        splits = cv_splits(table, self.cfg.folds or 10, self.cfg.seed)
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        table.save(run_dir / "table")
+        (run_dir / "splits.json").write_text(json.dumps([te.tolist() for _, te in splits]))
+        self._setup(table, splits)
+
+    @classmethod
+    def load(cls, run_dir: Path, cfg: TrainConfig) -> "NPTTask":
+        run_dir = Path(run_dir)
+        if not (run_dir / "table.npz").is_file():
+            raise UserError(f"{run_dir} has no table.npz: not an NPT run directory")
+        task = cls(cls.resolve(cfg) if cfg.flavor is None else cfg)
+        table = Table.load(run_dir / "table")
+        tests = [np.asarray(t, dtype=np.int64) for t in json.loads((run_dir / "splits.json").read_text())]
+        everything = np.arange(table.n)
+        task._setup(table, [(np.setdiff1d(everything, te), te) for te in tests])
+        return task
+
+    def _setup(self, table: Table, splits: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Per-fold input arrays. With --probe lookup, rows n..2n-1 duplicate rows 0..n-1 (role CONTEXT)."""
+        self.table, self.splits = table, splits
+        n, t = table.n, table.target
+        lookup = self.cfg.probe == "lookup"
+        values = np.concatenate([table.values, table.values]) if lookup else table.values    # (n_all, d)
+        missing = np.concatenate([table.missing, table.missing]) if lookup else table.missing
+        fold_values, roles = [], []
+        self.target_mean, self.target_std = [], []
+        for train_rows, test_rows in splits:
+            mean, std = target_stats(table, train_rows)
+            v = values.copy()
+            if table.target_is_categorical:
+                if lookup:
+                    shift = int(round(self.cfg.target_shift or 0))
+                    v[n:, t] = (v[n:, t] + shift) % table.n_classes
+            else:
+                v[:, t] = (v[:, t] - mean) / std
+                if lookup:
+                    v[n:, t] += (self.cfg.target_shift or 0.0) / std
+            role = np.full(len(v), CONTEXT, dtype=np.int64)
+            role[train_rows], role[test_rows] = TRAIN, TEST
+            fold_values.append(v)
+            roles.append(role)
+            self.target_mean.append(mean)
+            self.target_std.append(std)
+        self.values = torch.tensor(np.stack(fold_values), dtype=torch.float32)   # (K, n_all, d)
+        self.missing = torch.tensor(missing, dtype=torch.bool)                    # (n_all, d)
+        self.roles = torch.tensor(np.stack(roles))                                # (K, n_all)
+
+    def model_config(self) -> dict[str, Any]:
+        config = dict(self.flavors[self.cfg.flavor]["model"])
+        if self.cfg.dropout is not None:
+            config["dropout"] = self.cfg.dropout
+        config["cardinalities"] = self.table.cardinalities
+        config["n_folds"] = len(self.splits)
+        return config
+
+    @classmethod
+    def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
+        config = dict(model_config)
+        n_folds = config.pop("n_folds")
+        return NPTFolds(NPTConfig(**config), n_folds)
+
+    # ---- training --------------------------------------------------------------------------
+    def _rows(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """(K, B) row indices: every row when the table fits in a batch, else a random subset per fold."""
+        K, n_all = self.roles.shape
+        if batch_size >= n_all:
+            return torch.arange(n_all).expand(K, n_all)
+        return torch.stack([torch.randperm(n_all, generator=generator)[:batch_size] for _ in range(K)])
+
+    def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A masked-cell training batch for all folds: values, mask, labels, weight, each (K, B, d)."""
+        rows = self._rows(batch_size, generator)                                  # (K, B)
+        K, B = rows.shape
+        d, t = self.values.shape[2], self.table.target
+        labels = torch.gather(self.values, 1, rows[..., None].expand(K, B, d))    # (K, B, d)
+        missing = self.missing[rows]                                              # (K, B, d)
+        role = torch.gather(self.roles, 1, rows)                                  # (K, B)
+        is_target = torch.zeros(d, dtype=torch.bool)
+        is_target[t] = True
+
+        # Features: select cells, then BERT-style corruption of the selected ones.
+        p_feat, p_tgt = self.objective["feature_mask"], self.objective["target_mask"]
+        chosen = (torch.rand(K, B, d, generator=generator) < p_feat) & ~missing & ~is_target
+        r = torch.rand(K, B, d, generator=generator)
+        as_token = chosen & (r < 0.8)
+        as_random = chosen & (r >= 0.8) & (r < 0.9)
+        donors = torch.randint(0, B, (K, B, d), generator=generator)              # same column, random row
+        values = torch.where(as_random, torch.gather(labels, 1, donors), labels)
+
+        # Targets: training rows masked with p_tgt (and trained on), test rows always masked, context never.
+        target_chosen = (torch.rand(K, B, generator=generator) < p_tgt) & (role == TRAIN) & ~missing[..., t]
+        target_hidden = target_chosen | (role == TEST)
+        mask = missing | as_token
+        mask[..., t] |= target_hidden
+
+        # Loss weights: mean over selected feature cells and over selected targets, traded off by λ.
+        lam = self.objective["target_weight"]
+        weight = torch.zeros(K, B, d)
+        n_feat = chosen.sum((1, 2)).clamp(min=1)[:, None, None]
+        n_tgt = target_chosen.sum(1).clamp(min=1)[:, None]
+        weight = torch.where(chosen, (1 - lam) / n_feat, weight)
+        weight[..., t] = torch.where(target_chosen, lam / n_tgt, 0.0)
+        return {"values": values, "mask": mask, "labels": labels, "weight": weight}
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        numeric, logits = model(batch["values"], batch["mask"])                  # (K, B, d), (K, B, d, C)
+        is_cat = torch.tensor([c > 0 for c in self.table.cardinalities], device=numeric.device)
+        cells = cell_losses(numeric, logits, batch["labels"], is_cat)            # (K, B, d)
+        return (cells * batch["weight"]).sum() / cells.shape[0]                  # mean over folds
+
+    # ---- prediction --------------------------------------------------------------------------
+    def _clean_input(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold k's test-time input (n_all, d): every training target visible, test targets masked."""
+        values = self.values[k].clone()
+        mask = self.missing.clone()
+        mask[:, self.table.target] |= self.roles[k] == TEST
+        return values, mask
+
+    @torch.no_grad()
+    def _predict_rows(self, fold_model: nn.Module, values: torch.Tensor, mask: torch.Tensor,
+                      rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Target outputs for `rows`: class probabilities (R, C) or standardized values (R,).
+
+        When the table does not fit in one batch, each chunk of the rows goes in with a random sample of
+        the other rows as context (a fixed generator, so predictions are deterministic).
+        """
+        t, n_all = self.table.target, values.shape[0]
+        batch_size = self.cfg.batch_size or n_all
+        chunks = [rows] if batch_size >= n_all else list(rows.split(max(batch_size // 2, 1)))
+        g = torch.Generator().manual_seed(0)
+        outs = []
+        for chunk in chunks:
+            if len(chunks) == 1:
+                index, pos = torch.arange(n_all), chunk
+            else:
+                others = torch.ones(n_all, dtype=torch.bool)
+                others[chunk] = False
+                pool = others.nonzero().squeeze(1)
+                context = pool[torch.randperm(len(pool), generator=g)[:batch_size - len(chunk)]]
+                index, pos = torch.cat([chunk, context]), torch.arange(len(chunk))
+            numeric, logits = fold_model(values[index].to(device), mask[index].to(device))
+            if self.table.target_is_categorical:
+                outs.append(logits[pos, t, :self.table.n_classes].float().softmax(-1).cpu())
+            else:
+                outs.append(numeric[pos, t].float().cpu())
+        return torch.cat(outs)
+
+    def _unstandardize(self, k: int, pred: np.ndarray) -> np.ndarray:
+        return pred * self.target_std[k] + self.target_mean[k]
+
+    def _fold_metrics(self, k: int, out: torch.Tensor) -> dict[str, float]:
+        y = self.table.raw_target[self.splits[k][1]]
+        if self.table.target_is_categorical:
+            return _classification_metrics(y.astype(int), out.numpy(), self.table.n_classes)
+        return _regression_metrics(y, self._unstandardize(k, out.numpy()))
+
+    def _device(self, model: nn.Module) -> torch.device:
+        return next(model.parameters()).device
+
+    def predict(self, model: NPTFolds) -> list[torch.Tensor]:
+        """Per fold, the outputs for its test rows (in the order of its split)."""
+        device, outs = self._device(model), []
+        was_training = model.training
+        model.eval()
+        for k, fold_model in enumerate(model.folds):
+            values, mask = self._clean_input(k)
+            outs.append(self._predict_rows(fold_model, values, mask, torch.as_tensor(self.splits[k][1]), device))
+        model.train(was_training)
+        return outs
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:
+        """"train": the masked-cell objective on fixed batches. Otherwise: the test folds' target loss
+        (NLL, or MSE in standardized units) and accuracy / RMSE, averaged over folds."""
+        if split == "train":
+            return super().evaluate(model, split, batches, device)
+        per_fold = [self._fold_metrics(k, out) for k, out in enumerate(self.predict(model))]
+        if self.table.target_is_categorical:
+            return {f"{split}_loss": float(np.mean([m["nll"] for m in per_fold])),
+                    f"{split}_acc": float(np.mean([m["accuracy"] for m in per_fold]))}
+        mse = [(m["rmse"] / self.target_std[k]) ** 2 for k, m in enumerate(per_fold)]
+        return {f"{split}_loss": float(np.mean(mse)), f"{split}_rmse": float(np.mean([m["rmse"] for m in per_fold]))}
+
+    # ---- probes --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def corruption_probe(self, model: NPTFolds) -> list[torch.Tensor]:
+        """Per fold, test outputs when each test row is predicted alone among corrupted rows: every other
+        row has each attribute (its value, mask bit and missing flag together) permuted independently."""
+        device, outs = self._device(model), []
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        model.eval()
+        for k, fold_model in enumerate(model.folds):
+            values, mask = self._clean_input(k)
+            n_all, d = values.shape
+            fold_out = []
+            for i in self.splits[k][1].tolist():
+                others = torch.cat([torch.arange(i), torch.arange(i + 1, n_all)])
+                perm = torch.stack([others[torch.randperm(len(others), generator=g)] for _ in range(d)], 1)
+                v, m = values.clone(), mask.clone()
+                v[others] = torch.gather(values, 0, perm)
+                m[others] = torch.gather(mask, 0, perm)
+                fold_out.append(self._predict_rows(fold_model, v, m, torch.tensor([i]), device))
+            outs.append(torch.cat(fold_out))
+        return outs
+
+    def _correlation(self, k: int, out: torch.Tensor) -> float:
+        """Pearson correlation of prediction and true target: P(class 1) for two classes, the predicted
+        class for more, the predicted value for a numeric target."""
+        y = self.table.raw_target[self.splits[k][1]]
+        if self.table.target_is_categorical:
+            p = out.numpy()
+            pred = p[:, 1] if self.table.n_classes == 2 else p.argmax(1).astype(float)
+        else:
+            pred = self._unstandardize(k, out.numpy())
+        if np.std(pred) < 1e-12 or np.std(y) < 1e-12:
+            return float("nan")
+        return float(np.corrcoef(pred, y)[0, 1])
+
+    # ---- baselines ----------------------------------------------------------------------------
+    def baselines(self, console: Console | None = None) -> dict[str, list[dict[str, float]]]:
+        """scikit-learn models on the same splits (features standardized, categorical one-hot)."""
+        from sklearn import ensemble, linear_model, neighbors
+
+        seed = self.cfg.seed
+        if self.table.target_is_categorical:
+            models = {"GradientBoosting": lambda: ensemble.GradientBoostingClassifier(random_state=seed),
+                      "RandomForest": lambda: ensemble.RandomForestClassifier(random_state=seed),
+                      "kNN": lambda: neighbors.KNeighborsClassifier(),
+                      "LogisticRegression": lambda: linear_model.LogisticRegression(max_iter=2000)}
+        else:
+            models = {"GradientBoosting": lambda: ensemble.GradientBoostingRegressor(random_state=seed),
+                      "RandomForest": lambda: ensemble.RandomForestRegressor(random_state=seed),
+                      "kNN": lambda: neighbors.KNeighborsRegressor(),
+                      "LinearRegression (ridge)": lambda: linear_model.Ridge()}
+        X, y = self.table.features(), self.table.raw_target
+        results: dict[str, list[dict[str, float]]] = {}
+        from rich.progress import Progress
+        with Progress(console=console or Console(), transient=True) as progress:
+            bar = progress.add_task("baselines", total=len(models) * len(self.splits))
+            for name, make in models.items():
+                results[name] = []
+                for train_rows, test_rows in self.splits:
+                    progress.update(bar, description=f"baseline {name}")
+                    model = make().fit(X[train_rows], y[train_rows].astype(int) if self.table.target_is_categorical else y[train_rows])
+                    if self.table.target_is_categorical:
+                        prob = np.zeros((len(test_rows), self.table.n_classes))
+                        prob[:, model.classes_.astype(int)] = model.predict_proba(X[test_rows])
+                        results[name].append(_classification_metrics(y[test_rows].astype(int), prob, self.table.n_classes))
+                    else:
+                        results[name].append(_regression_metrics(y[test_rows], model.predict(X[test_rows])))
+                    progress.advance(bar)
+        return results
+
+    # ---- report ---------------------------------------------------------------------------------
+    def _metric_names(self) -> list[str]:
+        return ["accuracy", "auroc", "nll"] if self.table.target_is_categorical else ["rmse", "r2"]
+
+    def metrics_table(self, rows: dict[str, dict[str, dict[str, Any]]], title: str) -> RichTable:
+        names = self._metric_names()
+        table = RichTable(title=title)
+        table.add_column("model")
+        for name in names:
+            table.add_column(name.upper() if name in ("nll", "rmse", "auroc") else name, justify="right")
+        for model_name, metrics in rows.items():
+            cells = []
+            for name in names:
+                m, s = metrics[name]["mean"], metrics[name]["std"]
+                cells.append(f"{100 * m:.2f} ± {100 * s:.2f} %" if name == "accuracy" else f"{m:.4f} ± {s:.4f}")
+            table.add_row(model_name, *cells)
+        return table
+
+    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
+        start = time.time()
+        run_dir = Path(run_dir)
+        outs = self.predict(model)
+        npt_folds = [self._fold_metrics(k, out) for k, out in enumerate(outs)]
+        rows = {f"NPT ({self.cfg.flavor})": _mean_std(npt_folds)}
+        summary: dict[str, Any] = {"data": self.table.name, "target": self.table.columns[self.table.target],
+                                   "rows": self.table.n, "attributes": self.table.d, "folds": len(self.splits),
+                                   "npt": rows[f"NPT ({self.cfg.flavor})"]}
+        if self.cfg.probe == "lookup":
+            corr = [self._correlation(k, out) for k, out in enumerate(outs)]
+            summary["lookup"] = {"target_shift": self.cfg.target_shift or 0.0,
+                                 "correlation": _mean_std([{"c": c} for c in corr])["c"]}
+        baseline = {name: _mean_std(folds) for name, folds in self.baselines(console).items()}
+        rows.update(baseline)
+        summary["baselines"] = baseline
+        title = (f"{self.table.name}: {len(self.splits)}-fold CV, target {self.table.columns[self.table.target]!r}"
+                 + (" (NPT with lookup duplicates)" if self.cfg.probe == "lookup" else ""))
+        console.print(self.metrics_table(rows, title))
+        if self.cfg.probe == "lookup":
+            c = summary["lookup"]["correlation"]
+            console.print(f"lookup probe (target shift {summary['lookup']['target_shift']:g}): correlation of "
+                          f"prediction and true target {c['mean']:.4f} ± {c['std']:.4f}")
+        if self.cfg.probe == "corruption":
+            corrupted = [self._fold_metrics(k, out) for k, out in enumerate(self.corruption_probe(model))]
+            clean, bad = rows[f"NPT ({self.cfg.flavor})"], _mean_std(corrupted)
+            summary["corruption"] = {"corrupted": bad,
+                                     "drop": {n: clean[n]["mean"] - bad[n]["mean"] for n in self._metric_names()}}
+            console.print(self.metrics_table({"NPT, clean": clean, "NPT, other rows corrupted": bad},
+                                             "corruption probe: each test row predicted among corrupted rows"))
+            drop = summary["corruption"]["drop"]
+            console.print("drop (clean − corrupted): " + ", ".join(f"{n} {v:+.4f}" for n, v in drop.items()))
+        self.write_predictions(outs, run_dir / "predictions.csv")
+        summary["report_s"] = round(time.time() - start, 1)
+        (run_dir / "cv_metrics.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    def write_predictions(self, outs: list[torch.Tensor], path: Path) -> None:
+        """Every row once, predicted by the fold that held it out: row, fold, true target, prediction."""
+        t = self.table
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            extra = [f"p_{c}" for c in t.categories[t.target]] if t.target_is_categorical else []
+            w.writerow(["row", "fold", "true", "predicted", *extra])
+            for k, out in enumerate(outs):
+                for row, o in zip(self.splits[k][1].tolist(), out):
+                    true, pred = self._decode(k, t.raw_target[row]), self._decode_output(k, o)
+                    w.writerow([row, k, true, pred, *([f"{p:.4f}" for p in o.tolist()] if extra else [])])
+
+    def _decode(self, k: int, raw: float) -> str:
+        t = self.table
+        return t.categories[t.target][int(raw)] if t.target_is_categorical else f"{raw:.4g}"
+
+    def _decode_output(self, k: int, out: torch.Tensor) -> str:
+        t = self.table
+        if t.target_is_categorical:
+            return t.categories[t.target][int(out.argmax())]
+        return f"{float(self._unstandardize(k, out.numpy())):.4g}"
+
+    # ---- sampling ---------------------------------------------------------------------------------
+    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+        """Print fold 0's test-row predictions (`--num-samples` rows, at least 10) and the CV metrics table."""
+        t = self.table
+        outs = self.predict(model)
+        shown = RichTable(title=f"{t.name}: predictions for fold 0's test rows (trained without their targets)")
+        for col in ("row", "true", "predicted", "confidence" if t.target_is_categorical else "error"):
+            shown.add_column(col, justify="right")
+        limit = max(cfg.num_samples, 10)
+        for row, o in list(zip(self.splits[0][1].tolist(), outs[0]))[:limit]:
+            true, pred = self._decode(0, t.raw_target[row]), self._decode_output(0, o)
+            last = (f"{float(o.max()):.3f}" if t.target_is_categorical
+                    else f"{float(self._unstandardize(0, o.numpy())) - t.raw_target[row]:+.4g}")
+            style = "red" if t.target_is_categorical and true != pred else None
+            shown.add_row(str(row), true, pred, last, style=style)
+        console.print(shown)
+        n_test = len(self.splits[0][1])
+        if n_test > limit:
+            console.print(f"… {n_test - limit} more rows in fold 0; every row's out-of-fold prediction: "
+                          f"predictions.csv in the run directory")
+        npt = _mean_std([self._fold_metrics(k, out) for k, out in enumerate(outs)])
+        rows = {f"NPT ({self.cfg.flavor})": npt}
+        saved = Path(cfg.run) / "cv_metrics.json"
+        if saved.is_file():
+            rows.update(json.loads(saved.read_text()).get("baselines", {}))
+        console.print(self.metrics_table(rows, f"{t.name}: {len(self.splits)}-fold CV"))
+        return {"npt": npt}

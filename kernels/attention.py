@@ -1,0 +1,821 @@
+"""Fused attention in Triton, forward and backward: the FlashAttention-2 algorithm with masks and bias gradients.
+
+Credits: Tri Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning" (2023);
+the layout follows Triton's tutorial 06-fused-attention.
+
+What it computes (the meaning is `attnkit.kernels.reference.attention_reference`):
+
+    logits[b, h, i, j] = scale · q[b, h, i]·k[b, h // G, j] + bias[b, h, i, j]          G = Hq // Hkv
+    visible[b, h, i, j] = window(i', j) ∧ key_padding_mask[b, j] ∧ attn_mask[b, h, i, j]   i' = i + (Lk − Lq)
+    out[b, h, i] = Σ_j softmax_j(logits | visible) · v[b, h // G, j]       (zeros where row i sees no key)
+
+    causal is the window's right bound 0 (j ≤ i'); window=(left, right) keeps i' − left ≤ j ≤ i' + right.
+
+How:
+    forward   one program per (query block, b, h); online softmax over key blocks; saves the base-2
+              log-sum-exp per row (LSE = +inf for a row with no visible key, so backward gets p = 0).
+    backward  delta = rowsum(dO ∘ O); a dK/dV pass (one program per (key block, b, kv head), looping over the
+              query heads of its GQA group and their query blocks) and a dQ pass (one program per query block,
+              looping over key blocks). Every output element is written by exactly one program, in a fixed
+              loop order: no atomics, gradients are bit-identical run to run.
+    dbias     a separate pass whose programs own tiles of the bias's own (broadcast) shape; each loops over
+              the (b, h, query block, key block) combinations that broadcast onto its tile in a fixed order,
+              recomputes dS = P ∘ (dP − delta) and reduces it in registers. Scratch = the bias's own size.
+
+Block skipping:
+    causal / window: each query block computes the range of key blocks it can see (and each key block the
+        range of query blocks that can see it); blocks outside are never loaded. Blocks fully inside the
+        band run without the position mask; only the band's edges pay for it.
+    attn_mask: the launcher reduces the mask to a tile-occupancy table at OCC_BLOCK × OCC_BLOCK granularity
+        ("is any entry True here?"); the kernels read the entries covering their BLOCK_M × BLOCK_N tile and
+        skip tiles with none. A block-sparse mask (local 1-D/2-D attention, e.g. the Image Transformer)
+        therefore costs only its occupied tiles. The table costs Lq·Lk / 256 bytes per mask (b, h).
+    key_padding_mask, attn_mask and bias are read tile by tile; broadcast dims have stride 0 (torch.expand),
+    so no L×L tensor is ever allocated by the kernel (memory O(L) beyond what the caller passes).
+
+Limits:
+    head dim D ≤ 256 (any value: padded to the next power of two ≥ 16 inside the kernel with masked loads);
+    float32 / float16 / bfloat16 (float32 dots run in IEEE fp32 unless torch allows TF32 for matmuls);
+    on CPU the kernels run through Triton's interpreter (TRITON_INTERPRET=1), where bf16 tiles are
+    upcast to fp32 after loading because the interpreter's bf16 dot is wrong.
+    dbias when the bias is broadcast over both Lq and Lk (e.g. one scalar per head) is one program per
+    bias element looping over all Lq × Lk tiles: correct but serial.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from attnkit.kernels.validate import check_attention_args
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+OCC_BLOCK = 16  # granularity of the attn_mask occupancy table; every BLOCK_M / BLOCK_N is a multiple ≥ 32
+LOG2E = 1.4426950408889634
+
+# --------------------------------------------------------------------------------------------
+# Autotune configs (data). The interpreter runs one fixed config; big blocks make it faster there.
+# --------------------------------------------------------------------------------------------
+
+_AUTOTUNE_KEY = ["N_CTX_Q", "N_CTX_K", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS"]
+
+
+def _configs(shapes):
+    """shapes: (BLOCK_M, BLOCK_N, num_warps, num_stages) tuples."""
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
+
+
+FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4),
+                        (64, 32, 4, 3)])
+# dK/dV: BLOCK_N keys stay resident, BLOCK_M query rows stream past them.
+DKDV_CONFIGS = _configs([(32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 2)])
+# dQ: BLOCK_M query rows stay resident, BLOCK_N keys stream past them.
+DQ_CONFIGS = _configs([(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)])
+DBIAS_CONFIGS = _configs([(64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3)])
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _key_block_range(start_m, N_CTX_Q, N_CTX_K, window_left, window_right,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr):
+    """Key blocks that query block `start_m` must visit: [lo, full_lo) and [full_hi, hi) need the position mask,
+    [full_lo, full_hi) are visible to every row of the block. All four are multiples of BLOCK_N."""
+    first_i = start_m * BLOCK_M + N_CTX_K - N_CTX_Q  # i' of the block's first row
+    last_i = tl.minimum(start_m * BLOCK_M + BLOCK_M, N_CTX_Q) - 1 + N_CTX_K - N_CTX_Q  # ... and of its last row
+    lo_vis = first_i * 0
+    lo_full = first_i * 0
+    hi_vis = first_i * 0 + N_CTX_K
+    hi_full = first_i * 0 + N_CTX_K
+    if HAS_LEFT:  # j ≥ i' − left
+        lo_vis = tl.maximum(first_i - window_left, 0)
+        lo_full = tl.maximum(last_i - window_left, 0)
+    if HAS_RIGHT:  # j ≤ i' + right
+        hi_vis = tl.minimum(tl.maximum(last_i + window_right + 1, 0), N_CTX_K)
+        hi_full = tl.minimum(tl.maximum(first_i + window_right + 1, 0), N_CTX_K)
+    # Everything is ≥ 0 here, so // is a floor on the GPU (truncation) and in the interpreter alike.
+    lo = (lo_vis // BLOCK_N) * BLOCK_N
+    hi = tl.maximum(tl.cdiv(hi_vis, BLOCK_N) * BLOCK_N, lo)
+    full_lo = tl.minimum(tl.maximum(tl.cdiv(lo_full, BLOCK_N) * BLOCK_N, lo), hi)
+    full_hi = tl.minimum(tl.maximum((hi_full // BLOCK_N) * BLOCK_N, full_lo), hi)
+    return lo, full_lo, full_hi, hi
+
+
+@triton.jit
+def _query_block_range(start_n, N_CTX_Q, N_CTX_K, window_left, window_right,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr):
+    """Query blocks that can see key block `start_n`, split like `_key_block_range` (multiples of BLOCK_M)."""
+    first_j = start_n * BLOCK_N
+    last_j = tl.minimum(first_j + BLOCK_N, N_CTX_K) - 1
+    shift = N_CTX_K - N_CTX_Q  # i = i' − shift
+    lo_vis = first_j * 0
+    lo_full = first_j * 0
+    hi_vis = first_j * 0 + N_CTX_Q
+    hi_full = first_j * 0 + N_CTX_Q
+    if HAS_RIGHT:  # i' ≥ j − right
+        lo_vis = tl.minimum(tl.maximum(first_j - window_right - shift, 0), N_CTX_Q)
+        lo_full = tl.minimum(tl.maximum(last_j - window_right - shift, 0), N_CTX_Q)
+    if HAS_LEFT:  # i' ≤ j + left
+        hi_vis = tl.minimum(tl.maximum(last_j + window_left - shift + 1, 0), N_CTX_Q)
+        hi_full = tl.minimum(tl.maximum(first_j + window_left - shift + 1, 0), N_CTX_Q)
+    lo = (lo_vis // BLOCK_M) * BLOCK_M
+    hi = tl.maximum(tl.cdiv(hi_vis, BLOCK_M) * BLOCK_M, lo)
+    full_lo = tl.minimum(tl.maximum(tl.cdiv(lo_full, BLOCK_M) * BLOCK_M, lo), hi)
+    full_hi = tl.minimum(tl.maximum((hi_full // BLOCK_M) * BLOCK_M, full_lo), hi)
+    return lo, full_lo, full_hi, hi
+
+
+@triton.jit
+def _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, OCC: tl.constexpr):
+    """True if attn_mask has any True entry in rows [start_m, +BLOCK_M) × keys [start_n, +BLOCK_N)."""
+    occ_m = start_m // OCC + tl.arange(0, BLOCK_M // OCC)
+    occ_n = start_n // OCC + tl.arange(0, BLOCK_N // OCC)
+    inside = (occ_m[:, None] < tl.cdiv(N_CTX_Q, OCC)) & (occ_n[None, :] < tl.cdiv(N_CTX_K, OCC))
+    occ = tl.load(Occ + occ_m[:, None] * stride_tm + occ_n[None, :] * stride_tn, mask=inside, other=0)
+    return tl.max(tl.max(occ.to(tl.int32), axis=1), axis=0) > 0
+
+
+@triton.jit
+def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
+                stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
+                N_CTX_Q, N_CTX_K, window_left, window_right,
+                POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
+                HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr):
+    """Logits in base-2 units, −inf where hidden. offs_i / offs_j are query / key indices already shaped to
+    broadcast onto qk: (M, 1) and (1, N) for a (queries, keys) tile, (1, M) and (N, 1) for a transposed one."""
+    s = qk * qk_scale
+    in_bounds = (offs_i < N_CTX_Q) & (offs_j < N_CTX_K)
+    if HAS_BIAS:
+        b = tl.load(Bias + offs_i * stride_bm + offs_j * stride_bn, mask=in_bounds, other=0.0)
+        s += b.to(tl.float32) * 1.4426950408889634  # log2(e)
+    visible = in_bounds
+    if POS_MASK:
+        i_shift = offs_i + (N_CTX_K - N_CTX_Q)  # i' (bottom-right alignment)
+        if HAS_LEFT:
+            visible = visible & (offs_j >= i_shift - window_left)
+        if HAS_RIGHT:
+            visible = visible & (offs_j <= i_shift + window_right)
+    if HAS_KPM:
+        kpm = tl.load(KPM + offs_j * stride_pn, mask=offs_j < N_CTX_K, other=0)
+        visible = visible & (kpm != 0)
+    if HAS_MASK:
+        am = tl.load(Mask + offs_i * stride_mm + offs_j * stride_mn, mask=in_bounds, other=0)
+        visible = visible & (am != 0)
+    return tl.where(visible, s, float("-inf"))
+
+
+# --------------------------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
+                    stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
+                    stride_pn, stride_tm, stride_tn,
+                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr,
+                    UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr):
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        live = True
+        if HAS_MASK:
+            live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
+        if live:
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
+            kT = tl.load(K + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kk, mask=kv_mask, other=0.0)
+            if UPCAST:
+                kT = kT.to(tl.float32)
+            qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+            s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
+                            stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
+                            N_CTX_Q, N_CTX_K, window_left, window_right,
+                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+            m_ij = tl.maximum(m_i, tl.max(s, 1))
+            # A row with nothing visible yet keeps m = −inf; subtract 0 instead so exp2 gives 0, not NaN.
+            m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)
+            p = tl.math.exp2(s - m_safe[:, None])
+            alpha = tl.math.exp2(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vk,
+                        mask=(offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
+            if UPCAST:
+                v = v.to(tl.float32)
+            acc = acc * alpha[:, None]
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
+            m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY)
+@triton.jit
+def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
+              stride_qz, stride_qh, stride_qm, stride_qk,
+              stride_kz, stride_kh, stride_kn, stride_kk,
+              stride_vz, stride_vh, stride_vn, stride_vk,
+              stride_oz, stride_oh, stride_om, stride_ok,
+              stride_bz, stride_bh, stride_bm, stride_bn,
+              stride_mz, stride_mh, stride_mm, stride_mn,
+              stride_pz, stride_pn,
+              stride_tz, stride_th, stride_tm, stride_tn,
+              H, GROUPS, N_CTX_Q, N_CTX_K, qk_scale, window_left, window_right,
+              HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
+              HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+              HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK_M
+    off_hz = tl.program_id(1)
+    off_z = off_hz // H
+    off_h = off_hz % H
+    off_hk = off_h // GROUPS  # GQA: query head h reads kv head h // G
+    Q += off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
+    K += off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
+    V += off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
+    Out += off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
+    Bias += off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
+    Mask += off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
+    KPM += off_z.to(tl.int64) * stride_pz
+    Occ += off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
+    LSE += off_hz.to(tl.int64) * N_CTX_Q
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_mask = (offs_m[:, None] < N_CTX_Q) & (offs_d[None, :] < HEAD_DIM_REAL)
+    q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qk, mask=q_mask, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+    lo, full_lo, full_hi, hi = _key_block_range(start_m // BLOCK_M, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                                BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
+    # Band edges (position mask), the fully visible middle (no position mask), the far edge.
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
+                                    stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
+                                    stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
+                                    start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
+                                    stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
+                                    stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
+                                    start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT, HAS_RIGHT,
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
+                                    stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
+                                    stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
+                                    start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+    # Empty rows (l = 0): output 0 and LSE = +inf, so backward recomputes p = exp2(s − inf) = 0.
+    empty = l_i == 0.0
+    acc = acc / tl.where(empty, 1.0, l_i)[:, None]
+    lse = tl.where(empty, float("inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
+    tl.store(LSE + offs_m, lse, mask=offs_m < N_CTX_Q)
+    tl.store(Out + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, acc.to(Out.dtype.element_ty), mask=q_mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _attn_bwd_preprocess(O, DO, Delta, N_CTX_Q, HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
+                         BLOCK_M: tl.constexpr):
+    """delta[z, h, i] = Σ_d O·dO (O and dO contiguous (B, Hq, Lq, D))."""
+    off_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    off_hz = tl.program_id(1)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask = (off_m[:, None] < N_CTX_Q) & (offs_d[None, :] < HEAD_DIM_REAL)
+    base = off_hz.to(tl.int64) * N_CTX_Q * HEAD_DIM_REAL
+    ptrs = base + off_m[:, None] * HEAD_DIM_REAL + offs_d[None, :]
+    o = tl.load(O + ptrs, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + ptrs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Delta + off_hz.to(tl.int64) * N_CTX_Q + off_m, tl.sum(o * do, axis=1), mask=off_m < N_CTX_Q)
+
+
+@triton.jit
+def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
+                         stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn, stride_mm, stride_mn,
+                         stride_pn, stride_tm, stride_tn,
+                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                         HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
+                         HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+                         HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                         OCC: tl.constexpr):
+    """Accumulate dk, dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the transposed (keys, queries) frame."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_m in range(lo, hi, BLOCK_M):
+        start_m = tl.multiple_of(start_m, BLOCK_M)
+        live = True
+        if HAS_MASK:
+            live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
+        if live:
+            offs_m = start_m + tl.arange(0, BLOCK_M)
+            row_ok = offs_m < N_CTX_Q
+            qT = tl.load(Q + offs_m[None, :] * stride_qm + offs_d[:, None] * stride_qk,
+                         mask=row_ok[None, :] & (offs_d[:, None] < HEAD_DIM_REAL), other=0.0)
+            do = tl.load(DO + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok,
+                         mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
+            if UPCAST:
+                qT = qT.to(tl.float32)
+                do = do.to(tl.float32)
+            lse = tl.load(LSE + offs_m, mask=row_ok, other=float("inf"))
+            delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
+            qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
+            sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Bias, Mask, KPM,
+                             stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
+                             N_CTX_Q, N_CTX_K, window_left, window_right,
+                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+            pT = tl.math.exp2(sT - lse[None, :])
+            dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+            dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
+            dsT = pT * (dpT - delta[None, :])
+            dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
+    return dk, dv
+
+
+@triton.autotune(configs=DKDV_CONFIGS, key=_AUTOTUNE_KEY)
+@triton.jit
+def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
+                   stride_qz, stride_qh, stride_qm, stride_qk,
+                   stride_kz, stride_kh, stride_kn, stride_kk,
+                   stride_vz, stride_vh, stride_vn, stride_vk,
+                   stride_oz, stride_oh, stride_om, stride_ok,
+                   stride_dkz, stride_dkh, stride_dkn, stride_dkk,
+                   stride_bz, stride_bh, stride_bm, stride_bn,
+                   stride_mz, stride_mh, stride_mm, stride_mn,
+                   stride_pz, stride_pn,
+                   stride_tz, stride_th, stride_tm, stride_tn,
+                   H, GROUPS, N_CTX_Q, N_CTX_K, qk_scale, sm_scale, window_left, window_right,
+                   HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
+                   HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+                   HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One program per (key block, b, kv head). It loops over the GROUPS query heads sharing this kv head, so
+    the GQA sum happens in registers in a fixed order (deterministic, no atomics). dO/O are (B, Hq, Lq, D)."""
+    start_n = tl.program_id(0) * BLOCK_N
+    off_hkz = tl.program_id(1)
+    H_KV = H // GROUPS
+    off_z = off_hkz // H_KV
+    off_hk = off_hkz % H_KV
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    kv_mask = (offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL)
+    K += off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
+    V += off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
+    k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kk, mask=kv_mask, other=0.0)
+    v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vk, mask=kv_mask, other=0.0)
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    lo, full_lo, full_hi, hi = _query_block_range(start_n // BLOCK_N, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                                  BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
+    for g in range(0, GROUPS):
+        off_h = off_hk * GROUPS + g
+        off_hz = off_z * H + off_h
+        Qh = Q + off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
+        DOh = DO + off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
+        LSEh = LSE + off_hz.to(tl.int64) * N_CTX_Q
+        Deltah = Delta + off_hz.to(tl.int64) * N_CTX_Q
+        Biash = Bias + off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
+        Maskh = Mask + off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
+        KPMh = KPM + off_z.to(tl.int64) * stride_pz
+        Occh = Occ + off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
+                                      stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
+                                      stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
+                                      start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                      HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
+                                      stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
+                                      stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
+                                      start_n, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left,
+                                      window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
+                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
+                                      stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
+                                      stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
+                                      start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                      HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+    DK += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
+    DV += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
+    dk_ptrs = offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkk
+    tl.store(DK + dk_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + dk_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
+                       stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
+                       stride_pn, stride_tm, stride_tn,
+                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                       HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
+                       BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
+                       HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+                       HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       OCC: tl.constexpr):
+    """Accumulate dq (BLOCK_M, HEAD_DIM) over key blocks [lo, hi)."""
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        live = True
+        if HAS_MASK:
+            live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
+        if live:
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
+            kT = tl.load(K + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kk, mask=kv_mask, other=0.0)
+            vT = tl.load(V + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vk, mask=kv_mask, other=0.0)
+            if UPCAST:
+                kT = kT.to(tl.float32)
+                vT = vT.to(tl.float32)
+            qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+            s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
+                            stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
+                            N_CTX_Q, N_CTX_K, window_left, window_right,
+                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+            p = tl.math.exp2(s - lse[:, None])
+            dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+            ds = p * (dp - delta[:, None])
+            dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=INPUT_PRECISION)
+    return dq
+
+
+@triton.autotune(configs=DQ_CONFIGS, key=_AUTOTUNE_KEY)
+@triton.jit
+def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
+                 stride_qz, stride_qh, stride_qm, stride_qk,
+                 stride_kz, stride_kh, stride_kn, stride_kk,
+                 stride_vz, stride_vh, stride_vn, stride_vk,
+                 stride_oz, stride_oh, stride_om, stride_ok,
+                 stride_bz, stride_bh, stride_bm, stride_bn,
+                 stride_mz, stride_mh, stride_mm, stride_mn,
+                 stride_pz, stride_pn,
+                 stride_tz, stride_th, stride_tm, stride_tn,
+                 H, GROUPS, N_CTX_Q, N_CTX_K, qk_scale, sm_scale, window_left, window_right,
+                 HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
+                 HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+                 HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One program per (query block, b, h). dO and dQ share O's contiguous (B, Hq, Lq, D) strides."""
+    start_m = tl.program_id(0) * BLOCK_M
+    off_hz = tl.program_id(1)
+    off_z = off_hz // H
+    off_h = off_hz % H
+    off_hk = off_h // GROUPS
+    Q += off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
+    K += off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
+    V += off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
+    DO += off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
+    DQ += off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
+    Bias += off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
+    Mask += off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
+    KPM += off_z.to(tl.int64) * stride_pz
+    Occ += off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
+    LSE += off_hz.to(tl.int64) * N_CTX_Q
+    Delta += off_hz.to(tl.int64) * N_CTX_Q
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < N_CTX_Q
+    q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
+    q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qk, mask=q_mask, other=0.0)
+    do = tl.load(DO + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, mask=q_mask, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
+    lse = tl.load(LSE + offs_m, mask=row_ok, other=float("inf"))
+    delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    lo, full_lo, full_hi, hi = _key_block_range(start_m // BLOCK_M, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                                BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
+                            stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
+                            stride_pn, stride_tm, stride_tn, start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K,
+                            window_left, window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
+                            stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
+                            stride_pn, stride_tm, stride_tn, start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K,
+                            window_left, window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
+                            stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
+                            stride_pn, stride_tm, stride_tn, start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K,
+                            window_left, window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+    tl.store(DQ + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, (dq * sm_scale).to(DQ.dtype.element_ty),
+             mask=q_mask)
+
+
+@triton.autotune(configs=DBIAS_CONFIGS, key=_AUTOTUNE_KEY + ["ROWS_BCAST", "COLS_BCAST"])
+@triton.jit
+def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
+                    stride_qz, stride_qh, stride_qm, stride_qk,
+                    stride_kz, stride_kh, stride_kn, stride_kk,
+                    stride_vz, stride_vh, stride_vn, stride_vk,
+                    stride_oz, stride_oh, stride_om, stride_ok,
+                    stride_bz, stride_bh, stride_bm, stride_bn,
+                    stride_mz, stride_mh, stride_mm, stride_mn,
+                    stride_pz, stride_pn,
+                    stride_tz, stride_th, stride_tm, stride_tn,
+                    stride_dbz, stride_dbh, stride_dbm, stride_dbn,
+                    H, GROUPS, N_CTX_Q, N_CTX_K, qk_scale, window_left, window_right,
+                    BIAS_H, N_B_LOOP, N_H_LOOP,
+                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
+                    HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+                    HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                    ROWS_BCAST: tl.constexpr, COLS_BCAST: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dbias = Σ over broadcast dims of dS, dS = P ∘ (dP − delta). One program per tile of the bias's own shape
+    (Bb, Hb, Lqb, Lkb): it owns a BLOCK_M × BLOCK_N tile (or a row / column / scalar when the bias broadcasts
+    over Lq and/or Lk) and loops, in a fixed order, over the batches, heads, query and key blocks that map onto
+    it. The sum stays in registers: deterministic, no scratch beyond dbias itself."""
+    n_tiles_n = tl.cdiv(N_CTX_K, BLOCK_N)
+    if COLS_BCAST:
+        n_tiles_n = 1
+    tile_m = tl.program_id(0) // n_tiles_n
+    tile_n = tl.program_id(0) % n_tiles_n
+    bias_z = tl.program_id(1) // BIAS_H
+    bias_h = tl.program_id(1) % BIAS_H
+    offs_d = tl.arange(0, HEAD_DIM)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    m_first = tile_m * BLOCK_M
+    m_last = m_first + 1  # exclusive bound on block starts: one query block ...
+    if ROWS_BCAST:
+        m_first = 0
+        m_last = N_CTX_Q  # ... or all of them
+    for iz in range(0, N_B_LOOP):
+        off_z = bias_z + iz
+        for ih in range(0, N_H_LOOP):
+            off_h = bias_h + ih
+            off_hk = off_h // GROUPS
+            off_hz = off_z * H + off_h
+            Qh = Q + off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
+            DOh = DO + off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
+            Kh = K + off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
+            Vh = V + off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
+            Biash = Bias + off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
+            Maskh = Mask + off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
+            KPMh = KPM + off_z.to(tl.int64) * stride_pz
+            Occh = Occ + off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
+            for start_m in range(m_first, m_last, BLOCK_M):
+                offs_m = start_m + tl.arange(0, BLOCK_M)
+                row_ok = offs_m < N_CTX_Q
+                q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
+                q = tl.load(Qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qk, mask=q_mask, other=0.0)
+                do = tl.load(DOh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, mask=q_mask, other=0.0)
+                if UPCAST:
+                    q = q.to(tl.float32)
+                    do = do.to(tl.float32)
+                lse = tl.load(LSE + off_hz.to(tl.int64) * N_CTX_Q + offs_m, mask=row_ok, other=float("inf"))
+                delta = tl.load(Delta + off_hz.to(tl.int64) * N_CTX_Q + offs_m, mask=row_ok, other=0.0)
+                lo, full_lo, full_hi, hi = _key_block_range(start_m // BLOCK_M, N_CTX_Q, N_CTX_K, window_left,
+                                                            window_right, BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
+                n_first = tl.maximum(tile_n * BLOCK_N, lo)
+                n_last = tl.minimum(tile_n * BLOCK_N + 1, hi)
+                if COLS_BCAST:
+                    n_first = lo
+                    n_last = hi
+                for start_n in range(n_first, n_last, BLOCK_N):
+                    live = True
+                    if HAS_MASK:
+                        live = _tile_occupied(Occh, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+                                              BLOCK_M, BLOCK_N, OCC)
+                    if live:
+                        offs_n = start_n + tl.arange(0, BLOCK_N)
+                        kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
+                        kT = tl.load(Kh + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kk, mask=kv_mask,
+                                     other=0.0)
+                        vT = tl.load(Vh + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vk, mask=kv_mask,
+                                     other=0.0)
+                        if UPCAST:
+                            kT = kT.to(tl.float32)
+                            vT = vT.to(tl.float32)
+                        qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)
+                        s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Biash, Maskh, KPMh,
+                                        stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
+                                        N_CTX_Q, N_CTX_K, window_left, window_right,
+                                        True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+                        p = tl.math.exp2(s - lse[:, None])
+                        dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
+                        acc += p * (dp - delta[:, None])
+    DBias += bias_z.to(tl.int64) * stride_dbz + bias_h.to(tl.int64) * stride_dbh
+    offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if ROWS_BCAST and COLS_BCAST:
+        tl.store(DBias, tl.sum(tl.sum(acc, axis=1), axis=0))
+    elif ROWS_BCAST:
+        tl.store(DBias + offs_n * stride_dbn, tl.sum(acc, axis=0), mask=offs_n < N_CTX_K)
+    elif COLS_BCAST:
+        tl.store(DBias + offs_m * stride_dbm, tl.sum(acc, axis=1), mask=offs_m < N_CTX_Q)
+    else:
+        tl.store(DBias + offs_m[:, None] * stride_dbm + offs_n[None, :] * stride_dbn, acc,
+                 mask=(offs_m[:, None] < N_CTX_Q) & (offs_n[None, :] < N_CTX_K))
+
+
+# --------------------------------------------------------------------------------------------
+# Host side
+# --------------------------------------------------------------------------------------------
+
+def _as4d(t: torch.Tensor) -> torch.Tensor:
+    while t.dim() < 4:
+        t = t.unsqueeze(0)
+    return t
+
+
+def attn_mask_tile_occupancy(attn_mask: torch.Tensor, Lq: int, Lk: int, block: int = OCC_BLOCK) -> torch.Tensor:
+    """(Bm, Hm, ceil(Lq'/block), ceil(Lk'/block)) int8: 1 where the mask has any True in that block × block tile.
+
+    Dims the mask broadcasts (size 1) stay size 1. Lq' / Lk' are the mask's own sizes. Public so that callers can
+    see how block-sparse a mask is (`occupancy.float().mean()` ≈ the fraction of tiles the kernels compute)."""
+    am = _as4d(attn_mask)
+    Bm, Hm, Lqm, Lkm = am.shape
+    bm = block if Lqm > 1 else 1
+    bn = block if Lkm > 1 else 1
+    pad_m, pad_n = (-Lqm) % bm, (-Lkm) % bn
+    if pad_m or pad_n:
+        am = torch.nn.functional.pad(am.to(torch.uint8), (0, pad_n, 0, pad_m)).bool()
+    tiles = am.reshape(Bm, Hm, am.shape[2] // bm, bm, am.shape[3] // bn, bn)
+    return tiles.any(dim=5).any(dim=3).to(torch.int8)
+
+
+def _mask_args(q, k, key_padding_mask, attn_mask, bias):
+    """Pointers and (broadcast, stride-0) strides for bias, attn_mask, key_padding_mask and the occupancy table.
+    Absent ones get q as a never-read placeholder."""
+    B, Hq, Lq, _ = q.shape
+    Lk = k.shape[2]
+    full = (B, Hq, Lq, Lk)
+    if bias is not None:
+        bias_x = _as4d(bias).expand(full)
+        bias_strides = bias_x.stride()
+    else:
+        bias_x, bias_strides = q, (0, 0, 0, 0)
+    if attn_mask is not None:
+        mask_x = _as4d(attn_mask).view(torch.uint8).expand(full)
+        occ = attn_mask_tile_occupancy(attn_mask, Lq, Lk)
+        occ_x = occ.expand(B, Hq, triton.cdiv(Lq, OCC_BLOCK), triton.cdiv(Lk, OCC_BLOCK))
+        mask_strides, occ_strides = mask_x.stride(), occ_x.stride()
+    else:
+        mask_x, occ_x, mask_strides, occ_strides = q, q, (0, 0, 0, 0), (0, 0, 0, 0)
+    if key_padding_mask is not None:
+        kpm_x = key_padding_mask.view(torch.uint8)
+        kpm_strides = kpm_x.stride()
+    else:
+        kpm_x, kpm_strides = q, (0, 0)
+    return (bias_x, mask_x, kpm_x, occ_x), (*bias_strides, *mask_strides, *kpm_strides, *occ_strides)
+
+
+def _input_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs get exact IEEE dots unless the user opted into TF32 for matmuls (as torch.matmul does);
+    for fp16/bf16 operands the setting does not apply and the default ("tf32") is passed."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def _flags(ctx_like):
+    """Compile-time flags shared by every kernel launch."""
+    return dict(HAS_LEFT=ctx_like.left >= 0, HAS_RIGHT=ctx_like.right >= 0,
+                HAS_BIAS=ctx_like.has_bias, HAS_MASK=ctx_like.has_mask, HAS_KPM=ctx_like.has_kpm,
+                UPCAST=INTERPRET and ctx_like.dtype == torch.bfloat16,
+                INPUT_PRECISION=_input_precision(ctx_like.dtype), OCC=OCC_BLOCK)
+
+
+class _Meta:
+    """Plain attributes describing one call (window bounds with causal folded in, which masks are present)."""
+
+    def __init__(self, q, causal, window, key_padding_mask, attn_mask, bias, scale):
+        left, right = window
+        if causal:  # causal is the window's right bound 0
+            right = 0 if right < 0 else min(right, 0)
+        self.left, self.right = left, right
+        self.has_bias, self.has_mask, self.has_kpm = bias is not None, attn_mask is not None, key_padding_mask is not None
+        self.dtype = q.dtype
+        D = q.shape[-1]
+        self.sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+        self.head_dim = max(16, triton.next_power_of_2(D))
+        self.head_dim_real = D
+
+
+def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    o = torch.empty((B, Hq, Lq, D), device=q.device, dtype=q.dtype)
+    lse = torch.empty((B, Hq, Lq), device=q.device, dtype=torch.float32)
+    bias_x, mask_x, kpm_x, occ_x = mask_tensors
+    grid = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
+    _attn_fwd[grid](q, k, v, o, lse, bias_x, mask_x, kpm_x, occ_x,
+                    *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
+                    Hq, Hq // Hkv, Lq, Lk, meta.sm_scale * LOG2E, meta.left, meta.right,
+                    HEAD_DIM=meta.head_dim, HEAD_DIM_REAL=meta.head_dim_real, **_flags(meta))
+    return o, lse
+
+
+def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, need_dbias):
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    do = do.contiguous()  # shares o's contiguous strides
+    bias_x, mask_x, kpm_x, occ_x = mask_tensors
+    flags = _flags(meta)
+    common = dict(HEAD_DIM=meta.head_dim, HEAD_DIM_REAL=meta.head_dim_real, **flags)
+    delta = torch.empty_like(lse)
+    PRE_BLOCK = 64
+    _attn_bwd_preprocess[(triton.cdiv(Lq, PRE_BLOCK), B * Hq)](o, do, delta, Lq, HEAD_DIM=meta.head_dim,
+                                                               HEAD_DIM_REAL=D, BLOCK_M=PRE_BLOCK)
+    dq = torch.empty_like(o)
+    dk = torch.empty((B, Hkv, Lk, D), device=k.device, dtype=k.dtype)
+    dv = torch.empty_like(dk)
+    qk_scale = meta.sm_scale * LOG2E
+    grid_kv = lambda META: (triton.cdiv(Lk, META["BLOCK_N"]), B * Hkv)  # noqa: E731
+    _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
+                            *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
+                            Hq, Hq // Hkv, Lq, Lk, qk_scale, meta.sm_scale, meta.left, meta.right, **common)
+    grid_q = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
+    _attn_bwd_dq[grid_q](q, k, v, do, dq, lse, delta, bias_x, mask_x, kpm_x, occ_x,
+                         *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
+                         Hq, Hq // Hkv, Lq, Lk, qk_scale, meta.sm_scale, meta.left, meta.right, **common)
+    dbias = None
+    if need_dbias:
+        b4 = _as4d(bias)
+        Bb, Hb, Lqb, Lkb = b4.shape
+        rows_bcast, cols_bcast = Lqb == 1 and Lq > 1, Lkb == 1 and Lk > 1
+        dbias4 = torch.empty(b4.shape, device=q.device, dtype=torch.float32)
+
+        def grid_bias(META):
+            tiles_m = 1 if rows_bcast else triton.cdiv(Lq, META["BLOCK_M"])
+            tiles_n = 1 if cols_bcast else triton.cdiv(Lk, META["BLOCK_N"])
+            return (tiles_m * tiles_n, Bb * Hb)
+
+        _attn_bwd_dbias[grid_bias](q, k, v, do, lse, delta, bias_x, mask_x, kpm_x, occ_x, dbias4,
+                                   *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
+                                   *dbias4.stride(),
+                                   Hq, Hq // Hkv, Lq, Lk, qk_scale, meta.left, meta.right,
+                                   Hb, B if Bb == 1 else 1, Hq if Hb == 1 else 1,
+                                   ROWS_BCAST=rows_bcast, COLS_BCAST=cols_bcast, **common)
+        dbias = dbias4.reshape(bias.shape).to(bias.dtype)
+    return dq, dk, dv, dbias
+
+
+class _attention(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale):
+        meta = _Meta(q, causal, window, key_padding_mask, attn_mask, bias, scale)
+        mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
+        o, lse = _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
+        ctx.save_for_backward(q, k, v, o, lse, bias, key_padding_mask, attn_mask)
+        ctx.meta = meta
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, bias, key_padding_mask, attn_mask = ctx.saved_tensors
+        meta = ctx.meta
+        mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
+        dq, dk, dv, dbias = _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias,
+                                           need_dbias=bias is not None and ctx.needs_input_grad[3])
+        return dq, dk, dv, dbias, None, None, None, None, None
+
+
+def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
+                     scale=None) -> torch.Tensor:
+    """The Triton kernel behind `attnkit.attention(..., backend="triton")`; same arguments and result.
+
+    q: (B, Hq, Lq, D); k, v: (B, Hkv, Lk, D); float32 / float16 / bfloat16 on CUDA (or CPU with TRITON_INTERPRET=1).
+    Returns (B, Hq, Lq, D). Gradients flow to q, k, v and bias (in the bias's own shape).
+    """
+    check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                         bias=bias, scale=scale)
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"q must be float32, float16 or bfloat16 for the Triton kernel, got {q.dtype} "
+                         "(use backend='torch' for float64)")
+    if q.shape[-1] > 256:
+        raise ValueError(f"q head dim must be at most 256 for the Triton kernel, got {q.shape[-1]}")
+    if not q.is_cuda and not INTERPRET:
+        raise ValueError("q must be a CUDA tensor for the Triton kernel (or set TRITON_INTERPRET=1 before "
+                         "triton is imported to run it on CPU)")
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    return _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale)

@@ -1,0 +1,653 @@
+"""Position-aware fused attention in Triton, forward and backward: learned relative embeddings (Shaw et al. 2018;
+Huang et al. 2018, Music Transformer), T5's bucketed relative bias (Raffel et al. 2020) and ALiBi (Press et al.
+2022), in the FlashAttention-2 loop (Dao 2023) with no L×L tensor anywhere.
+
+What it computes (the meanings are in `attnkit.kernels.reference`), with i' = i + (Lk − Lq), δ = i' − j:
+
+    relative  logits_ij = scale · (q_i·k_j + q_i·rel[h, idx(δ)])
+              idx(δ) = min(max(δ, 0), R − 1) (causal)  or  P − clamp(δ, −P, P) with R = 2P + 1 (bidirectional)
+    t5        logits_ij = scale · q_i·k_j + table[h, bucket(δ)]          (T5's bucket function, from δ alone)
+    alibi     logits_ij = scale · q_i·k_j − slope_h · |δ|
+    out_i = Σ_j softmax_j(logits | j visible) v_j; causal: j ≤ i'; key_padding_mask; empty rows → zeros.
+
+How the relative term is fused (the part FlashAttention and FlexAttention cannot express):
+    A (BLOCK, BLOCK) tile with query block m and key block n only meets the 2·BLOCK − 1 distances
+    δ = base − (BLOCK − 1) … base + BLOCK − 1, base = m0 + (Lk − Lq) − n0. The kernel loads those embedding rows
+    (a "band", (2·BLOCK, D), clipped indices, so distances past R − 1 reuse the last row), computes
+    q_tile @ bandᵀ (BLOCK, 2·BLOCK) with one tl.dot, and skews it into the tile with tl.gather:
+    tile[r, c] = band[r, r − c + BLOCK − 1]. Tiles whose distances all clip to one embedding (far from the
+    diagonal when R < L) skip the band and add q·rel[idx] per row.
+    Backward: dQ gets scale · skew⁻¹(dS) @ band; dK, dV as in FlashAttention-2. drel: tiles on one block
+    diagonal (m − n fixed) share the same band, so a third pass has one program per (b, h, block diagonal)
+    walk its tiles and accumulate skew⁻¹(dS)ᵀ @ q in registers: one (2·BLOCK, D) partial per diagonal, a
+    buffer of ≈ 2·(Lq + Lk)·D floats per (b, h). The partials are folded into (Hr, R, D) by a fixed-order
+    torch reduction (adjacent diagonals' half-bands overlap exactly; clipped distances are summed with
+    .sum()). No atomics: gradients are bit-identical run to run.
+    T5 / ALiBi: the dQ pass also reduces dS per bucket (a one-hot over the band's buckets) or Σ −|δ|·dS per
+    slope, into one small vector per (b, h, query block); torch sums those in a fixed order.
+
+T5 buckets: the bucket of |δ| ≥ num_buckets/2 (per direction) is T5's float32 log formula; the launcher
+evaluates that formula (the reference, `t5_bucket`) once for n = 0 … max_distance and passes the integer
+thresholds where each bucket starts, and the kernel counts thresholds ≤ |δ|. So kernel and reference
+agree bit for bit, with no device-dependent log rounding at bucket boundaries.
+
+Limits: BLOCK_M = BLOCK_N (the diagonal structure needs square tiles); head dim ≤ 128 (padded to a power of
+two ≥ 16); float32 / float16 / bfloat16 (fp32 dots in IEEE unless TF32 is allowed for matmuls). ALiBi slopes
+receive a gradient too (Σ −|δ|·dS), though ALiBi normally keeps them fixed. On CPU the kernels run in Triton's
+interpreter (TRITON_INTERPRET=1), where bf16 tiles are upcast to fp32 after loading.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from attnkit.kernels.reference import t5_bucket
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+LOG2E = 1.4426950408889634
+POS_RELATIVE, POS_T5, POS_ALIBI = 0, 1, 2
+
+# --------------------------------------------------------------------------------------------
+# Launch configuration (data). Square tiles; the interpreter runs fastest with 64.
+# --------------------------------------------------------------------------------------------
+
+BLOCK = 64
+NUM_WARPS = 4
+NUM_STAGES = 1 if INTERPRET else 2
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _rel_index(delta, R, CAUSAL: tl.constexpr):
+    """Embedding row used at signed distance delta = i' − j (monotone in delta)."""
+    if CAUSAL:
+        idx = tl.minimum(tl.maximum(delta, 0), R - 1)
+    else:
+        P = (R - 1) // 2
+        idx = P - tl.minimum(tl.maximum(delta, -P), P)
+    return idx
+
+
+@triton.jit
+def _t5_bucket(delta, Thr, NBX: tl.constexpr, MAX_EXACT: tl.constexpr, BIDIRECTIONAL: tl.constexpr):
+    """T5 bucket of delta = i' − j: exact below MAX_EXACT, then one more bucket per threshold passed."""
+    if BIDIRECTIONAL:
+        side = tl.where(delta < 0, NBX, 0)  # keys after the query use the upper half of the buckets
+        n = tl.abs(delta)
+    else:
+        side = delta * 0
+        n = tl.maximum(delta, 0)
+    large = n * 0 + MAX_EXACT
+    for t in tl.static_range(NBX - MAX_EXACT - 1):
+        large += (n >= tl.load(Thr + t)).to(large.dtype)
+    return side + tl.where(n < MAX_EXACT, n, large)
+
+
+@triton.jit
+def _tile_logits(q, kT, Pos, Thr, offs_m, offs_n, start_m, start_n, OFF, R, slope, scale,
+                 stride_pr, offs_d, HEAD_DIM_REAL,
+                 POS_KIND: tl.constexpr, CAUSAL: tl.constexpr, BIDIRECTIONAL: tl.constexpr,
+                 NBX: tl.constexpr, MAX_EXACT: tl.constexpr, BLOCK: tl.constexpr, UPCAST: tl.constexpr,
+                 INPUT_PRECISION: tl.constexpr):
+    """Logits (natural units, unmasked) of one (BLOCK, BLOCK) tile; q (BLOCK, D), kT (D, BLOCK)."""
+    qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK, BLOCK)
+    dmin = start_m + OFF - start_n - (BLOCK - 1)  # smallest δ in the tile
+    dmax = start_m + OFF - start_n + (BLOCK - 1)  # largest
+    if POS_KIND == 0:  # learned relative embeddings
+        r_lo = _rel_index(dmin, R, CAUSAL)
+        r_hi = _rel_index(dmax, R, CAUSAL)
+        if r_lo == r_hi:  # every distance clips to one embedding: q·rel[r] per row
+            e = tl.load(Pos + r_lo * stride_pr + offs_d, mask=offs_d < HEAD_DIM_REAL, other=0.0)
+            qe = tl.sum(q.to(tl.float32) * e.to(tl.float32)[None, :], axis=1)  # (BLOCK,)
+            qk = qk + qe[:, None]
+        else:
+            t = tl.arange(0, 2 * BLOCK)
+            rows = _rel_index(dmin + t, R, CAUSAL)  # (2·BLOCK,) embedding row of band row t
+            band_e = tl.load(Pos + rows[:, None] * stride_pr + offs_d[None, :],
+                             mask=offs_d[None, :] < HEAD_DIM_REAL, other=0.0)  # (2·BLOCK, D)
+            if UPCAST:
+                band_e = band_e.to(tl.float32)
+            band = tl.dot(q, tl.trans(band_e), input_precision=INPUT_PRECISION)  # (BLOCK, 2·BLOCK)
+            skew = tl.arange(0, BLOCK)[:, None] - tl.arange(0, BLOCK)[None, :] + BLOCK - 1
+            qk = qk + tl.gather(band, skew, 1)  # tile[r, c] = band[r, r − c + BLOCK − 1]
+        z = qk * scale
+    else:
+        z = qk * scale
+        delta = offs_m[:, None] + OFF - offs_n[None, :]  # (BLOCK, BLOCK): i' − j
+        if POS_KIND == 1:  # T5 bucketed bias
+            b_lo = _t5_bucket(dmin, Thr, NBX, MAX_EXACT, BIDIRECTIONAL)
+            b_hi = _t5_bucket(dmax, Thr, NBX, MAX_EXACT, BIDIRECTIONAL)
+            uniform = b_lo == b_hi
+            if BIDIRECTIONAL:  # the two directions use different buckets
+                uniform = uniform & ((dmin >= 0) | (dmax < 0))
+            if uniform:  # far tiles: one bucket
+                z = z + tl.load(Pos + b_lo * stride_pr).to(tl.float32)
+            else:
+                bucket = _t5_bucket(delta, Thr, NBX, MAX_EXACT, BIDIRECTIONAL)
+                z = z + tl.load(Pos + bucket * stride_pr).to(tl.float32)
+        else:  # ALiBi
+            z = z - slope * tl.abs(delta).to(tl.float32)
+    return z
+
+
+@triton.jit
+def _visible(offs_m, offs_n, KPM, N_CTX_Q, N_CTX_K, OFF, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr):
+    """(BLOCK, BLOCK) bool: query row exists, key exists, causal, key not padding."""
+    vis = (offs_m[:, None] < N_CTX_Q) & (offs_n[None, :] < N_CTX_K)
+    if CAUSAL:
+        vis = vis & (offs_n[None, :] <= offs_m[:, None] + OFF)
+    if HAS_KPM:
+        kpm = tl.load(KPM + offs_n, mask=offs_n < N_CTX_K, other=0)
+        vis = vis & (kpm != 0)[None, :]
+    return vis
+
+
+@triton.jit
+def _unskew(ds, BLOCK: tl.constexpr):
+    """Inverse of the band skew: (BLOCK, BLOCK) → (BLOCK, 2·BLOCK), out[r, t] = ds[r, r + BLOCK − 1 − t] (or 0)."""
+    c = tl.arange(0, BLOCK)[:, None] + BLOCK - 1 - tl.arange(0, 2 * BLOCK)[None, :]
+    ok = (c >= 0) & (c < BLOCK)
+    return tl.where(ok, tl.gather(ds, tl.where(ok, c, 0), 1), 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _pos_attn_fwd(Q, K, V, Pos, Thr, KPM, Out, LSE,
+                  stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
+                  stride_vz, stride_vh, stride_vn, stride_oz, stride_oh, stride_om,
+                  stride_ph, stride_pr, stride_kpmz,
+                  H, GROUPS, N_CTX_Q, N_CTX_K, R, scale, HEAD_DIM_REAL,
+                  POS_KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
+                  BIDIRECTIONAL: tl.constexpr, NBX: tl.constexpr, MAX_EXACT: tl.constexpr,
+                  BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+                  INPUT_PRECISION: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK
+    off_bh = tl.program_id(1)
+    off_z, off_h = off_bh // H, off_bh % H
+    off_hk = off_h // GROUPS
+    OFF = N_CTX_K - N_CTX_Q
+    offs_m = start_m + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, HEAD_DIM)
+    d_ok = offs_d < HEAD_DIM_REAL
+    q = tl.load(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
+                mask=(offs_m[:, None] < N_CTX_Q) & d_ok[None, :], other=0.0)  # (BLOCK, D)
+    if UPCAST:
+        q = q.to(tl.float32)
+    Kb = K + off_z * stride_kz + off_hk * stride_kh
+    Vb = V + off_z * stride_vz + off_hk * stride_vh
+    Pos = Pos + off_h * stride_ph  # stride_ph = 0 when one set of embeddings is shared by all heads
+    slope = 0.0
+    if POS_KIND == 2:
+        slope = tl.load(Pos).to(tl.float32)
+    KPM = KPM + off_z * stride_kpmz
+
+    m_i = tl.full((BLOCK,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK,), tl.float32)
+    acc = tl.zeros((BLOCK, HEAD_DIM), tl.float32)
+    hi = N_CTX_K
+    if CAUSAL:  # keys past the block's last visible position are never loaded
+        hi = tl.minimum(N_CTX_K, start_m + BLOCK + OFF)
+    for start_n in range(0, hi, BLOCK):
+        offs_n = start_n + tl.arange(0, BLOCK)
+        kv_ok = (offs_n[:, None] < N_CTX_K) & d_ok[None, :]
+        k = tl.load(Kb + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_ok, other=0.0)  # (BLOCK, D)
+        v = tl.load(Vb + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        z = _tile_logits(q, tl.trans(k), Pos, Thr, offs_m, offs_n, start_m, start_n, OFF, R, slope, scale,
+                         stride_pr, offs_d, HEAD_DIM_REAL, POS_KIND, CAUSAL, BIDIRECTIONAL, NBX, MAX_EXACT,
+                         BLOCK, UPCAST, INPUT_PRECISION)
+        vis = _visible(offs_m, offs_n, KPM, N_CTX_Q, N_CTX_K, OFF, CAUSAL, HAS_KPM)
+        z = tl.where(vis, z * LOG2E, float("-inf"))  # base-2 logits
+        m_new = tl.maximum(m_i, tl.max(z, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet: no NaN
+        p = tl.math.exp2(z - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
+        m_i = m_new
+    has_key = l_i > 0
+    out = acc / tl.where(has_key, l_i, 1.0)[:, None]
+    lse = tl.where(has_key, m_i + tl.math.log2(tl.where(has_key, l_i, 1.0)), float("inf"))  # base 2
+    tl.store(Out + off_z * stride_oz + off_h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :],
+             out.to(Out.dtype.element_ty), mask=(offs_m[:, None] < N_CTX_Q) & d_ok[None, :])
+    tl.store(LSE + off_bh * N_CTX_Q + offs_m, lse, mask=offs_m < N_CTX_Q)
+
+
+@triton.jit
+def _tile_dz(q, k, v, do, lse, delta, Pos, Thr, KPM, offs_m, offs_n, start_m, start_n, OFF, R, slope, scale,
+             stride_pr, offs_d, HEAD_DIM_REAL, N_CTX_Q, N_CTX_K,
+             POS_KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, BIDIRECTIONAL: tl.constexpr,
+             NBX: tl.constexpr, MAX_EXACT: tl.constexpr, BLOCK: tl.constexpr, UPCAST: tl.constexpr,
+             INPUT_PRECISION: tl.constexpr):
+    """Recompute P of one tile and return (P, dZ), dZ = ∂loss/∂logits = P ∘ (dP − delta)."""
+    z = _tile_logits(q, tl.trans(k), Pos, Thr, offs_m, offs_n, start_m, start_n, OFF, R, slope, scale,
+                     stride_pr, offs_d, HEAD_DIM_REAL, POS_KIND, CAUSAL, BIDIRECTIONAL, NBX, MAX_EXACT,
+                     BLOCK, UPCAST, INPUT_PRECISION)
+    vis = _visible(offs_m, offs_n, KPM, N_CTX_Q, N_CTX_K, OFF, CAUSAL, HAS_KPM)
+    z = tl.where(vis, z * LOG2E, float("-inf"))
+    p = tl.math.exp2(z - lse[:, None])  # lse = +inf on empty rows → p = 0
+    dp = tl.dot(do, tl.trans(v), input_precision=INPUT_PRECISION)  # (BLOCK, BLOCK)
+    dz = p * (dp - delta[:, None])
+    return p, dz
+
+
+@triton.jit
+def _pos_attn_bwd_dkdv(Q, K, V, DO, DK, DV, Pos, Thr, KPM, LSE, Delta,
+                       stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
+                       stride_vz, stride_vh, stride_vn, stride_oz, stride_oh, stride_om,
+                       stride_ph, stride_pr, stride_kpmz,
+                       H, GROUPS, N_CTX_Q, N_CTX_K, R, scale, HEAD_DIM_REAL,
+                       POS_KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
+                       BIDIRECTIONAL: tl.constexpr, NBX: tl.constexpr, MAX_EXACT: tl.constexpr,
+                       BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+                       INPUT_PRECISION: tl.constexpr):
+    """One program per (key block, b, kv head): loops over its GQA group's query heads and query blocks."""
+    start_n = tl.program_id(0) * BLOCK
+    off_bk = tl.program_id(1)
+    HK = H // GROUPS
+    off_z, off_hk = off_bk // HK, off_bk % HK
+    OFF = N_CTX_K - N_CTX_Q
+    offs_n = start_n + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, HEAD_DIM)
+    d_ok = offs_d < HEAD_DIM_REAL
+    kv_ok = (offs_n[:, None] < N_CTX_K) & d_ok[None, :]
+    k = tl.load(K + off_z * stride_kz + off_hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :],
+                mask=kv_ok, other=0.0)  # (BLOCK, D)
+    v = tl.load(V + off_z * stride_vz + off_hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
+                mask=kv_ok, other=0.0)
+    if UPCAST:
+        k, v = k.to(tl.float32), v.to(tl.float32)
+    KPM = KPM + off_z * stride_kpmz
+    dk = tl.zeros((BLOCK, HEAD_DIM), tl.float32)
+    dv = tl.zeros((BLOCK, HEAD_DIM), tl.float32)
+    lo = 0
+    if CAUSAL:  # first query block with a row that sees this key block
+        lo = (tl.maximum(start_n - OFF, 0) // BLOCK) * BLOCK
+    for g in range(0, GROUPS):
+        off_h = off_hk * GROUPS + g
+        Qb = Q + off_z * stride_qz + off_h * stride_qh
+        DOb = DO + off_z * stride_oz + off_h * stride_oh
+        Posh = Pos + off_h * stride_ph
+        slope = 0.0
+        if POS_KIND == 2:
+            slope = tl.load(Posh).to(tl.float32)
+        for start_m in range(lo, N_CTX_Q, BLOCK):
+            offs_m = start_m + tl.arange(0, BLOCK)
+            q_ok = (offs_m[:, None] < N_CTX_Q) & d_ok[None, :]
+            q = tl.load(Qb + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_ok, other=0.0)
+            do = tl.load(DOb + offs_m[:, None] * stride_om + offs_d[None, :], mask=q_ok, other=0.0)
+            if UPCAST:
+                q, do = q.to(tl.float32), do.to(tl.float32)
+            lse = tl.load(LSE + (off_z * H + off_h) * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=float("inf"))
+            delta = tl.load(Delta + (off_z * H + off_h) * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=0.0)
+            p, dz = _tile_dz(q, k, v, do, lse, delta, Posh, Thr, KPM, offs_m, offs_n, start_m, start_n, OFF, R,
+                             slope, scale, stride_pr, offs_d, HEAD_DIM_REAL, N_CTX_Q, N_CTX_K, POS_KIND, CAUSAL,
+                             HAS_KPM, BIDIRECTIONAL, NBX, MAX_EXACT, BLOCK, UPCAST, INPUT_PRECISION)
+            dv = tl.dot(tl.trans(p).to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+            dk = tl.dot(tl.trans(dz).to(q.dtype), q, dk, input_precision=INPUT_PRECISION)
+    dk = dk * scale
+    tl.store(DK + off_z * stride_kz + off_hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :],
+             dk.to(DK.dtype.element_ty), mask=kv_ok)
+    tl.store(DV + off_z * stride_vz + off_hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=kv_ok)
+
+
+@triton.jit
+def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos,
+                     stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
+                     stride_vz, stride_vh, stride_vn, stride_oz, stride_oh, stride_om,
+                     stride_ph, stride_pr, stride_kpmz,
+                     H, GROUPS, N_CTX_Q, N_CTX_K, R, scale, HEAD_DIM_REAL,
+                     POS_KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
+                     BIDIRECTIONAL: tl.constexpr, NBX: tl.constexpr, MAX_EXACT: tl.constexpr,
+                     NB_PAD: tl.constexpr, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+                     INPUT_PRECISION: tl.constexpr):
+    """One program per (query block, b, h), looping over key blocks. Also reduces the T5 / ALiBi parameter
+    gradient of its rows into DPos[b, h, query block, :]."""
+    pid_m = tl.program_id(0)
+    start_m = pid_m * BLOCK
+    off_bh = tl.program_id(1)
+    off_z, off_h = off_bh // H, off_bh % H
+    off_hk = off_h // GROUPS
+    OFF = N_CTX_K - N_CTX_Q
+    offs_m = start_m + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, HEAD_DIM)
+    d_ok = offs_d < HEAD_DIM_REAL
+    q_ok = (offs_m[:, None] < N_CTX_Q) & d_ok[None, :]
+    q = tl.load(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
+                mask=q_ok, other=0.0)
+    do = tl.load(DO + off_z * stride_oz + off_h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :],
+                 mask=q_ok, other=0.0)
+    if UPCAST:
+        q, do = q.to(tl.float32), do.to(tl.float32)
+    lse = tl.load(LSE + off_bh * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=float("inf"))
+    delta = tl.load(Delta + off_bh * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=0.0)
+    Kb = K + off_z * stride_kz + off_hk * stride_kh
+    Vb = V + off_z * stride_vz + off_hk * stride_vh
+    Pos = Pos + off_h * stride_ph
+    slope = 0.0
+    if POS_KIND == 2:
+        slope = tl.load(Pos).to(tl.float32)
+    KPM = KPM + off_z * stride_kpmz
+    dq = tl.zeros((BLOCK, HEAD_DIM), tl.float32)
+    dpos = tl.zeros((NB_PAD,), tl.float32)  # T5: per bucket; ALiBi: entry 0
+    bucket_ids = tl.arange(0, NB_PAD)
+    hi = N_CTX_K
+    if CAUSAL:
+        hi = tl.minimum(N_CTX_K, start_m + BLOCK + OFF)
+    for start_n in range(0, hi, BLOCK):
+        offs_n = start_n + tl.arange(0, BLOCK)
+        kv_ok = (offs_n[:, None] < N_CTX_K) & d_ok[None, :]
+        k = tl.load(Kb + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_ok, other=0.0)
+        v = tl.load(Vb + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+        if UPCAST:
+            k, v = k.to(tl.float32), v.to(tl.float32)
+        p, dz = _tile_dz(q, k, v, do, lse, delta, Pos, Thr, KPM, offs_m, offs_n, start_m, start_n, OFF, R,
+                         slope, scale, stride_pr, offs_d, HEAD_DIM_REAL, N_CTX_Q, N_CTX_K, POS_KIND, CAUSAL,
+                         HAS_KPM, BIDIRECTIONAL, NBX, MAX_EXACT, BLOCK, UPCAST, INPUT_PRECISION)
+        dmin = start_m + OFF - start_n - (BLOCK - 1)
+        dmax = start_m + OFF - start_n + (BLOCK - 1)
+        if POS_KIND == 0:
+            # logits = scale·q·(k_j + e_idx): dq gets scale·dZ @ k and scale·Σ_j dZ_ij e_idx(i,j).
+            dq = tl.dot(dz.to(k.dtype), k, dq, input_precision=INPUT_PRECISION)
+            r_lo = _rel_index(dmin, R, CAUSAL)
+            r_hi = _rel_index(dmax, R, CAUSAL)
+            if r_lo == r_hi:
+                e = tl.load(Pos + r_lo * stride_pr + offs_d, mask=d_ok, other=0.0).to(tl.float32)
+                dq += tl.sum(dz, 1)[:, None] * e[None, :]
+            else:
+                t = tl.arange(0, 2 * BLOCK)
+                rows = _rel_index(dmin + t, R, CAUSAL)
+                band_e = tl.load(Pos + rows[:, None] * stride_pr + offs_d[None, :],
+                                 mask=d_ok[None, :], other=0.0)  # (2·BLOCK, D)
+                if UPCAST:
+                    band_e = band_e.to(tl.float32)
+                dq = tl.dot(_unskew(dz, BLOCK).to(band_e.dtype), band_e, dq, input_precision=INPUT_PRECISION)
+        else:
+            # logits = scale·q·k + bias(δ): dq gets scale·dZ @ k; the bias parameter gets Σ dZ per bucket / slope.
+            dq = tl.dot(dz.to(k.dtype), k, dq, input_precision=INPUT_PRECISION)
+            if POS_KIND == 1:
+                b_lo = _t5_bucket(dmin, Thr, NBX, MAX_EXACT, BIDIRECTIONAL)
+                b_hi = _t5_bucket(dmax, Thr, NBX, MAX_EXACT, BIDIRECTIONAL)
+                uniform = b_lo == b_hi
+                if BIDIRECTIONAL:
+                    uniform = uniform & ((dmin >= 0) | (dmax < 0))
+                if uniform:
+                    dpos += tl.where(bucket_ids == b_lo, tl.sum(dz), 0.0)
+                else:
+                    diag = tl.sum(_unskew(dz, BLOCK), 0)  # (2·BLOCK,): Σ dZ along each distance of the tile
+                    band_bucket = _t5_bucket(dmin + tl.arange(0, 2 * BLOCK), Thr, NBX, MAX_EXACT, BIDIRECTIONAL)
+                    onehot = band_bucket[:, None] == bucket_ids[None, :]  # (2·BLOCK, NB_PAD)
+                    dpos += tl.sum(tl.where(onehot, diag[:, None], 0.0), 0)
+            else:
+                dist = tl.abs(offs_m[:, None] + OFF - offs_n[None, :]).to(tl.float32)
+                dpos += tl.where(bucket_ids == 0, -tl.sum(dz * dist), 0.0)
+    dq = dq * scale
+    tl.store(DQ + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
+             dq.to(DQ.dtype.element_ty), mask=q_ok)
+    if POS_KIND != 0:
+        tl.store(DPos + (off_bh * tl.num_programs(0) + pid_m) * NB_PAD + bucket_ids, dpos)
+
+
+@triton.jit
+def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand,
+                       stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
+                       stride_vz, stride_vh, stride_vn, stride_oz, stride_oh, stride_om,
+                       stride_ph, stride_pr, stride_kpmz,
+                       H, GROUPS, N_CTX_Q, N_CTX_K, R, scale, HEAD_DIM_REAL,
+                       CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, BLOCK: tl.constexpr,
+                       HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+    """One program per (block diagonal u, b, h): walks the tiles (m, n) with m − n = u − (n_key_blocks − 1),
+    which all touch the same 2·BLOCK distances, and writes scale·Σ skew⁻¹(dZ)ᵀ @ q as DBand[b, h, u]."""
+    u = tl.program_id(0)
+    off_bh = tl.program_id(1)
+    off_z, off_h = off_bh // H, off_bh % H
+    off_hk = off_h // GROUPS
+    OFF = N_CTX_K - N_CTX_Q
+    n_kblocks = tl.cdiv(N_CTX_K, BLOCK)
+    n_qblocks = tl.cdiv(N_CTX_Q, BLOCK)
+    diag = u - (n_kblocks - 1)  # m − n in blocks
+    offs_d = tl.arange(0, HEAD_DIM)
+    d_ok = offs_d < HEAD_DIM_REAL
+    t = tl.arange(0, 2 * BLOCK)
+    Qb = Q + off_z * stride_qz + off_h * stride_qh
+    DOb = DO + off_z * stride_oz + off_h * stride_oh
+    Kb = K + off_z * stride_kz + off_hk * stride_kh
+    Vb = V + off_z * stride_vz + off_hk * stride_vh
+    Pos = Pos + off_h * stride_ph
+    KPM = KPM + off_z * stride_kpmz
+    acc = tl.zeros((2 * BLOCK, HEAD_DIM), tl.float32)
+    first = tl.maximum(diag, 0)
+    last = tl.minimum(n_qblocks, n_kblocks + diag)
+    if CAUSAL:  # a diagonal entirely above the causal boundary has nothing visible
+        if diag * BLOCK + OFF + BLOCK - 1 < 0:
+            last = first
+    for mb in range(first, last):
+        start_m = mb * BLOCK
+        start_n = (mb - diag) * BLOCK
+        offs_m = start_m + tl.arange(0, BLOCK)
+        offs_n = start_n + tl.arange(0, BLOCK)
+        q_ok = (offs_m[:, None] < N_CTX_Q) & d_ok[None, :]
+        kv_ok = (offs_n[:, None] < N_CTX_K) & d_ok[None, :]
+        q = tl.load(Qb + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_ok, other=0.0)
+        do = tl.load(DOb + offs_m[:, None] * stride_om + offs_d[None, :], mask=q_ok, other=0.0)
+        k = tl.load(Kb + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_ok, other=0.0)
+        v = tl.load(Vb + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+        if UPCAST:
+            q, do, k, v = q.to(tl.float32), do.to(tl.float32), k.to(tl.float32), v.to(tl.float32)
+        lse = tl.load(LSE + off_bh * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=float("inf"))
+        delta = tl.load(Delta + off_bh * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=0.0)
+        p, dz = _tile_dz(q, k, v, do, lse, delta, Pos, Pos, KPM, offs_m, offs_n, start_m, start_n, OFF, R,
+                         0.0, scale, stride_pr, offs_d, HEAD_DIM_REAL, N_CTX_Q, N_CTX_K, 0, CAUSAL,
+                         HAS_KPM, False, 2, 1, BLOCK, UPCAST, INPUT_PRECISION)
+        dmin = start_m + OFF - start_n - (BLOCK - 1)
+        dmax = start_m + OFF - start_n + (BLOCK - 1)
+        if _rel_index(dmin, R, CAUSAL) == _rel_index(dmax, R, CAUSAL):
+            # one embedding for the whole tile: put Σ_r (Σ_c dZ_rc) q_r on band row 0 (whose index it is)
+            g = tl.sum(tl.sum(dz, 1)[:, None] * q.to(tl.float32), 0)  # (D,)
+            acc += tl.where(t[:, None] == 0, g[None, :], 0.0)
+        else:
+            acc = tl.dot(tl.trans(_unskew(dz, BLOCK)).to(q.dtype), q, acc, input_precision=INPUT_PRECISION)
+    acc = acc * scale
+    tl.store(DBand + ((off_bh * tl.num_programs(0) + u) * 2 * BLOCK + t[:, None]) * HEAD_DIM + offs_d[None, :],
+             acc)
+
+
+# --------------------------------------------------------------------------------------------
+# Host side: launchers, the fixed-order folds, autograd.Function, public functions
+# --------------------------------------------------------------------------------------------
+
+def _input_precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+def t5_thresholds(num_buckets: int, max_distance: int, bidirectional: bool) -> tuple[torch.Tensor, int, int]:
+    """(thresholds, NBX, MAX_EXACT): bucket MAX_EXACT + t starts at distance thresholds[t − 1], t = 1 … NBX − MAX_EXACT − 1,
+    read off the reference bucket function (T5's float32 formula) so the kernel agrees with it exactly."""
+    nbx = num_buckets // 2 if bidirectional else num_buckets
+    max_exact = nbx // 2
+    n = torch.arange(0, max_distance + 2)
+    buckets = t5_bucket(-n, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance)
+    if bool((buckets[1:] < buckets[:-1]).any()):
+        raise ValueError("t5 bucket function is not monotone for these num_buckets / max_distance")
+    thr = []
+    for b in range(max_exact + 1, nbx):
+        hit = (buckets >= b).nonzero()
+        thr.append(int(hit[0]) if len(hit) else 2 ** 30)
+    return torch.tensor(thr or [0], dtype=torch.int32), nbx, max_exact
+
+
+def _fold_bands(dband: torch.Tensor, shared: bool, R: int, D: int, Lq: int, Lk: int, causal: bool) -> torch.Tensor:
+    """(B, H, U, 2·BLOCK, HEAD_DIM) per-diagonal partials → (Hr, R, D), in a fixed order.
+
+    Band row t of diagonal u is distance δ = δ0 + u·BLOCK + t (δ0 = distance of row 0 of diagonal 0); the upper
+    half of diagonal u covers the same distances as the lower half of diagonal u + 1.
+    """
+    Bz, H, U, _, _ = dband.shape
+    lower = dband[:, :, :, :BLOCK, :D].reshape(Bz, H, U * BLOCK, D)
+    upper = dband[:, :, :, BLOCK:, :D].reshape(Bz, H, U * BLOCK, D)
+    dense = torch.zeros(Bz, H, (U + 1) * BLOCK, D, dtype=torch.float32, device=dband.device)
+    dense[:, :, :U * BLOCK] += lower
+    dense[:, :, BLOCK:] += upper
+    dense = dense.sum(0)  # (H, G, D)
+    if shared:
+        dense = dense.sum(0, keepdim=True)  # (1, G, D)
+    n_kblocks = triton.cdiv(Lk, BLOCK)
+    d0 = -(n_kblocks - 1) * BLOCK + (Lk - Lq) - (BLOCK - 1)
+    dist = torch.arange(dense.shape[1], device=dband.device) + d0
+    if causal:
+        idx = dist.clamp(0, R - 1)
+    else:
+        P = (R - 1) // 2
+        idx = P - dist.clamp(-P, P)
+    # idx is monotone: only its two ends repeat (clipped distances); sum those, copy the rest one to one.
+    out = torch.zeros(dense.shape[0], R, D, dtype=torch.float32, device=dband.device)
+    G = idx.shape[0]
+    first, last = int(idx[0]), int(idx[-1])
+    if first == last:
+        out[:, first] = dense.sum(1)
+        return out
+    n_first, n_last = int((idx == first).sum()), int((idx == last).sum())
+    out[:, first] = dense[:, :n_first].sum(1)
+    out[:, last] = dense[:, G - n_last:].sum(1)
+    out[:, idx[n_first:G - n_last]] = dense[:, n_first:G - n_last]
+    return out
+
+
+class _Meta:
+    """Everything about one call that is not a tensor."""
+
+    def __init__(self, kind, q, k, pos, causal, scale, key_padding_mask, t5_args=None):
+        self.kind, self.causal = kind, causal
+        B, H, Lq, D = q.shape
+        self.B, self.H, self.Lq, self.D = B, H, Lq, D
+        self.Hkv, self.Lk = k.shape[1], k.shape[2]
+        self.scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+        self.head_dim = max(16, triton.next_power_of_2(D))
+        self.has_kpm = key_padding_mask is not None
+        self.bidirectional, self.nbx, self.max_exact, self.nb_pad = False, 2, 1, 1
+        self.R = 1
+        if kind == POS_RELATIVE:
+            self.R = pos.shape[1]
+            self.shared = pos.shape[0] == 1
+        if kind == POS_T5:
+            bidirectional, num_buckets, max_distance = t5_args
+            self.bidirectional, self.num_buckets = bidirectional, num_buckets
+            self.thr, self.nbx, self.max_exact = t5_thresholds(num_buckets, max_distance, bidirectional)
+            self.nb_pad = triton.next_power_of_2(num_buckets)
+        self.upcast = INTERPRET and q.dtype == torch.bfloat16
+        self.precision = _input_precision(q.dtype)
+
+    def consts(self):
+        return dict(POS_KIND=self.kind, CAUSAL=self.causal, HAS_KPM=self.has_kpm,
+                    BIDIRECTIONAL=self.bidirectional, NBX=self.nbx, MAX_EXACT=self.max_exact, BLOCK=BLOCK,
+                    HEAD_DIM=self.head_dim, UPCAST=self.upcast, INPUT_PRECISION=self.precision,
+                    num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+
+
+def _pos_args(meta, pos, kpm):
+    """(Pos, Thr, KPM) tensors and (stride_ph, stride_pr, stride_kpmz)."""
+    if meta.kind == POS_RELATIVE:
+        pos_strides = (0 if meta.shared else pos.stride(0), pos.stride(1))
+    elif meta.kind == POS_T5:
+        pos_strides = (pos.stride(0), pos.stride(1))
+    else:
+        pos_strides = (pos.stride(0), 0)
+    thr = meta.thr.to(pos.device) if meta.kind == POS_T5 else pos
+    if kpm is None:
+        return (pos, thr, pos), (*pos_strides, 0)
+    kpm = kpm.to(torch.int8)
+    return (pos, thr, kpm), (*pos_strides, kpm.stride(0))
+
+
+def _forward(meta, q, k, v, pos, kpm):
+    o = torch.empty_like(q)
+    lse = torch.empty((meta.B, meta.H, meta.Lq), device=q.device, dtype=torch.float32)
+    (pos, thr, kpm_x), extra = _pos_args(meta, pos, kpm)
+    grid = (triton.cdiv(meta.Lq, BLOCK), meta.B * meta.H)
+    _pos_attn_fwd[grid](q, k, v, pos, thr, kpm_x, o, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+                        *o.stride()[:3], *extra, meta.H, meta.H // meta.Hkv, meta.Lq, meta.Lk, meta.R, meta.scale,
+                        meta.D, **meta.consts())
+    return o, lse
+
+
+def _backward(meta, do, q, k, v, pos, kpm, o, lse):
+    do = do.contiguous()
+    delta = (o.float() * do.float()).sum(-1)  # (B, H, Lq): rowsum(dO ∘ O)
+    (pos_x, thr, kpm_x), extra = _pos_args(meta, pos, kpm)
+    G = meta.H // meta.Hkv
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+    strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *extra)
+    sizes = (meta.H, G, meta.Lq, meta.Lk, meta.R, meta.scale, meta.D)
+    consts = meta.consts()
+    _pos_attn_bwd_dkdv[(triton.cdiv(meta.Lk, BLOCK), meta.B * meta.Hkv)](
+        q, k, v, do, dk, dv, pos_x, thr, kpm_x, lse, delta, *strides, *sizes, **consts)
+    n_qblocks = triton.cdiv(meta.Lq, BLOCK)
+    dpos_partial = torch.empty((meta.B, meta.H, n_qblocks, meta.nb_pad), device=q.device, dtype=torch.float32)
+    _pos_attn_bwd_dq[(n_qblocks, meta.B * meta.H)](
+        q, k, v, do, dq, pos_x, thr, kpm_x, lse, delta, dpos_partial, *strides, *sizes, NB_PAD=meta.nb_pad,
+        **consts)
+    if meta.kind == POS_RELATIVE:
+        U = n_qblocks + triton.cdiv(meta.Lk, BLOCK) - 1
+        dband = torch.empty((meta.B, meta.H, U, 2 * BLOCK, meta.head_dim), device=q.device, dtype=torch.float32)
+        consts.pop("POS_KIND"), consts.pop("BIDIRECTIONAL"), consts.pop("NBX"), consts.pop("MAX_EXACT")
+        _rel_attn_bwd_drel[(U, meta.B * meta.H)](q, k, v, do, pos_x, kpm_x, lse, delta, dband, *strides, *sizes,
+                                                  **consts)
+        dpos = _fold_bands(dband, meta.shared, meta.R, meta.D, meta.Lq, meta.Lk, meta.causal)
+    elif meta.kind == POS_T5:
+        dpos = dpos_partial.sum(dim=(0, 2))[:, :meta.num_buckets]  # (H, num_buckets)
+    else:
+        dpos = dpos_partial[..., 0].sum(dim=(0, 2))  # (H,)
+    return dq, dk, dv, dpos.to(pos.dtype)
+
+
+class _PositionAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, pos, kpm, meta):
+        q, k, v, pos = q.contiguous(), k.contiguous(), v.contiguous(), pos.contiguous()
+        o, lse = _forward(meta, q, k, v, pos, kpm)
+        ctx.save_for_backward(q, k, v, pos, o, lse)
+        ctx.kpm, ctx.meta = kpm, meta
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, pos, o, lse = ctx.saved_tensors
+        dq, dk, dv, dpos = _backward(ctx.meta, do, q, k, v, pos, ctx.kpm, o, lse)
+        return dq, dk, dv, dpos, None, None
+
+
+def relative_attention_triton(q, k, v, rel, *, causal=True, key_padding_mask=None, scale=None) -> torch.Tensor:
+    """Fused relative-position attention; arguments as `attnkit.relative_attention` (validated there).
+    rel (Hr, R, D) is used in q's dtype."""
+    meta = _Meta(POS_RELATIVE, q, k, rel, causal, scale, key_padding_mask)
+    return _PositionAttention.apply(q, k, v, rel.to(q.dtype), key_padding_mask, meta)
+
+
+def t5_attention_triton(q, k, v, table, *, bidirectional, num_buckets, max_distance, causal=False,
+                        key_padding_mask=None, scale=None) -> torch.Tensor:
+    """Fused T5-bias attention; arguments as `attnkit.t5_attention`. table (H, num_buckets)."""
+    meta = _Meta(POS_T5, q, k, table, causal, scale, key_padding_mask, (bidirectional, num_buckets, max_distance))
+    return _PositionAttention.apply(q, k, v, table, key_padding_mask, meta)
+
+
+def alibi_attention_triton(q, k, v, slopes, *, causal=True, key_padding_mask=None, scale=None) -> torch.Tensor:
+    """Fused ALiBi attention; arguments as `attnkit.alibi_attention`. slopes (H,)."""
+    meta = _Meta(POS_ALIBI, q, k, slopes, causal, scale, key_padding_mask)
+    return _PositionAttention.apply(q, k, v, slopes, key_padding_mask, meta)

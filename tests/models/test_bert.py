@@ -1,0 +1,87 @@
+"""BERT: the 80/10/10 masking statistics, the model's padding and loss, and the task's examples."""
+import pytest
+import torch
+
+from attnkit.config import TrainConfig
+from attnkit.models.bert import BERT, IGNORE, BERTConfig, mask_tokens
+from attnkit.tasks.bert import BERTTask
+
+
+def test_masking_statistics():
+    g = torch.Generator().manual_seed(0)
+    V, MASK = 1000, 3
+    ids = torch.randint(10, V, (256, 512), generator=g)  # 131k tokens
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    maskable[:, 0] = maskable[:, -1] = False  # [CLS] / [SEP]
+    random_ids = torch.arange(10, V)
+    inputs, labels = mask_tokens(ids, maskable=maskable, mask_id=MASK, random_ids=random_ids, generator=g)
+    selected = labels != IGNORE
+    n = selected.sum().item()
+    assert n / maskable.sum().item() == pytest.approx(0.15, abs=0.004)
+    assert not selected[~maskable].any()                     # specials are never chosen
+    assert torch.equal(labels[selected], ids[selected])       # the target is the original token
+    assert torch.equal(inputs[~selected], ids[~selected])     # everything else is untouched
+    became_mask = (inputs[selected] == MASK).float().mean().item()
+    unchanged = (inputs[selected] == ids[selected]).float().mean().item()
+    replaced = inputs[selected][(inputs[selected] != MASK) & (inputs[selected] != ids[selected])]
+    assert became_mask == pytest.approx(0.8, abs=0.01)
+    # a random replacement equals the original with probability 1/990, which counts as "unchanged"
+    assert unchanged == pytest.approx(0.1 + 0.1 / 990, abs=0.008)
+    assert len(replaced) / n == pytest.approx(0.1, abs=0.008)
+    assert ((replaced >= 10) & (replaced < V)).all()           # replacements come from random_ids
+    # deterministic given the generator
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    a = mask_tokens(ids, maskable=maskable, mask_id=MASK, random_ids=random_ids, generator=g1)
+    b = mask_tokens(ids, maskable=maskable, mask_id=MASK, random_ids=random_ids, generator=g2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def tiny(**kw):
+    return BERT(BERTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, d_model=32, d_ff=64, dropout=0.0,
+                           **kw)).eval()
+
+
+def test_padding_is_invisible_and_loss_covers_masked_positions_only():
+    m = tiny(nsp=True)
+    ids = torch.randint(5, 50, (3, 10))
+    padded = torch.cat((ids, torch.zeros(3, 6, dtype=torch.long)), dim=1)
+    torch.testing.assert_close(m(padded)[:, :10], m(ids), atol=1e-5, rtol=1e-5)
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 2], labels[2, 7] = 11, 12
+    out = m(ids, torch.zeros_like(ids), labels, torch.tensor([0, 1, 0]))
+    logits = m(ids)
+    expected = torch.nn.functional.cross_entropy(torch.stack((logits[0, 2], logits[2, 7])), torch.tensor([11, 12]))
+    assert out["mlm"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out["logits"].shape == (2, 50) and out["nsp_logits"].shape == (3, 2) and out["nsp"].item() > 0
+
+
+def test_mlm_head_is_tied_to_the_embedding():
+    m = tiny()
+    assert m.mlm.embedding.weight is m.embed.tok.weight
+
+
+@pytest.mark.parametrize("flavor", ["debug", "debug-nsp"])
+def test_task_examples(tmp_path, flavor):
+    task = BERTTask(BERTTask.resolve(TrainConfig(model="bert", flavor=flavor)))
+    task.prepare(tmp_path)
+    assert (tmp_path / "tokenizer.model").is_file()
+    batch = task.get_batch("train", 4, torch.Generator().manual_seed(0))
+    ids, labels = batch["input_ids"], batch["labels"]
+    L = task.cfg.block_size
+    assert ids.shape == labels.shape == (4, L)
+    assert (ids[:, 0] == task.cls_id).all() and (ids[:, -1] == task.sep_id).all()
+    assert (labels[:, 0] == IGNORE).all() and (labels[:, -1] == IGNORE).all()
+    assert (labels != IGNORE).any()
+    if flavor == "debug-nsp":
+        seps = (ids == task.sep_id).sum(1)
+        assert (seps == 2).all()  # [CLS] A [SEP] B [SEP]
+        first_b = batch["segments"].argmax(1)
+        assert (ids[torch.arange(4), first_b - 1] == task.sep_id).all()
+        assert set(batch["is_next"].tolist()) <= {0, 1}
+    loss = task.loss(BERTTask.build_model(task.model_config()), batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    # fill-mask prompts: the [MASK] absorbs the space before it, as sentencepiece pieces carry it
+    prompt = task.encode_prompt("She was [MASK] to see him.")
+    assert prompt[0] == task.cls_id and prompt[-1] == task.sep_id and prompt.count(task.mask_id) == 1
+    before = prompt[1:prompt.index(task.mask_id)]
+    assert task.tok.decode(before) == "She was"

@@ -1,0 +1,148 @@
+"""Encoder-decoder Transformer: positions, padding, KV-cache decoding, beam search, the numbers data, metrics,
+and the Noam schedule of its training recipe."""
+import math
+import random
+
+import pytest
+import torch
+
+from attnkit.beam import beam_search, greedy_decode, length_penalty, sequence_logprob
+from attnkit.data.numbers import WordVocab, all_words, make_pair, number_to_words, numbers_source
+from attnkit.metrics import bleu, exact_match
+from attnkit.models.encdec import EncDec, EncDecConfig, sinusoidal_positions
+from attnkit.optim import lr_at
+
+
+def tiny(pre_ln=False, shared=True, **kw):
+    cfg = EncDecConfig(src_vocab_size=24, tgt_vocab_size=24 if shared else 30, shared_vocab=shared, n_enc_layer=2,
+                       n_dec_layer=2, n_head=2, d_model=32, d_ff=64, dropout=0.0, pre_ln=pre_ln, max_len=32, **kw)
+    return EncDec(cfg).eval()
+
+
+def sources(B=6, L=7, V=24):
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(4, V, (B, L), generator=g)
+    for b in range(B):  # ragged lengths, right-padded with 0
+        src[b, L - b % 4:] = 0
+    return src
+
+
+def test_sinusoidal_positions_follow_the_paper():
+    pe = sinusoidal_positions(50, 16)
+    p, i = 37, 3
+    assert pe[p, 2 * i].item() == pytest.approx(math.sin(p / 10000 ** (2 * i / 16)), abs=1e-6)
+    assert pe[p, 2 * i + 1].item() == pytest.approx(math.cos(p / 10000 ** (2 * i / 16)), abs=1e-6)
+
+
+def test_shared_vocabulary_ties_all_three_matrices():
+    m = tiny()
+    assert m.src_embed is m.tgt_embed and m.lm_head.weight is m.tgt_embed.weight
+    m2 = tiny(shared=False)
+    assert m2.src_embed is not m2.tgt_embed and m2.lm_head.weight is m2.tgt_embed.weight
+    assert m2(sources(), torch.ones(6, 3, dtype=torch.long)).shape == (6, 3, 30)
+
+
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_padding_is_invisible(pre_ln):
+    """Extra source padding changes nothing for the real tokens: padded keys are masked everywhere."""
+    m = tiny(pre_ln)
+    src = sources()
+    tgt = torch.randint(3, 24, (6, 5))
+    padded = torch.cat((src, torch.zeros(6, 4, dtype=torch.long)), dim=1)
+    torch.testing.assert_close(m(padded, tgt), m(src, tgt), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_cached_decoding_matches_teacher_forcing(pre_ln):
+    m = tiny(pre_ln)
+    src, tgt = sources(), torch.randint(3, 24, (6, 6))
+    full = m(src, tgt)  # (B, T, V)
+    memory, mask = m.encode(src)
+    caches = m.new_caches()
+    steps = [m.decode(tgt[:, t:t + 1], memory, mask, caches) for t in range(tgt.shape[1])]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_pre_ln_and_post_ln_are_different_models():
+    torch.manual_seed(0)
+    a = tiny(False)
+    torch.manual_seed(0)
+    b = tiny(True)
+    src, tgt = sources(), torch.randint(3, 24, (6, 4))
+    assert not torch.allclose(a(src, tgt), b(src, tgt))
+
+
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_beam_of_one_is_greedy(pre_ln):
+    m = tiny(pre_ln)
+    src = sources()
+    greedy = greedy_decode(m, src, max_len=12)
+    beam = beam_search(m, src, beam=1, max_len=12, alpha=0.0)
+    assert [h.tokens for h in greedy] == [nb[0].tokens for nb in beam]
+    for g, nb in zip(greedy, beam):
+        assert g.logprob == pytest.approx(nb[0].logprob, abs=1e-4)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_beam_scores_are_length_normalised_log_probabilities_in_order(alpha):
+    m = tiny()
+    src = sources()
+    nbest = beam_search(m, src, beam=4, max_len=10, alpha=alpha)
+    for b, hyps in enumerate(nbest):
+        assert len(hyps) == 4
+        assert len({tuple(h.tokens) for h in hyps}) == 4  # distinct hypotheses
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        for h in hyps:
+            # the cached beam's log-probability is the model's, recomputed without any cache
+            assert h.logprob == pytest.approx(sequence_logprob(m, src[b:b + 1], h.tokens), abs=1e-4)
+            assert h.score == pytest.approx(h.logprob / length_penalty(len(h.tokens) + 1, alpha))
+        if alpha == 0.0:  # scores are log-probabilities: the best beam is at least as likely as greedy's
+            g = greedy_decode(m, src[b:b + 1], max_len=10)[0]
+            assert hyps[0].logprob >= g.logprob - 1e-5
+
+
+def test_gnmt_length_penalty():
+    assert length_penalty(1, 0.6) == pytest.approx(1.0)
+    assert length_penalty(11, 1.0) == pytest.approx(16 / 6)
+    assert length_penalty(7, 0.0) == 1.0
+
+
+def test_number_words():
+    cases = {0: "zero", 7: "seven", 13: "thirteen", 40: "forty", 105: "one hundred five",
+             1204: "one thousand two hundred four", 1000001: "one million one",
+             999999999: "nine hundred ninety nine million nine hundred ninety nine thousand nine hundred ninety nine"}
+    for n, words in cases.items():
+        assert number_to_words(n) == words
+
+
+def test_numbers_variants_and_vocab():
+    rng = random.Random(3)
+    vocab = WordVocab(all_words())
+    src, tgt = make_pair(rng, "numbers-reversed")
+    assert number_to_words(int(src.replace(" ", "")[::-1])) == tgt
+    src, tgt = make_pair(random.Random(5), "numbers-many")
+    assert src.count(",") == tgt.count(",") >= 1
+    assert vocab.decode(vocab.encode(tgt)) == tgt and vocab.unk_id not in vocab.encode(src)
+    assert numbers_source("1204, 37", "numbers-reversed") == "4 0 2 1 , 7 3"
+    with pytest.raises(ValueError):
+        numbers_source("twelve")
+
+
+def test_metrics():
+    assert exact_match(["a b", "c"], ["a  b", "d"]) == 0.5
+    assert bleu(["one thousand two hundred four"], ["one thousand two hundred four"]) == pytest.approx(100.0)
+    assert bleu(["nine"], ["one thousand two hundred four"]) < 1.0
+
+
+def test_noam_schedule_values():
+    """The paper's lrate = d^-0.5 · min(s^-0.5, s · w^-1.5); attnkit's peak lr is the value at s = w."""
+    d, w = 512, 4000
+    peak = d ** -0.5 * w ** -0.5  # ≈ 6.99e-4
+    for step in (0, 1, 999, 3999, 4000, 15999, 99999):
+        s = step + 1
+        paper = d ** -0.5 * min(s ** -0.5, s * w ** -1.5)
+        assert lr_at(step, schedule="noam", lr=peak, min_lr=0.0, warmup_steps=w, max_steps=100_000) == \
+            pytest.approx(paper, rel=1e-9)
+    assert lr_at(3999, schedule="noam", lr=1e-3, min_lr=0.0, warmup_steps=w, max_steps=1) == pytest.approx(1e-3)
+    assert lr_at(4 * w - 1, schedule="noam", lr=1e-3, min_lr=0.0, warmup_steps=w, max_steps=1) == pytest.approx(5e-4)

@@ -1,0 +1,166 @@
+"""NPT: masking statistics of the training objective, row-permutation equivariance, no leak through masked
+cells, column typing of CSVs, and the lookup probe's duplicated rows."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from attnkit.config import TrainConfig
+from attnkit.data.tables import load_table
+from attnkit.models.npt import NPT, NPTConfig, NPTFolds, cell_losses
+from attnkit.tasks.base import UserError
+from attnkit.tasks.npt import CONTEXT, TEST, TRAIN, NPTTask
+
+
+def make_task(tmp_path, **overrides):
+    cfg = NPTTask.resolve(TrainConfig(model="npt", flavor="debug", **overrides))
+    task = NPTTask(cfg)
+    task.prepare(tmp_path)
+    return task
+
+
+def test_masking_statistics(tmp_path):
+    """Feature cells selected with p=0.15, split 80/10/10 into mask token / random value / unchanged;
+    training targets masked with p_target and trained on; test targets always masked, never trained on."""
+    task = make_task(tmp_path, data="breast_cancer", folds=2)
+    task.objective.update(feature_mask=0.15, target_mask=0.3, target_weight=0.25)
+    t = task.table.target
+    g = torch.Generator().manual_seed(0)
+    chosen_n = token_n = random_n = same_n = cells = 0
+    tgt_chosen = tgt_train = 0
+    for _ in range(4):
+        b = task.get_batch("train", 4096, g)
+        K, B, d = b["values"].shape
+        role = task.roles                                                   # (K, B): full batch, row order kept
+        feat = torch.ones(d, dtype=torch.bool)
+        feat[t] = False
+        chosen = (b["weight"] > 0) & feat
+        token_n += (chosen & b["mask"]).sum().item()
+        changed = b["values"] != b["labels"]
+        random_n += (chosen & ~b["mask"] & changed).sum().item()
+        same_n += (chosen & ~b["mask"] & ~changed).sum().item()
+        chosen_n += chosen.sum().item()
+        cells += K * B * (d - 1)
+        # No feature cell is masked or altered unless it was selected for the loss.
+        assert not (b["mask"][..., feat] & ~chosen[..., feat]).any()
+        assert not (changed[..., feat] & ~chosen[..., feat]).any()
+        # Targets: test rows always hidden with zero weight; context-free run has no other roles.
+        assert b["mask"][..., t][role == TEST].all() and (b["weight"][..., t][role == TEST] == 0).all()
+        train_chosen = b["weight"][..., t] > 0
+        assert (b["mask"][..., t][train_chosen]).all()                    # trained-on targets are hidden
+        assert not b["mask"][..., t][(role == TRAIN) & ~train_chosen].any()  # the rest are visible inputs
+        tgt_chosen += train_chosen.sum().item()
+        tgt_train += (role == TRAIN).sum().item()
+        # λ split: per fold the feature weights sum to 1 − λ and the target weights to λ.
+        torch.testing.assert_close(b["weight"][..., feat].sum((1, 2)), torch.full((K,), 0.75))
+        torch.testing.assert_close(b["weight"][..., t].sum(1), torch.full((K,), 0.25))
+    assert chosen_n / cells == pytest.approx(0.15, abs=0.005)
+    assert token_n / chosen_n == pytest.approx(0.8, abs=0.02)
+    # A random replacement can draw the same value; breast-cancer values are continuous, so that is rare.
+    assert random_n / chosen_n == pytest.approx(0.1, abs=0.015)
+    assert same_n / chosen_n == pytest.approx(0.1, abs=0.015)
+    assert tgt_chosen / tgt_train == pytest.approx(0.3, abs=0.02)
+
+
+def test_minibatches_are_random_row_subsets(tmp_path):
+    task = make_task(tmp_path, data="iris", folds=3)
+    b = task.get_batch("train", 32, torch.Generator().manual_seed(0))
+    assert b["values"].shape == (3, 32, 5)
+    rows = {tuple(map(float, r)) for r in b["labels"][0]}
+    assert len(rows) > 25                                                  # distinct rows drawn (iris has a few duplicates)
+
+
+def small_npt(cards, **kw):
+    return NPT(NPTConfig(cardinalities=cards, embed_dim=8, n_layer=4, n_head_abd=2, n_head_aba=2, ff_mult=2, **kw))
+
+
+def random_table(n, cards, g):
+    cols = [torch.randint(0, c, (n,), generator=g).float() if c else torch.randn(n, generator=g) for c in cards]
+    return torch.stack(cols, 1), torch.rand(n, len(cards), generator=g) < 0.2
+
+
+def test_permuting_rows_permutes_predictions():
+    g = torch.Generator().manual_seed(0)
+    cards = [0, 3, 0, 0, 2]
+    model = small_npt(cards, dropout=0.1).eval()
+    values, mask = random_table(40, cards, g)
+    perm = torch.randperm(40, generator=g)
+    with torch.no_grad():
+        num, logits = model(values, mask)
+        num_p, logits_p = model(values[perm], mask[perm])
+    torch.testing.assert_close(num_p, num[perm], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits_p, logits[perm], atol=1e-5, rtol=1e-5)
+    # ...and the rows really interact (ABD): changing another row changes this row's prediction.
+    values2 = values.clone()
+    values2[1:] = values2[1:].flip(0)
+    with torch.no_grad():
+        assert not torch.allclose(model(values2, mask)[0][0], num[0])
+
+
+def test_masked_cells_cannot_leak():
+    g = torch.Generator().manual_seed(1)
+    cards = [0, 3, 0, 2]
+    model = small_npt(cards).eval()
+    values, mask = random_table(30, cards, g)
+    junk = values.clone()
+    junk[mask] = torch.randn(int(mask.sum()), generator=g) * 100           # even out-of-range class codes
+    with torch.no_grad():
+        a, b = model(values, mask), model(junk, mask)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])
+
+
+def test_heads_and_losses_per_column_type():
+    cards = [0, 3, 2]
+    model = NPTFolds(NPTConfig(cardinalities=cards, embed_dim=4, n_layer=2, n_head_abd=1), n_folds=2)
+    values = torch.tensor([[[0.5, 2.0, 1.0]] * 5] * 2)                     # (K=2, N=5, d=3)
+    num, logits = model(values, torch.zeros(2, 5, 3, dtype=torch.bool))
+    assert num.shape == (2, 5, 3) and logits.shape == (2, 5, 3, 3)
+    assert torch.isinf(logits[..., 2, 2]).all() and torch.isfinite(logits[..., 1, :]).all()
+    losses = cell_losses(num, logits, values, torch.tensor([False, True, True]))
+    torch.testing.assert_close(losses[..., 0], (num[..., 0] - 0.5) ** 2)
+    torch.testing.assert_close(losses[..., 1], -logits[..., 1, :].log_softmax(-1)[..., 2])
+    assert torch.isfinite(losses).all()
+
+
+def test_csv_columns_are_typed_and_overridable(tmp_path):
+    path = tmp_path / "t.csv"
+    rows = ["size,colour,grade,score,label"]
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        rows.append(f"{rng.normal():.3f},{['red', 'blue'][i % 2]},{i % 4},{'' if i == 3 else rng.normal():},"
+                    f"{['yes', 'no'][i % 2]}")
+    path.write_text("\n".join(rows) + "\n")
+    table = load_table(str(path), "label")
+    assert table.kinds == ["numeric", "categorical", "categorical", "numeric", "categorical"]
+    assert table.categories[4] == ["no", "yes"] and table.target == 4
+    assert table.missing[3, 3] and table.missing.sum() == 1
+    assert abs(table.values[:, 0].mean()) < 1e-5                           # numeric features standardized
+    table = load_table(str(path), "label", "grade=numeric,size=categorical")
+    assert table.kinds[:3] == ["categorical", "categorical", "numeric"]
+    with pytest.raises(UserError, match="target column 'nope' is not in t"):
+        load_table(str(path), "nope")
+    with pytest.raises(UserError, match="NAME=numeric"):
+        load_table(str(path), "label", "grade=float")
+
+
+def test_lookup_probe_duplicates_rows_with_shifted_visible_targets(tmp_path):
+    task = make_task(tmp_path, data="diabetes", folds=2, probe="lookup", target_shift=1.0)
+    n, t = task.table.n, task.table.target
+    assert task.values.shape == (2, 2 * n, task.table.d)
+    assert (task.roles[:, n:] == CONTEXT).all()
+    for k in range(2):
+        shift = (task.values[k, n:, t] - task.values[k, :n, t]) * task.target_std[k]
+        torch.testing.assert_close(shift, torch.ones(n), atol=1e-4, rtol=0)
+        torch.testing.assert_close(task.values[k, n:, :t], task.values[k, :n, :t])
+    b = task.get_batch("train", 10_000, torch.Generator().manual_seed(0))
+    assert not b["mask"][:, n:, t].any() and (b["weight"][:, n:, t] == 0).all()
+
+
+def test_probe_flags_are_checked():
+    with pytest.raises(UserError, match="unknown --probe"):
+        NPTTask.resolve(TrainConfig(model="npt", flavor="debug", probe="bogus"))
+    with pytest.raises(UserError, match="lookup"):
+        NPTTask.resolve(TrainConfig(model="npt", flavor="debug", target_shift=1.0))
+    assert dataclasses.replace(NPTTask.resolve(TrainConfig(model="npt")), probe=None).folds == 10
