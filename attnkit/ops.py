@@ -159,8 +159,8 @@ def alibi_attention(q, k, v, *, slopes=None, causal=True, key_padding_mask=None,
     """Attention with linear biases (ALiBi, Press et al. 2022): logits_ij = scale·q_i·k_j − slope_h·|i' − j|.
 
     q: (B, H, Lq, D); k, v: (B, Hkv, Lk, D); slopes: (H,) float, default the standard geometric set
-    2^(−8/H), 2^(−16/H), ... (`attnkit.kernels.reference.alibi_slopes`). Slopes are fixed: the kernel
-    passes no gradient to them (the torch path does, through autograd). No bias tensor is built.
+    2^(−8/H), 2^(−16/H), ... (`attnkit.kernels.reference.alibi_slopes`). ALiBi keeps them fixed, but if
+    they require grad both backends return ∂loss/∂slopes = −Σ |i' − j|·dlogits. No bias tensor is built.
     """
     check_qkv(q, k, v)
     check_key_padding_mask(key_padding_mask, q, k)

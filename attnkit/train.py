@@ -361,7 +361,7 @@ def _print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> 
     table.add_column("value", justify="right")
     for k, v in summary.items():
         if isinstance(v, float):
-            v = f"{v:,.4f}" if abs(v) < 1e4 else f"{v:,.0f}"
+            v = f"{v:.4f}" if abs(v) < 100 else f"{v:,.0f}"
         elif isinstance(v, int) and not isinstance(v, bool):
             v = f"{v:,}"
         elif isinstance(v, (dict, list)):

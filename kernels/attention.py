@@ -60,7 +60,8 @@ LOG2E = 1.4426950408889634
 # Autotune configs (data). The interpreter runs one fixed config; big blocks make it faster there.
 # --------------------------------------------------------------------------------------------
 
-_AUTOTUNE_KEY = ["N_CTX_Q", "N_CTX_K", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS"]
+# Lengths enter the key as powers of two: decoding with a KV cache grows Lk by one per step and must not retune.
+_AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS"]
 
 
 def _configs(shapes):
@@ -156,20 +157,24 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
     if HAS_BIAS:
         b = tl.load(Bias + offs_i * stride_bm + offs_j * stride_bn, mask=in_bounds, other=0.0)
         s += b.to(tl.float32) * 1.4426950408889634  # log2(e)
-    visible = in_bounds
-    if POS_MASK:
-        i_shift = offs_i + (N_CTX_K - N_CTX_Q)  # i' (bottom-right alignment)
-        if HAS_LEFT:
-            visible = visible & (offs_j >= i_shift - window_left)
-        if HAS_RIGHT:
-            visible = visible & (offs_j <= i_shift + window_right)
-    if HAS_KPM:
-        kpm = tl.load(KPM + offs_j * stride_pn, mask=offs_j < N_CTX_K, other=0)
-        visible = visible & (kpm != 0)
-    if HAS_MASK:
-        am = tl.load(Mask + offs_i * stride_mm + offs_j * stride_mn, mask=in_bounds, other=0)
-        visible = visible & (am != 0)
-    return tl.where(visible, s, float("-inf"))
+    # Tiles in the fully visible middle of the band (POS_MASK False) lie inside [0, Lk) × [0, Lq) by
+    # construction, so without a padding or boolean mask they need no select at all.
+    if POS_MASK or HAS_KPM or HAS_MASK:
+        visible = in_bounds
+        if POS_MASK:
+            i_shift = offs_i + (N_CTX_K - N_CTX_Q)  # i' (bottom-right alignment)
+            if HAS_LEFT:
+                visible = visible & (offs_j >= i_shift - window_left)
+            if HAS_RIGHT:
+                visible = visible & (offs_j <= i_shift + window_right)
+        if HAS_KPM:
+            kpm = tl.load(KPM + offs_j * stride_pn, mask=offs_j < N_CTX_K, other=0)
+            visible = visible & (kpm != 0)
+        if HAS_MASK:
+            am = tl.load(Mask + offs_i * stride_mm + offs_j * stride_mn, mask=in_bounds, other=0)
+            visible = visible & (am != 0)
+        s = tl.where(visible, s, float("-inf"))
+    return s
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,7 +235,7 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
               stride_mz, stride_mh, stride_mm, stride_mn,
               stride_pz, stride_pn,
               stride_tz, stride_th, stride_tm, stride_tn,
-              H, GROUPS, N_CTX_Q, N_CTX_K, qk_scale, window_left, window_right,
+              H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right,
               HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
               HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
               HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
@@ -363,7 +368,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                    stride_mz, stride_mh, stride_mm, stride_mn,
                    stride_pz, stride_pn,
                    stride_tz, stride_th, stride_tm, stride_tn,
-                   H, GROUPS, N_CTX_Q, N_CTX_K, qk_scale, sm_scale, window_left, window_right,
+                   H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                    HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                    HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
@@ -474,7 +479,7 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
                  stride_mz, stride_mh, stride_mm, stride_mn,
                  stride_pz, stride_pn,
                  stride_tz, stride_th, stride_tm, stride_tn,
-                 H, GROUPS, N_CTX_Q, N_CTX_K, qk_scale, sm_scale, window_left, window_right,
+                 H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                  HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                  HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
@@ -542,7 +547,7 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     stride_pz, stride_pn,
                     stride_tz, stride_th, stride_tm, stride_tn,
                     stride_dbz, stride_dbh, stride_dbm, stride_dbn,
-                    H, GROUPS, N_CTX_Q, N_CTX_K, qk_scale, window_left, window_right,
+                    H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right,
                     BIAS_H, N_B_LOOP, N_H_LOOP,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                     HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
@@ -688,6 +693,11 @@ def _mask_args(q, k, key_padding_mask, attn_mask, bias):
     return (bias_x, mask_x, kpm_x, occ_x), (*bias_strides, *mask_strides, *kpm_strides, *occ_strides)
 
 
+def _buckets(Lq: int, Lk: int) -> tuple[int, int]:
+    """Autotune key for the lengths (the kernels ignore these arguments)."""
+    return triton.next_power_of_2(Lq), triton.next_power_of_2(Lk)
+
+
 def _input_precision(dtype: torch.dtype) -> str:
     """fp32 inputs get exact IEEE dots unless the user opted into TF32 for matmuls (as torch.matmul does);
     for fp16/bf16 operands the setting does not apply and the default ("tf32") is passed."""
@@ -707,12 +717,16 @@ def _flags(ctx_like):
 class _Meta:
     """Plain attributes describing one call (window bounds with causal folded in, which masks are present)."""
 
-    def __init__(self, q, causal, window, key_padding_mask, attn_mask, bias, scale):
+    def __init__(self, q, k, causal, window, key_padding_mask, attn_mask, bias, scale):
         left, right = window
         if causal:  # causal is the window's right bound 0
             right = 0 if right < 0 else min(right, 0)
+        # A bound beyond Lq + Lk changes nothing; clamping keeps the kernels' int32 index arithmetic in range.
+        reach = q.shape[2] + k.shape[2]
+        left, right = (min(w, reach) if w >= 0 else w for w in (left, right))
         self.left, self.right = left, right
-        self.has_bias, self.has_mask, self.has_kpm = bias is not None, attn_mask is not None, key_padding_mask is not None
+        self.has_bias, self.has_mask = bias is not None, attn_mask is not None
+        self.has_kpm = key_padding_mask is not None
         self.dtype = q.dtype
         D = q.shape[-1]
         self.sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
@@ -729,7 +743,7 @@ def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
     grid = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_fwd[grid](q, k, v, o, lse, bias_x, mask_x, kpm_x, occ_x,
                     *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                    Hq, Hq // Hkv, Lq, Lk, meta.sm_scale * LOG2E, meta.left, meta.right,
+                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right,
                     HEAD_DIM=meta.head_dim, HEAD_DIM_REAL=meta.head_dim_real, **_flags(meta))
     return o, lse
 
@@ -752,11 +766,13 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
     grid_kv = lambda META: (triton.cdiv(Lk, META["BLOCK_N"]), B * Hkv)  # noqa: E731
     _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                             *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
-                            Hq, Hq // Hkv, Lq, Lk, qk_scale, meta.sm_scale, meta.left, meta.right, **common)
+                            Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right,
+                            **common)
     grid_q = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_bwd_dq[grid_q](q, k, v, do, dq, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                          *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                         Hq, Hq // Hkv, Lq, Lk, qk_scale, meta.sm_scale, meta.left, meta.right, **common)
+                         Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right,
+                         **common)
     dbias = None
     if need_dbias:
         b4 = _as4d(bias)
@@ -772,7 +788,7 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
         _attn_bwd_dbias[grid_bias](q, k, v, do, lse, delta, bias_x, mask_x, kpm_x, occ_x, dbias4,
                                    *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
                                    *dbias4.stride(),
-                                   Hq, Hq // Hkv, Lq, Lk, qk_scale, meta.left, meta.right,
+                                   Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right,
                                    Hb, B if Bb == 1 else 1, Hq if Hb == 1 else 1,
                                    ROWS_BCAST=rows_bcast, COLS_BCAST=cols_bcast, **common)
         dbias = dbias4.reshape(bias.shape).to(bias.dtype)
@@ -783,7 +799,7 @@ class _attention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale):
-        meta = _Meta(q, causal, window, key_padding_mask, attn_mask, bias, scale)
+        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale)
         mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
         o, lse = _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
         ctx.save_for_backward(q, k, v, o, lse, bias, key_padding_mask, attn_mask)

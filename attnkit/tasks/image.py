@@ -70,10 +70,10 @@ class ImageTask(Task):
                           eval_interval=10, eval_batches=1),
         },
         "small": {
-            "model": dict(image_size=16, n_layer=4, n_head=4, d_model=128, dropout=0.1, attention="local2d",
+            "model": dict(image_size=16, n_layer=3, n_head=4, d_model=64, dropout=0.1, attention="local2d",
                           query_block=(4, 8), memory_flange=(4, 4), block_1d=32, memory_1d=64),
-            "train": dict(max_steps=2000, batch_size=32, lr=1e-3, warmup_steps=100, schedule="cosine", beta2=0.99,
-                          eval_interval=250, eval_batches=1),
+            "train": dict(max_steps=500, batch_size=16, lr=2e-3, warmup_steps=50, schedule="cosine", beta2=0.99,
+                          eval_interval=100, eval_batches=1),
         },
     }
 

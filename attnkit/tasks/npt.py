@@ -71,6 +71,18 @@ def _mean_std(per_fold: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
                 "per_fold": [f[k] for f in per_fold]} for k in keys}
 
 
+def corrupt_other_rows(values: torch.Tensor, mask: torch.Tensor, keep: int, generator: torch.Generator):
+    """values, mask (N, d) with every row but `keep` shuffled column by column, each column by its own
+    permutation (a cell's value and mask bit move together): columns keep their values, rows lose theirs."""
+    n_all, d = values.shape
+    others = torch.cat([torch.arange(keep), torch.arange(keep + 1, n_all)])
+    perm = torch.stack([others[torch.randperm(len(others), generator=generator)] for _ in range(d)], 1)  # (N-1, d)
+    v, m = values.clone(), mask.clone()
+    v[others] = torch.gather(values, 0, perm)
+    m[others] = torch.gather(mask, 0, perm)
+    return v, m
+
+
 class NPTTask(Task):
     name = "npt"
     default_flavor = "small"
@@ -311,25 +323,20 @@ class NPTTask(Task):
         model.eval()
         for k, fold_model in enumerate(model.folds):
             values, mask = self._clean_input(k)
-            n_all, d = values.shape
             fold_out = []
             for i in self.splits[k][1].tolist():
-                others = torch.cat([torch.arange(i), torch.arange(i + 1, n_all)])
-                perm = torch.stack([others[torch.randperm(len(others), generator=g)] for _ in range(d)], 1)
-                v, m = values.clone(), mask.clone()
-                v[others] = torch.gather(values, 0, perm)
-                m[others] = torch.gather(mask, 0, perm)
+                v, m = corrupt_other_rows(values, mask, i, g)
                 fold_out.append(self._predict_rows(fold_model, v, m, torch.tensor([i]), device))
             outs.append(torch.cat(fold_out))
         return outs
 
     def _correlation(self, k: int, out: torch.Tensor) -> float:
-        """Pearson correlation of prediction and true target: P(class 1) for two classes, the predicted
-        class for more, the predicted value for a numeric target."""
+        """Pearson correlation of prediction and true target: of the predicted value for a numeric target;
+        of the predicted class probabilities and the one-hot true class (all classes pooled) for a class."""
         y = self.table.raw_target[self.splits[k][1]]
         if self.table.target_is_categorical:
-            p = out.numpy()
-            pred = p[:, 1] if self.table.n_classes == 2 else p.argmax(1).astype(float)
+            pred = out.numpy().ravel()
+            y = np.eye(self.table.n_classes)[y.astype(int)].ravel()
         else:
             pred = self._unstandardize(k, out.numpy())
         if np.std(pred) < 1e-12 or np.std(y) < 1e-12:

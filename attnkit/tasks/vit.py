@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.data.digits import LEVELS, load_digit_splits, random_shift, save_digit_grid
+from attnkit.data.digits import LEVELS, load_digit_splits, mosaic, random_shift, save_digit_grid
 from attnkit.models.vit import ViT, ViTConfig
 from attnkit.tasks.base import Task, UserError
 
@@ -177,7 +177,11 @@ class ViTTask(Task):
 
     @staticmethod
     def _attention_png(model: ViT, images: torch.Tensor, pred: torch.Tensor, path: Path, device) -> str:
-        """One row per digit: the digit, then CLS → patch attention (mean over heads) for each layer."""
+        """One row per digit: the digit, then CLS → patch attention (mean over heads) for each layer.
+
+        Each heat map is normalised on its own and shaded by the digit's ink, so you can see which
+        strokes the CLS token reads at each depth.
+        """
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -187,24 +191,26 @@ class ViTTask(Task):
         maps = model.attention_maps(_as_input(images).to(device)).float().cpu()  # (layers, B, H, N+1, N+1)
         model.train(was_training)
         n_layer, B = maps.shape[:2]
-        g = model.cfg.image_size // model.cfg.patch_size
-        cls_to_patches = maps[:, :, :, 0, 1:].mean(2).reshape(n_layer, B, g, g)  # (layers, B, g, g)
-        fig, axes = plt.subplots(B, n_layer + 1, figsize=(1.4 * (n_layer + 1), 1.4 * B), squeeze=False)
+        S, p = model.cfg.image_size, model.cfg.patch_size
+        g = S // p
+        heat = maps[:, :, :, 0, 1:].mean(2).reshape(n_layer, B, g, g)  # (layers, B, g, g): CLS row, patches
+        heat = heat.repeat_interleave(p, -2).repeat_interleave(p, -1)  # (layers, B, S, S)
+        lo, hi = heat.amin((-2, -1), keepdim=True), heat.amax((-2, -1), keepdim=True)
+        heat = (heat - lo) / (hi - lo).clamp_min(1e-12)
+        ink = images.float() / (LEVELS - 1)  # (B, S, S)
+        heat_rgb = torch.from_numpy(matplotlib.colormaps["viridis"](heat.numpy())[..., :3]).float()
+        heat_rgb = heat_rgb * (0.55 + 0.45 * ink[None, :, :, :, None])  # (layers, B, S, S, 3)
+        digit_rgb = (1 - ink)[:, :, :, None].expand(B, S, S, 3)  # black ink on white
+        panels = torch.cat((digit_rgb[:, None], heat_rgb.transpose(0, 1)), dim=1)  # (B, 1 + layers, S, S, 3)
+        canvas = mosaic(panels, gap=(1, 1), fill=1.0)
+        fig, ax = plt.subplots(figsize=(max(3.5, 0.9 * (n_layer + 1) + 1.0), 0.9 * B + 0.8))
+        ax.imshow(canvas.numpy(), interpolation="nearest")
+        ax.set_axis_off()
+        for col, name in enumerate(["digit"] + [f"layer {i + 1}" for i in range(n_layer)]):
+            ax.text(col * (S + 1) + S / 2 - 0.5, -1.0, name, ha="center", va="bottom", fontsize=8)
         for b in range(B):
-            axes[b][0].imshow(images[b].numpy(), cmap="gray_r", vmin=0, vmax=LEVELS - 1)
-            axes[b][0].set_title(f"pred {pred[b].item()}", fontsize=8)
-            for layer in range(n_layer):
-                ax = axes[b][layer + 1]
-                S = model.cfg.image_size
-                ax.imshow(cls_to_patches[layer, b].numpy(), cmap="viridis",
-                          extent=(-0.5, S - 0.5, S - 0.5, -0.5))
-                ax.contour(images[b].numpy(), levels=[LEVELS // 2], colors="white", linewidths=1.0)  # digit outline
-                if b == 0:
-                    ax.set_title(f"layer {layer + 1}", fontsize=8)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle("CLS → patch attention\n(mean over heads;\nwhite: digit outline)", fontsize=8)
+            ax.text(-1.0, b * (S + 1) + S / 2 - 0.5, f"pred {pred[b].item()}", ha="right", va="center", fontsize=8)
+        ax.set_title("CLS → patch attention\n(mean over heads)", fontsize=9, pad=14)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)

@@ -10,7 +10,7 @@ from attnkit.kernels.reference import (alibi_attention_reference, alibi_slopes, 
                                        t5_bucket)
 
 FP32_TOL = 2e-4  # max|err| / max|ref|
-FP16_TOL = 1e-2
+FP16_TOL = 3e-3  # observed ≈ 3e-4 … 7e-4; torch's own fp16-input path is ≈ 2e-4 … 5e-4
 
 
 def rel_err(out, ref):

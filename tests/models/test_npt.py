@@ -164,3 +164,21 @@ def test_probe_flags_are_checked():
     with pytest.raises(UserError, match="lookup"):
         NPTTask.resolve(TrainConfig(model="npt", flavor="debug", target_shift=1.0))
     assert dataclasses.replace(NPTTask.resolve(TrainConfig(model="npt")), probe=None).folds == 10
+
+
+def test_corruption_keeps_the_row_and_shuffles_each_column_of_the_others():
+    from attnkit.tasks.npt import corrupt_other_rows
+
+    g = torch.Generator().manual_seed(0)
+    values = torch.arange(60.0).view(20, 3)                                 # every cell distinct
+    mask = values.remainder(7) == 0
+    v, m = corrupt_other_rows(values, mask, 5, g)
+    assert torch.equal(v[5], values[5]) and torch.equal(m[5], mask[5])
+    others = [r for r in range(20) if r != 5]
+    for j in range(3):
+        assert sorted(v[others, j].tolist()) == sorted(values[others, j].tolist())  # same column values
+        assert torch.equal(m[others, j], v[others, j].remainder(7) == 0)            # mask bit moved along
+    assert not torch.equal(v, values)
+    # Columns are permuted independently: few corrupted rows are still some original row.
+    originals = {tuple(r) for r in values.tolist()}
+    assert sum(tuple(r) in originals for r in v[others].tolist()) < 5
