@@ -45,6 +45,7 @@ class TrainConfig:
     folds: int | None = None           # cross-validation splits (tabular)
     probe: str | None = None           # NPT probe: corruption | lookup
     target_shift: float | None = None  # NPT lookup probe: shift added to the duplicated rows' targets
+    column_types: str | None = None    # tabular: override detected column kinds, "a=categorical,b=numeric"
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "TrainConfig":

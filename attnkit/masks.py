@@ -136,8 +136,9 @@ def tile_occupancy(mask: torch.Tensor, block_m: int, block_n: int) -> torch.Tens
     return tiles.any(dim=3).any(dim=1)
 
 
-def pattern_stats(mask: torch.Tensor, block: int) -> dict[str, float]:
-    """How sparse a pattern is: visible fraction of entries, and of block×block tiles."""
-    tiles = tile_occupancy(mask, block, block)
+def pattern_stats(mask: torch.Tensor, block_m: int, block_n: int | None = None) -> dict[str, float]:
+    """How sparse a pattern is: the visible fraction of entries, and the block_m × block_n tiles a block-sparse
+    kernel computes (block_n defaults to block_m)."""
+    tiles = tile_occupancy(mask, block_m, block_m if block_n is None else block_n)
     return {"entries": mask.float().mean().item(), "tiles": tiles.float().mean().item(),
             "tiles_computed": int(tiles.sum()), "tiles_total": tiles.numel()}

@@ -12,7 +12,8 @@ import os
 import torch
 
 from attnkit.kernels.reference import (alibi_slopes, apply_rotary_reference, attention_chunked, attention_sdpa,
-                                       position_attention_chunked, rotary_cos_sin, sdpa_covers)
+                                       position_attention_chunked, relative_attention_skewed, rotary_cos_sin,
+                                       sdpa_covers)
 from attnkit.kernels.validate import check_attention_args, check_key_padding_mask, check_qkv
 
 BACKENDS = ("auto", "triton", "torch")
@@ -83,9 +84,16 @@ def check_rel(q: torch.Tensor, rel: torch.Tensor, causal: bool) -> None:
     if rel.shape[1] < 1:
         raise ValueError("rel needs at least one embedding (R >= 1)")
     if rel.dtype != q.dtype or rel.device != q.device:
-        raise ValueError(f"rel must match q's dtype and device ({q.dtype}, {q.device}), got ({rel.dtype}, {rel.device})")
+        raise ValueError(f"rel must match q's dtype and device ({q.dtype}, {q.device}), "
+                         f"got ({rel.dtype}, {rel.device})")
     if not causal and rel.shape[1] % 2 == 0:
         raise ValueError(f"rel needs an odd R = 2P + 1 when causal=False, got R = {rel.shape[1]}")
+
+
+# Up to this many logits (B·H·Lq·Lk: 16 MiB in fp32) the torch path of relative_attention uses the Music
+# Transformer's skewing, differentiated whole by autograd: on CPU it is ~20% faster than the chunked path there.
+# Above it the chunked path is both faster (causal chunks skip invisible keys) and far smaller.
+SMALL_RELATIVE_LOGITS = 1 << 22
 
 
 def _check_scale(scale) -> None:
@@ -101,8 +109,8 @@ def relative_attention(q, k, v, rel, *, causal=True, key_padding_mask=None, scal
         causal=False: idx = clamp(j − i', −P, P) + P, R = 2P + 1.
     q: (B, H, Lq, D); k, v: (B, Hkv, Lk, D); rel: (Hr, R, D), Hr ∈ {1, H}.
     Returns (B, H, Lq, D); gradients flow to q, k, v and rel.
-    Memory is O(L·D) in the kernel and at most (B, H, 256, Lk) logits on the torch path; neither builds
-    an L×L tensor for the whole sequence.
+    Memory is O(L·D) in the kernel; the torch path holds at most a few (B, H, 256, Lk) tensors (below
+    SMALL_RELATIVE_LOGITS total logits it runs the skewing procedure whole, which is faster there).
     """
     check_qkv(q, k, v)
     check_key_padding_mask(key_padding_mask, q, k)
@@ -111,6 +119,8 @@ def relative_attention(q, k, v, rel, *, causal=True, key_padding_mask=None, scal
     if resolve_backend(backend, q) == "triton":
         from attnkit.kernels.relative import relative_attention_triton
         return relative_attention_triton(q, k, v, rel, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
+    if q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] <= SMALL_RELATIVE_LOGITS:
+        return relative_attention_skewed(q, k, v, rel, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
     return position_attention_chunked(q, k, v, rel, kind="relative", causal=causal,
                                       key_padding_mask=key_padding_mask, scale=scale)
 
@@ -122,7 +132,8 @@ def check_t5(q: torch.Tensor, table: torch.Tensor, bidirectional: bool, num_buck
                          f"(bidirectional={bidirectional}), got {num_buckets!r}")
     max_exact = (num_buckets // 2 if bidirectional else num_buckets) // 2
     if not isinstance(max_distance, int) or max_distance <= max_exact:
-        raise ValueError(f"max_distance must be an int > {max_exact} (the exact-distance buckets), got {max_distance!r}")
+        raise ValueError(f"max_distance must be an int > {max_exact} (the exact-distance buckets), "
+                         f"got {max_distance!r}")
     if not isinstance(table, torch.Tensor) or tuple(table.shape) != (H, num_buckets):
         raise ValueError(f"table must be a tensor of shape (H, num_buckets) = {(H, num_buckets)}, "
                          f"got {tuple(getattr(table, 'shape', ()))}")
@@ -169,7 +180,8 @@ def alibi_attention(q, k, v, *, slopes=None, causal=True, key_padding_mask=None,
     if slopes is None:
         slopes = alibi_slopes(H).to(q.device)
     if not isinstance(slopes, torch.Tensor) or tuple(slopes.shape) != (H,) or not slopes.is_floating_point():
-        raise ValueError(f"slopes must be a float tensor of shape (H,) = ({H},), got {tuple(getattr(slopes, 'shape', ()))}")
+        raise ValueError(f"slopes must be a float tensor of shape (H,) = ({H},), "
+                         f"got {tuple(getattr(slopes, 'shape', ()))}")
     if slopes.device != q.device:
         raise ValueError(f"slopes is on {slopes.device} but q is on {q.device}")
     if resolve_backend(backend, q) == "triton":

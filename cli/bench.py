@@ -32,6 +32,7 @@ def bench_kernels(
     json: Annotated[Optional[str], Opt("--json", help="Write records as JSON.")] = None,
     csv: Annotated[Optional[str], Opt("--csv", help="Write records as CSV.")] = None,
     plot: Annotated[Optional[str], Opt("--plot", help="Write a PNG of the metric against length.")] = None,
+    markdown: Annotated[Optional[str], Opt("--markdown", help="Write the tables as GitHub markdown.")] = None,
 ) -> None:
     """Time attnkit's kernels beside torch SDPA, FlexAttention, flash-attn and the naive reference."""
     flags = dict(locals())  # every flag is a BenchConfig field of the same name

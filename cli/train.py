@@ -43,6 +43,7 @@ def train(
     folds: Annotated[Optional[int], Opt(help="Cross-validation splits (tabular data).")] = None,
     probe: Annotated[Optional[str], Opt(help="NPT probe: corruption or lookup.")] = None,
     target_shift: Annotated[Optional[float], Opt(help="NPT lookup probe: shift of duplicated targets.")] = None,
+    column_types: Annotated[Optional[str], Opt(help="Tabular: override detected column kinds, 'a=categorical,b=numeric'.")] = None,
     config: Annotated[Optional[str], Opt(help="TOML file of these options; flags override it.")] = None,
 ) -> None:
     """Train a model and write checkpoints, metrics.jsonl, loss.png and summary.json to the run directory."""

@@ -157,8 +157,9 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
     if HAS_BIAS:
         b = tl.load(Bias + offs_i * stride_bm + offs_j * stride_bn, mask=in_bounds, other=0.0)
         s += b.to(tl.float32) * 1.4426950408889634  # log2(e)
-    # Tiles in the fully visible middle of the band (POS_MASK False) lie inside [0, Lk) × [0, Lq) by
-    # construction, so without a padding or boolean mask they need no select at all.
+    # Tiles from the fully visible middle of the band (POS_MASK False) need no select without a padding or
+    # boolean mask: the streamed blocks lie inside [0, Lq) / [0, Lk) by construction, and out-of-range rows of
+    # the program's own block (queries in forward/dQ, keys in dK/dV) only feed outputs that are never stored.
     if POS_MASK or HAS_KPM or HAS_MASK:
         visible = in_bounds
         if POS_MASK:
@@ -807,6 +808,7 @@ class _attention(torch.autograd.Function):
         return o
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, do):
         q, k, v, o, lse, bias, key_padding_mask, attn_mask = ctx.saved_tensors
         meta = ctx.meta

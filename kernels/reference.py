@@ -274,7 +274,7 @@ def relative_attention_skewed(q, k, v, rel, *, causal=True, key_padding_mask=Non
 
 
 # --------------------------------------------------------------------------------------------
-# Chunked CPU path for every position scheme: relative embeddings, T5 buckets, ALiBi
+# Position schemes: T5 buckets, ALiBi slopes, and the chunked CPU path for relative / T5 / ALiBi attention
 # --------------------------------------------------------------------------------------------
 
 def t5_bucket(relative_position: torch.Tensor, *, bidirectional: bool, num_buckets: int = 32,
@@ -283,7 +283,8 @@ def t5_bucket(relative_position: torch.Tensor, *, bidirectional: bool, num_bucke
 
     Half the buckets hold exact small distances, the rest grow logarithmically up to max_distance;
     bidirectional splits the buckets between keys before (j < i') and after (j > i') the query.
-    Computed in float32, as T5 does, so the kernel (which evaluates the same formula) agrees bit for bit.
+    Computed in float32, as T5 does. The Triton kernel counts integer thresholds read off this function
+    (`attnkit.kernels.relative.t5_thresholds`), so both agree exactly.
     """
     n = -relative_position  # distance back from the query: i' − j
     ret = torch.zeros_like(n)
@@ -337,31 +338,34 @@ class _Chunk:
         return (self.j - self.i).clamp(-P, P) + P, R
 
 
-def _chunk_logits(kind, q_c, k, pos, ch: _Chunk, causal, scale, t5_args, key_padding_mask):
-    """Masked logits (B, H, rows, ncols) of one chunk, built in place to keep few chunk-sized tensors alive.
-
-    Returns (logits, extra): extra is (index, reach) for "relative", the bucket map for "t5", |δ| for "alibi".
-    """
-    s = torch.matmul(q_c, k[:, :, :ch.ncols].transpose(-1, -2))  # (B, H, rows, ncols)
+def _chunk_positions(kind, pos, ch: _Chunk, causal, t5_args, dtype):
+    """(index, reach) for "relative", the (rows, ncols) bucket map for "t5", |δ| (rows, ncols) for "alibi"."""
     if kind == "relative":
-        idx, reach = ch.rel_index(pos.shape[1], causal)
+        return ch.rel_index(pos.shape[1], causal)
+    if kind == "t5":
+        bidirectional, num_buckets, max_distance = t5_args
+        return t5_bucket(ch.j - ch.i, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance)
+    return (ch.i - ch.j).abs().to(dtype)
+
+
+def _chunk_logits(kind, q_c, k, pos, ch: _Chunk, causal, scale, t5_args, key_padding_mask):
+    """Masked logits (B, H, rows, ncols) of one chunk, built in place to keep few chunk-sized tensors alive."""
+    s = torch.matmul(q_c, k[:, :, :ch.ncols].transpose(-1, -2))  # (B, H, rows, ncols)
+    extra = _chunk_positions(kind, pos, ch, causal, t5_args, s.dtype)
+    if kind == "relative":
+        idx, reach = extra
         qe = torch.matmul(q_c, pos[:, :reach].transpose(-1, -2))  # (B, H, rows, reach): one product per distance
         s.add_(qe.gather(-1, idx.expand(*qe.shape[:2], *idx.shape)))
         del qe
         s.mul_(scale)
-        extra = (idx, reach)
     elif kind == "t5":
-        bidirectional, num_buckets, max_distance = t5_args
-        extra = t5_bucket(ch.j - ch.i, bidirectional=bidirectional, num_buckets=num_buckets,
-                          max_distance=max_distance)  # (rows, ncols)
         s.mul_(scale).add_(pos[:, extra])  # + table[h, bucket]
     else:
-        extra = (ch.i - ch.j).abs().to(s.dtype)  # (rows, ncols): |δ|
         s.mul_(scale).sub_(pos[:, None, None] * extra)  # − slope_h·|δ|
     mask = ch.mask(causal, key_padding_mask)
     if mask is not None:
         s.masked_fill_(~mask, float("-inf"))
-    return s, extra
+    return s
 
 
 class _ChunkedPositionAttention(torch.autograd.Function):
@@ -382,8 +386,8 @@ class _ChunkedPositionAttention(torch.autograd.Function):
         lse = torch.empty(B, H, Lq, 1, dtype=cd, device=q.device)
         for start in range(0, Lq, chunk):
             ch = _Chunk(start, min(start + chunk, Lq), Lq, Lk, causal, q.device)
-            s, _ = _chunk_logits(kind, qc[:, :, ch.start:ch.stop], kc, posc, ch, causal, scale, t5_args,
-                                 key_padding_mask)
+            s = _chunk_logits(kind, qc[:, :, ch.start:ch.stop], kc, posc, ch, causal, scale, t5_args,
+                              key_padding_mask)
             m = torch.logsumexp(s, dim=-1, keepdim=True)  # (B, H, rows, 1); −inf on rows with no key
             m = m.masked_fill(torch.isinf(m), float("inf"))  # → p = exp(s − inf) = 0 on those rows
             p = s.sub_(m).exp_()
@@ -416,11 +420,13 @@ class _ChunkedPositionAttention(torch.autograd.Function):
             ch = _Chunk(start, min(start + chunk, Lq), Lq, Lk, causal, q.device)
             rows, cols = slice(ch.start, ch.stop), slice(0, ch.ncols)
             q_c, do_c = qc[:, :, rows], do[:, :, rows]
-            s, extra = _chunk_logits(kind, q_c, kc, posc, ch, causal, scale, ctx.t5_args, ctx.key_padding_mask)
+            extra = _chunk_positions(kind, posc, ch, causal, ctx.t5_args, cd)
+            s = _chunk_logits(kind, q_c, kc, posc, ch, causal, scale, ctx.t5_args, ctx.key_padding_mask)
             p = s.sub_(lse[:, :, rows]).exp_()  # (B, H, rows, ncols)
+            del s
             dv[:, :, cols] += torch.matmul(p.transpose(-1, -2), do_c)
             ds = torch.matmul(do_c, vc[:, :, cols].transpose(-1, -2)).sub_(delta[:, :, rows]).mul_(p)  # dlogits
-            del s, p
+            del p
             dq_c = torch.matmul(ds, kc[:, :, cols])  # (B, H, rows, D)
             dk[:, :, cols] += torch.matmul(ds.transpose(-1, -2), q_c)
             if kind == "relative":
@@ -429,7 +435,7 @@ class _ChunkedPositionAttention(torch.autograd.Function):
                 dqe.scatter_add_(-1, idx.expand(B, H, *idx.shape), ds)  # Σ over keys at the same distance
                 dq_c += torch.matmul(dqe, posc[:, :reach])
                 if ctx.needs_input_grad[3]:
-                    dpos[:, :reach] += torch.einsum("bhir,bhid->hrd", dqe, q_c)
+                    dpos[:, :reach] += torch.matmul(dqe.transpose(-1, -2), q_c).sum(0)  # (H, reach, D)
                 del dqe
                 dq[:, :, rows] = dq_c * scale
             elif kind == "t5":

@@ -476,8 +476,8 @@ def _input_precision(dtype: torch.dtype) -> str:
 
 
 def t5_thresholds(num_buckets: int, max_distance: int, bidirectional: bool) -> tuple[torch.Tensor, int, int]:
-    """(thresholds, NBX, MAX_EXACT): bucket MAX_EXACT + t starts at distance thresholds[t − 1], t = 1 … NBX − MAX_EXACT − 1,
-    read off the reference bucket function (T5's float32 formula) so the kernel agrees with it exactly."""
+    """(thresholds, NBX, MAX_EXACT): bucket MAX_EXACT + t starts at distance thresholds[t − 1],
+    t = 1 … NBX − MAX_EXACT − 1, read off the reference bucket function (T5's float32 formula) so the kernel agrees with it exactly."""
     nbx = num_buckets // 2 if bidirectional else num_buckets
     max_exact = nbx // 2
     n = torch.arange(0, max_distance + 2)

@@ -69,7 +69,8 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: 
     half = cos.shape[-1]
     n_pass = D - 2 * half
     grid = (triton.cdiv(L, BLOCK_L), B * H)
-    _rotary_kernel[grid](x, out, cos, sin, *x.stride()[:3], *out.stride()[:3], cos.stride(0), H, L, D, HALF=half, HALF_PAD=triton.next_power_of_2(half),
+    _rotary_kernel[grid](x, out, cos, sin, *x.stride()[:3], *out.stride()[:3], cos.stride(0), H, L, D,
+                         HALF=half, HALF_PAD=triton.next_power_of_2(half),
                          PASS_PAD=triton.next_power_of_2(n_pass) if n_pass > 0 else 0,
                          INTERLEAVED=interleaved, INVERSE=inverse, BLOCK_L=BLOCK_L)
     return out
@@ -88,7 +89,8 @@ class _ApplyRotary(torch.autograd.Function):
         return _rotate(dout, cos, sin, ctx.interleaved, inverse=True), None, None, None
 
 
-def apply_rotary_triton(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool = False) -> torch.Tensor:
+def apply_rotary_triton(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                        interleaved: bool = False) -> torch.Tensor:
     """x (B, H, L, D); cos, sin (L, rot/2) for x's positions (validated by `attnkit.apply_rotary`)."""
     cos = cos.to(device=x.device, dtype=torch.float32).contiguous()
     sin = sin.to(device=x.device, dtype=torch.float32).contiguous()

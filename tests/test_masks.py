@@ -67,6 +67,10 @@ def test_tile_occupancy_equals_its_definition():
     # three blocks above: 24 of the 36 tiles plain causal attention computes (of 64).
     assert pattern_stats(mask, 32)["tiles_computed"] == 24
     assert pattern_stats(causal_mask(256), 32)["tiles_computed"] == 36
+    # At the kernel's 64×64 tiles a tile row is one row of query blocks, which sees itself and the row above.
+    causal = causal_mask(256)
+    assert pattern_stats(mask, 64)["tiles_computed"] == 7 and pattern_stats(causal, 64)["tiles_computed"] == 10
+    assert pattern_stats(mask, 128, 64)["tiles_computed"] == 5 and pattern_stats(causal, 128, 64)["tiles_computed"] == 6
 
 
 def test_bad_blocks_are_rejected():
@@ -87,3 +91,20 @@ def test_local_2d_mask_through_attention_matches_loop_softmax():
         keys = mask[i].nonzero().flatten()
         p = torch.softmax(torch.einsum("hd,hnd->hn", q[0, :, i], k[0, :, keys]) / 4.0, dim=-1)  # (H, n)
         torch.testing.assert_close(out[0, :, i], torch.einsum("hn,hnd->hd", p, v[0, :, keys]))
+
+
+def test_block_sparse_kernel_agrees_on_the_local_2d_pattern():
+    """The Triton kernel (interpreted on CPU) skips the empty tiles of local2d ∧ causal and still matches torch."""
+    pytest.importorskip("attnkit.kernels.attention")
+    import os
+
+    from attnkit import attention
+
+    if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    mask = and_masks(local_2d_mask(16, 16, (4, 8), (4, 4)), causal_mask(256)).to(device)
+    q, k, v = (torch.randn(1, 2, 256, 16, device=device) for _ in range(3))
+    expected = attention(q, k, v, causal=True, attn_mask=mask, backend="torch")
+    got = attention(q, k, v, causal=True, attn_mask=mask, backend="triton")
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)

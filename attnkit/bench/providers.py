@@ -118,7 +118,7 @@ register(Provider(
     "attnkit-triton", "attnkit's fused Triton kernels (backend='triton')", OPS,
     setup=lambda case: (lambda: _attnkit_call(case, "triton")),
     available=_triton_available, supports=_triton_supports,
-    interpreted=lambda device: device.type == "cpu"))
+    interpreted=lambda device: device.type == "cpu" or _interpreting()))
 
 register(Provider(
     "attnkit-torch", "attnkit's pure-torch path (backend='torch': SDPA where exact, else chunked)", OPS,

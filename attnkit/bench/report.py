@@ -109,6 +109,43 @@ def write_csv(records, path: str) -> None:
             writer.writerow(r.to_dict())
 
 
+def _md_cell(r) -> str:
+    if r.status == "ok":
+        if r.interpreted:
+            return f"{r.ms:.3g} ms (interpreted)"
+        text = f"{r.ms:.3g} ms · {_throughput(r.tflops)}"
+        text += f" · {r.ratio:.2f}×" if r.ratio is not None else ""
+        text += f" · {r.peak_mem_mb:.4g} MB" if r.peak_mem_mb is not None else ""
+        return text
+    return f"**wrong** ({r.max_err:.1e})" if r.status == "wrong" and r.max_err is not None else r.status
+
+
+def write_markdown(records, path: str, tokens: int) -> None:
+    """The tables as GitHub markdown (for BENCHMARKS.md or a report): one per (op, mode, dtype, D)."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[_group_key(r)].append(r)
+    out = []
+    for (op, mode, dtype, D), recs in groups.items():
+        lengths = sorted({r.L for r in recs})
+        batch = {r.L: r.B for r in recs}
+        out.append(f"**{op} · {mode} · {dtype} · D={D} · H={recs[0].H} · B·L={tokens}** "
+                   f"(cell: median ms · throughput · {recs[0].baseline} ms / ms · peak MB)\n")
+        out.append("| provider | " + " | ".join(f"L={L} (B={batch[L]})" for L in lengths) + " |")
+        out.append("|---" * (len(lengths) + 1) + "|")
+        rows = defaultdict(dict)
+        for r in recs:
+            if r.status not in ("unavailable", "unsupported"):
+                rows[r.provider][r.L] = r
+        for name, cells in rows.items():
+            out.append(f"| {name} | " + " | ".join(_md_cell(cells[L]) if L in cells else "" for L in lengths) + " |")
+        out.append("")
+        out.extend(f"- {line}" for line in _notes(recs))
+        out.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
 def write_plot(records, path: str, metric: str, device) -> None:
     """One panel per (op, mode, dtype, D): `metric` against L (log2 axis), one line per provider, each
     provider one colour in every panel. Interpreted Triton runs appear only on ms plots (dashed)."""

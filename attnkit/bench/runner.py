@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -73,6 +74,7 @@ class BenchConfig:
     json: Optional[str] = None           # write records as JSON
     csv: Optional[str] = None            # write records as CSV
     plot: Optional[str] = None           # write a PNG: metric against L, one line per provider
+    markdown: Optional[str] = None       # write the tables as GitHub markdown
 
 
 @dataclass
@@ -99,7 +101,8 @@ class Record:
     device: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-safe: a non-finite number (a NaN output's error) becomes None; `reason` keeps the text."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -315,6 +318,9 @@ def run_bench(cfg: BenchConfig) -> list[Record]:
     if cfg.csv:
         report.write_csv(records, cfg.csv)
         console.print(f"wrote {cfg.csv}")
+    if cfg.markdown:
+        report.write_markdown(records, cfg.markdown, p.tokens)
+        console.print(f"wrote {cfg.markdown}")
     if cfg.plot:
         report.write_plot(records, cfg.plot, cfg.metric, p.device)
         console.print(f"wrote {cfg.plot}")

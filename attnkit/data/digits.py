@@ -61,19 +61,21 @@ def resize_levels(images: torch.Tensor, size: int) -> torch.Tensor:
     return x.round().clamp(0, LEVELS - 1).to(torch.uint8)
 
 
-def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image (N, S, S) by its own integer (dy, dx) in [-max_shift, max_shift], filling with 0.
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator, p: float = 1.0) -> torch.Tensor:
+    """Translate each image (N, S, S), with probability p, by its own integer (dy, dx) in [-max_shift, max_shift]
+    (filling with 0); the others stay put.
 
     Digits sit in the middle of their 8×8 box with a mostly empty border, so a one-pixel shift keeps
     the digit whole: a cheap, label-preserving augmentation.
     """
-    if max_shift <= 0:
+    if max_shift <= 0 or p <= 0:
         return images
     N, S, _ = images.shape
     m = max_shift
     padded = F.pad(images, (m, m, m, m))  # (N, S + 2m, S + 2m)
-    dy = torch.randint(0, 2 * m + 1, (N,), generator=generator)
-    dx = torch.randint(0, 2 * m + 1, (N,), generator=generator)
+    moved = torch.rand(N, generator=generator) < p
+    dy = torch.where(moved, torch.randint(0, 2 * m + 1, (N,), generator=generator), m)  # m = no shift
+    dx = torch.where(moved, torch.randint(0, 2 * m + 1, (N,), generator=generator), m)
     rows = (dy[:, None] + torch.arange(S)[None, :])  # (N, S): source rows in the padded image
     cols = (dx[:, None] + torch.arange(S)[None, :])  # (N, S)
     n = torch.arange(N)[:, None, None]

@@ -9,7 +9,8 @@
 Sources are digits separated by spaces, so both sides are whitespace-tokenised and share one small word
 vocabulary (`WordVocab`), which lets the model tie its source and target embeddings. Numbers have 1 to
 `max_digits` digits with the digit count drawn uniformly, so short and long numbers are equally common.
-The held-out set is a fixed seeded sample; training examples that collide with it are dropped.
+The held-out set (`attnkit.tasks.encdec.heldout_pairs`) is a fixed seeded sample of examples with at least 4
+digits; training examples that collide with it are dropped.
 """
 from __future__ import annotations
 

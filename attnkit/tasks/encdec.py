@@ -55,6 +55,18 @@ class ShiftedTokenizer:
         return self.inner.decode([i - N_SPECIAL for i in ids if i >= N_SPECIAL])
 
 
+def heldout_pairs(variant: str, n: int, min_digits: int = 4) -> list[tuple[str, str]]:
+    """n distinct generated pairs with at least min_digits digits in all: a fixed set (seed 0, whatever
+    --seed is) that training never sees. Shorter examples (0-999) have too few distinct values to hold out;
+    they stay in training only."""
+    rng, pairs = random.Random(0), {}
+    while len(pairs) < n:
+        src, tgt = make_pair(rng, variant)
+        if sum(c.isdigit() for c in src) >= min_digits:
+            pairs[src] = tgt
+    return list(pairs.items())
+
+
 class EncDecTask(Task):
     name = "encdec"
     default_flavor = "small"
@@ -94,8 +106,7 @@ class EncDecTask(Task):
         n_val = self.flavors[self.cfg.flavor].get("data", {}).get("heldout", 1000)
         if self.generated:
             self.vocab = WordVocab(all_words())
-            rng = random.Random(0)  # the held-out set does not depend on --seed
-            self.val = list(dict.fromkeys(make_pair(rng, self.data) for _ in range(n_val)))
+            self.val = heldout_pairs(self.data, n_val)
             self._val_sources = {s for s, _ in self.val}
             self.vocab.save(run_dir / "vocab.json")
             longest = max(len(t.split()) for _, t in self.val)

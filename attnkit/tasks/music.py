@@ -52,35 +52,36 @@ def window_batch(seqs: list[np.ndarray], starts: list[int], length: int) -> dict
 
 
 @torch.no_grad()
-def nll_per_position(model: nn.Module, seqs: list[np.ndarray], length: int, device: torch.device,
-                     batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def token_nll(model: nn.Module, seqs: list[np.ndarray], length: int, device: torch.device,
+              batch_size: int = 8) -> list[np.ndarray]:
     """Exact NLL of every token of `seqs`, cut into consecutive windows of `length` (a multiple of 4).
 
-    Each token is predicted once, from the tokens before it in its window. Returns (sum of NLL, count)
-    per position in the window, both (length,), so callers get the mean NLL per token (sum/count) and
-    how it varies with position (what an absolute model trained on shorter windows gets wrong).
+    Each token is predicted once, from the tokens before it in its window. Returns one (len(seq) - 1,)
+    array per sequence (the NLL of seq[1:]), so windows of different lengths can be compared token by
+    token: the same tokens with more context, or at positions an absolute model never trained on.
     """
     was_training = model.training
     model.eval()
-    windows = [(seq, s) for seq in seqs for s in range(0, len(seq) - 1, length)]
-    total, count = np.zeros(length), np.zeros(length)
-    for i in range(0, len(windows), batch_size):
-        part = windows[i:i + batch_size]
-        batch = window_batch([w[0] for w in part], [w[1] for w in part], length)
+    out = [np.zeros(len(seq) - 1) for seq in seqs]
+    windows = [(i, s) for i, seq in enumerate(seqs) for s in range(0, len(seq) - 1, length)]
+    for w in range(0, len(windows), batch_size):
+        part = windows[w:w + batch_size]
+        batch = window_batch([seqs[i] for i, _ in part], [s for _, s in part], length)
         x, y = batch["x"].to(device), batch["y"].to(device)
         logits, _ = model(x)  # (B, L, V)
         nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=IGNORE,
-                                                reduction="none")  # (B, L)
-        total += nll.sum(0).double().cpu().numpy()
-        count += (y != IGNORE).sum(0).cpu().numpy()
+                                                reduction="none").cpu().numpy()  # (B, L)
+        for b, (i, s) in enumerate(part):
+            n = min(length, len(seqs[i]) - 1 - s)
+            out[i][s:s + n] = nll[b, :n]
     model.train(was_training)
-    return total, count
+    return out
 
 
 def mean_nll(model: nn.Module, seqs: list[np.ndarray], length: int, device: torch.device,
              batch_size: int = 8) -> float:
-    total, count = nll_per_position(model, seqs, length, device, batch_size)
-    return float(total.sum() / max(count.sum(), 1))
+    """Mean NLL per token (nats) of all of `seqs`, with windows of `length` tokens (see token_nll)."""
+    return float(np.concatenate(token_nll(model, seqs, length, device, batch_size)).mean())
 
 
 # ---- sampling helpers ----------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ class NPTTask(Task):
 
     # ---- data ----------------------------------------------------------------------------
     def prepare(self, run_dir: Path) -> None:
-        table = load_table(self.cfg.data, self.cfg.target, getattr(self.cfg, "column_types", None))
+        table = load_table(self.cfg.data, self.cfg.target, self.cfg.column_types)
         splits = cv_splits(table, self.cfg.folds or 10, self.cfg.seed)
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -315,19 +315,25 @@ class NPTTask(Task):
 
     # ---- probes --------------------------------------------------------------------------------
     @torch.no_grad()
-    def corruption_probe(self, model: NPTFolds) -> list[torch.Tensor]:
+    def corruption_probe(self, model: NPTFolds, console: Console | None = None) -> list[torch.Tensor]:
         """Per fold, test outputs when each test row is predicted alone among corrupted rows: every other
-        row has each attribute (its value, mask bit and missing flag together) permuted independently."""
+        row has each attribute (its value, mask bit and missing flag together) permuted independently.
+        One forward pass per test row, so every row of the table costs one pass."""
+        from rich.progress import Progress
+
         device, outs = self._device(model), []
         g = torch.Generator().manual_seed(self.cfg.seed)
         model.eval()
-        for k, fold_model in enumerate(model.folds):
-            values, mask = self._clean_input(k)
-            fold_out = []
-            for i in self.splits[k][1].tolist():
-                v, m = corrupt_other_rows(values, mask, i, g)
-                fold_out.append(self._predict_rows(fold_model, v, m, torch.tensor([i]), device))
-            outs.append(torch.cat(fold_out))
+        with Progress(console=console or Console(), transient=True) as progress:
+            bar = progress.add_task("corruption probe", total=sum(len(te) for _, te in self.splits))
+            for k, fold_model in enumerate(model.folds):
+                values, mask = self._clean_input(k)
+                fold_out = []
+                for i in self.splits[k][1].tolist():
+                    v, m = corrupt_other_rows(values, mask, i, g)
+                    fold_out.append(self._predict_rows(fold_model, v, m, torch.tensor([i]), device))
+                    progress.advance(bar)
+                outs.append(torch.cat(fold_out))
         return outs
 
     def _correlation(self, k: int, out: torch.Tensor) -> float:
@@ -420,7 +426,7 @@ class NPTTask(Task):
             console.print(f"lookup probe (target shift {summary['lookup']['target_shift']:g}): correlation of "
                           f"prediction and true target {c['mean']:.4f} ± {c['std']:.4f}")
         if self.cfg.probe == "corruption":
-            corrupted = [self._fold_metrics(k, out) for k, out in enumerate(self.corruption_probe(model))]
+            corrupted = [self._fold_metrics(k, out) for k, out in enumerate(self.corruption_probe(model, console))]
             clean, bad = rows[f"NPT ({self.cfg.flavor})"], _mean_std(corrupted)
             summary["corruption"] = {"corrupted": bad,
                                      "drop": {n: clean[n]["mean"] - bad[n]["mean"] for n in self._metric_names()}}

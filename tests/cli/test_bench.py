@@ -93,15 +93,17 @@ def test_unknown_names_are_one_line_errors(capsys, args, needle):
     assert len(err.splitlines()) == 1
 
 
-def test_plot_png_and_csv(tmp_path):
-    png, table = tmp_path / "bench.png", tmp_path / "bench.csv"
+def test_plot_png_csv_and_markdown(tmp_path):
+    png, table, md = tmp_path / "bench.png", tmp_path / "bench.csv", tmp_path / "bench.md"
     assert run_cli(["--quick", "--op", "causal,full", "--provider", "naive,sdpa,sdpa-math", "--lengths", "32,64",
-                    "--plot", str(png), "--csv", str(table)]) == 0
+                    "--plot", str(png), "--csv", str(table), "--markdown", str(md)]) == 0
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 2 * 3 * 2 and set(JSON_KEYS) <= set(rows[0])
     assert all(r["status"] == "ok" and float(r["ms"]) > 0 for r in rows)
+    text = md.read_text()
+    assert text.count("| provider | L=32 (B=8) | L=64 (B=4) |") == 2 and "| sdpa-math | " in text
 
 
 def test_cpu_peak_memory_counts_the_naive_logits(tmp_path):

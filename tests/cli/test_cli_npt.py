@@ -77,3 +77,13 @@ def test_csv_without_the_target_column_is_a_one_line_error(tmp_path, capsys):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err == "error: target column 'price' is not in t; columns: a, b, label"
+
+
+def test_bad_column_type_override_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label\n1,2,x\n3,4,y\n5,6,x\n")
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "npt", "--flavor", "debug", "--data", str(path), "--column-types", "a=float",
+              "--out", str(tmp_path / "run")])
+    assert capsys.readouterr().err.strip() == ("error: column type override 'a=float': expected NAME=numeric "
+                                               "or NAME=categorical")

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import attnkit
 from attnkit.kernels.attention import attention_triton, attn_mask_tile_occupancy
@@ -223,6 +224,33 @@ def test_masked_tiles_are_skipped_not_computed(device):
     out = attention_triton(q.detach(), k.detach(), v_poisoned, causal=True)
     ref = attention_reference(q.detach().double(), k.detach().double(), v.detach().double(), causal=True)
     assert rel_err(out[:, :, :128], ref[:, :, :128]) < FP32_TOL
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest tensor (in bytes) any torch op produces while active. Counts bytes because the
+    interpreter copies arguments' storage as uint8."""
+
+    def __init__(self):
+        super().__init__()
+        self.nbytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                self.nbytes = max(self.nbytes, t.numel() * t.element_size())
+        return out
+
+
+def test_memory_is_linear_in_length_without_attn_mask_or_bias():
+    """Causal + window + key padding, forward and backward: nothing of size Lq × Lk is ever allocated."""
+    L, D = 192, 16
+    q, k, v, _, do = make_inputs(1, 1, 1, L, L, D, torch.float32, "cpu")
+    kpm = torch.ones(1, L, dtype=torch.bool)
+    kpm[:, -7:] = False
+    with _LargestTensor() as largest:
+        run(attention_triton, q, k, v, None, do, causal=True, window=(40, -1), key_padding_mask=kpm)
+    assert largest.nbytes <= q.numel() * 4  # the size of q itself; one fp32 L × L would be L / D = 12× that
 
 
 def test_tile_occupancy_of_a_local_2d_mask():

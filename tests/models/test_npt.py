@@ -182,3 +182,16 @@ def test_corruption_keeps_the_row_and_shuffles_each_column_of_the_others():
     # Columns are permuted independently: few corrupted rows are still some original row.
     originals = {tuple(r) for r in values.tolist()}
     assert sum(tuple(r) in originals for r in v[others].tolist()) < 5
+
+
+def test_prediction_in_row_minibatches_when_the_table_does_not_fit(tmp_path):
+    task = make_task(tmp_path, data="iris", folds=3, batch_size=40)
+    model = NPTTask.build_model(task.model_config())
+    seen = []
+    hook = model.folds[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    outs = task.predict(model)
+    hook.remove()
+    assert [o.shape for o in outs] == [(50, 3)] * 3
+    torch.testing.assert_close(outs[0].sum(1), torch.ones(50))
+    assert seen == [40, 40, 40] and len(seen) * 20 >= 50                   # test rows in chunks, context fills up
+    assert torch.equal(task.predict(model)[0], outs[0])                    # deterministic context sampling

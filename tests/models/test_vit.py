@@ -48,6 +48,10 @@ def test_random_shift_moves_digits_without_cropping_them():
     for n in range(16):
         assert any(torch.equal(shifted[n], padded[n, dy:dy + 8, dx:dx + 8]) for dy in range(3) for dx in range(3))
     assert torch.equal(random_shift(images[:4], 0, g), images[:4])
+    assert torch.equal(random_shift(images[:4], 1, g, p=0.0), images[:4])
+    some = random_shift(images[:400], 1, g, p=0.3)
+    moved = (some != images[:400]).flatten(1).any(1).float().mean()
+    assert 0.15 < moved < 0.35  # 30% drawn, minus the 1/9 drawn as (0, 0)
 
 
 def test_splits_are_fixed_stratified_and_disjoint():
