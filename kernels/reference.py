@@ -155,12 +155,13 @@ def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias) -> b
         return False
     if tuple(window) != (-1, -1):
         return False
-    # SDPA's is_causal is top-left aligned; it equals ours only when Lq == Lk.
-    return not causal or q.shape[2] == k.shape[2]
+    # SDPA's is_causal is top-left aligned; it equals ours only when Lq == Lk. A single query (KV-cached
+    # decoding) sees every key under bottom-right alignment, so it is plain non-causal attention.
+    return not causal or q.shape[2] == k.shape[2] or q.shape[2] == 1
 
 
 def attention_sdpa(q, k, v, *, causal=False, scale=None) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale,
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[2] > 1, scale=scale,
                                           enable_gqa=q.shape[1] != k.shape[1])
 
 

@@ -111,8 +111,7 @@ def save_digit_grid(path, images: torch.Tensor, titles: list[list[str]] | None =
     title_h = 0.3 if titles is not None else 0.0
     fig, ax = plt.subplots(figsize=(0.9 * cols + (0.5 if row_labels else 0) + 0.3,
                                     (0.9 + title_h) * rows + (0.5 if suptitle else 0.2)))
-    cmap = matplotlib.colormaps["gray_r"].copy()
-    cmap.set_bad("white")
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="white")  # the gaps between digits are NaN
     ax.imshow(canvas.numpy(), cmap=cmap, vmin=0, vmax=LEVELS - 1, interpolation="nearest", aspect="equal")
     ax.set_axis_off()
     for r in range(rows):

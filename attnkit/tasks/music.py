@@ -29,6 +29,7 @@ import torch.nn as nn
 from rich.console import Console
 from rich.table import Table
 
+from attnkit.checkpoint import atomic_write_text
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.data import chorales as ch
 from attnkit.models.music import MusicConfig, MusicTransformer
@@ -253,7 +254,7 @@ class MusicTask(Task):
         self.primers = [{"number": c.number, "name": c.name, "grid": c.grid.tolist()} for c in splits["test"]]
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / PRIMERS_FILE).write_text(json.dumps({
+        atomic_write_text(run_dir / PRIMERS_FILE, json.dumps({  # every DDP rank writes the same file
             "encoding": {"version": ch.CACHE_VERSION, "vocab_size": ch.VOCAB_SIZE, "voices": list(ch.VOICES),
                          "steps_per_quarter": ch.STEPS_PER_QUARTER, "specials": ch.SPECIAL_NAMES,
                          "lowest_midi": ch.LOWEST},
@@ -390,7 +391,7 @@ class MusicTask(Task):
         table.add_column("what")
         table.add_column("value")
         table.add_row("primer", source)
-        table.add_row("length", f"{r['steps']} steps of a 16th = {r['quarters']:g} quarter notes "
+        table.add_row("length", f"{r['steps']} steps of a 16th = {r['quarters']:g} quarters "
                                 f"({r['primer_steps']} primer + {r['steps'] - r['primer_steps']} generated)")
         if r["pitch_range"]:
             lo, hi = r["pitch_range"]

@@ -146,3 +146,39 @@ def test_noam_schedule_values():
             pytest.approx(paper, rel=1e-9)
     assert lr_at(3999, schedule="noam", lr=1e-3, min_lr=0.0, warmup_steps=w, max_steps=1) == pytest.approx(1e-3)
     assert lr_at(4 * w - 1, schedule="noam", lr=1e-3, min_lr=0.0, warmup_steps=w, max_steps=1) == pytest.approx(5e-4)
+
+
+def test_generated_task_never_trains_on_heldout_sources(tmp_path):
+    from attnkit.config import TrainConfig
+    from attnkit.tasks.encdec import EncDecTask
+
+    task = EncDecTask(EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug", data="numbers-reversed")))
+    task.prepare(tmp_path)
+    held = {s for s, _ in task.val}
+    assert all(sum(c.isdigit() for c in s) >= 4 for s in held)
+    batch = task.get_batch("train", 256, torch.Generator().manual_seed(0))
+    for src, tin, tout in zip(batch["src"], batch["tgt_in"], batch["tgt_out"]):
+        n = int((tout != 0).sum())
+        assert tin[0] == task.vocab.bos_id and tout[n - 1] == task.vocab.eos_id
+        assert torch.equal(tin[1:n], tout[:n - 1])  # teacher forcing: the input is the output shifted right
+        source = task.vocab.decode(src.tolist())
+        assert source not in held
+        assert number_to_words(int(source.replace(" ", "")[::-1])) == task.vocab.decode(tout.tolist())
+
+
+def test_parallel_files_with_char_tokenizer(tmp_path):
+    from attnkit.config import TrainConfig
+    from attnkit.tasks.encdec import EncDecTask
+
+    src = [f"{i} {'ab' * (i % 3)}".strip() for i in range(40)]
+    tgt = [f"<{i}>" for i in range(40)]
+    (tmp_path / "s.txt").write_text("\n".join(src) + "\n")
+    (tmp_path / "t.txt").write_text("\n".join(tgt) + "\n")
+    cfg = EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug", data=f"{tmp_path}/s.txt,{tmp_path}/t.txt"))
+    task = EncDecTask(cfg)
+    task.prepare(tmp_path)
+    assert len(task.val) == 4 and len(task.train_pairs) == 36
+    assert set(task.val).isdisjoint(task.train_pairs) and set(task.val) | set(task.train_pairs) == set(zip(src, tgt))
+    assert all(task.vocab.decode(task.vocab.encode(s)) == s for s in src + tgt)
+    loaded = EncDecTask.load(tmp_path, cfg)
+    assert loaded.vocab.encode(src[7]) == task.vocab.encode(src[7])
