@@ -2,7 +2,7 @@
 
 Built bottom-up: mask_tokens (the 80/10/10 corruption) → Embeddings (token + learned position + segment,
 LayerNorm) → the encoder layer of `attnkit.models.encdec` (post-LN as in BERT, GELU) → MLMHead (transform,
-then the tied embedding matrix) → optional NSPHead on [CLS] → BERTConfig → BERT. Padded keys are masked
+then the tied embedding matrix) → optional next-sentence head (tanh pooler on [CLS]) → BERTConfig → BERT. Padded keys are masked
 through `attnkit.layers.MultiHeadAttention`'s key_padding_mask, i.e. `attnkit.attention`.
 """
 from __future__ import annotations

@@ -17,7 +17,9 @@ Probes (`--probe`):
               across rows: what is left is the row itself, so the drop measures how much NPT uses other rows.
   lookup      every row gets a duplicate whose target is always visible (plus `--target-shift`: added to a
               numeric target, added modulo C to a class); the model can look the answer up (and undo the
-              shift). Reported: correlation between prediction and true target, expected ≈ 1.
+              shift). Reported: correlation between prediction and true target, ≈ 1 once the model has
+              learned to look up. (On small tables the small CPU flavor memorizes the training targets
+              instead: on diabetes, 300–600 steps, it stays at the features-only correlation, 0.61–0.68.)
 """
 from __future__ import annotations
 
@@ -94,14 +96,14 @@ class NPTTask(Task):
                           eval_interval=6, eval_batches=1, folds=2, dropout=0.0),
             "objective": dict(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
         },
-        # The CPU reproduction on Breast Cancer: 10 folds in a few minutes on one core (see README).
+        # The CPU reproduction on Breast Cancer: 0.25 M params per fold; 10 folds × 100 steps ≈ 100 s of one core.
         "small": {
             "model": dict(embed_dim=4, n_layer=4, n_head_abd=2, n_head_aba=1, ff_mult=2, dropout=0.1, head_scale=5.0),
             "train": dict(max_steps=100, batch_size=4096, lr=2e-3, warmup_steps=10, schedule="cosine",
                           eval_interval=25, eval_batches=1, folds=10, dropout=0.1),
             "objective": dict(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
         },
-        # The paper's Breast Cancer setup (ANCHORS.md): GPU-sized.
+        # The paper's Breast Cancer setup (ANCHORS.md): 47 M params per fold on Breast Cancer, GPU-sized.
         "paper": {
             "model": dict(embed_dim=32, n_layer=8, n_head_abd=8, n_head_aba=8, ff_mult=4, dropout=0.1, head_scale=1.0),
             "train": dict(max_steps=2000, batch_size=4096, lr=5e-4, warmup_steps=100, schedule="cosine",
