@@ -170,8 +170,8 @@ class ViTTask(Task):
                   for r in range(rows)]
         colors = [["green" if pred[r * cols + c] == labels[r * cols + c] else "red" for c in range(cols)]
                   for r in range(rows)]
-        grid_png = save_digit_grid(out / "predictions.png", grid, titles, colors,
-                                   suptitle=f"ViT predictions, accuracy {100 * acc:.1f}% on {len(labels)} held-out digits")
+        suptitle = f"ViT predictions, accuracy {100 * acc:.1f}% on {len(labels)} held-out digits"
+        grid_png = save_digit_grid(out / "predictions.png", grid, titles, colors, suptitle=suptitle)
         attn_png = self._attention_png(model, images[:8], pred[:8], out / "attention.png", device)
         console.print(f"wrote {grid_png}")
         console.print(f"wrote {attn_png}")
