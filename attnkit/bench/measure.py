@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import torch
 

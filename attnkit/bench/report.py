@@ -9,13 +9,9 @@ from dataclasses import fields
 from rich.console import Console
 from rich.table import Table
 
-
+# The keys every JSON/CSV record has (issue 5's schema); records carry a few more (see runner.Record).
 JSON_KEYS = ("provider", "op", "mode", "dtype", "B", "H", "L", "D", "ms", "tflops", "peak_mem_mb", "ratio", "status")
 STATUS_STYLE = {"wrong": "bold red", "error": "red", "oom": "yellow", "skipped": "dim", "unsupported": "dim"}
-
-
-def label(rec) -> str:
-    return f"{rec.provider} (interpreted)" if rec.interpreted else rec.provider
 
 
 def _group_key(r):

@@ -203,13 +203,18 @@ def measure_one(rec: Record, name: str, case, check_case, mode: str, p: Plan) ->
         del step
         _free(p.device)
         rec.tflops = flops(rec.op, mode, rec.B, rec.H, rec.L, rec.D) / (rec.ms * 1e-3) / 1e12
-        if p.memory and p.device.type == "cuda":
-            rec.peak_mem_mb = measure.cuda_peak_mb(provider, case, mode)
     except Exception as e:  # noqa: BLE001
         rec.status, rec.reason = measure.classify_failure(e)
         rec.ms = rec.tflops = None
-    finally:
         case.requires_grad_(False)
+        return
+    if p.memory and p.device.type == "cuda":
+        try:
+            rec.peak_mem_mb = measure.cuda_peak_mb(provider, case, mode)
+        except Exception as e:  # noqa: BLE001 - the time stands; say why the memory is missing
+            rec.reason = f"peak memory not measured: {measure.first_line(e)}"
+        _free(p.device)
+    case.requires_grad_(False)
 
 
 def run_records(cfg: BenchConfig, progress=None) -> list[Record]:
@@ -223,7 +228,7 @@ def run_records(cfg: BenchConfig, progress=None) -> list[Record]:
     for op, mode, dtype_name, (B, H, L, D) in itertools.product(p.ops, p.modes, p.dtypes, p.shapes):
         dtype = DTYPES[dtype_name]
         base = dict(op=op, mode=mode, dtype=dtype_name, B=B, H=H, L=L, D=D, device=p.device.type)
-        case = check_case = None
+        case = check_case = build_failure = None
         Bc, Hc = measure.check_shape(B, H, L)
         for name in p.providers:
             provider = PROVIDERS[name]
@@ -240,13 +245,19 @@ def run_records(cfg: BenchConfig, progress=None) -> list[Record]:
                 rec.status, rec.reason = "skipped", "torch.compile takes ~5-25 s per op on CPU: not in --quick " \
                                                     "unless asked for (--provider flex)"
             elif rec.interpreted and B * H * L * L * D > INTERPRETER_CAP:
-                rec.status, rec.reason = "skipped", f"too big for Triton's interpreter (B·H·L²·D > 2^22); time it on CUDA"
+                rec.status, rec.reason = "skipped", "too big for Triton's interpreter (B·H·L²·D > 2^22); time it on CUDA"
             else:
-                if case is None:
-                    case = build_case(op, B, H, L, D, dtype, p.device)
-                    check_case = case if (Bc, Hc) == (B, H) else build_case(op, Bc, Hc, L, D, dtype, p.device)
-                rec.checked_at = f"B={Bc}, H={Hc}"
-                measure_one(rec, name, case, check_case, mode, p)
+                if case is None and build_failure is None:
+                    try:
+                        case = build_case(op, B, H, L, D, dtype, p.device)
+                        check_case = case if (Bc, Hc) == (B, H) else build_case(op, Bc, Hc, L, D, dtype, p.device)
+                    except Exception as e:  # noqa: BLE001 - e.g. the (1, H, L, L) bias does not fit
+                        build_failure = measure.classify_failure(e)
+                if build_failure is not None:
+                    rec.status, rec.reason = build_failure[0], f"inputs do not fit: {build_failure[1]}"
+                else:
+                    rec.checked_at = f"B={Bc}, H={Hc}"
+                    measure_one(rec, name, case, check_case, mode, p)
             if progress:
                 progress(1, None)
         del case, check_case
