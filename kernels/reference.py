@@ -18,6 +18,7 @@ Conventions (shared by every backend):
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -150,18 +151,41 @@ def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mas
 
 
 def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias) -> bool:
-    """True when torch SDPA computes exactly attnkit's semantics for this call (no empty rows possible)."""
-    if key_padding_mask is not None or attn_mask is not None or bias is not None:
+    """True when torch SDPA computes exactly attnkit's semantics for this call.
+
+    Without a bias, any mask can be handed to SDPA as a boolean attn_mask, provided this torch's SDPA gives
+    rows with no visible key zeros and zero gradients (probed once; older releases gave NaN). A bias needs
+    its gradient reduced to its own shape, which the chunked path does.
+    """
+    if bias is not None:
         return False
-    if tuple(window) != (-1, -1):
-        return False
-    # SDPA's is_causal is top-left aligned; it equals ours only when Lq == Lk. A single query (KV-cached
-    # decoding) sees every key under bottom-right alignment, so it is plain non-causal attention.
-    return not causal or q.shape[2] == k.shape[2] or q.shape[2] == 1
+    if key_padding_mask is None and attn_mask is None and tuple(window) == (-1, -1):
+        # SDPA's is_causal is top-left aligned; it equals ours only when Lq == Lk. A single query (KV-cached
+        # decoding) sees every key under bottom-right alignment, so it is plain non-causal attention.
+        if not causal or q.shape[2] == k.shape[2] or q.shape[2] == 1:
+            return True
+    return _sdpa_zeroes_empty_rows()
 
 
-def attention_sdpa(q, k, v, *, causal=False, scale=None) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[2] > 1, scale=scale,
+@functools.cache
+def _sdpa_zeroes_empty_rows() -> bool:
+    q = torch.ones(1, 1, 2, 4, requires_grad=True)
+    mask = torch.tensor([[True, True], [False, False]])
+    out = F.scaled_dot_product_attention(q, q.detach(), q.detach(), attn_mask=mask)
+    out.sum().backward()
+    return bool(out[0, 0, 1].eq(0).all() and q.grad.isfinite().all() and q.grad[0, 0, 1].eq(0).all())
+
+
+def attention_sdpa(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
+                   scale=None) -> torch.Tensor:
+    """torch SDPA with attnkit's masks turned into one boolean attn_mask (1 byte per logit, no float L×L)."""
+    Lq, Lk = q.shape[2], k.shape[2]
+    mask = None
+    if key_padding_mask is not None or attn_mask is not None or tuple(window) != (-1, -1) or (causal and Lq != Lk and Lq > 1):
+        mask = visible_mask(Lq, Lk, causal=causal, window=window, key_padding_mask=key_padding_mask,
+                            attn_mask=attn_mask, device=q.device)
+        causal = False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and Lq > 1, scale=scale,
                                           enable_gqa=q.shape[1] != k.shape[1])
 
 

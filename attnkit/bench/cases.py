@@ -80,10 +80,10 @@ class Case:
 def build_case(op: str, B: int, H: int, L: int, D: int, dtype: torch.dtype, device, seed: int = 0) -> Case:
     """Random inputs for `op` (deterministic in seed); tensors are created on `device` in `dtype`."""
     device = torch.device(device)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
 
-    def randn(*shape, std=1.0):  # drawn on CPU so every device sees the same numbers
-        return (torch.randn(*shape, generator=g) * std).to(device=device, dtype=dtype)
+    def randn(*shape, std=1.0):  # drawn on the device: a (1, H, L, L) bias at L = 16k is too big to copy over
+        return (torch.randn(*shape, generator=g, device=device, dtype=torch.float32) * std).to(dtype)
 
     q, k, v = randn(B, H, L, D), randn(B, H, L, D), randn(B, H, L, D)
     extras, learnable = {}, ()

@@ -30,8 +30,8 @@ QUICK = {
     "cuda": dict(lengths=[512, 1024], head_dims=[64], dtypes=["float16"], hidden=2048, tokens=16384),
     "cpu": dict(lengths=[128, 256], head_dims=[64], dtypes=["float32"], hidden=128, tokens=256),
 }
-# Triton's interpreter runs a kernel as numpy, block by block: beyond this many B·H·L²·D multiply-adds per
-# call it takes minutes, and interpreter timings say nothing about kernel speed anyway.
+# Triton's interpreter runs a kernel as numpy, block by block: about a second per call at this many B·H·L²·D;
+# beyond it minutes, and interpreter timings say nothing about kernel speed anyway.
 INTERPRETER_CAP = 2 ** 22  # B·H·L²·D: e.g. B=2, H=2, L=128, D=64 (the --quick CPU shape)
 # Providers whose CPU cost is mostly torch.compile (tens of seconds per op): left out of --quick on CPU
 # unless asked for by name.
