@@ -55,10 +55,10 @@ def test_auto_backend_uses_sdpa_where_it_is_exact(causal, Lq, Lk):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
 
 
-def test_auto_backend_bottom_right_causal_is_not_sdpa():
-    """SDPA's is_causal is top-left aligned; with Lq != Lk the auto path must fall back to the chunked path."""
+def test_auto_backend_bottom_right_causal_with_lq_ne_lk():
+    """SDPA's is_causal is top-left aligned; with Lq != Lk the auto path must not use it (it passes a
+    bottom-right boolean mask instead, or falls back to the chunked path)."""
     q, k, v = _inputs(Lq=7, Lk=20)
-    assert not sdpa_covers(q, k, causal=True, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None)
     out = attnkit.attention(q, k, v, causal=True)
     torch.testing.assert_close(out, attention_reference(q, k, v, causal=True))
     # Row 0 is query position 13 of 20: it sees keys 0..13 only (bottom-right), so key 14's value cannot matter.
