@@ -169,10 +169,12 @@ def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias) -> b
 
 @functools.cache
 def _sdpa_zeroes_empty_rows() -> bool:
-    q = torch.ones(1, 1, 2, 4, requires_grad=True)
-    mask = torch.tensor([[True, True], [False, False]])
-    out = F.scaled_dot_product_attention(q, q.detach(), q.detach(), attn_mask=mask)
-    out.sum().backward()
+    # The first masked call may come under no_grad / inference_mode (evaluation, sampling): probe with grad on.
+    with torch.inference_mode(False), torch.enable_grad():
+        q = torch.ones(1, 1, 2, 4, requires_grad=True)
+        mask = torch.tensor([[True, True], [False, False]])
+        out = F.scaled_dot_product_attention(q, q.detach(), q.detach(), attn_mask=mask)
+        out.sum().backward()
     return bool(out[0, 0, 1].eq(0).all() and q.grad.isfinite().all() and q.grad[0, 0, 1].eq(0).all())
 
 

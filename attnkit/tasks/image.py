@@ -146,8 +146,8 @@ class ImageTask(Task):
                           f"computes; its attention forward takes {local['attention_s'] / full['attention_s']:.2f}× "
                           f"the time of full causal on {device.type}.")
         if device.type == "cpu":
-            console.print("[dim]On CPU attention runs as dense masked torch code (full causal uses torch SDPA), so a "
-                          "sparse pattern costs as much or more; only the Triton kernel (CUDA) skips tiles.[/dim]")
+            console.print("[dim]On CPU attention runs dense (torch SDPA with the boolean mask), so a sparse pattern "
+                          "costs about as much as full; only the Triton kernel (CUDA) skips tiles.[/dim]")
         return {"test_bpd": test_bpd, "attention": model.cfg.attention, "timing": timing}
 
     @torch.no_grad()

@@ -45,7 +45,8 @@ class ViTTask(Task):
     name = "vit"
     default_flavor = "small"
     # Light augmentation: a share of the training digits moves by up to one pixel. Shifting every digit
-    # (shift_prob 1) slowed learning a lot in 1,000-step CPU runs (test 92.5% vs 96.4% without shifts).
+    # (shift_prob 1) slowed learning a lot in 1,000-step CPU runs (val 92.2% vs 97.2% without shifts);
+    # at 3,000 steps shift_prob 0.3 ended with the better validation accuracy (96.7% vs 96.1% unshifted).
     max_shift, shift_prob = 1, 0.3
     flavors = {
         "debug": {
@@ -55,7 +56,7 @@ class ViTTask(Task):
         },
         "small": {
             "model": dict(image_size=8, patch_size=2, n_layer=4, n_head=4, d_model=64, mlp_ratio=2, dropout=0.1),
-            "train": dict(max_steps=1500, batch_size=64, lr=2e-3, warmup_steps=100, schedule="cosine", beta2=0.99,
+            "train": dict(max_steps=3000, batch_size=64, lr=2e-3, warmup_steps=100, schedule="cosine", beta2=0.99,
                           eval_interval=250, eval_batches=1, label_smoothing=0.1),
         },
     }

@@ -4,7 +4,7 @@ The interpreter runs the kernels' semantics but not Triton's code generator, so 
 values, layouts or shared-memory overflows only show up when compiling for a real target. Triton can compile
 (through ptxas) without a GPU present. Not collected by pytest (slow: ~1 CPU-minute per kernel); run by hand:
 
-    env -u TRITON_INTERPRET .venv/bin/python tests/kernels/sm90_compile_check.py
+    env -u TRITON_INTERPRET .venv/bin/python benchmarks/compile_check_sm90.py
 """
 import os
 import sys
