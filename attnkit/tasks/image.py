@@ -64,7 +64,7 @@ def _time(fn, repeats: int) -> float:
 class ImageTask(Task):
     name = "image"
     default_flavor = "small"
-    max_shift = 1  # augmentation: random translation of training digits by up to 1 pixel
+    max_shift = 1  # augmentation: every training digit moves by up to 1 pixel of 16 (shifted digits are digits)
     flavors = {
         "debug": {
             "model": dict(image_size=8, n_layer=1, n_head=2, d_model=32, dropout=0.0, attention="local2d",
