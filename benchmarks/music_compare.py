@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
                       f"{r['wall_s']:.0f} s", f"{PAPER[arm]:.3f}" if arm in PAPER else "-")
     console.print(table)
 
-    lines = [f"# Music Transformer: absolute vs relative positions on Bach chorales", "",
+    lines = ["# Music Transformer: absolute vs relative positions on Bach chorales", "",
              f"Command: `{command}`", "",
              f"Same budget for every arm: {args.steps} steps × batch {results[arms[0]]['batch_size']} × "
              f"{L} tokens ({results[arms[0]]['train_tokens']:,} training tokens), flavor small, dropout {args.dropout}, "

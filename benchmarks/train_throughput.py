@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import statistics
 import tempfile
 import time

@@ -274,7 +274,6 @@ def _flex_fns():
 def _flex_setup(case: Case) -> Forward:
     from torch.nn.attention.flex_attention import create_block_mask
     c, e, L = case, case.extras, case.L
-    mask_mod = None
     if c.causal and c.op != "window":
         def mask_mod(b, h, qi, ki):
             return qi >= ki
@@ -288,6 +287,8 @@ def _flex_setup(case: Case) -> Forward:
 
         def mask_mod(b, h, qi, ki):
             return kpm[b, ki]
+    else:
+        mask_mod = None
     # Block masks are built once per shape and reused, as a model does across layers: not timed.
     block_mask = None if mask_mod is None else create_block_mask(
         mask_mod, c.B if c.op == "padding" else None, None, L, L, device=c.device)

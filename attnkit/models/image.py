@@ -26,19 +26,9 @@ import torch.nn.functional as F
 
 from attnkit.layers import KVCache, MultiHeadAttention
 from attnkit.masks import and_masks, block_raster_order, causal_mask, local_1d_mask, local_2d_mask
+from attnkit.models.common import MLP
 
 ATTENTION_PATTERNS = ("full", "local1d", "local2d")
-
-
-class MLP(nn.Module):
-    def __init__(self, d_model: int, hidden: int, dropout: float):
-        super().__init__()
-        self.fc = nn.Linear(d_model, hidden)
-        self.proj = nn.Linear(hidden, d_model)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
 
 
 class Block(nn.Module):

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from attnkit.kernels.reference import masked_softmax, relative_index, visible_mask
 from attnkit.layers import KVCache, MultiHeadAttention
+from attnkit.models.common import MLP
 
 POSITIONS = ("absolute", "relative", "both")
 
@@ -37,17 +38,6 @@ def timing_signal(positions: torch.Tensor, d_model: int) -> torch.Tensor:
     angle = positions.float()[:, None] * freq[None, :]  # (L, half)
     signal = torch.cat([angle.sin(), angle.cos()], dim=1)  # (L, 2 * half)
     return F.pad(signal, (0, d_model - 2 * half))  # (L, d_model)
-
-
-class MLP(nn.Module):
-    def __init__(self, d_model: int, d_ff: int, dropout: float):
-        super().__init__()
-        self.fc = nn.Linear(d_model, d_ff)
-        self.proj = nn.Linear(d_ff, d_model)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))  # (B, L, d_model)
 
 
 class Block(nn.Module):

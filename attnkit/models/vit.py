@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from attnkit.layers import MultiHeadAttention
+from attnkit.models.common import MLP
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -35,17 +35,6 @@ def unpatchify(patches: torch.Tensor, patch: int, channels: int, height: int, wi
     x = patches.reshape(B, gh, gw, channels, patch, patch)  # (B, gh, gw, C, p, p)
     x = x.permute(0, 3, 1, 4, 2, 5)  # (B, C, gh, p, gw, p)
     return x.reshape(B, channels, height, width)
-
-
-class MLP(nn.Module):
-    def __init__(self, d_model: int, hidden: int, dropout: float):
-        super().__init__()
-        self.fc = nn.Linear(d_model, hidden)
-        self.proj = nn.Linear(hidden, d_model)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
 
 
 class Block(nn.Module):
