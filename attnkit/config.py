@@ -23,7 +23,7 @@ class TrainConfig:
     lr: float | None = None            # peak learning rate
     min_lr: float | None = None        # floor of the cosine decay; None = lr / 10
     warmup_steps: int | None = None    # linear warmup steps
-    weight_decay: float = 0.1          # AdamW decay, applied to matrices only
+    weight_decay: float | None = None  # AdamW decay on matrices only; None = the flavor's, else 0.1
     grad_clip: float = 1.0             # max global grad norm; 0 disables
     grad_accum: int = 1                # micro-batches per optimizer step
     schedule: str | None = None        # cosine (linear warmup, cosine decay) | noam (inverse square root)

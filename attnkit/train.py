@@ -39,7 +39,7 @@ from attnkit.tasks.base import Task, UserError
 
 # Defaults for the trainer's own fields when neither the flag nor the task's flavor set them.
 TRAINER_DEFAULTS: dict[str, Any] = dict(max_steps=1000, batch_size=16, lr=3e-4, schedule="cosine", beta2=0.95,
-                                        keep_last=1, eval_batches=10)
+                                        weight_decay=0.1, keep_last=1, eval_batches=10)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
