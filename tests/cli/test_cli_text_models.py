@@ -4,17 +4,9 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from attnkit.cli.main import app, main
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result.output
+from attnkit.cli.main import main
+from cli_invoke import invoke
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,9 @@ import json
 import math
 
 import pytest
-from typer.testing import CliRunner
 
 from attnkit.cli.main import app
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result.output
+from cli_invoke import invoke, runner
 
 
 def png_size(path):
