@@ -64,7 +64,7 @@ def _merge_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     return dataclasses.replace(saved, **changed, resume=True)
 
 
-def _fill_defaults(cfg: TrainConfig) -> TrainConfig:
+def fill_defaults(cfg: TrainConfig) -> TrainConfig:
     filled = {k: v for k, v in TRAINER_DEFAULTS.items() if getattr(cfg, k) is None}
     cfg = dataclasses.replace(cfg, **filled)
     if cfg.min_lr is None:
@@ -180,7 +180,7 @@ def run_training(cfg: TrainConfig, *, console: Console | None = None, stop_after
 
 def _check_and_fill(task_cls: type[Task], cfg: TrainConfig) -> TrainConfig:
     _check(cfg)  # user values first, so the message names the flag the user typed
-    cfg = _fill_defaults(task_cls.resolve(cfg))
+    cfg = fill_defaults(task_cls.resolve(cfg))
     _check(cfg)
     return cfg
 
@@ -242,7 +242,8 @@ def _train(task_cls, cfg, run_dir, console, rank, world, local_rank, stop_after)
     interval_tokens, interval_time = 0, 0.0
     progress = Progress(TextColumn("[bold blue]train"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
-                        TimeRemainingColumn(), console=console, disable=not is_main, transient=False)
+                        TimeRemainingColumn(), console=console, disable=not is_main, transient=False,
+                        refresh_per_second=4)  # rendering runs in a thread; keep it off the hot path
     done = start_step
     with progress:
         bar = progress.add_task("train", total=cfg.max_steps, completed=start_step, loss="-", tps="-")
