@@ -4,7 +4,7 @@ The interpreter runs the kernels' semantics but not Triton's code generator, so 
 values, layouts or shared-memory overflows only show up when compiling for a real target. Triton can compile
 (through ptxas) without a GPU present. Not collected by pytest (slow: ~1 CPU-minute per kernel); run by hand:
 
-    env -u TRITON_INTERPRET .venv/bin/python benchmarks/compile_check_sm90.py
+    env -u TRITON_INTERPRET .venv/bin/python benchmarks/compile_check_sm90.py [all|attention|positions]
 """
 import os
 import sys
@@ -13,10 +13,16 @@ import time
 if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("unset TRITON_INTERPRET: the compiler, not the interpreter, is under test")
 
+WHICH = sys.argv[1] if len(sys.argv) > 1 else "all"
+if WHICH not in ("all", "attention", "positions"):
+    sys.exit(f"usage: {sys.argv[0]} [all|attention|positions]")
+
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
 from attnkit.kernels import attention as A  # noqa: E402
+from attnkit.kernels import relative as Rel  # noqa: E402
+from attnkit.kernels import rotary as Rot  # noqa: E402
 
 POINTER_TYPES = {"LSE": "*fp32", "Delta": "*fp32", "DBias": "*fp32", "Mask": "*u8", "KPM": "*u8", "Occ": "*i8"}
 TENSORS = ("Q", "K", "V", "O", "Out", "DO", "DQ", "DK", "DV", "Bias")
@@ -48,13 +54,71 @@ JOBS = ([(k, ALL_MASKS, "fp16", 128, {}) for k in MAIN]
         + [(k, NO_MASKS, "bf16", 64, {}) for k in MAIN]
         + [(k, CAUSAL_KPM, "fp32", 64, {}) for k in MAIN])
 
-for kernel, flags, dtype, head_dim, extra in JOBS:
+
+def compile_sm90(fn, sig, consts, num_stages=3):
+    src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=num_stages))
+
+
+for kernel, flags, dtype, head_dim, extra in (JOBS if WHICH in ("all", "attention") else ()):
     fn = kernel.fn  # the autotuner wraps the JITFunction
     consts = dict(HEAD_DIM=head_dim, HEAD_DIM_REAL=head_dim if head_dim != 128 else 80, UPCAST=False,
                   INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", OCC=A.OCC_BLOCK, BLOCK_M=64, BLOCK_N=64,
                   **flags, **extra)
     start = time.time()
-    src = triton.compiler.ASTSource(fn=fn, signature=signature(fn, dtype, consts), constexprs=consts)
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=3))
+    compiled = compile_sm90(fn, signature(fn, dtype, consts), consts)
     print(f"ok {fn.__name__:16s} {dtype} D={head_dim} {flags} {extra} "
           f"shared={compiled.metadata.shared} B  {time.time() - start:.0f}s", flush=True)
+
+
+# ---- relative-position kernels (learned relative embeddings, T5 buckets, ALiBi) and rotary -------------
+def pos_signature(fn, dtype, pos_dtype, consts):
+    """Pos: rel embeddings in q's dtype, or the float32 T5 table / ALiBi slopes; Thr: int32 T5 thresholds."""
+    sig = {}
+    for name in fn.arg_names:
+        if name in consts:
+            sig[name] = "constexpr"
+        elif name in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV"):
+            sig[name] = "*" + dtype
+        elif name == "Pos":
+            sig[name] = "*" + pos_dtype
+        elif name == "Thr":
+            sig[name] = "*i32"
+        elif name == "KPM":
+            sig[name] = "*i8"
+        elif name in ("LSE", "Delta", "DPos", "DBand"):
+            sig[name] = "*fp32"
+        elif name == "scale":
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+POS_COMMON = dict(HAS_KPM=True, BLOCK=Rel.BLOCK, HEAD_DIM=64, UPCAST=False)
+REL = dict(POS_COMMON, POS_KIND=Rel.POS_RELATIVE, CAUSAL=True, BIDIRECTIONAL=False, NBX=2, MAX_EXACT=1)
+T5 = dict(POS_COMMON, POS_KIND=Rel.POS_T5, CAUSAL=False, BIDIRECTIONAL=True, NBX=16, MAX_EXACT=8)
+ALIBI = dict(POS_COMMON, POS_KIND=Rel.POS_ALIBI, CAUSAL=True, BIDIRECTIONAL=False, NBX=2, MAX_EXACT=1)
+POS_JOBS = ([(k, REL, "fp16", "fp16", {}) for k in (Rel._pos_attn_fwd, Rel._pos_attn_bwd_dkdv)]
+            + [(Rel._pos_attn_bwd_dq, REL, "fp16", "fp16", dict(NB_PAD=1))]
+            + [(Rel._rel_attn_bwd_drel, {k: REL[k] for k in ("CAUSAL", "HAS_KPM", "BLOCK", "HEAD_DIM", "UPCAST")},
+                "bf16", "bf16", {})]
+            + [(Rel._pos_attn_fwd, T5, "bf16", "fp32", {}), (Rel._pos_attn_bwd_dq, T5, "bf16", "fp32", dict(NB_PAD=32))]
+            + [(Rel._pos_attn_fwd, ALIBI, "fp16", "fp32", {})])
+
+for kernel, flags, dtype, pos_dtype, extra in (POS_JOBS if WHICH in ("all", "positions") else ()):
+    fn = kernel if hasattr(kernel, "arg_names") else kernel.fn  # unwrap an autotuner
+    consts = dict(flags, INPUT_PRECISION="tf32", **extra)
+    start = time.time()
+    compiled = compile_sm90(fn, pos_signature(fn, dtype, pos_dtype, consts), consts, num_stages=Rel.NUM_STAGES)
+    print(f"ok {fn.__name__:20s} {dtype} POS_KIND={flags.get('POS_KIND', 'rel')} "
+          f"shared={compiled.metadata.shared} B  {time.time() - start:.0f}s", flush=True)
+
+rot = Rot._rotary_kernel
+for interleaved in ((False, True) if WHICH in ("all", "positions") else ()):
+    consts = dict(HALF=32, HALF_PAD=32, PASS_PAD=0, INTERLEAVED=interleaved, INVERSE=False, BLOCK_L=16)
+    sig = {n: ("constexpr" if n in consts else "*bf16" if n in ("X", "Out") else "*fp32" if n in ("Cos", "Sin")
+               else "i32") for n in rot.arg_names}
+    start = time.time()
+    compile_sm90(rot, sig, consts)
+    print(f"ok _rotary_kernel bf16 interleaved={interleaved}  {time.time() - start:.0f}s", flush=True)

@@ -48,7 +48,7 @@ import triton.language as tl
 from attnkit.kernels.reference import t5_bucket
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-LOG2E = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)  # read inside @triton.jit: must be a constexpr to compile
 POS_RELATIVE, POS_T5, POS_ALIBI = 0, 1, 2
 
 # --------------------------------------------------------------------------------------------
