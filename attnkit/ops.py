@@ -69,7 +69,7 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
     if sdpa_covers(q, k, causal=causal, window=window, key_padding_mask=key_padding_mask,
                    attn_mask=attn_mask, bias=bias):
         return attention_sdpa(q, k, v, causal=causal, window=window, key_padding_mask=key_padding_mask,
-                              attn_mask=attn_mask, scale=scale)
+                              attn_mask=attn_mask, bias=bias, scale=scale)
     return attention_chunked(q, k, v, causal=causal, window=window, key_padding_mask=key_padding_mask,
                              attn_mask=attn_mask, bias=bias, scale=scale)
 

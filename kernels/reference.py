@@ -153,13 +153,14 @@ def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mas
 def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias) -> bool:
     """True when torch SDPA computes exactly attnkit's semantics for this call.
 
-    Without a bias, any mask can be handed to SDPA as a boolean attn_mask, provided this torch's SDPA gives
-    rows with no visible key zeros and zero gradients (probed once; older releases gave NaN). A bias needs
-    its gradient reduced to its own shape, which the chunked path does.
+    Masks become one attn_mask for SDPA: boolean, or, with a bias, the bias with −inf where masked (SDPA
+    adds a float mask to the scaled logits, and autograd reduces its gradient to the bias's own shape).
+    That needs this torch's SDPA to give rows with no visible key zeros and zero gradients (probed once;
+    older releases gave NaN), and a bias in q's dtype (SDPA takes the mask in the compute dtype).
     """
-    if bias is not None:
+    if bias is not None and bias.dtype != q.dtype:
         return False
-    if key_padding_mask is None and attn_mask is None and tuple(window) == (-1, -1):
+    if bias is None and key_padding_mask is None and attn_mask is None and tuple(window) == (-1, -1):
         # SDPA's is_causal is top-left aligned; it equals ours only when Lq == Lk. A single query (KV-cached
         # decoding) sees every key under bottom-right alignment, so it is plain non-causal attention.
         if not causal or q.shape[2] == k.shape[2] or q.shape[2] == 1:
@@ -169,25 +170,32 @@ def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias) -> b
 
 @functools.cache
 def _sdpa_zeroes_empty_rows() -> bool:
-    # The first masked call may come under no_grad / inference_mode (evaluation, sampling): probe with grad on.
+    # Run the probe with autograd on even if the first masked call happens under no_grad/inference_mode.
     with torch.inference_mode(False), torch.enable_grad():
         q = torch.ones(1, 1, 2, 4, requires_grad=True)
-        mask = torch.tensor([[True, True], [False, False]])
-        out = F.scaled_dot_product_attention(q, q.detach(), q.detach(), attn_mask=mask)
-        out.sum().backward()
-    return bool(out[0, 0, 1].eq(0).all() and q.grad.isfinite().all() and q.grad[0, 0, 1].eq(0).all())
+        bias = torch.zeros(1, 1, 2, 2, requires_grad=True)
+        visible = torch.tensor([[True, True], [False, False]])
+        ok = True
+        for mask in (visible, bias.masked_fill(~visible, float("-inf"))):
+            out = F.scaled_dot_product_attention(q, q.detach(), q.detach(), attn_mask=mask)
+            out.sum().backward()
+            ok &= bool(out[0, 0, 1].eq(0).all() and q.grad.isfinite().all() and q.grad[0, 0, 1].eq(0).all())
+        return ok and bool(bias.grad.isfinite().all())
 
 
 def attention_sdpa(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
-                   scale=None) -> torch.Tensor:
-    """torch SDPA with attnkit's masks turned into one boolean attn_mask (1 byte per logit, no float L×L)."""
+                   bias=None, scale=None) -> torch.Tensor:
+    """torch SDPA with attnkit's masks (and bias) turned into one attn_mask; see `sdpa_covers`."""
     Lq, Lk = q.shape[2], k.shape[2]
+    plain_causal = (causal and bias is None and key_padding_mask is None and attn_mask is None
+                    and tuple(window) == (-1, -1) and (Lq == Lk or Lq == 1))
     mask = None
-    if key_padding_mask is not None or attn_mask is not None or tuple(window) != (-1, -1) or (causal and Lq != Lk and Lq > 1):
+    if not plain_causal:
         mask = visible_mask(Lq, Lk, causal=causal, window=window, key_padding_mask=key_padding_mask,
-                            attn_mask=attn_mask, device=q.device)
-        causal = False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and Lq > 1, scale=scale,
+                            attn_mask=attn_mask, device=q.device)  # bool, or None when all is visible
+    if bias is not None:
+        mask = _as4d(bias) if mask is None else _as4d(bias).masked_fill(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=plain_causal and Lq > 1, scale=scale,
                                           enable_gqa=q.shape[1] != k.shape[1])
 
 
