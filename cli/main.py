@@ -26,9 +26,6 @@ app.command("sample")(sample.sample)
 app.command("bench-kernels")(bench.bench_kernels)
 app.command("average")(average.average)
 
-_state = {"debug": False}
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"attnkit {attnkit.__version__}")
@@ -41,7 +38,8 @@ def _root(
                                                     help="Print the version and exit.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
-    _state["debug"] = debug
+    # --debug is read by `main` from argv itself, since errors are caught outside the Typer app.
+    return None
 
 
 # Errors a user can act on: printed as one line. Anything else is a bug and keeps its traceback.
