@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attnkit.models.encdec import EncoderLayer
+from attnkit.models.common import init_weights
 
 IGNORE = -100  # label of positions that are not predicted
 
@@ -94,14 +95,7 @@ class BERT(nn.Module):
         self.mlm = MLMHead(cfg, self.embed.tok)
         if cfg.nsp:  # pooler (tanh dense on [CLS]) then a 2-way classifier: IsNext / NotNext
             self.pooler, self.nsp_head = nn.Linear(cfg.d_model, cfg.d_model), nn.Linear(cfg.d_model, 2)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
+        self.apply(init_weights)
 
     def encode(self, ids: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
         """ids: (B, L) → hidden states (B, L, d); [PAD] keys are masked."""

@@ -17,3 +17,11 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.gelu(self.fc(x))))  # (..., d_model)
+
+
+def init_weights(m: nn.Module) -> None:
+    """GPT-2 / BERT init, for `model.apply`: Linear and Embedding weights ~ N(0, 0.02), Linear biases zero."""
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(m.weight, std=0.02)
+    if isinstance(m, nn.Linear) and m.bias is not None:
+        nn.init.zeros_(m.bias)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from attnkit.layers import KVCache, MultiHeadAttention
 from attnkit.masks import and_masks, block_raster_order, causal_mask, local_1d_mask, local_2d_mask
-from attnkit.models.common import MLP
+from attnkit.models.common import MLP, init_weights
 
 ATTENTION_PATTERNS = ("full", "local1d", "local2d")
 
@@ -110,14 +110,7 @@ class ImageTransformer(nn.Module):
         self.register_buffer("inverse", torch.argsort(order), persistent=False)  # raster index -> position
         mask = cfg.mask()
         self.register_buffer("attn_mask", mask, persistent=False)  # (L, L) or None
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_weights)
 
     def to_sequence(self, images: torch.Tensor) -> torch.Tensor:
         """(B, S, S, ...) -> (B, L, ...) in generation order."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from attnkit.kernels.reference import masked_softmax, relative_index, visible_mask
 from attnkit.layers import KVCache, MultiHeadAttention
-from attnkit.models.common import MLP
+from attnkit.models.common import MLP, init_weights
 
 POSITIONS = ("absolute", "relative", "both")
 
@@ -89,19 +89,10 @@ class MusicTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # weight tying
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         # Embeddings are scaled by sqrt(d_model) in `embed`, so this gives unit-variance token vectors
         # (comparable to the timing signal) and, tied, unit-scale initial logits (Tensor2Tensor's choice).
         nn.init.normal_(self.tok_emb.weight, std=cfg.d_model ** -0.5)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=0.02)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.layers import MultiHeadAttention
-from attnkit.models.common import MLP
+from attnkit.models.common import MLP, init_weights
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -85,14 +85,7 @@ class ViT(nn.Module):
         self.blocks = nn.ModuleList(Block(d, cfg.n_head, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, cfg.n_class)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(init_weights)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) floats in [0, 1] -> (B, N+1, d): CLS token then patch tokens, with positions."""
