@@ -66,8 +66,14 @@ class Task:
         return dataclasses.replace(cfg, **filled)
 
     def model_config(self) -> dict[str, Any]:
-        """JSON-able kwargs for build_model: the flavor's model kwargs plus data-derived sizes (vocab)."""
-        return dict(self.flavors[self.cfg.flavor]["model"])
+        """JSON-able kwargs for build_model: the flavor's model kwargs, with `--dropout` overriding the flavor's.
+
+        Tasks extend this (`dict(super().model_config(), vocab_size=...)`) with data-derived sizes.
+        """
+        cfg = dict(self.flavors[self.cfg.flavor]["model"])
+        if self.cfg.dropout is not None:
+            cfg["dropout"] = self.cfg.dropout
+        return cfg
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:

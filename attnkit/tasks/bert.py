@@ -44,20 +44,14 @@ class BERTTask(Task):
                   "data": dict(vocab_size=400),
                   "train": dict(_train, max_steps=20, batch_size=8, block_size=32, lr=1e-3, warmup_steps=5,
                                 eval_interval=10, eval_batches=2)},
-        "debug-nsp": {"model": dict(n_layer=1, n_head=2, d_model=32, d_ff=64, nsp=True),
-                      "data": dict(vocab_size=400),
-                      "train": dict(_train, max_steps=20, batch_size=8, block_size=32, lr=1e-3, warmup_steps=5,
-                                    eval_interval=10, eval_batches=2)},
         # CPU-sized: about 0.9 M parameters (half of them the 2000-token embedding).
         "small": {"model": dict(n_layer=4, n_head=4, d_model=128, d_ff=512, nsp=False),
                   "data": dict(vocab_size=2000),
                   "train": dict(_train, max_steps=1000, batch_size=32, block_size=64, lr=1e-3, warmup_steps=100,
                                 eval_interval=200, eval_batches=8)},
-        "small-nsp": {"model": dict(n_layer=4, n_head=4, d_model=128, d_ff=512, nsp=True),
-                      "data": dict(vocab_size=2000),
-                      "train": dict(_train, max_steps=1000, batch_size=32, block_size=64, lr=1e-3,
-                                    warmup_steps=100, eval_interval=200, eval_batches=8)},
     }
+    # Each size also with next-sentence prediction on [CLS].
+    flavors.update({f"{name}-nsp": dict(f, model=dict(f["model"], nsp=True)) for name, f in list(flavors.items())})
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
@@ -140,11 +134,8 @@ class BERTTask(Task):
 
     # ---- model ---------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
-        cfg = dict(self.flavors[self.cfg.flavor]["model"], vocab_size=self.tok.vocab_size,
-                   block_size=self.cfg.block_size, pad_id=self.pad_id)
-        if self.cfg.dropout is not None:
-            cfg["dropout"] = self.cfg.dropout
-        return cfg
+        return dict(super().model_config(), vocab_size=self.tok.vocab_size, block_size=self.cfg.block_size,
+                    pad_id=self.pad_id)
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:

@@ -182,12 +182,8 @@ class EncDecTask(Task):
     # ---- model ---------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
         V = len(self.vocab)
-        cfg = dict(self.flavors[self.cfg.flavor]["model"], src_vocab_size=V, tgt_vocab_size=V, shared_vocab=True,
-                   pad_id=WordVocab.pad_id, bos_id=WordVocab.bos_id, eos_id=WordVocab.eos_id,
-                   max_len=self.max_len)
-        if self.cfg.dropout is not None:
-            cfg["dropout"] = self.cfg.dropout
-        return cfg
+        return dict(super().model_config(), src_vocab_size=V, tgt_vocab_size=V, shared_vocab=True,
+                    pad_id=WordVocab.pad_id, bos_id=WordVocab.bos_id, eos_id=WordVocab.eos_id, max_len=self.max_len)
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:

@@ -82,9 +82,7 @@ class ImageTask(Task):
 
     # ---- configuration -------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
-        cfg = dict(self.flavors[self.cfg.flavor]["model"])
-        if self.cfg.dropout is not None:
-            cfg["dropout"] = self.cfg.dropout
+        cfg = super().model_config()
         if self.cfg.attention is not None:
             if self.cfg.attention not in ATTENTION_PATTERNS:
                 raise UserError(f"--attention must be one of {', '.join(ATTENTION_PATTERNS)} for the image model, "

@@ -180,12 +180,7 @@ class NPTTask(Task):
         self.roles = torch.tensor(np.stack(roles))                                # (K, n_all)
 
     def model_config(self) -> dict[str, Any]:
-        config = dict(self.flavors[self.cfg.flavor]["model"])
-        if self.cfg.dropout is not None:
-            config["dropout"] = self.cfg.dropout
-        config["cardinalities"] = self.table.cardinalities
-        config["n_folds"] = len(self.splits)
-        return config
+        return dict(super().model_config(), cardinalities=self.table.cardinalities, n_folds=len(self.splits))
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:

@@ -62,12 +62,6 @@ class ViTTask(Task):
     }
 
     # ---- configuration -------------------------------------------------------------------
-    def model_config(self) -> dict[str, Any]:
-        cfg = dict(self.flavors[self.cfg.flavor]["model"])
-        if self.cfg.dropout is not None:
-            cfg["dropout"] = self.cfg.dropout
-        return cfg
-
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
         return ViT(ViTConfig(**model_config))
