@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from attnkit.tasks.base import UserError
+from attnkit.errors import UserError
 
 CKPT_DIR = "checkpoints"
 WEIGHTS = "model.safetensors"

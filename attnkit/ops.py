@@ -12,8 +12,8 @@ import os
 import torch
 
 from attnkit.kernels.reference import (alibi_slopes, apply_rotary_reference, attention_chunked, attention_sdpa,
-                                       position_attention_chunked, relative_attention_skewed, rotary_cos_sin,
-                                       sdpa_covers)
+                                       masked_softmax, position_attention_chunked, relative_attention_skewed,
+                                       relative_index, rotary_cos_sin, sdpa_covers, t5_bucket, visible_mask)
 from attnkit.kernels.validate import check_attention_args, check_key_padding_mask, check_qkv
 
 BACKENDS = ("auto", "triton", "torch")
@@ -217,3 +217,32 @@ def apply_rotary(x, *, offset=0, base=10000.0, interleaved=False, rotary_dim=Non
         from attnkit.kernels.rotary import apply_rotary_triton
         return apply_rotary_triton(x, cos, sin, interleaved=interleaved)
     return apply_rotary_reference(x, cos, sin, interleaved=interleaved)
+
+
+def attention_probs(q, k, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
+                    rel=None, scale=None) -> torch.Tensor:
+    """The attention probabilities (B, Hq, Lq, Lk) that `attention` (or, with `rel`, `relative_attention`
+    with causal as given) uses, in float32. Dense by design: for pictures and probes, never for training.
+    """
+    check_qkv(q, k, k)
+    H, Lq, D = q.shape[1], q.shape[2], q.shape[3]
+    Lk = k.shape[2]
+    scale = 1.0 / D ** 0.5 if scale is None else scale
+    qf = q.float()
+    kf = k.float().repeat_interleave(H // k.shape[1], dim=1)  # (B, H, Lk, D)
+    s = qf @ kf.transpose(-1, -2)  # (B, H, Lq, Lk)
+    if rel is not None:
+        check_rel(q, rel, causal)
+        qe = torch.einsum("bhid,hrd->bhir", qf, rel.float().expand(H, *rel.shape[1:]))  # (B, H, Lq, R)
+        idx = relative_index(Lq, Lk, rel.shape[1], causal, q.device)  # (Lq, Lk)
+        s = s + qe.gather(-1, idx.expand(*qe.shape[:2], Lq, Lk))
+    s = s * scale
+    if bias is not None:
+        s = s + bias.float()
+    mask = visible_mask(Lq, Lk, causal=causal, window=tuple(window), key_padding_mask=key_padding_mask,
+                        attn_mask=attn_mask, device=q.device)
+    return masked_softmax(s, mask)
+
+
+__all__ = ["attention", "relative_attention", "t5_attention", "alibi_attention", "apply_rotary", "attention_probs",
+           "resolve_backend", "alibi_slopes", "t5_bucket", "rotary_cos_sin"]

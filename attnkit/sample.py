@@ -15,7 +15,7 @@ from rich.console import Console
 from attnkit.checkpoint import WEIGHTS, load_weights
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.tasks import get_task
-from attnkit.tasks.base import UserError
+from attnkit.errors import UserError
 from attnkit.train import resolve_device
 
 

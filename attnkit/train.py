@@ -35,7 +35,8 @@ from attnkit.config import TrainConfig
 from attnkit.optim import SCHEDULES, lr_at, make_optimizer
 from attnkit.plots import plot_losses
 from attnkit.tasks import get_task
-from attnkit.tasks.base import Task, UserError
+from attnkit.errors import UserError
+from attnkit.tasks.base import Task
 
 # Defaults for the trainer's own fields when neither the flag nor the task's flavor set them.
 TRAINER_DEFAULTS: dict[str, Any] = dict(max_steps=1000, batch_size=16, lr=3e-4, schedule="cosine", beta2=0.95,

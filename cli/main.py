@@ -11,7 +11,7 @@ import typer
 
 import attnkit
 from attnkit.cli import average, bench, sample, tokenize, train
-from attnkit.tasks.base import UserError
+from attnkit.errors import UserError
 
 app = typer.Typer(
     name="attnkit",

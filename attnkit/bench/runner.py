@@ -18,7 +18,7 @@ import torch
 from attnkit.bench import measure
 from attnkit.bench.cases import DTYPES, MODES, OPS, POSITION_OPS, build_case, flops
 from attnkit.bench.providers import PROVIDERS
-from attnkit.tasks.base import UserError
+from attnkit.errors import UserError
 
 # Defaults per device: (lengths, head dims, dtype, hidden, tokens).
 DEFAULTS = {

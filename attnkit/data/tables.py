@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attnkit.tasks.base import UserError
+from attnkit.errors import UserError
 
 BUILTIN = ("breast_cancer", "wine", "iris", "digits", "diabetes")
 MAX_CATEGORIES_DETECTED = 10

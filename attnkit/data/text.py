@@ -12,7 +12,7 @@ import importlib.util
 import sysconfig
 from pathlib import Path
 
-from attnkit.tasks.base import UserError
+from attnkit.errors import UserError
 
 DEFAULT_CORPUS = "austen"
 CORPORA = ("austen", "python")

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Protocol, Sequence
 
-from attnkit.tasks.base import UserError
+from attnkit.errors import UserError
 
 MODEL_TYPES = ("bpe", "unigram", "char")
 N_BYTE_PIECES = 256  # byte fallback adds <0x00>..<0xFF>

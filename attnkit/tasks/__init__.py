@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import importlib
 
-from attnkit.tasks.base import Task, UserError
+from attnkit.errors import UserError
+from attnkit.tasks.base import Task
 
 TASKS: dict[str, str] = {
     "gpt": "attnkit.tasks.gpt:GPTTask",

@@ -37,20 +37,34 @@ import torch.nn as nn
 from rich.console import Console
 
 from attnkit.config import SampleConfig, TrainConfig
+from attnkit.errors import UserError  # noqa: F401  (re-exported for old imports)
 
 
-class UserError(Exception):
-    """A problem the user can fix (bad flag, missing file). The CLI prints it as one line, no traceback."""
+@dataclasses.dataclass
+class NoOptions:
+    """A model with no options of its own."""
 
 
 class Task:
     name: ClassVar[str] = ""
+    # The model's own options (e.g. music's `position`), a dataclass whose fields have defaults and
+    # `metadata={"help": ...}`. The task reads them as `self.opts`; `TrainConfig` holds only trainer fields.
+    Options: ClassVar[type] = NoOptions
     # flavor name -> {"model": model kwargs, "train": TrainConfig field defaults}. Must include "debug".
     flavors: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     default_flavor: ClassVar[str] = "small"
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, opts=None):
         self.cfg = cfg
+        self.opts = opts if opts is not None else self._legacy_options(cfg)
+
+    @classmethod
+    def _legacy_options(cls, cfg: TrainConfig):
+        """Bridge while TrainConfig still carries model options as flat fields: flavor "options", then cfg."""
+        values = dict(cls.flavors.get(cfg.flavor, {}).get("options", {})) if cfg.flavor else {}
+        values.update({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls.Options)
+                       if getattr(cfg, f.name, None) is not None})
+        return cls.Options(**values)
 
     # ---- configuration -------------------------------------------------------------------
     @classmethod

@@ -28,7 +28,8 @@ from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.models.bert import BERT, IGNORE, BERTConfig, mask_tokens
-from attnkit.tasks.base import Task, UserError
+from attnkit.errors import UserError
+from attnkit.tasks.base import Task
 
 SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 MASK_PROB = 0.15

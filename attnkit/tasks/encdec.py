@@ -32,7 +32,8 @@ from attnkit.config import SampleConfig, TrainConfig
 from attnkit.data.numbers import VARIANTS, WordVocab, all_words, make_pair, numbers_source
 from attnkit.metrics import bleu, exact_match
 from attnkit.models.encdec import EncDec, EncDecConfig
-from attnkit.tasks.base import Task, UserError
+from attnkit.errors import UserError
+from attnkit.tasks.base import Task
 
 N_SPECIAL = 4  # <pad>, <s>, </s>, <unk> come first in every vocabulary here
 BEAM, ALPHA = 4, 0.6  # report's beam: Wu et al. 2016 use alpha in [0.6, 0.7]

@@ -1,6 +1,8 @@
 """GPT language modelling on text: the embedded corpus or --data, a char or sentencepiece tokenizer."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,15 @@ from attnkit.config import SampleConfig, TrainConfig
 from attnkit.data.text import load_text
 from attnkit.data.tokenizer import CharTokenizer, SentencePieceTokenizer, load_tokenizer
 from attnkit.models.gpt import GPT, PRESETS, GPTConfig
-from attnkit.tasks.base import Task, UserError
+from attnkit.errors import UserError
+from attnkit.tasks.base import Task
 
 VAL_FRACTION = 0.1
+
+
+@dataclass
+class GPTOptions:
+    position: str = field(default="learned", metadata={"help": "positions: learned (GPT-2) or rotary"})
 
 
 class GPTTask(Task):
@@ -40,8 +48,10 @@ class GPTTask(Task):
                                beta2=0.95, grad_accum=40)},
     }
 
-    def __init__(self, cfg: TrainConfig):
-        super().__init__(cfg)
+    Options = GPTOptions
+
+    def __init__(self, cfg: TrainConfig, opts=None):
+        super().__init__(cfg, opts)
         self.tokenizer: CharTokenizer | SentencePieceTokenizer | None = None
         self.data: dict[str, torch.Tensor] = {}
 
@@ -49,8 +59,7 @@ class GPTTask(Task):
     def model_config(self) -> dict[str, Any]:
         return dict(self.flavors[self.cfg.flavor]["model"], vocab_size=self.tokenizer.vocab_size,
                     block_size=self.cfg.block_size, dropout=self.cfg.dropout or 0.0,
-                    position={"rotary": "rotary", None: "learned", "learned": "learned",
-                              "absolute": "learned"}.get(self.cfg.position, self.cfg.position))
+                    position={"absolute": "learned"}.get(self.opts.position, self.opts.position))
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
@@ -67,8 +76,8 @@ class GPTTask(Task):
         return SentencePieceTokenizer.load(path)
 
     def prepare(self, run_dir: Path) -> None:
-        if self.cfg.position not in (None, "learned", "absolute", "rotary"):
-            raise UserError(f"GPT supports --position learned or rotary, got {self.cfg.position!r}")
+        if self.opts.position not in ("learned", "absolute", "rotary"):
+            raise UserError(f"GPT supports position learned or rotary, got {self.opts.position!r}")
         text = load_text(self.cfg.data)
         self.tokenizer = self._make_tokenizer(text)
         self.tokenizer.save(Path(run_dir) / f"tokenizer{self.tokenizer.suffix}")

@@ -8,6 +8,8 @@ full causal attention and counts the kernel tiles the block-sparse pattern lets 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import contextlib
 import math
 import time
@@ -25,7 +27,8 @@ from attnkit.data.digits import LEVELS, N_CLASSES, load_digit_splits, random_shi
 from attnkit.masks import causal_mask, pattern_stats
 from attnkit.models.image import ATTENTION_PATTERNS, ImageTransformer, ImageTransformerConfig
 from attnkit.ops import attention
-from attnkit.tasks.base import Task, UserError
+from attnkit.errors import UserError
+from attnkit.tasks.base import Task
 
 # Kernel tiles (BLOCK_M, BLOCK_N) at which tile sparsity is reported: the interpreter's fixed 64×64 and a
 # typical CUDA forward config (kernels/attention.py autotunes among 128×64, 128×128, 64×64, 128×32, 64×32).
@@ -61,6 +64,12 @@ def _time(fn, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+@dataclass
+class ImageOptions:
+    attention: str | None = field(default=None, metadata={
+        "help": "attention pattern: full, local1d or local2d (default: the flavor's)"})
+
+
 class ImageTask(Task):
     name = "image"
     default_flavor = "small"
@@ -80,14 +89,16 @@ class ImageTask(Task):
         },
     }
 
+    Options = ImageOptions
+
     # ---- configuration -------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
         cfg = super().model_config()
-        if self.cfg.attention is not None:
-            if self.cfg.attention not in ATTENTION_PATTERNS:
-                raise UserError(f"--attention must be one of {', '.join(ATTENTION_PATTERNS)} for the image model, "
-                                f"got {self.cfg.attention!r}")
-            cfg["attention"] = self.cfg.attention
+        if self.opts.attention is not None:
+            if self.opts.attention not in ATTENTION_PATTERNS:
+                raise UserError(f"attention must be one of {', '.join(ATTENTION_PATTERNS)} for the image model, "
+                                f"got {self.opts.attention!r}")
+            cfg["attention"] = self.opts.attention
         return cfg
 
     @classmethod

@@ -18,6 +18,8 @@ the piece has exactly primer + new steps.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import json
 import math
 from pathlib import Path
@@ -33,7 +35,8 @@ from attnkit.checkpoint import atomic_write_text
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.data import chorales as ch
 from attnkit.models.music import MusicConfig, MusicTransformer
-from attnkit.tasks.base import Task, UserError
+from attnkit.errors import UserError
+from attnkit.tasks.base import Task
 
 PRIMERS_FILE = "music_primers.json"
 DEFAULT_PRIMER_STEPS = 32
@@ -198,6 +201,11 @@ def plot_attention(maps: torch.Tensor, path: Path, layer: int, offset: int = 0, 
     return path
 
 
+@dataclass
+class MusicOptions:
+    position: str = field(default="relative", metadata={"help": "positions: absolute, relative (Music Transformer) or both"})
+
+
 class MusicTask(Task):
     name = "music"
     default_flavor = "small"
@@ -217,17 +225,19 @@ class MusicTask(Task):
                                 dropout=0.1, beta2=0.98, position="relative")},
     }
 
-    def __init__(self, cfg: TrainConfig):
-        super().__init__(cfg)
+    Options = MusicOptions
+
+    def __init__(self, cfg: TrainConfig, opts=None):
+        super().__init__(cfg, opts)
         self.seqs: dict[str, list[np.ndarray]] = {}
         self.numbers: dict[str, list[int]] = {}
         self.primers: list[dict[str, Any]] = []
 
     # ---- configuration -------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
-        if self.cfg.position not in (None, "absolute", "relative", "both"):
-            raise UserError(f"the music model supports --position absolute, relative or both, "
-                            f"got {self.cfg.position!r}")
+        if self.opts.position not in ("absolute", "relative", "both"):
+            raise UserError(f"the music model supports position absolute, relative or both, "
+                            f"got {self.opts.position!r}")
         if self.cfg.block_size % 4:
             raise UserError(f"--block-size must be a multiple of 4 (one time step = 4 voices), "
                             f"got {self.cfg.block_size}")
@@ -235,7 +245,7 @@ class MusicTask(Task):
         # Learned distances 0..R-1 with R a fraction of the training window (default 1 = the paper's R = L).
         fraction = model.pop("max_relative_fraction", 1.0)
         return dict(model, vocab_size=ch.VOCAB_SIZE, block_size=self.cfg.block_size,
-                    dropout=self.cfg.dropout or 0.0, position=self.cfg.position or "relative",
+                    dropout=self.cfg.dropout or 0.0, position=self.opts.position,
                     max_relative=max(1, int(self.cfg.block_size * fraction)))
 
     @classmethod

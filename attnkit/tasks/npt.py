@@ -23,6 +23,8 @@ Probes (`--probe`):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import csv
 import json
 import math
@@ -39,7 +41,8 @@ from rich.table import Table as RichTable
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.data.tables import Table, cv_splits, load_table, target_stats
 from attnkit.models.npt import NPTConfig, NPTFolds, cell_losses
-from attnkit.tasks.base import Task, UserError
+from attnkit.errors import UserError
+from attnkit.tasks.base import Task
 
 PROBES = ("corruption", "lookup")
 TRAIN, TEST, CONTEXT = 0, 1, 2   # row roles within one fold (CONTEXT: lookup duplicates, target visible)
@@ -85,6 +88,17 @@ def corrupt_other_rows(values: torch.Tensor, mask: torch.Tensor, keep: int, gene
     return v, m
 
 
+@dataclass
+class NPTOptions:
+    target: str | None = field(default=None, metadata={"help": "target column (default: the data set's own)"})
+    folds: int = field(default=10, metadata={"help": "cross-validation splits"})
+    probe: str | None = field(default=None, metadata={"help": "corruption or lookup"})
+    target_shift: float | None = field(default=None, metadata={
+        "help": "lookup probe: shift added to the duplicated rows' targets"})
+    column_types: str | None = field(default=None, metadata={
+        "help": "override detected column kinds, 'a=categorical,b=numeric'"})
+
+
 class NPTTask(Task):
     name = "npt"
     default_flavor = "small"
@@ -93,44 +107,42 @@ class NPTTask(Task):
         "debug": {
             "model": dict(embed_dim=4, n_layer=2, n_head_abd=2, n_head_aba=1, ff_mult=2, dropout=0.0, head_scale=5.0),
             "train": dict(max_steps=12, batch_size=4096, lr=3e-3, warmup_steps=2, schedule="cosine",
-                          eval_interval=6, eval_batches=1, folds=2, dropout=0.0),
+                          eval_interval=6, eval_batches=1, dropout=0.0),
+            "options": dict(folds=2),
             "objective": dict(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
         },
         # The CPU reproduction on Breast Cancer: 0.25 M params per fold; 10 folds × 100 steps ≈ 100 s of one core.
         "small": {
             "model": dict(embed_dim=4, n_layer=4, n_head_abd=2, n_head_aba=1, ff_mult=2, dropout=0.1, head_scale=5.0),
             "train": dict(max_steps=100, batch_size=4096, lr=2e-3, warmup_steps=10, schedule="cosine",
-                          eval_interval=25, eval_batches=1, folds=10, dropout=0.1),
+                          eval_interval=25, eval_batches=1, dropout=0.1),
             "objective": dict(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
         },
         # The paper's Breast Cancer setup (ANCHORS.md): 47 M params per fold on Breast Cancer, GPU-sized.
         "paper": {
             "model": dict(embed_dim=32, n_layer=8, n_head_abd=8, n_head_aba=8, ff_mult=4, dropout=0.1, head_scale=1.0),
             "train": dict(max_steps=2000, batch_size=4096, lr=5e-4, warmup_steps=100, schedule="cosine",
-                          eval_interval=200, eval_batches=1, folds=10, dropout=0.1),
+                          eval_interval=200, eval_batches=1, dropout=0.1),
             "objective": dict(feature_mask=0.15, target_mask=0.1, target_weight=0.5),
         },
     }
 
-    @classmethod
-    def resolve(cls, cfg: TrainConfig) -> TrainConfig:
-        cfg = super().resolve(cfg)
-        if cfg.probe is not None and cfg.probe not in PROBES:
-            raise UserError(f"unknown --probe {cfg.probe!r}; choose from {', '.join(PROBES)}")
-        if cfg.target_shift is not None and cfg.probe != "lookup":
-            raise UserError("--target-shift applies to the duplicated rows of --probe lookup only")
-        return cfg
+    Options = NPTOptions
 
-    def __init__(self, cfg: TrainConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: TrainConfig, opts=None):
+        super().__init__(cfg, opts)
+        if self.opts.probe is not None and self.opts.probe not in PROBES:
+            raise UserError(f"unknown probe {self.opts.probe!r}; choose from {', '.join(PROBES)}")
+        if self.opts.target_shift is not None and self.opts.probe != "lookup":
+            raise UserError("target_shift applies to the duplicated rows of probe=lookup only")
         self.objective = dict(self.flavors[cfg.flavor].get("objective", {}))
         self.table: Table | None = None
         self.splits: list[tuple[np.ndarray, np.ndarray]] = []
 
     # ---- data ----------------------------------------------------------------------------
     def prepare(self, run_dir: Path) -> None:
-        table = load_table(self.cfg.data, self.cfg.target, self.cfg.column_types)
-        splits = cv_splits(table, self.cfg.folds or 10, self.cfg.seed)
+        table = load_table(self.cfg.data, self.opts.target, self.opts.column_types)
+        splits = cv_splits(table, self.opts.folds, self.cfg.seed)
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         table.save(run_dir / "table")
@@ -153,7 +165,7 @@ class NPTTask(Task):
         """Per-fold input arrays. With --probe lookup, rows n..2n-1 duplicate rows 0..n-1 (role CONTEXT)."""
         self.table, self.splits = table, splits
         n, t = table.n, table.target
-        lookup = self.cfg.probe == "lookup"
+        lookup = self.opts.probe == "lookup"
         values = np.concatenate([table.values, table.values]) if lookup else table.values    # (n_all, d)
         missing = np.concatenate([table.missing, table.missing]) if lookup else table.missing
         fold_values, roles = [], []
@@ -163,12 +175,12 @@ class NPTTask(Task):
             v = values.copy()
             if table.target_is_categorical:
                 if lookup:
-                    shift = int(round(self.cfg.target_shift or 0))
+                    shift = int(round(self.opts.target_shift or 0))
                     v[n:, t] = (v[n:, t] + shift) % table.n_classes
             else:
                 v[:, t] = (v[:, t] - mean) / std
                 if lookup:
-                    v[n:, t] += (self.cfg.target_shift or 0.0) / std
+                    v[n:, t] += (self.opts.target_shift or 0.0) / std
             role = np.full(len(v), CONTEXT, dtype=np.int64)
             role[train_rows], role[test_rows] = TRAIN, TEST
             fold_values.append(v)
@@ -408,21 +420,21 @@ class NPTTask(Task):
         summary: dict[str, Any] = {"data": self.table.name, "target": self.table.columns[self.table.target],
                                    "rows": self.table.n, "attributes": self.table.d, "folds": len(self.splits),
                                    "npt": rows[f"NPT ({self.cfg.flavor})"]}
-        if self.cfg.probe == "lookup":
+        if self.opts.probe == "lookup":
             corr = [self._correlation(k, out) for k, out in enumerate(outs)]
-            summary["lookup"] = {"target_shift": self.cfg.target_shift or 0.0,
+            summary["lookup"] = {"target_shift": self.opts.target_shift or 0.0,
                                  "correlation": _mean_std([{"c": c} for c in corr])["c"]}
         baseline = {name: _mean_std(folds) for name, folds in self.baselines(console).items()}
         rows.update(baseline)
         summary["baselines"] = baseline
         title = (f"{self.table.name}: {len(self.splits)}-fold CV, target {self.table.columns[self.table.target]!r}"
-                 + (" (NPT with lookup duplicates)" if self.cfg.probe == "lookup" else ""))
+                 + (" (NPT with lookup duplicates)" if self.opts.probe == "lookup" else ""))
         console.print(self.metrics_table(rows, title))
-        if self.cfg.probe == "lookup":
+        if self.opts.probe == "lookup":
             c = summary["lookup"]["correlation"]
             console.print(f"lookup probe (target shift {summary['lookup']['target_shift']:g}): correlation of "
                           f"prediction and true target {c['mean']:.4f} ± {c['std']:.4f}")
-        if self.cfg.probe == "corruption":
+        if self.opts.probe == "corruption":
             corrupted = [self._fold_metrics(k, out) for k, out in enumerate(self.corruption_probe(model, console))]
             clean, bad = rows[f"NPT ({self.cfg.flavor})"], _mean_std(corrupted)
             summary["corruption"] = {"corrupted": bad,

@@ -20,7 +20,8 @@ from rich.table import Table
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.data.digits import LEVELS, load_digit_splits, mosaic, random_shift, save_digit_grid
 from attnkit.models.vit import ViT, ViTConfig
-from attnkit.tasks.base import Task, UserError
+from attnkit.errors import UserError
+from attnkit.tasks.base import Task
 
 TEST_FILE = "digits_test.npz"  # the held-out digits, so sampling never touches the training data
 

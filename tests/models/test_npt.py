@@ -159,11 +159,12 @@ def test_lookup_probe_duplicates_rows_with_shifted_visible_targets(tmp_path):
 
 
 def test_probe_flags_are_checked():
-    with pytest.raises(UserError, match="unknown --probe"):
-        NPTTask.resolve(TrainConfig(model="npt", flavor="debug", probe="bogus"))
+    with pytest.raises(UserError, match="unknown probe"):
+        NPTTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(probe="bogus"))
     with pytest.raises(UserError, match="lookup"):
-        NPTTask.resolve(TrainConfig(model="npt", flavor="debug", target_shift=1.0))
-    assert dataclasses.replace(NPTTask.resolve(TrainConfig(model="npt")), probe=None).folds == 10
+        NPTTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(target_shift=1.0))
+    assert NPTTask(NPTTask.resolve(TrainConfig(model="npt"))).opts.folds == 10
+    assert NPTTask(NPTTask.resolve(TrainConfig(model="npt", flavor="debug"))).opts.folds == 2
 
 
 def test_corruption_keeps_the_row_and_shuffles_each_column_of_the_others():
