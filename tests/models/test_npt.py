@@ -1,6 +1,5 @@
 """NPT: masking statistics of the training objective, row-permutation equivariance, no leak through masked
 cells, column typing of CSVs, and the lookup probe's duplicated rows."""
-import dataclasses
 
 import numpy as np
 import pytest
