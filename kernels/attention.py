@@ -796,6 +796,24 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
     return dq, dk, dv, dbias
 
 
+def attention_fwd(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
+                  scale=None):
+    """Forward launcher, outside autograd: (out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 as the kernel stores it).
+
+    A stable entry point for wrappers (torch.library ops); inputs as `attention_triton`, already validated."""
+    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale)
+    mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
+    return _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
+
+
+def attention_bwd(do, q, k, v, out, lse, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
+                  bias=None, scale=None, need_dbias=False):
+    """Backward launcher, outside autograd: (dq, dk, dv, dbias or None) from `attention_fwd`'s out and lse."""
+    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale)
+    mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
+    return _attn_backward(do, q, k, v, out, lse, meta, mask_tensors, mask_strides, bias, need_dbias)
+
+
 class _attention(torch.autograd.Function):
 
     @staticmethod

@@ -617,6 +617,26 @@ def _backward(meta, do, q, k, v, pos, kpm, o, lse):
     return dq, dk, dv, dpos.to(pos.dtype)
 
 
+POS_KINDS = {"relative": POS_RELATIVE, "t5": POS_T5, "alibi": POS_ALIBI}
+
+
+def position_attention_fwd(kind, q, k, v, pos, *, causal, key_padding_mask=None, scale=None, t5_args=None):
+    """Forward launcher, outside autograd, for kind "relative" (pos = rel in q's dtype), "t5" (pos = table,
+    t5_args = (bidirectional, num_buckets, max_distance)) or "alibi" (pos = slopes). Returns (out, lse).
+    A stable entry point for wrappers (torch.library ops); inputs already validated."""
+    meta = _Meta(POS_KINDS[kind], q, k, pos, causal, scale, key_padding_mask, t5_args)
+    q, k, v, pos = q.contiguous(), k.contiguous(), v.contiguous(), pos.contiguous()
+    return _forward(meta, q, k, v, pos, key_padding_mask)
+
+
+def position_attention_bwd(kind, do, q, k, v, pos, out, lse, *, causal, key_padding_mask=None, scale=None,
+                           t5_args=None):
+    """Backward launcher, outside autograd: (dq, dk, dv, dpos) from `position_attention_fwd`'s out and lse."""
+    meta = _Meta(POS_KINDS[kind], q, k, pos, causal, scale, key_padding_mask, t5_args)
+    q, k, v, pos = q.contiguous(), k.contiguous(), v.contiguous(), pos.contiguous()
+    return _backward(meta, do, q, k, v, pos, key_padding_mask, out, lse)
+
+
 class _PositionAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, pos, kpm, meta):

@@ -76,6 +76,16 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: 
     return out
 
 
+def rotary_fwd(x, cos, sin, interleaved=False):
+    """Launcher outside autograd: x rotated by (cos, sin) (L, rot/2) float32. Stable entry point for wrappers."""
+    return _rotate(x, cos, sin, interleaved, inverse=False)
+
+
+def rotary_bwd(dout, cos, sin, interleaved=False):
+    """The backward of `rotary_fwd`: the inverse rotation of dout."""
+    return _rotate(dout, cos, sin, interleaved, inverse=True)
+
+
 class _ApplyRotary(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, cos, sin, interleaved):
