@@ -50,6 +50,7 @@ import torch
 import triton
 import triton.language as tl
 
+from attnkit.kernels.occupancy import tile_occupancy
 from attnkit.kernels.validate import check_attention_args
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -657,15 +658,7 @@ def attn_mask_tile_occupancy(attn_mask: torch.Tensor, Lq: int, Lk: int, block: i
 
     Dims the mask broadcasts (size 1) stay size 1. Lq' / Lk' are the mask's own sizes. Public so that callers can
     see how block-sparse a mask is (`occupancy.float().mean()` ≈ the fraction of tiles the kernels compute)."""
-    am = _as4d(attn_mask)
-    Bm, Hm, Lqm, Lkm = am.shape
-    bm = block if Lqm > 1 else 1
-    bn = block if Lkm > 1 else 1
-    pad_m, pad_n = (-Lqm) % bm, (-Lkm) % bn
-    if pad_m or pad_n:
-        am = torch.nn.functional.pad(am.to(torch.uint8), (0, pad_n, 0, pad_m)).bool()
-    tiles = am.reshape(Bm, Hm, am.shape[2] // bm, bm, am.shape[3] // bn, bn)
-    return tiles.any(dim=5).any(dim=3).to(torch.int8)
+    return tile_occupancy(_as4d(attn_mask), block, block).to(torch.int8)
 
 
 def _mask_args(q, k, key_padding_mask, attn_mask, bias):
