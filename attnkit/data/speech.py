@@ -20,6 +20,7 @@ import random
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -58,8 +59,10 @@ class Espeak:
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                           ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-        data = espeakng_loader.get_data_path().encode()
-        rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
+        data = espeakng_loader.get_data_path()
+        # espeak-ng silently ignores an unknown variant, so we check against its voice files ourselves.
+        self.variants = {p.name for p in (Path(data) / "voices" / "!v").iterdir()}
+        rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data.encode(), 0)
         if rate != ESPEAK_RATE:
             raise RuntimeError(f"espeak-ng failed to initialise (returned {rate})")
         self._chunks: list[np.ndarray] = []
@@ -73,6 +76,8 @@ class Espeak:
 
     def synth(self, text: str, voice: str = "m1", rate: int = 175, pitch: int = 50) -> np.ndarray:
         """text → float32 waveform in [-1, 1] at 22 050 Hz. rate in words per minute, pitch 0–100."""
+        if voice not in self.variants:
+            raise ValueError(f"unknown espeak-ng voice {voice!r}; choose from {', '.join(sorted(self.variants))}")
         with self._lock:
             if self.lib.espeak_SetVoiceByName(f"en-us+{voice}".encode()) != 0:
                 raise ValueError(f"unknown espeak-ng voice {voice!r}")
@@ -271,7 +276,6 @@ def save_corpus(corpus: dict[str, Split], path, spec: dict) -> None:
     """Write all splits to one .npz, atomically (temp file + rename)."""
     import json
     import os
-    from pathlib import Path
 
     arrays = {"spec": np.asarray(json.dumps(spec))}
     for name, s in corpus.items():

@@ -26,16 +26,21 @@ PAD_FRAME = -100.0  # log-mel values lie in [(peak - 4) / 4, (peak + 4) / 4] wit
 
 
 class ConvStem(nn.Module):
-    """conv1d(k=3) + GELU, conv1d(k=3, stride 2) + GELU: (B, n_mels, T) → (B, ceil(T / 2), d)."""
+    """conv1d(k=3) + GELU, conv1d(k=3, stride 2) + GELU: (B, n_mels, T) → (B, ceil(T / 2), d).
+
+    Padded frames are zeroed before each conv, so a clip gives the same output alone as in a padded batch
+    (the convs' own zero padding at the clip's end is what the next clip's padding looks like)."""
 
     def __init__(self, n_mels: int, d_model: int):
         super().__init__()
         self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(d_model, d_model, kernel_size=3, stride=2, padding=1)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.conv1(mel))        # (B, d, T)
-        x = F.gelu(self.conv2(x))          # (B, d, ceil(T / 2))
+    def forward(self, mel: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        # mel: (B, n_mels, T); real: (B, T) bool, True = a frame of the clip
+        keep = real[:, None].to(mel.dtype)                  # (B, 1, T)
+        x = F.gelu(self.conv1(mel * keep)) * keep          # (B, d, T)
+        x = F.gelu(self.conv2(x))                          # (B, d, ceil(T / 2))
         return x.transpose(1, 2)           # (B, ceil(T / 2), d)
 
 
@@ -85,7 +90,7 @@ class ASR(nn.Module):
         if mel.shape[2] > self.cfg.max_frames:
             raise ValueError(f"{mel.shape[2]} frames is longer than max_frames={self.cfg.max_frames}")
         real = mel[:, 0] != PAD_FRAME                                   # (B, T)
-        x = self.stem(mel.masked_fill(~real[:, None], 0.0))             # (B, T', d), T' = ceil(T / 2)
+        x = self.stem(mel, real)                                        # (B, T', d), T' = ceil(T / 2)
         mask = real[:, ::2]                                             # (B, T'): output j is centred on frame 2j
         x = self.dropout(x + self.enc_pe[: x.shape[1]])
         for layer in self.encoder:
