@@ -63,9 +63,11 @@ def cross_attention(model, mel: torch.Tensor, tokens: list[int]) -> torch.Tensor
     from attnkit.ops import attention_probs
 
     captured: list[tuple] = []
-    hooks = [layer.cross_attn.register_forward_pre_hook(
-        lambda mod, args, kwargs: captured.append((mod, args[0], kwargs["context"], kwargs.get("key_padding_mask"))),
-        with_kwargs=True) for layer in model.decoder]
+    def capture(mod, args, kwargs):  # MultiHeadAttention(x, context=None, *, key_padding_mask=None, ...)
+        context = kwargs["context"] if "context" in kwargs else args[1]
+        captured.append((mod, args[0], context, kwargs.get("key_padding_mask")))
+
+    hooks = [layer.cross_attn.register_forward_pre_hook(capture, with_kwargs=True) for layer in model.decoder]
     try:
         model(mel, torch.tensor([tokens], device=mel.device))
     finally:
