@@ -79,8 +79,9 @@ def test_cross_attention_probabilities_reproduce_the_layer_and_skip_padding():
     # Rebuild the first layer's cross-attention output from the probabilities: same as the module's.
     layer = model.decoder[0]
     seen = {}
-    layer.cross_attn.register_forward_hook(lambda m, args, kwargs, out: seen.update(x=args[0], ctx=kwargs["context"], out=out),
-                                           with_kwargs=True)
+    layer.cross_attn.register_forward_hook(
+        lambda m, args, kwargs, out: seen.update(ctx=kwargs["context"] if "context" in kwargs else args[1], out=out),
+        with_kwargs=True)
     model(mel, torch.tensor([[1, 4, 5, 6]]))
     v = layer.cross_attn.kv_proj(seen["ctx"]).chunk(2, -1)[1].unflatten(-1, (2, -1)).transpose(1, 2)  # (1, H, Lk, hd)
     y = (probs[0][None] @ v).transpose(1, 2).flatten(2)
