@@ -105,6 +105,8 @@ class ASRTask(Task):
 
     def prepare(self, run_dir: Path) -> None:
         """Load RUN/speech.npz if it was made with the same settings, else synthesise it (once)."""
+        if self.cfg.data:
+            raise UserError("--model asr synthesises its own speech; it takes no --data")
         self.run_dir = Path(run_dir)
         path = self.run_dir / CORPUS
         if path.is_file():
