@@ -26,10 +26,10 @@ def fingerprint(x: torch.Tensor) -> dict:
     return {"sum": x.sum().item(), "abs_sum": x.abs().sum().item(), "first": x[:8].tolist(), "numel": x.numel()}
 
 
-def _gpt(position="learned"):
+def _gpt(position="learned", model=None):
     from attnkit.models.gpt import GPT, GPTConfig
     torch.manual_seed(SEED)
-    model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32, position=position)).eval()
+    model = model or GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32, position=position)).eval()
     idx = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(0))
     logits, _ = model(idx, idx)
     g = torch.Generator().manual_seed(7)
@@ -37,10 +37,10 @@ def _gpt(position="learned"):
     return model, {"logits": fingerprint(logits), "generated": tokens.tolist()}
 
 
-def _music(position="relative"):
+def _music(position="relative", model=None):
     from attnkit.models.music import MusicConfig, MusicTransformer
     torch.manual_seed(SEED)
-    model = MusicTransformer(MusicConfig(vocab_size=93, block_size=64, n_layer=2, n_head=2, d_model=32,
+    model = model or MusicTransformer(MusicConfig(vocab_size=93, block_size=64, n_layer=2, n_head=2, d_model=32,
                                          dropout=0.0, position=position, max_relative=32)).eval()
     idx = torch.randint(4, 93, (2, 24), generator=torch.Generator().manual_seed(0))
     logits, _ = model(idx)
@@ -56,19 +56,19 @@ def _music(position="relative"):
     return model, out
 
 
-def _vit():
+def _vit(model=None):
     from attnkit.models.vit import ViT, ViTConfig
     torch.manual_seed(SEED)
-    model = ViT(ViTConfig(image_size=8, patch_size=2, n_layer=2, n_head=2, d_model=32, mlp_ratio=2,
+    model = model or ViT(ViTConfig(image_size=8, patch_size=2, n_layer=2, n_head=2, d_model=32, mlp_ratio=2,
                           dropout=0.0)).eval()
     images = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     return model, {"logits": fingerprint(model(images)), "attention": fingerprint(model.attention_maps(images))}
 
 
-def _image(attention="local2d"):
+def _image(attention="local2d", model=None):
     from attnkit.models.image import ImageTransformer, ImageTransformerConfig
     torch.manual_seed(SEED)
-    model = ImageTransformer(ImageTransformerConfig(image_size=8, n_layer=2, n_head=2, d_model=32, dropout=0.0,
+    model = model or ImageTransformer(ImageTransformerConfig(image_size=8, n_layer=2, n_head=2, d_model=32, dropout=0.0,
                                                     attention=attention, query_block=(2, 4), memory_flange=(2, 2),
                                                     block_1d=8, memory_1d=16)).eval()
     g = torch.Generator().manual_seed(0)
@@ -79,21 +79,21 @@ def _image(attention="local2d"):
     return model, {"logits": fingerprint(logits), "generated": drawn.tolist()}
 
 
-def _bert(pre_ln=False):
+def _bert(pre_ln=False, model=None):
     from attnkit.models.bert import BERT, BERTConfig
     torch.manual_seed(SEED)
-    model = BERT(BERTConfig(vocab_size=80, block_size=32, n_layer=2, n_head=2, d_model=32, d_ff=64,
+    model = model or BERT(BERTConfig(vocab_size=80, block_size=32, n_layer=2, n_head=2, d_model=32, d_ff=64,
                             nsp=True, pre_ln=pre_ln)).eval()
     ids = torch.randint(1, 80, (2, 12), generator=torch.Generator().manual_seed(0))
     ids[1, 9:] = 0  # padding
     return model, {"logits": fingerprint(model(ids))}
 
 
-def _encdec(pre_ln=False):
+def _encdec(pre_ln=False, model=None):
     from attnkit.beam import beam_search, greedy_decode
     from attnkit.models.encdec import EncDec, EncDecConfig
     torch.manual_seed(SEED)
-    model = EncDec(EncDecConfig(src_vocab_size=40, tgt_vocab_size=40, n_enc_layer=2, n_dec_layer=2, n_head=2,
+    model = model or EncDec(EncDecConfig(src_vocab_size=40, tgt_vocab_size=40, n_enc_layer=2, n_dec_layer=2, n_head=2,
                                 d_model=32, d_ff=64, dropout=0.0, pre_ln=pre_ln)).eval()
     g = torch.Generator().manual_seed(0)
     src = torch.randint(3, 40, (2, 9), generator=g)
@@ -105,10 +105,10 @@ def _encdec(pre_ln=False):
     return model, {"logits": fingerprint(model(src, tgt)), "greedy": greedy, "beam": beams}
 
 
-def _npt():
+def _npt(model=None):
     from attnkit.models.npt import NPTConfig, NPTFolds
     torch.manual_seed(SEED)
-    model = NPTFolds(NPTConfig(cardinalities=[0, 0, 3, 2], embed_dim=4, n_layer=2, n_head_abd=2, n_head_aba=1,
+    model = model or NPTFolds(NPTConfig(cardinalities=[0, 0, 3, 2], embed_dim=4, n_layer=2, n_head_abd=2, n_head_aba=1,
                                ff_mult=2, dropout=0.0, head_scale=5.0), n_folds=2).eval()
     g = torch.Generator().manual_seed(0)
     values = torch.randn(2, 10, 4, generator=g)
@@ -120,20 +120,20 @@ def _npt():
 
 
 CASES = {
-    "gpt": _gpt, "gpt_rotary": lambda: _gpt("rotary"),
-    "music": _music, "music_absolute": lambda: _music("absolute"),
+    "gpt": _gpt, "gpt_rotary": lambda model=None: _gpt("rotary", model),
+    "music": _music, "music_absolute": lambda model=None: _music("absolute", model),
     "vit": _vit,
-    "image": _image, "image_full": lambda: _image("full"),
-    "bert": _bert, "bert_preln": lambda: _bert(True),
-    "encdec": _encdec, "encdec_preln": lambda: _encdec(True),
+    "image": _image, "image_full": lambda model=None: _image("full", model),
+    "bert": _bert, "bert_preln": lambda model=None: _bert(True, model),
+    "encdec": _encdec, "encdec_preln": lambda model=None: _encdec(True, model),
     "npt": _npt,
 }
 
 
-def run_case(name: str):
-    """(model, outputs) of one case, under no_grad."""
+def run_case(name: str, model=None):
+    """(model, outputs) of one case, under no_grad: a fresh seeded model, or `model` (eval mode) if given."""
     with torch.no_grad():
-        return CASES[name]()
+        return CASES[name](model=model)
 
 
 def main() -> None:
