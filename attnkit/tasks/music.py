@@ -93,41 +93,25 @@ def mean_nll(model: nn.Module, seqs: list[np.ndarray], length: int, device: torc
 def sample_tokens(model: MusicTransformer, prefix: list[int], n_new: int, *, window: int, temperature: float,
                   top_k: int | None, top_p: float | None, generator: torch.Generator,
                   on_token=None) -> list[int]:
-    """Continue prefix (starting with BOS) by n_new grid tokens with a KV cache.
+    """Continue prefix (starting with BOS) by n_new grid tokens with a KV cache, on `attnkit.decode`.
 
-    Like `attnkit.generate.generate`, but (1) BOS/EOS/PAD are masked out, so the piece has exactly the
-    requested length, and (2) when the context is full it restarts on a time-step boundary (a multiple of
-    4 into the sequence), keeping the voice phase the model was trained with.
+    Two hooks make it music: BOS/EOS/PAD are banned, so the piece has exactly the requested length, and
+    when the context is full it restarts on a time-step boundary (a multiple of 4 into the sequence),
+    keeping the voice phase the model was trained with.
     """
-    from attnkit.generate import sample_next
+    from attnkit.decode import SlidingWindow, ban, decode_n_tokens, sampling
+    from attnkit.generate import lm_step
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    seq = list(prefix)
-    banned = torch.tensor([ch.PAD, ch.BOS, ch.EOS], device=device)
-
-    def prefill(start: int):
-        caches = model.make_caches()
-        logits, _ = model(torch.tensor([seq[start:]], device=device), caches=caches)
-        return caches, logits[:, -1]
-
-    start = _aligned_start(len(seq), window)
-    caches, logits = prefill(start)
-    for _ in range(n_new):
-        logits = logits.float().index_fill(-1, banned, float("-inf"))  # (1, V)
-        nxt = int(sample_next(logits, temperature, top_k, top_p, generator)[0, 0])
-        seq.append(nxt)
-        if on_token is not None:
-            on_token(nxt)
-        if len(seq) - start >= window:  # full: keep the last half window, from a step boundary
-            start = _aligned_start(len(seq), window // 2)
-            caches, logits = prefill(start)
-        else:
-            logits, _ = model(torch.tensor([[nxt]], device=device), caches=caches)
-            logits = logits[:, -1]
+    processors, choose = sampling(temperature, top_k, top_p, generator)
+    seq = decode_n_tokens(lm_step(model), torch.tensor([prefix], device=device), n_new,
+                          new_caches=model.make_caches, processors=[ban([ch.PAD, ch.BOS, ch.EOS]), *processors],
+                          choose=choose, window=SlidingWindow(window, align=4, restart_at_full=True),
+                          on_token=None if on_token is None else lambda tok, logits: on_token(int(tok[0, 0])))
     model.train(was_training)
-    return seq
+    return seq[0].tolist()
 
 
 def _aligned_start(n: int, keep: int) -> int:

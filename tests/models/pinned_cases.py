@@ -3,8 +3,8 @@
 `python tests/models/pinned_cases.py` writes tests/models/pinned/*.json; it was run once with the code
 *before* the shared-block refactor (issue 13), so tests/models/test_pinned.py compares today's models
 against what the models computed then. Each JSON file holds, per case, a fingerprint of the output (sum,
-sum of |x|, the first values) and the model's state-dict keys at the time, so the test can also rebuild
-an old checkpoint's names and load it.
+sum of |x|, the first values) and the model's state-dict keys at the time with each tensor's shape, sum
+and sum of |x|, so the test can rebuild the checkpoint an old run would have written and load it.
 
 Run it again only when a model's behaviour is meant to change, and say why in the commit.
 """
@@ -140,7 +140,8 @@ def main() -> None:
     PINNED.mkdir(exist_ok=True)
     for name in CASES:
         model, out = run_case(name)
-        keys = {k: list(v.shape) for k, v in model.state_dict().items()}
+        keys = {k: {"shape": list(v.shape), "sum": v.double().sum().item(), "abs_sum": v.double().abs().sum().item()}
+                for k, v in model.state_dict().items()}
         (PINNED / f"{name}.json").write_text(json.dumps({"outputs": out, "state_dict": keys}, indent=1) + "\n")
         print(f"wrote {name}")
 
