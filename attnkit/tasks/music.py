@@ -78,12 +78,14 @@ def _aligned_start(n: int, keep: int) -> int:
 
 @dataclass
 class MusicOptions:
+    """The arm of the paper's comparison (attnkit.models.music)."""
     position: str = field(default="relative", metadata={"help": "positions: absolute, relative (Music Transformer) or both"})
 
 
 class MusicTask(Task):
     name = "music"
     default_flavor = "small"
+    Options = MusicOptions
     flavors = {
         # Seconds on one core; 12 chorales so tests parse little (numbers 1..12: train, val and test).
         "debug": {"model": dict(n_layer=2, n_head=2, d_model=32, max_relative_fraction=0.5),
@@ -99,8 +101,6 @@ class MusicTask(Task):
                                 min_lr=2e-4, warmup_steps=100, eval_interval=200, eval_batches=10,
                                 dropout=0.1, beta2=0.98, position="relative")},
     }
-
-    Options = MusicOptions
 
     def __init__(self, cfg: TrainConfig, opts=None):
         super().__init__(cfg, opts)
