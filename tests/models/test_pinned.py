@@ -8,7 +8,6 @@ state dict written under the old parameter names loads into today's model with t
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 import torch
