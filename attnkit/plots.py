@@ -105,3 +105,44 @@ def plot_attention(maps: torch.Tensor, path: Path, layer: int, offset: int = 0, 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_cls_attention(maps: torch.Tensor, images: torch.Tensor, pred: torch.Tensor, patch: int, levels: int,
+                       path: Path) -> str:
+    """ViT attention maps (layers, B, H, N+1, N+1) of digits (B, S, S) → one row per digit: the digit, then
+    CLS → patch attention (mean over heads) for each layer.
+
+    Each heat map is normalised on its own and shaded by the digit's ink, so you can see which
+    strokes the CLS token reads at each depth.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attnkit.data.digits import mosaic
+
+    n_layer, B = maps.shape[:2]
+    S, p = images.shape[-1], patch
+    g = S // p
+    heat = maps[:, :, :, 0, 1:].mean(2).reshape(n_layer, B, g, g)  # (layers, B, g, g): CLS row, patches
+    heat = heat.repeat_interleave(p, -2).repeat_interleave(p, -1)  # (layers, B, S, S)
+    lo, hi = heat.amin((-2, -1), keepdim=True), heat.amax((-2, -1), keepdim=True)
+    heat = (heat - lo) / (hi - lo).clamp_min(1e-12)
+    ink = images.float() / (levels - 1)  # (B, S, S)
+    heat_rgb = torch.from_numpy(matplotlib.colormaps["viridis"](heat.numpy())[..., :3]).float()
+    heat_rgb = heat_rgb * (0.55 + 0.45 * ink[None, :, :, :, None])  # (layers, B, S, S, 3)
+    digit_rgb = (1 - ink)[:, :, :, None].expand(B, S, S, 3)  # black ink on white
+    panels = torch.cat((digit_rgb[:, None], heat_rgb.transpose(0, 1)), dim=1)  # (B, 1 + layers, S, S, 3)
+    canvas = mosaic(panels, gap=(1, 1), fill=1.0)
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.9 * (n_layer + 1) + 1.0), 0.9 * B + 0.8))
+    ax.imshow(canvas.numpy(), interpolation="nearest")
+    ax.set_axis_off()
+    for col, name in enumerate(["digit"] + [f"layer {i + 1}" for i in range(n_layer)]):
+        ax.text(col * (S + 1) + S / 2 - 0.5, -1.0, name, ha="center", va="bottom", fontsize=8)
+    for b in range(B):
+        ax.text(-1.0, b * (S + 1) + S / 2 - 0.5, f"pred {pred[b].item()}", ha="right", va="center", fontsize=8)
+    ax.set_title("CLS → patch attention\n(mean over heads)", fontsize=9, pad=14)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
