@@ -2,7 +2,9 @@
 of the corruption probe, and the rich table they are shown in."""
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,3 +103,18 @@ def metrics_table(rows: dict[str, dict[str, dict[str, Any]]], names: list[str], 
             cells.append(f"{100 * m:.2f} ± {100 * s:.2f} %" if name == "accuracy" else f"{m:.4f} ± {s:.4f}")
         table.add_row(model_name, *cells)
     return table
+
+
+def write_predictions(path: Path, table: Table, splits: list[tuple[np.ndarray, np.ndarray]], outs: list[torch.Tensor],
+                      decode_true, decode_output) -> None:
+    """predictions.csv: every row once, predicted by the fold that held it out: row, fold, true target,
+    prediction (and the class probabilities for a categorical target). decode_true(k, raw) and
+    decode_output(k, out) turn fold k's values into text."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        extra = [f"p_{c}" for c in table.categories[table.target]] if table.target_is_categorical else []
+        w.writerow(["row", "fold", "true", "predicted", *extra])
+        for k, out in enumerate(outs):
+            for row, o in zip(splits[k][1].tolist(), out):
+                true, pred = decode_true(k, table.raw_target[row]), decode_output(k, o)
+                w.writerow([row, k, true, pred, *([f"{p:.4f}" for p in o.tolist()] if extra else [])])

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from rich.table import Table as RichTable
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.data.tables import Table, cv_splits, load_table, target_stats
 from attnkit.eval.npt import (classification_metrics, corrupt_other_rows, mean_std, metrics_table,
-                              regression_metrics, sklearn_baselines)
+                              regression_metrics, sklearn_baselines, write_predictions)
 from attnkit.models.npt import NPTConfig, NPTFolds, cell_losses
 from attnkit.errors import UserError
 from attnkit.tasks.base import Task
@@ -369,16 +368,8 @@ class NPTTask(Task):
         return summary
 
     def write_predictions(self, outs: list[torch.Tensor], path: Path) -> None:
-        """Every row once, predicted by the fold that held it out: row, fold, true target, prediction."""
-        t = self.table
-        with path.open("w", newline="") as f:
-            w = csv.writer(f)
-            extra = [f"p_{c}" for c in t.categories[t.target]] if t.target_is_categorical else []
-            w.writerow(["row", "fold", "true", "predicted", *extra])
-            for k, out in enumerate(outs):
-                for row, o in zip(self.splits[k][1].tolist(), out):
-                    true, pred = self._decode(k, t.raw_target[row]), self._decode_output(k, o)
-                    w.writerow([row, k, true, pred, *([f"{p:.4f}" for p in o.tolist()] if extra else [])])
+        """Every row once, predicted by the fold that held it out (attnkit.eval.npt.write_predictions)."""
+        write_predictions(path, self.table, self.splits, outs, self._decode, self._decode_output)
 
     def _decode(self, k: int, raw: float) -> str:
         t = self.table
