@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.ops import (alibi_attention, alibi_slopes, apply_rotary, attention, attention_probs, relative_attention,
-                         t5_attention)
+                         t5_attention, t5_bucket)
 
 POSITIONS = ("none", "rotary", "relative", "alibi", "t5")
 
@@ -94,7 +94,7 @@ class MultiHeadAttention(nn.Module):
 
         need_weights=True returns (output, probabilities (B, Hq, Lq, Lk) float32): the softmax this call
         used, rebuilt densely by `attnkit.ops.attention_probs` from the same q and k (the fused op never
-        forms it). For pictures and probes only; not with position "alibi" or "t5".
+        forms it). For pictures and probes only.
 
         With a cache, x holds only the new tokens; their keys are appended and causal masking is
         bottom-right aligned, so position i of x sees every cached key plus x[:i+1].
@@ -136,8 +136,18 @@ class MultiHeadAttention(nn.Module):
         y = self.resid_dropout(self.out_proj(y))
         if not need_weights:
             return y
-        if self.position in ("alibi", "t5") and context is None:
-            raise ValueError(f"need_weights is not supported with position={self.position!r}")
         rel = self.rel if self.position == "relative" and context is None else None
+        if self.position in ("alibi", "t5") and context is None:
+            bias = self._position_bias(q.shape[2], k.shape[2], causal, q.device)  # (1, H, Lq, Lk)
         return y, attention_probs(q, k, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
                                   bias=bias, rel=rel)  # (B, Hq, Lq, Lk)
+
+    def _position_bias(self, Lq: int, Lk: int, causal: bool, device) -> torch.Tensor:
+        """The ALiBi or T5 logit bias (1, H, Lq, Lk) that the fused ops add without building it (for pictures)."""
+        i = torch.arange(Lq, device=device)[:, None] + (Lk - Lq)  # bottom-right aligned query positions
+        j = torch.arange(Lk, device=device)[None, :]
+        if self.position == "alibi":
+            return -self.alibi_slopes.float()[None, :, None, None] * (i - j).abs()
+        bucket = t5_bucket(j - i, bidirectional=not causal, num_buckets=self.t5_num_buckets,
+                           max_distance=self.t5_max_distance)  # (Lq, Lk)
+        return self.t5_table.float()[:, bucket][None]
