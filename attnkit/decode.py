@@ -17,8 +17,8 @@ Everything else is a hook:
     stop        stop(tokens (B, 1)) -> (B,) bool: the row has finished (e.g. `stop_at(eos_id)`); finished
                 rows then emit `pad_id`, and decoding ends when every row has finished.
     window      a context policy when the model's context is bounded: `SlidingWindow(block_size)` (GPT:
-                restart from the last half) or `SlidingWindow(window, keep=window // 2, align=4, restart_at_full
-                =True)` (music: restart on a time-step boundary). A restart is one fresh prefill.
+                restart from the last half) or `SlidingWindow(window, align=4, restart_at_full=True)`
+                (music: restart on a time-step boundary). A restart is one fresh prefill.
     on_token    on_token(tokens (B, 1), logits (B, V) as processed): streaming, progress bars, scores.
 
 Beam search (`attnkit.beam`) is built on the same `step`, `prefill` and processors.

@@ -6,7 +6,9 @@ against what the models computed then. Each JSON file holds, per case, a fingerp
 sum of |x|, the first values) and the model's state-dict keys at the time with each tensor's shape, sum
 and sum of |x|, so the test can rebuild the checkpoint an old run would have written and load it.
 
-Run it again only when a model's behaviour is meant to change, and say why in the commit.
+The committed files come from the tree before the refactor (`git archive 9c4f60f attnkit kernels` into a
+folder, then this script with that folder first on PYTHONPATH). Run it again only when a model's behaviour
+is meant to change, and say why in the commit.
 """
 from __future__ import annotations
 
