@@ -27,7 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.models.bert import BERT, IGNORE, BERTConfig, mask_tokens
+from attnkit.eval.bert import MaskedTokenStats
+from attnkit.models.bert import BERT, BERTConfig, mask_tokens
 from attnkit.errors import UserError
 from attnkit.tasks.base import Task
 
@@ -166,36 +167,12 @@ class BERTTask(Task):
         g = torch.Generator().manual_seed(1234)
         was_training = model.training
         model.eval()
-        unigram = self.unigram.to(device)
-        log_unigram = (self.unigram + 1e-9).log().to(device)
-        top_unigram = unigram.topk(5).indices  # (5,)
-        n = correct = top5 = nll = base_correct = base_top5 = base_nll = total = 0.0
-        nsp_correct = nsp_n = 0.0
+        stats = MaskedTokenStats(self.unigram.to(device))
         for _ in range(batches):
             batch = {k: v.to(device) for k, v in self.get_batch(split, self.cfg.batch_size, g).items()}
-            out = self._losses(model, batch)
-            labels = batch["labels"][batch["labels"] != IGNORE]  # (N,)
-            logits = out["logits"].float()
-            k = len(labels)
-            n += k
-            total += (out["mlm"].item() + out.get("nsp", torch.tensor(0.0)).item()) * k
-            nll += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-            correct += (logits.argmax(-1) == labels).sum().item()
-            top5 += (logits.topk(5, -1).indices == labels[:, None]).any(-1).sum().item()
-            base_correct += (labels == top_unigram[0]).sum().item()
-            base_top5 += (labels[:, None] == top_unigram[None]).any(-1).sum().item()
-            base_nll -= log_unigram[labels].sum().item()
-            if "nsp_logits" in out:
-                nsp_correct += (out["nsp_logits"].argmax(-1) == batch["is_next"]).sum().item()
-                nsp_n += len(batch["is_next"])
+            stats.add(self._losses(model, batch), batch)
         model.train(was_training)
-        n = max(n, 1)
-        stats = {"loss": total / n, "mlm_loss": nll / n, "mlm_accuracy": correct / n, "mlm_top5": top5 / n,
-                 "unigram_loss": base_nll / n, "unigram_accuracy": base_correct / n, "unigram_top5": base_top5 / n,
-                 "masked_tokens": int(n)}
-        if nsp_n:
-            stats["nsp_accuracy"] = nsp_correct / nsp_n
-        return stats
+        return stats.result()
 
     def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:
         s = self._masked_stats(model, split, batches, device)
