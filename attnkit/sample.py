@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +13,23 @@ from rich.console import Console
 
 from attnkit.checkpoint import WEIGHTS, load_weights
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.tasks import get_task
+from attnkit.device import resolve_device
 from attnkit.errors import UserError
-from attnkit.train import resolve_device
+from attnkit.rundir import CONFIG, read_saved_config, real_run_dir
+from attnkit.tasks import get_task
 
 
 def load_run(run: str | Path, device: str | torch.device = "cpu"):
     """(task, model in eval mode, TrainConfig) of a finished or checkpointed run directory."""
-    run_dir = Path(run)
-    config_path = run_dir / "config.json"
+    run_dir = real_run_dir(run)
+    config_path = run_dir / CONFIG
     if not run_dir.is_dir():
         raise UserError(f"run directory not found: {run} (train one with `attnkit train --out {run}`)")
     if not config_path.is_file():
         raise UserError(f"{run} is not a run directory: no config.json (train one with `attnkit train`)")
-    saved = json.loads(config_path.read_text())
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    train_cfg = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
-    task_cls = get_task(saved.get("task", train_cfg.model))
+    saved = read_saved_config(run_dir)
+    task_cls = get_task(saved["task"])
+    train_cfg = _saved_train_config(saved, task_cls)
     task = task_cls.load(run_dir, train_cfg)
     model = task_cls.build_model(saved["model"])
     if not (run_dir / WEIGHTS).is_file():
@@ -38,6 +37,17 @@ def load_run(run: str | Path, device: str | torch.device = "cpu"):
     load_weights(model, run_dir / WEIGHTS)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return task, model.to(device).eval(), train_cfg
+
+
+def _saved_train_config(saved: dict[str, Any], task_cls) -> TrainConfig:
+    """The run's TrainConfig; runs saved before model options had their own table keep them as flat keys."""
+    train = saved["train"]
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    option_names = {f.name for f in dataclasses.fields(task_cls.Options)}
+    options = {k: v for k, v in train.items() if k in option_names and v is not None}
+    options.update(train.get("options") or {})
+    fields = {k: v for k, v in train.items() if k in known and k != "options"}
+    return TrainConfig(**fields, options=options)
 
 
 def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str, Any]:
