@@ -183,8 +183,11 @@ def check(cfg: TrainConfig) -> None:
 
 def describe(cfg: TrainConfig) -> str:
     """One compact line of the resolved config: `name=value` for every set field, options last."""
-    parts = [f"{k}={getattr(cfg, k)}" for k in TRAIN_FIELDS if getattr(cfg, k) is not None]
-    parts += [f"{k}={v}" for k, v in cfg.options.items() if v is not None]
+    def show(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    parts = [f"{k}={show(getattr(cfg, k))}" for k in TRAIN_FIELDS if getattr(cfg, k) is not None]
+    parts += [f"{k}={show(v)}" for k, v in cfg.options.items() if v is not None]
     return " ".join(parts)
 
 
