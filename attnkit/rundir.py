@@ -79,6 +79,9 @@ def staging_dir(run_dir: Path) -> Iterator[Path]:
     """A fresh directory beside run_dir (same file system, so publishing is a rename); removed on exit."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.staging-", dir=run_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published run gets the usual mode
     try:
         yield path
     finally:

@@ -15,7 +15,7 @@ from attnkit.checkpoint import WEIGHTS, load_weights
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.device import resolve_device
 from attnkit.errors import UserError
-from attnkit.rundir import CONFIG, read_saved_config, real_run_dir
+from attnkit.rundir import CONFIG, LATEST, read_saved_config, real_run_dir
 from attnkit.tasks import get_task
 
 
@@ -24,6 +24,9 @@ def load_run(run: str | Path, device: str | torch.device = "cpu"):
     run_dir = real_run_dir(run)
     config_path = run_dir / CONFIG
     if not run_dir.is_dir():
+        if Path(run).name == LATEST:
+            raise UserError(f"run directory not found: {run} (no run trained yet; train one with `attnkit train`, "
+                            f"or pass --run)")
         raise UserError(f"run directory not found: {run} (train one with `attnkit train --out {run}`)")
     if not config_path.is_file():
         raise UserError(f"{run} is not a run directory: no config.json (train one with `attnkit train`)")

@@ -45,6 +45,11 @@ def test_run_dir_contents_and_learning(tmp_path):
     assert result.metrics == lines
 
 
+def test_a_run_shorter_than_its_eval_interval_logs_start_and_end(tmp_path):
+    result = run_training(cfg(tmp_path, max_steps=3, eval_interval=10), **QUIET)
+    assert [m["step"] for m in result.metrics] == [0, 3]
+
+
 def test_resume_is_exact(tmp_path):
     """k steps, 'killed' (steps after the last checkpoint lost), resumed to N == N steps uninterrupted."""
     kw = dict(max_steps=12, eval_interval=4, dropout=0.1, grad_accum=2)

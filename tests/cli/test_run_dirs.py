@@ -141,8 +141,8 @@ def test_toml_value_of_the_wrong_type(tmp_path, capsys):
     assert err == f"error: {tmp_path / 'c.toml'}: max_steps must be an integer, got 'many'"
 
 
-def interrupt_at(monkeypatch, train_call):
-    """Deliver a real SIGINT to this process during the train_call-th training batch."""
+def interrupt_at(monkeypatch, train_call, sig=signal.SIGINT):
+    """Deliver a real signal to this process during the train_call-th training batch."""
     calls = {"n": 0}
     real = GPTTask.get_batch
 
@@ -150,7 +150,7 @@ def interrupt_at(monkeypatch, train_call):
         if split == "train":
             calls["n"] += 1
             if calls["n"] == train_call:
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(sig)
         return real(self, split, batch_size, generator)
 
     monkeypatch.setattr(GPTTask, "get_batch", get_batch)
@@ -177,6 +177,14 @@ def test_ctrl_c_checkpoints_and_resume_is_exact(tmp_path, capsys, monkeypatch):
                 for s in (path / "metrics.jsonl").read_text().splitlines()]
 
     assert strip(full) == strip(split)
+
+
+def test_sigterm_checkpoints_too(tmp_path, capsys, monkeypatch):
+    interrupt_at(monkeypatch, 3, signal.SIGTERM)
+    code, _, err = run(["train", *DEBUG, "--out", tmp_path / "run"], capsys)
+    assert code == 130 and err == "interrupted at step 3; continue with --resume\n"
+    assert json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text()) == {"step": 3}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after training
 
 
 def test_latest_is_the_default_of_sample_and_average(tmp_path, capsys, monkeypatch):
