@@ -32,13 +32,16 @@ from attnkit import distributed as D
 from attnkit.checkpoint import (atomic_write_json, atomic_write_text, latest_step, load_checkpoint,
                                 save_checkpoint)
 from attnkit.config import MODES, TrainConfig
-from attnkit.device import autocast, resolve_device, resolve_dtype  # noqa: F401  (resolve_device: old imports)
+from attnkit.device import autocast, resolve_device, resolve_dtype
 from attnkit.errors import Interrupted, UserError
 from attnkit.optim import lr_at, make_optimizer
 from attnkit.plots import plot_losses
-from attnkit.resolve import TRAINER_DEFAULTS, describe, resolve_config  # noqa: F401  (re-exported)
+from attnkit.resolve import describe, resolve_config
 from attnkit.rundir import CONFIG, check_target, point_latest, publish, real_run_dir, staging_dir
 from attnkit.tasks import get_task
+
+
+__all__ = ["TrainResult", "Trainer", "resolve_device", "run_training"]  # resolve_device: for old imports
 
 
 @dataclass

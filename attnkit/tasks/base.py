@@ -39,7 +39,9 @@ import torch.nn as nn
 from rich.console import Console
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.errors import UserError  # noqa: F401  (re-exported for old imports)
+from attnkit.errors import UserError
+
+__all__ = ["NoOptions", "Task", "UserError"]  # UserError: re-exported for old imports
 
 
 @dataclasses.dataclass

@@ -13,16 +13,7 @@ from safetensors.torch import load_file
 
 from attnkit.cli.main import main
 
-
-def run(argv, capsys):
-    """(exit code, stdout, stderr) of `attnkit ARGV`."""
-    code = 0
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from cli_invoke import run  # tests/cli is on sys.path
 
 
 @pytest.fixture(scope="module")

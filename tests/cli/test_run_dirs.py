@@ -13,17 +13,9 @@ from safetensors.torch import load_file
 from attnkit.cli.main import main
 from attnkit.tasks.gpt import GPTTask
 
+from cli_invoke import run  # tests/cli is on sys.path
+
 DEBUG = ["--flavor", "debug", "--max-steps", "4", "--eval-interval", "2", "--eval-batches", "1"]
-
-
-def run(argv, capsys):
-    code = 0
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def snapshot(root):
