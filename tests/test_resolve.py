@@ -1,4 +1,7 @@
 """The one resolution path: flags > --config TOML > saved run > flavor > trainer defaults, options included."""
+import dataclasses
+import json
+
 import pytest
 
 from attnkit.config import SampleConfig, TrainConfig
@@ -60,3 +63,14 @@ def test_toml_errors_name_the_file_and_field(tmp_path, text, message):
 def test_sample_config_has_the_new_models_fields():
     cfg = SampleConfig(target_return="1,2", audio="a.wav", say="hi", voice="en")
     assert (cfg.target_return, cfg.audio, cfg.say, cfg.voice) == ("1,2", "a.wav", "hi", "en")
+
+
+def test_saved_run_sits_between_flags_and_flavor(tmp_path):
+    """On --resume the saved config beats the flavor and loses to flags (and to the TOML)."""
+    saved = resolve_config(TrainConfig(model="gpt", flavor="debug", lr=0.123, max_steps=99,
+                                       batch_size=3, out=str(tmp_path)))
+    (tmp_path / "config.json").write_text(json.dumps({"task": "gpt", "train": dataclasses.asdict(saved), "model": {}}))
+    (tmp_path / "c.toml").write_text("eval_interval = 7\n")
+    cfg = resolve_config(TrainConfig(out=str(tmp_path), resume=True, max_steps=5), config_file=tmp_path / "c.toml")
+    assert (cfg.model, cfg.flavor, cfg.lr, cfg.max_steps, cfg.eval_interval) == ("gpt", "debug", 0.123, 5, 7)
+    assert cfg.batch_size == 3 and cfg.warmup_steps == 2  # saved beats the flavor's 4; the flavor still fills
