@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -75,6 +76,8 @@ def stop_requests() -> Iterator[list[str]]:
     previous = {}
 
     def handler(signum, frame):
+        if requested:  # a second Ctrl-C: stop now; the last checkpoint is still intact (atomic writes)
+            raise KeyboardInterrupt
         requested.append(signal.Signals(signum).name)
 
     with contextlib.suppress(ValueError):  # not the main thread: no handlers, Ctrl-C raises as usual
@@ -102,6 +105,7 @@ class Trainer:
     def setup(self) -> None:
         cfg, world = self.cfg, self.world
         check_target(self.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+        D.barrier(world)  # every rank has looked before rank 0 publishes the new run
         self.device = resolve_device(cfg.device, world.local_rank)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         if cfg.fsdp and cfg.compile:
@@ -112,33 +116,49 @@ class Trainer:
         self.task = self.task_cls(cfg)
         with staging_dir(self.run_dir) as staged:
             self.task.prepare(staged)  # a resumed run keeps its own assets; the staged ones only validate
-            self.model_config = self.task.model_config()
-            model = self.task_cls.build_model(self.model_config)
-            state = self.restore(model) if cfg.resume else None
-            self.model = model.to(self.device)
-            self.train_model = D.wrap(self.model, world, fsdp=self._fsdp, compile=cfg.compile, device=self.device)
-            self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2), self.device)
-            self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-            if state is not None:
-                D.load_optimizer_state(self.model, self.optimizer, state["optimizer"], self._fsdp)
-                self.scaler.load_state_dict(state["scaler"])
-            if world.is_main:  # everything checked: now write
-                saved = {"task": cfg.model, "train": {k: v for k, v in asdict(cfg).items() if k not in MODES},
-                         "model": self.model_config}
-                target = self.run_dir if cfg.resume else staged
-                atomic_write_json(target / CONFIG, saved)
-                self._write_metrics(target)
-                if not cfg.resume:
-                    publish(staged, self.run_dir)
-                point_latest(self.run_dir)
+            self._build()
+            if world.is_main:  # everything is checked: now write
+                self._write_run(staged)
         D.barrier(world)
         if world.is_main:
-            n_params = self.n_params = sum(p.numel() for p in self.model.parameters())  # DTensors: global numel
-            self.console.print(f"[bold]{cfg.model}[/] flavor [bold]{cfg.flavor}[/]: {n_params / 1e6:.2f} M params · "
-                               f"{self.device.type} {str(self.dtype).replace('torch.', '')} · {world.size} "
-                               f"process(es){' FSDP' if self._fsdp else ''} · steps {self.step}→{cfg.max_steps} "
-                               f"· run dir {self.run_dir}")
-            self.console.print(f"[dim]config: {describe(cfg)}[/]", highlight=False)
+            self._print_start()
+
+    def _build(self) -> None:
+        """Model (restored on --resume), its DDP/FSDP wrapper, optimizer and grad scaler."""
+        cfg = self.cfg
+        self.model_config = self.task.model_config()
+        model = self.task_cls.build_model(self.model_config)
+        state = self.restore(model) if cfg.resume else None
+        self.model = model.to(self.device)
+        self.train_model = D.wrap(self.model, self.world, fsdp=self._fsdp, compile=cfg.compile, device=self.device)
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2), self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        if state is not None:
+            D.load_optimizer_state(self.model, self.optimizer, state["optimizer"], self._fsdp)
+            self.scaler.load_state_dict(state["scaler"])
+
+    def _write_run(self, staged: Path) -> None:
+        """config.json and metrics; a fresh run is staged, then moved into place in one rename."""
+        cfg = self.cfg
+        saved = {"task": cfg.model, "train": {k: v for k, v in asdict(cfg).items() if k not in MODES},
+                 "model": self.model_config}
+        target = self.run_dir if cfg.resume else staged
+        atomic_write_json(target / CONFIG, saved)
+        self._write_metrics(target)
+        if not cfg.resume:
+            publish(staged, self.run_dir)
+        point_latest(self.run_dir)
+
+    def _print_start(self) -> None:
+        cfg = self.cfg
+        self.n_params = sum(p.numel() for p in self.model.parameters())  # under FSDP, DTensors: global numel
+        self.console.print(f"[bold]{cfg.model}[/] flavor [bold]{cfg.flavor}[/]: {self.n_params / 1e6:.2f} M params · "
+                           f"{self.device.type} {str(self.dtype).replace('torch.', '')} · {self.world.size} "
+                           f"process(es){' FSDP' if self._fsdp else ''} · steps {self.step}→{cfg.max_steps} "
+                           f"· run dir {self.run_dir}")
+        self.console.print(f"[dim]config: {escape(describe(cfg))}[/]", highlight=False)
+        if cfg.fsdp and self.world.size == 1:
+            self.console.print("[yellow]--fsdp shards across processes: run under torchrun to use it[/]")
 
     @property
     def _fsdp(self) -> bool:
