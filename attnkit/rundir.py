@@ -76,9 +76,12 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def staging_dir(run_dir: Path) -> Iterator[Path]:
-    """A fresh directory beside run_dir (same file system, so publishing is a rename); removed on exit."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.staging-", dir=run_dir.parent))
+    """A fresh directory beside run_dir (same file system, so publishing is a rename); removed on exit,
+    with the parent directories it had to create if nothing was published."""
+    parent = run_dir.parent.absolute()
+    created = [p for p in (parent, *parent.parents) if not p.exists()]
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.staging-", dir=parent))
     umask = os.umask(0)
     os.umask(umask)
     path.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published run gets the usual mode
@@ -86,6 +89,9 @@ def staging_dir(run_dir: Path) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        for p in created:  # deepest first; a published run keeps its parents
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 def publish(staged: Path, run_dir: Path) -> None:

@@ -71,6 +71,7 @@ def train(
 
 def print_options(model: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from attnkit.resolve import option_rows
@@ -78,7 +79,7 @@ def print_options(model: str) -> None:
 
     task_cls = get_task(model)
     rows = option_rows(task_cls)
-    table = Table(title=f"{model} options: --opt NAME=VALUE, or [options] in --config")
+    table = Table(title=escape(f"{model} options: --opt NAME=VALUE, or [options] in --config"))
     for col in ("name", "type", "default", "help"):
         table.add_column(col)
     for row in rows:

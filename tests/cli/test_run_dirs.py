@@ -53,10 +53,11 @@ def one_line(err):
 
 
 def fails_cleanly(argv, run_dir, capsys, code=1):
-    before = snapshot(run_dir.parent)
+    existed, before = run_dir.parent.exists(), snapshot(run_dir.parent)
     got, _, err = run(argv, capsys)
     assert got == code, err
     assert snapshot(run_dir.parent) == before  # byte-identical, nothing added beside it either
+    assert run_dir.parent.exists() == existed  # not even an empty parent directory
     return one_line(err)
 
 
@@ -127,7 +128,6 @@ def test_damaged_files_are_named(copy, capsys, damage, argv, message):
 
 def test_toml_value_of_the_wrong_type(tmp_path, capsys):
     (tmp_path / "c.toml").write_text("[train]\nmax_steps = 'many'\n")
-    (tmp_path / "runs").mkdir()
     err = fails_cleanly(["train", "--config", tmp_path / "c.toml", "--out", tmp_path / "runs" / "x"],
                         tmp_path / "runs" / "x", capsys)
     assert err == f"error: {tmp_path / 'c.toml'}: max_steps must be an integer, got 'many'"
@@ -192,7 +192,6 @@ def test_latest_is_the_default_of_sample_and_average(tmp_path, capsys, monkeypat
 def test_missing_extra_names_it(tmp_path, capsys, monkeypatch):
     for name in [m for m in sys.modules if m == "sklearn" or m.startswith("sklearn.")] or ["sklearn"]:
         monkeypatch.setitem(sys.modules, name, None)  # `import sklearn...` now raises ModuleNotFoundError
-    (tmp_path / "runs").mkdir()
     err = fails_cleanly(["train", "--model", "npt", "--flavor", "debug", "--out", tmp_path / "runs" / "npt"],
                         tmp_path / "runs" / "npt", capsys)
     assert err == "error: this command needs sklearn, part of the 'zoo' extra: pip install 'attnkit[zoo]'"
