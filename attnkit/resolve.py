@@ -146,16 +146,21 @@ def read_toml(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return _typed(train, lambda k: f"{path}: {k}"), options
 
 
-def _saved_layer(saved: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(trainer fields, options) of a saved run config; runs from before options keep theirs as flat keys."""
+def split_saved(saved: dict[str, Any], task_cls) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainer fields, options) of a saved RUN/config.json; runs saved before options had their own table
+    keep them as flat keys of "train"."""
     train = dict(saved["train"])
     options = train.pop("options", None) or {}
-    known = {k: v for k, v in train.items() if k in TRAIN_FIELDS}
+    option_names = field_types(task_cls.Options)
+    options = {**{k: v for k, v in train.items() if k in option_names and v is not None}, **options}
+    return {k: v for k, v in train.items() if k in TRAIN_FIELDS}, options
+
+
+def _saved_layer(saved: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from attnkit.tasks import get_task
 
-    option_names = field_types(get_task(saved.get("task") or known.get("model") or "gpt").Options)
-    options = {**{k: v for k, v in train.items() if k in option_names and v is not None}, **options}
-    return _typed(known, lambda k: f"{path}: train.{k}"), options
+    fields, options = split_saved(saved, get_task(saved["task"]))
+    return _typed(fields, lambda k: f"{path}: train.{k}"), options
 
 
 def check(cfg: TrainConfig) -> None:

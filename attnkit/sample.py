@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from attnkit.checkpoint import WEIGHTS, load_weights
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.device import resolve_device
 from attnkit.errors import UserError
+from attnkit.resolve import split_saved
 from attnkit.rundir import CONFIG, LATEST, read_saved_config, real_run_dir
 from attnkit.tasks import get_task
 
@@ -32,7 +32,8 @@ def load_run(run: str | Path, device: str | torch.device = "cpu"):
         raise UserError(f"{run} is not a run directory: no config.json (train one with `attnkit train`)")
     saved = read_saved_config(run_dir)
     task_cls = get_task(saved["task"])
-    train_cfg = _saved_train_config(saved, task_cls)
+    fields, options = split_saved(saved, task_cls)
+    train_cfg = TrainConfig(**fields, options=options)
     task = task_cls.load(run_dir, train_cfg)
     model = task_cls.build_model(saved["model"])
     if not (run_dir / WEIGHTS).is_file():
@@ -40,17 +41,6 @@ def load_run(run: str | Path, device: str | torch.device = "cpu"):
     load_weights(model, run_dir / WEIGHTS)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return task, model.to(device).eval(), train_cfg
-
-
-def _saved_train_config(saved: dict[str, Any], task_cls) -> TrainConfig:
-    """The run's TrainConfig; runs saved before model options had their own table keep them as flat keys."""
-    train = saved["train"]
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    option_names = {f.name for f in dataclasses.fields(task_cls.Options)}
-    options = {k: v for k, v in train.items() if k in option_names and v is not None}
-    options.update(train.get("options") or {})
-    fields = {k: v for k, v in train.items() if k in known and k != "options"}
-    return TrainConfig(**fields, options=options)
 
 
 def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str, Any]:
