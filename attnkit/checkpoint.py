@@ -8,7 +8,8 @@ Layout written by `attnkit.train` (every file is written to a temp file, then os
     RUN/checkpoints/latest.json              {"step": 500}: written last, so it always names a complete pair
 
 A `kill -9` at any moment leaves latest.json pointing at a complete checkpoint; resume loses at most the
-steps since it (Ctrl-C / SIGTERM lose nothing: the trainer checkpoints the current step first). `keep_last` N keeps the N newest step checkpoints (for `average_checkpoints`).
+steps since it (Ctrl-C / SIGTERM lose nothing: the trainer checkpoints the current step first).
+`keep_last` N keeps the N newest step checkpoints (for `average_checkpoints`).
 Weights go through safetensors' save_model/load_model, which store tied tensors once.
 """
 from __future__ import annotations

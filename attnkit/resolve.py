@@ -44,7 +44,8 @@ def resolve_config(cfg: TrainConfig | None = None, *, config_file: str | Path | 
     flag_opts = dict(cfg.options or {})
     toml, toml_opts = read_toml(config_file) if config_file else ({}, {})
     layers: list[dict[str, Any]] = [flags, toml]
-    opt_layers: list[tuple[dict[str, Any], str]] = [(flag_opts, "--opt {}"), (toml_opts, f"{config_file}: options.{{}}")]
+    opt_layers: list[tuple[dict[str, Any], str]] = [(flag_opts, "--opt {}"),
+                                                     (toml_opts, f"{config_file}: options.{{}}")]
 
     saved: dict[str, Any] = {}
     if cfg.resume:

@@ -47,7 +47,8 @@ def read_saved_config(run: str | Path) -> dict[str, Any]:
     saved = read_json(path)
     for key, kind in (("task", str), ("train", dict), ("model", dict)):
         if not isinstance(saved, dict) or not isinstance(saved.get(key), kind):
-            raise UserError(f"{path} is corrupt: field {key!r} is missing or not a{'n object' if kind is dict else ' string'}")
+            what = "an object" if kind is dict else "a string"
+            raise UserError(f"{path} is corrupt: field {key!r} is missing or not {what}")
     return saved
 
 
