@@ -183,7 +183,8 @@ def test_latest_is_the_default_of_sample_and_average(tmp_path, capsys, monkeypat
     monkeypatch.chdir(tmp_path)
     assert run(["train", *DEBUG, "--keep-last", "2"], capsys)[0] == 0  # into runs/gpt
     assert os.readlink("runs/latest") == "gpt"
-    code, out, err = run(["sample", "--prompt", "The", "--max-new-tokens", "5"], capsys)
+    code, out, err = run(["sample", "--prompt", "The", "--max-new-tokens", "5", "--target-return", "1,2",
+                          "--audio", "a.wav", "--say", "hi", "--voice", "en"], capsys)  # flags of other models
     assert code == 0 and out.startswith("The"), err
     code, _, err = run(["average", "--last", "2", "--out", "avg.safetensors"], capsys)
     assert code == 0, err
