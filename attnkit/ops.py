@@ -64,10 +64,22 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask,
                          attn_mask=attn_mask, bias=bias, scale=scale)
+    backend = resolve_backend(backend, q)
+    if backend == "triton":
+        _check_kernel_qkv(q)
     left, right = window
     out, _ = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left), int(right),
-                                      _float(scale), resolve_backend(backend, q))
+                                      _float(scale), backend)
     return out
+
+
+def _check_kernel_qkv(q) -> None:
+    """What the attention kernel adds to the contract (its launcher expects validated inputs)."""
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"q must be float32, float16 or bfloat16 for the Triton kernel, got {q.dtype} "
+                         "(use backend='torch' for float64)")
+    if q.shape[-1] > 256:
+        raise ValueError(f"q head dim must be at most 256 for the Triton kernel, got {q.shape[-1]}")
 
 
 def _float(scale):
