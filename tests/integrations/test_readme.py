@@ -3,6 +3,7 @@ import pathlib
 import re
 
 import pytest
+import torch
 
 SECTION = "## Use attnkit inside your own model or inside transformers"
 
@@ -25,7 +26,17 @@ def test_readme_example_runs(index):
         pytest.importorskip("transformers")
     namespace = {}
     exec(compile(code, f"README.md example {index}", "exec"), namespace)
-    if index == 0:
-        assert namespace["layer"].qkv.weight.grad is not None  # the compiled backward ran
+    if index == 0:  # the inductor-compiled layer: forward and backward equal the eager module's
+        layer = namespace["layer"]
+        assert layer.qkv.weight.grad is not None
+        x, kpm = torch.randn(2, 16, 64), torch.ones(2, 16, dtype=torch.bool)
+        kpm[1, :5] = False
+        grads = []
+        for module in (layer, layer._orig_mod):
+            x_ = x.clone().requires_grad_()
+            out = module(x_, kpm)
+            grads.append((out, *torch.autograd.grad(out.square().sum(), (x_, layer.qkv.weight))))
+        for got, want in zip(*grads):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     else:
         assert namespace["tokens"].shape == (2, 20)

@@ -102,30 +102,11 @@ def test_fullgraph_compile_matches_eager_with_no_graph_break(family, name):
     explained = torch._dynamo.explain(fn)(*tensors)
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
     # aot_eager runs dynamo and AOTAutograd (fake tensors, the registered fake and autograd formulas) without
-    # spending a C++ compile per case; inductor itself is covered by the model test below.
+    # spending a C++ compile per case; inductor is covered by the README example (tests/integrations/test_readme.py)
+    # and by `attnkit train --compile` (test_train_compile.py).
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     for got, want in zip(_out_and_grads(compiled, tensors), _out_and_grads(fn, tensors)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-
-def test_inductor_compiles_a_causal_block_with_rotary_and_gqa():
-    torch.manual_seed(0)
-    wq, wk, wv = (torch.nn.Linear(32, n) for n in (32, 16, 16))
-
-    def block(x):  # (B, L, 32) → (B, L, 32): 4 query heads, 2 key/value heads, D = 8
-        B, L, _ = x.shape
-        q = attnkit.apply_rotary(wq(x).view(B, L, 4, 8).transpose(1, 2))
-        k = attnkit.apply_rotary(wk(x).view(B, L, 2, 8).transpose(1, 2))
-        v = wv(x).view(B, L, 2, 8).transpose(1, 2)
-        return attnkit.attention(q, k, v, causal=True).transpose(1, 2).reshape(B, L, 32)
-
-    x = torch.randn(2, 10, 32)
-    torch._dynamo.reset()
-    compiled = torch.compile(block, fullgraph=True)
-    got = _out_and_grads(compiled, [x])
-    want = _out_and_grads(block, [x])
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("op", ["attention", "relative", "t5", "alibi", "rotary"])
