@@ -2,9 +2,9 @@
 
 Built bottom-up: ConvStem → ASRConfig → ASR. The encoder is Whisper's: two conv1d + GELU layers (the
 second with stride 2, so 100 frames/s become 50 positions/s), sinusoidal positions, then the zoo's
-encoder layers (`attnkit.models.encdec.EncoderLayer`, pre-LN, GELU). The decoder is the zoo's decoder
-layer (causal self-attention → cross-attention over the encoder output → FFN) with learned positions and
-a KV cache per layer, so `attnkit.beam.greedy_decode` / `beam_search` decode it unchanged: `encode`,
+encoder stack (the shared `attnkit.models.blocks.Block`, pre-LN, GELU). The decoder is the zoo's decoder
+stack (causal self-attention → cross-attention over the encoder output → ReLU MLP) with learned positions
+and a `LayerCache` per block, so `attnkit.beam.greedy_decode` / `beam_search` decode it unchanged: `encode`,
 `decode`, `new_caches` and `cfg.{pad,bos,eos}_id` are the same contract as `EncDec`'s.
 
 Input: mel (B, n_mels, T) from `attnkit.data.logmel.log_mel`, a batch of clips padded on the right with
@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.layers import KVCache
+from attnkit.models.blocks import LayerCache
 from attnkit.models.common import init_weights
-from attnkit.models.encdec import DecoderCache, DecoderLayer, EncoderLayer, sinusoidal_positions
+from attnkit.models.encdec import decoder_stack, encoder_stack, sinusoidal_positions
 
 PAD_FRAME = -100.0  # log-mel values lie in [(peak - 4) / 4, (peak + 4) / 4] with peak ≥ -10
 
@@ -70,13 +70,12 @@ class ASR(nn.Module):
         d = cfg.d_model
         self.stem = ConvStem(cfg.n_mels, d)
         self.register_buffer("enc_pe", sinusoidal_positions((cfg.max_frames + 1) // 2, d), persistent=False)
-        self.encoder = nn.ModuleList(EncoderLayer(d, cfg.n_head, cfg.d_ff, cfg.dropout, pre_ln=True, activation="gelu")
-                                     for _ in range(cfg.n_enc_layer))
+        self.encoder = encoder_stack(cfg.n_enc_layer, d, cfg.n_head, cfg.d_ff, cfg.dropout, pre_ln=True,
+                                     activation="gelu")
         self.enc_norm = nn.LayerNorm(d)
         self.tok_embed = nn.Embedding(cfg.vocab_size, d)
         self.dec_pe = nn.Embedding(cfg.max_len, d)
-        self.decoder = nn.ModuleList(DecoderLayer(d, cfg.n_head, cfg.d_ff, cfg.dropout, pre_ln=True)
-                                     for _ in range(cfg.n_dec_layer))
+        self.decoder = decoder_stack(cfg.n_dec_layer, d, cfg.n_head, cfg.d_ff, cfg.dropout, pre_ln=True)
         self.dec_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.dropout)
         self.apply(init_weights)
@@ -93,25 +92,23 @@ class ASR(nn.Module):
         x = self.stem(mel, real)                                        # (B, T', d), T' = ceil(T / 2)
         mask = real[:, ::2]                                             # (B, T'): output j is centred on frame 2j
         x = self.dropout(x + self.enc_pe[: x.shape[1]])
-        for layer in self.encoder:
-            x = layer(x, mask)
+        x = self.encoder(x, key_padding_mask=mask)                     # (B, T', d)
         return self.enc_norm(x), mask
 
     def decode(self, tokens: torch.Tensor, memory: torch.Tensor, mem_mask: torch.Tensor,
-               caches: list[DecoderCache] | None = None) -> torch.Tensor:
+               caches: list[LayerCache] | None = None) -> torch.Tensor:
         """tokens (B, Lt) (BOS first; only the new ones with caches) → logits (B, Lt, V)."""
-        offset = caches[0].self_attn.length if caches else 0
+        offset = caches[0].length if caches else 0
         Lt = tokens.shape[1]
         if offset + Lt > self.cfg.max_len:
             raise ValueError(f"transcript of {offset + Lt} tokens is longer than max_len={self.cfg.max_len}")
         pos = torch.arange(offset, offset + Lt, device=tokens.device)
         y = self.dropout(self.tok_embed(tokens) + self.dec_pe(pos))    # (B, Lt, d)
-        for i, layer in enumerate(self.decoder):
-            y = layer(y, memory, mem_mask, caches[i] if caches else None)
+        y = self.decoder(y, context=memory, context_mask=mem_mask, caches=caches)  # (B, Lt, d)
         return self.lm_head(self.dec_norm(y))                           # (B, Lt, V)
 
-    def new_caches(self) -> list[DecoderCache]:
-        return [DecoderCache(KVCache(), KVCache()) for _ in self.decoder]
+    def new_caches(self) -> list[LayerCache]:
+        return self.decoder.make_caches()
 
     def forward(self, mel: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: mel (B, n_mels, T), tokens (B, Lt) → next-token logits (B, Lt, V)."""

@@ -104,16 +104,23 @@ class ASRTask(Task):
                 "seen_voices": list(speech.SEEN_VOICES), "heldout_voices": list(speech.HELDOUT_VOICES)}
 
     def prepare(self, run_dir: Path) -> None:
-        """Load RUN/speech.npz if it was made with the same settings, else synthesise it (once)."""
+        """Synthesise the corpus into run_dir (the trainer's staging directory) once; a resumed run reads
+        its own RUN/speech.npz instead, since synthesis would not give the same clips again."""
         if self.cfg.data:
             raise UserError("--model asr synthesises its own speech; it takes no --data")
         self.run_dir = Path(run_dir)
+        if self.cfg.resume:
+            from attnkit.rundir import real_run_dir
+
+            path = real_run_dir(self.cfg.out) / CORPUS
+            if not path.is_file():
+                raise UserError(f"cannot resume: {path} is missing (the run's synthesised speech)")
+            self.splits, spec = speech.load_corpus(path)
+            if spec != self._spec():
+                raise UserError(f"cannot resume: {path} was made with other settings ({spec['train_clips']} "
+                                f"training clips, {spec['test_clips']} held-out texts, seed {spec['seed']})")
+            return
         path = self.run_dir / CORPUS
-        if path.is_file():
-            splits, spec = speech.load_corpus(path)
-            if spec == self._spec():
-                self.splits = splits
-                return
         from rich.progress import Progress
 
         total = self.n_train + 2 * self.n_test
@@ -274,10 +281,7 @@ class ASRTask(Task):
         return speech.load_corpus(path)[0]["heldout"]
 
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
-        audio, say, voice = getattr(cfg, "audio", None), getattr(cfg, "say", None), getattr(cfg, "voice", None)
-        audio = audio or cfg.extra.get("audio")
-        say = say or cfg.extra.get("say")
-        voice = voice or cfg.extra.get("voice") or speech.HELDOUT_VOICES[0]
+        audio, say, voice = cfg.audio, cfg.say, cfg.voice or speech.HELDOUT_VOICES[0]
         out_dir = Path(cfg.out) if cfg.out else self.run_dir
         beam = max(cfg.beam, 1)
         if audio and say:

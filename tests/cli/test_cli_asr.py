@@ -10,7 +10,8 @@ from rich.console import Console
 from attnkit.config import SampleConfig
 from attnkit.errors import UserError
 from attnkit.sample import run_sampling
-from cli_invoke import invoke
+from attnkit.cli.main import app
+from cli_invoke import invoke, runner
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +56,17 @@ def test_sample_transcribes_a_wav_file_and_synthesised_text(asr_run, tmp_path):
 
     run, _ = asr_run
     # 22 050 Hz is resampled; the run's model (untrained here) returns a string either way.
-    path = write_wav(tmp_path / "clip.wav", say("four two") [: 16000] * 0.9, 22050)
-    result = run_sampling(SampleConfig(run=str(run), extra={"audio": str(path)}), console())
+    path = write_wav(tmp_path / "clip.wav", say("four two")[:16000] * 0.9, 22050)
+    result = run_sampling(SampleConfig(run=str(run), audio=str(path)), console())
     assert isinstance(result["transcript"], str) and result["source"] == str(path)
-    result = run_sampling(SampleConfig(run=str(run), out=str(tmp_path), attention_png=True,
-                                       extra={"say": "one two three", "voice": "f2"}), console())
-    assert result["reference"] == "one two three" and "f2" in result["source"]
-    assert (tmp_path / "asr_attention.png").is_file()
+    out = invoke("sample", "--run", run, "--say", "one two three", "--voice", "f2", "--out", tmp_path, "--attention-png")
+    assert "espeak-ng voice f2" in out and (tmp_path / "asr_attention.png").is_file()
 
 
 @pytest.mark.parametrize("kind", ["not-a-wav", "empty", "8khz", "missing", "unknown-voice"])
-def test_bad_audio_is_one_line_user_error(asr_run, tmp_path, kind):
+def test_bad_audio_is_one_line_error(asr_run, tmp_path, kind):
     run, _ = asr_run
-    extra = {"audio": str(tmp_path / "x.wav")}
+    args = ["--audio", tmp_path / "x.wav"]
     if kind == "not-a-wav":
         (tmp_path / "x.wav").write_text("hello, I am text")
     elif kind == "empty":
@@ -75,10 +74,13 @@ def test_bad_audio_is_one_line_user_error(asr_run, tmp_path, kind):
     elif kind == "8khz":
         write_wav(tmp_path / "x.wav", np.zeros(8000), 8000)
     elif kind == "unknown-voice":
-        extra = {"say": "one", "voice": "nobody"}
-    with pytest.raises(UserError) as err:
-        run_sampling(SampleConfig(run=str(run), extra=extra), console())
-    message = str(err.value)
-    assert "\n" not in message
+        args = ["--say", "one", "--voice", "nobody"]
+    result = runner.invoke(app, ["sample", "--run", str(run), *map(str, args)])
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
     assert {"not-a-wav": "not a readable WAV", "empty": "no audio", "8khz": "8000 Hz", "missing": "not found",
-            "unknown-voice": "unknown espeak-ng voice"}[kind] in message
+            "unknown-voice": "unknown espeak-ng voice"}[kind] in lines[0]
+    with pytest.raises(UserError):  # the library raises the same error for callers of run_sampling
+        run_sampling(SampleConfig(run=str(run), **dict(zip(["audio"] if kind != "unknown-voice" else ["say", "voice"],
+                                                            [str(a) for a in args[1::2]]))), console())

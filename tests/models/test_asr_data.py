@@ -5,6 +5,7 @@ import pytest
 from attnkit.config import TrainConfig
 from attnkit.data import speech
 from attnkit.data.logmel import log_mel
+from attnkit.errors import UserError
 from attnkit.tasks.asr import ASRTask
 
 
@@ -48,15 +49,21 @@ def test_quantised_log_mel_is_within_half_a_step():
     assert np.abs(speech.dequantise(q, top) - mel).max() <= 1.0 / 255 + 1e-6
 
 
-def small_task(**opts):
+def small_task(resume_from=None, **opts):
+    import dataclasses
+
     cfg = ASRTask.resolve(TrainConfig(model="asr", flavor="debug"))
+    if resume_from is not None:
+        cfg = dataclasses.replace(cfg, resume=True, out=str(resume_from))
     return ASRTask(cfg, ASRTask.Options(train_clips=opts.get("train_clips", 12), test_clips=opts.get("test_clips", 3)))
 
 
-def test_corpus_is_synthesised_once_and_then_read_from_the_run_dir(tmp_path, monkeypatch):
+def test_corpus_is_synthesised_once_and_a_resumed_run_reads_it_back(tmp_path, monkeypatch):
+    run, staged = tmp_path / "run", tmp_path / "staged"
+    run.mkdir(), staged.mkdir()
     first = small_task()
-    first.prepare(tmp_path)
-    assert (tmp_path / "speech.npz").is_file()
+    first.prepare(run)
+    assert sorted(p.name for p in run.iterdir()) == ["speech.npz"]
     assert {k: len(s) for k, s in first.splits.items()} == {"train": 12, "heldout": 3, "seen": 3}
     assert {c.voice for c in first.splits["heldout"].clips} <= set(speech.HELDOUT_VOICES)
     assert {c.voice for c in first.splits["train"].clips} <= set(speech.SEEN_VOICES)
@@ -64,11 +71,12 @@ def test_corpus_is_synthesised_once_and_then_read_from_the_run_dir(tmp_path, mon
     assert [c.text for c in first.splits["heldout"].clips] == [c.text for c in first.splits["seen"].clips]
 
     def no_synthesis(*a, **k):
-        raise AssertionError("synthesised again although the cache matches")
+        raise AssertionError("synthesised again on --resume")
 
     monkeypatch.setattr(speech, "build_corpus", no_synthesis)
-    again = small_task()
-    again.prepare(tmp_path)  # loads: bit-identical features and waveforms
+    again = small_task(resume_from=run)
+    again.prepare(staged)  # the trainer stages a resumed run too: the corpus comes from the run itself
+    assert not any(staged.iterdir())
     for name, split in first.splits.items():
         np.testing.assert_array_equal(again.splits[name].mel, split.mel)
         assert [c.text for c in again.splits[name].clips] == [c.text for c in split.clips]
@@ -76,13 +84,11 @@ def test_corpus_is_synthesised_once_and_then_read_from_the_run_dir(tmp_path, mon
     # the stored features are the log-mel of the stored waveform
     h = first.splits["heldout"]
     np.testing.assert_allclose(h.features(0), log_mel(h.waveform(0)).numpy(), atol=0.02)
-
-    # Other settings make a new corpus (and it replaces the old file atomically).
-    monkeypatch.undo()
-    other = small_task(train_clips=10)
-    other.prepare(tmp_path)
-    assert len(other.splits["train"]) == 10
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.npz"]
+    # resuming with other data settings, or without the corpus, is refused in one line
+    with pytest.raises(UserError, match="other settings"):
+        small_task(resume_from=run, train_clips=10).prepare(staged)
+    with pytest.raises(UserError, match="missing"):
+        small_task(resume_from=staged).prepare(staged)
 
 
 def test_batches_are_padded_and_shifted():
