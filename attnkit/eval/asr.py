@@ -1,9 +1,8 @@
 """Speech recognition: WER/CER (jiwer), the pocketsphinx baseline, and the cross-attention picture.
 
 pocketsphinx 5 ships CMU's en-us acoustic model, a general trigram LM and the CMU dictionary; it decodes
-the same held-out 16 kHz clips as the transformer. Two settings: its general LM (what it does out of the
-box) and a JSGF grammar that loops over exactly the words our texts use (the most help a classical
-recogniser can be given without training it).
+the first held-out 16 kHz clips with its general LM (what it does out of the box). `words=` restricts it to
+a JSGF grammar looping over given words instead; on CPU that is several times slower still.
 """
 from __future__ import annotations
 
