@@ -105,11 +105,11 @@ def plot_return_tracking(path: Path, env_name: str, return_by_target: list[dict]
     lo, hi = min(x.min(), (y - e).min()), max(x.max(), (y + e).max(), dataset_max)
     ax.plot([lo, hi], [lo, hi], ":", color="gray", label="achieved = target")
     ax.errorbar(x, y, yerr=e, fmt="-o", color="tab:blue", capsize=3, label="Decision Transformer")
-    ax.axhline(dataset_max, color="black", ls="--", lw=1, label=f"dataset max ({dataset_max:g})")
+    ax.axhline(dataset_max, color="black", ls="--", lw=1.2, zorder=5, label=f"dataset max ({dataset_max:g})")
     ax.axhline(dataset_mean, color="gray", ls="--", lw=1, label=f"dataset mean ({dataset_mean:.0f})")
     for (label, (mean, std)), color in zip(baselines.items(), ("tab:orange", "tab:green", "tab:red")):
         ax.axhline(mean, color=color, lw=1.5, label=f"{label} ({mean:.0f} ± {std:.0f})")
-        ax.axhspan(mean - std, mean + std, color=color, alpha=0.12)
+        ax.axhspan(mean - std, mean + std, color=color, alpha=0.07)
     ax.set_xlabel("target return (conditioning)")
     ax.set_ylabel("achieved return")
     ax.set_title(f"Decision Transformer on {env_name}: return tracking")
