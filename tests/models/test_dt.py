@@ -80,7 +80,7 @@ def test_continuous_actions_train_with_mse():
     mask = torch.ones(8, K, dtype=torch.bool)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(60):
+    for _ in range(40):
         loss = model.action_loss(model(**x, mask=mask), x["actions"], mask)
         opt.zero_grad()
         loss.backward()
