@@ -14,6 +14,7 @@ identical one is asked for again (e.g. on --resume).
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -136,14 +137,20 @@ def generate(env_name: str, episodes: int, seed: int, progress=None) -> Trajecto
                         np.asarray(rew_list, dtype=np.float32), np.asarray(starts, dtype=np.int64), epsilons)
 
 
-def load_or_generate(run_dir: Path, env_name: str, episodes: int, seed: int, progress=None) -> Trajectories:
-    """The cached dataset of run_dir if it was made with the same settings, else a fresh one (then cached)."""
+def load_or_generate(run_dir: Path, env_name: str, episodes: int, seed: int, progress=None,
+                     cached_in: Path | None = None) -> Trajectories:
+    """The dataset cached in run_dir (or in `cached_in`) if it was made with the same settings, else a fresh
+    one; either way it ends up cached in run_dir."""
     path = Path(run_dir) / DATA_FILE
     meta = {"env": env_name, "episodes": episodes, "seed": seed, "version": VERSION}
-    if path.is_file():
-        with np.load(path) as f:
-            if json.loads(str(f["meta"])) == meta:
-                return Trajectories(*(f[k] for k in ("observations", "actions", "rewards", "starts", "epsilons")))
+    for cache in (path, Path(cached_in) / DATA_FILE if cached_in is not None else None):
+        if cache is not None and cache.is_file():
+            with np.load(cache) as f:
+                if json.loads(str(f["meta"])) == meta:
+                    if cache != path:
+                        shutil.copyfile(cache, path)
+                    return Trajectories(*(f[k] for k in ("observations", "actions", "rewards", "starts",
+                                                        "epsilons")))
     data = generate(env_name, episodes, seed, progress)
     tmp = path.with_name(f".{path.name}.tmp.npz")
     np.savez_compressed(tmp, meta=json.dumps(meta), observations=data.observations, actions=data.actions,

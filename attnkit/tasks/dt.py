@@ -134,7 +134,9 @@ class DTTask(Task):
             raise UserError(f"--opt eval_episodes must be at least 1, got {opts.eval_episodes}")
         console = Console(stderr=True)
         with _progress(console) as progress:
-            data = load_or_generate(run_dir, opts.env, opts.episodes, opts.data_seed, progress)
+            # run_dir is a staging directory: a resumed run's own cached episodes are in cfg.out.
+            data = load_or_generate(run_dir, opts.env, opts.episodes, opts.data_seed, progress,
+                                    cached_in=Path(self.cfg.out) if self.cfg.out else None)
         returns = data.returns()
         is_val = np.arange(len(data)) % VAL_EVERY == VAL_EVERY - 1
         train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
@@ -241,9 +243,6 @@ class DTTask(Task):
         if not path.is_file():
             raise UserError(f"{path} not found: was {run_dir} written by `attnkit train --model dt`?")
         task.stats = json.loads(path.read_text())
-        if task.stats["env"] != task.opts.env:  # the run was trained on another env than the flavor's default
-            task.opts.env = task.stats["env"]
-            task.spec = get_env_spec(task.opts.env)
         return task
 
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
@@ -251,8 +250,7 @@ class DTTask(Task):
 
         Episodes per target: --num-samples if above 1, else the run's eval_episodes option.
         """
-        text = getattr(cfg, "target_return", None)
-        targets = parse_targets(text) if text is not None else list(self.spec.targets)
+        targets = parse_targets(cfg.target_return) if cfg.target_return is not None else list(self.spec.targets)
         episodes = cfg.num_samples if cfg.num_samples > 1 else self.opts.eval_episodes
         result = self._evaluate_policies(model, targets, episodes, cfg.seed, console)
         out = Path(cfg.out or cfg.run)

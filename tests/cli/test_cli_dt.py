@@ -1,17 +1,15 @@
 """The Decision Transformer end to end on its debug flavor: generate data, train DT + BC + %BC, roll out, sample."""
-import dataclasses
+import io
 import json
-import os
 
 import numpy as np
 import pytest
 from rich.console import Console
 
-from attnkit.config import SampleConfig, TrainConfig
+from attnkit.cli.main import main
+from attnkit.config import SampleConfig
 from attnkit.data.rl import DATA_FILE, load_or_generate
-from attnkit.errors import UserError
 from attnkit.sample import load_run
-from attnkit.tasks.dt import DTOptions, DTTask
 from cli_invoke import invoke
 
 SUMMARY_KEYS = {"return_by_target", "bc_return", "pct_bc_return", "dataset_max_return", "dataset_mean_return",
@@ -23,17 +21,6 @@ def dt_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("dt")
     out = invoke("train", "--model", "dt", "--flavor", "debug", "--out", run)
     return run, out
-
-
-def sample(run, tmp_path, **fields):
-    """task.sample on the trained run, with SampleConfig fields the CLI may not have yet (target_return)."""
-    task, model, _ = load_run(run)
-    cfg = SampleConfig(run=str(run), out=str(tmp_path))
-    for k, v in fields.items():
-        setattr(cfg, k, v)
-    console = Console(record=True, width=120)
-    result = task.sample(model, cfg, console)
-    return result, console.export_text()
 
 
 def test_debug_run_generates_data_trains_three_policies_and_reports_the_paper_keys(dt_run):
@@ -56,37 +43,50 @@ def test_debug_run_generates_data_trains_three_policies_and_reports_the_paper_ke
     assert {"val_dt_loss", "val_bc_loss", "val_pct_bc_loss"} <= set(metrics[-1])
 
 
-def test_cached_dataset_is_reused_not_regenerated(dt_run):
+def test_cached_dataset_is_reused_not_regenerated(dt_run, tmp_path, monkeypatch):
     run, _ = dt_run
     path = run / DATA_FILE
     before = path.stat().st_mtime_ns
+    monkeypatch.setattr("attnkit.data.rl.generate", None)  # any regeneration would fail
     data = load_or_generate(run, "CartPole-v1", 40, 0)
     assert path.stat().st_mtime_ns == before
     assert data.returns().tolist() == json.loads((run / "dataset.json").read_text())["returns"]
+    # --resume prepares in a fresh staging directory: the run's own cache is found and copied there.
+    again = load_or_generate(tmp_path, "CartPole-v1", 40, 0, cached_in=run)
+    assert (tmp_path / DATA_FILE).read_bytes() == path.read_bytes()
+    assert np.array_equal(again.observations, data.observations)
 
 
 def test_sample_rolls_out_each_target_beside_the_baselines_on_the_same_seeds(dt_run, tmp_path):
     run, _ = dt_run
     summary = json.loads((run / "summary.json").read_text())
-    result, text = sample(run, tmp_path)  # the env's default targets, seed and episodes: as in training
+    task, model, _ = load_run(run)  # the env's default targets, seed and episodes: as in training
+    result = task.sample(model, SampleConfig(run=str(run), out=str(tmp_path)), Console(file=io.StringIO()))
     assert result["return_by_target"] == summary["return_by_target"]
     assert result["bc_return"] == summary["bc_return"] and result["pct_bc_return"] == summary["pct_bc_return"]
-    result, text = sample(run, tmp_path, target_return="100,400", num_samples=3)
-    assert [r["target"] for r in result["return_by_target"]] == [100, 400] and result["eval_episodes"] == 3
-    assert "mean ± std over 3" in text and "%BC (best 10%)" in text
-    assert (tmp_path / "return_tracking.png").stat().st_size > 10_000
+    out = invoke("sample", "--run", run, "--target-return", "100,400", "--num-samples", 3, "--out", tmp_path)
+    for row in ("DT │    100", "DT │    400", "BC (all episodes)", "%BC (best 10%)", "mean ± std over 3"):
+        assert row in out
+    assert "DT │    500" not in out and (tmp_path / "return_tracking.png").stat().st_size > 10_000
 
 
-def test_bad_target_return_is_a_one_line_error(dt_run, tmp_path):
+def one_line_error(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    assert exit_info.value.code == 1
+    return capsys.readouterr().err.strip()
+
+
+def test_bad_target_return_is_a_one_line_error(dt_run, tmp_path, capsys):
     run, _ = dt_run
-    with pytest.raises(UserError, match=r"^--target-return must be comma-separated numbers, e\.g\. "
-                                        r"100,200,300; got '100,lots'$"):
-        sample(run, tmp_path, target_return="100,lots")
-    assert not os.listdir(tmp_path)
+    err = one_line_error(capsys, "sample", "--run", run, "--target-return", "100,lots", "--out", tmp_path / "s")
+    assert err == "error: --target-return must be comma-separated numbers, e.g. 100,200,300; got '100,lots'"
+    assert not (tmp_path / "s").exists()
 
 
-def test_unknown_environment_is_a_one_line_error():
-    cfg = DTTask.resolve(TrainConfig(model="dt", flavor="debug"))
-    with pytest.raises(UserError, match=r"^unknown environment 'Pong-v5' for the Decision Transformer; "
-                                        r"choose from CartPole-v1, Acrobot-v1 \(.*\)$"):
-        DTTask(cfg, dataclasses.replace(DTOptions(), env="Pong-v5"))
+def test_unknown_environment_is_a_one_line_error(tmp_path, capsys):
+    err = one_line_error(capsys, "train", "--model", "dt", "--flavor", "debug", "--opt", "env=Pong-v5",
+                         "--out", tmp_path / "run")
+    assert err == ("error: unknown environment 'Pong-v5' for the Decision Transformer; choose from CartPole-v1, "
+                   "Acrobot-v1 (each needs a data-generating controller)")
+    assert not (tmp_path / "run").exists()
