@@ -152,7 +152,7 @@ class DTTask(Task):
                       "returns": returns.tolist()}
         atomic_write_json(Path(run_dir) / STATS_FILE, self.stats)
         plot_return_histogram(Path(run_dir) / "dataset_returns.png", opts.env, returns)
-        self._print_dataset(Console(), Path(run_dir))
+        self._print_dataset(Console(), Path(self.cfg.out or run_dir))  # where the files will be once published
 
     def _print_dataset(self, console: Console, run_dir: Path) -> None:
         s = self.stats
