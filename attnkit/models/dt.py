@@ -14,8 +14,8 @@ Contexts shorter than K are left-padded and the padding is masked out of attenti
 `key_padding_mask`; a padded query row sees no key and gets zeros from `attnkit.attention`.
 Defaults are the paper's: K = 20, 3 layers, 1 head, width 128, dropout 0.1.
 
-Built bottom-up: interleave → Block → DTConfig → DecisionTransformer → PolicySet (the DT and its two
-baselines, trained side by side in one loop).
+Built bottom-up: interleave → DTConfig → DecisionTransformer → PolicySet (the DT and its two baselines,
+trained side by side in one loop). The layers are the zoo's shared pre-norm causal `Stack`.
 """
 from __future__ import annotations
 
@@ -25,29 +25,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.layers import MultiHeadAttention
-from attnkit.models.common import MLP, init_weights
+from attnkit.models.blocks import Stack
+from attnkit.models.common import init_weights
 
 
 def interleave(*streams: torch.Tensor) -> torch.Tensor:
     """n streams of (B, K, d) -> (B, n·K, d) ordered step by step: x1_1, x2_1, ..., xn_1, x1_2, ..."""
     B, K, d = streams[0].shape
     return torch.stack(streams, dim=2).reshape(B, len(streams) * K, d)  # (B, n·K, d)
-
-
-class Block(nn.Module):
-    """Pre-norm causal block: x + attn(ln(x)), then x + mlp(ln(x)); padded keys masked out."""
-
-    def __init__(self, d_model: int, n_head: int, dropout: float):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_head, causal=True, dropout=dropout)
-        self.ln_2 = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, 4 * d_model, dropout)
-
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), key_padding_mask=key_padding_mask)  # (B, T, d)
-        return x + self.mlp(self.ln_2(x))  # (B, T, d)
 
 
 @dataclass
@@ -90,7 +75,7 @@ class DecisionTransformer(nn.Module):
         self.embed_action = nn.Embedding(cfg.act_dim, d) if cfg.discrete else nn.Linear(cfg.act_dim, d)
         self.embed_ln = nn.LayerNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(d, cfg.n_head, cfg.dropout) for _ in range(cfg.n_layer))
+        self.blocks = Stack(cfg.n_layer, d, cfg.n_head, causal=True, dropout=cfg.dropout)
         self.ln_f = nn.LayerNorm(d)
         self.predict_action = nn.Linear(d, cfg.act_dim)
         self.apply(init_weights)
@@ -120,8 +105,7 @@ class DecisionTransformer(nn.Module):
             streams = [r, s, a]  # (B, K, d) each
         x = self.drop(self.embed_ln(interleave(*streams)))  # (B, n·K, d)
         key_mask = None if mask is None else mask.repeat_interleave(len(streams), dim=1)  # (B, n·K)
-        for block in self.blocks:
-            x = block(x, key_padding_mask=key_mask)  # (B, n·K, d)
+        x = self.blocks(x, key_padding_mask=key_mask)  # (B, n·K, d)
         x = self.ln_f(x)
         state_tokens = x[:, len(streams) - 2::len(streams)]  # (B, K, d): the s_t tokens
         pred = self.predict_action(state_tokens)  # (B, K, act_dim)
