@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from attnkit.data.rl import get_env_spec, make_env
+from attnkit.decode import multinomial
 
 
 @torch.no_grad()
@@ -38,15 +39,15 @@ def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: in
     states[:, 0] = torch.from_numpy(np.stack(first)).to(device)
     achieved = np.zeros(n)
     alive = np.ones(n, dtype=bool)
-    generator = torch.Generator().manual_seed(seed)
+    choose = multinomial(torch.Generator().manual_seed(seed))  # the zoo's sampler, on the CPU generator
     bar = progress.add_task(label or f"rollouts on {env_name}", total=T) if progress else None
     for t in range(T):
         idx = torch.from_numpy(np.flatnonzero(alive)).to(device)
         lo = max(0, t - K + 1)
         logits = policy(states[idx, lo:t + 1], actions[idx, lo:t + 1], rtg[idx, lo:t + 1],
                         timesteps[idx, lo:t + 1])[:, -1]  # (n_alive, act_dim)
-        chosen = torch.multinomial(torch.softmax(logits.float().cpu(), -1), 1, generator=generator)[:, 0]
-        actions[idx, t] = chosen.to(device)
+        chosen = choose(logits.float())[:, 0]  # (n_alive,)
+        actions[idx, t] = chosen
         for i, a in zip(idx.tolist(), chosen.tolist()):
             obs, reward, terminated, truncated, _ = envs[i].step(a)
             achieved[i] += reward
