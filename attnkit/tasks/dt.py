@@ -10,7 +10,6 @@ out on the same seeded episodes; the DT once per target. The paper's return-trac
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from attnkit.data.rl import Trajectories, get_env_spec, load_or_generate, make_e
 from attnkit.errors import UserError
 from attnkit.eval.rl import plot_return_histogram, plot_return_tracking, rank_correlation, rollout
 from attnkit.models.dt import DTConfig, PolicySet
+from attnkit.rundir import read_json
 from attnkit.tasks.base import Task
 
 STATS_FILE = "dataset.json"  # what sampling needs to know about the data, so it never reads the episodes
@@ -239,10 +239,7 @@ class DTTask(Task):
     @classmethod
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "DTTask":
         task = cls(cfg)
-        path = Path(run_dir) / STATS_FILE
-        if not path.is_file():
-            raise UserError(f"{path} not found: was {run_dir} written by `attnkit train --model dt`?")
-        task.stats = json.loads(path.read_text())
+        task.stats = read_json(Path(run_dir) / STATS_FILE, f": was {run_dir} written by `attnkit train --model dt`?")
         return task
 
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
