@@ -22,8 +22,9 @@ def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: in
             progress=None, label: str = "") -> np.ndarray:
     """Returns (len(targets), episodes) achieved by `policy` asked for each target (None: no conditioning).
 
-    Episode j of every target starts from `env.reset(seed=seed + j)`; actions are sampled from the
-    policy's distribution (as the paper's Atari rollouts), with a generator seeded by `seed`.
+    Episode j of every target starts from `env.reset(seed=seed + j)` and samples its actions from the
+    policy's distribution (as the paper's Atari rollouts) with its own generator, seeded `seed + j` too. So
+    an episode's return does not depend on which other targets or how many episodes run beside it.
     """
     spec = get_env_spec(env_name)
     K, T = policy.cfg.context, spec.max_episode_steps
@@ -39,16 +40,17 @@ def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: in
     states[:, 0] = torch.from_numpy(np.stack(first)).to(device)
     achieved = np.zeros(n)
     alive = np.ones(n, dtype=bool)
-    choose = multinomial(torch.Generator().manual_seed(seed))  # the zoo's sampler, on the CPU generator
+    # The zoo's sampler, one CPU generator per episode.
+    chooses = [multinomial(torch.Generator().manual_seed(seed + i % episodes)) for i in range(n)]
     bar = progress.add_task(label or f"rollouts on {env_name}", total=T) if progress else None
     for t in range(T):
         idx = torch.from_numpy(np.flatnonzero(alive)).to(device)
         lo = max(0, t - K + 1)
         logits = policy(states[idx, lo:t + 1], actions[idx, lo:t + 1], rtg[idx, lo:t + 1],
                         timesteps[idx, lo:t + 1])[:, -1]  # (n_alive, act_dim)
-        chosen = choose(logits.float())[:, 0]  # (n_alive,)
-        actions[idx, t] = chosen
-        for i, a in zip(idx.tolist(), chosen.tolist()):
+        chosen = [int(chooses[i](row[None].float())) for i, row in zip(idx.tolist(), logits)]  # (n_alive,)
+        actions[idx, t] = torch.tensor(chosen, device=device)
+        for i, a in zip(idx.tolist(), chosen):
             obs, reward, terminated, truncated, _ = envs[i].step(a)
             achieved[i] += reward
             if terminated or truncated:
