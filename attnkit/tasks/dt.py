@@ -226,8 +226,9 @@ class DTTask(Task):
         table.add_row("%BC (best 10%)", "-", f"{r['pct_bc_return']:.1f} ± {r['pct_bc_return_std']:.1f}")
         table.add_row("dataset", "-", f"mean {r['dataset_mean_return']:.1f}, max {r['dataset_max_return']:g}")
         console.print(table)
-        console.print(f"rank correlation of target and achieved return below the dataset max: "
-                      f"[bold]{r['return_rank_correlation']:.3f}[/bold] (Spearman)")
+        if not math.isnan(r["return_rank_correlation"]):
+            console.print(f"rank correlation of target and achieved return below the dataset max: "
+                          f"[bold]{r['return_rank_correlation']:.3f}[/bold] (Spearman)")
         png = plot_return_tracking(out / "return_tracking.png", r["env"], r["return_by_target"],
                                    {"BC": (r["bc_return"], r["bc_return_std"]),
                                     "%BC": (r["pct_bc_return"], r["pct_bc_return_std"])},
