@@ -208,11 +208,12 @@ class DTTask(Task):
             pct = rollout(model.pct_bc, env, [None], episodes, seed, progress, "%BC rollouts")[0]
         by_target = [{"target": float(t), "mean": float(r.mean()), "std": float(r.std())} for t, r in zip(targets, dt)]
         below = [r for r in by_target if r["target"] < self.stats["max_return"]]
+        rho = rank_correlation([r["target"] for r in below], [r["mean"] for r in below])
         return {"env": env, "return_by_target": by_target,
                 "bc_return": float(bc.mean()), "bc_return_std": float(bc.std()),
                 "pct_bc_return": float(pct.mean()), "pct_bc_return_std": float(pct.std()),
                 "dataset_max_return": self.stats["max_return"], "dataset_mean_return": self.stats["mean_return"],
-                "return_rank_correlation": rank_correlation([r["target"] for r in below], [r["mean"] for r in below]),
+                "return_rank_correlation": rho if math.isfinite(rho) else None,  # None: all returns equal
                 "eval_episodes": episodes}
 
     def _show(self, r: dict[str, Any], console: Console, out: Path) -> str:
@@ -226,7 +227,7 @@ class DTTask(Task):
         table.add_row("%BC (best 10%)", "-", f"{r['pct_bc_return']:.1f} ± {r['pct_bc_return_std']:.1f}")
         table.add_row("dataset", "-", f"mean {r['dataset_mean_return']:.1f}, max {r['dataset_max_return']:g}")
         console.print(table)
-        if not math.isnan(r["return_rank_correlation"]):
+        if r["return_rank_correlation"] is not None:
             console.print(f"rank correlation of target and achieved return below the dataset max: "
                           f"[bold]{r['return_rank_correlation']:.3f}[/bold] (Spearman)")
         png = plot_return_tracking(out / "return_tracking.png", r["env"], r["return_by_target"],
