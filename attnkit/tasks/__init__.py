@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "image": "attnkit.tasks.image:ImageTask",
     "npt": "attnkit.tasks.npt:NPTTask",
     "dt": "attnkit.tasks.dt:DTTask",
+    "asr": "attnkit.tasks.asr:ASRTask",
 }
 
 
