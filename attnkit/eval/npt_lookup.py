@@ -1,0 +1,132 @@
+"""The NPT lookup probe on duplicated rows (Kossen et al. 2021, §4.1): intervention, corruption, picture.
+
+Batches hold P test rows with their targets masked, then their P duplicates with targets shown
+(`attnkit.data.lookup`). Intervention: the duplicates' targets are replaced by other rows' targets; the
+lookup correlation is the Pearson correlation between the originals' predictions and those new values
+(≈ 1 when the model copies from the duplicate, ≈ 0 when it predicts from the row's own features).
+Corruption: the other rows' features are shuffled column by column, so no row matches its duplicate any
+more; what is left is each row's own features, and the drop measures how much the model used the others.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from attnkit.data.lookup import pair_rows
+from attnkit.ops import attention_probs
+
+
+def pair_batch(values: torch.Tensor, originals: torch.Tensor, n: int, t: int,
+               duplicate_targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, mask), each (2P, d): the originals with target masked, then their duplicates (targets shown,
+    replaced by `duplicate_targets` (P,) when given)."""
+    rows = pair_rows(originals, n)
+    x = values[rows].clone()  # (2P, d)
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    P = len(originals)
+    mask[:P, t] = True
+    if duplicate_targets is not None:
+        x[P:, t] = duplicate_targets
+    return x, mask
+
+
+def shuffle_features_of_others(x: torch.Tensor, t: int, keep: int, generator: torch.Generator) -> torch.Tensor:
+    """x (N, d) with every feature column of every row but `keep` permuted across those rows (targets stay)."""
+    others = torch.cat([torch.arange(keep), torch.arange(keep + 1, len(x))])
+    out = x.clone()
+    for j in range(x.shape[1]):
+        if j != t:
+            out[others, j] = x[others[torch.randperm(len(others), generator=generator)], j]
+    return out
+
+
+@torch.no_grad()
+def predict_pairs(model: nn.Module, values: torch.Tensor, originals: torch.Tensor, n: int, t: int, pairs: int,
+                  device: torch.device, duplicate_targets: torch.Tensor | None = None) -> torch.Tensor:
+    """(R,) target predictions of the originals, `pairs` originals (and their duplicates) per forward pass."""
+    out = []
+    for i in range(0, len(originals), pairs):
+        chunk = originals[i:i + pairs]
+        dup = None if duplicate_targets is None else duplicate_targets[i:i + pairs]
+        x, mask = pair_batch(values, chunk, n, t, dup)
+        numeric, _ = model(x.to(device), mask.to(device))  # (2P, d)
+        out.append(numeric[:len(chunk), t].float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def predict_corrupted(model: nn.Module, values: torch.Tensor, originals: torch.Tensor, n: int, t: int,
+                      pairs: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+    """(R,) predictions of each original alone among corrupted rows: one forward pass per row."""
+    out = []
+    for i in range(0, len(originals), pairs):
+        chunk = originals[i:i + pairs]
+        x, mask = pair_batch(values, chunk, n, t)
+        for r in range(len(chunk)):
+            numeric, _ = model(shuffle_features_of_others(x, t, r, generator).to(device), mask.to(device))
+            out.append(numeric[r, t].float().cpu())
+    return torch.stack(out)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().numpy(), b.double().numpy()
+    if a.std() < 1e-12 or b.std() < 1e-12:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def r2(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return float(1 - ((pred - y) ** 2).mean() / y.var(unbiased=False).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def datapoint_attention(model: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """Attention between datapoints of every ABD block, each (H, N, N) float32 (row i attends to row j)."""
+    h = model.embed(x, mask)  # (N, d, e)
+    maps = []
+    for block in model.blocks:
+        if hasattr(block, "ln1") and block.__class__.__name__ == "ABD":
+            N, d, e = h.shape
+            row = block.ln1(h.reshape(1, N, d * e))  # (1, N, d·e)
+            attn = block.attn
+            q = attn.q_proj(row).view(1, N, attn.n_head, attn.head_dim).transpose(1, 2)  # (1, H, N, hd)
+            k = attn.kv_proj(row)[..., :attn.n_kv_head * attn.head_dim]
+            k = k.view(1, N, attn.n_kv_head, attn.head_dim).transpose(1, 2)  # (1, Hkv, N, hd)
+            maps.append(attention_probs(q, k)[0])  # (H, N, N)
+        h = block(h)
+    return maps
+
+
+def plot_datapoint_attention(maps: list[torch.Tensor], query: int, duplicate: int, path: str | Path,
+                             title: str) -> str:
+    """One panel per ABD layer: the query row's attention over the batch's rows (mean over heads), with
+    its duplicate marked; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, axes = plt.subplots(len(maps), 1, figsize=(7.5, 1.9 * len(maps) + 0.6), dpi=110, squeeze=False)
+    for i, (ax, probs) in enumerate(zip(axes[:, 0], maps)):
+        row = probs[:, query].mean(0).cpu().numpy()  # (N,)
+        colors = ["tab:gray"] * len(row)
+        colors[query], colors[duplicate] = "tab:blue", "tab:red"
+        ax.bar(np.arange(len(row)), row, color=colors, width=1.0)
+        ax.annotate(f"duplicate (row {duplicate}): {row[duplicate]:.3f}", (duplicate, row[duplicate]),
+                    xytext=(-10, -2), textcoords="offset points", ha="right", va="top", fontsize=8, color="tab:red")
+        ax.set_ylabel(f"ABD {i + 1}", fontsize=8)
+        ax.set_xlim(-1, len(row))
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel(f"row in the batch (query row {query} in blue, its duplicate in red)", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return str(path)
