@@ -133,11 +133,12 @@ class ICLTask(Task):
         return f"in-context {fn} regression, d = {self.d}, {self.n_test} test prompts"
 
     def _error_table(self, errors: dict[str, list[float]]) -> Table:
-        table = Table(title=f"squared error / d against in-context examples k: {self._title()}")
+        table = Table(title=f"squared error / d against in-context examples k: {self._title()}",
+                      caption="ratio: transformer / least squares (where least squares is above 0.001)")
         table.add_column("k", justify="right")
         for name in errors:
             table.add_column(name.replace("_", " "), justify="right")
-        table.add_column("transformer / least squares", justify="right")
+        table.add_column("ratio", justify="right")
         for k in range(len(errors["transformer"])):
             tf, ls = errors["transformer"][k], errors["least_squares"][k]
             ratio = f"{tf / ls:.2f}" if ls > 1e-3 else "-"
@@ -149,13 +150,15 @@ class ICLTask(Task):
         ks = sorted({1, self.d // 2, self.d - 1, self.d, self.n - 1})
         table = Table(title="out-of-distribution prompts: squared error / d, transformer vs least squares")
         table.add_column("probe")
+        table.add_column("method")
         for k in ks:
             table.add_column(f"k={k}", justify="right")
-        notes = {"scaled_query": "every x ×2", "one_orthant": "context x in one orthant, query N(0, I)",
+        notes = {"scaled_query": "every x ×2", "one_orthant": "context in one orthant, query N(0, I)",
                  "noisy_y": "context y + N(0, 0.5²)"}
         for probe, curves in probes.items():
-            for name, errs in curves.items():
-                table.add_row(f"{probe} ({notes[probe]}): {name.replace('_', ' ')}", *(f"{errs[k]:.4f}" for k in ks))
+            for i, (name, errs) in enumerate(curves.items()):
+                table.add_row(f"{probe}: {notes[probe]}" if i == 0 else "", name.replace("_", " "),
+                              *(f"{errs[k]:.4f}" for k in ks))
         return table
 
     def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
