@@ -49,3 +49,19 @@ def intervene(targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     """New duplicate targets (P,): the same values, permuted across rows (a derangement-like shuffle that
     keeps the target distribution and breaks every row's link to its own features)."""
     return targets[torch.randperm(len(targets), generator=generator)]
+
+
+def lookup_batch(values: torch.Tensor, pool: torch.Tensor, n: int, t: int, pairs: int,
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A training batch for one model: values, mask, labels, weight, each (1, 2P, d).
+
+    values (2n, d) holds the table twice (target column standardized). The P originals have their target
+    masked and scored (weight 1/P); the duplicates show theirs and are not scored.
+    """
+    rows = sample_pairs(pool, pairs, n, generator)  # (2P,)
+    x = values[rows]  # (2P, d)
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    mask[:pairs, t] = True
+    weight = torch.zeros_like(x)
+    weight[:pairs, t] = 1.0 / pairs
+    return {"values": x[None], "mask": mask[None], "labels": x[None], "weight": weight[None]}

@@ -130,3 +130,65 @@ def plot_datapoint_attention(maps: list[torch.Tensor], query: int, duplicate: in
     plt.close(fig)
     os.replace(tmp, path)
     return str(path)
+
+
+def lookup_report(model: nn.Module, values: torch.Tensor, n: int, t: int, train_rows: torch.Tensor,
+                  test_rows: torch.Tensor, pairs: int, device: torch.device, features: np.ndarray,
+                  raw_target: np.ndarray, out_dir: Path, seed: int, console=None) -> dict:
+    """Clean, intervened and corrupted predictions of the test rows, a features-only baseline, the table and
+    the datapoint-attention PNG. values (2n, d): the table twice, target standardized."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    console = console or Console()
+    g = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    y = values[test_rows, t]  # (R,) standardized true targets
+    clean = predict_pairs(model, values, test_rows, n, t, pairs, device)
+    new = y[torch.randperm(len(y), generator=g)]  # the intervention: other rows' targets
+    moved = predict_pairs(model, values, test_rows, n, t, pairs, device, duplicate_targets=new)
+    probe_rows = test_rows[:min(len(test_rows), 8 * pairs)]
+    corrupted = predict_corrupted(model, values, probe_rows, n, t, pairs, device, g)
+    x, mask = pair_batch(values, test_rows[:pairs], n, t)
+    maps = datapoint_attention(model, x.to(device), mask.to(device))
+    model.train(was_training)
+
+    gbm = HistGradientBoostingRegressor(random_state=seed).fit(features[train_rows], raw_target[train_rows])
+    y_raw = torch.as_tensor(raw_target[test_rows.numpy()])
+    gbm_pred = torch.as_tensor(gbm.predict(features[test_rows.numpy()]))
+    y_probe = y[:len(probe_rows)]
+    result = {
+        "lookup_correlation": correlation(moved, new),
+        "intervened_correlation_with_own_target": correlation(moved, y),
+        "clean": {"correlation": correlation(clean, y), "r2": r2(clean, y)},
+        "corruption": {"rows": len(probe_rows),
+                       "clean": {"correlation": correlation(clean[:len(probe_rows)], y_probe),
+                                 "r2": r2(clean[:len(probe_rows)], y_probe)},
+                       "corrupted": {"correlation": correlation(corrupted, y_probe), "r2": r2(corrupted, y_probe)}},
+        "features_only_gbm": {"correlation": correlation(gbm_pred, y_raw), "r2": r2(gbm_pred, y_raw)},
+        "test_rows": len(test_rows), "pairs_per_batch": pairs,
+    }
+    c = result["corruption"]
+    c["drop"] = {k: c["clean"][k] - c["corrupted"][k] for k in ("correlation", "r2")}
+
+    table = RichTable(title=f"NPT lookup on duplicated rows: {len(test_rows)} test rows, {pairs} pairs per batch")
+    for col in ("predictions", "correlation", "R²", "what it shows"):
+        table.add_column(col, justify="right" if col in ("correlation", "R²") else "left")
+    table.add_row("NPT, duplicates show the true target", f"{result['clean']['correlation']:.4f}",
+                  f"{result['clean']['r2']:.4f}", "against the true target")
+    table.add_row("NPT, duplicates' targets intervened", f"{result['lookup_correlation']:.4f}",
+                  f"{r2(moved, new):.4f}", "against the new (intervened) targets: lookup")
+    table.add_row("NPT, other rows' features shuffled", f"{c['corrupted']['correlation']:.4f}",
+                  f"{c['corrupted']['r2']:.4f}", f"corruption probe, {len(probe_rows)} rows (clean R² "
+                  f"{c['clean']['r2']:.4f})")
+    table.add_row("gradient boosting on the row's features", f"{result['features_only_gbm']['correlation']:.4f}",
+                  f"{result['features_only_gbm']['r2']:.4f}", "no lookup possible: the ceiling without it")
+    console.print(table)
+    png = plot_datapoint_attention(maps, 0, pairs, Path(out_dir) / "datapoint_attention.png",
+                                   f"attention between datapoints of test row {int(test_rows[0])} "
+                                   f"(batch of {2 * pairs} rows)")
+    console.print(f"wrote {png}")
+    result["datapoint_attention_png"] = png
+    return result

@@ -29,10 +29,11 @@ def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 class Block(nn.Module):
     """Pre-norm causal block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, d_model: int, n_head: int, mlp_ratio: int, dropout: float):
+    def __init__(self, d_model: int, n_head: int, mlp_ratio: int, dropout: float, position: str):
         super().__init__()
         self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_head, causal=True, dropout=dropout)
+        self.attn = MultiHeadAttention(d_model, n_head, causal=True, dropout=dropout,
+                                       position="rotary" if position == "rotary" else "none")
         self.ln_2 = nn.LayerNorm(d_model)
         self.mlp = MLP(d_model, mlp_ratio * d_model, dropout)
 
@@ -50,8 +51,11 @@ class ICLConfig:
     n_embd: int = 128
     mlp_ratio: int = 4
     dropout: float = 0.0
+    position: str = "learned"  # learned (GPT-2 embeddings) | rotary (inside attention)
 
     def __post_init__(self):
+        if self.position not in ("learned", "rotary"):
+            raise ValueError(f"position must be 'learned' or 'rotary', got {self.position!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_dims < 1 or self.n_points < 1:
@@ -63,8 +67,8 @@ class ICLTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.read_in = nn.Linear(cfg.n_dims, cfg.n_embd)
-        self.wpe = nn.Embedding(2 * cfg.n_points, cfg.n_embd)
-        self.blocks = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, cfg.mlp_ratio, cfg.dropout)
+        self.wpe = nn.Embedding(2 * cfg.n_points, cfg.n_embd) if cfg.position == "learned" else None
+        self.blocks = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, cfg.mlp_ratio, cfg.dropout, cfg.position)
                                     for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.read_out = nn.Linear(cfg.n_embd, 1)
@@ -78,7 +82,9 @@ class ICLTransformer(nn.Module):
         if n > self.cfg.n_points:
             raise ValueError(f"prompt has {n} points; this model reads at most {self.cfg.n_points}")
         tokens = interleave(xs, ys)  # (B, 2n, d)
-        h = self.read_in(tokens) + self.wpe(torch.arange(2 * n, device=xs.device))  # (B, 2n, C)
+        h = self.read_in(tokens)  # (B, 2n, C)
+        if self.wpe is not None:
+            h = h + self.wpe(torch.arange(2 * n, device=xs.device))
         for block in self.blocks:
             h = block(h)
         return self.read_out(self.ln_f(h[:, ::2]))[..., 0]  # (B, n), read after every x

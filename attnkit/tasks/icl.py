@@ -51,9 +51,9 @@ class ICLTask(Task):
         },
         "small": {
             "model": dict(n_dims=8, n_points=17, n_layer=4, n_head=2, n_embd=64, mlp_ratio=4, dropout=0.0),
-            "train": dict(max_steps=12000, batch_size=128, lr=1e-3, warmup_steps=200, schedule="cosine",
-                          beta2=0.99, weight_decay=0.0, eval_interval=1000, eval_batches=1),
-            "curriculum": dict(d_start=4, n_start=9, interval=1000),
+            "train": dict(max_steps=8000, batch_size=64, lr=1e-3, warmup_steps=200, schedule="cosine",
+                          beta2=0.99, weight_decay=0.0, eval_interval=500, eval_batches=1),
+            "curriculum": dict(d_start=2, n_start=5, interval=500),
         },
     }
 
