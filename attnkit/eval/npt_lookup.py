@@ -103,8 +103,8 @@ def datapoint_attention(model: nn.Module, x: torch.Tensor, mask: torch.Tensor) -
 
 def plot_datapoint_attention(maps: list[torch.Tensor], query: int, duplicate: int, path: str | Path,
                              title: str) -> str:
-    """One panel per ABD layer: the query row's attention over the batch's rows (mean over heads), with
-    its duplicate marked; written atomically."""
+    """One panel per ABD layer: the query row's attention over the batch's rows (mean over heads, the most
+    focused head's weight on the duplicate in the label), with its duplicate marked; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,12 +113,14 @@ def plot_datapoint_attention(maps: list[torch.Tensor], query: int, duplicate: in
     path = Path(path)
     fig, axes = plt.subplots(len(maps), 1, figsize=(7.5, 1.9 * len(maps) + 0.6), dpi=110, squeeze=False)
     for i, (ax, probs) in enumerate(zip(axes[:, 0], maps)):
-        row = probs[:, query].mean(0).cpu().numpy()  # (N,)
+        heads = probs[:, query].cpu().numpy()  # (H, N): the query row's attention in each head
+        row = heads.mean(0)  # (N,)
         colors = ["tab:gray"] * len(row)
         colors[query], colors[duplicate] = "tab:blue", "tab:red"
         ax.bar(np.arange(len(row)), row, color=colors, width=1.0)
-        ax.annotate(f"duplicate (row {duplicate}): {row[duplicate]:.3f}", (duplicate, row[duplicate]),
-                    xytext=(-10, -2), textcoords="offset points", ha="right", va="top", fontsize=8, color="tab:red")
+        ax.text(0.01, 0.95, f"to its duplicate: {row[duplicate]:.3f} (mean of {len(heads)} heads), "
+                f"{heads[:, duplicate].max():.3f} in the most focused head", transform=ax.transAxes,
+                ha="left", va="top", fontsize=8, color="tab:red")
         ax.set_ylabel(f"ABD {i + 1}", fontsize=8)
         ax.set_xlim(-1, len(row))
         ax.tick_params(labelsize=7)

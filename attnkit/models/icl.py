@@ -52,6 +52,7 @@ class ICLConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     position: str = "learned"  # learned (GPT-2 embeddings) | rotary (inside attention)
+    token_type: bool = False   # add a learned x-or-y embedding (shared by all positions)
 
     def __post_init__(self):
         if self.position not in ("learned", "rotary"):
@@ -68,6 +69,7 @@ class ICLTransformer(nn.Module):
         self.cfg = cfg
         self.read_in = nn.Linear(cfg.n_dims, cfg.n_embd)
         self.wpe = nn.Embedding(2 * cfg.n_points, cfg.n_embd) if cfg.position == "learned" else None
+        self.wtt = nn.Embedding(2, cfg.n_embd) if cfg.token_type else None
         self.blocks = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, cfg.mlp_ratio, cfg.dropout, cfg.position)
                                     for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
@@ -85,6 +87,8 @@ class ICLTransformer(nn.Module):
         h = self.read_in(tokens)  # (B, 2n, C)
         if self.wpe is not None:
             h = h + self.wpe(torch.arange(2 * n, device=xs.device))
+        if self.wtt is not None:  # 0 for x tokens, 1 for y tokens
+            h = h + self.wtt(torch.arange(2 * n, device=xs.device) % 2)
         for block in self.blocks:
             h = block(h)
         return self.read_out(self.ln_f(h[:, ::2]))[..., 0]  # (B, n), read after every x
