@@ -18,6 +18,7 @@ import torch
 from attnkit.data.tables import Table
 
 LOOKUP_ROWS, LOOKUP_NOISE = 10_000, 3.0
+LOOKUP_TEST_SHARE = 0.1  # held-out rows: never trained on; the probes intervene on their duplicates
 
 
 def friedman_table(n_rows: int = LOOKUP_ROWS, noise: float = LOOKUP_NOISE, seed: int = 0) -> Table:

@@ -19,6 +19,8 @@ import torch.nn as nn
 from attnkit.data.lookup import pair_rows
 from attnkit.ops import attention_probs
 
+CORRUPTION_ROWS = 256  # test rows of the corruption probe: one forward pass each
+
 
 def pair_batch(values: torch.Tensor, originals: torch.Tensor, n: int, t: int,
                duplicate_targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,7 +153,7 @@ def lookup_report(model: nn.Module, values: torch.Tensor, n: int, t: int, train_
     clean = predict_pairs(model, values, test_rows, n, t, pairs, device)
     new = y[torch.randperm(len(y), generator=g)]  # the intervention: other rows' targets
     moved = predict_pairs(model, values, test_rows, n, t, pairs, device, duplicate_targets=new)
-    probe_rows = test_rows[:min(len(test_rows), 8 * pairs)]
+    probe_rows = test_rows[:CORRUPTION_ROWS]
     corrupted = predict_corrupted(model, values, probe_rows, n, t, pairs, device, g)
     x, mask = pair_batch(values, test_rows[:pairs], n, t)
     maps = datapoint_attention(model, x.to(device), mask.to(device))
