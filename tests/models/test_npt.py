@@ -13,7 +13,8 @@ from attnkit.tasks.npt import CONTEXT, TEST, TRAIN, NPTTask
 
 
 def make_task(tmp_path, **overrides):
-    cfg = NPTTask.resolve(TrainConfig(model="npt", flavor="debug", **overrides))
+    options = {k: overrides.pop(k) for k in ("folds", "probe", "target_shift", "target") if k in overrides}
+    cfg = NPTTask.resolve(TrainConfig(model="npt", flavor="debug", options=options, **overrides))
     task = NPTTask(cfg)
     task.prepare(tmp_path)
     return task
@@ -167,7 +168,7 @@ def test_probe_flags_are_checked():
 
 
 def test_corruption_keeps_the_row_and_shuffles_each_column_of_the_others():
-    from attnkit.tasks.npt import corrupt_other_rows
+    from attnkit.eval.npt import corrupt_other_rows
 
     g = torch.Generator().manual_seed(0)
     values = torch.arange(60.0).view(20, 3)                                 # every cell distinct
