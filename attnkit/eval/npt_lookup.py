@@ -4,8 +4,9 @@ Batches hold P test rows with their targets masked, then their P duplicates with
 (`attnkit.data.lookup`). Intervention: the duplicates' targets are replaced by other rows' targets; the
 lookup correlation is the Pearson correlation between the originals' predictions and those new values
 (≈ 1 when the model copies from the duplicate, ≈ 0 when it predicts from the row's own features).
-Corruption: the other rows' features are shuffled column by column, so no row matches its duplicate any
-more; what is left is each row's own features, and the drop measures how much the model used the others.
+Corruption (`attnkit.eval.npt.corrupt_other_rows`): every other row has each attribute permuted across rows,
+so no row matches its duplicate any more; what is left is the row's own features, and the drop measures
+how much the model used the others.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.data.lookup import pair_rows
-from attnkit.ops import attention_probs
+from attnkit.eval.npt import corrupt_other_rows
 
 CORRUPTION_ROWS = 256  # test rows of the corruption probe: one forward pass each
 
@@ -34,16 +35,6 @@ def pair_batch(values: torch.Tensor, originals: torch.Tensor, n: int, t: int,
     if duplicate_targets is not None:
         x[P:, t] = duplicate_targets
     return x, mask
-
-
-def shuffle_features_of_others(x: torch.Tensor, t: int, keep: int, generator: torch.Generator) -> torch.Tensor:
-    """x (N, d) with every feature column of every row but `keep` permuted across those rows (targets stay)."""
-    others = torch.cat([torch.arange(keep), torch.arange(keep + 1, len(x))])
-    out = x.clone()
-    for j in range(x.shape[1]):
-        if j != t:
-            out[others, j] = x[others[torch.randperm(len(others), generator=generator)], j]
-    return out
 
 
 @torch.no_grad()
@@ -69,7 +60,8 @@ def predict_corrupted(model: nn.Module, values: torch.Tensor, originals: torch.T
         chunk = originals[i:i + pairs]
         x, mask = pair_batch(values, chunk, n, t)
         for r in range(len(chunk)):
-            numeric, _ = model(shuffle_features_of_others(x, t, r, generator).to(device), mask.to(device))
+            v, m = corrupt_other_rows(x, mask, r, generator)
+            numeric, _ = model(v.to(device), m.to(device))
             out.append(numeric[r, t].float().cpu())
     return torch.stack(out)
 
@@ -88,18 +80,19 @@ def r2(pred: torch.Tensor, y: torch.Tensor) -> float:
 @torch.no_grad()
 def datapoint_attention(model: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
     """Attention between datapoints of every ABD block, each (H, N, N) float32 (row i attends to row j)."""
+    from attnkit.models.npt import ABD
+    from attnkit.models.blocks import Block
+
     h = model.embed(x, mask)  # (N, d, e)
     maps = []
     for block in model.blocks:
-        if hasattr(block, "ln1") and block.__class__.__name__ == "ABD":
+        if isinstance(block, ABD):
             N, d, e = h.shape
-            row = block.ln1(h.reshape(1, N, d * e))  # (1, N, d·e)
-            attn = block.attn
-            q = attn.q_proj(row).view(1, N, attn.n_head, attn.head_dim).transpose(1, 2)  # (1, H, N, hd)
-            k = attn.kv_proj(row)[..., :attn.n_kv_head * attn.head_dim]
-            k = k.view(1, N, attn.n_kv_head, attn.head_dim).transpose(1, 2)  # (1, Hkv, N, hd)
-            maps.append(attention_probs(q, k)[0])  # (H, N, N)
-        h = block(h)
+            out, probs = Block.forward(block, h.reshape(1, N, d * e), need_weights=True)  # (1, N, d·e), (1, H, N, N)
+            maps.append(probs[0])
+            h = out.view(N, d, e)
+        else:
+            h = block(h)
     return maps
 
 
@@ -155,7 +148,8 @@ def lookup_report(model: nn.Module, values: torch.Tensor, n: int, t: int, train_
     moved = predict_pairs(model, values, test_rows, n, t, pairs, device, duplicate_targets=new)
     probe_rows = test_rows[:CORRUPTION_ROWS]
     corrupted = predict_corrupted(model, values, probe_rows, n, t, pairs, device, g)
-    x, mask = pair_batch(values, test_rows[:pairs], n, t)
+    shown = test_rows[:min(pairs, 64)]  # the pictured batch: at most 64 pairs, so the bars stay readable
+    x, mask = pair_batch(values, shown, n, t)
     maps = datapoint_attention(model, x.to(device), mask.to(device))
     model.train(was_training)
 
@@ -190,9 +184,9 @@ def lookup_report(model: nn.Module, values: torch.Tensor, n: int, t: int, train_
     table.add_row("gradient boosting on the row's features", f"{result['features_only_gbm']['correlation']:.4f}",
                   f"{result['features_only_gbm']['r2']:.4f}", "no lookup possible: the ceiling without it")
     console.print(table)
-    png = plot_datapoint_attention(maps, 0, pairs, Path(out_dir) / "datapoint_attention.png",
+    png = plot_datapoint_attention(maps, 0, len(shown), Path(out_dir) / "datapoint_attention.png",
                                    f"attention between datapoints of test row {int(test_rows[0])} "
-                                   f"(batch of {2 * pairs} rows)")
+                                   f"(batch of {2 * len(shown)} rows)")
     console.print(f"wrote {png}")
     result["datapoint_attention_png"] = png
     return result

@@ -5,7 +5,7 @@ the authors' layout. A linear read-in maps each token to the model width, learne
 a causal pre-norm stack runs, and a linear read-out after every x token predicts that point's y from the
 pairs before it: prediction i sees (x_1, y_1, …, x_i) only.
 
-Built bottom-up: interleave → Block → ICLConfig → ICLTransformer.
+Built bottom-up: interleave → ICLConfig → ICLTransformer, on the zoo's shared causal `Stack`.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from attnkit.layers import MultiHeadAttention
-from attnkit.models.common import MLP, init_weights
+from attnkit.models.blocks import Stack
+from attnkit.models.common import init_weights
 
 
 def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -24,22 +24,6 @@ def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     y_tokens = torch.zeros_like(xs)  # (B, n, d)
     y_tokens[..., 0] = ys
     return torch.stack((xs, y_tokens), dim=2).reshape(B, 2 * n, d)  # (B, 2n, d)
-
-
-class Block(nn.Module):
-    """Pre-norm causal block: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, d_model: int, n_head: int, mlp_ratio: int, dropout: float, position: str):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_head, causal=True, dropout=dropout,
-                                       position="rotary" if position == "rotary" else "none")
-        self.ln_2 = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, mlp_ratio * d_model, dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # (B, 2n, C)
-        return x + self.mlp(self.ln_2(x))
 
 
 @dataclass
@@ -52,7 +36,6 @@ class ICLConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     position: str = "learned"  # learned (GPT-2 embeddings) | rotary (inside attention)
-    token_type: bool = False   # add a learned x-or-y embedding (shared by all positions)
 
     def __post_init__(self):
         if self.position not in ("learned", "rotary"):
@@ -69,9 +52,8 @@ class ICLTransformer(nn.Module):
         self.cfg = cfg
         self.read_in = nn.Linear(cfg.n_dims, cfg.n_embd)
         self.wpe = nn.Embedding(2 * cfg.n_points, cfg.n_embd) if cfg.position == "learned" else None
-        self.wtt = nn.Embedding(2, cfg.n_embd) if cfg.token_type else None
-        self.blocks = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, cfg.mlp_ratio, cfg.dropout, cfg.position)
-                                    for _ in range(cfg.n_layer))
+        self.blocks = Stack(cfg.n_layer, cfg.n_embd, cfg.n_head, causal=True, d_ff=cfg.mlp_ratio * cfg.n_embd,
+                            dropout=cfg.dropout, position="rotary" if cfg.position == "rotary" else "none")
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.read_out = nn.Linear(cfg.n_embd, 1)
         self.apply(init_weights)
@@ -87,8 +69,5 @@ class ICLTransformer(nn.Module):
         h = self.read_in(tokens)  # (B, 2n, C)
         if self.wpe is not None:
             h = h + self.wpe(torch.arange(2 * n, device=xs.device))
-        if self.wtt is not None:  # 0 for x tokens, 1 for y tokens
-            h = h + self.wtt(torch.arange(2 * n, device=xs.device) % 2)
-        for block in self.blocks:
-            h = block(h)
+        h = self.blocks(h)  # (B, 2n, C)
         return self.read_out(self.ln_f(h[:, ::2]))[..., 0]  # (B, n), read after every x
