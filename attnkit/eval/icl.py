@@ -8,7 +8,6 @@ functions), ridge, 3-nearest-neighbours, averaging (ŵ = mean of y_i·x_i), and 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.data.icl import Prompts
+from attnkit.eval.figures import save_figure
 
 RIDGE_ALPHA = 0.1
 LASSO_ALPHA = 0.01
@@ -114,7 +114,6 @@ def plot_error_by_k(errors: dict[str, list[float]], d: int, path: str | Path, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     styles = {"transformer": dict(color="black", lw=2.2, marker="o", ms=3)}
     for name, errs in errors.items():
@@ -129,8 +128,4 @@ def plot_error_by_k(errors: dict[str, list[float]], d: int, path: str | Path, ti
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return str(path)
+    return save_figure(fig, path)

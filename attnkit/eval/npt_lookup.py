@@ -10,7 +10,6 @@ how much the model used the others.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.data.lookup import pair_rows
+from attnkit.eval.figures import save_figure
 from attnkit.eval.npt import corrupt_other_rows
 
 CORRUPTION_ROWS = 256  # test rows of the corruption probe: one forward pass each
@@ -105,7 +105,6 @@ def plot_datapoint_attention(maps: list[torch.Tensor], query: int, duplicate: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     fig, axes = plt.subplots(len(maps), 1, figsize=(7.5, 1.9 * len(maps) + 0.6), dpi=110, squeeze=False)
     for i, (ax, probs) in enumerate(zip(axes[:, 0], maps)):
         heads = probs[:, query].cpu().numpy()  # (H, N): the query row's attention in each head
@@ -122,11 +121,7 @@ def plot_datapoint_attention(maps: list[torch.Tensor], query: int, duplicate: in
     axes[-1, 0].set_xlabel(f"row in the batch (query row {query} in blue, its duplicate in red)", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return str(path)
+    return save_figure(fig, path)
 
 
 def lookup_report(model: nn.Module, values: torch.Tensor, n: int, t: int, train_rows: torch.Tensor,
