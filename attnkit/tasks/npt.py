@@ -89,7 +89,7 @@ class NPTTask(Task):
         # early: with 32 pairs lookup appeared after ~400 steps, with 256 pairs after ~1,000 (CPU probes).
         "lookup": {
             "model": dict(embed_dim=16, n_layer=4, n_head_abd=4, n_head_aba=1, ff_mult=2, dropout=0.0, head_scale=5.0),
-            "train": dict(max_steps=3000, batch_size=64, lr=3e-3, warmup_steps=50, schedule="cosine", beta2=0.99,
+            "train": dict(max_steps=5000, batch_size=64, lr=3e-3, warmup_steps=50, schedule="cosine", beta2=0.99,
                           weight_decay=0.0, eval_interval=500, eval_batches=1, dropout=0.0),
             "options": dict(probe="lookup"),
         },
