@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from attnkit.tasks import TASKS  # the registry only: tasks import lazily
+
 from attnkit.config import TrainConfig
 from attnkit.errors import UserError
 
@@ -27,7 +29,7 @@ def parse_opts(pairs: list[str]) -> dict[str, str]:
 
 
 def train(
-    model: Annotated[Optional[str], Opt(help="Model family: gpt, bert, encdec, music, vit, image, npt (default gpt).")] = None,
+    model: Annotated[Optional[str], Opt(help=f"Model family: {', '.join(TASKS)} (default gpt).")] = None,
     flavor: Annotated[Optional[str], Opt(help="Size preset of the model; every model has 'debug'.")] = None,
     opt: Annotated[Optional[list[str]], Opt("--opt", help="A model option, name=value (repeatable); see --list-options.")] = None,
     list_options: Annotated[bool, Opt("--list-options", help="Print the model's options and exit.")] = False,

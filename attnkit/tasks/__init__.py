@@ -14,6 +14,7 @@ TASKS: dict[str, str] = {
     "vit": "attnkit.tasks.vit:ViTTask",
     "image": "attnkit.tasks.image:ImageTask",
     "npt": "attnkit.tasks.npt:NPTTask",
+    "dt": "attnkit.tasks.dt:DTTask",
     "icl": "attnkit.tasks.icl:ICLTask",
 }
 

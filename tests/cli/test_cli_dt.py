@@ -1,0 +1,98 @@
+"""The Decision Transformer end to end on its debug flavor: generate data, train DT + BC + %BC, roll out, sample."""
+import io
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from attnkit.cli.main import main
+from attnkit.config import SampleConfig
+from attnkit.data.rl import DATA_FILE, load_or_generate
+from attnkit.sample import load_run
+from cli_invoke import invoke
+
+SUMMARY_KEYS = {"return_by_target", "bc_return", "pct_bc_return", "dataset_max_return", "dataset_mean_return",
+                "env"}
+
+
+@pytest.fixture(scope="module")
+def dt_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("dt")
+    out = invoke("train", "--model", "dt", "--flavor", "debug", "--out", run)
+    return run, out
+
+
+def test_debug_run_generates_data_trains_three_policies_and_reports_the_paper_keys(dt_run):
+    run, out = dt_run
+    summary = json.loads((run / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary) and summary["env"] == "CartPole-v1" and summary["steps"] == 20
+    stats = json.loads((run / "dataset.json").read_text())
+    assert stats["episodes"] == 40 and len(stats["returns"]) == 40
+    assert summary["dataset_max_return"] == max(stats["returns"]) == 500
+    assert summary["dataset_mean_return"] == pytest.approx(np.mean(stats["returns"]))
+    targets = [r["target"] for r in summary["return_by_target"]]
+    assert targets == [50, 100, 150, 200, 250, 300, 350, 400, 450, 500]
+    for r in summary["return_by_target"] + [{"mean": summary["bc_return"], "std": 0}]:
+        assert set(r) >= {"mean", "std"} and 8 <= r["mean"] <= 500 and r["std"] >= 0  # CartPole's range
+    for name in ("offline dataset", "BC (all episodes)", "%BC (best 10%)"):
+        assert name in out
+    rho = summary["return_rank_correlation"]  # None when every target gave the same return (20 steps)
+    assert rho is None or (-1 <= rho <= 1 and "rank correlation" in out)
+    for png in ("dataset_returns.png", "return_tracking.png", "loss.png"):
+        assert (run / png).stat().st_size > 10_000
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"val_dt_loss", "val_bc_loss", "val_pct_bc_loss"} <= set(metrics[-1])
+
+
+def test_cached_dataset_is_reused_not_regenerated(dt_run, tmp_path, monkeypatch):
+    run, _ = dt_run
+    path = run / DATA_FILE
+    before = path.stat().st_mtime_ns
+    monkeypatch.setattr("attnkit.data.rl.generate", None)  # any regeneration would fail
+    data = load_or_generate(run, "CartPole-v1", 40, 0)
+    assert path.stat().st_mtime_ns == before
+    assert data.returns().tolist() == json.loads((run / "dataset.json").read_text())["returns"]
+    # --resume prepares in a fresh staging directory: the run's own cache is found and copied there.
+    again = load_or_generate(tmp_path, "CartPole-v1", 40, 0, cached_in=run)
+    assert (tmp_path / DATA_FILE).read_bytes() == path.read_bytes()
+    assert np.array_equal(again.observations, data.observations)
+
+
+def test_sample_rolls_out_each_target_beside_the_baselines_on_the_same_seeds(dt_run, tmp_path):
+    run, _ = dt_run
+    summary = json.loads((run / "summary.json").read_text())
+    task, model, _ = load_run(run)  # the env's default targets, seed and episodes: as in training
+    result = task.sample(model, SampleConfig(run=str(run), out=str(tmp_path)), Console(file=io.StringIO()))
+    assert result["return_by_target"] == summary["return_by_target"]
+    assert result["bc_return"] == summary["bc_return"] and result["pct_bc_return"] == summary["pct_bc_return"]
+    # Each episode has its own seed and generator: a target alone gives what it gave beside the others.
+    alone = task.sample(model, SampleConfig(run=str(run), out=str(tmp_path), target_return="400"),
+                        Console(file=io.StringIO()))
+    assert alone["return_by_target"] == [r for r in summary["return_by_target"] if r["target"] == 400]
+    out = invoke("sample", "--run", run, "--target-return", "100,400", "--num-samples", 3, "--out", tmp_path)
+    for row in ("DT │    100", "DT │    400", "BC (all episodes)", "%BC (best 10%)", "mean ± std over 3"):
+        assert row in out
+    assert "DT │    500" not in out and (tmp_path / "return_tracking.png").stat().st_size > 10_000
+
+
+def one_line_error(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    assert exit_info.value.code == 1
+    return capsys.readouterr().err.strip()
+
+
+def test_bad_target_return_is_a_one_line_error(dt_run, tmp_path, capsys):
+    run, _ = dt_run
+    err = one_line_error(capsys, "sample", "--run", run, "--target-return", "100,lots", "--out", tmp_path / "s")
+    assert err == "error: --target-return must be comma-separated numbers, e.g. 100,200,300; got '100,lots'"
+    assert not (tmp_path / "s").exists()
+
+
+def test_unknown_environment_is_a_one_line_error(tmp_path, capsys):
+    err = one_line_error(capsys, "train", "--model", "dt", "--flavor", "debug", "--opt", "env=Pong-v5",
+                         "--out", tmp_path / "run")
+    assert err == ("error: unknown environment 'Pong-v5' for the Decision Transformer; choose from CartPole-v1, "
+                   "Acrobot-v1 (each needs a data-generating controller)")
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,135 @@
+"""Decision Transformer: token interleaving, what each action prediction may see, padded contexts, the data."""
+import numpy as np
+import pytest
+import torch
+
+from attnkit.data.rl import ENVS, generate, get_env_spec
+from attnkit.errors import UserError
+from attnkit.models.dt import DecisionTransformer, DTConfig, PolicySet, interleave
+from attnkit.tasks.dt import Windows, parse_targets, top_episodes
+
+K, S, A = 6, 4, 3
+
+
+def small(**kw) -> DecisionTransformer:
+    torch.manual_seed(0)
+    return DecisionTransformer(DTConfig(state_dim=S, act_dim=A, context=K, max_timestep=50, n_layer=2,
+                                        n_head=2, d_model=32, dropout=0.0, return_scale=10.0, **kw)).eval()
+
+
+def inputs(B=2, steps=K, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(states=torch.randn(B, steps, S, generator=g), actions=torch.randint(A, (B, steps), generator=g),
+                returns_to_go=torch.randn(B, steps, generator=g) * 10,
+                timesteps=torch.arange(3, 3 + steps).expand(B, steps).clone())
+
+
+def test_interleave_orders_tokens_step_by_step():
+    B, d = 2, 3
+    r, s, a = (torch.full((B, K, d), float(i)) + torch.arange(K)[None, :, None] * 10 for i in range(3))
+    x = interleave(r, s, a)  # (B, 3K, d)
+    assert x.shape == (B, 3 * K, d)
+    expected = torch.tensor([10.0 * t + i for t in range(K) for i in range(3)])  # R_1 s_1 a_1 R_2 ...
+    assert torch.equal(x[0, :, 0], expected) and torch.equal(x[1, :, 2], expected)
+
+
+@pytest.mark.parametrize("returns", [True, False])
+def test_action_at_step_t_sees_its_return_and_state_but_not_its_action_or_the_future(returns):
+    model, x = small(returns=returns), inputs()
+    base = model(**x)  # (B, K, A)
+    t = 2
+
+    def changed(key, step):
+        y = {k: v.clone() for k, v in x.items()}
+        y[key][:, step] = (y[key][:, step] + 1) % A if key == "actions" else y[key][:, step] + 3.0
+        return (model(**y) - base).abs().amax(dim=(0, 2))  # (K,): largest change per step
+
+    d_action, d_state, d_return = changed("actions", t), changed("states", t), changed("returns_to_go", t)
+    assert d_action[: t + 1].max() == 0 and d_action[t + 1:].min() > 0     # a_t reaches only later steps
+    assert d_state[:t].max() == 0 and d_state[t:].min() > 0                # s_t reaches step t on
+    if returns:
+        assert d_return[:t].max() == 0 and d_return[t:].min() > 0          # R_t conditions a_t
+    else:
+        assert d_return.max() == 0                                         # BC never reads returns
+
+
+def test_left_padded_context_matches_the_short_one_and_has_no_nan():
+    model = small()
+    short = inputs(B=2, steps=3, seed=1)
+    pad = K - 3
+    padded = {k: torch.cat((torch.full_like(v[:, :1], 2).expand(-1, pad, *v.shape[2:]), v), 1)
+              for k, v in short.items()}  # junk on the left, masked out below
+    mask = torch.arange(K)[None].expand(2, K) >= pad  # (B, K)
+    out = model(**padded, mask=mask)
+    assert torch.isfinite(out).all()  # padded query rows see no key at all: zeros, not NaN
+    torch.testing.assert_close(out[:, pad:], model(**short), rtol=1e-5, atol=1e-5)
+    # A context with no real step at all stays finite, and so do the gradients through masked rows.
+    model.train()
+    mask[1] = False
+    loss = model.action_loss(model(**padded, mask=mask), padded["actions"], mask)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_continuous_actions_train_with_mse():
+    torch.manual_seed(0)
+    model = DecisionTransformer(DTConfig(state_dim=S, act_dim=2, discrete=False, context=K, max_timestep=50,
+                                         n_layer=1, d_model=32, dropout=0.0))
+    x = inputs(B=8)
+    x["actions"] = torch.tanh(x["states"][..., :2])  # a learnable target in (-1, 1)
+    mask = torch.ones(8, K, dtype=torch.bool)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = model.action_loss(model(**x, mask=mask), x["actions"], mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_policy_set_trains_three_disjoint_policies():
+    model = PolicySet(DTConfig(state_dim=S, act_dim=A, context=K, max_timestep=50, n_layer=1, d_model=16))
+    x = dict(inputs(), mask=torch.ones(2, K, dtype=torch.bool))
+    losses = model({**x, **{f"top_{k}": v for k, v in x.items()}})
+    assert set(losses) == {"dt", "bc", "pct_bc"} and all(torch.isfinite(v) for v in losses.values())
+    losses["bc"].backward()
+    assert model.dt.predict_action.weight.grad is None and model.bc.predict_action.weight.grad is not None
+    assert model.bc.embed_return is None and model.dt.embed_return is not None
+
+
+def test_generated_cartpole_data_spans_poor_to_expert_and_is_reproducible():
+    data = generate("CartPole-v1", 30, seed=3)
+    again = generate("CartPole-v1", 30, seed=3)
+    assert np.array_equal(data.actions, again.actions) and np.array_equal(data.observations, again.observations)
+    returns = data.returns()
+    assert returns.max() == 500 and returns.min() < 50  # ε ~ U(0, 1): experts and near-random play
+    assert np.array_equal(data.lengths(), returns.astype(int))  # +1 per step
+    rtg, t = data.returns_to_go(), data.timesteps()
+    first = data.starts[:-1]
+    assert np.array_equal(rtg[first], returns) and (t[first] == 0).all() and (rtg[data.starts[1:] - 1] == 1).all()
+
+
+def test_windows_are_left_padded_at_episode_starts():
+    data = generate("CartPole-v1", 4, seed=0)
+    windows = Windows(data)
+    b = windows.batch(256, K, torch.Generator().manual_seed(0))
+    mask, t = b["mask"], b["timesteps"]
+    n_real = mask.sum(1)
+    assert (mask[:, -1]).all() and torch.equal(mask, mask.cummax(1).values)  # padding only on the left
+    assert torch.equal(n_real, torch.minimum(t[:, -1] + 1, torch.tensor(K)))  # short only near the start
+    assert (b["states"][~mask] == 0).all() and (t[mask] >= 0).all()
+    real = mask[:, 1:] & mask[:, :-1]
+    assert ((t[:, 1:] - t[:, :-1])[real] == 1).all()  # consecutive steps of one episode
+
+
+def test_top_episodes_and_target_parsing():
+    assert top_episodes(np.array([5.0, 1, 9, 9, 3, 0, 2, 8, 7, 6]), 0.2).tolist() == [2, 3]
+    assert parse_targets("100, 200,300.5") == [100.0, 200.0, 300.5]
+    for bad in ("", "100,,200", "abc", "100;200", "nan"):
+        with pytest.raises(UserError, match="--target-return must be comma-separated numbers"):
+            parse_targets(bad)
+    with pytest.raises(UserError, match="unknown environment 'Pong-v5'.*CartPole-v1"):
+        get_env_spec("Pong-v5")
+    assert {"CartPole-v1", "Acrobot-v1"} <= set(ENVS)
