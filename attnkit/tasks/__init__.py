@@ -16,6 +16,7 @@ TASKS: dict[str, str] = {
     "npt": "attnkit.tasks.npt:NPTTask",
     "dt": "attnkit.tasks.dt:DTTask",
     "asr": "attnkit.tasks.asr:ASRTask",
+    "icl": "attnkit.tasks.icl:ICLTask",
 }
 
 

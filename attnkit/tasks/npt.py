@@ -15,11 +15,15 @@ is taken only on selected cells: (1 − λ)·mean feature loss + λ·mean target
 Probes (`--probe`):
   corruption  predict each test row alone while every other row has each attribute permuted independently
               across rows: what is left is the row itself, so the drop measures how much NPT uses other rows.
-  lookup      every row gets a duplicate whose target is always visible (plus `--target-shift`: added to a
+  lookup      every row gets a duplicate whose target is always visible (plus `target_shift`: added to a
               numeric target, added modulo C to a class); the model can look the answer up (and undo the
-              shift). Reported: correlation between prediction and true target, ≈ 1 once the model has
-              learned to look up. (On small tables the small CPU flavor memorizes the training targets
-              instead: on diabetes, 300–600 steps, it stays at the features-only correlation, 0.61–0.68.)
+              shift). Without `--data` this is the paper's semi-synthetic experiment (§4.1, flavor "lookup"):
+              10k duplicated Friedman #1 rows (attnkit.data.lookup), one train/test split, training batches
+              of row pairs whose original's target is masked; the report intervenes on the test rows'
+              duplicates and reports the lookup correlation, the corruption probe and the datapoint-attention
+              picture (attnkit.eval.npt_lookup). With `--data`, the table's own rows are duplicated under
+              k-fold CV and the correlation with the true target is reported (on small tables the small
+              flavor memorizes instead: on diabetes it stays at the features-only correlation, 0.61–0.68).
 """
 from __future__ import annotations
 
@@ -37,9 +41,11 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from attnkit.config import SampleConfig, TrainConfig
+from attnkit.data.lookup import LOOKUP_TEST_SHARE, friedman_table, lookup_batch
 from attnkit.data.tables import Table, cv_splits, load_table, target_stats
 from attnkit.eval.npt import (classification_metrics, corrupt_other_rows, mean_std, metrics_table,
                               regression_metrics, sklearn_baselines, write_predictions)
+from attnkit.eval.npt_lookup import correlation, lookup_report, predict_pairs
 from attnkit.models.npt import NPTConfig, NPTFolds, cell_losses
 from attnkit.errors import UserError
 from attnkit.tasks.base import Task
@@ -78,6 +84,15 @@ class NPTTask(Task):
                           eval_interval=25, eval_batches=1, dropout=0.1),
             "objective": dict(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
         },
+        # The semi-synthetic lookup experiment (Kossen et al. §4.1) on 10k duplicated Friedman #1 rows. batch_size
+        # counts rows: 32 originals and their 32 duplicates. In small batches the duplicate is easy to find
+        # early: with 32 pairs lookup appeared after ~400 steps, with 256 pairs after ~1,000 (CPU probes).
+        "lookup": {
+            "model": dict(embed_dim=16, n_layer=4, n_head_abd=4, n_head_aba=1, ff_mult=2, dropout=0.0, head_scale=5.0),
+            "train": dict(max_steps=5000, batch_size=64, lr=3e-3, warmup_steps=50, schedule="cosine", beta2=0.99,
+                          weight_decay=0.0, eval_interval=500, eval_batches=1, dropout=0.0),
+            "options": dict(probe="lookup"),
+        },
         # The paper's Breast Cancer setup (ANCHORS.md): 47 M params per fold on Breast Cancer, GPU-sized.
         "paper": {
             "model": dict(embed_dim=32, n_layer=8, n_head_abd=8, n_head_aba=8, ff_mult=4, dropout=0.1, head_scale=1.0),
@@ -96,13 +111,21 @@ class NPTTask(Task):
         if self.opts.target_shift is not None and self.opts.probe != "lookup":
             raise UserError("target_shift applies to the duplicated rows of probe=lookup only")
         self.objective = dict(self.flavors[cfg.flavor].get("objective", {}))
+        # The paper's semi-synthetic lookup experiment: probe=lookup without a data set of the user's.
+        self.synthetic = self.opts.probe == "lookup" and cfg.data is None
         self.table: Table | None = None
         self.splits: list[tuple[np.ndarray, np.ndarray]] = []
 
     # ---- data ----------------------------------------------------------------------------
     def prepare(self, run_dir: Path) -> None:
-        table = load_table(self.cfg.data, self.opts.target, self.opts.column_types)
-        splits = cv_splits(table, self.opts.folds, self.cfg.seed)
+        if self.synthetic:  # one train/test split: the probe needs no CV, and one model trains faster
+            table = friedman_table()
+            order = np.random.default_rng(self.cfg.seed).permutation(table.n)
+            n_test = int(round(LOOKUP_TEST_SHARE * table.n))
+            splits = [(np.sort(order[n_test:]), np.sort(order[:n_test]))]
+        else:
+            table = load_table(self.cfg.data, self.opts.target, self.opts.column_types)
+            splits = cv_splits(table, self.opts.folds, self.cfg.seed)
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         table.save(run_dir / "table")
@@ -170,6 +193,10 @@ class NPTTask(Task):
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """A masked-cell training batch for all folds: values, mask, labels, weight, each (K, B, d)."""
+        if self.synthetic:  # B/2 training rows, targets masked, and their duplicates, targets shown
+            pool = torch.as_tensor(self.splits[0][0])
+            return lookup_batch(self.values[0], pool, self.table.n, self.table.target, max(batch_size // 2, 1),
+                                generator)
         rows = self._rows(batch_size, generator)                                  # (K, B)
         K, B = rows.shape
         d, t = self.values.shape[2], self.table.target
@@ -275,12 +302,39 @@ class NPTTask(Task):
         (NLL, or MSE in standardized units) and accuracy / RMSE, averaged over folds."""
         if split == "train":
             return super().evaluate(model, split, batches, device)
+        if self.synthetic:
+            return self._lookup_eval(model, split, device)
         per_fold = [self._fold_metrics(k, out) for k, out in enumerate(self.predict(model))]
         if self.table.target_is_categorical:
             return {f"{split}_loss": float(np.mean([m["nll"] for m in per_fold])),
                     f"{split}_acc": float(np.mean([m["accuracy"] for m in per_fold]))}
         mse = [(m["rmse"] / self.target_std[k]) ** 2 for k, m in enumerate(per_fold)]
         return {f"{split}_loss": float(np.mean(mse)), f"{split}_rmse": float(np.mean([m["rmse"] for m in per_fold]))}
+
+    # ---- the semi-synthetic lookup experiment ----------------------------------------------------
+    def _pairs(self) -> int:
+        return max((self.cfg.batch_size or 64) // 2, 1)
+
+    def _lookup_eval(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        """Clean target MSE (standardized) and the lookup correlation on the first 256 test rows."""
+        values, n, t = self.values[0], self.table.n, self.table.target
+        rows = torch.as_tensor(self.splits[0][1][:256])
+        was_training = model.training
+        model.eval()
+        fold = model.folds[0]
+        y = values[rows, t]
+        clean = predict_pairs(fold, values, rows, n, t, self._pairs(), device)
+        new = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]
+        moved = predict_pairs(fold, values, rows, n, t, self._pairs(), device, duplicate_targets=new)
+        model.train(was_training)
+        return {f"{split}_loss": float(((clean - y) ** 2).mean()), f"{split}_lookup_corr": correlation(moved, new)}
+
+    def _lookup_report(self, model: nn.Module, out_dir: Path, console: Console) -> dict[str, Any]:
+        train_rows, test_rows = (torch.as_tensor(r) for r in self.splits[0])
+        result = lookup_report(model.folds[0], self.values[0], self.table.n, self.table.target, train_rows, test_rows,
+                               self._pairs(), self._device(model), self.table.features(), self.table.raw_target,
+                               out_dir, self.cfg.seed, console)
+        return {"data": self.table.name, "rows": self.table.n, "attributes": self.table.d, **result}
 
     # ---- probes --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -333,6 +387,11 @@ class NPTTask(Task):
     def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
         start = time.time()
         run_dir = Path(run_dir)
+        if self.synthetic:
+            summary = self._lookup_report(model, run_dir, console)
+            summary["report_s"] = round(time.time() - start, 1)
+            (run_dir / "lookup_metrics.json").write_text(json.dumps(summary, indent=1))
+            return summary
         outs = self.predict(model)
         npt_folds = [self._fold_metrics(k, out) for k, out in enumerate(outs)]
         rows = {f"NPT ({self.cfg.flavor})": mean_std(npt_folds)}
@@ -383,7 +442,12 @@ class NPTTask(Task):
 
     # ---- sampling ---------------------------------------------------------------------------------
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
-        """Print fold 0's test-row predictions (`--num-samples` rows, at least 10) and the CV metrics table."""
+        """Print fold 0's test-row predictions (`--num-samples` rows, at least 10) and the CV metrics table;
+        for the semi-synthetic lookup run, the lookup probes and the datapoint-attention picture again."""
+        if self.synthetic:
+            out = Path(cfg.out or cfg.run)
+            out.mkdir(parents=True, exist_ok=True)
+            return self._lookup_report(model, out, console)
         t = self.table
         outs = self.predict(model)
         shown = RichTable(title=f"{t.name}: predictions for fold 0's test rows (trained without their targets)")

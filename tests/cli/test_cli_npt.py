@@ -79,3 +79,16 @@ def test_bad_column_type_override_is_a_one_line_error(tmp_path, capsys):
               "--out", str(tmp_path / "run")])
     assert capsys.readouterr().err.strip() == ("error: column type override 'a=float': expected NAME=numeric "
                                                "or NAME=categorical")
+
+
+def test_lookup_without_data_runs_the_semi_synthetic_experiment(tmp_path):
+    out = invoke("train", "--model", "npt", "--flavor", "debug", "--opt", "probe=lookup", "--out", tmp_path)
+    assert "NPT lookup on duplicated rows" in out and "corruption probe" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rows"] == 10_000 and summary["data"].startswith("friedman1")
+    assert -1 <= summary["lookup_correlation"] <= 1
+    corruption = summary["corruption"]
+    assert set(corruption) == {"rows", "clean", "corrupted", "drop"} and corruption["rows"] == 256
+    assert corruption["drop"]["r2"] == pytest.approx(corruption["clean"]["r2"] - corruption["corrupted"]["r2"])
+    assert summary["features_only_gbm"]["r2"] > 0.5                        # the features alone explain a part
+    assert (tmp_path / "datapoint_attention.png").stat().st_size > 10_000

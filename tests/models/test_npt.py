@@ -196,3 +196,42 @@ def test_prediction_in_row_minibatches_when_the_table_does_not_fit(tmp_path):
     torch.testing.assert_close(outs[0].sum(1), torch.ones(50))
     assert seen == [40, 40, 40] and len(seen) * 20 >= 50                   # test rows in chunks, context fills up
     assert torch.equal(task.predict(model)[0], outs[0])                    # deterministic context sampling
+
+
+# ---- the semi-synthetic lookup experiment (attnkit.data.lookup, attnkit.eval.npt_lookup) --------------------
+
+def test_lookup_batches_pair_each_masked_original_with_its_visible_duplicate():
+    from attnkit.data.lookup import friedman_table, lookup_batch
+
+    table = friedman_table(n_rows=200, seed=0)
+    values = torch.tensor(np.concatenate([table.values, table.values]))  # (2n, d)
+    b = lookup_batch(values, torch.arange(150), table.n, table.target, 8, torch.Generator().manual_seed(0))
+    x, mask, w = b["values"][0], b["mask"][0], b["weight"][0]  # (16, d)
+    assert torch.equal(x[:8], x[8:])                                     # the duplicates are exact copies
+    assert mask[:8, table.target].all() and not mask[8:].any() and not mask[:, :table.target].any()
+    assert torch.allclose(w[:8, table.target], torch.full((8,), 1 / 8)) and w.sum() == pytest.approx(1.0)
+
+
+def test_a_lookup_model_follows_the_intervention_and_the_corruption_breaks_it():
+    """A hand-made "model" that copies the target of the row with identical features: the probe must report
+    correlation 1 with the intervened targets, and the corruption must destroy it."""
+    from attnkit.data.lookup import friedman_table
+    from attnkit.eval.npt_lookup import correlation, predict_corrupted, predict_pairs
+
+    class CopyTwin(torch.nn.Module):
+        def forward(self, values, mask):
+            t = values.shape[1] - 1
+            feats = values[:, :t]
+            dist = torch.cdist(feats, feats) + torch.eye(len(values)) * 1e9  # (N, N), never itself
+            twin = dist.argmin(1)
+            out = values[twin, t]
+            return torch.stack([out] * values.shape[1], 1), None
+
+    table = friedman_table(n_rows=300, seed=1)
+    values = torch.tensor(np.concatenate([table.values, table.values]))
+    rows, t, g = torch.arange(200, 264), table.target, torch.Generator().manual_seed(0)
+    new = values[rows, t][torch.randperm(64, generator=g)]
+    moved = predict_pairs(CopyTwin(), values, rows, table.n, t, 16, torch.device("cpu"), duplicate_targets=new)
+    assert correlation(moved, new) == pytest.approx(1.0)
+    broken = predict_corrupted(CopyTwin(), values, rows, table.n, t, 16, torch.device("cpu"), g)
+    assert abs(correlation(broken, values[rows, t])) < 0.5

@@ -1,0 +1,102 @@
+"""Prompts for in-context regression (Garg et al. 2022, "What Can Transformers Learn In-Context?").
+
+A prompt is one random function f drawn from a class, and points x_1..x_n ~ N(0, I_d) with y_i = f(x_i).
+Function classes:
+  linear         f(x) = w·x, w ~ N(0, I_d)
+  sparse_linear  the same with all but `sparsity` coordinates of w set to zero (Lasso is the baseline)
+The curriculum (Garg et al. §3) trains on the first `d_active` coordinates only (the others are zero in x
+and w) and on the first `n_active` points, both growing during training; evaluation uses the full d and n.
+Out-of-distribution variants of the test prompts (Garg et al. §4): scaled queries, one-orthant prompts,
+noisy in-context outputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from attnkit.errors import UserError
+
+FUNCTIONS = ("linear", "sparse_linear")
+PROBES = ("scaled_query", "one_orthant", "noisy_y")
+
+
+def check_function(name: str) -> str:
+    if name not in FUNCTIONS:
+        raise UserError(f"unknown function class {name!r}; choose from {', '.join(FUNCTIONS)}")
+    return name
+
+
+def sample_weights(function: str, batch: int, d: int, d_active: int, sparsity: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """(B, d) weights: N(0, 1) on the first d_active coordinates, zero beyond; sparse keeps `sparsity` of them."""
+    w = torch.randn(batch, d, generator=generator)
+    w[:, d_active:] = 0
+    if function == "sparse_linear":
+        keep = torch.rand(batch, d_active, generator=generator).argsort(1)[:, :min(sparsity, d_active)]
+        mask = torch.zeros(batch, d, dtype=torch.bool).scatter_(1, keep, True)
+        w = w * mask
+    return w
+
+
+@dataclass
+class Prompts:
+    """B prompts. Prediction i answers `queries[:, i]` from the pairs (xs, ys)[:, :i] and is scored
+    against `targets[:, i]`; by default the query is the next point itself (queries = xs)."""
+    xs: torch.Tensor                      # (B, n, d)
+    ys: torch.Tensor                      # (B, n) what the model sees (noisy for the noisy_y probe)
+    targets: torch.Tensor                 # (B, n) noiseless f(query_i)
+    queries: torch.Tensor | None = None   # (B, n, d) when a query is not the next in-context point
+
+    @property
+    def query_xs(self) -> torch.Tensor:
+        return self.xs if self.queries is None else self.queries
+
+
+def sample_prompts(function: str, batch: int, d: int, n: int, generator: torch.Generator, *,
+                   d_active: int | None = None, sparsity: int = 3) -> Prompts:
+    """B prompts of n points in R^d, the first d_active coordinates live (default all)."""
+    d_active = d if d_active is None else d_active
+    xs = torch.randn(batch, n, d, generator=generator)  # (B, n, d)
+    xs[..., d_active:] = 0
+    w = sample_weights(function, batch, d, d_active, sparsity, generator)  # (B, d)
+    ys = torch.einsum("bnd,bd->bn", xs, w)  # (B, n)
+    return Prompts(xs, ys, ys)
+
+
+def ood_prompts(probe: str, function: str, batch: int, d: int, n: int, generator: torch.Generator, *,
+                sparsity: int = 3, scale: float = 2.0, noise: float = 0.5) -> Prompts:
+    """Test prompts shifted away from training: `scaled_query` multiplies every x by `scale` (so each query
+    is out of range; the in-context points too, as in Garg et al.'s scaled-input probe); `one_orthant` puts
+    every in-context x in one random orthant (the queries stay N(0, I)); `noisy_y` adds N(0, noise²) to the
+    in-context outputs (the target stays the noiseless f(x))."""
+    if probe not in PROBES:
+        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+    xs = torch.randn(batch, n, d, generator=generator)  # (B, n, d)
+    if probe == "scaled_query":
+        xs = xs * scale
+    w = sample_weights(function, batch, d, d, sparsity, generator)  # (B, d)
+    if probe == "one_orthant":
+        signs = torch.randint(0, 2, (batch, 1, d), generator=generator) * 2 - 1  # (B, 1, d)
+        xs = xs.abs() * signs
+    ys = torch.einsum("bnd,bd->bn", xs, w)  # (B, n)
+    if probe == "noisy_y":
+        return Prompts(xs, ys + noise * torch.randn(batch, n, generator=generator), ys)
+    if probe == "one_orthant":  # the queries stay N(0, I), outside the prompt's orthant
+        queries = torch.randn(batch, n, d, generator=generator)
+        return Prompts(xs, ys, torch.einsum("bnd,bd->bn", queries, w), queries)
+    return Prompts(xs, ys, ys)
+
+
+@dataclass
+class Curriculum:
+    """Garg et al.'s curriculum: every `interval` steps one more live dimension and `points_step` more
+    points, from (d_start, n_start) up to the model's (d, n)."""
+    d_start: int
+    n_start: int
+    interval: int
+    points_step: int = 2
+
+    def at(self, step: int, d: int, n: int) -> tuple[int, int]:
+        stage = step // max(self.interval, 1)
+        return min(d, self.d_start + stage), min(n, self.n_start + self.points_step * stage)
