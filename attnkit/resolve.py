@@ -60,7 +60,8 @@ def resolve_config(cfg: TrainConfig | None = None, *, config_file: str | Path | 
 
     model = _first(layers, "model") or "gpt"
     task_cls = get_task(model)
-    flavor = _first(layers, "flavor") or task_cls.default_flavor
+    user_opts = {k: v for layer, _ in reversed(opt_layers) for k, v in layer.items()}
+    flavor = _first(layers, "flavor") or task_cls.default_flavor_for(user_opts, _first(layers, "data"))
     if flavor not in task_cls.flavors:
         raise UserError(f"unknown flavor {flavor!r} for model {model!r}; choose from {', '.join(task_cls.flavors)}")
     for name, value in (("model", model), ("flavor", flavor)):

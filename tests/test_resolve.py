@@ -75,3 +75,10 @@ def test_saved_run_sits_between_flags_and_flavor(tmp_path):
     cfg = resolve_config(TrainConfig(out=str(tmp_path), resume=True, max_steps=5), config_file=tmp_path / "c.toml")
     assert (cfg.model, cfg.flavor, cfg.lr, cfg.max_steps, cfg.eval_interval) == ("gpt", "debug", 0.123, 5, 7)
     assert cfg.batch_size == 3 and cfg.warmup_steps == 2  # saved beats the flavor's 4; the flavor still fills
+
+
+def test_a_task_picks_its_flavor_from_the_options_when_none_is_named():
+    assert resolve_config(TrainConfig(model="npt", options={"probe": "lookup"})).flavor == "lookup"
+    assert resolve_config(TrainConfig(model="npt", options={"probe": "lookup"}, data="wine")).flavor == "small"
+    assert resolve_config(TrainConfig(model="npt", flavor="debug", options={"probe": "lookup"})).flavor == "debug"
+    assert resolve_config(TrainConfig(model="npt")).flavor == "small"

@@ -64,6 +64,11 @@ class Task:
 
     # ---- configuration -------------------------------------------------------------------
     @classmethod
+    def default_flavor_for(cls, options: dict[str, Any], data: str | None) -> str:
+        """The flavor when the user names none; a task may pick one that fits the options (NPT's lookup)."""
+        return cls.default_flavor
+
+    @classmethod
     def resolve(cls, cfg: TrainConfig) -> TrainConfig:
         """cfg for this model, resolved like `attnkit train` does (attnkit.resolve.resolve_config)."""
         from attnkit.resolve import resolve_config

@@ -104,6 +104,11 @@ class NPTTask(Task):
 
     Options = NPTOptions
 
+    @classmethod
+    def default_flavor_for(cls, options: dict[str, Any], data: str | None) -> str:
+        # `--opt probe=lookup` alone is the paper's semi-synthetic experiment, which needs its own recipe.
+        return "lookup" if options.get("probe") == "lookup" and data is None else cls.default_flavor
+
     def __init__(self, cfg: TrainConfig, opts=None):
         super().__init__(cfg, opts)
         if self.opts.probe is not None and self.opts.probe not in PROBES:
