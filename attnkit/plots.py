@@ -10,6 +10,19 @@ import numpy as np
 import torch
 
 
+
+def save_figure(fig, path: str | Path, dpi: int | None = None) -> Path:
+    """Save `fig` through a temporary file in the same folder, then rename, so a reader never sees half a PNG;
+    closes the figure and returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
 def plot_losses(metrics: Sequence[dict], out: str | Path, title: str = "") -> Path | None:
     """Train and validation loss against step, from metrics.jsonl records; written atomically."""
     import matplotlib
@@ -32,11 +45,7 @@ def plot_losses(metrics: Sequence[dict], out: str | Path, title: str = "") -> Pa
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_piano_roll(grid: np.ndarray, path: Path, primer_steps: int = 0, title: str = "") -> Path:

@@ -6,12 +6,13 @@ a JSGF grammar looping over given words instead; on CPU that is several times sl
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from attnkit.plots import save_figure
 
 
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
@@ -102,8 +103,4 @@ def plot_attention(mel: np.ndarray, probs: np.ndarray, labels: list[str], out: s
     ax2.set_ylabel("output character")
     ax2.set_xlabel("time (s)")
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return save_figure(fig, out)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.data.icl import Prompts
-from attnkit.eval.figures import save_figure
+from attnkit.plots import save_figure
 
 RIDGE_ALPHA = 0.1
 LASSO_ALPHA = 0.01
@@ -128,4 +128,4 @@ def plot_error_by_k(errors: dict[str, list[float]], d: int, path: str | Path, ti
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return str(save_figure(fig, path))

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.data.lookup import pair_rows
-from attnkit.eval.figures import save_figure
+from attnkit.plots import save_figure
 from attnkit.eval.npt import corrupt_other_rows
 
 CORRUPTION_ROWS = 256  # test rows of the corruption probe: one forward pass each
@@ -121,7 +121,7 @@ def plot_datapoint_attention(maps: list[torch.Tensor], query: int, duplicate: in
     axes[-1, 0].set_xlabel(f"row in the batch (query row {query} in blue, its duplicate in red)", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return str(save_figure(fig, path))
 
 
 def lookup_report(model: nn.Module, values: torch.Tensor, n: int, t: int, train_rows: torch.Tensor,

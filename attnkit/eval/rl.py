@@ -6,13 +6,13 @@ step they share one context length and no padding is needed: the model sees the 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from attnkit.plots import save_figure
 from attnkit.data.rl import get_env_spec, make_env
 from attnkit.decode import multinomial
 
@@ -79,15 +79,8 @@ def rank_correlation(targets: Sequence[float], achieved: Sequence[float]) -> flo
 
 
 def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return str(path)
+    return str(save_figure(fig, path, dpi=110))
 
 
 def plot_return_tracking(path: Path, env_name: str, return_by_target: list[dict], baselines: dict[str, tuple],
