@@ -54,6 +54,9 @@ from attnkit.kernels.occupancy import tile_occupancy
 from attnkit.kernels.validate import check_attention_args
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+if INTERPRET:
+    from attnkit.kernels.interpreter_compat import patch_interpreter_index
+    patch_interpreter_index()
 OCC_BLOCK = 16  # granularity of the attn_mask occupancy table; every BLOCK_M / BLOCK_N is a multiple ≥ 32
 LOG2E = 1.4426950408889634
 
@@ -65,20 +68,44 @@ LOG2E = 1.4426950408889634
 _AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS"]
 
 
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) → the head dims (padded: 16 … 256) it is an autotune candidate for.
+# A config is kept for a head dim only if it compiles for sm_90a with 0 bytes of register spills and every
+# dot as a wgmma, in fp16 and bf16, for every mask kind (benchmarks/gpu_static_report.py checks this; its
+# table is in BENCHMARKS.md). Rows kept for no dim stay listed so the report keeps showing why.
+_ALL = (16, 32, 64, 128, 256)
+FWD_SHAPES = {(128, 64, 4, 3): _ALL, (128, 64, 8, 3): _ALL, (128, 128, 8, 3): _ALL, (64, 64, 4, 4): _ALL,
+              (128, 32, 4, 4): _ALL, (64, 32, 4, 3): _ALL, (64, 64, 4, 3): _ALL, (128, 128, 8, 2): _ALL}
+# dK/dV: BLOCK_N keys stay resident, BLOCK_M query rows stream past them.
+DKDV_SHAPES = {(64, 64, 4, 2): _ALL, (64, 64, 4, 3): _ALL, (128, 64, 8, 2): _ALL, (128, 64, 8, 3): _ALL,
+               (64, 128, 8, 2): _ALL, (64, 128, 8, 3): _ALL}
+# dQ: BLOCK_M query rows stay resident, BLOCK_N keys stream past them.
+DQ_SHAPES = {(128, 32, 8, 3): _ALL, (128, 64, 8, 3): _ALL, (64, 64, 4, 3): _ALL, (64, 32, 4, 2): _ALL,
+             (64, 64, 4, 2): _ALL, (64, 32, 4, 3): _ALL, (128, 32, 8, 2): _ALL, (128, 64, 8, 2): _ALL,
+             (64, 64, 8, 2): _ALL}
+DBIAS_SHAPES = {(64, 64, 4, 3): _ALL, (128, 64, 8, 3): _ALL, (64, 128, 8, 3): _ALL, (64, 64, 4, 2): _ALL}
+
+
 def _configs(shapes):
-    """shapes: (BLOCK_M, BLOCK_N, num_warps, num_stages) tuples."""
+    """Every candidate of a shape table; `_prune_for_head_dim` keeps those listed for the call's head dim."""
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
 
 
-FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4),
-                        (64, 32, 4, 3)])
-# dK/dV: BLOCK_N keys stay resident, BLOCK_M query rows stream past them.
-DKDV_CONFIGS = _configs([(32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 2)])
-# dQ: BLOCK_M query rows stay resident, BLOCK_N keys stream past them.
-DQ_CONFIGS = _configs([(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)])
-DBIAS_CONFIGS = _configs([(64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3)])
+def _prune_for_head_dim(shapes):
+    def prune(configs, named_args, **kwargs):
+        if INTERPRET:
+            return configs
+        dim = kwargs["HEAD_DIM"]
+        return [c for c in configs
+                if dim in shapes[(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)]]
+    return {"early_config_prune": prune}
+
+
+FWD_CONFIGS = _configs(FWD_SHAPES)
+DKDV_CONFIGS = _configs(DKDV_SHAPES)
+DQ_CONFIGS = _configs(DQ_SHAPES)
+DBIAS_CONFIGS = _configs(DBIAS_SHAPES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +253,7 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY)
+@triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(FWD_SHAPES))
 @triton.jit
 def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
               stride_qz, stride_qh, stride_qm, stride_qk,
@@ -316,7 +343,7 @@ def _attn_bwd_preprocess(O, DO, Delta, N_CTX_Q, HEAD_DIM: tl.constexpr, HEAD_DIM
 
 
 @triton.jit
-def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
+def _attn_bwd_dkdv_inner(dk, dv, kT, vT, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
                          stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn, stride_mm, stride_mn,
                          stride_pn, stride_tm, stride_tn,
                          start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
@@ -325,7 +352,12 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
                          HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                          HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                          OCC: tl.constexpr):
-    """Accumulate dk, dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the transposed (keys, queries) frame."""
+    """Accumulate dk, dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the (queries, keys) frame.
+
+    The resident keys enter every dot as the B operand (kT, vT: (HEAD_DIM, BLOCK_N)), which wgmma reads from
+    shared memory, so they cost no registers; P and dS are transposed for the dV / dK products instead. In
+    the transposed (keys, queries) frame k and v are A operands held in registers for the whole loop, and at
+    D = 128 that pushed every config into spilling (benchmarks/gpu_static_report.py)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     for start_m in range(lo, hi, BLOCK_M):
@@ -336,29 +368,28 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
         if live:
             offs_m = start_m + tl.arange(0, BLOCK_M)
             row_ok = offs_m < N_CTX_Q
-            qT = tl.load(Q + offs_m[None, :] * stride_qm + offs_d[:, None] * stride_qk,
-                         mask=row_ok[None, :] & (offs_d[:, None] < HEAD_DIM_REAL), other=0.0)
-            do = tl.load(DO + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok,
-                         mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
+            q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
+            q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qk, mask=q_mask, other=0.0)
+            do = tl.load(DO + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, mask=q_mask, other=0.0)
             if UPCAST:
-                qT = qT.to(tl.float32)
+                q = q.to(tl.float32)
                 do = do.to(tl.float32)
             lse = tl.load(LSE + offs_m, mask=row_ok, other=float("inf"))
             delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
-            qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
-            sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Bias, Mask, KPM,
-                             stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                             N_CTX_Q, N_CTX_K, window_left, window_right,
-                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
-            pT = tl.math.exp2(sT - lse[None, :])
-            dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
-            dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
-            dsT = pT * (dpT - delta[None, :])
-            dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
+            qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+            s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
+                            stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
+                            N_CTX_Q, N_CTX_K, window_left, window_right,
+                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+            p = tl.math.exp2(s - lse[:, None])
+            dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=INPUT_PRECISION)
+            dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+            ds = p * (dp - delta[:, None])
+            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=INPUT_PRECISION)
     return dk, dv
 
 
-@triton.autotune(configs=DKDV_CONFIGS, key=_AUTOTUNE_KEY)
+@triton.autotune(configs=DKDV_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(DKDV_SHAPES))
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                    stride_qz, stride_qh, stride_qm, stride_qk,
@@ -387,11 +418,12 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
     kv_mask = (offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL)
     K += off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
     V += off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
-    k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kk, mask=kv_mask, other=0.0)
-    v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vk, mask=kv_mask, other=0.0)
+    kvT_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
+    kT = tl.load(K + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kk, mask=kvT_mask, other=0.0)
+    vT = tl.load(V + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vk, mask=kvT_mask, other=0.0)
     if UPCAST:
-        k = k.to(tl.float32)
-        v = v.to(tl.float32)
+        kT = kT.to(tl.float32)
+        vT = vT.to(tl.float32)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     lo, full_lo, full_hi, hi = _query_block_range(start_n // BLOCK_N, N_CTX_Q, N_CTX_K, window_left, window_right,
@@ -407,19 +439,19 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
         Maskh = Mask + off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
         KPMh = KPM + off_z.to(tl.int64) * stride_pz
         Occh = Occ + off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, kT, vT, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
                                       HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, kT, vT, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left,
                                       window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
                                       HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, kT, vT, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
@@ -470,7 +502,7 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
     return dq
 
 
-@triton.autotune(configs=DQ_CONFIGS, key=_AUTOTUNE_KEY)
+@triton.autotune(configs=DQ_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(DQ_SHAPES))
 @triton.jit
 def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
                  stride_qz, stride_qh, stride_qm, stride_qk,
@@ -537,7 +569,8 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
              mask=q_mask)
 
 
-@triton.autotune(configs=DBIAS_CONFIGS, key=_AUTOTUNE_KEY + ["ROWS_BCAST", "COLS_BCAST"])
+@triton.autotune(configs=DBIAS_CONFIGS, key=_AUTOTUNE_KEY + ["ROWS_BCAST", "COLS_BCAST"],
+                 prune_configs_by=_prune_for_head_dim(DBIAS_SHAPES))
 @triton.jit
 def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     stride_qz, stride_qh, stride_qm, stride_qk,

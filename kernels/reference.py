@@ -493,6 +493,46 @@ class _ChunkedPositionAttention(torch.autograd.Function):
                 None, None, None, None, None, None)
 
 
+def _distance_bias(kind, pos, Lq, Lk, t5_args, dtype) -> torch.Tensor:
+    """(H, Lq + Lk − 1) bias of every signed distance δ = i' − j ∈ [1 − Lq, Lk − 1], column δ + Lq − 1: T5's table[h, bucket] or
+    ALiBi's −slope_h·|δ|. A bias that depends on δ alone costs O(L) to build; chunks gather from it."""
+    delta = torch.arange(1 - Lq, Lk, device=pos.device)  # every i' − j, ascending
+    if kind == "t5":
+        bidirectional, num_buckets, max_distance = t5_args
+        bucket = t5_bucket(-delta, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance)
+        return pos.to(dtype)[:, bucket]
+    return -pos.to(dtype)[:, None] * delta.abs().to(dtype)
+
+
+def _position_rows_sdpa(q_c, k, v, bias1d, key_padding_mask, start, Lq, causal, scale):
+    """Query rows [start, start + rows) through SDPA, their (1|B, H, rows, ncols) bias gathered from bias1d."""
+    Lk = k.shape[2]
+    ch = _Chunk(start, start + q_c.shape[2], Lq, Lk, causal, q_c.device)
+    bias = bias1d[:, ch.i - ch.j + (Lq - 1)].unsqueeze(0)  # (1, H, rows, ncols)
+    mask = ch.mask(causal, key_padding_mask)
+    if mask is not None:
+        bias = bias.masked_fill(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q_c, k[:, :, :ch.ncols], v[:, :, :ch.ncols], attn_mask=bias.to(q_c.dtype),
+                                          scale=scale, enable_gqa=q_c.shape[1] != k.shape[1])
+
+
+def _position_attention_sdpa(q, k, v, pos, kind, causal, key_padding_mask, scale, t5_args, chunk):
+    """T5 / ALiBi on CPU at SDPA's speed: SDPA per chunk of query rows, each chunk's bias built on the fly
+    from the O(L) per-distance bias, so memory stays O(chunk · Lk); with autograd each chunk is checkpointed
+    (the backward rebuilds its bias). Causal chunks only pass the keys their rows can see."""
+    Lq, Lk = q.shape[2], k.shape[2]
+    bias1d = _distance_bias(kind, pos, Lq, Lk, t5_args, q.dtype)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, pos))
+    outs = []
+    for start in range(0, Lq, chunk):
+        args = (q[:, :, start:start + chunk], k, v, bias1d, key_padding_mask, start, Lq, causal, scale)
+        if needs_grad and Lq > chunk:
+            outs.append(checkpoint(_position_rows_sdpa, *args, use_reentrant=False))
+        else:
+            outs.append(_position_rows_sdpa(*args))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
 def position_attention_chunked(q, k, v, pos, *, kind: str, causal: bool, key_padding_mask=None, scale=None,
                                t5_args=(False, 32, 128), chunk: int = 256) -> torch.Tensor:
     """CPU path for relative / T5 / ALiBi attention: at most a few (B, H, chunk, Lk) tensors at a time.
@@ -501,8 +541,14 @@ def position_attention_chunked(q, k, v, pos, *, kind: str, causal: bool, key_pad
     can see (j ≤ i'), so the causal path does about half the work of the full-matrix definitions; the backward
     recomputes each chunk's probabilities from the saved log-sum-exp (as FlashAttention does) rather than
     storing them. Gradients reach q, k, v and pos; not twice differentiable.
+    T5 and ALiBi in float32 / float64 run through SDPA chunk by chunk (`_position_attention_sdpa`) when this
+    torch's SDPA gives empty rows zeros (`_sdpa_zeroes_empty_rows`); half precision keeps the float32 path
+    here, since SDPA would add the bias in q's dtype.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if (kind in ("t5", "alibi") and q.dtype in (torch.float32, torch.float64) and pos.dtype == q.dtype
+            and _sdpa_zeroes_empty_rows()):
+        return _position_attention_sdpa(q, k, v, pos, kind, causal, key_padding_mask, scale, tuple(t5_args), chunk)
     return _ChunkedPositionAttention.apply(q, k, v, pos, key_padding_mask, kind, causal, scale, tuple(t5_args),
                                            chunk)
 
