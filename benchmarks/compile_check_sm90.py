@@ -65,6 +65,8 @@ for kernel, flags, dtype, head_dim, extra in (JOBS if WHICH in ("all", "attentio
     consts = dict(HEAD_DIM=head_dim, HEAD_DIM_REAL=head_dim if head_dim != 128 else 80, UPCAST=False,
                   INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", OCC=A.OCC_BLOCK, BLOCK_M=64, BLOCK_N=64,
                   **flags, **extra)
+    if "PART" in fn.arg_names:
+        consts["PART"] = A.DKDV_BOTH.value  # the split dK / dV passes differ only in dead code
     start = time.time()
     compiled = compile_sm90(fn, signature(fn, dtype, consts), consts)
     print(f"ok {fn.__name__:16s} {dtype} D={head_dim} {flags} {extra} "

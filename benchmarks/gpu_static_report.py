@@ -116,7 +116,9 @@ def _pos_signature(fn, dtype, pos_dtype, consts):
     return sig
 
 
+# dkdv computes both gradients in one pass (D < SPLIT_DKDV_HEAD_DIM); dk and dv are the split passes above it.
 ATTN_KERNELS = {"fwd": (A._attn_fwd, A.FWD_SHAPES), "dkdv": (A._attn_bwd_dkdv, A.DKDV_SHAPES),
+                "dk": (A._attn_bwd_dkdv, A.DKDV_SHAPES), "dv": (A._attn_bwd_dkdv, A.DKDV_SHAPES),
                 "dq": (A._attn_bwd_dq, A.DQ_SHAPES), "dbias": (A._attn_bwd_dbias, A.DBIAS_SHAPES)}
 # name → (kernel, POS_KIND, pos dtype: None = q's dtype (embeddings), extra constexprs)
 POS_KERNELS = {
@@ -173,6 +175,9 @@ def _build(job: Job):
                       OCC=A.OCC_BLOCK, BLOCK_M=job.block_m, BLOCK_N=job.block_n, **MASK_FLAGS[job.mask])
         if job.kernel == "dbias":
             consts.update(ROWS_BCAST=False, COLS_BCAST=False)
+        part = {"dkdv": A.DKDV_BOTH, "dk": A.DK_ONLY, "dv": A.DV_ONLY}.get(job.kernel)
+        if part is not None:
+            consts["PART"] = part.value
         consts = {k: v for k, v in consts.items() if k in fn.arg_names}
         return fn, _attn_signature(fn, job.dtype, consts), consts
     if job.kernel in POS_KERNELS:
@@ -240,6 +245,8 @@ def jobs(kernels, head_dims, dtypes, masks, kept_only=False) -> list[Job]:
             shapes = ATTN_KERNELS[name][1]
             kinds = ("bias",) if name == "dbias" else ATTN_MASKS
             dims = [d for d in head_dims if d != 256 or name == "fwd"]
+            if name in ("dk", "dv"):
+                dims = [d for d in dims if d >= A.SPLIT_DKDV_HEAD_DIM]
         elif name in POS_KERNELS:
             shapes, kinds = Rel.POS_SHAPES, POS_MASKS
             dims = [d for d in head_dims if d <= 128]
@@ -250,7 +257,7 @@ def jobs(kernels, head_dims, dtypes, masks, kept_only=False) -> list[Job]:
                                                                                             if d <= 128]
         for shape, kept_dims in shapes.items():
             for d in dims:
-                kept = d in kept_dims
+                kept = d in kept_dims and _launched(name, d)
                 if kept_only and not kept:
                     continue
                 for dt in dtypes:
@@ -259,6 +266,15 @@ def jobs(kernels, head_dims, dtypes, masks, kept_only=False) -> list[Job]:
                             continue
                         out.append(Job(name, *shape, head_dim=d, dtype=dt, mask=m, kept=kept))
     return out
+
+
+def _launched(kernel: str, head_dim: int) -> bool:
+    """Whether the launcher runs this kernel variant at this head dim (dK/dV: joint below the split, else split)."""
+    if kernel == "dkdv":
+        return head_dim < A.SPLIT_DKDV_HEAD_DIM
+    if kernel in ("dk", "dv"):
+        return head_dim >= A.SPLIT_DKDV_HEAD_DIM
+    return True
 
 
 def failures(rows) -> list[str]:

@@ -59,6 +59,10 @@ if INTERPRET:
     patch_interpreter_index()
 OCC_BLOCK = 16  # granularity of the attn_mask occupancy table; every BLOCK_M / BLOCK_N is a multiple ≥ 32
 LOG2E = 1.4426950408889634
+# dK/dV pass: both gradients in one launch, or one per launch (the second recomputes Q·Kᵀ but holds one
+# accumulator); split from this padded head dim up, where the joint pass spills (gpu_static_report.py).
+DKDV_BOTH, DK_ONLY, DV_ONLY = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+SPLIT_DKDV_HEAD_DIM = 128
 
 # --------------------------------------------------------------------------------------------
 # Autotune configs (data). The interpreter runs one fixed config; big blocks make it faster there.
@@ -66,23 +70,26 @@ LOG2E = 1.4426950408889634
 
 # Lengths enter the key as powers of two: decoding with a KV cache grows Lk by one per step and must not retune.
 _AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS"]
+_DKDV_KEY = _AUTOTUNE_KEY + ["PART"]
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) → the head dims (padded: 16 … 256) it is an autotune candidate for.
-# A config is kept for a head dim only if it compiles for sm_90a with 0 bytes of register spills and every
-# dot as a wgmma, in fp16 and bf16, for every mask kind (benchmarks/gpu_static_report.py checks this; its
-# table is in BENCHMARKS.md). Rows kept for no dim stay listed so the report keeps showing why.
-_ALL = (16, 32, 64, 128, 256)
-FWD_SHAPES = {(128, 64, 4, 3): _ALL, (128, 64, 8, 3): _ALL, (128, 128, 8, 3): _ALL, (64, 64, 4, 4): _ALL,
-              (128, 32, 4, 4): _ALL, (64, 32, 4, 3): _ALL, (64, 64, 4, 3): _ALL, (128, 128, 8, 2): _ALL}
-# dK/dV: BLOCK_N keys stay resident, BLOCK_M query rows stream past them.
-DKDV_SHAPES = {(64, 64, 4, 2): _ALL, (64, 64, 4, 3): _ALL, (128, 64, 8, 2): _ALL, (128, 64, 8, 3): _ALL,
-               (64, 128, 8, 2): _ALL, (64, 128, 8, 3): _ALL}
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) → the padded head dims (16 … 256) it is an autotune candidate for.
+# Kept at D = 64 and 128 only if it compiles for sm_90a with 0 bytes of register spills and every dot as a
+# wgmma (benchmarks/gpu_static_report.py, specialized like a real launch; its table is in BENCHMARKS.md).
+# D ≤ 32 reuses the D = 64 set (less register pressure), D = 256 the D = 128 set. A row kept for no head dim
+# stays listed so the report keeps showing why it was dropped.
+_SMALL, _LARGE = (16, 32, 64), (128, 256)
+FWD_SHAPES = {(128, 64, 4, 3): _SMALL, (128, 64, 8, 3): _SMALL + _LARGE, (128, 128, 8, 3): _SMALL,
+              (64, 64, 4, 4): _SMALL + (128,), (128, 32, 4, 4): _SMALL + (128,), (64, 32, 4, 3): _SMALL + _LARGE}
+# dK/dV: BLOCK_N keys stay resident, BLOCK_M query rows stream past them. From D = 128 up dK and dV are
+# separate passes (SPLIT_DKDV_HEAD_DIM); BLOCK_M = 64 spills at D = 128 even then.
+DKDV_SHAPES = {(32, 128, 8, 2): _SMALL + _LARGE, (32, 128, 8, 3): _SMALL + _LARGE, (32, 64, 4, 2): _SMALL,
+               (32, 64, 4, 3): _SMALL, (64, 128, 8, 2): (), (64, 64, 4, 2): ()}
 # dQ: BLOCK_M query rows stay resident, BLOCK_N keys stream past them.
-DQ_SHAPES = {(128, 32, 8, 3): _ALL, (128, 64, 8, 3): _ALL, (64, 64, 4, 3): _ALL, (64, 32, 4, 2): _ALL,
-             (64, 64, 4, 2): _ALL, (64, 32, 4, 3): _ALL, (128, 32, 8, 2): _ALL, (128, 64, 8, 2): _ALL,
-             (64, 64, 8, 2): _ALL}
-DBIAS_SHAPES = {(64, 64, 4, 3): _ALL, (128, 64, 8, 3): _ALL, (64, 128, 8, 3): _ALL, (64, 64, 4, 2): _ALL}
+DQ_SHAPES = {(128, 32, 8, 3): _SMALL + _LARGE, (128, 64, 8, 3): _SMALL + _LARGE, (64, 64, 4, 3): _SMALL + _LARGE,
+             (64, 32, 4, 2): _SMALL + _LARGE}
+DBIAS_SHAPES = {(64, 64, 4, 3): _SMALL + _LARGE, (128, 64, 8, 3): _SMALL + _LARGE,
+                (64, 128, 8, 3): _SMALL + _LARGE}
 
 
 def _configs(shapes):
@@ -343,7 +350,7 @@ def _attn_bwd_preprocess(O, DO, Delta, N_CTX_Q, HEAD_DIM: tl.constexpr, HEAD_DIM
 
 
 @triton.jit
-def _attn_bwd_dkdv_inner(dk, dv, kT, vT, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
+def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
                          stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn, stride_mm, stride_mn,
                          stride_pn, stride_tm, stride_tn,
                          start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
@@ -351,13 +358,9 @@ def _attn_bwd_dkdv_inner(dk, dv, kT, vT, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ
                          BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                          HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                          HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                         OCC: tl.constexpr):
-    """Accumulate dk, dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the (queries, keys) frame.
-
-    The resident keys enter every dot as the B operand (kT, vT: (HEAD_DIM, BLOCK_N)), which wgmma reads from
-    shared memory, so they cost no registers; P and dS are transposed for the dV / dK products instead. In
-    the transposed (keys, queries) frame k and v are A operands held in registers for the whole loop, and at
-    D = 128 that pushed every config into spilling (benchmarks/gpu_static_report.py)."""
+                         OCC: tl.constexpr, PART: tl.constexpr):
+    """Accumulate dk and/or dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the transposed (keys, queries)
+    frame: the resident k, v are the A operands, P and dS come out already transposed for dV and dK."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     for start_m in range(lo, hi, BLOCK_M):
@@ -368,28 +371,31 @@ def _attn_bwd_dkdv_inner(dk, dv, kT, vT, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ
         if live:
             offs_m = start_m + tl.arange(0, BLOCK_M)
             row_ok = offs_m < N_CTX_Q
-            q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
-            q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qk, mask=q_mask, other=0.0)
-            do = tl.load(DO + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, mask=q_mask, other=0.0)
+            qT = tl.load(Q + offs_m[None, :] * stride_qm + offs_d[:, None] * stride_qk,
+                         mask=row_ok[None, :] & (offs_d[:, None] < HEAD_DIM_REAL), other=0.0)
+            do = tl.load(DO + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok,
+                         mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
             if UPCAST:
-                q = q.to(tl.float32)
+                qT = qT.to(tl.float32)
                 do = do.to(tl.float32)
             lse = tl.load(LSE + offs_m, mask=row_ok, other=float("inf"))
-            delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
-            qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
-            s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
-                            stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                            N_CTX_Q, N_CTX_K, window_left, window_right,
-                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
-            p = tl.math.exp2(s - lse[:, None])
-            dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=INPUT_PRECISION)
-            dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
-            ds = p * (dp - delta[:, None])
-            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=INPUT_PRECISION)
+            qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
+            sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Bias, Mask, KPM,
+                             stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
+                             N_CTX_Q, N_CTX_K, window_left, window_right,
+                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+            pT = tl.math.exp2(sT - lse[None, :])
+            if PART != DK_ONLY:
+                dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+            if PART != DV_ONLY:
+                delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
+                dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
+                dsT = pT * (dpT - delta[None, :])
+                dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
     return dk, dv
 
 
-@triton.autotune(configs=DKDV_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(DKDV_SHAPES))
+@triton.autotune(configs=DKDV_CONFIGS, key=_DKDV_KEY, prune_configs_by=_prune_for_head_dim(DKDV_SHAPES))
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                    stride_qz, stride_qh, stride_qm, stride_qk,
@@ -405,7 +411,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                    HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                    HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   PART: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (key block, b, kv head). It loops over the GROUPS query heads sharing this kv head, so
     the GQA sum happens in registers in a fixed order (deterministic, no atomics). dO/O are (B, Hq, Lq, D)."""
     start_n = tl.program_id(0) * BLOCK_N
@@ -418,12 +424,13 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
     kv_mask = (offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL)
     K += off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
     V += off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
-    kvT_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
-    kT = tl.load(K + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kk, mask=kvT_mask, other=0.0)
-    vT = tl.load(V + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vk, mask=kvT_mask, other=0.0)
+    k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kk, mask=kv_mask, other=0.0)
+    v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vk, mask=kv_mask, other=0.0)
     if UPCAST:
-        kT = kT.to(tl.float32)
-        vT = vT.to(tl.float32)
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    # PART: both accumulators, or (D ≥ SPLIT_DKDV_HEAD_DIM) one per launch: at D = 128 two (BLOCK_N, 128)
+    # float32 accumulators spill on sm_90a in every config; one pass each costs one more Q·Kᵀ instead.
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     lo, full_lo, full_hi, hi = _query_block_range(start_n // BLOCK_N, N_CTX_Q, N_CTX_K, window_left, window_right,
@@ -439,29 +446,31 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
         Maskh = Mask + off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
         KPMh = KPM + off_z.to(tl.int64) * stride_pz
         Occh = Occ + off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, kT, vT, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, kT, vT, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC, PART)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left,
                                       window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
-                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, kT, vT, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
+                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC, PART)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC, PART)
     DK += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     DV += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     dk_ptrs = offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkk
-    tl.store(DK + dk_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + dk_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
+    if PART != DV_ONLY:
+        tl.store(DK + dk_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
+    if PART != DK_ONLY:
+        tl.store(DV + dk_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
 @triton.jit
@@ -791,10 +800,12 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
     dv = torch.empty_like(dk)
     qk_scale = meta.sm_scale * LOG2E
     grid_kv = lambda META: (triton.cdiv(Lk, META["BLOCK_N"]), B * Hkv)  # noqa: E731
-    _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
-                            *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
-                            Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right,
-                            **common)
+    parts = (DK_ONLY, DV_ONLY) if meta.head_dim >= SPLIT_DKDV_HEAD_DIM else (DKDV_BOTH,)
+    for part in parts:
+        _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
+                                *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
+                                Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left,
+                                meta.right, PART=part.value, **common)
     grid_q = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_bwd_dq[grid_q](q, k, v, do, dq, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                          *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
