@@ -3,12 +3,14 @@
 Run through `benchmarks/gpu_check.sh OUT_DIR [--dry-run]` (which installs attnkit first). It uses the
 machine's own torch and triton, needs no network, and writes at most 8 files into OUT_DIR:
 
-    env.json               device, driver, torch / triton versions, date, the steps and how long each took
-    tests.txt              the CUDA kernel tests (fp16 / bf16, up to L = 8k): pytest's summary
+    env.json               device, driver, torch / triton versions, date, each step's status, time and output
+                           tail (the CUDA kernel tests: fp16 / bf16, up to L = 8k)
     attention.json / .md   bench-kernels causal + full, fwd and fwd+bwd, bf16, D = 64 and 128,
-                           L = 1k … 16k at 16k tokens: attnkit-triton vs SDPA flash, SDPA cuDNN, FlexAttention
+                           L = 1k … 16k at 16k tokens: attnkit-triton vs SDPA flash and SDPA cuDNN
+    flex.json / .md        the same shapes through FlexAttention (compiled): its own step, since compiling
+                           it per shape is the slowest part and a timeout must not cost the rest
     relative.json / .md    the relative-position kernel vs the Music Transformer skewing reference, L = 4k, 16k
-    summary.md             the table printed at the end: TFLOPS per provider and attnkit / baseline ratios
+    summary.md             the table printed at the end: TFLOPS per provider and attnkit's speedups
 
 Every step has its own time limit inside the 8-minute budget; a step that fails or runs out of time is
 recorded (status and the tail of its output) and the next one still runs. `--dry-run` goes through the same
@@ -28,20 +30,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (name, limit in seconds on the GPU, limit in the dry run)
-BUDGET = {"tests": 150, "attention": 210, "relative": 90}
-DRY_BUDGET = {"tests": 240, "attention": 240, "relative": 240}
+# Seconds per step (on the GPU: 7 min in all, leaving the install and the summary a minute of the 8).
+BUDGET = {"tests": 110, "attention": 150, "flex": 90, "relative": 70}
+DRY_BUDGET = {"tests": 240, "attention": 240, "flex": 240, "relative": 240}
 
 ATTENTION = dict(op="causal,full", mode="fwd,fwd+bwd", dtype="bfloat16", head_dim="64,128",
                  lengths="1024,2048,4096,8192,16384", tokens="16384", hidden="2048",
-                 provider="attnkit-triton,sdpa-flash,sdpa-cudnn,flex", baseline="sdpa-flash")
+                 provider="attnkit-triton,sdpa-flash,sdpa-cudnn", baseline="sdpa-flash")
+FLEX = dict(ATTENTION, provider="flex", baseline="flex")
 RELATIVE = dict(op="rel", mode="fwd,fwd+bwd", dtype="bfloat16", head_dim="64", lengths="4096,16384",
                 tokens="16384", hidden="512", provider="attnkit-triton,skewing", baseline="skewing")
 # The dry run: same steps, shapes the interpreter finishes in seconds (sdpa-cudnn reports "unsupported" on CPU).
 # FlexAttention stays out of the dry run: torch.compile on CPU costs ~20 s per shape, and it has no CPU backward.
 DRY = dict(dtype="float32", head_dim="16", lengths="64,128", tokens="128", hidden="32",
            provider="attnkit-triton,sdpa-flash,sdpa-cudnn")
-DRY_RELATIVE = dict(DRY, lengths="64", tokens="64")
+DRY_RELATIVE = dict(DRY, lengths="64", tokens="64", provider=RELATIVE["provider"])
+# The dry run's flex step times SDPA instead: torch.compile of FlexAttention costs ~20 s per shape on CPU.
+DRY_FLEX = dict(DRY, lengths="64", provider="sdpa", baseline="sdpa")
 TESTS_GPU = ["tests/kernels", "-q", "-x", "-k", "cuda", "-p", "no:cacheprovider"]
 TESTS_DRY = ["tests/kernels/test_attention.py", "-q", "-x", "-p", "no:cacheprovider", "-k",
              "test_fp32_matches_reference and plain_gqa_d40 and cpu"]
@@ -64,34 +69,50 @@ def run_step(name: str, cmd: list[str], limit: float, env: dict, log: list) -> s
     except subprocess.TimeoutExpired as e:
         status = f"timeout after {limit:.0f} s"
         output = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-    log.append(dict(step=name, status=status, seconds=round(time.time() - start, 1), tail=output[-1500:]))
+    log.append(dict(step=name, status=status, seconds=round(time.time() - start, 1), tail=output[-3000:]))
     print(f"[gpu_check] {name}: {status} ({time.time() - start:.0f} s)", flush=True)
     return output
 
 
+def _cell(r: dict) -> str:
+    if r["status"] == "ok" and r.get("tflops"):
+        return f"{r['tflops']:.4g}"
+    if r["status"] == "ok" and r.get("ms"):  # the interpreter (dry run): a time, not kernel speed
+        return f"{r['ms']:.3g} ms"
+    return r["status"]
+
+
 def summarize(out: Path) -> str:
-    """Markdown table: one row per (file, op, mode, D, L), TFLOPS of each provider, and attnkit's ratio."""
+    """Markdown: per (op, mode, D, L) the TFLOPS of each provider and attnkit's speedup over each other one."""
     lines = []
-    for name in ("attention", "relative"):
-        path = out / f"{name}.json"
-        if not path.exists():
-            lines.append(f"{name}: no results (see env.json)\n")
+    for title, names in (("attention", ("attention", "flex")), ("relative", ("relative",))):
+        records = []
+        for name in names:
+            path = out / f"{name}.json"
+            if path.exists():
+                records += json.loads(path.read_text())
+            else:
+                lines.append(f"{name}: no results (see env.json)\n")
+        if not records:
             continue
-        records = json.loads(path.read_text())
-        records = records["records"] if isinstance(records, dict) else records
-        providers = sorted({r["provider"] for r in records})
-        cells: dict = {}
+        providers = sorted({r["provider"] for r in records}, key=lambda p: (p != "attnkit-triton", p))
+        others = [p for p in providers if p != "attnkit-triton"]
+        by_key: dict = {}
         for r in records:
-            key = (r["op"], r["mode"], r["D"], r["L"])
-            cell = f"{r['tflops']:.4g}" if r["status"] == "ok" and r.get("tflops") else r["status"]
-            cells.setdefault(key, {})[r["provider"]] = (cell, r.get("ratio"))
-        lines.append(f"**{name}** (TFLOPS; ratio = baseline ms / attnkit ms)\n")
-        lines.append("| op | mode | D | L | " + " | ".join(providers) + " | attnkit ratio |")
-        lines.append("|---" * (5 + len(providers)) + "|")
-        for (op, mode, D, L), by in sorted(cells.items()):
-            ratio = by.get("attnkit-triton", ("", None))[1]
-            lines.append(f"| {op} | {mode} | {D} | {L} | " + " | ".join(by.get(p, ("-", None))[0] for p in providers)
-                         + f" | {f'{ratio:.2f}×' if ratio else '-'} |")
+            by_key.setdefault((r["op"], r["mode"], r["D"], r["L"]), {})[r["provider"]] = r
+        lines.append(f"**{title}** (TFLOPS; × = other ms / attnkit ms, > 1: attnkit faster)\n")
+        lines.append("| op | mode | D | L | " + " | ".join(providers) + " | " + " | ".join(f"× {p}" for p in others) + " |")
+        lines.append("|---" * (4 + len(providers) + len(others)) + "|")
+        for (op, mode, D, L), by in sorted(by_key.items()):
+            mine = by.get("attnkit-triton", {})
+            ratios = []
+            for p in others:
+                theirs = by.get(p, {})
+                ok = mine.get("status") == "ok" and theirs.get("status") == "ok" and mine.get("ms")
+                ratios.append(f"{theirs['ms'] / mine['ms']:.2f}" if ok else "-")
+            lines.append(f"| {op} | {mode} | {D} | {L} | " + " | ".join(_cell(by[p]) if p in by else "-"
+                                                                          for p in providers)
+                         + " | " + " | ".join(ratios) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -125,17 +146,19 @@ def main(argv=None) -> int:
     if a.dry_run:
         env.update(TRITON_INTERPRET="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
         budget, device = DRY_BUDGET, "cpu"
-        attention, relative = dict(ATTENTION, **DRY), dict(RELATIVE, **DRY_RELATIVE)
+        attention, flex, relative = dict(ATTENTION, **DRY), dict(FLEX, **DRY_FLEX), dict(RELATIVE, **DRY_RELATIVE)
     else:
         env.pop("TRITON_INTERPRET", None)
         budget, device = BUDGET, "cuda"
-        attention, relative = ATTENTION, RELATIVE
+        attention, flex, relative = ATTENTION, FLEX, RELATIVE
     log: list = []
     started = time.time()
-    tests = run_step("tests", [sys.executable, "-m", "pytest", *(TESTS_DRY if a.dry_run else TESTS_GPU)],
-                     budget["tests"], env, log)
-    (out / "tests.txt").write_text(tests[-20000:])
+    # One config per kernel in the tests (ATTNKIT_AUTOTUNE=0): they check values, and autotuning every mask
+    # combination the tests use would spend the budget compiling.
+    run_step("tests", [sys.executable, "-m", "pytest", *(TESTS_DRY if a.dry_run else TESTS_GPU)], budget["tests"],
+             dict(env, ATTNKIT_AUTOTUNE="0"), log)
     run_step("attention", bench_args(attention, out, "attention", device), budget["attention"], env, log)
+    run_step("flex", bench_args(flex, out, "flex", device), budget["flex"], env, log)
     run_step("relative", bench_args(relative, out, "relative", device), budget["relative"], env, log)
     summary = summarize(out)
     (out / "summary.md").write_text(summary)

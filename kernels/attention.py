@@ -100,12 +100,15 @@ def _configs(shapes):
 
 
 def _prune_for_head_dim(shapes):
+    """Keep the configs listed for the call's head dim; ATTNKIT_AUTOTUNE=0 keeps only the first of them
+    (tests on a GPU check values, and autotuning each mask combination they use would mostly compile)."""
     def prune(configs, named_args, **kwargs):
         if INTERPRET:
             return configs
         dim = kwargs["HEAD_DIM"]
-        return [c for c in configs
+        kept = [c for c in configs
                 if dim in shapes[(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)]]
+        return kept[:1] if os.environ.get("ATTNKIT_AUTOTUNE") == "0" else kept
     return {"early_config_prune": prune}
 
 
