@@ -101,7 +101,8 @@ def summarize(out: Path) -> str:
         for r in records:
             by_key.setdefault((r["op"], r["mode"], r["D"], r["L"]), {})[r["provider"]] = r
         lines.append(f"**{title}** (TFLOPS; × = other ms / attnkit ms, > 1: attnkit faster)\n")
-        lines.append("| op | mode | D | L | " + " | ".join(providers) + " | " + " | ".join(f"× {p}" for p in others) + " |")
+        header = providers + [f"× {p}" for p in others]
+        lines.append("| op | mode | D | L | " + " | ".join(header) + " |")
         lines.append("|---" * (4 + len(providers) + len(others)) + "|")
         for (op, mode, D, L), by in sorted(by_key.items()):
             mine = by.get("attnkit-triton", {})

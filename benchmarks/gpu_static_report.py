@@ -16,8 +16,8 @@ position kernels' `POS_SHAPES`), so the report always describes the code as it i
 window (both bounds), bias (a learnable bias tile per program), kpm (key padding). The relative / T5 / ALiBi
 kernels have no window, bias or attn_mask; they get causal and kpm.
 
-    env -u TRITON_INTERPRET .venv/bin/python benchmarks/gpu_static_report.py --json benchmarks/results/static-sm90.json \
-        --markdown benchmarks/results/static-sm90.md            # everything, ~400 compiles, -j 2: ~15 min
+    env -u TRITON_INTERPRET .venv/bin/python benchmarks/gpu_static_report.py --json static.json \
+        --markdown static.md                                     # everything: ~700 compiles, hours on 2 cores
     ... gpu_static_report.py --kernel fwd,dkdv --head-dim 128 --dtype bf16 --mask causal   # a slice
     ... gpu_static_report.py --kept-only                         # only what the launchers can pick
 Exit status 1 when a kept config spills or lowers a dot to mma.sync (so CI can run a slice of it as a test).
@@ -78,7 +78,7 @@ ATTN_TENSORS = ("Q", "K", "V", "O", "Out", "DO", "DQ", "DK", "DV", "Bias")
 ATTN_POINTERS = {"LSE": "*fp32", "Delta": "*fp32", "DBias": "*fp32", "Mask": "*u8", "KPM": "*u8", "Occ": "*i8"}
 
 
-def _attn_signature(fn, dtype, consts):
+def attn_signature(fn, dtype, consts):
     sig = {}
     for name in fn.arg_names:
         if name in consts:
@@ -94,7 +94,7 @@ def _attn_signature(fn, dtype, consts):
     return sig
 
 
-def _pos_signature(fn, dtype, pos_dtype, consts):
+def pos_signature(fn, dtype, pos_dtype, consts):
     sig = {}
     for name in fn.arg_names:
         if name in consts:
@@ -179,7 +179,7 @@ def _build(job: Job):
         if part is not None:
             consts["PART"] = part.value
         consts = {k: v for k, v in consts.items() if k in fn.arg_names}
-        return fn, _attn_signature(fn, job.dtype, consts), consts
+        return fn, attn_signature(fn, job.dtype, consts), consts
     if job.kernel in POS_KERNELS:
         kernel, kind, pos_dtype, extra = POS_KERNELS[job.kernel]
         fn = _unwrap(kernel)
@@ -189,7 +189,7 @@ def _build(job: Job):
                       NBX=16 if t5 else 2, MAX_EXACT=8 if t5 else 1, BLOCK=job.block_m, HEAD_DIM=job.head_dim,
                       UPCAST=False, INPUT_PRECISION="tf32", **extra)
         consts = {k: v for k, v in consts.items() if k in fn.arg_names}
-        return fn, _pos_signature(fn, job.dtype, pos_dtype or job.dtype, consts), consts
+        return fn, pos_signature(fn, job.dtype, pos_dtype or job.dtype, consts), consts
     fn = Rot._rotary_kernel
     consts = dict(HALF=job.head_dim // 2, HALF_PAD=job.head_dim // 2, PASS_PAD=0, INTERLEAVED=job.mask == "interleaved",
                   INVERSE=False, BLOCK_L=job.block_m)

@@ -494,8 +494,8 @@ class _ChunkedPositionAttention(torch.autograd.Function):
 
 
 def _distance_bias(kind, pos, Lq, Lk, t5_args, dtype) -> torch.Tensor:
-    """(H, Lq + Lk − 1) bias of every signed distance δ = i' − j ∈ [1 − Lq, Lk − 1], column δ + Lq − 1: T5's table[h, bucket] or
-    ALiBi's −slope_h·|δ|. A bias that depends on δ alone costs O(L) to build; chunks gather from it."""
+    """(H, Lq + Lk − 1) bias of every signed distance δ = i' − j ∈ [1 − Lq, Lk − 1] (column δ + Lq − 1):
+    T5's table[h, bucket] or ALiBi's −slope_h·|δ|. A bias that depends on δ alone costs O(L) to build; chunks gather from it."""
     delta = torch.arange(1 - Lq, Lk, device=pos.device)  # every i' − j, ascending
     if kind == "t5":
         bidirectional, num_buckets, max_distance = t5_args
