@@ -8,7 +8,8 @@ Layout written by `attnkit.train` (every file is written to a temp file, then os
     RUN/checkpoints/latest.json              {"step": 500}: written last, so it always names a complete pair
 
 A `kill -9` at any moment leaves latest.json pointing at a complete checkpoint; resume loses at most the
-steps since it. `keep_last` N keeps the N newest step checkpoints (for `average_checkpoints`).
+steps since it (Ctrl-C / SIGTERM lose nothing: the trainer checkpoints the current step first).
+`keep_last` N keeps the N newest step checkpoints (for `average_checkpoints`).
 Weights go through safetensors' save_model/load_model, which store tied tensors once.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from attnkit.errors import UserError
@@ -64,10 +66,16 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load safetensors weights into model; a missing, truncated or mismatched file is one UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights not found: {path}")
-    missing, unexpected = load_model(model, str(path), strict=False)
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path} is corrupt or truncated ({str(e).strip().splitlines()[0]})") from None
+    except RuntimeError as e:  # a tensor of the wrong shape
+        raise UserError(f"{path} does not match the model: {str(e).strip().splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise UserError(f"{path} does not match the model: missing {sorted(missing)[:5]}, "
                         f"unexpected {sorted(unexpected)[:5]}")
@@ -101,10 +109,15 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, state: dic
 
 
 def latest_step(run_dir: str | Path) -> int | None:
+    from attnkit.rundir import read_json
+
     path = Path(run_dir) / CKPT_DIR / "latest.json"
     if not path.is_file():
         return None
-    return int(json.loads(path.read_text())["step"])
+    step = read_json(path)
+    if not isinstance(step, dict) or not isinstance(step.get("step"), int):
+        raise UserError(f"{path} is corrupt: field 'step' is missing or not an integer")
+    return step["step"]
 
 
 def load_checkpoint(run_dir: str | Path, model: nn.Module) -> dict[str, Any]:
@@ -114,18 +127,21 @@ def load_checkpoint(run_dir: str | Path, model: nn.Module) -> dict[str, Any]:
         raise UserError(f"nothing to resume: no checkpoint in {run_dir}")
     weights, state_path = step_paths(Path(run_dir), step)
     load_weights(model, weights)
-    return torch.load(state_path, map_location="cpu", weights_only=False)
+    return load_state(state_path)
 
 
-def clear_run(run_dir: str | Path) -> None:
-    """Remove a previous run's checkpoints and metrics so a fresh run does not mix with them."""
-    run_dir = Path(run_dir)
-    for _, p in step_checkpoints(run_dir):
-        p.unlink(missing_ok=True)
-    for p in list((run_dir / CKPT_DIR).glob("*")) if (run_dir / CKPT_DIR).is_dir() else []:
-        p.unlink(missing_ok=True)
-    for name in ("metrics.jsonl", "summary.json", "loss.png", WEIGHTS):
-        (run_dir / name).unlink(missing_ok=True)
+def load_state(path: Path) -> dict[str, Any]:
+    """A step's training state (optimizer, RNG, metrics); a missing or damaged file is one UserError."""
+    if not path.is_file():
+        raise UserError(f"checkpoint state not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - pickle/zip errors of a damaged file come in many types
+        raise UserError(f"{path} is corrupt or truncated ({type(e).__name__})") from None
+    for key in ("step", "optimizer", "rng", "metrics"):
+        if not isinstance(state, dict) or key not in state:
+            raise UserError(f"{path} is corrupt: field {key!r} is missing")
+    return state
 
 
 def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:

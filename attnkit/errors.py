@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """A problem the user can fix (bad flag, missing or corrupt file). Its message names the file or option."""
+
+
+class Interrupted(UserError):
+    """SIGINT/SIGTERM during training, after the checkpoint at the current step was written."""
+
+    exit_code = 130

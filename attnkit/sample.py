@@ -4,8 +4,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +12,28 @@ from rich.console import Console
 
 from attnkit.checkpoint import WEIGHTS, load_weights
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.tasks import get_task
+from attnkit.device import resolve_device
 from attnkit.errors import UserError
-from attnkit.train import resolve_device
+from attnkit.resolve import split_saved
+from attnkit.rundir import CONFIG, LATEST, read_saved_config, real_run_dir
+from attnkit.tasks import get_task
 
 
 def load_run(run: str | Path, device: str | torch.device = "cpu"):
     """(task, model in eval mode, TrainConfig) of a finished or checkpointed run directory."""
-    run_dir = Path(run)
-    config_path = run_dir / "config.json"
+    run_dir = real_run_dir(run)
+    config_path = run_dir / CONFIG
     if not run_dir.is_dir():
+        if Path(run).name == LATEST:
+            raise UserError(f"run directory not found: {run} (no run trained yet; train one with `attnkit train`, "
+                            f"or pass --run)")
         raise UserError(f"run directory not found: {run} (train one with `attnkit train --out {run}`)")
     if not config_path.is_file():
         raise UserError(f"{run} is not a run directory: no config.json (train one with `attnkit train`)")
-    saved = json.loads(config_path.read_text())
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    train_cfg = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
-    task_cls = get_task(saved.get("task", train_cfg.model))
+    saved = read_saved_config(run_dir)
+    task_cls = get_task(saved["task"])
+    fields, options = split_saved(saved, task_cls)
+    train_cfg = TrainConfig(**fields, options=options)
     task = task_cls.load(run_dir, train_cfg)
     model = task_cls.build_model(saved["model"])
     if not (run_dir / WEIGHTS).is_file():

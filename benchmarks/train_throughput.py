@@ -39,7 +39,9 @@ from attnkit.data.tokenizer import CharTokenizer
 from attnkit.models.gpt import GPT, GPTConfig
 from attnkit.optim import lr_at
 from attnkit.tasks.gpt import GPTTask
-from attnkit.train import fill_defaults, resolve_dtype, run_training
+from attnkit.device import resolve_dtype
+from attnkit.resolve import resolve_config
+from attnkit.train import run_training
 
 
 # ---- a nanoGPT-style model (model.py, trimmed) -----------------------------------------------
@@ -181,7 +183,7 @@ def main() -> None:
     clock = time.process_time if (args.clock or ("wall" if args.device == "cuda" else "cpu")) == "cpu" \
         else time.perf_counter
 
-    cfg = fill_defaults(GPTTask.resolve(TrainConfig(flavor=args.flavor, device=args.device)))
+    cfg = resolve_config(TrainConfig(model="gpt", flavor=args.flavor, device=args.device))
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     text = load_text(None)
     tok = CharTokenizer.fit(text)

@@ -9,7 +9,7 @@ Opt = typer.Option
 
 
 def average(
-    run: Annotated[str, Opt(help="Run directory trained with --keep-last N.")] = "runs/latest",
+    run: Annotated[str, Opt(help="Run directory trained with --keep-last N (default: the newest run).")] = "runs/latest",
     last: Annotated[int, Opt(help="How many of the newest step checkpoints to average.")] = 5,
     out: Annotated[Optional[str], Opt(help="Output weights file (default: RUN/model.safetensors, which sample loads).")] = None,
 ) -> None:

@@ -11,7 +11,8 @@ import typer
 
 import attnkit
 from attnkit.cli import average, bench, sample, tokenize, train
-from attnkit.errors import UserError
+from attnkit.errors import Interrupted, UserError
+from attnkit.extras import missing_extra_message
 
 app = typer.Typer(
     name="attnkit",
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=False)
     except typer.Exit as e:
         sys.exit(e.exit_code)
+    except Interrupted as e:  # the checkpoint is written; the message says how to go on
+        if debug:
+            raise
+        typer.echo(str(e), err=True)
+        sys.exit(e.exit_code)
     except typer.Abort:
         typer.echo("error: aborted", err=True)
         sys.exit(130)
@@ -66,9 +72,10 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(e, ClickException):
             e.show()
             sys.exit(e.exit_code)
-        if debug or not isinstance(e, USER_ERRORS):
+        hint = missing_extra_message(e) if isinstance(e, ModuleNotFoundError) else None
+        if debug or not (hint or isinstance(e, USER_ERRORS)):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = hint or (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         typer.echo(f"error: {msg}", err=True)
         sys.exit(1)
 

@@ -11,7 +11,7 @@ Opt = typer.Option
 
 
 def sample(
-    run: Annotated[str, Opt(help="Run directory written by `attnkit train`.")] = "runs/gpt",
+    run: Annotated[str, Opt(help="Run directory written by `attnkit train` (default: the newest run).")] = "runs/latest",
     prompt: Annotated[Optional[str], Opt(help="Text to continue, fill ([MASK]) or translate.")] = None,
     max_new_tokens: Annotated[int, Opt(help="Tokens to generate.")] = 200,
     temperature: Annotated[float, Opt(help="Softmax temperature; 0 = greedy.")] = 0.8,
@@ -25,6 +25,10 @@ def sample(
     out: Annotated[Optional[str], Opt(help="Where to write output files (default: the run directory).")] = None,
     attention_png: Annotated[bool, Opt("--attention-png", help="Also write an attention heatmap PNG.")] = False,
     stream: Annotated[bool, Opt("--stream/--no-stream", help="Print tokens as they are generated.")] = True,
+    target_return: Annotated[Optional[str], Opt(help="Returns to condition on, comma list (Decision Transformer).")] = None,
+    audio: Annotated[Optional[str], Opt(help="Audio file to transcribe (speech models).")] = None,
+    say: Annotated[Optional[str], Opt(help="Text to speak (speech models).")] = None,
+    voice: Annotated[Optional[str], Opt(help="Voice to speak with (speech models).")] = None,
 ) -> None:
     """Load a trained run and do what its model does: continue text, fill masks, translate, draw, compose."""
     cfg = SampleConfig(**locals())  # before any import adds a local

@@ -1,4 +1,8 @@
-"""`attnkit train`: flags map 1:1 onto `attnkit.config.TrainConfig`; the loop lives in `attnkit.train`."""
+"""`attnkit train`: flags map 1:1 onto `attnkit.config.TrainConfig`; the loop lives in `attnkit.train`.
+
+Model options are `--opt name=value` (repeatable) rather than one flag per option: each model declares
+its own (`Task.Options`), so a new model brings options without a new flag here. `--list-options` shows them.
+"""
 from __future__ import annotations
 
 from typing import Annotated, Optional
@@ -6,16 +10,32 @@ from typing import Annotated, Optional
 import typer
 
 from attnkit.config import TrainConfig
+from attnkit.errors import UserError
 
 Opt = typer.Option
 
 
+def parse_opts(pairs: list[str]) -> dict[str, str]:
+    """["position=rotary", ...] -> {"position": "rotary"}; values are typed later against the model's Options."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--opt takes name=value, got {pair!r} (see --list-options)")
+        out[name.strip()] = value
+    return out
+
+
 def train(
-    model: Annotated[str, Opt(help="Model family: gpt, bert, encdec, music, vit, image, npt.")] = "gpt",
+    model: Annotated[Optional[str], Opt(help="Model family: gpt, bert, encdec, music, vit, image, npt (default gpt).")] = None,
     flavor: Annotated[Optional[str], Opt(help="Size preset of the model; every model has 'debug'.")] = None,
+    opt: Annotated[Optional[list[str]], Opt("--opt", help="A model option, name=value (repeatable); see --list-options.")] = None,
+    list_options: Annotated[bool, Opt("--list-options", help="Print the model's options and exit.")] = False,
     data: Annotated[Optional[str], Opt(help="Dataset path or name; default: the model's embedded data.")] = None,
-    tokenizer: Annotated[str, Opt(help="'char' or a sentencepiece .model file (text models).")] = "char",
-    out: Annotated[Optional[str], Opt(help="Run directory (checkpoints, metrics, plots).")] = None,
+    tokenizer: Annotated[Optional[str], Opt(help="'char' or a sentencepiece .model file (text models).")] = None,
+    out: Annotated[Optional[str], Opt(help="Run directory (default runs/MODEL; runs/latest links to the newest).")] = None,
+    resume: Annotated[bool, Opt("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, Opt("--overwrite", help="Replace the run in --out (refused otherwise).")] = False,
     max_steps: Annotated[Optional[int], Opt(help="Optimizer steps.")] = None,
     batch_size: Annotated[Optional[int], Opt(help="Examples per step per process.")] = None,
     block_size: Annotated[Optional[int], Opt(help="Context length.")] = None,
@@ -25,7 +45,7 @@ def train(
     weight_decay: Annotated[Optional[float], Opt(help="AdamW weight decay on matrices.")] = None,
     grad_clip: Annotated[Optional[float], Opt(help="Max gradient norm; 0 disables.")] = None,
     grad_accum: Annotated[Optional[int], Opt(help="Micro-batches per optimizer step.")] = None,
-    schedule: Annotated[Optional[str], Opt(help="cosine or noam (inverse square root).")] = None,
+    schedule: Annotated[Optional[str], Opt(help="cosine, noam (inverse square root) or constant.")] = None,
     beta2: Annotated[Optional[float], Opt(help="Adam beta2.")] = None,
     label_smoothing: Annotated[Optional[float], Opt(help="Label smoothing of the cross-entropy.")] = None,
     keep_last: Annotated[Optional[int], Opt(help="Also keep the last N step checkpoints.")] = None,
@@ -34,23 +54,39 @@ def train(
     device: Annotated[Optional[str], Opt(help="auto, cpu or cuda.")] = None,
     dtype: Annotated[Optional[str], Opt(help="auto, float32, bfloat16 or float16.")] = None,
     compile: Annotated[Optional[bool], Opt("--compile/--no-compile", help="torch.compile the model.")] = None,
+    fsdp: Annotated[Optional[bool], Opt("--fsdp/--no-fsdp", help="Under torchrun: shard with FSDP2 instead of DDP.")] = None,
     eval_interval: Annotated[Optional[int], Opt(help="Steps between evals and checkpoints.")] = None,
     eval_batches: Annotated[Optional[int], Opt(help="Batches per eval.")] = None,
-    resume: Annotated[Optional[bool], Opt("--resume/--no-resume", help="Continue from the run's checkpoint.")] = None,
-    position: Annotated[Optional[str], Opt(help="Positional scheme (model-specific).")] = None,
-    attention: Annotated[Optional[str], Opt(help="Attention pattern (model-specific).")] = None,
-    target: Annotated[Optional[str], Opt(help="Target column (tabular data).")] = None,
-    folds: Annotated[Optional[int], Opt(help="Cross-validation splits (tabular data).")] = None,
-    probe: Annotated[Optional[str], Opt(help="NPT probe: corruption or lookup.")] = None,
-    target_shift: Annotated[Optional[float], Opt(help="NPT lookup probe: shift of duplicated targets.")] = None,
-    column_types: Annotated[Optional[str], Opt(help="Tabular: override detected column kinds, 'a=categorical,b=numeric'.")] = None,
-    config: Annotated[Optional[str], Opt(help="TOML file of these options; flags override it.")] = None,
+    config: Annotated[Optional[str], Opt(help="TOML file: a [train] table and an [options] table; flags override it.")] = None,
 ) -> None:
     """Train a model and write checkpoints, metrics.jsonl, loss.png and summary.json to the run directory."""
-    flags = {k: v for k, v in locals().items() if k != "config" and v is not None}  # before any import
+    flags = {k: v for k, v in locals().items() if k not in ("config", "opt", "list_options")}  # before imports
+    if list_options:
+        print_options(model or "gpt")
+        return
     from attnkit.train import run_training
 
-    cfg = TrainConfig.from_toml(config, **flags) if config else TrainConfig(**flags)
-    if cfg.out == TrainConfig.out:
-        cfg.out = f"runs/{cfg.model}"
-    run_training(cfg)
+    run_training(TrainConfig(**flags, options=parse_opts(opt or [])), config_file=config)
+
+
+def print_options(model: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from attnkit.resolve import option_rows
+    from attnkit.tasks import get_task
+
+    task_cls = get_task(model)
+    rows = option_rows(task_cls)
+    table = Table(title=escape(f"{model} options: --opt NAME=VALUE, or [options] in --config"))
+    for col in ("name", "type", "default", "help"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    if not rows:
+        table.caption = f"{model} has no options of its own"
+    for flavor, preset in task_cls.flavors.items():
+        if preset.get("options"):
+            table.caption = (table.caption or "") + f"  flavor {flavor} sets {preset['options']}"
+    Console().print(table)

@@ -63,3 +63,12 @@ def test_sentencepiece_errors(corpus):
         train_sentencepiece(corpus, 100, "bpe")
     with pytest.raises(UserError, match="unknown model type"):
         train_sentencepiece(corpus, 400, "wordpiece")
+
+
+def test_too_small_vocab_says_the_minimum_in_one_line():
+    text = "the quick brown fox jumps over the lazy dog. 0123456789 ABCDEFGHIJ\n" * 20
+    with pytest.raises(UserError) as e:
+        train_sentencepiece(text, 300)
+    need = int(str(e.value).split("at least ")[1].split()[0])
+    assert "trainer_interface" not in str(e.value) and "\n" not in str(e.value)
+    assert train_sentencepiece(text, need).vocab_size == need  # the stated minimum really trains

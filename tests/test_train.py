@@ -33,15 +33,21 @@ def test_run_dir_contents_and_learning(tmp_path):
                  "tokenizer.json", "checkpoints/latest.json"):
         assert (run / name).is_file(), name
     lines = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in lines] == [10, 20, 30]
-    assert set(lines[0]) == {"step", "train_loss", "val_loss", "lr", "tokens_per_s"}
-    assert lines[-1]["val_loss"] < lines[0]["val_loss"] < math.log(67)  # it learns
+    assert [m["step"] for m in lines] == [0, 10, 20, 30]  # step 0 too, as nanoGPT
+    assert set(lines[0]) == {"step", "val_loss", "lr", "tokens_per_s"}
+    assert set(lines[1]) == {"step", "train_loss", "val_loss", "lr", "tokens_per_s"}
+    assert lines[-1]["val_loss"] < lines[1]["val_loss"] < lines[0]["val_loss"]  # it learns
     summary = json.loads((run / "summary.json").read_text())
     assert summary["val_loss"] == lines[-1]["val_loss"] and summary["steps"] == 30
     saved = json.loads((run / "config.json").read_text())
     assert saved["train"]["max_steps"] == 30 and saved["model"]["vocab_size"] == 67
     assert len(step_checkpoints(run)) == 1  # keep_last defaults to 1
     assert result.metrics == lines
+
+
+def test_a_run_shorter_than_its_eval_interval_logs_start_and_end(tmp_path):
+    result = run_training(cfg(tmp_path, max_steps=3, eval_interval=10), **QUIET)
+    assert [m["step"] for m in result.metrics] == [0, 3]
 
 
 def test_resume_is_exact(tmp_path):
@@ -75,7 +81,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     def flaky(self, model, batch):
         calls["n"] += 1
         loss = real_loss(self, model, batch)
-        return loss * float("nan") if calls["n"] == 7 else loss
+        return loss * float("nan") if calls["n"] == 8 else loss  # 1 eval at step 0, 4 steps, 1 eval, step 5
 
     monkeypatch.setattr(GPTTask, "loss", flaky)
     with pytest.raises(UserError, match=r"loss is nan at step 6.*last good checkpoint \(step 4\)"):

@@ -15,6 +15,7 @@ picks the class from the file suffix (.json → char, .model → sentencepiece).
 from __future__ import annotations
 
 import io
+import re
 import json
 import os
 from pathlib import Path
@@ -125,8 +126,10 @@ def train_sentencepiece(text: str, vocab_size: int, model_type: str = "bpe", out
     # sentencepiece trains on lines, so "\n" would only ever be a byte piece; make it a symbol of its own.
     symbols = ["\n", *[t for t in special_tokens if t != "\n"]]
     reserved = 1 + N_BYTE_PIECES + len(symbols)  # <unk>, bytes, symbols
-    if vocab_size <= reserved:
-        raise UserError(f"vocab size {vocab_size} is too small: byte fallback alone needs {reserved} ids")
+    # character_coverage=1.0: every distinct character is a piece of its own, on top of the reserved ids.
+    chars = len(set(text) - set(symbols))
+    if vocab_size < reserved + chars:
+        raise _too_small(vocab_size, reserved + chars, chars, len(symbols))
     buf = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -139,11 +142,20 @@ def train_sentencepiece(text: str, vocab_size: int, model_type: str = "bpe", out
             max_sentence_length=1 << 16,
         )
     except RuntimeError as e:
+        found = re.search(r"required_chars\. (\d+) vs (\d+)", str(e))
+        if found:  # our count above missed a case: still one line, with sentencepiece's number
+            raise _too_small(vocab_size, int(found.group(2)), chars, len(symbols)) from None
         raise UserError(f"sentencepiece: {str(e).strip().splitlines()[-1]}") from None
     tok = SentencePieceTokenizer(buf.getvalue())
     if out is not None:
         tok.save(out)
     return tok
+
+
+def _too_small(vocab_size: int, needed: int, chars: int, symbols: int) -> UserError:
+    return UserError(f"vocab size {vocab_size} is too small for this text: it needs at least {needed} "
+                     f"(1 unknown + {N_BYTE_PIECES} byte-fallback pieces + {symbols} symbol(s) + {chars} distinct "
+                     f"characters); pass --vocab-size {needed} or more")
 
 
 def load_tokenizer(path: str | Path) -> CharTokenizer | SentencePieceTokenizer:

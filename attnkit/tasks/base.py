@@ -6,9 +6,10 @@ to the zoo means writing a model file (`attnkit/models/NAME.py`, pure nn.Module)
 (`attnkit/tasks/NAME.py`), and adding one line to `attnkit.tasks.TASKS`.
 
 Lifecycle in `attnkit train`:
-    cfg   = Task.resolve(cfg)               # flavor defaults fill the None fields of TrainConfig
-    task  = Task(cfg)
+    cfg   = resolve_config(cfg)             # flags > TOML > saved run > flavor > defaults; options validated
+    task  = Task(cfg)                       # task.opts = Task.Options(**cfg.options)
     task.prepare(run_dir)                   # load/generate data, fit tokenizer; write assets to run_dir
+                                            # (a staging directory: write nothing outside it)
     model = Task.build_model(task.model_config())
     loop: batch = task.get_batch("train", batch_size, generator); loss = task.loss(model, batch)
     every eval_interval: task.evaluate(model, "val", n) -> {"val_loss": ..., ...}
@@ -21,10 +22,11 @@ Optional hooks (defaults below; override only if needed):
     task.batch_tokens(batch) -> int          tokens in a batch, for tokens/s (default: numel of its first tensor)
 
 Trainer notes (attnkit.train): `loss` receives the model wrapped by DDP/torch.compile when those are on,
-so call it as `model(...)`; `evaluate` and `report` get the plain model. Fields the flavor leaves None get
-trainer defaults (attnkit.train.TRAINER_DEFAULTS): max_steps, batch_size, lr, min_lr (lr/10),
-warmup_steps (min(100, max_steps/10)), schedule (cosine), beta2 (0.95), eval_interval (max_steps/10),
-eval_batches (10), keep_last (1). block_size, dropout, label_smoothing stay None unless the task sets them.
+so call it as `model(...)`; `evaluate` gets the plain (under --fsdp: sharded) model on every rank, `report`
+the plain model on rank 0. `get_batch` returns tensors with the batch first (ranks take slices of one
+global batch). Fields neither user nor flavor set get attnkit.resolve.TRAINER_DEFAULTS; block_size,
+dropout, label_smoothing and data stay None unless the flavor sets them. A flavor sets options under
+"options" (e.g. `"options": dict(folds=2)`).
 """
 from __future__ import annotations
 
@@ -37,7 +39,9 @@ import torch.nn as nn
 from rich.console import Console
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.errors import UserError  # noqa: F401  (re-exported for old imports)
+from attnkit.errors import UserError
+
+__all__ = ["NoOptions", "Task", "UserError"]  # UserError: re-exported for old imports
 
 
 @dataclasses.dataclass
@@ -56,28 +60,15 @@ class Task:
 
     def __init__(self, cfg: TrainConfig, opts=None):
         self.cfg = cfg
-        self.opts = opts if opts is not None else self._legacy_options(cfg)
-
-    @classmethod
-    def _legacy_options(cls, cfg: TrainConfig):
-        """Bridge while TrainConfig still carries model options as flat fields: flavor "options", then cfg."""
-        values = dict(cls.flavors.get(cfg.flavor, {}).get("options", {})) if cfg.flavor else {}
-        values.update({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls.Options)
-                       if getattr(cfg, f.name, None) is not None})
-        return cls.Options(**values)
+        self.opts = opts if opts is not None else self.Options(**cfg.options)
 
     # ---- configuration -------------------------------------------------------------------
     @classmethod
     def resolve(cls, cfg: TrainConfig) -> TrainConfig:
-        """Fill the None fields of cfg (flavor first) from the flavor's training defaults."""
-        if cfg.flavor is None:
-            cfg = dataclasses.replace(cfg, flavor=cls.default_flavor)
-        if cfg.flavor not in cls.flavors:
-            raise UserError(f"unknown flavor {cfg.flavor!r} for model {cls.name!r}; "
-                            f"choose from {', '.join(cls.flavors)}")
-        defaults = cls.flavors[cfg.flavor].get("train", {})
-        filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
-        return dataclasses.replace(cfg, **filled)
+        """cfg for this model, resolved like `attnkit train` does (attnkit.resolve.resolve_config)."""
+        from attnkit.resolve import resolve_config
+
+        return resolve_config(dataclasses.replace(cfg, model=cls.name))
 
     def model_config(self) -> dict[str, Any]:
         """JSON-able kwargs for build_model: the flavor's model kwargs, with `--dropout` overriding the flavor's.

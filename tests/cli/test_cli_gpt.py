@@ -13,16 +13,7 @@ from safetensors.torch import load_file
 
 from attnkit.cli.main import main
 
-
-def run(argv, capsys):
-    """(exit code, stdout, stderr) of `attnkit ARGV`."""
-    code = 0
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from cli_invoke import run  # tests/cli is on sys.path
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +26,7 @@ def trained(tmp_path_factory):
 
 def test_train_writes_the_run(trained):
     metrics = [json.loads(s) for s in (trained / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [4, 8, 12]
+    assert [m["step"] for m in metrics] == [0, 4, 8, 12]
     assert json.loads((trained / "summary.json").read_text())["steps"] == 12
 
 
@@ -73,7 +64,7 @@ def test_tokenize_prints_a_table(tmp_path, capsys):
 
 def test_train_with_sentencepiece_and_toml_config(tmp_path, capsys):
     run(["tokenize", "--vocab-size", "400", "--out", tmp_path / "sp.model"], capsys)
-    (tmp_path / "cfg.toml").write_text('[train]\nflavor = "debug"\nmax_steps = 50\nposition = "rotary"\n')
+    (tmp_path / "cfg.toml").write_text('[train]\nflavor = "debug"\nmax_steps = 50\n[options]\nposition = "rotary"\n')
     code, _, err = run(["train", "--config", tmp_path / "cfg.toml", "--max-steps", "3", "--eval-interval", "3",
                         "--tokenizer", tmp_path / "sp.model", "--out", tmp_path / "run"], capsys)
     assert code == 0, err
@@ -126,4 +117,4 @@ def test_kill_9_mid_run_then_resume(tmp_path, capsys):
     code, _, err = run(["train", "--out", run_dir, "--resume", "--max-steps", step + 5], capsys)
     assert code == 0, err
     metrics = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == list(range(5, step + 6, 5))
+    assert [m["step"] for m in metrics] == list(range(0, step + 6, 5))

@@ -46,6 +46,6 @@ def test_sample_prints_paths_and_summary_and_writes_a_readable_midi(music_run, t
 
 def test_bad_position_is_one_line_error(tmp_path):
     result = runner.invoke(app, ["train", "--model", "music", "--flavor", "debug", "--out", str(tmp_path),
-                                 "--position", "rotary"])
+                                 "--opt", "position=rotary"])
     assert result.exit_code != 0
     assert "absolute, relative or both" in str(result.exception) + result.output

@@ -12,7 +12,7 @@ from cli_invoke import invoke
 @pytest.fixture(scope="module")
 def npt_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("npt")
-    out = invoke("train", "--model", "npt", "--flavor", "debug", "--data", "iris", "--folds", 3, "--out", run)
+    out = invoke("train", "--model", "npt", "--flavor", "debug", "--data", "iris", "--opt", "folds=3", "--out", run)
     return run, out
 
 
@@ -44,8 +44,8 @@ def test_sample_prints_predictions_and_the_same_metrics(npt_run):
 
 
 def test_corruption_probe_reports_the_drop(tmp_path):
-    out = invoke("train", "--model", "npt", "--flavor", "debug", "--data", "iris", "--folds", 2,
-                 "--max-steps", 4, "--probe", "corruption", "--out", tmp_path)
+    out = invoke("train", "--model", "npt", "--flavor", "debug", "--data", "iris", "--opt", "folds=2",
+                 "--max-steps", 4, "--opt", "probe=corruption", "--out", tmp_path)
     assert "corruption probe" in out and "drop" in out
     corruption = json.loads((tmp_path / "summary.json").read_text())["corruption"]
     assert set(corruption["drop"]) == {"accuracy", "auroc", "nll"}
@@ -53,8 +53,8 @@ def test_corruption_probe_reports_the_drop(tmp_path):
 
 
 def test_lookup_probe_reports_a_correlation(tmp_path):
-    out = invoke("train", "--model", "npt", "--flavor", "debug", "--data", "iris", "--folds", 2,
-                 "--max-steps", 4, "--probe", "lookup", "--target-shift", 1, "--out", tmp_path)
+    out = invoke("train", "--model", "npt", "--flavor", "debug", "--data", "iris", "--opt", "folds=2",
+                 "--max-steps", 4, "--opt", "probe=lookup", "--opt", "target_shift=1", "--out", tmp_path)
     assert "lookup probe (target shift 1)" in out
     lookup = json.loads((tmp_path / "summary.json").read_text())["lookup"]
     assert lookup["target_shift"] == 1 and -1 <= lookup["correlation"]["mean"] <= 1
@@ -64,7 +64,7 @@ def test_csv_without_the_target_column_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "t.csv"
     path.write_text("a,b,label\n1,2,x\n3,4,y\n5,6,x\n")
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--model", "npt", "--flavor", "debug", "--data", str(path), "--target", "price",
+        main(["train", "--model", "npt", "--flavor", "debug", "--data", str(path), "--opt", "target=price",
               "--out", str(tmp_path / "run")])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
@@ -75,7 +75,7 @@ def test_bad_column_type_override_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "t.csv"
     path.write_text("a,b,label\n1,2,x\n3,4,y\n5,6,x\n")
     with pytest.raises(SystemExit):
-        main(["train", "--model", "npt", "--flavor", "debug", "--data", str(path), "--column-types", "a=float",
+        main(["train", "--model", "npt", "--flavor", "debug", "--data", str(path), "--opt", "column_types=a=float",
               "--out", str(tmp_path / "run")])
     assert capsys.readouterr().err.strip() == ("error: column type override 'a=float': expected NAME=numeric "
                                                "or NAME=categorical")

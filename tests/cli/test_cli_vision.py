@@ -25,7 +25,7 @@ def vit_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("image")
-    out = invoke("train", "--model", "image", "--flavor", "debug", "--attention", "local2d", "--out", run)
+    out = invoke("train", "--model", "image", "--flavor", "debug", "--opt", "attention=local2d", "--out", run)
     return run, out
 
 
@@ -84,5 +84,5 @@ def test_bad_options_are_one_line_errors(image_run, tmp_path):
     result = runner.invoke(app, ["sample", "--run", str(run), "--label", "12"])
     assert result.exit_code != 0 and "--label" in str(result.exception) + result.output
     result = runner.invoke(app, ["train", "--model", "image", "--flavor", "debug", "--out", str(tmp_path),
-                                 "--attention", "sparse"])
+                                 "--opt", "attention=sparse"])
     assert result.exit_code != 0 and "local2d" in str(result.exception) + result.output

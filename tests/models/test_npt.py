@@ -13,7 +13,8 @@ from attnkit.tasks.npt import CONTEXT, TEST, TRAIN, NPTTask
 
 
 def make_task(tmp_path, **overrides):
-    cfg = NPTTask.resolve(TrainConfig(model="npt", flavor="debug", **overrides))
+    options = {k: overrides.pop(k) for k in ("folds", "probe", "target_shift", "target") if k in overrides}
+    cfg = NPTTask.resolve(TrainConfig(model="npt", flavor="debug", options=options, **overrides))
     task = NPTTask(cfg)
     task.prepare(tmp_path)
     return task
