@@ -35,7 +35,7 @@ def resolve_backend(backend: str, q: torch.Tensor) -> str:
 
 
 def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
-              bias=None, scale=None, backend="auto") -> torch.Tensor:
+              bias=None, scale=None, softcap=None, return_lse=False, backend="auto"):
     """Fused scaled-dot-product attention with masks and a learnable additive bias.
 
     Args:
@@ -57,20 +57,30 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
         bias: float, broadcastable to (B, Hq, Lq, Lk), added to the logits. If it requires grad its
            gradient comes back in its own (broadcast) shape.
         scale: logit scale; None means 1/sqrt(D).
+        softcap: None, or c > 0: the scaled q·k becomes c·tanh(scale·q·k / c) (Gemma 2, flash-attn's softcap)
+           before the bias is added and the masks applied; gradients are exact (× (1 − tanh²)).
+        return_lse: also return each row's log-sum-exp of its visible logits, natural log, (B, Hq, Lq) float32,
+           −inf where the row sees no key. Differentiable (d lse_i / d logit_ij = p_ij). Two attentions over
+           disjoint key sets merge exactly: lse = logaddexp(lse1, lse2), out = Σ_t exp(lse_t − lse)·out_t.
         backend: "auto" | "triton" | "torch" (see module docstring).
 
     Returns:
-        (B, Hq, Lq, D) in q's dtype. A query that can see no key returns zeros and gets zero gradients.
+        (B, Hq, Lq, D) in q's dtype, or (out, lse) with return_lse. A query that can see no key returns
+        zeros and gets zero gradients.
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask,
-                         attn_mask=attn_mask, bias=bias, scale=scale)
+                         attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap)
+    if not isinstance(return_lse, bool):
+        raise ValueError(f"return_lse must be a bool, got {return_lse!r}")
     backend = resolve_backend(backend, q)
     if backend == "triton":
         _check_kernel_qkv(q)
     left, right = window
-    out, _ = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left), int(right),
-                                      _float(scale), backend)
-    return out
+    out, lse = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left),
+                                        int(right), _float(scale), _float(softcap), return_lse, backend)
+    if not return_lse:
+        return out
+    return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / library.LOG2E))  # base 2 → natural log
 
 
 def _check_kernel_qkv(q) -> None:

@@ -87,7 +87,7 @@ def attn_signature(fn, dtype, consts):
             sig[name] = "*" + dtype
         elif name in ATTN_POINTERS:
             sig[name] = ATTN_POINTERS[name]
-        elif name in ("qk_scale", "sm_scale"):
+        elif name in ("qk_scale", "sm_scale", "softcap2"):
             sig[name] = "fp32"
         else:
             sig[name] = "i32"
@@ -172,7 +172,8 @@ def _build(job: Job):
     if job.kernel in ATTN_KERNELS:
         fn = _unwrap(ATTN_KERNELS[job.kernel][0])
         consts = dict(HEAD_DIM=job.head_dim, HEAD_DIM_REAL=job.head_dim, UPCAST=False, INPUT_PRECISION="tf32",
-                      OCC=A.OCC_BLOCK, BLOCK_M=job.block_m, BLOCK_N=job.block_n, **MASK_FLAGS[job.mask])
+                      OCC=A.OCC_BLOCK, BLOCK_M=job.block_m, BLOCK_N=job.block_n, HAS_SOFTCAP=False,
+                      **MASK_FLAGS[job.mask])
         if job.kernel == "dbias":
             consts.update(ROWS_BCAST=False, COLS_BCAST=False)
         part = {"dkdv": A.DKDV_BOTH, "dk": A.DK_ONLY, "dv": A.DV_ONLY}.get(job.kernel)

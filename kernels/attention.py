@@ -69,7 +69,8 @@ SPLIT_DKDV_HEAD_DIM = 128
 # --------------------------------------------------------------------------------------------
 
 # Lengths enter the key as powers of two: decoding with a KV cache grows Lk by one per step and must not retune.
-_AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS"]
+_AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS",
+                 "HAS_SOFTCAP"]
 _DKDV_KEY = _AUTOTUNE_KEY + ["PART"]
 
 
@@ -183,14 +184,33 @@ def _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K
 
 
 @triton.jit
+def _tanh(x):
+    """tanh through exp2 (the interpreter has no tanh); |x| is clipped at 15, where tanh is 1 in float32."""
+    x = tl.minimum(tl.maximum(x, -15.0), 15.0)
+    return 1.0 - 2.0 / (tl.math.exp2(x * 2.8853900817779268) + 1.0)  # 2·log2(e)
+
+
+@triton.jit
+def _softcap_grad(ds, qk, qk_scale, softcap2, HAS_SOFTCAP: tl.constexpr):
+    """∂/∂(q·k) from ∂/∂(capped logits): × (1 − tanh²) of the capped term, recomputed from the raw q·k tile
+    (the bias is added after the cap, so its own gradient is dS unchanged)."""
+    if HAS_SOFTCAP:
+        t = _tanh(qk * qk_scale / softcap2)
+        ds = ds * (1.0 - t * t)
+    return ds
+
+
+@triton.jit
 def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
                 stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                N_CTX_Q, N_CTX_K, window_left, window_right,
+                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
                 POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
-                HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr):
+                HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr):
     """Logits in base-2 units, −inf where hidden. offs_i / offs_j are query / key indices already shaped to
     broadcast onto qk: (M, 1) and (1, N) for a (queries, keys) tile, (1, M) and (N, 1) for a transposed one."""
     s = qk * qk_scale
+    if HAS_SOFTCAP:  # scale·q·k → c·tanh(scale·q·k / c); in base-2 units with softcap2 = c·log2(e), the same form
+        s = softcap2 * _tanh(s / softcap2)
     in_bounds = (offs_i < N_CTX_Q) & (offs_j < N_CTX_K)
     if HAS_BIAS:
         b = tl.load(Bias + offs_i * stride_bm + offs_j * stride_bn, mask=in_bounds, other=0.0)
@@ -224,10 +244,10 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
 def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                     stride_pn, stride_tm, stride_tn,
-                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                     UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr):
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -245,8 +265,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
             qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
             s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
                             stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                            N_CTX_Q, N_CTX_K, window_left, window_right,
-                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+                            N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP)
             m_ij = tl.maximum(m_i, tl.max(s, 1))
             # A row with nothing visible yet keeps m = −inf; subtract 0 instead so exp2 gives 0, not NaN.
             m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)
@@ -274,10 +294,10 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
               stride_mz, stride_mh, stride_mm, stride_mn,
               stride_pz, stride_pn,
               stride_tz, stride_th, stride_tm, stride_tn,
-              H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right,
+              H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
               HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
               HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-              HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+              HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     off_hz = tl.program_id(1)
@@ -310,21 +330,21 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
     # Empty rows (l = 0): output 0 and LSE = +inf, so backward recomputes p = exp2(s − inf) = 0.
     empty = l_i == 0.0
     acc = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -356,11 +376,11 @@ def _attn_bwd_preprocess(O, DO, Delta, N_CTX_Q, HEAD_DIM: tl.constexpr, HEAD_DIM
 def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
                          stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn, stride_mm, stride_mn,
                          stride_pn, stride_tm, stride_tn,
-                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
                          HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                          HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                         HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                         HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                          OCC: tl.constexpr, PART: tl.constexpr):
     """Accumulate dk and/or dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the transposed (keys, queries)
     frame: the resident k, v are the A operands, P and dS come out already transposed for dV and dK."""
@@ -385,15 +405,15 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
             qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
             sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Bias, Mask, KPM,
                              stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                             N_CTX_Q, N_CTX_K, window_left, window_right,
-                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+                             N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP)
             pT = tl.math.exp2(sT - lse[None, :])
             if PART != DK_ONLY:
                 dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
             if PART != DV_ONLY:
                 delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
                 dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
-                dsT = pT * (dpT - delta[None, :])
+                dsT = _softcap_grad(pT * (dpT - delta[None, :]), qkT, qk_scale, softcap2, HAS_SOFTCAP)
                 dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
     return dk, dv
 
@@ -410,10 +430,10 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                    stride_mz, stride_mh, stride_mm, stride_mn,
                    stride_pz, stride_pn,
                    stride_tz, stride_th, stride_tm, stride_tn,
-                   H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right,
+                   H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right, softcap2,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                    HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                   HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                   HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                    PART: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (key block, b, kv head). It loops over the GROUPS query heads sharing this kv head, so
     the GQA sum happens in registers in a fixed order (deterministic, no atomics). dO/O are (B, Hq, Lq, D)."""
@@ -452,21 +472,21 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                      start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC, PART)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left,
-                                      window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
-                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      window_right, softcap2, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
+                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC, PART)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                      start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC, PART)
     DK += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     DV += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     dk_ptrs = offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkk
@@ -480,11 +500,11 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
 def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                        stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                        stride_pn, stride_tm, stride_tn,
-                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
                        HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
                        BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                        HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                       HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                        OCC: tl.constexpr):
     """Accumulate dq (BLOCK_M, HEAD_DIM) over key blocks [lo, hi)."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -505,11 +525,11 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
             qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
             s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
                             stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                            N_CTX_Q, N_CTX_K, window_left, window_right,
-                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+                            N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP)
             p = tl.math.exp2(s - lse[:, None])
             dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
-            ds = p * (dp - delta[:, None])
+            ds = _softcap_grad(p * (dp - delta[:, None]), qk, qk_scale, softcap2, HAS_SOFTCAP)
             dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=INPUT_PRECISION)
     return dq
 
@@ -525,10 +545,10 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
                  stride_mz, stride_mh, stride_mm, stride_mn,
                  stride_pz, stride_pn,
                  stride_tz, stride_th, stride_tm, stride_tn,
-                 H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right,
+                 H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right, softcap2,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                  HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                 HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                 HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (query block, b, h). dO and dQ share O's contiguous (B, Hq, Lq, D) strides."""
     start_m = tl.program_id(0) * BLOCK_M
@@ -565,18 +585,18 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
     tl.store(DQ + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=q_mask)
 
@@ -594,11 +614,11 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     stride_pz, stride_pn,
                     stride_tz, stride_th, stride_tm, stride_tn,
                     stride_dbz, stride_dbh, stride_dbm, stride_dbn,
-                    H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right,
+                    H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
                     BIAS_H, N_B_LOOP, N_H_LOOP,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                     HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                    HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                    HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                     ROWS_BCAST: tl.constexpr, COLS_BCAST: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dbias = Σ over broadcast dims of dS, dS = P ∘ (dP − delta). One program per tile of the bias's own shape
@@ -669,8 +689,8 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                         qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)
                         s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Biash, Maskh, KPMh,
                                         stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                                        N_CTX_Q, N_CTX_K, window_left, window_right,
-                                        True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+                                        N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                                        True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP)
                         p = tl.math.exp2(s - lse[:, None])
                         dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
                         acc += p * (dp - delta[:, None])
@@ -749,6 +769,7 @@ def _flags(ctx_like):
     """Compile-time flags shared by every kernel launch."""
     return dict(HAS_LEFT=ctx_like.left >= 0, HAS_RIGHT=ctx_like.right >= 0,
                 HAS_BIAS=ctx_like.has_bias, HAS_MASK=ctx_like.has_mask, HAS_KPM=ctx_like.has_kpm,
+                HAS_SOFTCAP=ctx_like.softcap2 > 0,
                 UPCAST=INTERPRET and ctx_like.dtype == torch.bfloat16,
                 INPUT_PRECISION=_input_precision(ctx_like.dtype), OCC=OCC_BLOCK)
 
@@ -756,7 +777,7 @@ def _flags(ctx_like):
 class _Meta:
     """Plain attributes describing one call (window bounds with causal folded in, which masks are present)."""
 
-    def __init__(self, q, k, causal, window, key_padding_mask, attn_mask, bias, scale):
+    def __init__(self, q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap=None):
         left, right = window
         if causal:  # causal is the window's right bound 0
             right = 0 if right < 0 else min(right, 0)
@@ -771,6 +792,7 @@ class _Meta:
         self.sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
         self.head_dim = max(16, triton.next_power_of_2(D))
         self.head_dim_real = D
+        self.softcap2 = float(softcap) * LOG2E if softcap else 0.0  # the cap in the kernels' base-2 units
 
 
 def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
@@ -782,12 +804,12 @@ def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
     grid = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_fwd[grid](q, k, v, o, lse, bias_x, mask_x, kpm_x, occ_x,
                     *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right,
+                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right, meta.softcap2,
                     HEAD_DIM=meta.head_dim, HEAD_DIM_REAL=meta.head_dim_real, **_flags(meta))
     return o, lse
 
 
-def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, need_dbias):
+def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, need_dbias, dlse=None):
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     do = do.contiguous()  # shares o's contiguous strides
@@ -798,6 +820,8 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
     PRE_BLOCK = 64
     _attn_bwd_preprocess[(triton.cdiv(Lq, PRE_BLOCK), B * Hq)](o, do, delta, Lq, HEAD_DIM=meta.head_dim,
                                                                HEAD_DIM_REAL=D, BLOCK_M=PRE_BLOCK)
+    if dlse is not None:  # d lse_i / d logits_ij = p_ij, so the LSE's gradient joins dS = P ∘ (dP − delta)
+        delta = delta - dlse.to(torch.float32)
     dq = torch.empty_like(o)
     dk = torch.empty((B, Hkv, Lk, D), device=k.device, dtype=k.dtype)
     dv = torch.empty_like(dk)
@@ -808,11 +832,11 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
         _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                                 *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
                                 Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left,
-                                meta.right, PART=part.value, **common)
+                                meta.right, meta.softcap2, PART=part.value, **common)
     grid_q = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_bwd_dq[grid_q](q, k, v, do, dq, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                          *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                         Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right,
+                         Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right, meta.softcap2,
                          **common)
     dbias = None
     if need_dbias:
@@ -829,62 +853,71 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
         _attn_bwd_dbias[grid_bias](q, k, v, do, lse, delta, bias_x, mask_x, kpm_x, occ_x, dbias4,
                                    *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
                                    *dbias4.stride(),
-                                   Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right,
+                                   Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right, meta.softcap2,
                                    Hb, B if Bb == 1 else 1, Hq if Hb == 1 else 1,
                                    ROWS_BCAST=rows_bcast, COLS_BCAST=cols_bcast, **common)
         dbias = dbias4.reshape(bias.shape).to(bias.dtype)
     return dq, dk, dv, dbias
 
 
+def lse_natural(lse: torch.Tensor) -> torch.Tensor:
+    """The kernels' LSE (base 2, +inf on rows with no visible key) in natural-log units, −inf on those rows
+    (torch.logsumexp's value there). Differentiable; its gradient is what `attention_bwd(dlse=...)` takes."""
+    return torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / LOG2E))
+
+
 def attention_fwd(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
-                  scale=None):
-    """Forward launcher, outside autograd: (out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 as the kernel stores it).
+                  scale=None, softcap=None):
+    """Forward launcher, outside autograd: (out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 as the kernel stores it:
+    base 2, +inf on rows with no visible key; `lse_natural` converts).
 
     A stable entry point for wrappers (torch.library ops); inputs as `attention_triton`, already validated."""
-    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale)
+    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap)
     mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
     return _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
 
 
 def attention_bwd(do, q, k, v, out, lse, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
-                  bias=None, scale=None, need_dbias=False):
-    """Backward launcher, outside autograd: (dq, dk, dv, dbias or None) from `attention_fwd`'s out and lse."""
-    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale)
+                  bias=None, scale=None, need_dbias=False, softcap=None, dlse=None):
+    """Backward launcher, outside autograd: (dq, dk, dv, dbias or None) from `attention_fwd`'s out and lse.
+    dlse: gradient w.r.t. the natural-log LSE (`lse_natural(lse)`), (B, Hq, Lq), or None."""
+    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap)
     mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
-    return _attn_backward(do, q, k, v, out, lse, meta, mask_tensors, mask_strides, bias, need_dbias)
+    return _attn_backward(do, q, k, v, out, lse, meta, mask_tensors, mask_strides, bias, need_dbias, dlse)
 
 
 class _attention(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale):
-        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale)
+    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale, softcap):
+        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap)
         mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
         o, lse = _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
         ctx.save_for_backward(q, k, v, o, lse, bias, key_padding_mask, attn_mask)
         ctx.meta = meta
-        return o
+        return o, lse_natural(lse)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, do):
+    def backward(ctx, do, dlse):
         q, k, v, o, lse, bias, key_padding_mask, attn_mask = ctx.saved_tensors
         meta = ctx.meta
         mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
         dq, dk, dv, dbias = _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias,
-                                           need_dbias=bias is not None and ctx.needs_input_grad[3])
-        return dq, dk, dv, dbias, None, None, None, None, None
+                                           need_dbias=bias is not None and ctx.needs_input_grad[3], dlse=dlse)
+        return dq, dk, dv, dbias, None, None, None, None, None, None
 
 
 def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
-                     scale=None) -> torch.Tensor:
+                     scale=None, softcap=None, return_lse=False):
     """The Triton kernel behind `attnkit.attention(..., backend="triton")`; same arguments and result.
 
     q: (B, Hq, Lq, D); k, v: (B, Hkv, Lk, D); float32 / float16 / bfloat16 on CUDA (or CPU with TRITON_INTERPRET=1).
-    Returns (B, Hq, Lq, D). Gradients flow to q, k, v and bias (in the bias's own shape).
+    Returns (B, Hq, Lq, D), or (out, lse) with return_lse: lse (B, Hq, Lq) float32, natural log, −inf on rows
+    that see no key. Gradients flow to q, k, v, bias (in the bias's own shape) and through lse.
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                         bias=bias, scale=scale)
+                         bias=bias, scale=scale, softcap=softcap)
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"q must be float32, float16 or bfloat16 for the Triton kernel, got {q.dtype} "
                          "(use backend='torch' for float64)")
@@ -894,4 +927,5 @@ def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask
         raise ValueError("q must be a CUDA tensor for the Triton kernel (or set TRITON_INTERPRET=1 before "
                          "triton is imported to run it on CPU)")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    return _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale)
+    out, lse = _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale, softcap)
+    return (out, lse) if return_lse else out

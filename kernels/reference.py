@@ -96,6 +96,21 @@ def masked_softmax(s: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return p.masked_fill(~mask, 0.0)
 
 
+def masked_logsumexp(s: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """log Σ_j exp(s_ij) over visible j: (..., rows); −inf (value and zero gradient) on rows with no visible key."""
+    if mask is None:
+        return torch.logsumexp(s, dim=-1)
+    s = s.masked_fill(~mask, float("-inf"))
+    has_key = mask.any(dim=-1)
+    return torch.logsumexp(s.masked_fill(~has_key[..., None], 0.0), dim=-1).masked_fill(~has_key, float("-inf"))
+
+
+def softcap_logits(s: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """Gemma 2's logit soft-capping, softcap·tanh(s / softcap), of the scaled q·k (as flash-attn's softcap):
+    a bias (ALiBi, T5, a −inf mask) is added after the cap, so it is never capped itself."""
+    return s if softcap is None else torch.tanh(s / softcap) * softcap
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     # Half-precision inputs are computed in float32, as the kernels accumulate in float32.
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
@@ -107,31 +122,38 @@ def _expand_kv(k: torch.Tensor, Hq: int) -> torch.Tensor:
     return k if groups == 1 else k.repeat_interleave(groups, dim=1)
 
 
-def _attend_rows(q, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale):
-    """Attention for query rows [start, start + q.shape[2]) of a length-Lq query sequence."""
+def _attend_rows(q, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, softcap=None,
+                 return_lse=False):
+    """Attention for query rows [start, start + q.shape[2]) of a length-Lq query sequence (and their LSE)."""
     stop = start + q.shape[2]
     Lk = k.shape[2]
     cd = _compute_dtype(q.dtype)
-    s = torch.matmul(q.to(cd), k.to(cd).transpose(-1, -2)) * scale  # (B, Hq, rows, Lk)
+    s = softcap_logits(torch.matmul(q.to(cd), k.to(cd).transpose(-1, -2)) * scale, softcap)  # (B, Hq, rows, Lk)
     if bias is not None:
         s = s + _rows(bias, start, stop).to(cd)
     mask = visible_mask(Lq, Lk, causal=causal, window=window, key_padding_mask=key_padding_mask,
                         attn_mask=attn_mask, rows=(start, stop), device=q.device)
     p = masked_softmax(s, mask)  # (B, Hq, rows, Lk)
-    return torch.matmul(p, v.to(cd)).to(q.dtype)  # (B, Hq, rows, D)
+    out = torch.matmul(p, v.to(cd)).to(q.dtype)  # (B, Hq, rows, D)
+    return (out, masked_logsumexp(s, mask).to(torch.promote_types(cd, torch.float32))) if return_lse else out
 
 
 def attention_reference(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None,
-                        attn_mask=None, bias=None, scale=None) -> torch.Tensor:
-    """The definition of `attnkit.attention`, materialising the full (B, Hq, Lq, Lk) logits."""
+                        attn_mask=None, bias=None, scale=None, softcap=None, return_lse=False):
+    """The definition of `attnkit.attention`, materialising the full (B, Hq, Lq, Lk) logits.
+
+    logits = softcap·tanh(scale·q·kᵀ / softcap) + bias (no cap when softcap is None), then the masks; with
+    return_lse also the natural-log log-sum-exp of each row's visible logits, (B, Hq, Lq) float32 (float64 for
+    float64 inputs), −inf on rows that see no key."""
     Hq, Lq, D = q.shape[1], q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     k, v = _expand_kv(k, Hq), _expand_kv(v, Hq)
-    return _attend_rows(q, k, v, _as4d(bias), attn_mask, key_padding_mask, 0, Lq, causal, window, scale)
+    return _attend_rows(q, k, v, _as4d(bias), attn_mask, key_padding_mask, 0, Lq, causal, window, scale, softcap,
+                        return_lse)
 
 
 def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None,
-                      attn_mask=None, bias=None, scale=None, chunk: int = 256) -> torch.Tensor:
+                      attn_mask=None, bias=None, scale=None, chunk: int = 256, softcap=None, return_lse=False):
     """Same result as `attention_reference`, holding at most (B, Hq, chunk, Lk) logits at a time."""
     Hq, Lq, D = q.shape[1], q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
@@ -142,15 +164,17 @@ def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mas
     outs = []
     for start in range(0, Lq, chunk):
         qc = q[:, :, start:start + chunk]
-        args = (qc, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale)
+        args = (qc, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, softcap, return_lse)
         if needs_grad and Lq > chunk:
             outs.append(checkpoint(_attend_rows, *args, use_reentrant=False))
         else:
             outs.append(_attend_rows(*args))
-    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    if not return_lse:
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return tuple(o[0] if len(outs) == 1 else torch.cat(o, dim=2) for o in zip(*outs))
 
 
-def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias) -> bool:
+def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias, softcap=None, return_lse=False) -> bool:
     """True when torch SDPA computes exactly attnkit's semantics for this call.
 
     Masks become one attn_mask for SDPA: boolean, or, with a bias, the bias with −inf where masked (SDPA
@@ -158,8 +182,8 @@ def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias) -> b
     That needs this torch's SDPA to give rows with no visible key zeros and zero gradients (probed once;
     older releases gave NaN), and a bias in q's dtype (SDPA takes the mask in the compute dtype).
     """
-    if bias is not None and bias.dtype != q.dtype:
-        return False
+    if (bias is not None and bias.dtype != q.dtype) or softcap is not None or return_lse:
+        return False  # SDPA has no logit cap, and no LSE output on every device
     if bias is None and key_padding_mask is None and attn_mask is None and tuple(window) == (-1, -1):
         # SDPA's is_causal is top-left aligned; it equals ours only when Lq == Lk. A single query (KV-cached
         # decoding) sees every key under bottom-right alignment, so it is plain non-causal attention.

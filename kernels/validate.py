@@ -59,9 +59,17 @@ def check_key_padding_mask(key_padding_mask, q, k) -> None:
         raise ValueError(f"key_padding_mask is on {key_padding_mask.device} but q is on {q.device}")
 
 
-def check_attention_args(q, k, v, *, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None, scale=None) -> None:
+def check_softcap(softcap) -> None:
+    if softcap is not None and (isinstance(softcap, bool) or not isinstance(softcap, (int, float))
+                                or not softcap > 0 or softcap == float("inf")):
+        raise ValueError(f"softcap must be a finite number > 0 or None, got {softcap!r}")
+
+
+def check_attention_args(q, k, v, *, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None, scale=None,
+                         softcap=None) -> None:
     """Validate the full `attnkit.attention` contract; raise ValueError naming the bad argument."""
     check_qkv(q, k, v)
+    check_softcap(softcap)
     B, Hq, Lq, _ = q.shape
     Lk = k.shape[2]
     full = (B, Hq, Lq, Lk)
