@@ -35,7 +35,7 @@ def resolve_backend(backend: str, q: torch.Tensor) -> str:
 
 
 def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
-              bias=None, scale=None, softcap=None, return_lse=False, backend="auto"):
+              bias=None, scale=None, softcap=None, return_lse=False, document_ids=None, backend="auto"):
     """Fused scaled-dot-product attention with masks and a learnable additive bias.
 
     Args:
@@ -62,6 +62,14 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
         return_lse: also return each row's log-sum-exp of its visible logits, natural log, (B, Hq, Lq) float32,
            −inf where the row sees no key. Differentiable (d lse_i / d logit_ij = p_ij). Two attentions over
            disjoint key sets merge exactly: lse = logaddexp(lse1, lse2), out = Σ_t exp(lse_t − lse)·out_t.
+        document_ids: int (B, Lk): packed sequences (several documents per row, FlexAttention's document
+           masking). Query i sees key j only if document_ids[b, j] == document_ids[b, i'], composed with
+           causal / window / padding / attn_mask; positions then usually restart per document (the caller's
+           rotary offsets or position ids). Why document ids rather than flash-attn's cu_seqlens: they keep the
+           (B, H, L, D) layout every other argument uses, allow any number of packed rows per batch and
+           padding after the last document, and cost O(L) memory; the kernel skips every tile whose query
+           and key blocks share no document (per-block min / max ids), so packing costs what the documents
+           cost. `document_ids_from_cu_seqlens` converts flash-attn's varlen layout.
         backend: "auto" | "triton" | "torch" (see module docstring).
 
     Returns:
@@ -69,7 +77,7 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
         zeros and gets zero gradients.
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask,
-                         attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap)
+                         attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap, document_ids=document_ids)
     if not isinstance(return_lse, bool):
         raise ValueError(f"return_lse must be a bool, got {return_lse!r}")
     backend = resolve_backend(backend, q)
@@ -77,10 +85,26 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
         _check_kernel_qkv(q)
     left, right = window
     out, lse = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left),
-                                        int(right), _float(scale), _float(softcap), return_lse, backend)
+                                        int(right), _float(scale), _float(softcap), return_lse, document_ids, backend)
     if not return_lse:
         return out
     return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / library.LOG2E))  # base 2 → natural log
+
+
+def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    """flash-attn's varlen layout → `document_ids`: cu_seqlens (N + 1,) int, 0 = c0 < c1 < … < cN, document d
+    holding packed positions [c_d, c_{d+1}). Returns (1, length) int32 ids (length defaults to cN; positions
+    past cN, padding, get id −1, a document of their own). Put the packed tokens on L: q (1, H, total, D)."""
+    if (not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2
+            or cu_seqlens.is_floating_point() or int(cu_seqlens[0]) != 0 or bool((cu_seqlens.diff() <= 0).any())):
+        raise ValueError("cu_seqlens must be a 1-D integer tensor 0 = c0 < c1 < ... < cN (flash-attn's varlen layout)")
+    total = int(cu_seqlens[-1])
+    length = total if length is None else length
+    if not isinstance(length, int) or length < total:
+        raise ValueError(f"length must be an int >= cu_seqlens[-1] = {total}, got {length!r}")
+    positions = torch.arange(length, device=cu_seqlens.device)
+    ids = torch.searchsorted(cu_seqlens[1:].contiguous(), positions, right=True).to(torch.int32)
+    return ids.masked_fill(positions >= total, -1)[None]
 
 
 def _check_kernel_qkv(q) -> None:

@@ -50,7 +50,7 @@ import torch
 import triton
 import triton.language as tl
 
-from attnkit.kernels.occupancy import tile_occupancy
+from attnkit.kernels.occupancy import document_ranges, tile_occupancy
 from attnkit.kernels.validate import check_attention_args
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -70,7 +70,7 @@ SPLIT_DKDV_HEAD_DIM = 128
 
 # Lengths enter the key as powers of two: decoding with a KV cache grows Lk by one per step and must not retune.
 _AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS",
-                 "HAS_SOFTCAP"]
+                 "HAS_SOFTCAP", "HAS_DOCS"]
 _DKDV_KEY = _AUTOTUNE_KEY + ["PART"]
 
 
@@ -201,11 +201,29 @@ def _softcap_grad(ds, qk, qk_scale, softcap2, HAS_SOFTCAP: tl.constexpr):
 
 
 @triton.jit
+def _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  OCC: tl.constexpr):
+    """False when the tile's query rows and keys share no document: their [min, max] document-id ranges
+    (DocRange: (min, max) per OCC positions of this batch row) are disjoint. Query i sits at position i'."""
+    shift = N_CTX_K - N_CTX_Q
+    q_first = (start_m + shift) // OCC
+    q_last = (tl.minimum(start_m + BLOCK_M, N_CTX_Q) - 1 + shift) // OCC
+    qb = q_first + tl.arange(0, 2 * (BLOCK_M // OCC))  # the rows span at most BLOCK_M // OCC + 1 blocks
+    kb = start_n // OCC + tl.arange(0, BLOCK_N // OCC)
+    k_ok = kb < tl.cdiv(N_CTX_K, OCC)
+    q_lo = tl.min(tl.load(DocRange + qb * 2, mask=qb <= q_last, other=2147483647), axis=0)
+    q_hi = tl.max(tl.load(DocRange + qb * 2 + 1, mask=qb <= q_last, other=-2147483647), axis=0)
+    k_lo = tl.min(tl.load(DocRange + kb * 2, mask=k_ok, other=2147483647), axis=0)
+    k_hi = tl.max(tl.load(DocRange + kb * 2 + 1, mask=k_ok, other=-2147483647), axis=0)
+    return (q_lo <= k_hi) & (k_lo <= q_hi)
+
+
+@triton.jit
 def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
                 stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                 POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
-                HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr):
+                HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr):
     """Logits in base-2 units, −inf where hidden. offs_i / offs_j are query / key indices already shaped to
     broadcast onto qk: (M, 1) and (1, N) for a (queries, keys) tile, (1, M) and (N, 1) for a transposed one."""
     s = qk * qk_scale
@@ -218,7 +236,7 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
     # Tiles from the fully visible middle of the band (POS_MASK False) need no select without a padding or
     # boolean mask: the streamed blocks lie inside [0, Lq) / [0, Lk) by construction, and out-of-range rows of
     # the program's own block (queries in forward/dQ, keys in dK/dV) only feed outputs that are never stored.
-    if POS_MASK or HAS_KPM or HAS_MASK:
+    if POS_MASK or HAS_KPM or HAS_MASK or HAS_DOCS:
         visible = in_bounds
         if POS_MASK:
             i_shift = offs_i + (N_CTX_K - N_CTX_Q)  # i' (bottom-right alignment)
@@ -232,6 +250,10 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
         if HAS_MASK:
             am = tl.load(Mask + offs_i * stride_mm + offs_j * stride_mn, mask=in_bounds, other=0)
             visible = visible & (am != 0)
+        if HAS_DOCS:  # packed sequences: only keys of the query's own document (query i is at position i')
+            doc_q = tl.load(Doc + offs_i + (N_CTX_K - N_CTX_Q), mask=offs_i < N_CTX_Q, other=-1)
+            doc_k = tl.load(Doc + offs_j, mask=offs_j < N_CTX_K, other=-2)
+            visible = visible & (doc_q == doc_k)
         s = tl.where(visible, s, float("-inf"))
     return s
 
@@ -244,10 +266,10 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
 def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                     stride_pn, stride_tm, stride_tn,
-                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
                     UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr):
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -256,6 +278,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
         live = True
         if HAS_MASK:
             live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
+        if HAS_DOCS:
+            live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
         if live:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
@@ -265,8 +289,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
             qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
             s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
                             stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                            N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
-                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP)
+                            N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
             m_ij = tl.maximum(m_i, tl.max(s, 1))
             # A row with nothing visible yet keeps m = −inf; subtract 0 instead so exp2 gives 0, not NaN.
             m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)
@@ -295,9 +319,10 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
               stride_pz, stride_pn,
               stride_tz, stride_th, stride_tm, stride_tn,
               H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
+              Doc, DocRange, stride_docz, stride_rz,
               HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
               HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-              HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+              HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     off_hz = tl.program_id(1)
@@ -311,6 +336,8 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
     Bias += off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
     Mask += off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
     KPM += off_z.to(tl.int64) * stride_pz
+    Doc += off_z.to(tl.int64) * stride_docz
+    DocRange += off_z.to(tl.int64) * stride_rz
     Occ += off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
     LSE += off_hz.to(tl.int64) * N_CTX_Q
 
@@ -330,21 +357,21 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                                    start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                                    start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                                    start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
     # Empty rows (l = 0): output 0 and LSE = +inf, so backward recomputes p = exp2(s − inf) = 0.
     empty = l_i == 0.0
     acc = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -376,11 +403,11 @@ def _attn_bwd_preprocess(O, DO, Delta, N_CTX_Q, HEAD_DIM: tl.constexpr, HEAD_DIM
 def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
                          stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn, stride_mm, stride_mn,
                          stride_pn, stride_tm, stride_tn,
-                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                          HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                          HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                         HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                         HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                          OCC: tl.constexpr, PART: tl.constexpr):
     """Accumulate dk and/or dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the transposed (keys, queries)
     frame: the resident k, v are the A operands, P and dS come out already transposed for dV and dK."""
@@ -391,6 +418,8 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
         live = True
         if HAS_MASK:
             live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
+        if HAS_DOCS:
+            live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
         if live:
             offs_m = start_m + tl.arange(0, BLOCK_M)
             row_ok = offs_m < N_CTX_Q
@@ -405,8 +434,8 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
             qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
             sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Bias, Mask, KPM,
                              stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                             N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
-                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP)
+                             N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
             pT = tl.math.exp2(sT - lse[None, :])
             if PART != DK_ONLY:
                 dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
@@ -431,9 +460,10 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                    stride_pz, stride_pn,
                    stride_tz, stride_th, stride_tm, stride_tn,
                    H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right, softcap2,
+              Doc, DocRange, stride_docz, stride_rz,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                    HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                   HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                   HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                    PART: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (key block, b, kv head). It loops over the GROUPS query heads sharing this kv head, so
     the GQA sum happens in registers in a fixed order (deterministic, no atomics). dO/O are (B, Hq, Lq, D)."""
@@ -447,6 +477,8 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
     kv_mask = (offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL)
     K += off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
     V += off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
+    Doc += off_z.to(tl.int64) * stride_docz
+    DocRange += off_z.to(tl.int64) * stride_rz
     k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kk, mask=kv_mask, other=0.0)
     v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vk, mask=kv_mask, other=0.0)
     if UPCAST:
@@ -472,21 +504,21 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                                      start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC, PART)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left,
-                                      window_right, softcap2, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
-                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      window_right, softcap2, Doc, DocRange, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
+                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC, PART)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                                      start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC, PART)
     DK += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     DV += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     dk_ptrs = offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkk
@@ -500,11 +532,11 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
 def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                        stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                        stride_pn, stride_tm, stride_tn,
-                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
+                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                        HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
                        BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                        HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                       HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                        OCC: tl.constexpr):
     """Accumulate dq (BLOCK_M, HEAD_DIM) over key blocks [lo, hi)."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -514,6 +546,8 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
         live = True
         if HAS_MASK:
             live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
+        if HAS_DOCS:
+            live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
         if live:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
@@ -525,8 +559,8 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
             qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
             s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
                             stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                            N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
-                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP)
+                            N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
             p = tl.math.exp2(s - lse[:, None])
             dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
             ds = _softcap_grad(p * (dp - delta[:, None]), qk, qk_scale, softcap2, HAS_SOFTCAP)
@@ -546,9 +580,10 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
                  stride_pz, stride_pn,
                  stride_tz, stride_th, stride_tm, stride_tn,
                  H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right, softcap2,
+              Doc, DocRange, stride_docz, stride_rz,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                  HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                 HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                 HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (query block, b, h). dO and dQ share O's contiguous (B, Hq, Lq, D) strides."""
     start_m = tl.program_id(0) * BLOCK_M
@@ -564,6 +599,8 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
     Bias += off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
     Mask += off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
     KPM += off_z.to(tl.int64) * stride_pz
+    Doc += off_z.to(tl.int64) * stride_docz
+    DocRange += off_z.to(tl.int64) * stride_rz
     Occ += off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
     LSE += off_hz.to(tl.int64) * N_CTX_Q
     Delta += off_hz.to(tl.int64) * N_CTX_Q
@@ -585,18 +622,18 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
     tl.store(DQ + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=q_mask)
 
@@ -615,10 +652,11 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     stride_tz, stride_th, stride_tm, stride_tn,
                     stride_dbz, stride_dbh, stride_dbm, stride_dbn,
                     H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
+              Doc, DocRange, stride_docz, stride_rz,
                     BIAS_H, N_B_LOOP, N_H_LOOP,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                     HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                    HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                    HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                     ROWS_BCAST: tl.constexpr, COLS_BCAST: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dbias = Σ over broadcast dims of dS, dS = P ∘ (dP − delta). One program per tile of the bias's own shape
@@ -652,6 +690,8 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
             Biash = Bias + off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
             Maskh = Mask + off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
             KPMh = KPM + off_z.to(tl.int64) * stride_pz
+            Docz = Doc + off_z.to(tl.int64) * stride_docz
+            DocRangez = DocRange + off_z.to(tl.int64) * stride_rz
             Occh = Occ + off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
             for start_m in range(m_first, m_last, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -676,6 +716,9 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     if HAS_MASK:
                         live = _tile_occupied(Occh, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
                                               BLOCK_M, BLOCK_N, OCC)
+                    if HAS_DOCS:
+                        live = live & _docs_overlap(DocRangez, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N,
+                                                    OCC)
                     if live:
                         offs_n = start_n + tl.arange(0, BLOCK_N)
                         kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
@@ -689,8 +732,8 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                         qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)
                         s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Biash, Maskh, KPMh,
                                         stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                                        N_CTX_Q, N_CTX_K, window_left, window_right, softcap2,
-                                        True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP)
+                                        N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Docz, DocRangez,
+                                        True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
                         p = tl.math.exp2(s - lse[:, None])
                         dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
                         acc += p * (dp - delta[:, None])
@@ -769,7 +812,7 @@ def _flags(ctx_like):
     """Compile-time flags shared by every kernel launch."""
     return dict(HAS_LEFT=ctx_like.left >= 0, HAS_RIGHT=ctx_like.right >= 0,
                 HAS_BIAS=ctx_like.has_bias, HAS_MASK=ctx_like.has_mask, HAS_KPM=ctx_like.has_kpm,
-                HAS_SOFTCAP=ctx_like.softcap2 > 0,
+                HAS_SOFTCAP=ctx_like.softcap2 > 0, HAS_DOCS=ctx_like.document_ids is not None,
                 UPCAST=INTERPRET and ctx_like.dtype == torch.bfloat16,
                 INPUT_PRECISION=_input_precision(ctx_like.dtype), OCC=OCC_BLOCK)
 
@@ -777,7 +820,8 @@ def _flags(ctx_like):
 class _Meta:
     """Plain attributes describing one call (window bounds with causal folded in, which masks are present)."""
 
-    def __init__(self, q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap=None):
+    def __init__(self, q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap=None,
+                 document_ids=None):
         left, right = window
         if causal:  # causal is the window's right bound 0
             right = 0 if right < 0 else min(right, 0)
@@ -793,9 +837,19 @@ class _Meta:
         self.head_dim = max(16, triton.next_power_of_2(D))
         self.head_dim_real = D
         self.softcap2 = float(softcap) * LOG2E if softcap else 0.0  # the cap in the kernels' base-2 units
+        self.document_ids = document_ids  # (B, Lk) int: packed sequences, or None
+
+    def doc_args(self, q):
+        """Doc (B, Lk) int32, DocRange (B, ceil(Lk/OCC), 2) and their batch strides (q as a placeholder)."""
+        if self.document_ids is None:
+            return q, q, 0, 0
+        doc = self.document_ids.to(torch.int32).contiguous()
+        ranges = document_ranges(doc, OCC_BLOCK)
+        return doc, ranges, doc.stride(0), ranges.stride(0)
 
 
 def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
+    doc_args = meta.doc_args(q)
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     o = torch.empty((B, Hq, Lq, D), device=q.device, dtype=q.dtype)
@@ -804,12 +858,13 @@ def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
     grid = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_fwd[grid](q, k, v, o, lse, bias_x, mask_x, kpm_x, occ_x,
                     *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right, meta.softcap2,
+                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right, meta.softcap2, *doc_args,
                     HEAD_DIM=meta.head_dim, HEAD_DIM_REAL=meta.head_dim_real, **_flags(meta))
     return o, lse
 
 
 def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, need_dbias, dlse=None):
+    doc_args = meta.doc_args(q)
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     do = do.contiguous()  # shares o's contiguous strides
@@ -832,11 +887,11 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
         _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                                 *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
                                 Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left,
-                                meta.right, meta.softcap2, PART=part.value, **common)
+                                meta.right, meta.softcap2, *doc_args, PART=part.value, **common)
     grid_q = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_bwd_dq[grid_q](q, k, v, do, dq, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                          *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                         Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right, meta.softcap2,
+                         Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right, meta.softcap2, *doc_args,
                          **common)
     dbias = None
     if need_dbias:
@@ -853,7 +908,7 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
         _attn_bwd_dbias[grid_bias](q, k, v, do, lse, delta, bias_x, mask_x, kpm_x, occ_x, dbias4,
                                    *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
                                    *dbias4.stride(),
-                                   Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right, meta.softcap2,
+                                   Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right, meta.softcap2, *doc_args,
                                    Hb, B if Bb == 1 else 1, Hq if Hb == 1 else 1,
                                    ROWS_BCAST=rows_bcast, COLS_BCAST=cols_bcast, **common)
         dbias = dbias4.reshape(bias.shape).to(bias.dtype)
@@ -867,21 +922,21 @@ def lse_natural(lse: torch.Tensor) -> torch.Tensor:
 
 
 def attention_fwd(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
-                  scale=None, softcap=None):
+                  scale=None, softcap=None, document_ids=None):
     """Forward launcher, outside autograd: (out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 as the kernel stores it:
     base 2, +inf on rows with no visible key; `lse_natural` converts).
 
     A stable entry point for wrappers (torch.library ops); inputs as `attention_triton`, already validated."""
-    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap)
+    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids)
     mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
     return _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
 
 
 def attention_bwd(do, q, k, v, out, lse, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
-                  bias=None, scale=None, need_dbias=False, softcap=None, dlse=None):
+                  bias=None, scale=None, need_dbias=False, softcap=None, dlse=None, document_ids=None):
     """Backward launcher, outside autograd: (dq, dk, dv, dbias or None) from `attention_fwd`'s out and lse.
     dlse: gradient w.r.t. the natural-log LSE (`lse_natural(lse)`), (B, Hq, Lq), or None."""
-    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap)
+    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids)
     mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
     return _attn_backward(do, q, k, v, out, lse, meta, mask_tensors, mask_strides, bias, need_dbias, dlse)
 
@@ -889,8 +944,8 @@ def attention_bwd(do, q, k, v, out, lse, *, causal=False, window=(-1, -1), key_p
 class _attention(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale, softcap):
-        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap)
+    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale, softcap, document_ids):
+        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap, document_ids)
         mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
         o, lse = _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
         ctx.save_for_backward(q, k, v, o, lse, bias, key_padding_mask, attn_mask)
@@ -905,11 +960,11 @@ class _attention(torch.autograd.Function):
         mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
         dq, dk, dv, dbias = _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias,
                                            need_dbias=bias is not None and ctx.needs_input_grad[3], dlse=dlse)
-        return dq, dk, dv, dbias, None, None, None, None, None, None
+        return dq, dk, dv, dbias, None, None, None, None, None, None, None
 
 
 def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
-                     scale=None, softcap=None, return_lse=False):
+                     scale=None, softcap=None, return_lse=False, document_ids=None):
     """The Triton kernel behind `attnkit.attention(..., backend="triton")`; same arguments and result.
 
     q: (B, Hq, Lq, D); k, v: (B, Hkv, Lk, D); float32 / float16 / bfloat16 on CUDA (or CPU with TRITON_INTERPRET=1).
@@ -917,7 +972,7 @@ def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask
     that see no key. Gradients flow to q, k, v, bias (in the bias's own shape) and through lse.
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                         bias=bias, scale=scale, softcap=softcap)
+                         bias=bias, scale=scale, softcap=softcap, document_ids=document_ids)
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"q must be float32, float16 or bfloat16 for the Triton kernel, got {q.dtype} "
                          "(use backend='torch' for float64)")
@@ -927,5 +982,6 @@ def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask
         raise ValueError("q must be a CUDA tensor for the Triton kernel (or set TRITON_INTERPRET=1 before "
                          "triton is imported to run it on CPU)")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    out, lse = _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale, softcap)
+    out, lse = _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale, softcap,
+                                document_ids)
     return (out, lse) if return_lse else out

@@ -52,8 +52,12 @@ def visible_mask(
     attn_mask: torch.Tensor | None = None,
     rows: tuple[int, int] | None = None,
     device: torch.device | str | None = None,
+    document_ids: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Bool mask, True where query i may see key j, broadcastable to (B, H, rows, Lk); None = all visible.
+
+    document_ids (B, Lk): packed sequences; query i (at position i') sees only keys j with
+    document_ids[b, j] == document_ids[b, i'].
 
     `rows=(start, stop)` restricts to those query rows (for chunking) with positions still measured
     against the full Lq, so the chunked path and the full path agree exactly.
@@ -78,6 +82,10 @@ def visible_mask(
     if attn_mask is not None:
         am = _rows(_as4d(attn_mask), start, stop)
         mask = am if mask is None else mask & am
+    if document_ids is not None:
+        doc_q = document_ids[:, start + Lk - Lq:stop + Lk - Lq]  # (B, rows): the documents of positions i'
+        same = (doc_q[:, None, :, None] == document_ids[:, None, None, :])  # (B, 1, rows, Lk)
+        mask = same if mask is None else mask & same
     return mask
 
 
@@ -123,7 +131,7 @@ def _expand_kv(k: torch.Tensor, Hq: int) -> torch.Tensor:
 
 
 def _attend_rows(q, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, softcap=None,
-                 return_lse=False):
+                 return_lse=False, document_ids=None):
     """Attention for query rows [start, start + q.shape[2]) of a length-Lq query sequence (and their LSE)."""
     stop = start + q.shape[2]
     Lk = k.shape[2]
@@ -132,14 +140,14 @@ def _attend_rows(q, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, 
     if bias is not None:
         s = s + _rows(bias, start, stop).to(cd)
     mask = visible_mask(Lq, Lk, causal=causal, window=window, key_padding_mask=key_padding_mask,
-                        attn_mask=attn_mask, rows=(start, stop), device=q.device)
+                        attn_mask=attn_mask, rows=(start, stop), device=q.device, document_ids=document_ids)
     p = masked_softmax(s, mask)  # (B, Hq, rows, Lk)
     out = torch.matmul(p, v.to(cd)).to(q.dtype)  # (B, Hq, rows, D)
     return (out, masked_logsumexp(s, mask).to(torch.promote_types(cd, torch.float32))) if return_lse else out
 
 
 def attention_reference(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None,
-                        attn_mask=None, bias=None, scale=None, softcap=None, return_lse=False):
+                        attn_mask=None, bias=None, scale=None, softcap=None, return_lse=False, document_ids=None):
     """The definition of `attnkit.attention`, materialising the full (B, Hq, Lq, Lk) logits.
 
     logits = softcap·tanh(scale·q·kᵀ / softcap) + bias (no cap when softcap is None), then the masks; with
@@ -149,11 +157,12 @@ def attention_reference(q, k, v, *, causal=False, window=(-1, -1), key_padding_m
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     k, v = _expand_kv(k, Hq), _expand_kv(v, Hq)
     return _attend_rows(q, k, v, _as4d(bias), attn_mask, key_padding_mask, 0, Lq, causal, window, scale, softcap,
-                        return_lse)
+                        return_lse, document_ids)
 
 
 def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None,
-                      attn_mask=None, bias=None, scale=None, chunk: int = 256, softcap=None, return_lse=False):
+                      attn_mask=None, bias=None, scale=None, chunk: int = 256, softcap=None, return_lse=False,
+                      document_ids=None):
     """Same result as `attention_reference`, holding at most (B, Hq, chunk, Lk) logits at a time."""
     Hq, Lq, D = q.shape[1], q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
@@ -164,7 +173,8 @@ def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mas
     outs = []
     for start in range(0, Lq, chunk):
         qc = q[:, :, start:start + chunk]
-        args = (qc, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, softcap, return_lse)
+        args = (qc, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, softcap, return_lse,
+                document_ids)
         if needs_grad and Lq > chunk:
             outs.append(checkpoint(_attend_rows, *args, use_reentrant=False))
         else:
@@ -174,7 +184,8 @@ def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mas
     return tuple(o[0] if len(outs) == 1 else torch.cat(o, dim=2) for o in zip(*outs))
 
 
-def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias, softcap=None, return_lse=False) -> bool:
+def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias, softcap=None, return_lse=False,
+                document_ids=None) -> bool:
     """True when torch SDPA computes exactly attnkit's semantics for this call.
 
     Masks become one attn_mask for SDPA: boolean, or, with a bias, the bias with −inf where masked (SDPA
@@ -182,8 +193,8 @@ def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias, soft
     That needs this torch's SDPA to give rows with no visible key zeros and zero gradients (probed once;
     older releases gave NaN), and a bias in q's dtype (SDPA takes the mask in the compute dtype).
     """
-    if (bias is not None and bias.dtype != q.dtype) or softcap is not None or return_lse:
-        return False  # SDPA has no logit cap, and no LSE output on every device
+    if (bias is not None and bias.dtype != q.dtype) or softcap is not None or return_lse or document_ids is not None:
+        return False  # SDPA has no logit cap, no LSE output on every device, and documents need an L×L mask
     if bias is None and key_padding_mask is None and attn_mask is None and tuple(window) == (-1, -1):
         # SDPA's is_causal is top-left aligned; it equals ours only when Lq == Lk. A single query (KV-cached
         # decoding) sees every key under bottom-right alignment, so it is plain non-causal attention.

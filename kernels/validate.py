@@ -65,11 +65,25 @@ def check_softcap(softcap) -> None:
         raise ValueError(f"softcap must be a finite number > 0 or None, got {softcap!r}")
 
 
+def check_document_ids(document_ids, q, k) -> None:
+    if document_ids is None:
+        return
+    B, Lk = q.shape[0], k.shape[2]
+    if (not isinstance(document_ids, torch.Tensor) or document_ids.is_floating_point() or document_ids.is_complex()
+            or document_ids.dtype == torch.bool):
+        raise ValueError("document_ids must be an integer tensor of shape (B, Lk): the document of each position")
+    if tuple(document_ids.shape) != (B, Lk):
+        raise ValueError(f"document_ids must have shape (B, Lk) = {(B, Lk)}, got {tuple(document_ids.shape)}")
+    if document_ids.device != q.device:
+        raise ValueError(f"document_ids is on {document_ids.device} but q is on {q.device}")
+
+
 def check_attention_args(q, k, v, *, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None, scale=None,
-                         softcap=None) -> None:
+                         softcap=None, document_ids=None) -> None:
     """Validate the full `attnkit.attention` contract; raise ValueError naming the bad argument."""
     check_qkv(q, k, v)
     check_softcap(softcap)
+    check_document_ids(document_ids, q, k)
     B, Hq, Lq, _ = q.shape
     Lk = k.shape[2]
     full = (B, Hq, Lq, Lk)
