@@ -46,7 +46,7 @@ for kernel, flags, dtype, head_dim, extra in (JOBS if WHICH in ("all", "attentio
     consts = dict(HEAD_DIM=head_dim, HEAD_DIM_REAL=head_dim if head_dim != 128 else 80, UPCAST=False,
                   INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", OCC=A.OCC_BLOCK, BLOCK_M=64, BLOCK_N=64,
                   **flags, **extra)
-    consts["HAS_SOFTCAP"] = dtype == "fp16"  # the capped path once per kernel
+    consts["HAS_SOFTCAP"] = consts["HAS_DOCS"] = dtype == "fp16"  # logit cap and packed documents once per kernel
     if "PART" in fn.arg_names:
         consts["PART"] = A.DKDV_BOTH.value  # the split dK / dV passes differ only in dead code
     start = time.time()

@@ -75,7 +75,8 @@ class Job:
 # ---- signatures: every pointer gets the dtype the launcher passes ------------------------------------------
 
 ATTN_TENSORS = ("Q", "K", "V", "O", "Out", "DO", "DQ", "DK", "DV", "Bias")
-ATTN_POINTERS = {"LSE": "*fp32", "Delta": "*fp32", "DBias": "*fp32", "Mask": "*u8", "KPM": "*u8", "Occ": "*i8"}
+ATTN_POINTERS = {"LSE": "*fp32", "Delta": "*fp32", "DBias": "*fp32", "Mask": "*u8", "KPM": "*u8", "Occ": "*i8",
+                 "Doc": "*i32", "DocRange": "*i32"}
 
 
 def attn_signature(fn, dtype, consts):
@@ -172,7 +173,7 @@ def _build(job: Job):
     if job.kernel in ATTN_KERNELS:
         fn = _unwrap(ATTN_KERNELS[job.kernel][0])
         consts = dict(HEAD_DIM=job.head_dim, HEAD_DIM_REAL=job.head_dim, UPCAST=False, INPUT_PRECISION="tf32",
-                      OCC=A.OCC_BLOCK, BLOCK_M=job.block_m, BLOCK_N=job.block_n, HAS_SOFTCAP=False,
+                      OCC=A.OCC_BLOCK, BLOCK_M=job.block_m, BLOCK_N=job.block_n, HAS_SOFTCAP=False, HAS_DOCS=False,
                       **MASK_FLAGS[job.mask])
         if job.kernel == "dbias":
             consts.update(ROWS_BCAST=False, COLS_BCAST=False)
