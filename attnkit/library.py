@@ -62,18 +62,19 @@ LOG2E = 1.4426950408889634
 
 
 def _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale, softcap=None,
-                     return_lse=False, document_ids=None):
+                     return_lse=False, document_ids=None, dropout=(0.0, 0)):
     """The torch path: SDPA where it computes exactly this call, else the chunked definition. With return_lse,
     (out, lse) with lse in the kernels' units (base 2, +inf on rows that see no key), so both backends' op
     outputs mean the same."""
     args = dict(causal=causal, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
                 scale=scale)
     if sdpa_covers(q, k, causal=causal, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                   bias=bias, softcap=softcap, return_lse=return_lse, document_ids=document_ids):
+                   bias=bias, softcap=softcap, return_lse=return_lse, document_ids=document_ids, dropout_p=dropout[0]):
         return attention_sdpa(q, k, v, **args)
+    args.update(softcap=softcap, document_ids=document_ids, dropout_p=dropout[0], dropout_seed=dropout[1])
     if not return_lse:
-        return attention_chunked(q, k, v, softcap=softcap, document_ids=document_ids, **args)
-    out, lse = attention_chunked(q, k, v, softcap=softcap, return_lse=True, document_ids=document_ids, **args)
+        return attention_chunked(q, k, v, **args)
+    out, lse = attention_chunked(q, k, v, return_lse=True, **args)
     return out, torch.where(torch.isinf(lse), float("inf"), lse * LOG2E).float()
 
 
@@ -81,7 +82,8 @@ def _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window,
 def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
                      attn_mask: Optional[torch.Tensor], bias: Optional[torch.Tensor], causal: bool, window_left: int,
                      window_right: int, scale: Optional[float], softcap: Optional[float], need_lse: bool,
-                     document_ids: Optional[torch.Tensor], backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+                     document_ids: Optional[torch.Tensor], dropout_p: float, dropout_seed: int, backend: str
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 in base 2, +inf on rows with no visible key). The torch path
     returns an empty (0,) lse unless need_lse (it does not need one for its backward)."""
     window = (window_left, window_right)
@@ -90,20 +92,21 @@ def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padd
         q, k, v = _unit_stride(q, k, v)
         out, lse = attention_fwd(q, k, v, causal=causal, window=window, key_padding_mask=key_padding_mask,
                                  attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap,
-                                 document_ids=document_ids)
+                                 document_ids=document_ids, dropout_p=dropout_p, dropout_seed=dropout_seed)
         return _contiguous(out, lse)
+    dropout = (dropout_p, dropout_seed)
     with torch.no_grad():
         if need_lse:
             return _contiguous(*_attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale,
-                                                 softcap, True, document_ids))
+                                                 softcap, True, document_ids, dropout))
         out = _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale, softcap,
-                               document_ids=document_ids)
+                               document_ids=document_ids, dropout=dropout)
     return out.contiguous(), q.new_empty(_EMPTY, dtype=torch.float32)
 
 
 @attention_fwd_op.register_fake
 def _(q, k, v, key_padding_mask, attn_mask, bias, causal, window_left, window_right, scale, softcap, need_lse,
-      document_ids, backend):
+      document_ids, dropout_p, dropout_seed, backend):
     lse_shape = q.shape[:3] if backend == "triton" or need_lse else _EMPTY
     return q.new_empty(q.shape), q.new_empty(lse_shape, dtype=torch.float32)
 
@@ -113,7 +116,7 @@ def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
                      lse: torch.Tensor, key_padding_mask: Optional[torch.Tensor], attn_mask: Optional[torch.Tensor],
                      bias: Optional[torch.Tensor], causal: bool, window_left: int, window_right: int,
                      scale: Optional[float], softcap: Optional[float], document_ids: Optional[torch.Tensor],
-                     backend: str, need_dbias: bool, dlse: Optional[torch.Tensor]
+                     dropout_p: float, dropout_seed: int, backend: str, need_dbias: bool, dlse: Optional[torch.Tensor]
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv, dbias); dbias is empty (0,) unless need_dbias, else in bias's own (broadcast) shape.
     dlse: the gradient w.r.t. the forward op's (base-2) lse output, or None when nothing used it."""
@@ -125,7 +128,7 @@ def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
                                           key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
                                           scale=scale, need_dbias=need_dbias, softcap=softcap,
                                           dlse=None if dlse is None else dlse * LOG2E,  # per natural-log unit
-                                          document_ids=document_ids)
+                                          document_ids=document_ids, dropout_p=dropout_p, dropout_seed=dropout_seed)
     else:
         with _autograd():
             q_, k_, v_ = _grad_leaf(q), _grad_leaf(k), _grad_leaf(v)
@@ -133,10 +136,11 @@ def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
             outputs, grads_out = [], [do]
             if dlse is None:
                 outputs.append(_attention_torch(q_, k_, v_, key_padding_mask, attn_mask, bias_, causal, window,
-                                                scale, softcap, document_ids=document_ids))
+                                                scale, softcap, document_ids=document_ids,
+                                                dropout=(dropout_p, dropout_seed)))
             else:
                 outputs.extend(_attention_torch(q_, k_, v_, key_padding_mask, attn_mask, bias_, causal, window,
-                                                scale, softcap, True, document_ids))
+                                                scale, softcap, True, document_ids, (dropout_p, dropout_seed)))
                 grads_out.append(dlse)
             leaves = (q_, k_, v_, bias_) if need_dbias else (q_, k_, v_)
             grads = torch.autograd.grad(outputs, leaves, grads_out, allow_unused=True)
@@ -151,17 +155,18 @@ def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
 
 @attention_bwd_op.register_fake
 def _(do, q, k, v, out, lse, key_padding_mask, attn_mask, bias, causal, window_left, window_right, scale, softcap,
-      document_ids, backend, need_dbias, dlse):
+      document_ids, dropout_p, dropout_seed, backend, need_dbias, dlse):
     dbias = bias.new_empty(bias.shape) if need_dbias else q.new_empty(_EMPTY)
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), dbias
 
 
 def _attention_setup(ctx, inputs, output):
-    q, k, v, key_padding_mask, attn_mask, bias, causal, left, right, scale, softcap, need_lse, document_ids, backend \
-        = inputs
+    (q, k, v, key_padding_mask, attn_mask, bias, causal, left, right, scale, softcap, need_lse, document_ids,
+     dropout_p, dropout_seed, backend) = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, attn_mask, bias, document_ids)
     ctx.args = (causal, left, right, scale, softcap)
+    ctx.dropout = (dropout_p, dropout_seed)
     ctx.backend = backend
     ctx.need_dbias = bias is not None and ctx.needs_input_grad[5]
     ctx.need_lse = need_lse
@@ -170,9 +175,9 @@ def _attention_setup(ctx, inputs, output):
 def _attention_backward(ctx, do, dlse):
     q, k, v, out, lse, key_padding_mask, attn_mask, bias, document_ids = ctx.saved_tensors
     dq, dk, dv, dbias = attention_bwd_op(do, q, k, v, out, lse, key_padding_mask, attn_mask, bias, *ctx.args,
-                                         document_ids, ctx.backend, ctx.need_dbias, dlse if ctx.need_lse else None)
-    return (dq, dk, dv, None, None, dbias if ctx.need_dbias else None, None, None, None, None, None, None, None,
-            None)
+                                         document_ids, *ctx.dropout, ctx.backend, ctx.need_dbias,
+                                         dlse if ctx.need_lse else None)
+    return (dq, dk, dv, None, None, dbias if ctx.need_dbias else None) + (None,) * 10
 
 
 attention_fwd_op.register_autograd(_attention_backward, setup_context=_attention_setup)

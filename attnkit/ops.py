@@ -35,7 +35,8 @@ def resolve_backend(backend: str, q: torch.Tensor) -> str:
 
 
 def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
-              bias=None, scale=None, softcap=None, return_lse=False, document_ids=None, backend="auto"):
+              bias=None, scale=None, softcap=None, return_lse=False, document_ids=None, dropout_p=0.0,
+              dropout_seed=None, backend="auto"):
     """Fused scaled-dot-product attention with masks and a learnable additive bias.
 
     Args:
@@ -70,6 +71,12 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
            padding after the last document, and cost O(L) memory; the kernel skips every tile whose query
            and key blocks share no document (per-block min / max ids), so packing costs what the documents
            cost. `document_ids_from_cu_seqlens` converts flash-attn's varlen layout.
+        dropout_p: dropout on the attention probabilities (pass it only in training, as with SDPA):
+           P → P ∘ Z / (1 − dropout_p), Z ~ Bernoulli(1 − dropout_p) per (b, h, i, j); the LSE keeps every key.
+           The kernel draws Z from Philox keyed by dropout_seed and regenerates it in the backward (nothing
+           L×L is stored); the torch path from a torch generator per query chunk. Same seed, same result on
+           one backend (the two backends' bits differ). dropout_seed None: drawn from torch's global generator.
+           `attnkit.kernels.attention.attention_dropout_mask` returns the kernel's Z for a seed (tests).
         backend: "auto" | "triton" | "torch" (see module docstring).
 
     Returns:
@@ -77,7 +84,8 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
         zeros and gets zero gradients.
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask,
-                         attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap, document_ids=document_ids)
+                         attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap, document_ids=document_ids,
+                         dropout_p=dropout_p, dropout_seed=dropout_seed)
     if not isinstance(return_lse, bool):
         raise ValueError(f"return_lse must be a bool, got {return_lse!r}")
     backend = resolve_backend(backend, q)
@@ -85,7 +93,8 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
         _check_kernel_qkv(q)
     left, right = window
     out, lse = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left),
-                                        int(right), _float(scale), _float(softcap), return_lse, document_ids, backend)
+                                        int(right), _float(scale), _float(softcap), return_lse, document_ids,
+                                        float(dropout_p), _dropout_seed(dropout_p, dropout_seed), backend)
     if not return_lse:
         return out
     return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / library.LOG2E))  # base 2 → natural log
@@ -105,6 +114,15 @@ def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int | None = 
     positions = torch.arange(length, device=cu_seqlens.device)
     ids = torch.searchsorted(cu_seqlens[1:].contiguous(), positions, right=True).to(torch.int32)
     return ids.masked_fill(positions >= total, -1)[None]
+
+
+def _dropout_seed(dropout_p, dropout_seed) -> int:
+    """The seed the op gets: the caller's, or one drawn from torch's global generator (0 without dropout)."""
+    if not dropout_p:
+        return 0
+    if dropout_seed is None:
+        return int(torch.randint(0, 1 << 30, (1,)).item())
+    return int(dropout_seed) % (1 << 30)
 
 
 def _check_kernel_qkv(q) -> None:

@@ -63,6 +63,8 @@ LOG2E = 1.4426950408889634
 # accumulator); split from this padded head dim up, where the joint pass spills (gpu_static_report.py).
 DKDV_BOTH, DK_ONLY, DV_ONLY = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 SPLIT_DKDV_HEAD_DIM = 128
+# Dropout seeds live in [0, 2³⁰): the kernels add the (b, h) index to get one Philox key per head in int32.
+DROPOUT_SEED_RANGE = 1 << 30
 
 # --------------------------------------------------------------------------------------------
 # Autotune configs (data). The interpreter runs one fixed config; big blocks make it faster there.
@@ -70,7 +72,7 @@ SPLIT_DKDV_HEAD_DIM = 128
 
 # Lengths enter the key as powers of two: decoding with a KV cache grows Lk by one per step and must not retune.
 _AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS",
-                 "HAS_SOFTCAP", "HAS_DOCS"]
+                 "HAS_SOFTCAP", "HAS_DOCS", "HAS_DROPOUT"]
 _DKDV_KEY = _AUTOTUNE_KEY + ["PART"]
 
 
@@ -201,6 +203,13 @@ def _softcap_grad(ds, qk, qk_scale, softcap2, HAS_SOFTCAP: tl.constexpr):
 
 
 @triton.jit
+def _dropout_keep(drop_seed, offs_i, offs_j, N_CTX_K, drop_p):
+    """Dropout's keep mask of one tile: the Philox uniform at (key = the (b, h) seed, counter = i·Lk + j) is ≥ p.
+    offs_i / offs_j broadcast as in `_score_tile`; the backward regenerates exactly these bits."""
+    return tl.rand(drop_seed, offs_i * N_CTX_K + offs_j) >= drop_p
+
+
+@triton.jit
 def _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                   OCC: tl.constexpr):
     """False when the tile's query rows and keys share no document: their [min, max] document-id ranges
@@ -266,10 +275,10 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
 def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                     stride_pn, stride_tm, stride_tn,
-                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                     UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr):
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -302,6 +311,9 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
             if UPCAST:
                 v = v.to(tl.float32)
             acc = acc * alpha[:, None]
+            if HAS_DROPOUT:  # the normalizer l_i keeps every key; only the values see the dropped probabilities
+                keep = _dropout_keep(drop_seed, offs_m[:, None], offs_n[None, :], N_CTX_K, drop_p)
+                p = tl.where(keep, p * (1.0 / (1.0 - drop_p)), 0.0)
             acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
             m_i = m_ij
     return acc, l_i, m_i
@@ -319,10 +331,10 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
               stride_pz, stride_pn,
               stride_tz, stride_th, stride_tm, stride_tn,
               H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
-              Doc, DocRange, stride_docz, stride_rz,
+              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
               HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
               HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-              HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+              HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     off_hz = tl.program_id(1)
@@ -340,6 +352,7 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
     DocRange += off_z.to(tl.int64) * stride_rz
     Occ += off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
     LSE += off_hz.to(tl.int64) * N_CTX_Q
+    drop_seed += off_hz  # one Philox key per (b, h)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -357,21 +370,21 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                                    start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                                    start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                                    start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
     # Empty rows (l = 0): output 0 and LSE = +inf, so backward recomputes p = exp2(s − inf) = 0.
     empty = l_i == 0.0
     acc = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -403,11 +416,11 @@ def _attn_bwd_preprocess(O, DO, Delta, N_CTX_Q, HEAD_DIM: tl.constexpr, HEAD_DIM
 def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
                          stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn, stride_mm, stride_mn,
                          stride_pn, stride_tm, stride_tn,
-                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
                          HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                          HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                         HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                         HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                          OCC: tl.constexpr, PART: tl.constexpr):
     """Accumulate dk and/or dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the transposed (keys, queries)
     frame: the resident k, v are the A operands, P and dS come out already transposed for dV and dK."""
@@ -437,11 +450,18 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
                              N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                              POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
             pT = tl.math.exp2(sT - lse[None, :])
+            if HAS_DROPOUT:
+                keepT = _dropout_keep(drop_seed, offs_m[None, :], offs_n[:, None], N_CTX_K, drop_p)
             if PART != DK_ONLY:
-                dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+                pT_v = pT
+                if HAS_DROPOUT:  # dV = (P ∘ Z / (1 − p))ᵀ dO
+                    pT_v = tl.where(keepT, pT * (1.0 / (1.0 - drop_p)), 0.0)
+                dv = tl.dot(pT_v.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
             if PART != DV_ONLY:
                 delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
                 dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
+                if HAS_DROPOUT:  # dS = P ∘ (dP ∘ Z / (1 − p) − delta)
+                    dpT = tl.where(keepT, dpT * (1.0 / (1.0 - drop_p)), 0.0)
                 dsT = _softcap_grad(pT * (dpT - delta[None, :]), qkT, qk_scale, softcap2, HAS_SOFTCAP)
                 dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
     return dk, dv
@@ -460,10 +480,10 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                    stride_pz, stride_pn,
                    stride_tz, stride_th, stride_tm, stride_tn,
                    H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right, softcap2,
-              Doc, DocRange, stride_docz, stride_rz,
+              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                    HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                   HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                   HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                    PART: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (key block, b, kv head). It loops over the GROUPS query heads sharing this kv head, so
     the GQA sum happens in registers in a fixed order (deterministic, no atomics). dO/O are (B, Hq, Lq, D)."""
@@ -504,21 +524,21 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                                      start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed + off_hz, drop_p,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC, PART)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left,
-                                      window_right, softcap2, Doc, DocRange, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
-                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      window_right, softcap2, Doc, DocRange, drop_seed + off_hz, drop_p, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
+                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC, PART)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                                      start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed + off_hz, drop_p,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC, PART)
     DK += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     DV += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     dk_ptrs = offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkk
@@ -532,11 +552,11 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
 def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                        stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                        stride_pn, stride_tm, stride_tn,
-                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
                        HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
                        BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                        HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                       HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                        OCC: tl.constexpr):
     """Accumulate dq (BLOCK_M, HEAD_DIM) over key blocks [lo, hi)."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -563,6 +583,9 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
             p = tl.math.exp2(s - lse[:, None])
             dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+            if HAS_DROPOUT:
+                keep = _dropout_keep(drop_seed, offs_m[:, None], offs_n[None, :], N_CTX_K, drop_p)
+                dp = tl.where(keep, dp * (1.0 / (1.0 - drop_p)), 0.0)
             ds = _softcap_grad(p * (dp - delta[:, None]), qk, qk_scale, softcap2, HAS_SOFTCAP)
             dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=INPUT_PRECISION)
     return dq
@@ -580,10 +603,10 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
                  stride_pz, stride_pn,
                  stride_tz, stride_th, stride_tm, stride_tn,
                  H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right, softcap2,
-              Doc, DocRange, stride_docz, stride_rz,
+              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                  HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                 HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                 HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (query block, b, h). dO and dQ share O's contiguous (B, Hq, Lq, D) strides."""
     start_m = tl.program_id(0) * BLOCK_M
@@ -604,6 +627,7 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
     Occ += off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
     LSE += off_hz.to(tl.int64) * N_CTX_Q
     Delta += off_hz.to(tl.int64) * N_CTX_Q
+    drop_seed += off_hz
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -622,18 +646,18 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, Doc, DocRange, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, Doc, DocRange, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, Doc, DocRange, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
     tl.store(DQ + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=q_mask)
 
@@ -652,11 +676,11 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     stride_tz, stride_th, stride_tm, stride_tn,
                     stride_dbz, stride_dbh, stride_dbm, stride_dbn,
                     H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
-              Doc, DocRange, stride_docz, stride_rz,
+              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
                     BIAS_H, N_B_LOOP, N_H_LOOP,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                     HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                    HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                    HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                     ROWS_BCAST: tl.constexpr, COLS_BCAST: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dbias = Σ over broadcast dims of dS, dS = P ∘ (dP − delta). One program per tile of the bias's own shape
@@ -736,6 +760,10 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                                         True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
                         p = tl.math.exp2(s - lse[:, None])
                         dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
+                        if HAS_DROPOUT:
+                            keep = _dropout_keep(drop_seed + off_hz, offs_m[:, None], offs_n[None, :], N_CTX_K,
+                                                 drop_p)
+                            dp = tl.where(keep, dp * (1.0 / (1.0 - drop_p)), 0.0)
                         acc += p * (dp - delta[:, None])
     DBias += bias_z.to(tl.int64) * stride_dbz + bias_h.to(tl.int64) * stride_dbh
     offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -813,6 +841,7 @@ def _flags(ctx_like):
     return dict(HAS_LEFT=ctx_like.left >= 0, HAS_RIGHT=ctx_like.right >= 0,
                 HAS_BIAS=ctx_like.has_bias, HAS_MASK=ctx_like.has_mask, HAS_KPM=ctx_like.has_kpm,
                 HAS_SOFTCAP=ctx_like.softcap2 > 0, HAS_DOCS=ctx_like.document_ids is not None,
+                HAS_DROPOUT=ctx_like.drop_p > 0,
                 UPCAST=INTERPRET and ctx_like.dtype == torch.bfloat16,
                 INPUT_PRECISION=_input_precision(ctx_like.dtype), OCC=OCC_BLOCK)
 
@@ -821,7 +850,7 @@ class _Meta:
     """Plain attributes describing one call (window bounds with causal folded in, which masks are present)."""
 
     def __init__(self, q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap=None,
-                 document_ids=None):
+                 document_ids=None, dropout_p=0.0, dropout_seed=0):
         left, right = window
         if causal:  # causal is the window's right bound 0
             right = 0 if right < 0 else min(right, 0)
@@ -838,6 +867,7 @@ class _Meta:
         self.head_dim_real = D
         self.softcap2 = float(softcap) * LOG2E if softcap else 0.0  # the cap in the kernels' base-2 units
         self.document_ids = document_ids  # (B, Lk) int: packed sequences, or None
+        self.drop_p, self.drop_seed = float(dropout_p), int(dropout_seed) % DROPOUT_SEED_RANGE
 
     def doc_args(self, q):
         """Doc (B, Lk) int32, DocRange (B, ceil(Lk/OCC), 2) and their batch strides (q as a placeholder)."""
@@ -858,7 +888,7 @@ def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
     grid = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_fwd[grid](q, k, v, o, lse, bias_x, mask_x, kpm_x, occ_x,
                     *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right, meta.softcap2, *doc_args,
+                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
                     HEAD_DIM=meta.head_dim, HEAD_DIM_REAL=meta.head_dim_real, **_flags(meta))
     return o, lse
 
@@ -887,11 +917,11 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
         _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                                 *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
                                 Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left,
-                                meta.right, meta.softcap2, *doc_args, PART=part.value, **common)
+                                meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p, PART=part.value, **common)
     grid_q = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_bwd_dq[grid_q](q, k, v, do, dq, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                          *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                         Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right, meta.softcap2, *doc_args,
+                         Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
                          **common)
     dbias = None
     if need_dbias:
@@ -908,7 +938,7 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
         _attn_bwd_dbias[grid_bias](q, k, v, do, lse, delta, bias_x, mask_x, kpm_x, occ_x, dbias4,
                                    *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
                                    *dbias4.stride(),
-                                   Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right, meta.softcap2, *doc_args,
+                                   Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
                                    Hb, B if Bb == 1 else 1, Hq if Hb == 1 else 1,
                                    ROWS_BCAST=rows_bcast, COLS_BCAST=cols_bcast, **common)
         dbias = dbias4.reshape(bias.shape).to(bias.dtype)
@@ -922,21 +952,24 @@ def lse_natural(lse: torch.Tensor) -> torch.Tensor:
 
 
 def attention_fwd(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
-                  scale=None, softcap=None, document_ids=None):
+                  scale=None, softcap=None, document_ids=None, dropout_p=0.0, dropout_seed=0):
     """Forward launcher, outside autograd: (out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 as the kernel stores it:
     base 2, +inf on rows with no visible key; `lse_natural` converts).
 
     A stable entry point for wrappers (torch.library ops); inputs as `attention_triton`, already validated."""
-    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids)
+    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
+                 dropout_p, dropout_seed)
     mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
     return _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
 
 
 def attention_bwd(do, q, k, v, out, lse, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
-                  bias=None, scale=None, need_dbias=False, softcap=None, dlse=None, document_ids=None):
+                  bias=None, scale=None, need_dbias=False, softcap=None, dlse=None, document_ids=None, dropout_p=0.0,
+                  dropout_seed=0):
     """Backward launcher, outside autograd: (dq, dk, dv, dbias or None) from `attention_fwd`'s out and lse.
     dlse: gradient w.r.t. the natural-log LSE (`lse_natural(lse)`), (B, Hq, Lq), or None."""
-    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids)
+    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
+                 dropout_p, dropout_seed)
     mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
     return _attn_backward(do, q, k, v, out, lse, meta, mask_tensors, mask_strides, bias, need_dbias, dlse)
 
@@ -944,8 +977,10 @@ def attention_bwd(do, q, k, v, out, lse, *, causal=False, window=(-1, -1), key_p
 class _attention(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale, softcap, document_ids):
-        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap, document_ids)
+    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale, softcap, document_ids,
+                dropout_p, dropout_seed):
+        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
+                     dropout_p, dropout_seed)
         mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
         o, lse = _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
         ctx.save_for_backward(q, k, v, o, lse, bias, key_padding_mask, attn_mask)
@@ -960,19 +995,24 @@ class _attention(torch.autograd.Function):
         mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
         dq, dk, dv, dbias = _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias,
                                            need_dbias=bias is not None and ctx.needs_input_grad[3], dlse=dlse)
-        return dq, dk, dv, dbias, None, None, None, None, None, None, None
+        return dq, dk, dv, dbias, None, None, None, None, None, None, None, None, None
 
 
 def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
-                     scale=None, softcap=None, return_lse=False, document_ids=None):
+                     scale=None, softcap=None, return_lse=False, document_ids=None, dropout_p=0.0, dropout_seed=None):
     """The Triton kernel behind `attnkit.attention(..., backend="triton")`; same arguments and result.
 
     q: (B, Hq, Lq, D); k, v: (B, Hkv, Lk, D); float32 / float16 / bfloat16 on CUDA (or CPU with TRITON_INTERPRET=1).
     Returns (B, Hq, Lq, D), or (out, lse) with return_lse: lse (B, Hq, Lq) float32, natural log, −inf on rows
     that see no key. Gradients flow to q, k, v, bias (in the bias's own shape) and through lse.
+    dropout_p > 0 drops attention probabilities with Philox bits keyed by dropout_seed (None: drawn from torch's
+    global generator); `attention_dropout_mask` returns the keep mask a seed gives.
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                         bias=bias, scale=scale, softcap=softcap, document_ids=document_ids)
+                         bias=bias, scale=scale, softcap=softcap, document_ids=document_ids, dropout_p=dropout_p,
+                         dropout_seed=dropout_seed)
+    if dropout_p and dropout_seed is None:
+        dropout_seed = draw_dropout_seed(q.device)
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"q must be float32, float16 or bfloat16 for the Triton kernel, got {q.dtype} "
                          "(use backend='torch' for float64)")
@@ -983,5 +1023,30 @@ def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask
                          "triton is imported to run it on CPU)")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     out, lse = _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale, softcap,
-                                document_ids)
+                                document_ids, float(dropout_p), int(dropout_seed or 0))
     return (out, lse) if return_lse else out
+
+
+def draw_dropout_seed(device=None) -> int:
+    """A dropout seed from torch's global generator (so torch.manual_seed makes dropout reproducible)."""
+    return int(torch.randint(0, DROPOUT_SEED_RANGE, (1,)).item())
+
+
+@triton.jit
+def _dropout_mask_kernel(Out, drop_seed, drop_p, N_CTX_Q, N_CTX_K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    off_hz = tl.program_id(2)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    keep = _dropout_keep(drop_seed + off_hz, offs_m[:, None], offs_n[None, :], N_CTX_K, drop_p)
+    Out += off_hz.to(tl.int64) * N_CTX_Q * N_CTX_K
+    tl.store(Out + offs_m[:, None] * N_CTX_K + offs_n[None, :], keep.to(tl.int8),
+             mask=(offs_m[:, None] < N_CTX_Q) & (offs_n[None, :] < N_CTX_K))
+
+
+def attention_dropout_mask(B, H, Lq, Lk, dropout_p, dropout_seed, device) -> torch.Tensor:
+    """(B, H, Lq, Lk) bool: the keep mask the kernels use for this seed (for tests: it is L×L)."""
+    out = torch.empty(B, H, Lq, Lk, dtype=torch.int8, device=device)
+    grid = (triton.cdiv(Lq, 64), triton.cdiv(Lk, 64), B * H)
+    _dropout_mask_kernel[grid](out, int(dropout_seed) % DROPOUT_SEED_RANGE, float(dropout_p), Lq, Lk,
+                               BLOCK_M=64, BLOCK_N=64)
+    return out.bool()

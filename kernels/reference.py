@@ -131,7 +131,7 @@ def _expand_kv(k: torch.Tensor, Hq: int) -> torch.Tensor:
 
 
 def _attend_rows(q, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, softcap=None,
-                 return_lse=False, document_ids=None):
+                 return_lse=False, document_ids=None, dropout_p=0.0, dropout_seed=0, dropout_mask=None):
     """Attention for query rows [start, start + q.shape[2]) of a length-Lq query sequence (and their LSE)."""
     stop = start + q.shape[2]
     Lk = k.shape[2]
@@ -142,27 +142,42 @@ def _attend_rows(q, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, 
     mask = visible_mask(Lq, Lk, causal=causal, window=window, key_padding_mask=key_padding_mask,
                         attn_mask=attn_mask, rows=(start, stop), device=q.device, document_ids=document_ids)
     p = masked_softmax(s, mask)  # (B, Hq, rows, Lk)
+    if dropout_p:
+        p = p * _dropout_keep_rows(p, start, stop, dropout_p, dropout_seed, dropout_mask) / (1.0 - dropout_p)
     out = torch.matmul(p, v.to(cd)).to(q.dtype)  # (B, Hq, rows, D)
     return (out, masked_logsumexp(s, mask).to(torch.promote_types(cd, torch.float32))) if return_lse else out
 
 
+def _dropout_keep_rows(p, start, stop, dropout_p, dropout_seed, dropout_mask):
+    """Keep mask (B, Hq, rows, Lk) of rows [start, stop): the given dropout_mask's rows, or Bernoulli(1 − p)
+    bits from a generator seeded by (dropout_seed, start), so a recomputed chunk draws the same bits."""
+    if dropout_mask is not None:
+        return _rows(_as4d(dropout_mask), start, stop).to(p.dtype)
+    gen = torch.Generator(device=p.device).manual_seed(int(dropout_seed) * 1_000_003 + start)
+    return (torch.rand(p.shape, generator=gen, device=p.device, dtype=torch.float32) >= dropout_p).to(p.dtype)
+
+
 def attention_reference(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None,
-                        attn_mask=None, bias=None, scale=None, softcap=None, return_lse=False, document_ids=None):
+                        attn_mask=None, bias=None, scale=None, softcap=None, return_lse=False, document_ids=None,
+                        dropout_p=0.0, dropout_seed=0, dropout_mask=None):
     """The definition of `attnkit.attention`, materialising the full (B, Hq, Lq, Lk) logits.
 
     logits = softcap·tanh(scale·q·kᵀ / softcap) + bias (no cap when softcap is None), then the masks; with
     return_lse also the natural-log log-sum-exp of each row's visible logits, (B, Hq, Lq) float32 (float64 for
-    float64 inputs), −inf on rows that see no key."""
+    float64 inputs), −inf on rows that see no key. dropout_p: the probabilities P become P ∘ Z / (1 − dropout_p)
+    before the product with v (the LSE and the normalizer keep every key), Z the bool keep mask dropout_mask
+    (broadcastable to (B, Hq, Lq, Lk): e.g. the kernel's, from `attention_dropout_mask`) or drawn from
+    dropout_seed."""
     Hq, Lq, D = q.shape[1], q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     k, v = _expand_kv(k, Hq), _expand_kv(v, Hq)
     return _attend_rows(q, k, v, _as4d(bias), attn_mask, key_padding_mask, 0, Lq, causal, window, scale, softcap,
-                        return_lse, document_ids)
+                        return_lse, document_ids, dropout_p, dropout_seed, dropout_mask)
 
 
 def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None,
                       attn_mask=None, bias=None, scale=None, chunk: int = 256, softcap=None, return_lse=False,
-                      document_ids=None):
+                      document_ids=None, dropout_p=0.0, dropout_seed=0, dropout_mask=None):
     """Same result as `attention_reference`, holding at most (B, Hq, chunk, Lk) logits at a time."""
     Hq, Lq, D = q.shape[1], q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
@@ -174,7 +189,7 @@ def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mas
     for start in range(0, Lq, chunk):
         qc = q[:, :, start:start + chunk]
         args = (qc, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, softcap, return_lse,
-                document_ids)
+                document_ids, dropout_p, dropout_seed, dropout_mask)
         if needs_grad and Lq > chunk:
             outs.append(checkpoint(_attend_rows, *args, use_reentrant=False))
         else:
@@ -185,7 +200,7 @@ def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mas
 
 
 def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias, softcap=None, return_lse=False,
-                document_ids=None) -> bool:
+                document_ids=None, dropout_p=0.0) -> bool:
     """True when torch SDPA computes exactly attnkit's semantics for this call.
 
     Masks become one attn_mask for SDPA: boolean, or, with a bias, the bias with −inf where masked (SDPA
@@ -195,6 +210,8 @@ def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias, soft
     """
     if (bias is not None and bias.dtype != q.dtype) or softcap is not None or return_lse or document_ids is not None:
         return False  # SDPA has no logit cap, no LSE output on every device, and documents need an L×L mask
+    if dropout_p:
+        return False  # SDPA's dropout bits come from torch's global RNG: the backward could not redraw them
     if bias is None and key_padding_mask is None and attn_mask is None and tuple(window) == (-1, -1):
         # SDPA's is_causal is top-left aligned; it equals ours only when Lq == Lk. A single query (KV-cached
         # decoding) sees every key under bottom-right alignment, so it is plain non-causal attention.

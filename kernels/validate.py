@@ -78,11 +78,20 @@ def check_document_ids(document_ids, q, k) -> None:
         raise ValueError(f"document_ids is on {document_ids.device} but q is on {q.device}")
 
 
+def check_dropout(dropout_p, dropout_seed) -> None:
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
+        raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
+    if dropout_seed is not None and (isinstance(dropout_seed, bool) or not isinstance(dropout_seed, int)
+                                     or dropout_seed < 0):
+        raise ValueError(f"dropout_seed must be an int >= 0 or None, got {dropout_seed!r}")
+
+
 def check_attention_args(q, k, v, *, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None, scale=None,
-                         softcap=None, document_ids=None) -> None:
+                         softcap=None, document_ids=None, dropout_p=0.0, dropout_seed=None) -> None:
     """Validate the full `attnkit.attention` contract; raise ValueError naming the bad argument."""
     check_qkv(q, k, v)
     check_softcap(softcap)
+    check_dropout(dropout_p, dropout_seed)
     check_document_ids(document_ids, q, k)
     B, Hq, Lq, _ = q.shape
     Lk = k.shape[2]
