@@ -46,7 +46,8 @@ for kernel, flags, dtype, head_dim, extra in (JOBS if WHICH in ("all", "attentio
     consts = dict(HEAD_DIM=head_dim, HEAD_DIM_REAL=head_dim if head_dim != 128 else 80, UPCAST=False,
                   INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", OCC=A.OCC_BLOCK, BLOCK_M=64, BLOCK_N=64,
                   **flags, **extra)
-    consts["HAS_SOFTCAP"] = consts["HAS_DOCS"] = dtype == "fp16"  # logit cap and packed documents once per kernel
+    # logit cap, packed documents and dropout once per kernel
+    consts["HAS_SOFTCAP"] = consts["HAS_DOCS"] = consts["HAS_DROPOUT"] = dtype == "fp16"
     if "PART" in fn.arg_names:
         consts["PART"] = A.DKDV_BOTH.value  # the split dK / dV passes differ only in dead code
     start = time.time()

@@ -88,7 +88,7 @@ def attn_signature(fn, dtype, consts):
             sig[name] = "*" + dtype
         elif name in ATTN_POINTERS:
             sig[name] = ATTN_POINTERS[name]
-        elif name in ("qk_scale", "sm_scale", "softcap2"):
+        elif name in ("qk_scale", "sm_scale", "softcap2", "drop_p"):
             sig[name] = "fp32"
         else:
             sig[name] = "i32"
@@ -173,7 +173,7 @@ def _build(job: Job):
     if job.kernel in ATTN_KERNELS:
         fn = _unwrap(ATTN_KERNELS[job.kernel][0])
         consts = dict(HEAD_DIM=job.head_dim, HEAD_DIM_REAL=job.head_dim, UPCAST=False, INPUT_PRECISION="tf32",
-                      OCC=A.OCC_BLOCK, BLOCK_M=job.block_m, BLOCK_N=job.block_n, HAS_SOFTCAP=False, HAS_DOCS=False,
+                      OCC=A.OCC_BLOCK, BLOCK_M=job.block_m, BLOCK_N=job.block_n, HAS_SOFTCAP=False, HAS_DOCS=False, HAS_DROPOUT=False,
                       **MASK_FLAGS[job.mask])
         if job.kernel == "dbias":
             consts.update(ROWS_BCAST=False, COLS_BCAST=False)
