@@ -183,6 +183,20 @@ def _attention_backward(ctx, do, dlse):
 attention_fwd_op.register_autograd(_attention_backward, setup_context=_attention_setup)
 
 
+@torch.library.custom_op("attnkit::attention_decode", mutates_args=())
+def attention_decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: Optional[float],
+                        softcap: Optional[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split-KV decoding (forward only, no autograd): (out, lse in natural log, −inf on rows with no key)."""
+    from attnkit.kernels.attention import attention_decode_split
+    q, k, v = _unit_stride(q, k, v)
+    return _contiguous(*attention_decode_split(q, k, v, causal=causal, scale=scale, softcap=softcap))
+
+
+@attention_decode_op.register_fake
+def _(q, k, v, causal, scale, softcap):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
 # --------------------------------------------------------------------------------------------
 # Position attention: kind "relative" (pos = rel), "t5" (pos = table), "alibi" (pos = slopes)
 # --------------------------------------------------------------------------------------------

@@ -91,6 +91,9 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
     backend = resolve_backend(backend, q)
     if backend == "triton":
         _check_kernel_qkv(q)
+        if _use_split_kv(q, k, v, window, key_padding_mask, attn_mask, bias, document_ids, dropout_p):
+            out, lse = library.attention_decode_op(q, k, v, bool(causal), _float(scale), _float(softcap))
+            return (out, lse) if return_lse else out
     left, right = window
     out, lse = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left),
                                         int(right), _float(scale), _float(softcap), return_lse, document_ids,
@@ -114,6 +117,16 @@ def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int | None = 
     positions = torch.arange(length, device=cu_seqlens.device)
     ids = torch.searchsorted(cu_seqlens[1:].contiguous(), positions, right=True).to(torch.int32)
     return ids.masked_fill(positions >= total, -1)[None]
+
+
+def _use_split_kv(q, k, v, window, key_padding_mask, attn_mask, bias, document_ids, dropout_p) -> bool:
+    """Decoding (Lq ≤ 16 queries, a long cache, no gradient needed): the split-KV kernel path, which spreads the
+    keys over many programs (`attnkit.kernels.attention.attention_decode_split`)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return False
+    from attnkit.kernels.attention import split_kv_supported
+    return split_kv_supported(q, k, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
+                              document_ids=document_ids, dropout_p=dropout_p)
 
 
 def _dropout_seed(dropout_p, dropout_seed) -> int:

@@ -1050,3 +1050,55 @@ def attention_dropout_mask(B, H, Lq, Lk, dropout_p, dropout_seed, device) -> tor
     _dropout_mask_kernel[grid](out, int(dropout_seed) % DROPOUT_SEED_RANGE, float(dropout_p), Lq, Lk,
                                BLOCK_M=64, BLOCK_N=64)
     return out.bool()
+
+
+# --------------------------------------------------------------------------------------------
+# Split-KV decoding: few queries, a long KV cache
+# --------------------------------------------------------------------------------------------
+
+SPLIT_KV_MAX_LQ = 16        # queries per row up to which decoding splits the keys
+SPLIT_KV_MIN_LK = 2048      # ... when the cache is at least this long
+SPLIT_KV_CHUNK = 1024       # keys per split (the number of splits grows with the cache)
+
+
+def split_kv_supported(q, k, *, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
+                       document_ids=None, dropout_p=0.0) -> bool:
+    """Whether `attention_decode_split` computes this call: few queries, a long cache, and only causal / scale /
+    softcap (the splits run as extra heads, so per-key masks and biases cannot follow them)."""
+    Lq, Lk = q.shape[2], k.shape[2]
+    return (Lq <= SPLIT_KV_MAX_LQ and Lk >= max(SPLIT_KV_MIN_LK, 2 * Lq) and tuple(window) == (-1, -1)
+            and key_padding_mask is None and attn_mask is None and bias is None and document_ids is None
+            and not dropout_p)
+
+
+def attention_decode_split(q, k, v, *, causal=False, scale=None, softcap=None, chunk=None):
+    """Forward only (inference): (out (B, Hq, Lq, D), lse (B, Hq, Lq) natural log). flash-attn's split-KV /
+    FlexAttention's flex-decoding: with Lq = 1 the plain forward runs B·Hq programs, a handful of SMs for one
+    long cache; here the keys [0, P) that every query sees (P = Lk − Lq + 1 when causal) are cut into S splits of
+    `chunk` keys, and one launch of the forward kernel treats (kv head, split) as S·Hkv heads, so B·Hq·S programs
+    share the work. The splits merge through their LSEs (lse = logsumexp_s lse_s, out = Σ_s e^{lse_s − lse}·out_s).
+    Causal: the last Lq − 1 keys, which only some queries see, are one more part through the causal kernel
+    (bottom-right alignment makes its visibility exactly the global one)."""
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    P = Lk - Lq + 1 if causal else Lk
+    S = max(1, P // (chunk or SPLIT_KV_CHUNK))
+    C = P // S  # keys per split; the remainder [S·C, P) joins the tail
+    parts = []
+    kv = lambda t: t[:, :, :S * C].reshape(B, Hkv * S, C, D)  # noqa: E731  (kv head hk, split s) → head hk·S + s
+    q_split = q.reshape(B, Hkv, 1, G, Lq, D).expand(B, Hkv, S, G, Lq, D).reshape(B, Hkv * S * G, Lq, D)
+    o, lse = attention_fwd(q_split, kv(k), kv(v), scale=scale, softcap=softcap)
+    parts.append((o.reshape(B, Hkv, S, G, Lq, D).transpose(1, 2).reshape(B, S, Hq, Lq, D),
+                  lse_natural(lse).reshape(B, Hkv, S, G, Lq).transpose(1, 2).reshape(B, S, Hq, Lq)))
+    if S * C < Lk:  # the remainder of the prefix (no mask) and, when causal, the partly visible tail
+        rest_k, rest_v = k[:, :, S * C:], v[:, :, S * C:]
+        o, lse = attention_fwd(q, rest_k.contiguous(), rest_v.contiguous(), causal=causal, scale=scale,
+                               softcap=softcap)
+        parts.append((o[:, None], lse_natural(lse)[:, None]))
+    outs = torch.cat([p[0] for p in parts], dim=1).float()  # (B, parts, Hq, Lq, D)
+    lses = torch.cat([p[1] for p in parts], dim=1)  # (B, parts, Hq, Lq)
+    lse = torch.logsumexp(lses, dim=1)  # −inf only if no part saw a key
+    w = torch.exp(lses - torch.where(torch.isinf(lse), 0.0, lse)[:, None])  # e^{lse_s − lse}; 0 for empty parts
+    out = (w[..., None] * outs).sum(1)
+    return out.to(q.dtype), lse
