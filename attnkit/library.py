@@ -81,9 +81,9 @@ def _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window,
 @torch.library.custom_op("attnkit::attention_fwd", mutates_args=())
 def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
                      attn_mask: Optional[torch.Tensor], bias: Optional[torch.Tensor], causal: bool, window_left: int,
-                     window_right: int, scale: Optional[float], softcap: Optional[float], need_lse: bool,
-                     document_ids: Optional[torch.Tensor], dropout_p: float, dropout_seed: int, backend: str
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     window_right: int, scale: Optional[float], backend: str, softcap: Optional[float] = None,
+                     need_lse: bool = False, document_ids: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
+                     dropout_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 in base 2, +inf on rows with no visible key). The torch path
     returns an empty (0,) lse unless need_lse (it does not need one for its backward)."""
     window = (window_left, window_right)
@@ -105,8 +105,8 @@ def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padd
 
 
 @attention_fwd_op.register_fake
-def _(q, k, v, key_padding_mask, attn_mask, bias, causal, window_left, window_right, scale, softcap, need_lse,
-      document_ids, dropout_p, dropout_seed, backend):
+def _(q, k, v, key_padding_mask, attn_mask, bias, causal, window_left, window_right, scale, backend, softcap=None,
+      need_lse=False, document_ids=None, dropout_p=0.0, dropout_seed=0):
     lse_shape = q.shape[:3] if backend == "triton" or need_lse else _EMPTY
     return q.new_empty(q.shape), q.new_empty(lse_shape, dtype=torch.float32)
 
@@ -115,9 +115,9 @@ def _(q, k, v, key_padding_mask, attn_mask, bias, causal, window_left, window_ri
 def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                      lse: torch.Tensor, key_padding_mask: Optional[torch.Tensor], attn_mask: Optional[torch.Tensor],
                      bias: Optional[torch.Tensor], causal: bool, window_left: int, window_right: int,
-                     scale: Optional[float], softcap: Optional[float], document_ids: Optional[torch.Tensor],
-                     dropout_p: float, dropout_seed: int, backend: str, need_dbias: bool, dlse: Optional[torch.Tensor]
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                     scale: Optional[float], backend: str, need_dbias: bool, softcap: Optional[float] = None,
+                     document_ids: Optional[torch.Tensor] = None, dropout_p: float = 0.0, dropout_seed: int = 0,
+                     dlse: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv, dbias); dbias is empty (0,) unless need_dbias, else in bias's own (broadcast) shape.
     dlse: the gradient w.r.t. the forward op's (base-2) lse output, or None when nothing used it."""
     window = (window_left, window_right)
@@ -154,28 +154,28 @@ def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
 
 
 @attention_bwd_op.register_fake
-def _(do, q, k, v, out, lse, key_padding_mask, attn_mask, bias, causal, window_left, window_right, scale, softcap,
-      document_ids, dropout_p, dropout_seed, backend, need_dbias, dlse):
+def _(do, q, k, v, out, lse, key_padding_mask, attn_mask, bias, causal, window_left, window_right, scale, backend,
+      need_dbias, softcap=None, document_ids=None, dropout_p=0.0, dropout_seed=0, dlse=None):
     dbias = bias.new_empty(bias.shape) if need_dbias else q.new_empty(_EMPTY)
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), dbias
 
 
 def _attention_setup(ctx, inputs, output):
-    (q, k, v, key_padding_mask, attn_mask, bias, causal, left, right, scale, softcap, need_lse, document_ids,
-     dropout_p, dropout_seed, backend) = inputs
+    (q, k, v, key_padding_mask, attn_mask, bias, causal, left, right, scale, backend, softcap, need_lse, document_ids,
+     dropout_p, dropout_seed) = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, attn_mask, bias, document_ids)
-    ctx.args = (causal, left, right, scale, softcap)
-    ctx.dropout = (dropout_p, dropout_seed)
-    ctx.backend = backend
+    ctx.args = (causal, left, right, scale, backend)
+    ctx.extras = (softcap, document_ids is not None, dropout_p, dropout_seed)
     ctx.need_dbias = bias is not None and ctx.needs_input_grad[5]
     ctx.need_lse = need_lse
 
 
 def _attention_backward(ctx, do, dlse):
     q, k, v, out, lse, key_padding_mask, attn_mask, bias, document_ids = ctx.saved_tensors
+    softcap, _, dropout_p, dropout_seed = ctx.extras
     dq, dk, dv, dbias = attention_bwd_op(do, q, k, v, out, lse, key_padding_mask, attn_mask, bias, *ctx.args,
-                                         document_ids, *ctx.dropout, ctx.backend, ctx.need_dbias,
+                                         ctx.need_dbias, softcap, document_ids, dropout_p, dropout_seed,
                                          dlse if ctx.need_lse else None)
     return (dq, dk, dv, None, None, dbias if ctx.need_dbias else None) + (None,) * 10
 

@@ -96,8 +96,8 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
             return (out, lse) if return_lse else out
     left, right = window
     out, lse = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left),
-                                        int(right), _float(scale), _float(softcap), return_lse, document_ids,
-                                        float(dropout_p), _dropout_seed(dropout_p, dropout_seed), backend)
+                                        int(right), _float(scale), backend, _float(softcap), return_lse, document_ids,
+                                        float(dropout_p), _dropout_seed(dropout_p, dropout_seed))
     if not return_lse:
         return out
     return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / library.LOG2E))  # base 2 → natural log

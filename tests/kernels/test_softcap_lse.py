@@ -92,3 +92,14 @@ def test_bad_return_lse_raises_naming_it():
     q = torch.randn(1, 1, 4, 16)
     with pytest.raises(ValueError, match="^return_lse"):
         attnkit.attention(q, q, q, return_lse=1)
+
+
+def test_registered_op_with_the_new_arguments_passes_opcheck():
+    """torch.library.opcheck (schema, fake against real, autograd registration) of the attention op with
+    softcap, the LSE output, packed documents and dropout, on the torch path."""
+    from attnkit import library
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 2, 6, 8, generator=g, requires_grad=True) for _ in range(3))
+    doc = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0]])
+    args = (q, k, v, None, None, None, True, -1, -1, None, "torch", 2.0, True, doc, 0.2, 5)
+    torch.library.opcheck(library.attention_fwd_op, args)
