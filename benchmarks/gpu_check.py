@@ -7,8 +7,10 @@ machine's own torch and triton, needs no network, and writes at most 8 files int
                            tail (the CUDA kernel tests: fp16 / bf16, up to L = 8k)
     attention.json / .md   bench-kernels causal + full, fwd and fwd+bwd, bf16, D = 64 and 128,
                            L = 1k … 16k at 16k tokens: attnkit-triton vs SDPA flash and SDPA cuDNN
-    flex.json / .md        the same shapes through FlexAttention (compiled): its own step, since compiling
+    flex.json              the same shapes through FlexAttention (compiled): its own step, since compiling
                            it per shape is the slowest part and a timeout must not cost the rest
+    decode.json            one decoding step (Lq = 1) against caches of 8k–64k keys: split-KV (the dispatcher's
+                           path) vs the plain forward kernel vs SDPA flash
     relative.json / .md    the relative-position kernel vs the Music Transformer skewing reference, L = 4k, 16k
     summary.md             the table printed at the end: TFLOPS per provider and attnkit's speedups
 
@@ -31,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Seconds per step (on the GPU: 7 min in all, leaving the install and the summary a minute of the 8).
-BUDGET = {"tests": 110, "attention": 150, "flex": 90, "relative": 70}
-DRY_BUDGET = {"tests": 240, "attention": 240, "flex": 240, "relative": 240}
+BUDGET = {"tests": 100, "attention": 140, "flex": 80, "relative": 60, "decode": 40}
+DRY_BUDGET = {"tests": 240, "attention": 240, "flex": 240, "relative": 240, "decode": 240}
 
 ATTENTION = dict(op="causal,full", mode="fwd,fwd+bwd", dtype="bfloat16", head_dim="64,128",
                  lengths="1024,2048,4096,8192,16384", tokens="16384", hidden="2048",
@@ -40,6 +42,9 @@ ATTENTION = dict(op="causal,full", mode="fwd,fwd+bwd", dtype="bfloat16", head_di
 FLEX = dict(ATTENTION, provider="flex", baseline="flex")
 RELATIVE = dict(op="rel", mode="fwd,fwd+bwd", dtype="bfloat16", head_dim="64", lengths="4096,16384",
                 tokens="16384", hidden="512", provider="attnkit-triton,skewing", baseline="skewing")
+DECODE = dict(op="decode", mode="fwd", dtype="bfloat16", head_dim="128", lengths="8192,16384,32768,65536",
+              tokens="65536", hidden="4096", provider="attnkit-triton,attnkit-triton-plain,sdpa-flash",
+              baseline="attnkit-triton-plain")
 # The dry run: same steps, shapes the interpreter finishes in seconds (sdpa-cudnn reports "unsupported" on CPU).
 # FlexAttention stays out of the dry run: torch.compile on CPU costs ~20 s per shape, and it has no CPU backward.
 DRY = dict(dtype="float32", head_dim="16", lengths="64,128", tokens="128", hidden="32",
@@ -47,16 +52,17 @@ DRY = dict(dtype="float32", head_dim="16", lengths="64,128", tokens="128", hidde
 DRY_RELATIVE = dict(DRY, lengths="64", tokens="64", provider=RELATIVE["provider"])
 # The dry run's flex step times SDPA instead: torch.compile of FlexAttention costs ~20 s per shape on CPU.
 DRY_FLEX = dict(DRY, lengths="64", provider="sdpa", baseline="sdpa")
+DRY_DECODE = dict(DRY, lengths="128", tokens="128", provider=DECODE["provider"], baseline=DECODE["baseline"])
 TESTS_GPU = ["tests/kernels", "-q", "-x", "-k", "cuda", "-p", "no:cacheprovider"]
 TESTS_DRY = ["tests/kernels/test_attention.py", "-q", "-x", "-p", "no:cacheprovider", "-k",
              "test_fp32_matches_reference and plain_gqa_d40 and cpu"]
 
 
-def bench_args(spec: dict, out: Path, name: str, device: str) -> list[str]:
+def bench_args(spec: dict, out: Path, name: str, device: str, markdown: bool = True) -> list[str]:
     args = [sys.executable, "-m", "attnkit.cli", "bench-kernels", "--device", device, "--no-memory"]
     for key, value in spec.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
-    return args + ["--json", str(out / f"{name}.json"), "--markdown", str(out / f"{name}.md")]
+    return args + ["--json", str(out / f"{name}.json")] + (["--markdown", str(out / f"{name}.md")] if markdown else [])
 
 
 def run_step(name: str, cmd: list[str], limit: float, env: dict, log: list) -> str:
@@ -85,7 +91,7 @@ def _cell(r: dict) -> str:
 def summarize(out: Path) -> str:
     """Markdown: per (op, mode, D, L) the TFLOPS of each provider and attnkit's speedup over each other one."""
     lines = []
-    for title, names in (("attention", ("attention", "flex")), ("relative", ("relative",))):
+    for title, names in (("attention", ("attention", "flex")), ("relative", ("relative",)), ("decode", ("decode",))):
         records = []
         for name in names:
             path = out / f"{name}.json"
@@ -148,10 +154,11 @@ def main(argv=None) -> int:
         env.update(TRITON_INTERPRET="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
         budget, device = DRY_BUDGET, "cpu"
         attention, flex, relative = dict(ATTENTION, **DRY), dict(FLEX, **DRY_FLEX), dict(RELATIVE, **DRY_RELATIVE)
+        decode = dict(DECODE, **DRY_DECODE)
     else:
         env.pop("TRITON_INTERPRET", None)
         budget, device = BUDGET, "cuda"
-        attention, flex, relative = ATTENTION, FLEX, RELATIVE
+        attention, flex, relative, decode = ATTENTION, FLEX, RELATIVE, DECODE
     log: list = []
     started = time.time()
     # One config per kernel in the tests (ATTNKIT_AUTOTUNE=0): they check values, and autotuning every mask
@@ -159,8 +166,9 @@ def main(argv=None) -> int:
     run_step("tests", [sys.executable, "-m", "pytest", *(TESTS_DRY if a.dry_run else TESTS_GPU)], budget["tests"],
              dict(env, ATTNKIT_AUTOTUNE="0"), log)
     run_step("attention", bench_args(attention, out, "attention", device), budget["attention"], env, log)
-    run_step("flex", bench_args(flex, out, "flex", device), budget["flex"], env, log)
+    run_step("flex", bench_args(flex, out, "flex", device, markdown=False), budget["flex"], env, log)
     run_step("relative", bench_args(relative, out, "relative", device), budget["relative"], env, log)
+    run_step("decode", bench_args(decode, out, "decode", device, markdown=False), budget["decode"], env, log)
     summary = summarize(out)
     (out / "summary.md").write_text(summary)
     info = environment() | dict(dry_run=a.dry_run, steps=log, total_seconds=round(time.time() - started, 1))

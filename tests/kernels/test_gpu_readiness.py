@@ -36,11 +36,13 @@ def test_gpu_check_dry_run(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) <= 8 and {"env.json", "summary.md", "attention.json", "flex.json", "relative.json"} <= set(files)
     info = json.loads((tmp_path / "env.json").read_text())
-    assert info["dry_run"] and [s["step"] for s in info["steps"]] == ["tests", "attention", "flex", "relative"]
+    assert info["dry_run"] and [s["step"] for s in info["steps"]] == ["tests", "attention", "flex", "relative", "decode"]
     assert "passed" in info["steps"][0]["tail"]
     records = json.loads((tmp_path / "attention.json").read_text())
     ok = {(r["op"], r["mode"]) for r in records if r["provider"] == "attnkit-triton" and r["status"] == "ok"}
     assert ok == {("causal", "fwd"), ("causal", "fwd+bwd"), ("full", "fwd"), ("full", "fwd+bwd")}
     rel = json.loads((tmp_path / "relative.json").read_text())
     assert any(r["provider"] == "skewing" and r["status"] == "ok" for r in rel)
+    decode = json.loads((tmp_path / "decode.json").read_text())
+    assert {r["provider"] for r in decode if r["status"] == "ok"} >= {"attnkit-triton", "attnkit-triton-plain"}
     assert "attnkit-triton" in (tmp_path / "summary.md").read_text() and "× sdpa-flash" in result.stdout
