@@ -83,7 +83,7 @@ _DKDV_KEY = _AUTOTUNE_KEY + ["PART"]
 # stays listed so the report keeps showing why it was dropped.
 _SMALL, _LARGE = (16, 32, 64), (128, 256)
 FWD_SHAPES = {(128, 64, 4, 3): _SMALL, (128, 64, 8, 3): _SMALL + _LARGE, (128, 128, 8, 3): _SMALL,
-              (64, 64, 4, 4): _SMALL + (128,), (128, 32, 4, 4): _SMALL + (128,), (64, 32, 4, 3): _SMALL + _LARGE}
+              (64, 64, 4, 4): _SMALL + (128,), (128, 32, 4, 4): _SMALL, (64, 32, 4, 3): _SMALL + _LARGE}
 # dK/dV: BLOCK_N keys stay resident, BLOCK_M query rows stream past them. From D = 128 up dK and dV are
 # separate passes (SPLIT_DKDV_HEAD_DIM); BLOCK_M = 64 spills at D = 128 even then.
 DKDV_SHAPES = {(32, 128, 8, 2): _SMALL + _LARGE, (32, 128, 8, 3): _SMALL + _LARGE, (32, 64, 4, 2): _SMALL,
