@@ -19,7 +19,8 @@ from typing import Optional
 import torch
 
 from attnkit.kernels.reference import (apply_rotary_reference, attention_chunked, attention_sdpa,
-                                       position_attention_chunked, relative_attention_skewed, sdpa_covers)
+                                       attention_sdpa_chunked, position_attention_chunked, relative_attention_skewed,
+                                       sdpa_covers)
 
 # Up to this many logits (B·H·Lq·Lk: 16 MiB in fp32) the torch path of relative_attention uses the Music
 # Transformer's skewing, differentiated whole by autograd: on CPU it is ~20% faster than the chunked path there.
@@ -71,6 +72,10 @@ def _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window,
     if sdpa_covers(q, k, causal=causal, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
                    bias=bias, softcap=softcap, return_lse=return_lse, document_ids=document_ids, dropout_p=dropout[0]):
         return attention_sdpa(q, k, v, **args)
+    if (document_ids is not None and softcap is None and not return_lse and not dropout[0]
+            and sdpa_covers(q, k, causal=causal, window=window, key_padding_mask=key_padding_mask,
+                            attn_mask=attn_mask, bias=bias)):
+        return attention_sdpa_chunked(q, k, v, document_ids=document_ids, **args)  # packed documents, SDPA speed
     args.update(softcap=softcap, document_ids=document_ids, dropout_p=dropout[0], dropout_seed=dropout[1])
     if not return_lse:
         return attention_chunked(q, k, v, **args)

@@ -199,6 +199,35 @@ def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mas
     return tuple(o[0] if len(outs) == 1 else torch.cat(o, dim=2) for o in zip(*outs))
 
 
+def _sdpa_rows(q, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, document_ids):
+    """Query rows [start, start + rows) through SDPA with their (B, 1, rows, Lk) boolean mask (bias: −inf
+    where hidden): what `attention_sdpa` does for the whole matrix, one chunk at a time."""
+    stop = start + q.shape[2]
+    Lk = k.shape[2]
+    mask = visible_mask(Lq, Lk, causal=causal, window=window, key_padding_mask=key_padding_mask,
+                        attn_mask=attn_mask, rows=(start, stop), device=q.device, document_ids=document_ids)
+    if bias is not None:
+        b = _rows(_as4d(bias), start, stop)
+        mask = b if mask is None else b.masked_fill(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def attention_sdpa_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
+                           bias=None, scale=None, document_ids=None, chunk: int = 256) -> torch.Tensor:
+    """Packed documents on CPU at SDPA's speed: SDPA per chunk of query rows with that chunk's mask (its
+    document mask never exceeds (B, 1, chunk, Lk)); with autograd each chunk is checkpointed. Needs SDPA to give
+    empty rows zeros (`sdpa_covers` checks) and a bias in q's dtype."""
+    Lq = q.shape[2]
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, bias))
+    outs = []
+    for start in range(0, Lq, chunk):
+        args = (q[:, :, start:start + chunk], k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window,
+                scale, document_ids)
+        outs.append(checkpoint(_sdpa_rows, *args, use_reentrant=False) if needs_grad and Lq > chunk
+                    else _sdpa_rows(*args))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
 def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias, softcap=None, return_lse=False,
                 document_ids=None, dropout_p=0.0) -> bool:
     """True when torch SDPA computes exactly attnkit's semantics for this call.
