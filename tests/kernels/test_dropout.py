@@ -9,16 +9,8 @@ import pytest
 import torch
 
 import attnkit
-from attnkit.kernels.attention import INTERPRET
 from attnkit.kernels.reference import attention_reference
-
-KERNEL = pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(), reason="needs CUDA or the interpreter")
-TOL = {torch.float32: 2e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}  # max|err| / max|ref|; gradients: twice
-
-
-def rel_err(x, ref):
-    x, ref = x.detach().double(), ref.detach().double()
-    return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+from extras_common import KERNEL, TOL, rel_err  # tests/kernels/extras_common.py
 
 
 def inputs(seed=0, B=2, H=2, Hkv=1, Lq=70, Lk=90, D=16):

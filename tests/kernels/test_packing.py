@@ -8,18 +8,9 @@ import pytest
 import torch
 
 import attnkit
-from attnkit.kernels.attention import INTERPRET
 from attnkit.kernels.reference import attention_reference
 from attnkit.ops import document_ids_from_cu_seqlens
-
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(),
-                                                                       reason="the kernel needs CUDA or the interpreter"))]
-TOL = {torch.float32: 2e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}  # max|err| / max|ref|; gradients: twice
-
-
-def rel_err(x, ref):
-    x, ref = x.detach().double(), ref.detach().double()
-    return ((x - ref).abs().max() / ref.abs().max().clamp_min(1e-12)).item()
+from extras_common import BACKENDS, KERNEL, TOL, rel_err  # tests/kernels/extras_common.py
 
 
 def packed_ids(lengths_per_row):
@@ -65,7 +56,7 @@ def test_packed_row_equals_each_document_alone(backend):
         start += n
 
 
-@pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(), reason="the kernel needs CUDA or the interpreter")
+@KERNEL
 def test_kernel_never_loads_tiles_that_share_no_document():
     """Values of document 1 are NaN. Query rows 0–63 (document 0) meet them only in tiles whose query and key
     blocks share no document; a NaN there would reach the output through P·V even with P = 0, so finite outputs

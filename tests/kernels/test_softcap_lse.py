@@ -8,19 +8,8 @@ import pytest
 import torch
 
 import attnkit
-from attnkit.kernels.attention import INTERPRET
 from attnkit.kernels.reference import attention_reference
-
-BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(),
-                                                                       reason="the kernel needs CUDA or the interpreter"))]
-TOL = {torch.float32: 2e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}  # max|err| / max|ref|; gradients: twice
-
-
-def rel_err(x, ref):
-    x, ref = x.detach().double(), ref.detach().double()
-    finite = torch.isfinite(ref)
-    assert torch.equal(finite, torch.isfinite(x)), "infinite entries differ"
-    return ((x - ref)[finite].abs().max() / ref[finite].abs().max().clamp_min(1e-12)).item()
+from extras_common import BACKENDS, TOL, rel_err  # tests/kernels/extras_common.py
 
 
 def loss_of(out, lse, g_out, g_lse):
