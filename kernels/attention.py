@@ -1078,7 +1078,10 @@ def attention_decode_split(q, k, v, *, causal=False, scale=None, softcap=None, c
     `chunk` keys, and one launch of the forward kernel treats (kv head, split) as S·Hkv heads, so B·Hq·S programs
     share the work. The splits merge through their LSEs (lse = logsumexp_s lse_s, out = Σ_s e^{lse_s − lse}·out_s).
     Causal: the last Lq − 1 keys, which only some queries see, are one more part through the causal kernel
-    (bottom-right alignment makes its visibility exactly the global one)."""
+    (bottom-right alignment makes its visibility exactly the global one).
+    Known cost: (kv head, split) merge into one head stride only when the splits tile a contiguous cache
+    exactly; otherwise (a cache view of a longer buffer, Lk not a multiple of the split) `reshape` copies the
+    first S·C keys once per call. A split index in the kernel's own head arithmetic would remove that copy."""
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     G = Hq // Hkv
