@@ -87,7 +87,7 @@ FWD_SHAPES = {(128, 64, 4, 3): _SMALL, (128, 64, 8, 3): _SMALL + _LARGE, (128, 1
 # dK/dV: BLOCK_N keys stay resident, BLOCK_M query rows stream past them. From D = 128 up dK and dV are
 # separate passes (SPLIT_DKDV_HEAD_DIM); BLOCK_M = 64 spills at D = 128 even then.
 DKDV_SHAPES = {(32, 128, 8, 2): _SMALL + _LARGE, (32, 128, 8, 3): _SMALL + _LARGE, (32, 64, 4, 2): _SMALL,
-               (32, 64, 4, 3): _SMALL, (64, 128, 8, 2): (), (64, 64, 4, 2): ()}
+               (32, 64, 4, 3): (), (64, 128, 8, 2): (), (64, 64, 4, 2): ()}
 # dQ: BLOCK_M query rows stay resident, BLOCK_N keys stream past them.
 DQ_SHAPES = {(128, 32, 8, 3): _SMALL + _LARGE, (128, 64, 8, 3): _SMALL + _LARGE, (64, 64, 4, 3): _SMALL + _LARGE,
              (64, 32, 4, 2): _SMALL + _LARGE}
