@@ -122,7 +122,8 @@ def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
                      bias: Optional[torch.Tensor], causal: bool, window_left: int, window_right: int,
                      scale: Optional[float], backend: str, need_dbias: bool, softcap: Optional[float] = None,
                      document_ids: Optional[torch.Tensor] = None, dropout_p: float = 0.0, dropout_seed: int = 0,
-                     dlse: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                     dlse: Optional[torch.Tensor] = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv, dbias); dbias is empty (0,) unless need_dbias, else in bias's own (broadcast) shape.
     dlse: the gradient w.r.t. the forward op's (base-2) lse output, or None when nothing used it."""
     window = (window_left, window_right)

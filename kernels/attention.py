@@ -232,7 +232,8 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
                 stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
                 N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                 POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
-                HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr):
+                HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                HAS_DOCS: tl.constexpr):
     """Logits in base-2 units, −inf where hidden. offs_i / offs_j are query / key indices already shaped to
     broadcast onto qk: (M, 1) and (1, N) for a (queries, keys) tile, (1, M) and (N, 1) for a transposed one."""
     s = qk * qk_scale
@@ -275,10 +276,12 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
 def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                     stride_pn, stride_tm, stride_tn,
-                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
+                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                    drop_seed, drop_p,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                    HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                     UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr):
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -334,7 +337,8 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
               Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
               HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
               HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-              HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+              HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+              UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     off_hz = tl.program_id(1)
@@ -370,21 +374,27 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
+                                    start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    softcap2, Doc, DocRange, drop_seed, drop_p,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
+                                    INPUT_PRECISION, OCC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
+                                    start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    softcap2, Doc, DocRange, drop_seed, drop_p,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
+                                    INPUT_PRECISION, OCC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
+                                    start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    softcap2, Doc, DocRange, drop_seed, drop_p,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
+                                    INPUT_PRECISION, OCC)
     # Empty rows (l = 0): output 0 and LSE = +inf, so backward recomputes p = exp2(s − inf) = 0.
     empty = l_i == 0.0
     acc = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -416,11 +426,13 @@ def _attn_bwd_preprocess(O, DO, Delta, N_CTX_Q, HEAD_DIM: tl.constexpr, HEAD_DIM
 def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
                          stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn, stride_mm, stride_mn,
                          stride_pn, stride_tm, stride_tn,
-                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
+                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                         DocRange, drop_seed, drop_p,
                          HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                          HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                         HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                         HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
+                         HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                          OCC: tl.constexpr, PART: tl.constexpr):
     """Accumulate dk and/or dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the transposed (keys, queries)
     frame: the resident k, v are the A operands, P and dS come out already transposed for dV and dK."""
@@ -479,11 +491,13 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                    stride_mz, stride_mh, stride_mm, stride_mn,
                    stride_pz, stride_pn,
                    stride_tz, stride_th, stride_tm, stride_tn,
-                   H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right, softcap2,
+                   H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right,
+                   softcap2,
               Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                    HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                   HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                   HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
+                   HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                    PART: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (key block, b, kv head). It loops over the GROUPS query heads sharing this kv head, so
     the GQA sum happens in registers in a fixed order (deterministic, no atomics). dO/O are (B, Hq, Lq, D)."""
@@ -524,21 +538,27 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed + off_hz, drop_p,
+                                      start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                      softcap2, Doc, DocRange, drop_seed + off_hz, drop_p,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
+                                      INPUT_PRECISION, OCC, PART)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left,
-                                      window_right, softcap2, Doc, DocRange, drop_seed + off_hz, drop_p, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
-                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      window_right, softcap2, Doc, DocRange, drop_seed + off_hz, drop_p, HEAD_DIM,
+                                      HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
+                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
+                                      UPCAST, INPUT_PRECISION, OCC, PART)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed + off_hz, drop_p,
+                                      start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                      softcap2, Doc, DocRange, drop_seed + off_hz, drop_p,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC, PART)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
+                                      INPUT_PRECISION, OCC, PART)
     DK += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     DV += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     dk_ptrs = offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkk
@@ -552,11 +572,13 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
 def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                        stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                        stride_pn, stride_tm, stride_tn,
-                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p,
+                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                       DocRange, drop_seed, drop_p,
                        HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
                        BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                        HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                       HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
+                       HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                        OCC: tl.constexpr):
     """Accumulate dq (BLOCK_M, HEAD_DIM) over key blocks [lo, hi)."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -602,11 +624,13 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
                  stride_mz, stride_mh, stride_mm, stride_mn,
                  stride_pz, stride_pn,
                  stride_tz, stride_th, stride_tm, stride_tn,
-                 H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right, softcap2,
+                 H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right,
+                 softcap2,
               Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                  HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                 HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                 HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                 UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (query block, b, h). dO and dQ share O's contiguous (B, Hq, Lq, D) strides."""
     start_m = tl.program_id(0) * BLOCK_M
@@ -646,18 +670,24 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM,
+                            HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
+                            UPCAST, INPUT_PRECISION, OCC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM,
+                            HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
+                            UPCAST, INPUT_PRECISION, OCC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM,
+                            HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
+                            UPCAST, INPUT_PRECISION, OCC)
     tl.store(DQ + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=q_mask)
 
@@ -680,7 +710,8 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     BIAS_H, N_B_LOOP, N_H_LOOP,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                     HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                    HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                    HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
+                    HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                     ROWS_BCAST: tl.constexpr, COLS_BCAST: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dbias = Σ over broadcast dims of dS, dS = P ∘ (dP − delta). One program per tile of the bias's own shape
@@ -888,7 +919,8 @@ def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
     grid = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_fwd[grid](q, k, v, o, lse, bias_x, mask_x, kpm_x, occ_x,
                     *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
+                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right,
+                    meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
                     HEAD_DIM=meta.head_dim, HEAD_DIM_REAL=meta.head_dim_real, **_flags(meta))
     return o, lse
 
@@ -917,11 +949,13 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
         _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                                 *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
                                 Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left,
-                                meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p, PART=part.value, **common)
+                                meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p, PART=part.value,
+                                **common)
     grid_q = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_bwd_dq[grid_q](q, k, v, do, dq, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                          *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                         Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
+                         Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right,
+                         meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
                          **common)
     dbias = None
     if need_dbias:
@@ -938,7 +972,8 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
         _attn_bwd_dbias[grid_bias](q, k, v, do, lse, delta, bias_x, mask_x, kpm_x, occ_x, dbias4,
                                    *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
                                    *dbias4.stride(),
-                                   Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
+                                   Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right,
+                                   meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
                                    Hb, B if Bb == 1 else 1, Hq if Hb == 1 else 1,
                                    ROWS_BCAST=rows_bcast, COLS_BCAST=cols_bcast, **common)
         dbias = dbias4.reshape(bias.shape).to(bias.dtype)

@@ -159,7 +159,9 @@ def _sdpa_mask(case: Case):
         return False, e["key_padding_mask"][:, None, None, :]  # (B, 1, 1, L)
     if case.op == "varlen":  # what SDPA users do without a varlen kernel: a dense (B, 1, L, L) document mask
         return False, ref.visible_mask(case.L, case.L, causal=True, document_ids=e["document_ids"], device=case.device)
-    return False, None  # full, decode (one query sees the whole cache)  # bias: the bias tensor itself is the float attn_mask, read at call time
+    # full, decode (one query sees the whole cache); bias: the bias tensor itself is the float attn_mask, read at
+    # call time
+    return False, None
 
 
 def _sdpa_setup(backend_name: Optional[str]):
