@@ -89,10 +89,11 @@ FWD_SHAPES = {(128, 64, 4, 3): _SMALL, (128, 64, 8, 3): _SMALL + _LARGE, (128, 1
 DKDV_SHAPES = {(32, 128, 8, 2): _SMALL + _LARGE, (32, 128, 8, 3): _SMALL + _LARGE, (32, 64, 4, 2): _SMALL,
                (32, 64, 4, 3): (), (64, 128, 8, 2): (), (64, 64, 4, 2): ()}
 # dQ: BLOCK_M query rows stay resident, BLOCK_N keys stream past them.
-DQ_SHAPES = {(128, 32, 8, 3): _SMALL + _LARGE, (128, 64, 8, 3): _SMALL + _LARGE, (64, 64, 4, 3): _SMALL + _LARGE,
+DQ_SHAPES = {(128, 32, 8, 3): _SMALL + _LARGE, (128, 64, 8, 3): _SMALL, (64, 64, 4, 3): _SMALL + _LARGE,
              (64, 32, 4, 2): _SMALL + _LARGE}
-DBIAS_SHAPES = {(64, 64, 4, 3): _SMALL + _LARGE, (128, 64, 8, 3): _SMALL + _LARGE,
-                (64, 128, 8, 3): _SMALL + _LARGE}
+# dbias: every config still spills with a bias (40–348 bytes, BENCHMARKS.md); the least-spilling one per head dim
+# is kept until the pass is restructured.
+DBIAS_SHAPES = {(64, 64, 4, 3): _SMALL, (128, 64, 8, 3): _LARGE, (64, 128, 8, 3): ()}
 
 
 def _configs(shapes):
