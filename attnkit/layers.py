@@ -37,6 +37,53 @@ class KVCache:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
 
 
+class StaticKVCache:
+    """A preallocated KV cache (gpt-fast's): (B, Hkv, max_len, D) buffers written in place at the write position.
+
+    `KVCache.append` concatenates, copying the whole cache at every token and handing the model a new tensor
+    each step; here `append` copies only the new tokens into the buffers, which keep their shape and address,
+    so a compiled decode step reuses its graph (the cache length is one dynamic size). Beam search reorders the
+    buffers in place. Same interface as KVCache for self-attention: `length`, `k` / `v` (the written part),
+    `append`, `reorder`."""
+
+    def __init__(self, max_len: int):
+        if not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"max_len must be an int >= 1, got {max_len!r}")
+        self.max_len, self.pos = max_len, 0
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return self.pos
+
+    @property
+    def k(self) -> torch.Tensor | None:
+        return None if self._k is None else self._k[:, :, :self.pos]
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return None if self._v is None else self._v[:, :, :self.pos]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = k.shape[2]
+        if self.pos + n > self.max_len:
+            raise ValueError(f"max_len {self.max_len} exceeded: {self.pos} cached + {n} new tokens")
+        if self._k is None:
+            B, H, _, D = k.shape
+            self._k, self._v = k.new_empty(B, H, self.max_len, D), v.new_empty(B, H, self.max_len, D)
+        self._k[:, :, self.pos:self.pos + n] = k
+        self._v[:, :, self.pos:self.pos + n] = v
+        self.pos += n
+        return self.k, self.v
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows in place (beam search keeps the surviving hypotheses)."""
+        if self._k is not None:
+            self._k.copy_(self._k.index_select(0, index))
+            self._v.copy_(self._v.index_select(0, index))
+
+
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with n_head query heads sharing n_kv_head key/value heads.
 

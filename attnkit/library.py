@@ -19,7 +19,8 @@ from typing import Optional
 import torch
 
 from attnkit.kernels.reference import (apply_rotary_reference, attention_chunked, attention_sdpa,
-                                       position_attention_chunked, relative_attention_skewed, sdpa_covers)
+                                       attention_sdpa_chunked, position_attention_chunked, relative_attention_skewed,
+                                       sdpa_covers)
 
 # Up to this many logits (B·H·Lq·Lk: 16 MiB in fp32) the torch path of relative_attention uses the Music
 # Transformer's skewing, differentiated whole by autograd: on CPU it is ~20% faster than the chunked path there.
@@ -58,35 +59,60 @@ def _grad_leaf(t):
 # attention(q, k, v, masks, bias)
 # --------------------------------------------------------------------------------------------
 
-def _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale):
+LOG2E = 1.4426950408889634
+
+
+def _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale, softcap=None,
+                     return_lse=False, document_ids=None, dropout=(0.0, 0)):
+    """The torch path: SDPA where it computes exactly this call, else the chunked definition. With return_lse,
+    (out, lse) with lse in the kernels' units (base 2, +inf on rows that see no key), so both backends' op
+    outputs mean the same."""
     args = dict(causal=causal, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
                 scale=scale)
     if sdpa_covers(q, k, causal=causal, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                   bias=bias):
+                   bias=bias, softcap=softcap, return_lse=return_lse, document_ids=document_ids, dropout_p=dropout[0]):
         return attention_sdpa(q, k, v, **args)
-    return attention_chunked(q, k, v, **args)
+    if (document_ids is not None and softcap is None and not return_lse and not dropout[0]
+            and sdpa_covers(q, k, causal=causal, window=window, key_padding_mask=key_padding_mask,
+                            attn_mask=attn_mask, bias=bias)):
+        return attention_sdpa_chunked(q, k, v, document_ids=document_ids, **args)  # packed documents, SDPA speed
+    args.update(softcap=softcap, document_ids=document_ids, dropout_p=dropout[0], dropout_seed=dropout[1])
+    if not return_lse:
+        return attention_chunked(q, k, v, **args)
+    out, lse = attention_chunked(q, k, v, return_lse=True, **args)
+    return out, torch.where(torch.isinf(lse), float("inf"), lse * LOG2E).float()
 
 
 @torch.library.custom_op("attnkit::attention_fwd", mutates_args=())
 def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
                      attn_mask: Optional[torch.Tensor], bias: Optional[torch.Tensor], causal: bool, window_left: int,
-                     window_right: int, scale: Optional[float], backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out (B, Hq, Lq, D), lse (B, Hq, Lq) float32; lse is empty (0,) on the torch path, which does not need it)."""
+                     window_right: int, scale: Optional[float], backend: str, softcap: Optional[float] = None,
+                     need_lse: bool = False, document_ids: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
+                     dropout_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 in base 2, +inf on rows with no visible key). The torch path
+    returns an empty (0,) lse unless need_lse (it does not need one for its backward)."""
     window = (window_left, window_right)
     if backend == "triton":
         from attnkit.kernels.attention import attention_fwd
         q, k, v = _unit_stride(q, k, v)
         out, lse = attention_fwd(q, k, v, causal=causal, window=window, key_padding_mask=key_padding_mask,
-                                 attn_mask=attn_mask, bias=bias, scale=scale)
+                                 attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap,
+                                 document_ids=document_ids, dropout_p=dropout_p, dropout_seed=dropout_seed)
         return _contiguous(out, lse)
+    dropout = (dropout_p, dropout_seed)
     with torch.no_grad():
-        out = _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale)
+        if need_lse:
+            return _contiguous(*_attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale,
+                                                 softcap, True, document_ids, dropout))
+        out = _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale, softcap,
+                               document_ids=document_ids, dropout=dropout)
     return out.contiguous(), q.new_empty(_EMPTY, dtype=torch.float32)
 
 
 @attention_fwd_op.register_fake
-def _(q, k, v, key_padding_mask, attn_mask, bias, causal, window_left, window_right, scale, backend):
-    lse_shape = q.shape[:3] if backend == "triton" else _EMPTY
+def _(q, k, v, key_padding_mask, attn_mask, bias, causal, window_left, window_right, scale, backend, softcap=None,
+      need_lse=False, document_ids=None, dropout_p=0.0, dropout_seed=0):
+    lse_shape = q.shape[:3] if backend == "triton" or need_lse else _EMPTY
     return q.new_empty(q.shape), q.new_empty(lse_shape, dtype=torch.float32)
 
 
@@ -94,25 +120,40 @@ def _(q, k, v, key_padding_mask, attn_mask, bias, causal, window_left, window_ri
 def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                      lse: torch.Tensor, key_padding_mask: Optional[torch.Tensor], attn_mask: Optional[torch.Tensor],
                      bias: Optional[torch.Tensor], causal: bool, window_left: int, window_right: int,
-                     scale: Optional[float], backend: str, need_dbias: bool
+                     scale: Optional[float], backend: str, need_dbias: bool, softcap: Optional[float] = None,
+                     document_ids: Optional[torch.Tensor] = None, dropout_p: float = 0.0, dropout_seed: int = 0,
+                     dlse: Optional[torch.Tensor] = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv, dbias); dbias is empty (0,) unless need_dbias, else in bias's own (broadcast) shape."""
+    """(dq, dk, dv, dbias); dbias is empty (0,) unless need_dbias, else in bias's own (broadcast) shape.
+    dlse: the gradient w.r.t. the forward op's (base-2) lse output, or None when nothing used it."""
     window = (window_left, window_right)
     if backend == "triton":
         from attnkit.kernels.attention import attention_bwd
         q, k, v = _unit_stride(q, k, v)
         dq, dk, dv, dbias = attention_bwd(do, q, k, v, out, lse, causal=causal, window=window,
                                           key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
-                                          scale=scale, need_dbias=need_dbias)
+                                          scale=scale, need_dbias=need_dbias, softcap=softcap,
+                                          dlse=None if dlse is None else dlse * LOG2E,  # per natural-log unit
+                                          document_ids=document_ids, dropout_p=dropout_p, dropout_seed=dropout_seed)
     else:
         with _autograd():
             q_, k_, v_ = _grad_leaf(q), _grad_leaf(k), _grad_leaf(v)
             bias_ = _grad_leaf(bias) if need_dbias else bias
-            o = _attention_torch(q_, k_, v_, key_padding_mask, attn_mask, bias_, causal, window, scale)
+            outputs, grads_out = [], [do]
+            if dlse is None:
+                outputs.append(_attention_torch(q_, k_, v_, key_padding_mask, attn_mask, bias_, causal, window,
+                                                scale, softcap, document_ids=document_ids,
+                                                dropout=(dropout_p, dropout_seed)))
+            else:
+                outputs.extend(_attention_torch(q_, k_, v_, key_padding_mask, attn_mask, bias_, causal, window,
+                                                scale, softcap, True, document_ids, (dropout_p, dropout_seed)))
+                grads_out.append(dlse)
             leaves = (q_, k_, v_, bias_) if need_dbias else (q_, k_, v_)
-            grads = torch.autograd.grad(o, leaves, do)
-        dq, dk, dv = grads[:3]
+            grads = torch.autograd.grad(outputs, leaves, grads_out, allow_unused=True)
+        dq, dk, dv = (torch.zeros_like(t) if g is None else g for g, t in zip(grads[:3], (q, k, v)))
         dbias = grads[3] if need_dbias else None
+        if need_dbias and dbias is None:
+            dbias = torch.zeros_like(bias)
     if dbias is None:
         dbias = q.new_empty(_EMPTY)
     return _contiguous(dq, dk, dv, dbias)
@@ -120,27 +161,46 @@ def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
 
 @attention_bwd_op.register_fake
 def _(do, q, k, v, out, lse, key_padding_mask, attn_mask, bias, causal, window_left, window_right, scale, backend,
-      need_dbias):
+      need_dbias, softcap=None, document_ids=None, dropout_p=0.0, dropout_seed=0, dlse=None):
     dbias = bias.new_empty(bias.shape) if need_dbias else q.new_empty(_EMPTY)
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), dbias
 
 
 def _attention_setup(ctx, inputs, output):
-    q, k, v, key_padding_mask, attn_mask, bias, causal, left, right, scale, backend = inputs
+    (q, k, v, key_padding_mask, attn_mask, bias, causal, left, right, scale, backend, softcap, need_lse, document_ids,
+     dropout_p, dropout_seed) = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, attn_mask, bias)
+    ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, attn_mask, bias, document_ids)
     ctx.args = (causal, left, right, scale, backend)
+    ctx.extras = (softcap, document_ids is not None, dropout_p, dropout_seed)
     ctx.need_dbias = bias is not None and ctx.needs_input_grad[5]
+    ctx.need_lse = need_lse
 
 
-def _attention_backward(ctx, do, _dlse):
-    q, k, v, out, lse, key_padding_mask, attn_mask, bias = ctx.saved_tensors
+def _attention_backward(ctx, do, dlse):
+    q, k, v, out, lse, key_padding_mask, attn_mask, bias, document_ids = ctx.saved_tensors
+    softcap, _, dropout_p, dropout_seed = ctx.extras
     dq, dk, dv, dbias = attention_bwd_op(do, q, k, v, out, lse, key_padding_mask, attn_mask, bias, *ctx.args,
-                                         ctx.need_dbias)
-    return dq, dk, dv, None, None, dbias if ctx.need_dbias else None, None, None, None, None, None
+                                         ctx.need_dbias, softcap, document_ids, dropout_p, dropout_seed,
+                                         dlse if ctx.need_lse else None)
+    return (dq, dk, dv, None, None, dbias if ctx.need_dbias else None) + (None,) * 10
 
 
 attention_fwd_op.register_autograd(_attention_backward, setup_context=_attention_setup)
+
+
+@torch.library.custom_op("attnkit::attention_decode", mutates_args=())
+def attention_decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: Optional[float],
+                        softcap: Optional[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split-KV decoding (forward only, no autograd): (out, lse in natural log, −inf on rows with no key)."""
+    from attnkit.kernels.attention import attention_decode_split
+    q, k, v = _unit_stride(q, k, v)
+    return _contiguous(*attention_decode_split(q, k, v, causal=causal, scale=scale, softcap=softcap))
+
+
+@attention_decode_op.register_fake
+def _(q, k, v, causal, scale, softcap):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------------------------

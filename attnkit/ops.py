@@ -35,7 +35,8 @@ def resolve_backend(backend: str, q: torch.Tensor) -> str:
 
 
 def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
-              bias=None, scale=None, backend="auto") -> torch.Tensor:
+              bias=None, scale=None, softcap=None, return_lse=False, document_ids=None, dropout_p=0.0,
+              dropout_seed=None, backend="auto"):
     """Fused scaled-dot-product attention with masks and a learnable additive bias.
 
     Args:
@@ -57,20 +58,84 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
         bias: float, broadcastable to (B, Hq, Lq, Lk), added to the logits. If it requires grad its
            gradient comes back in its own (broadcast) shape.
         scale: logit scale; None means 1/sqrt(D).
+        softcap: None, or c > 0: the scaled q·k becomes c·tanh(scale·q·k / c) (Gemma 2, flash-attn's softcap)
+           before the bias is added and the masks applied; gradients are exact (× (1 − tanh²)).
+        return_lse: also return each row's log-sum-exp of its visible logits, natural log, (B, Hq, Lq) float32,
+           −inf where the row sees no key. Differentiable (d lse_i / d logit_ij = p_ij). Two attentions over
+           disjoint key sets merge exactly: lse = logaddexp(lse1, lse2), out = Σ_t exp(lse_t − lse)·out_t.
+        document_ids: int (B, Lk): packed sequences (several documents per row, FlexAttention's document
+           masking). Query i sees key j only if document_ids[b, j] == document_ids[b, i'], composed with
+           causal / window / padding / attn_mask; positions then usually restart per document (the caller's
+           rotary offsets or position ids). Why document ids rather than flash-attn's cu_seqlens: they keep the
+           (B, H, L, D) layout every other argument uses, allow any number of packed rows per batch and
+           padding after the last document, and cost O(L) memory; the kernel skips every tile whose query
+           and key blocks share no document (per-block min / max ids), so packing costs what the documents
+           cost. `document_ids_from_cu_seqlens` converts flash-attn's varlen layout.
+        dropout_p: dropout on the attention probabilities (pass it only in training, as with SDPA):
+           P → P ∘ Z / (1 − dropout_p), Z ~ Bernoulli(1 − dropout_p) per (b, h, i, j); the LSE keeps every key.
+           The kernel draws Z from Philox keyed by dropout_seed and regenerates it in the backward (nothing
+           L×L is stored); the torch path from a torch generator per query chunk. Same seed, same result on
+           one backend (the two backends' bits differ). dropout_seed None: drawn from torch's global generator.
+           `attnkit.kernels.attention.attention_dropout_mask` returns the kernel's Z for a seed (tests).
         backend: "auto" | "triton" | "torch" (see module docstring).
 
     Returns:
-        (B, Hq, Lq, D) in q's dtype. A query that can see no key returns zeros and gets zero gradients.
+        (B, Hq, Lq, D) in q's dtype, or (out, lse) with return_lse. A query that can see no key returns
+        zeros and gets zero gradients.
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask,
-                         attn_mask=attn_mask, bias=bias, scale=scale)
+                         attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap, document_ids=document_ids,
+                         dropout_p=dropout_p, dropout_seed=dropout_seed)
+    if not isinstance(return_lse, bool):
+        raise ValueError(f"return_lse must be a bool, got {return_lse!r}")
     backend = resolve_backend(backend, q)
     if backend == "triton":
         _check_kernel_qkv(q)
+        if _use_split_kv(q, k, v, window, key_padding_mask, attn_mask, bias, document_ids, dropout_p):
+            out, lse = library.attention_decode_op(q, k, v, bool(causal), _float(scale), _float(softcap))
+            return (out, lse) if return_lse else out
     left, right = window
-    out, _ = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left), int(right),
-                                      _float(scale), backend)
-    return out
+    out, lse = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left),
+                                        int(right), _float(scale), backend, _float(softcap), return_lse, document_ids,
+                                        float(dropout_p), _dropout_seed(dropout_p, dropout_seed))
+    if not return_lse:
+        return out
+    return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / library.LOG2E))  # base 2 → natural log
+
+
+def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    """flash-attn's varlen layout → `document_ids`: cu_seqlens (N + 1,) int, 0 = c0 < c1 < … < cN, document d
+    holding packed positions [c_d, c_{d+1}). Returns (1, length) int32 ids (length defaults to cN; positions
+    past cN, padding, get id −1, a document of their own). Put the packed tokens on L: q (1, H, total, D)."""
+    if (not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2
+            or cu_seqlens.is_floating_point() or int(cu_seqlens[0]) != 0 or bool((cu_seqlens.diff() <= 0).any())):
+        raise ValueError("cu_seqlens must be a 1-D integer tensor 0 = c0 < c1 < ... < cN (flash-attn's varlen layout)")
+    total = int(cu_seqlens[-1])
+    length = total if length is None else length
+    if not isinstance(length, int) or length < total:
+        raise ValueError(f"length must be an int >= cu_seqlens[-1] = {total}, got {length!r}")
+    positions = torch.arange(length, device=cu_seqlens.device)
+    ids = torch.searchsorted(cu_seqlens[1:].contiguous(), positions, right=True).to(torch.int32)
+    return ids.masked_fill(positions >= total, -1)[None]
+
+
+def _use_split_kv(q, k, v, window, key_padding_mask, attn_mask, bias, document_ids, dropout_p) -> bool:
+    """Decoding (Lq ≤ 16 queries, a long cache, no gradient needed): the split-KV kernel path, which spreads the
+    keys over many programs (`attnkit.kernels.attention.attention_decode_split`)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return False
+    from attnkit.kernels.attention import split_kv_supported
+    return split_kv_supported(q, k, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
+                              document_ids=document_ids, dropout_p=dropout_p)
+
+
+def _dropout_seed(dropout_p, dropout_seed) -> int:
+    """The seed the op gets: the caller's, or one drawn from torch's global generator (0 without dropout)."""
+    if not dropout_p:
+        return 0
+    if dropout_seed is None:
+        return int(torch.randint(0, 1 << 30, (1,)).item())
+    return int(dropout_seed) % (1 << 30)
 
 
 def _check_kernel_qkv(q) -> None:

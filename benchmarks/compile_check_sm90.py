@@ -23,26 +23,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from attnkit.kernels import attention as A  # noqa: E402
 from attnkit.kernels import relative as Rel  # noqa: E402
 from attnkit.kernels import rotary as Rot  # noqa: E402
-
-POINTER_TYPES = {"LSE": "*fp32", "Delta": "*fp32", "DBias": "*fp32", "Mask": "*u8", "KPM": "*u8", "Occ": "*i8"}
-TENSORS = ("Q", "K", "V", "O", "Out", "DO", "DQ", "DK", "DV", "Bias")
-
-
-def signature(fn, dtype, constexprs):
-    sig = {}
-    for name in fn.arg_names:
-        if name in constexprs:
-            sig[name] = "constexpr"
-        elif name in TENSORS:
-            sig[name] = "*" + dtype
-        elif name in POINTER_TYPES:
-            sig[name] = POINTER_TYPES[name]
-        elif name in ("qk_scale", "sm_scale"):
-            sig[name] = "fp32"
-        else:
-            sig[name] = "i32"
-    return sig
-
+from gpu_static_report import attn_signature as signature, pos_signature  # noqa: E402  (same folder)
 
 ALL_MASKS = dict(HAS_LEFT=True, HAS_RIGHT=True, HAS_BIAS=True, HAS_MASK=True, HAS_KPM=True)
 NO_MASKS = dict(HAS_LEFT=False, HAS_RIGHT=False, HAS_BIAS=False, HAS_MASK=False, HAS_KPM=False)
@@ -65,6 +46,10 @@ for kernel, flags, dtype, head_dim, extra in (JOBS if WHICH in ("all", "attentio
     consts = dict(HEAD_DIM=head_dim, HEAD_DIM_REAL=head_dim if head_dim != 128 else 80, UPCAST=False,
                   INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", OCC=A.OCC_BLOCK, BLOCK_M=64, BLOCK_N=64,
                   **flags, **extra)
+    # logit cap, packed documents and dropout once per kernel
+    consts["HAS_SOFTCAP"] = consts["HAS_DOCS"] = consts["HAS_DROPOUT"] = dtype == "fp16"
+    if "PART" in fn.arg_names:
+        consts["PART"] = A.DKDV_BOTH.value  # the split dK / dV passes differ only in dead code
     start = time.time()
     compiled = compile_sm90(fn, signature(fn, dtype, consts), consts)
     print(f"ok {fn.__name__:16s} {dtype} D={head_dim} {flags} {extra} "
@@ -72,29 +57,6 @@ for kernel, flags, dtype, head_dim, extra in (JOBS if WHICH in ("all", "attentio
 
 
 # ---- relative-position kernels (learned relative embeddings, T5 buckets, ALiBi) and rotary -------------
-def pos_signature(fn, dtype, pos_dtype, consts):
-    """Pos: rel embeddings in q's dtype, or the float32 T5 table / ALiBi slopes; Thr: int32 T5 thresholds."""
-    sig = {}
-    for name in fn.arg_names:
-        if name in consts:
-            sig[name] = "constexpr"
-        elif name in ("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV"):
-            sig[name] = "*" + dtype
-        elif name == "Pos":
-            sig[name] = "*" + pos_dtype
-        elif name == "Thr":
-            sig[name] = "*i32"
-        elif name == "KPM":
-            sig[name] = "*i8"
-        elif name in ("LSE", "Delta", "DPos", "DBand"):
-            sig[name] = "*fp32"
-        elif name == "scale":
-            sig[name] = "fp32"
-        else:
-            sig[name] = "i32"
-    return sig
-
-
 POS_COMMON = dict(HAS_KPM=True, BLOCK=Rel.BLOCK, HEAD_DIM=64, UPCAST=False)
 REL = dict(POS_COMMON, POS_KIND=Rel.POS_RELATIVE, CAUSAL=True, BIDIRECTIONAL=False, NBX=2, MAX_EXACT=1)
 T5 = dict(POS_COMMON, POS_KIND=Rel.POS_T5, CAUSAL=False, BIDIRECTIONAL=True, NBX=16, MAX_EXACT=8)

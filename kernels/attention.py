@@ -50,35 +50,76 @@ import torch
 import triton
 import triton.language as tl
 
-from attnkit.kernels.occupancy import tile_occupancy
+from attnkit.kernels.occupancy import document_ranges, tile_occupancy
 from attnkit.kernels.validate import check_attention_args
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+if INTERPRET:
+    from attnkit.kernels.interpreter_compat import patch_interpreter_index
+    patch_interpreter_index()
 OCC_BLOCK = 16  # granularity of the attn_mask occupancy table; every BLOCK_M / BLOCK_N is a multiple ≥ 32
 LOG2E = 1.4426950408889634
+# dK/dV pass: both gradients in one launch, or one per launch (the second recomputes Q·Kᵀ but holds one
+# accumulator); split from this padded head dim up, where the joint pass spills (gpu_static_report.py).
+DKDV_BOTH, DK_ONLY, DV_ONLY = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+SPLIT_DKDV_HEAD_DIM = 128
+# Dropout seeds live in [0, 2³⁰): the kernels add the (b, h) index to get one Philox key per head in int32.
+DROPOUT_SEED_RANGE = 1 << 30
 
 # --------------------------------------------------------------------------------------------
 # Autotune configs (data). The interpreter runs one fixed config; big blocks make it faster there.
 # --------------------------------------------------------------------------------------------
 
 # Lengths enter the key as powers of two: decoding with a KV cache grows Lk by one per step and must not retune.
-_AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS"]
+_AUTOTUNE_KEY = ["LQ_BUCKET", "LK_BUCKET", "HEAD_DIM", "HAS_LEFT", "HAS_RIGHT", "HAS_KPM", "HAS_MASK", "HAS_BIAS",
+                 "HAS_SOFTCAP", "HAS_DOCS", "HAS_DROPOUT"]
+_DKDV_KEY = _AUTOTUNE_KEY + ["PART"]
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) → the padded head dims (16 … 256) it is an autotune candidate for.
+# Kept at D = 64 and 128 only if it compiles for sm_90a with 0 bytes of register spills and every dot as a
+# wgmma (benchmarks/gpu_static_report.py, specialized like a real launch; its table is in BENCHMARKS.md).
+# D ≤ 32 reuses the D = 64 set (less register pressure), D = 256 the D = 128 set. A row kept for no head dim
+# stays listed so the report keeps showing why it was dropped.
+_SMALL, _LARGE = (16, 32, 64), (128, 256)
+FWD_SHAPES = {(128, 64, 4, 3): _SMALL, (128, 64, 8, 3): _SMALL + _LARGE, (128, 128, 8, 3): _SMALL,
+              (64, 64, 4, 4): _SMALL + (128,), (128, 32, 4, 4): _SMALL, (64, 32, 4, 3): _SMALL + _LARGE}
+# dK/dV: BLOCK_N keys stay resident, BLOCK_M query rows stream past them. From D = 128 up dK and dV are
+# separate passes (SPLIT_DKDV_HEAD_DIM); BLOCK_M = 64 spills at D = 128 even then.
+DKDV_SHAPES = {(32, 128, 8, 2): _SMALL + _LARGE, (32, 128, 8, 3): _SMALL + _LARGE, (32, 64, 4, 2): _SMALL,
+               (32, 64, 4, 3): (), (64, 128, 8, 2): (), (64, 64, 4, 2): ()}
+# dQ: BLOCK_M query rows stay resident, BLOCK_N keys stream past them.
+DQ_SHAPES = {(128, 32, 8, 3): _SMALL + _LARGE, (128, 64, 8, 3): _SMALL, (64, 64, 4, 3): _SMALL + _LARGE,
+             (64, 32, 4, 2): _SMALL + _LARGE}
+# dbias: every config still spills with a bias (40–348 bytes, BENCHMARKS.md); the least-spilling one per head dim
+# is kept until the pass is restructured.
+DBIAS_SHAPES = {(64, 64, 4, 3): _SMALL, (128, 64, 8, 3): _LARGE, (64, 128, 8, 3): ()}
 
 
 def _configs(shapes):
-    """shapes: (BLOCK_M, BLOCK_N, num_warps, num_stages) tuples."""
+    """Every candidate of a shape table; `_prune_for_head_dim` keeps those listed for the call's head dim."""
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
 
 
-FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4),
-                        (64, 32, 4, 3)])
-# dK/dV: BLOCK_N keys stay resident, BLOCK_M query rows stream past them.
-DKDV_CONFIGS = _configs([(32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 2)])
-# dQ: BLOCK_M query rows stay resident, BLOCK_N keys stream past them.
-DQ_CONFIGS = _configs([(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)])
-DBIAS_CONFIGS = _configs([(64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3)])
+def _prune_for_head_dim(shapes):
+    """Keep the configs listed for the call's head dim; ATTNKIT_AUTOTUNE=0 keeps only the first of them
+    (tests on a GPU check values, and autotuning each mask combination they use would mostly compile)."""
+    def prune(configs, named_args, **kwargs):
+        if INTERPRET:
+            return configs
+        dim = kwargs["HEAD_DIM"]
+        kept = [c for c in configs
+                if dim in shapes[(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)]]
+        return kept[:1] if os.environ.get("ATTNKIT_AUTOTUNE") == "0" else kept
+    return {"early_config_prune": prune}
+
+
+FWD_CONFIGS = _configs(FWD_SHAPES)
+DKDV_CONFIGS = _configs(DKDV_SHAPES)
+DQ_CONFIGS = _configs(DQ_SHAPES)
+DBIAS_CONFIGS = _configs(DBIAS_SHAPES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,14 +187,59 @@ def _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K
 
 
 @triton.jit
+def _tanh(x):
+    """tanh through exp2 (the interpreter has no tanh); |x| is clipped at 15, where tanh is 1 in float32."""
+    x = tl.minimum(tl.maximum(x, -15.0), 15.0)
+    return 1.0 - 2.0 / (tl.math.exp2(x * 2.8853900817779268) + 1.0)  # 2·log2(e)
+
+
+@triton.jit
+def _softcap_grad(ds, qk, qk_scale, softcap2, HAS_SOFTCAP: tl.constexpr):
+    """∂/∂(q·k) from ∂/∂(capped logits): × (1 − tanh²) of the capped term, recomputed from the raw q·k tile
+    (the bias is added after the cap, so its own gradient is dS unchanged)."""
+    if HAS_SOFTCAP:
+        t = _tanh(qk * qk_scale / softcap2)
+        ds = ds * (1.0 - t * t)
+    return ds
+
+
+@triton.jit
+def _dropout_keep(drop_seed, offs_i, offs_j, N_CTX_K, drop_p):
+    """Dropout's keep mask of one tile: the Philox uniform at (key = the (b, h) seed, counter = i·Lk + j) is ≥ p.
+    offs_i / offs_j broadcast as in `_score_tile`; the backward regenerates exactly these bits."""
+    return tl.rand(drop_seed, offs_i * N_CTX_K + offs_j) >= drop_p
+
+
+@triton.jit
+def _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  OCC: tl.constexpr):
+    """False when the tile's query rows and keys share no document: their [min, max] document-id ranges
+    (DocRange: (min, max) per OCC positions of this batch row) are disjoint. Query i sits at position i'."""
+    shift = N_CTX_K - N_CTX_Q
+    q_first = (start_m + shift) // OCC
+    q_last = (tl.minimum(start_m + BLOCK_M, N_CTX_Q) - 1 + shift) // OCC
+    qb = q_first + tl.arange(0, 2 * (BLOCK_M // OCC))  # the rows span at most BLOCK_M // OCC + 1 blocks
+    kb = start_n // OCC + tl.arange(0, BLOCK_N // OCC)
+    k_ok = kb < tl.cdiv(N_CTX_K, OCC)
+    q_lo = tl.min(tl.load(DocRange + qb * 2, mask=qb <= q_last, other=2147483647), axis=0)
+    q_hi = tl.max(tl.load(DocRange + qb * 2 + 1, mask=qb <= q_last, other=-2147483647), axis=0)
+    k_lo = tl.min(tl.load(DocRange + kb * 2, mask=k_ok, other=2147483647), axis=0)
+    k_hi = tl.max(tl.load(DocRange + kb * 2 + 1, mask=k_ok, other=-2147483647), axis=0)
+    return (q_lo <= k_hi) & (k_lo <= q_hi)
+
+
+@triton.jit
 def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
                 stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                N_CTX_Q, N_CTX_K, window_left, window_right,
+                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
                 POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
-                HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr):
+                HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                HAS_DOCS: tl.constexpr):
     """Logits in base-2 units, −inf where hidden. offs_i / offs_j are query / key indices already shaped to
     broadcast onto qk: (M, 1) and (1, N) for a (queries, keys) tile, (1, M) and (N, 1) for a transposed one."""
     s = qk * qk_scale
+    if HAS_SOFTCAP:  # scale·q·k → c·tanh(scale·q·k / c); in base-2 units with softcap2 = c·log2(e), the same form
+        s = softcap2 * _tanh(s / softcap2)
     in_bounds = (offs_i < N_CTX_Q) & (offs_j < N_CTX_K)
     if HAS_BIAS:
         b = tl.load(Bias + offs_i * stride_bm + offs_j * stride_bn, mask=in_bounds, other=0.0)
@@ -161,7 +247,7 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
     # Tiles from the fully visible middle of the band (POS_MASK False) need no select without a padding or
     # boolean mask: the streamed blocks lie inside [0, Lq) / [0, Lk) by construction, and out-of-range rows of
     # the program's own block (queries in forward/dQ, keys in dK/dV) only feed outputs that are never stored.
-    if POS_MASK or HAS_KPM or HAS_MASK:
+    if POS_MASK or HAS_KPM or HAS_MASK or HAS_DOCS:
         visible = in_bounds
         if POS_MASK:
             i_shift = offs_i + (N_CTX_K - N_CTX_Q)  # i' (bottom-right alignment)
@@ -175,6 +261,10 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
         if HAS_MASK:
             am = tl.load(Mask + offs_i * stride_mm + offs_j * stride_mn, mask=in_bounds, other=0)
             visible = visible & (am != 0)
+        if HAS_DOCS:  # packed sequences: only keys of the query's own document (query i is at position i')
+            doc_q = tl.load(Doc + offs_i + (N_CTX_K - N_CTX_Q), mask=offs_i < N_CTX_Q, other=-1)
+            doc_k = tl.load(Doc + offs_j, mask=offs_j < N_CTX_K, other=-2)
+            visible = visible & (doc_q == doc_k)
         s = tl.where(visible, s, float("-inf"))
     return s
 
@@ -187,10 +277,12 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
 def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                     stride_pn, stride_tm, stride_tn,
-                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                    drop_seed, drop_p,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                    HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                     UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr):
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -199,6 +291,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
         live = True
         if HAS_MASK:
             live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
+        if HAS_DOCS:
+            live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
         if live:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
@@ -208,8 +302,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
             qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
             s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
                             stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                            N_CTX_Q, N_CTX_K, window_left, window_right,
-                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+                            N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
             m_ij = tl.maximum(m_i, tl.max(s, 1))
             # A row with nothing visible yet keeps m = −inf; subtract 0 instead so exp2 gives 0, not NaN.
             m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)
@@ -221,12 +315,15 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
             if UPCAST:
                 v = v.to(tl.float32)
             acc = acc * alpha[:, None]
+            if HAS_DROPOUT:  # the normalizer l_i keeps every key; only the values see the dropped probabilities
+                keep = _dropout_keep(drop_seed, offs_m[:, None], offs_n[None, :], N_CTX_K, drop_p)
+                p = tl.where(keep, p * (1.0 / (1.0 - drop_p)), 0.0)
             acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
             m_i = m_ij
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY)
+@triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(FWD_SHAPES))
 @triton.jit
 def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
               stride_qz, stride_qh, stride_qm, stride_qk,
@@ -237,10 +334,12 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
               stride_mz, stride_mh, stride_mm, stride_mn,
               stride_pz, stride_pn,
               stride_tz, stride_th, stride_tm, stride_tn,
-              H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right,
+              H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
+              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
               HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
               HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-              HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+              HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+              UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     off_hz = tl.program_id(1)
@@ -254,8 +353,11 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
     Bias += off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
     Mask += off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
     KPM += off_z.to(tl.int64) * stride_pz
+    Doc += off_z.to(tl.int64) * stride_docz
+    DocRange += off_z.to(tl.int64) * stride_rz
     Occ += off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
     LSE += off_hz.to(tl.int64) * N_CTX_Q
+    drop_seed += off_hz  # one Philox key per (b, h)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -274,20 +376,26 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                     start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    softcap2, Doc, DocRange, drop_seed, drop_p,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
+                                    INPUT_PRECISION, OCC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                     start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    softcap2, Doc, DocRange, drop_seed, drop_p,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
+                                    INPUT_PRECISION, OCC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
                                     stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
                                     stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                     start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                    softcap2, Doc, DocRange, drop_seed, drop_p,
                                     HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
+                                    INPUT_PRECISION, OCC)
     # Empty rows (l = 0): output 0 and LSE = +inf, so backward recomputes p = exp2(s − inf) = 0.
     empty = l_i == 0.0
     acc = acc / tl.where(empty, 1.0, l_i)[:, None]
@@ -319,13 +427,16 @@ def _attn_bwd_preprocess(O, DO, Delta, N_CTX_Q, HEAD_DIM: tl.constexpr, HEAD_DIM
 def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
                          stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn, stride_mm, stride_mn,
                          stride_pn, stride_tm, stride_tn,
-                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                         DocRange, drop_seed, drop_p,
                          HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                          HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                         HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                         OCC: tl.constexpr):
-    """Accumulate dk, dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the transposed (keys, queries) frame."""
+                         HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
+                         HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                         OCC: tl.constexpr, PART: tl.constexpr):
+    """Accumulate dk and/or dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the transposed (keys, queries)
+    frame: the resident k, v are the A operands, P and dS come out already transposed for dV and dK."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     for start_m in range(lo, hi, BLOCK_M):
@@ -333,6 +444,8 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
         live = True
         if HAS_MASK:
             live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
+        if HAS_DOCS:
+            live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
         if live:
             offs_m = start_m + tl.arange(0, BLOCK_M)
             row_ok = offs_m < N_CTX_Q
@@ -344,21 +457,30 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
                 qT = qT.to(tl.float32)
                 do = do.to(tl.float32)
             lse = tl.load(LSE + offs_m, mask=row_ok, other=float("inf"))
-            delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
             qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
             sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Bias, Mask, KPM,
                              stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                             N_CTX_Q, N_CTX_K, window_left, window_right,
-                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+                             N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
             pT = tl.math.exp2(sT - lse[None, :])
-            dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
-            dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
-            dsT = pT * (dpT - delta[None, :])
-            dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
+            if HAS_DROPOUT:
+                keepT = _dropout_keep(drop_seed, offs_m[None, :], offs_n[:, None], N_CTX_K, drop_p)
+            if PART != DK_ONLY:
+                pT_v = pT
+                if HAS_DROPOUT:  # dV = (P ∘ Z / (1 − p))ᵀ dO
+                    pT_v = tl.where(keepT, pT * (1.0 / (1.0 - drop_p)), 0.0)
+                dv = tl.dot(pT_v.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+            if PART != DV_ONLY:
+                delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
+                dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
+                if HAS_DROPOUT:  # dS = P ∘ (dP ∘ Z / (1 − p) − delta)
+                    dpT = tl.where(keepT, dpT * (1.0 / (1.0 - drop_p)), 0.0)
+                dsT = _softcap_grad(pT * (dpT - delta[None, :]), qkT, qk_scale, softcap2, HAS_SOFTCAP)
+                dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
     return dk, dv
 
 
-@triton.autotune(configs=DKDV_CONFIGS, key=_AUTOTUNE_KEY)
+@triton.autotune(configs=DKDV_CONFIGS, key=_DKDV_KEY, prune_configs_by=_prune_for_head_dim(DKDV_SHAPES))
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                    stride_qz, stride_qh, stride_qm, stride_qk,
@@ -371,10 +493,13 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                    stride_pz, stride_pn,
                    stride_tz, stride_th, stride_tm, stride_tn,
                    H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right,
+                   softcap2,
+              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                    HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                   HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
+                   HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                   PART: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (key block, b, kv head). It loops over the GROUPS query heads sharing this kv head, so
     the GQA sum happens in registers in a fixed order (deterministic, no atomics). dO/O are (B, Hq, Lq, D)."""
     start_n = tl.program_id(0) * BLOCK_N
@@ -387,11 +512,15 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
     kv_mask = (offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL)
     K += off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
     V += off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
+    Doc += off_z.to(tl.int64) * stride_docz
+    DocRange += off_z.to(tl.int64) * stride_rz
     k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kk, mask=kv_mask, other=0.0)
     v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vk, mask=kv_mask, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
+    # PART: both accumulators, or (D ≥ SPLIT_DKDV_HEAD_DIM) one per launch: at D = 128 two (BLOCK_N, 128)
+    # float32 accumulators spill on sm_90a in every config; one pass each costs one more Q·Kᵀ instead.
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     lo, full_lo, full_hi, hi = _query_block_range(start_n // BLOCK_N, N_CTX_Q, N_CTX_K, window_left, window_right,
@@ -411,36 +540,46 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                      softcap2, Doc, DocRange, drop_seed + off_hz, drop_p,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
+                                      INPUT_PRECISION, OCC, PART)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left,
-                                      window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
-                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                                      window_right, softcap2, Doc, DocRange, drop_seed + off_hz, drop_p, HEAD_DIM,
+                                      HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
+                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
+                                      UPCAST, INPUT_PRECISION, OCC, PART)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
                                       stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
                                       stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
                                       start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                                      softcap2, Doc, DocRange, drop_seed + off_hz, drop_p,
                                       HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
+                                      INPUT_PRECISION, OCC, PART)
     DK += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     DV += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
     dk_ptrs = offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkk
-    tl.store(DK + dk_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + dk_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
+    if PART != DV_ONLY:
+        tl.store(DK + dk_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
+    if PART != DK_ONLY:
+        tl.store(DV + dk_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
 @triton.jit
 def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                        stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                        stride_pn, stride_tm, stride_tn,
-                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
+                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                       DocRange, drop_seed, drop_p,
                        HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
                        BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
                        HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                       HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
+                       HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                        OCC: tl.constexpr):
     """Accumulate dq (BLOCK_M, HEAD_DIM) over key blocks [lo, hi)."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -450,6 +589,8 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
         live = True
         if HAS_MASK:
             live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
+        if HAS_DOCS:
+            live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
         if live:
             offs_n = start_n + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
@@ -461,16 +602,19 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
             qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
             s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
                             stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                            N_CTX_Q, N_CTX_K, window_left, window_right,
-                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+                            N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
             p = tl.math.exp2(s - lse[:, None])
             dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
-            ds = p * (dp - delta[:, None])
+            if HAS_DROPOUT:
+                keep = _dropout_keep(drop_seed, offs_m[:, None], offs_n[None, :], N_CTX_K, drop_p)
+                dp = tl.where(keep, dp * (1.0 / (1.0 - drop_p)), 0.0)
+            ds = _softcap_grad(p * (dp - delta[:, None]), qk, qk_scale, softcap2, HAS_SOFTCAP)
             dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=INPUT_PRECISION)
     return dq
 
 
-@triton.autotune(configs=DQ_CONFIGS, key=_AUTOTUNE_KEY)
+@triton.autotune(configs=DQ_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(DQ_SHAPES))
 @triton.jit
 def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
                  stride_qz, stride_qh, stride_qm, stride_qk,
@@ -482,9 +626,12 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
                  stride_pz, stride_pn,
                  stride_tz, stride_th, stride_tm, stride_tn,
                  H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right,
+                 softcap2,
+              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                  HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                 HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                 HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                 UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (query block, b, h). dO and dQ share O's contiguous (B, Hq, Lq, D) strides."""
     start_m = tl.program_id(0) * BLOCK_M
@@ -500,9 +647,12 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
     Bias += off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
     Mask += off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
     KPM += off_z.to(tl.int64) * stride_pz
+    Doc += off_z.to(tl.int64) * stride_docz
+    DocRange += off_z.to(tl.int64) * stride_rz
     Occ += off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
     LSE += off_hz.to(tl.int64) * N_CTX_Q
     Delta += off_hz.to(tl.int64) * N_CTX_Q
+    drop_seed += off_hz
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -521,23 +671,30 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM,
+                            HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
+                            UPCAST, INPUT_PRECISION, OCC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM,
+                            HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
+                            UPCAST, INPUT_PRECISION, OCC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
                             stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
                             stride_pn, stride_tm, stride_tn, start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, UPCAST, INPUT_PRECISION, OCC)
+                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM,
+                            HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
+                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
+                            UPCAST, INPUT_PRECISION, OCC)
     tl.store(DQ + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=q_mask)
 
 
-@triton.autotune(configs=DBIAS_CONFIGS, key=_AUTOTUNE_KEY + ["ROWS_BCAST", "COLS_BCAST"])
+@triton.autotune(configs=DBIAS_CONFIGS, key=_AUTOTUNE_KEY + ["ROWS_BCAST", "COLS_BCAST"],
+                 prune_configs_by=_prune_for_head_dim(DBIAS_SHAPES))
 @triton.jit
 def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     stride_qz, stride_qh, stride_qm, stride_qk,
@@ -549,11 +706,13 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     stride_pz, stride_pn,
                     stride_tz, stride_th, stride_tm, stride_tn,
                     stride_dbz, stride_dbh, stride_dbm, stride_dbn,
-                    H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right,
+                    H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
+              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
                     BIAS_H, N_B_LOOP, N_H_LOOP,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                     HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                    HAS_KPM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                    HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
+                    HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
                     ROWS_BCAST: tl.constexpr, COLS_BCAST: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dbias = Σ over broadcast dims of dS, dS = P ∘ (dP − delta). One program per tile of the bias's own shape
@@ -587,6 +746,8 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
             Biash = Bias + off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
             Maskh = Mask + off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
             KPMh = KPM + off_z.to(tl.int64) * stride_pz
+            Docz = Doc + off_z.to(tl.int64) * stride_docz
+            DocRangez = DocRange + off_z.to(tl.int64) * stride_rz
             Occh = Occ + off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
             for start_m in range(m_first, m_last, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -611,6 +772,9 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     if HAS_MASK:
                         live = _tile_occupied(Occh, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
                                               BLOCK_M, BLOCK_N, OCC)
+                    if HAS_DOCS:
+                        live = live & _docs_overlap(DocRangez, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N,
+                                                    OCC)
                     if live:
                         offs_n = start_n + tl.arange(0, BLOCK_N)
                         kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
@@ -624,10 +788,14 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                         qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)
                         s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Biash, Maskh, KPMh,
                                         stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                                        N_CTX_Q, N_CTX_K, window_left, window_right,
-                                        True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM)
+                                        N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Docz, DocRangez,
+                                        True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
                         p = tl.math.exp2(s - lse[:, None])
                         dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
+                        if HAS_DROPOUT:
+                            keep = _dropout_keep(drop_seed + off_hz, offs_m[:, None], offs_n[None, :], N_CTX_K,
+                                                 drop_p)
+                            dp = tl.where(keep, dp * (1.0 / (1.0 - drop_p)), 0.0)
                         acc += p * (dp - delta[:, None])
     DBias += bias_z.to(tl.int64) * stride_dbz + bias_h.to(tl.int64) * stride_dbh
     offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -704,6 +872,8 @@ def _flags(ctx_like):
     """Compile-time flags shared by every kernel launch."""
     return dict(HAS_LEFT=ctx_like.left >= 0, HAS_RIGHT=ctx_like.right >= 0,
                 HAS_BIAS=ctx_like.has_bias, HAS_MASK=ctx_like.has_mask, HAS_KPM=ctx_like.has_kpm,
+                HAS_SOFTCAP=ctx_like.softcap2 > 0, HAS_DOCS=ctx_like.document_ids is not None,
+                HAS_DROPOUT=ctx_like.drop_p > 0,
                 UPCAST=INTERPRET and ctx_like.dtype == torch.bfloat16,
                 INPUT_PRECISION=_input_precision(ctx_like.dtype), OCC=OCC_BLOCK)
 
@@ -711,7 +881,8 @@ def _flags(ctx_like):
 class _Meta:
     """Plain attributes describing one call (window bounds with causal folded in, which masks are present)."""
 
-    def __init__(self, q, k, causal, window, key_padding_mask, attn_mask, bias, scale):
+    def __init__(self, q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap=None,
+                 document_ids=None, dropout_p=0.0, dropout_seed=0):
         left, right = window
         if causal:  # causal is the window's right bound 0
             right = 0 if right < 0 else min(right, 0)
@@ -726,9 +897,21 @@ class _Meta:
         self.sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
         self.head_dim = max(16, triton.next_power_of_2(D))
         self.head_dim_real = D
+        self.softcap2 = float(softcap) * LOG2E if softcap else 0.0  # the cap in the kernels' base-2 units
+        self.document_ids = document_ids  # (B, Lk) int: packed sequences, or None
+        self.drop_p, self.drop_seed = float(dropout_p), int(dropout_seed) % DROPOUT_SEED_RANGE
+
+    def doc_args(self, q):
+        """Doc (B, Lk) int32, DocRange (B, ceil(Lk/OCC), 2) and their batch strides (q as a placeholder)."""
+        if self.document_ids is None:
+            return q, q, 0, 0
+        doc = self.document_ids.to(torch.int32).contiguous()
+        ranges = document_ranges(doc, OCC_BLOCK)
+        return doc, ranges, doc.stride(0), ranges.stride(0)
 
 
 def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
+    doc_args = meta.doc_args(q)
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     o = torch.empty((B, Hq, Lq, D), device=q.device, dtype=q.dtype)
@@ -738,11 +921,13 @@ def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
     _attn_fwd[grid](q, k, v, o, lse, bias_x, mask_x, kpm_x, occ_x,
                     *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
                     Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right,
+                    meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
                     HEAD_DIM=meta.head_dim, HEAD_DIM_REAL=meta.head_dim_real, **_flags(meta))
     return o, lse
 
 
-def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, need_dbias):
+def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, need_dbias, dlse=None):
+    doc_args = meta.doc_args(q)
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     do = do.contiguous()  # shares o's contiguous strides
@@ -753,19 +938,25 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
     PRE_BLOCK = 64
     _attn_bwd_preprocess[(triton.cdiv(Lq, PRE_BLOCK), B * Hq)](o, do, delta, Lq, HEAD_DIM=meta.head_dim,
                                                                HEAD_DIM_REAL=D, BLOCK_M=PRE_BLOCK)
+    if dlse is not None:  # d lse_i / d logits_ij = p_ij, so the LSE's gradient joins dS = P ∘ (dP − delta)
+        delta = delta - dlse.to(torch.float32)
     dq = torch.empty_like(o)
     dk = torch.empty((B, Hkv, Lk, D), device=k.device, dtype=k.dtype)
     dv = torch.empty_like(dk)
     qk_scale = meta.sm_scale * LOG2E
     grid_kv = lambda META: (triton.cdiv(Lk, META["BLOCK_N"]), B * Hkv)  # noqa: E731
-    _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
-                            *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
-                            Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right,
-                            **common)
+    parts = (DK_ONLY, DV_ONLY) if meta.head_dim >= SPLIT_DKDV_HEAD_DIM else (DKDV_BOTH,)
+    for part in parts:
+        _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
+                                *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
+                                Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left,
+                                meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p, PART=part.value,
+                                **common)
     grid_q = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
     _attn_bwd_dq[grid_q](q, k, v, do, dq, lse, delta, bias_x, mask_x, kpm_x, occ_x,
                          *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
                          Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right,
+                         meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
                          **common)
     dbias = None
     if need_dbias:
@@ -783,61 +974,81 @@ def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, 
                                    *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
                                    *dbias4.stride(),
                                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right,
+                                   meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
                                    Hb, B if Bb == 1 else 1, Hq if Hb == 1 else 1,
                                    ROWS_BCAST=rows_bcast, COLS_BCAST=cols_bcast, **common)
         dbias = dbias4.reshape(bias.shape).to(bias.dtype)
     return dq, dk, dv, dbias
 
 
+def lse_natural(lse: torch.Tensor) -> torch.Tensor:
+    """The kernels' LSE (base 2, +inf on rows with no visible key) in natural-log units, −inf on those rows
+    (torch.logsumexp's value there). Differentiable; its gradient is what `attention_bwd(dlse=...)` takes."""
+    return torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / LOG2E))
+
+
 def attention_fwd(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
-                  scale=None):
-    """Forward launcher, outside autograd: (out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 as the kernel stores it).
+                  scale=None, softcap=None, document_ids=None, dropout_p=0.0, dropout_seed=0):
+    """Forward launcher, outside autograd: (out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 as the kernel stores it:
+    base 2, +inf on rows with no visible key; `lse_natural` converts).
 
     A stable entry point for wrappers (torch.library ops); inputs as `attention_triton`, already validated."""
-    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale)
+    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
+                 dropout_p, dropout_seed)
     mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
     return _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
 
 
 def attention_bwd(do, q, k, v, out, lse, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
-                  bias=None, scale=None, need_dbias=False):
-    """Backward launcher, outside autograd: (dq, dk, dv, dbias or None) from `attention_fwd`'s out and lse."""
-    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale)
+                  bias=None, scale=None, need_dbias=False, softcap=None, dlse=None, document_ids=None, dropout_p=0.0,
+                  dropout_seed=0):
+    """Backward launcher, outside autograd: (dq, dk, dv, dbias or None) from `attention_fwd`'s out and lse.
+    dlse: gradient w.r.t. the natural-log LSE (`lse_natural(lse)`), (B, Hq, Lq), or None."""
+    meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
+                 dropout_p, dropout_seed)
     mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
-    return _attn_backward(do, q, k, v, out, lse, meta, mask_tensors, mask_strides, bias, need_dbias)
+    return _attn_backward(do, q, k, v, out, lse, meta, mask_tensors, mask_strides, bias, need_dbias, dlse)
 
 
 class _attention(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale):
-        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale)
+    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale, softcap, document_ids,
+                dropout_p, dropout_seed):
+        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
+                     dropout_p, dropout_seed)
         mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
         o, lse = _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
         ctx.save_for_backward(q, k, v, o, lse, bias, key_padding_mask, attn_mask)
         ctx.meta = meta
-        return o
+        return o, lse_natural(lse)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, do):
+    def backward(ctx, do, dlse):
         q, k, v, o, lse, bias, key_padding_mask, attn_mask = ctx.saved_tensors
         meta = ctx.meta
         mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
         dq, dk, dv, dbias = _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias,
-                                           need_dbias=bias is not None and ctx.needs_input_grad[3])
-        return dq, dk, dv, dbias, None, None, None, None, None
+                                           need_dbias=bias is not None and ctx.needs_input_grad[3], dlse=dlse)
+        return dq, dk, dv, dbias, None, None, None, None, None, None, None, None, None
 
 
 def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
-                     scale=None) -> torch.Tensor:
+                     scale=None, softcap=None, return_lse=False, document_ids=None, dropout_p=0.0, dropout_seed=None):
     """The Triton kernel behind `attnkit.attention(..., backend="triton")`; same arguments and result.
 
     q: (B, Hq, Lq, D); k, v: (B, Hkv, Lk, D); float32 / float16 / bfloat16 on CUDA (or CPU with TRITON_INTERPRET=1).
-    Returns (B, Hq, Lq, D). Gradients flow to q, k, v and bias (in the bias's own shape).
+    Returns (B, Hq, Lq, D), or (out, lse) with return_lse: lse (B, Hq, Lq) float32, natural log, −inf on rows
+    that see no key. Gradients flow to q, k, v, bias (in the bias's own shape) and through lse.
+    dropout_p > 0 drops attention probabilities with Philox bits keyed by dropout_seed (None: drawn from torch's
+    global generator); `attention_dropout_mask` returns the keep mask a seed gives.
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                         bias=bias, scale=scale)
+                         bias=bias, scale=scale, softcap=softcap, document_ids=document_ids, dropout_p=dropout_p,
+                         dropout_seed=dropout_seed)
+    if dropout_p and dropout_seed is None:
+        dropout_seed = draw_dropout_seed(q.device)
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"q must be float32, float16 or bfloat16 for the Triton kernel, got {q.dtype} "
                          "(use backend='torch' for float64)")
@@ -847,4 +1058,86 @@ def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask
         raise ValueError("q must be a CUDA tensor for the Triton kernel (or set TRITON_INTERPRET=1 before "
                          "triton is imported to run it on CPU)")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    return _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale)
+    out, lse = _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale, softcap,
+                                document_ids, float(dropout_p), int(dropout_seed or 0))
+    return (out, lse) if return_lse else out
+
+
+def draw_dropout_seed(device=None) -> int:
+    """A dropout seed from torch's global generator (so torch.manual_seed makes dropout reproducible)."""
+    return int(torch.randint(0, DROPOUT_SEED_RANGE, (1,)).item())
+
+
+@triton.jit
+def _dropout_mask_kernel(Out, drop_seed, drop_p, N_CTX_Q, N_CTX_K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    off_hz = tl.program_id(2)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    keep = _dropout_keep(drop_seed + off_hz, offs_m[:, None], offs_n[None, :], N_CTX_K, drop_p)
+    Out += off_hz.to(tl.int64) * N_CTX_Q * N_CTX_K
+    tl.store(Out + offs_m[:, None] * N_CTX_K + offs_n[None, :], keep.to(tl.int8),
+             mask=(offs_m[:, None] < N_CTX_Q) & (offs_n[None, :] < N_CTX_K))
+
+
+def attention_dropout_mask(B, H, Lq, Lk, dropout_p, dropout_seed, device) -> torch.Tensor:
+    """(B, H, Lq, Lk) bool: the keep mask the kernels use for this seed (for tests: it is L×L)."""
+    out = torch.empty(B, H, Lq, Lk, dtype=torch.int8, device=device)
+    grid = (triton.cdiv(Lq, 64), triton.cdiv(Lk, 64), B * H)
+    _dropout_mask_kernel[grid](out, int(dropout_seed) % DROPOUT_SEED_RANGE, float(dropout_p), Lq, Lk,
+                               BLOCK_M=64, BLOCK_N=64)
+    return out.bool()
+
+
+# --------------------------------------------------------------------------------------------
+# Split-KV decoding: few queries, a long KV cache
+# --------------------------------------------------------------------------------------------
+
+SPLIT_KV_MAX_LQ = 16        # queries per row up to which decoding splits the keys
+SPLIT_KV_MIN_LK = 2048      # ... when the cache is at least this long
+SPLIT_KV_CHUNK = 1024       # keys per split (the number of splits grows with the cache)
+
+
+def split_kv_supported(q, k, *, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
+                       document_ids=None, dropout_p=0.0) -> bool:
+    """Whether `attention_decode_split` computes this call: few queries, a long cache, and only causal / scale /
+    softcap (the splits run as extra heads, so per-key masks and biases cannot follow them)."""
+    Lq, Lk = q.shape[2], k.shape[2]
+    return (Lq <= SPLIT_KV_MAX_LQ and Lk >= max(SPLIT_KV_MIN_LK, 2 * Lq) and tuple(window) == (-1, -1)
+            and key_padding_mask is None and attn_mask is None and bias is None and document_ids is None
+            and not dropout_p)
+
+
+def attention_decode_split(q, k, v, *, causal=False, scale=None, softcap=None, chunk=None):
+    """Forward only (inference): (out (B, Hq, Lq, D), lse (B, Hq, Lq) natural log). flash-attn's split-KV /
+    FlexAttention's flex-decoding: with Lq = 1 the plain forward runs B·Hq programs, a handful of SMs for one
+    long cache; here the keys [0, P) that every query sees (P = Lk − Lq + 1 when causal) are cut into S splits of
+    `chunk` keys, and one launch of the forward kernel treats (kv head, split) as S·Hkv heads, so B·Hq·S programs
+    share the work. The splits merge through their LSEs (lse = logsumexp_s lse_s, out = Σ_s e^{lse_s − lse}·out_s).
+    Causal: the last Lq − 1 keys, which only some queries see, are one more part through the causal kernel
+    (bottom-right alignment makes its visibility exactly the global one).
+    Known cost: (kv head, split) merge into one head stride only when the splits tile a contiguous cache
+    exactly; otherwise (a cache view of a longer buffer, Lk not a multiple of the split) `reshape` copies the
+    first S·C keys once per call. A split index in the kernel's own head arithmetic would remove that copy."""
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    P = Lk - Lq + 1 if causal else Lk
+    S = max(1, P // (chunk or SPLIT_KV_CHUNK))
+    C = P // S  # keys per split; the remainder [S·C, P) joins the tail
+    parts = []
+    kv = lambda t: t[:, :, :S * C].reshape(B, Hkv * S, C, D)  # noqa: E731  (kv head hk, split s) → head hk·S + s
+    q_split = q.reshape(B, Hkv, 1, G, Lq, D).expand(B, Hkv, S, G, Lq, D).reshape(B, Hkv * S * G, Lq, D)
+    o, lse = attention_fwd(q_split, kv(k), kv(v), scale=scale, softcap=softcap)
+    parts.append((o.reshape(B, Hkv, S, G, Lq, D).transpose(1, 2).reshape(B, S, Hq, Lq, D),
+                  lse_natural(lse).reshape(B, Hkv, S, G, Lq).transpose(1, 2).reshape(B, S, Hq, Lq)))
+    if S * C < Lk:  # the remainder of the prefix (no mask) and, when causal, the partly visible tail
+        rest_k, rest_v = k[:, :, S * C:], v[:, :, S * C:]
+        o, lse = attention_fwd(q, rest_k.contiguous(), rest_v.contiguous(), causal=causal, scale=scale,
+                               softcap=softcap)
+        parts.append((o[:, None], lse_natural(lse)[:, None]))
+    outs = torch.cat([p[0] for p in parts], dim=1).float()  # (B, parts, Hq, Lq, D)
+    lses = torch.cat([p[1] for p in parts], dim=1)  # (B, parts, Hq, Lq)
+    lse = torch.logsumexp(lses, dim=1)  # −inf only if no part saw a key
+    w = torch.exp(lses - torch.where(torch.isinf(lse), 0.0, lse)[:, None])  # e^{lse_s − lse}; 0 for empty parts
+    out = (w[..., None] * outs).sum(1)
+    return out.to(q.dtype), lse

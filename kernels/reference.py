@@ -52,8 +52,12 @@ def visible_mask(
     attn_mask: torch.Tensor | None = None,
     rows: tuple[int, int] | None = None,
     device: torch.device | str | None = None,
+    document_ids: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Bool mask, True where query i may see key j, broadcastable to (B, H, rows, Lk); None = all visible.
+
+    document_ids (B, Lk): packed sequences; query i (at position i') sees only keys j with
+    document_ids[b, j] == document_ids[b, i'].
 
     `rows=(start, stop)` restricts to those query rows (for chunking) with positions still measured
     against the full Lq, so the chunked path and the full path agree exactly.
@@ -78,6 +82,10 @@ def visible_mask(
     if attn_mask is not None:
         am = _rows(_as4d(attn_mask), start, stop)
         mask = am if mask is None else mask & am
+    if document_ids is not None:
+        doc_q = document_ids[:, start + Lk - Lq:stop + Lk - Lq]  # (B, rows): the documents of positions i'
+        same = (doc_q[:, None, :, None] == document_ids[:, None, None, :])  # (B, 1, rows, Lk)
+        mask = same if mask is None else mask & same
     return mask
 
 
@@ -96,6 +104,21 @@ def masked_softmax(s: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return p.masked_fill(~mask, 0.0)
 
 
+def masked_logsumexp(s: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """log Σ_j exp(s_ij) over visible j: (..., rows); −inf (value and zero gradient) on rows with no visible key."""
+    if mask is None:
+        return torch.logsumexp(s, dim=-1)
+    s = s.masked_fill(~mask, float("-inf"))
+    has_key = mask.any(dim=-1)
+    return torch.logsumexp(s.masked_fill(~has_key[..., None], 0.0), dim=-1).masked_fill(~has_key, float("-inf"))
+
+
+def softcap_logits(s: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """Gemma 2's logit soft-capping, softcap·tanh(s / softcap), of the scaled q·k (as flash-attn's softcap):
+    a bias (ALiBi, T5, a −inf mask) is added after the cap, so it is never capped itself."""
+    return s if softcap is None else torch.tanh(s / softcap) * softcap
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     # Half-precision inputs are computed in float32, as the kernels accumulate in float32.
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
@@ -107,31 +130,54 @@ def _expand_kv(k: torch.Tensor, Hq: int) -> torch.Tensor:
     return k if groups == 1 else k.repeat_interleave(groups, dim=1)
 
 
-def _attend_rows(q, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale):
-    """Attention for query rows [start, start + q.shape[2]) of a length-Lq query sequence."""
+def _attend_rows(q, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, softcap=None,
+                 return_lse=False, document_ids=None, dropout_p=0.0, dropout_seed=0, dropout_mask=None):
+    """Attention for query rows [start, start + q.shape[2]) of a length-Lq query sequence (and their LSE)."""
     stop = start + q.shape[2]
     Lk = k.shape[2]
     cd = _compute_dtype(q.dtype)
-    s = torch.matmul(q.to(cd), k.to(cd).transpose(-1, -2)) * scale  # (B, Hq, rows, Lk)
+    s = softcap_logits(torch.matmul(q.to(cd), k.to(cd).transpose(-1, -2)) * scale, softcap)  # (B, Hq, rows, Lk)
     if bias is not None:
         s = s + _rows(bias, start, stop).to(cd)
     mask = visible_mask(Lq, Lk, causal=causal, window=window, key_padding_mask=key_padding_mask,
-                        attn_mask=attn_mask, rows=(start, stop), device=q.device)
+                        attn_mask=attn_mask, rows=(start, stop), device=q.device, document_ids=document_ids)
     p = masked_softmax(s, mask)  # (B, Hq, rows, Lk)
-    return torch.matmul(p, v.to(cd)).to(q.dtype)  # (B, Hq, rows, D)
+    if dropout_p:
+        p = p * _dropout_keep_rows(p, start, stop, dropout_p, dropout_seed, dropout_mask) / (1.0 - dropout_p)
+    out = torch.matmul(p, v.to(cd)).to(q.dtype)  # (B, Hq, rows, D)
+    return (out, masked_logsumexp(s, mask).to(torch.promote_types(cd, torch.float32))) if return_lse else out
+
+
+def _dropout_keep_rows(p, start, stop, dropout_p, dropout_seed, dropout_mask):
+    """Keep mask (B, Hq, rows, Lk) of rows [start, stop): the given dropout_mask's rows, or Bernoulli(1 − p)
+    bits from a generator seeded by (dropout_seed, start), so a recomputed chunk draws the same bits."""
+    if dropout_mask is not None:
+        return _rows(_as4d(dropout_mask), start, stop).to(p.dtype)
+    gen = torch.Generator(device=p.device).manual_seed(int(dropout_seed) * 1_000_003 + start)
+    return (torch.rand(p.shape, generator=gen, device=p.device, dtype=torch.float32) >= dropout_p).to(p.dtype)
 
 
 def attention_reference(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None,
-                        attn_mask=None, bias=None, scale=None) -> torch.Tensor:
-    """The definition of `attnkit.attention`, materialising the full (B, Hq, Lq, Lk) logits."""
+                        attn_mask=None, bias=None, scale=None, softcap=None, return_lse=False, document_ids=None,
+                        dropout_p=0.0, dropout_seed=0, dropout_mask=None):
+    """The definition of `attnkit.attention`, materialising the full (B, Hq, Lq, Lk) logits.
+
+    logits = softcap·tanh(scale·q·kᵀ / softcap) + bias (no cap when softcap is None), then the masks; with
+    return_lse also the natural-log log-sum-exp of each row's visible logits, (B, Hq, Lq) float32 (float64 for
+    float64 inputs), −inf on rows that see no key. dropout_p: the probabilities P become P ∘ Z / (1 − dropout_p)
+    before the product with v (the LSE and the normalizer keep every key), Z the bool keep mask dropout_mask
+    (broadcastable to (B, Hq, Lq, Lk): e.g. the kernel's, from `attention_dropout_mask`) or drawn from
+    dropout_seed."""
     Hq, Lq, D = q.shape[1], q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     k, v = _expand_kv(k, Hq), _expand_kv(v, Hq)
-    return _attend_rows(q, k, v, _as4d(bias), attn_mask, key_padding_mask, 0, Lq, causal, window, scale)
+    return _attend_rows(q, k, v, _as4d(bias), attn_mask, key_padding_mask, 0, Lq, causal, window, scale, softcap,
+                        return_lse, document_ids, dropout_p, dropout_seed, dropout_mask)
 
 
 def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None,
-                      attn_mask=None, bias=None, scale=None, chunk: int = 256) -> torch.Tensor:
+                      attn_mask=None, bias=None, scale=None, chunk: int = 256, softcap=None, return_lse=False,
+                      document_ids=None, dropout_p=0.0, dropout_seed=0, dropout_mask=None):
     """Same result as `attention_reference`, holding at most (B, Hq, chunk, Lk) logits at a time."""
     Hq, Lq, D = q.shape[1], q.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
@@ -142,15 +188,48 @@ def attention_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mas
     outs = []
     for start in range(0, Lq, chunk):
         qc = q[:, :, start:start + chunk]
-        args = (qc, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale)
+        args = (qc, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, softcap, return_lse,
+                document_ids, dropout_p, dropout_seed, dropout_mask)
         if needs_grad and Lq > chunk:
             outs.append(checkpoint(_attend_rows, *args, use_reentrant=False))
         else:
             outs.append(_attend_rows(*args))
+    if not return_lse:
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+    return tuple(o[0] if len(outs) == 1 else torch.cat(o, dim=2) for o in zip(*outs))
+
+
+def _sdpa_rows(q, k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window, scale, document_ids):
+    """Query rows [start, start + rows) through SDPA with their (B, 1, rows, Lk) boolean mask (bias: −inf
+    where hidden): what `attention_sdpa` does for the whole matrix, one chunk at a time."""
+    stop = start + q.shape[2]
+    Lk = k.shape[2]
+    mask = visible_mask(Lq, Lk, causal=causal, window=window, key_padding_mask=key_padding_mask,
+                        attn_mask=attn_mask, rows=(start, stop), device=q.device, document_ids=document_ids)
+    if bias is not None:
+        b = _rows(_as4d(bias), start, stop)
+        mask = b if mask is None else b.masked_fill(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def attention_sdpa_chunked(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
+                           bias=None, scale=None, document_ids=None, chunk: int = 256) -> torch.Tensor:
+    """Packed documents on CPU at SDPA's speed: SDPA per chunk of query rows with that chunk's mask (its
+    document mask never exceeds (B, 1, chunk, Lk)); with autograd each chunk is checkpointed. Needs SDPA to give
+    empty rows zeros (`sdpa_covers` checks) and a bias in q's dtype."""
+    Lq = q.shape[2]
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, bias))
+    outs = []
+    for start in range(0, Lq, chunk):
+        args = (q[:, :, start:start + chunk], k, v, bias, attn_mask, key_padding_mask, start, Lq, causal, window,
+                scale, document_ids)
+        outs.append(checkpoint(_sdpa_rows, *args, use_reentrant=False) if needs_grad and Lq > chunk
+                    else _sdpa_rows(*args))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
-def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias) -> bool:
+def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias, softcap=None, return_lse=False,
+                document_ids=None, dropout_p=0.0) -> bool:
     """True when torch SDPA computes exactly attnkit's semantics for this call.
 
     Masks become one attn_mask for SDPA: boolean, or, with a bias, the bias with −inf where masked (SDPA
@@ -158,8 +237,10 @@ def sdpa_covers(q, k, *, causal, window, key_padding_mask, attn_mask, bias) -> b
     That needs this torch's SDPA to give rows with no visible key zeros and zero gradients (probed once;
     older releases gave NaN), and a bias in q's dtype (SDPA takes the mask in the compute dtype).
     """
-    if bias is not None and bias.dtype != q.dtype:
-        return False
+    if (bias is not None and bias.dtype != q.dtype) or softcap is not None or return_lse or document_ids is not None:
+        return False  # SDPA has no logit cap, no LSE output on every device, and documents need an L×L mask
+    if dropout_p:
+        return False  # SDPA's dropout bits come from torch's global RNG: the backward could not redraw them
     if bias is None and key_padding_mask is None and attn_mask is None and tuple(window) == (-1, -1):
         # SDPA's is_causal is top-left aligned; it equals ours only when Lq == Lk. A single query (KV-cached
         # decoding) sees every key under bottom-right alignment, so it is plain non-causal attention.
@@ -493,6 +574,46 @@ class _ChunkedPositionAttention(torch.autograd.Function):
                 None, None, None, None, None, None)
 
 
+def _distance_bias(kind, pos, Lq, Lk, t5_args, dtype) -> torch.Tensor:
+    """(H, Lq + Lk − 1) bias of every signed distance δ = i' − j ∈ [1 − Lq, Lk − 1] (column δ + Lq − 1):
+    T5's table[h, bucket] or ALiBi's −slope_h·|δ|. A bias that depends on δ alone costs O(L) to build; chunks gather from it."""
+    delta = torch.arange(1 - Lq, Lk, device=pos.device)  # every i' − j, ascending
+    if kind == "t5":
+        bidirectional, num_buckets, max_distance = t5_args
+        bucket = t5_bucket(-delta, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance)
+        return pos.to(dtype)[:, bucket]
+    return -pos.to(dtype)[:, None] * delta.abs().to(dtype)
+
+
+def _position_rows_sdpa(q_c, k, v, bias1d, key_padding_mask, start, Lq, causal, scale):
+    """Query rows [start, start + rows) through SDPA, their (1|B, H, rows, ncols) bias gathered from bias1d."""
+    Lk = k.shape[2]
+    ch = _Chunk(start, start + q_c.shape[2], Lq, Lk, causal, q_c.device)
+    bias = bias1d[:, ch.i - ch.j + (Lq - 1)].unsqueeze(0)  # (1, H, rows, ncols)
+    mask = ch.mask(causal, key_padding_mask)
+    if mask is not None:
+        bias = bias.masked_fill(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q_c, k[:, :, :ch.ncols], v[:, :, :ch.ncols], attn_mask=bias.to(q_c.dtype),
+                                          scale=scale, enable_gqa=q_c.shape[1] != k.shape[1])
+
+
+def _position_attention_sdpa(q, k, v, pos, kind, causal, key_padding_mask, scale, t5_args, chunk):
+    """T5 / ALiBi on CPU at SDPA's speed: SDPA per chunk of query rows, each chunk's bias built on the fly
+    from the O(L) per-distance bias, so memory stays O(chunk · Lk); with autograd each chunk is checkpointed
+    (the backward rebuilds its bias). Causal chunks only pass the keys their rows can see."""
+    Lq, Lk = q.shape[2], k.shape[2]
+    bias1d = _distance_bias(kind, pos, Lq, Lk, t5_args, q.dtype)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, pos))
+    outs = []
+    for start in range(0, Lq, chunk):
+        args = (q[:, :, start:start + chunk], k, v, bias1d, key_padding_mask, start, Lq, causal, scale)
+        if needs_grad and Lq > chunk:
+            outs.append(checkpoint(_position_rows_sdpa, *args, use_reentrant=False))
+        else:
+            outs.append(_position_rows_sdpa(*args))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
 def position_attention_chunked(q, k, v, pos, *, kind: str, causal: bool, key_padding_mask=None, scale=None,
                                t5_args=(False, 32, 128), chunk: int = 256) -> torch.Tensor:
     """CPU path for relative / T5 / ALiBi attention: at most a few (B, H, chunk, Lk) tensors at a time.
@@ -501,8 +622,14 @@ def position_attention_chunked(q, k, v, pos, *, kind: str, causal: bool, key_pad
     can see (j ≤ i'), so the causal path does about half the work of the full-matrix definitions; the backward
     recomputes each chunk's probabilities from the saved log-sum-exp (as FlashAttention does) rather than
     storing them. Gradients reach q, k, v and pos; not twice differentiable.
+    T5 and ALiBi in float32 / float64 run through SDPA chunk by chunk (`_position_attention_sdpa`) when this
+    torch's SDPA gives empty rows zeros (`_sdpa_zeroes_empty_rows`); half precision keeps the float32 path
+    here, since SDPA would add the bias in q's dtype.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if (kind in ("t5", "alibi") and q.dtype in (torch.float32, torch.float64) and pos.dtype == q.dtype
+            and _sdpa_zeroes_empty_rows()):
+        return _position_attention_sdpa(q, k, v, pos, kind, causal, key_padding_mask, scale, tuple(t5_args), chunk)
     return _ChunkedPositionAttention.apply(q, k, v, pos, key_padding_mask, kind, causal, scale, tuple(t5_args),
                                            chunk)
 

@@ -24,6 +24,9 @@ import triton
 import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+if INTERPRET:
+    from attnkit.kernels.interpreter_compat import patch_interpreter_index
+    patch_interpreter_index()
 BLOCK_L = 64 if INTERPRET else 32
 
 

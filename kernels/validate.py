@@ -59,9 +59,40 @@ def check_key_padding_mask(key_padding_mask, q, k) -> None:
         raise ValueError(f"key_padding_mask is on {key_padding_mask.device} but q is on {q.device}")
 
 
-def check_attention_args(q, k, v, *, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None, scale=None) -> None:
+def check_softcap(softcap) -> None:
+    if softcap is not None and (isinstance(softcap, bool) or not isinstance(softcap, (int, float))
+                                or not softcap > 0 or softcap == float("inf")):
+        raise ValueError(f"softcap must be a finite number > 0 or None, got {softcap!r}")
+
+
+def check_document_ids(document_ids, q, k) -> None:
+    if document_ids is None:
+        return
+    B, Lk = q.shape[0], k.shape[2]
+    if (not isinstance(document_ids, torch.Tensor) or document_ids.is_floating_point() or document_ids.is_complex()
+            or document_ids.dtype == torch.bool):
+        raise ValueError("document_ids must be an integer tensor of shape (B, Lk): the document of each position")
+    if tuple(document_ids.shape) != (B, Lk):
+        raise ValueError(f"document_ids must have shape (B, Lk) = {(B, Lk)}, got {tuple(document_ids.shape)}")
+    if document_ids.device != q.device:
+        raise ValueError(f"document_ids is on {document_ids.device} but q is on {q.device}")
+
+
+def check_dropout(dropout_p, dropout_seed) -> None:
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or not 0 <= dropout_p < 1:
+        raise ValueError(f"dropout_p must be a number in [0, 1), got {dropout_p!r}")
+    if dropout_seed is not None and (isinstance(dropout_seed, bool) or not isinstance(dropout_seed, int)
+                                     or dropout_seed < 0):
+        raise ValueError(f"dropout_seed must be an int >= 0 or None, got {dropout_seed!r}")
+
+
+def check_attention_args(q, k, v, *, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None, scale=None,
+                         softcap=None, document_ids=None, dropout_p=0.0, dropout_seed=None) -> None:
     """Validate the full `attnkit.attention` contract; raise ValueError naming the bad argument."""
     check_qkv(q, k, v)
+    check_softcap(softcap)
+    check_dropout(dropout_p, dropout_seed)
+    check_document_ids(document_ids, q, k)
     B, Hq, Lq, _ = q.shape
     Lk = k.shape[2]
     full = (B, Hq, Lq, Lk)

@@ -11,11 +11,14 @@ Every op is one call of an attnkit public op; the other providers compute the sa
     rel      relative_attention(rel=(H, L, D), causal=True)            rel   (Music Transformer, R = L)
     t5       t5_attention(table=(H, 32), bidirectional, 128 max dist) table (T5 encoder)
     alibi    alibi_attention(causal=True), standard slopes (fixed)
+    varlen   attention(causal=True, document_ids): each row packs documents of L/2, L/4, L/8, L/8 tokens
+             (rotated per batch row), causal within each document (pre-training with packing)
+    decode   attention(q of 1 token, a cache of L keys): one decoding step (split-KV on the kernel path)
 
 FLOPs (the FlashAttention benchmark's formula, stated so the TFLOPS can be checked):
     forward = 4 · B · H · D · pairs, pairs = Lq·Lk (full, padding, bias, t5), Lq·Lk / 2 (causal, rel,
-    alibi), the exact count of visible (i, j) pairs for the sliding window. Backward = 2.5 × forward,
-    forward + backward = 3.5 × forward. Extra work of the position terms (q·rel, bias adds) is not counted;
+    alibi), the exact count of visible (i, j) pairs for the sliding window and varlen, L per row for decode.
+    Backward = 2.5 × forward, forward + backward = 3.5 × forward. Extra work of the position terms (q·rel, bias adds) is not counted;
     padded keys are counted (the work a dense kernel would do).
 """
 from __future__ import annotations
@@ -27,8 +30,8 @@ import torch
 
 from attnkit.kernels import reference as ref
 
-OPS = ("causal", "full", "window", "padding", "bias", "rel", "t5", "alibi")
-ATTENTION_OPS = ("causal", "full", "window", "padding", "bias")  # plain attnkit.attention calls
+OPS = ("causal", "full", "window", "padding", "bias", "rel", "t5", "alibi", "varlen", "decode")
+ATTENTION_OPS = ("causal", "full", "window", "padding", "bias", "varlen", "decode")  # attnkit.attention calls
 POSITION_OPS = ("rel", "t5", "alibi")  # relative-position ops
 MODES = ("fwd", "bwd", "fwd+bwd")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -38,6 +41,23 @@ T5_BUCKETS, T5_MAX_DISTANCE = 32, 128
 def window_keys(L: int) -> int:
     """Keys a query sees in the `window` op (itself included)."""
     return max(1, min(256, L // 4))
+
+
+def document_lengths(b: int, L: int) -> list[int]:
+    """Documents packed into batch row b of the `varlen` op: L/2, L/4, L/8, L/8 (the last takes the rest),
+    rotated by b so rows differ."""
+    parts = [L // 2, L // 4, L // 8]
+    parts.append(L - sum(parts))
+    parts = [n for n in parts if n > 0]
+    r = b % len(parts)
+    return parts[r:] + parts[:r]
+
+
+def document_ids(B: int, L: int, device=None) -> torch.Tensor:
+    """(B, L) int32 document ids of the `varlen` op's packing."""
+    rows = [torch.repeat_interleave(torch.arange(len(ls)), torch.tensor(ls)) for ls in
+            (document_lengths(b, L) for b in range(B))]
+    return torch.stack(rows).to(device=device, dtype=torch.int32)
 
 
 def padding_lengths(B: int, L: int) -> list[int]:
@@ -65,7 +85,7 @@ class Case:
 
     @property
     def causal(self) -> bool:
-        return self.op in ("causal", "window", "rel", "alibi")
+        return self.op in ("causal", "window", "rel", "alibi", "varlen")
 
     def grad_inputs(self) -> list[torch.Tensor]:
         """The tensors whose gradients a bwd mode computes: q, k, v, then the learnable extras."""
@@ -85,7 +105,7 @@ def build_case(op: str, B: int, H: int, L: int, D: int, dtype: torch.dtype, devi
     def randn(*shape, std=1.0):  # drawn on the device: a (1, H, L, L) bias at L = 16k is too big to copy over
         return (torch.randn(*shape, generator=g, device=device, dtype=torch.float32) * std).to(dtype)
 
-    q, k, v = randn(B, H, L, D), randn(B, H, L, D), randn(B, H, L, D)
+    q, k, v = randn(B, H, 1 if op == "decode" else L, D), randn(B, H, L, D), randn(B, H, L, D)
     extras, learnable = {}, ()
     if op == "window":
         extras["window"] = (window_keys(L) - 1, -1)
@@ -100,7 +120,9 @@ def build_case(op: str, B: int, H: int, L: int, D: int, dtype: torch.dtype, devi
         extras["table"], learnable = randn(H, T5_BUCKETS), ("table",)
     elif op == "alibi":
         extras["slopes"] = ref.alibi_slopes(H).to(device)  # float32, fixed
-    elif op not in ("causal", "full"):
+    elif op == "varlen":
+        extras["document_ids"] = document_ids(B, L, device)
+    elif op not in ("causal", "full", "decode"):
         raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS)}")
     return Case(op, B, H, L, D, dtype, device, q, k, v, extras, learnable, 1.0 / math.sqrt(D))
 
@@ -120,7 +142,8 @@ def reference(case: Case) -> torch.Tensor:
     e, kw = case.extras, dict(scale=case.scale)
     if case.op in ATTENTION_OPS:
         return ref.attention_chunked(case.q, case.k, case.v, causal=case.causal, window=e.get("window", (-1, -1)),
-                                     key_padding_mask=e.get("key_padding_mask"), bias=e.get("bias"), **kw)
+                                     key_padding_mask=e.get("key_padding_mask"), bias=e.get("bias"),
+                                     document_ids=e.get("document_ids"), **kw)
     if case.op == "rel":
         return ref.position_attention_chunked(case.q, case.k, case.v, e["rel"], kind="relative", causal=True, **kw)
     if case.op == "t5":
@@ -136,6 +159,10 @@ def visible_pairs(op: str, L: int) -> float:
         return float(sum(min(i + 1, W) for i in range(L)))
     if op in ("causal", "rel", "alibi"):
         return L * L / 2
+    if op == "varlen":  # per row; every row packs the same lengths
+        return float(sum(n * (n + 1) // 2 for n in document_lengths(0, L)))
+    if op == "decode":
+        return float(L)
     return float(L * L)
 
 

@@ -58,7 +58,8 @@ def _attnkit_call(case: Case, backend: str) -> torch.Tensor:
     c, e = case, case.extras
     if c.op in ATTENTION_OPS:
         return ops.attention(c.q, c.k, c.v, causal=c.causal, window=e.get("window", (-1, -1)),
-                             key_padding_mask=e.get("key_padding_mask"), bias=e.get("bias"), backend=backend)
+                             key_padding_mask=e.get("key_padding_mask"), bias=e.get("bias"),
+                             document_ids=e.get("document_ids"), backend=backend)
     if c.op == "rel":
         return ops.relative_attention(c.q, c.k, c.v, e["rel"], causal=True, backend=backend)
     if c.op == "t5":
@@ -120,6 +121,21 @@ register(Provider(
     available=_triton_available, supports=_triton_supports,
     interpreted=lambda device: device.type == "cpu" or _interpreting()))
 
+def _plain_forward_setup(case: Case) -> Forward:
+    """The decode op through the plain forward kernel (one program per (b, h) for Lq = 1), skipping the
+    dispatcher's split-KV path: what split-KV is measured against."""
+    from attnkit import library
+    return lambda: library.attention_fwd_op(case.q, case.k, case.v, None, None, None, False, -1, -1, None,
+                                            "triton")[0]
+
+
+register(Provider(
+    "attnkit-triton-plain", "attnkit's forward kernel without split-KV (decode only)", ("decode",),
+    setup=_plain_forward_setup, available=_triton_available,
+    supports=lambda op, mode, device, dtype: "forward only" if mode != "fwd" else _triton_supports(op, mode, device,
+                                                                                                     dtype),
+    interpreted=lambda device: device.type == "cpu" or _interpreting()))
+
 register(Provider(
     "attnkit-torch", "attnkit's pure-torch path (backend='torch': SDPA where exact, else chunked)", OPS,
     setup=lambda case: (lambda: _attnkit_call(case, "torch")),
@@ -141,7 +157,11 @@ def _sdpa_mask(case: Case):
         return False, ref.visible_mask(case.L, case.L, causal=True, window=e["window"], device=case.device)
     if case.op == "padding":
         return False, e["key_padding_mask"][:, None, None, :]  # (B, 1, 1, L)
-    return False, None  # bias: the bias tensor itself is the float attn_mask, read at call time
+    if case.op == "varlen":  # what SDPA users do without a varlen kernel: a dense (B, 1, L, L) document mask
+        return False, ref.visible_mask(case.L, case.L, causal=True, document_ids=e["document_ids"], device=case.device)
+    # full, decode (one query sees the whole cache); bias: the bias tensor itself is the float attn_mask, read at
+    # call time
+    return False, None
 
 
 def _sdpa_setup(backend_name: Optional[str]):
@@ -211,7 +231,8 @@ def _naive_setup(case: Case) -> Forward:
     c, e = case, case.extras
     if c.op in ATTENTION_OPS:
         return lambda: ref.attention_reference(c.q, c.k, c.v, causal=c.causal, window=e.get("window", (-1, -1)),
-                                               key_padding_mask=e.get("key_padding_mask"), bias=e.get("bias"))
+                                               key_padding_mask=e.get("key_padding_mask"), bias=e.get("bias"),
+                                               document_ids=e.get("document_ids"))
     if c.op == "rel":
         return lambda: ref.relative_attention_reference(c.q, c.k, c.v, e["rel"], causal=True)
     if c.op == "t5":
@@ -274,7 +295,7 @@ def _flex_fns():
 def _flex_setup(case: Case) -> Forward:
     from torch.nn.attention.flex_attention import create_block_mask
     c, e, L = case, case.extras, case.L
-    if c.causal and c.op != "window":
+    if c.causal and c.op not in ("window", "varlen"):
         def mask_mod(b, h, qi, ki):
             return qi >= ki
     elif c.op == "window":
@@ -287,11 +308,16 @@ def _flex_setup(case: Case) -> Forward:
 
         def mask_mod(b, h, qi, ki):
             return kpm[b, ki]
+    elif c.op == "varlen":  # FlexAttention's document masking
+        doc = e["document_ids"]
+
+        def mask_mod(b, h, qi, ki):
+            return (qi >= ki) & (doc[b, qi] == doc[b, ki])
     else:
         mask_mod = None
     # Block masks are built once per shape and reused, as a model does across layers: not timed.
     block_mask = None if mask_mod is None else create_block_mask(
-        mask_mod, c.B if c.op == "padding" else None, None, L, L, device=c.device)
+        mask_mod, c.B if c.op in ("padding", "varlen") else None, None, L, L, device=c.device)
     fns = _flex_fns()
     if c.op == "bias":
         return lambda: fns["bias"](c.q, c.k, c.v, e["bias"], block_mask)
@@ -320,6 +346,8 @@ def _flex_available(device: torch.device) -> Optional[str]:
 
 
 def _flex_supports(op, mode, device, dtype) -> Optional[str]:
+    if op == "decode":
+        return "FlexAttention's decoding path needs its own block mask for Lq = 1 (not set up here)"
     if device.type == "cpu" and mode != "fwd":
         return "FlexAttention has no backward on CPU"
     return None

@@ -123,6 +123,18 @@ def test_fp32_matches_reference(case, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_split_dkdv_passes_match_reference(device, monkeypatch):
+    """From SPLIT_DKDV_HEAD_DIM up (128 on the GPU), dK and dV come from two launches of the dK/dV kernel, one
+    accumulator each; force that path at a small head dim with GQA, a window, key padding and a bias."""
+    import attnkit.kernels.attention as kernel
+    monkeypatch.setattr(kernel, "SPLIT_DKDV_HEAD_DIM", 16)
+    B, Hq, Hkv, Lq, Lk, D = 2, 2, 1, 65, 70, 16
+    kw = _masks(dict(window=(30, 10), key_padding_mask="kpm"), B, Hq, Lq, Lk, device)
+    q, k, v, bias, do = make_inputs(B, Hq, Hkv, Lq, Lk, D, torch.float32, device, (1, 2, 1, 70))
+    check_fp32(run(attention_triton, q, k, v, bias, do, **kw), run_ref64(q, k, v, bias, do, **kw))
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_bias_broadcast_over_keys_has_zero_grad(device):
     """A bias constant along a query's row cannot change its softmax: its gradient is exactly 0 in theory,
     so compare absolutely (the per-element dS it sums are O(1))."""

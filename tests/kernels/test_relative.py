@@ -3,11 +3,12 @@ interpreter on CPU) against the float64 definitions, forward and every gradient;
 each other; argument errors."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import attnkit
-from attnkit.kernels.reference import (alibi_attention_reference, alibi_slopes, relative_attention_chunked,
-                                       relative_attention_reference, relative_attention_skewed, t5_attention_reference,
-                                       t5_bucket)
+from attnkit.kernels.reference import (alibi_attention_reference, alibi_slopes, position_attention_chunked,
+                                       relative_attention_chunked, relative_attention_reference,
+                                       relative_attention_skewed, t5_attention_reference, t5_bucket)
 
 FP32_TOL = 2e-4  # max|err| / max|ref|
 FP16_TOL = 3e-3  # observed ≈ 3e-4 … 7e-4; torch's own fp16-input path is ≈ 2e-4 … 5e-4
@@ -82,20 +83,24 @@ def test_skewing_matches_music_transformer_recipe():
     torch.testing.assert_close(relative_attention_reference(q, k, v, rel)[0, 0], want)
 
 
+class LargestTensor(TorchDispatchMode):
+    """Records the element count of the largest tensor any op produces while active."""
+    largest = 0
+
+    def __enter__(self):
+        LargestTensor.largest = 0
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                LargestTensor.largest = max(LargestTensor.largest, t.numel())
+        return out
+
+
 def test_chunked_path_never_builds_full_logits():
     """Forward and backward of the CPU path: no intermediate tensor is larger than chunk × Lk logits per head."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class LargestTensor(TorchDispatchMode):
-        largest = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in out if isinstance(out, (tuple, list)) else [out]:
-                if isinstance(t, torch.Tensor):
-                    LargestTensor.largest = max(LargestTensor.largest, t.numel())
-            return out
-
     B, H, L, D, chunk = 1, 2, 512, 16, 64
     q, k, v = make_qkv(B, H, H, L, L, D)
     rel = torch.randn(H, L, D)
@@ -247,6 +252,34 @@ def test_torch_path_matches_definitions_for_t5_and_alibi():
         torch.testing.assert_close(attnkit.alibi_attention(q, k, v, causal=causal, key_padding_mask=kpm),
                                    alibi_attention_reference(q, k, v, alibi_slopes(4).double(), causal=causal,
                                                              key_padding_mask=kpm))
+
+
+@pytest.mark.parametrize("kind", ["t5", "alibi"])
+def test_t5_alibi_cpu_sdpa_chunks_match_definition_with_grads_and_stay_o_chunk(kind):
+    """The float32/64 CPU path runs SDPA per 64-row chunk: values and every gradient (q, k, v, table / slopes)
+    equal the full-matrix definition, rows with no key give zeros, and no tensor exceeds chunk × Lk per head."""
+    B, H, Hkv, Lq, Lk, chunk = 2, 4, 2, 200, 130, 64  # causal with Lq > Lk: the first 70 rows see no key
+    q, k, v = make_qkv(B, H, Hkv, Lq, Lk, 8, torch.float64)
+    kpm = torch.rand(B, Lk) > 0.2
+    pos = torch.randn(H, 32, dtype=torch.float64) if kind == "t5" else alibi_slopes(H).double()
+    leaves = [t.requires_grad_() for t in (q, k, v, pos)]
+    for causal in (True, False):
+        t5_args = (not causal, 32, 64)
+        with LargestTensor():
+            out = position_attention_chunked(*leaves, kind=kind, causal=causal, key_padding_mask=kpm,
+                                             t5_args=t5_args, chunk=chunk)
+            grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
+        assert LargestTensor.largest <= B * H * chunk * Lk
+        if kind == "t5":
+            want = t5_attention_reference(*leaves, bidirectional=not causal, num_buckets=32, max_distance=64,
+                                          causal=causal, key_padding_mask=kpm)
+        else:
+            want = alibi_attention_reference(*leaves, causal=causal, key_padding_mask=kpm)
+        torch.testing.assert_close(out, want)
+        for got, ref in zip(grads, torch.autograd.grad(want, leaves, torch.ones_like(want))):
+            torch.testing.assert_close(got, ref)
+        if causal:
+            assert out[:, :, :Lq - Lk].eq(0).all()
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+"""Split-KV decoding: with few queries and a long cache, attnkit.attention(backend="triton") without gradients
+splits the keys across programs and merges them through their LSEs. It must equal the float64 definition
+(value and LSE) for every supported argument, and the dispatcher must pick it only where it applies.
+
+The thresholds are lowered so the interpreter (tests/conftest.py sets TRITON_INTERPRET=1) runs small shapes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnkit
+import attnkit.kernels.attention as kernel
+from attnkit.kernels.reference import attention_reference
+
+pytestmark = pytest.mark.skipif(not kernel.INTERPRET and not torch.cuda.is_available(),
+                                reason="the kernel needs CUDA or the interpreter")
+
+
+@pytest.fixture
+def small_splits(monkeypatch):
+    monkeypatch.setattr(kernel, "SPLIT_KV_MIN_LK", 128)
+    monkeypatch.setattr(kernel, "SPLIT_KV_CHUNK", 64)
+    calls = []
+    real = kernel.attention_decode_split
+    monkeypatch.setattr(kernel, "attention_decode_split", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    return calls
+
+
+@pytest.mark.parametrize("Lq, causal, Hq, Hkv, Lk, softcap", [(1, True, 4, 2, 300, None), (5, True, 4, 1, 333, 5.0),
+                                                              (3, False, 2, 2, 290, None)])
+def test_split_kv_decode_matches_float64(small_splits, Lq, causal, Hq, Hkv, Lk, softcap):
+    g = torch.Generator().manual_seed(Lq)
+    q, k, v = (torch.randn(1, h, L, 16, generator=g) for h, L in ((Hq, Lq), (Hkv, Lk), (Hkv, Lk)))
+    with torch.no_grad():
+        out, lse = attnkit.attention(q, k, v, causal=causal, softcap=softcap, return_lse=True, backend="triton")
+    assert small_splits, "the dispatcher did not take the split-KV path"
+    want, want_lse = attention_reference(q.double(), k.double(), v.double(), causal=causal, softcap=softcap,
+                                         return_lse=True)
+    torch.testing.assert_close(out, want.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse, want_lse.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_split_kv_is_not_used_where_it_does_not_apply(small_splits):
+    q, k = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 300, 16)
+    kpm = torch.ones(1, 300, dtype=torch.bool)
+    with torch.no_grad():
+        attnkit.attention(q, k, k, key_padding_mask=kpm, backend="triton")  # a per-key mask: plain forward
+        attnkit.attention(torch.randn(1, 2, 40, 16), k, k, backend="triton")  # too many queries
+    attnkit.attention(q.requires_grad_(), k, k, backend="triton")  # a gradient is needed
+    assert not small_splits
