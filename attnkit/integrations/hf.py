@@ -10,16 +10,13 @@ A 4-D mask a caller passes in as-is (bool: `attn_mask`; float: added as `bias`) 
 computes itself (T5's `position_bias`) are used as given.
 
 Not covered (each raises ValueError rather than computing something else): attention dropout > 0 in training,
-attention sinks (`s_aux`), and `output_attentions`. Softcapping (Gemma 2) is passed to `attnkit.attention` when it
-accepts `softcap`; until then it runs a dense torch fallback (logits materialised, no kernel) and warns once.
+attention sinks (`s_aux`), and `output_attentions`. Softcapping (Gemma 2) is `attnkit.attention`'s own `softcap` argument.
 Mask patterns beyond causal, sliding window and padding (chunked attention, packed sequences found from
 position_ids, image-token bidirectional spans) are not expressible here: as with FlashAttention, the model
 must not rely on them.
 """
 from __future__ import annotations
 
-import inspect
-import warnings
 
 import torch
 
@@ -34,7 +31,6 @@ except ImportError as e:  # pragma: no cover - exercised by the tests' importors
 
 NAME = "attnkit"
 _BACKEND = {"backend": "auto"}  # set by register(); "triton" forces the kernel (TRITON_INTERPRET=1 on CPU)
-_ATTENTION_HAS_SOFTCAP = "softcap" in inspect.signature(attnkit.attention).parameters
 
 
 def attnkit_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None, attention_mask=None,
@@ -78,29 +74,8 @@ def attnkit_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     window = (sliding_window - 1, -1) if sliding_window else (-1, -1)
     args = dict(causal=causal, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
                 scale=scaling, **_BACKEND)
-    if softcap is not None and _ATTENTION_HAS_SOFTCAP:
-        out = attnkit.attention(query, key, value, softcap=softcap, **args)
-    elif softcap is not None:
-        out = _softcap_fallback(query, key, value, softcap, **args)
-    else:
-        out = attnkit.attention(query, key, value, **args)
+    out = attnkit.attention(query, key, value, softcap=softcap, **args)
     return out.transpose(1, 2).contiguous(), None  # (B, Lq, Hq, D)
-
-
-def _softcap_fallback(q, k, v, softcap, *, scale, bias, backend, **mask_args):
-    """Dense torch attention with logits capped by softcap·tanh(logits / softcap) (Gemma 2)."""
-    warnings.warn("attnkit.attention has no softcap argument yet: softcapped layers run a dense torch fallback",
-                  stacklevel=3)
-    from attnkit.kernels.reference import masked_softmax, visible_mask
-    H, D = q.shape[1], q.shape[-1]
-    scale = D ** -0.5 if scale is None else scale
-    kf = k.float().repeat_interleave(H // k.shape[1], dim=1)  # (B, H, Lk, D)
-    vf = v.float().repeat_interleave(H // v.shape[1], dim=1)
-    s = softcap * torch.tanh((q.float() @ kf.transpose(-1, -2)) * scale / softcap)  # (B, H, Lq, Lk)
-    if bias is not None:
-        s = s + bias.float()
-    mask = visible_mask(q.shape[2], k.shape[2], device=q.device, **mask_args)
-    return (masked_softmax(s, mask) @ vf).to(q.dtype)
 
 
 def register(backend: str = "auto") -> None:
