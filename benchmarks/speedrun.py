@@ -10,9 +10,11 @@ each, and compile time is paid inside the arm), on the embedded corpus, writing 
     val @ demo wall the best val loss the arm has reached by the demo's total wall time
     speedup         demo wall / "to demo final"
 
-Ablations run the speedrun flavor's steps with one technique switched off (`--opt` / `--no-compile`), so
-each gets about the same wall budget. Timings are wall clock: on a shared machine, compare arms only within
-one run of this script (`--rounds 2` interleaves a second pass of every arm to expose the noise).
+Ablations run the speedrun flavor's steps with one technique switched off (`--opt`), so each gets about
+the same wall budget; `+compile` adds torch.compile to the speedrun flavor. Timings are wall clock: on a shared machine, compare arms only within
+one run of this script (`--rounds 2` interleaves a second pass of every arm to expose the noise). Every arm
+runs with OMP_NUM_THREADS=--threads (default 1: on a busy machine, two OpenMP threads spin-wait and a step
+took over 10× longer than on one).
 
     python benchmarks/speedrun.py                       # demo, speedrun, every ablation
     python benchmarks/speedrun.py --arms demo,speedrun  # just the two flavors
@@ -42,13 +44,14 @@ ABLATIONS: dict[str, list[str]] = {
     "-value_embeds": ["--opt", "value_embeds=0"],
     "-unet": ["--opt", "unet=false"],
     "-window": ["--opt", "window=0", "--opt", "window_warmup=false"],
-    "-compile": ["--no-compile"],
 }
+# Not an ablation: torch.compile on top (its compile time counts in wall_s).
+EXTRAS: dict[str, list[str]] = {"+compile": ["--compile"]}
 ARMS: dict[str, list[str]] = {"demo": ["--flavor", "demo"], "speedrun": ["--flavor", "speedrun"],
-                              **{k: ["--flavor", "speedrun", *v] for k, v in ABLATIONS.items()}}
+                              **{k: ["--flavor", "speedrun", *v] for k, v in {**ABLATIONS, **EXTRAS}.items()}}
 
 
-def train(arm: str, out: Path, scale: float, seed: int, log: Path) -> list[dict]:
+def train(arm: str, out: Path, scale: float, seed: int, threads: int, log: Path) -> list[dict]:
     """Run one arm in its own process; its metrics.jsonl rows."""
     args = [sys.executable, "-m", "attnkit.cli", "train", "--model", "gpt", *ARMS[arm], "--out", str(out),
             "--overwrite", "--seed", str(seed), "--device", "cpu"]
@@ -57,6 +60,7 @@ def train(arm: str, out: Path, scale: float, seed: int, log: Path) -> list[dict]
         args += ["--max-steps", str(max(int(steps * scale), 2)),
                  "--eval-interval", str(max(int(steps * scale) // 8, 1))]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the CPU path is torch
+    env["OMP_NUM_THREADS"] = str(threads)
     with log.open("w") as f:
         subprocess.run(args, stdout=f, stderr=subprocess.STDOUT, env=env, check=True)
     return [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=1, help="passes over all arms, interleaved (noise check)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every arm's steps (smoke runs)")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--threads", type=int, default=1,
+                   help="OMP_NUM_THREADS of every arm (on a busy shared machine two threads spin and run far slower)")
     p.add_argument("--out", default="benchmarks/results/speedrun", help="PNG, JSON and logs go here")
     args = p.parse_args(argv)
     arms = [a for a in args.arms.split(",") if a]
@@ -157,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         for rnd in range(args.rounds):
             for arm in arms:
                 with console.status(f"round {rnd + 1}/{args.rounds}: training {arm}"):
-                    rows = train(arm, Path(tmp) / f"{arm}-{rnd}", args.scale, args.seed, out / f"{arm}-{rnd}.log")
+                    rows = train(arm, Path(tmp) / f"{arm}-{rnd}", args.scale, args.seed, args.threads,
+                                 out / f"{arm}-{rnd}.log")
                 runs[arm].append(rows)
                 console.print(f"{arm:>18}: step {rows[-1]['step']}, val {rows[-1]['val_loss']:.4f}, "
                               f"{rows[-1]['wall_s']:.0f} s")
