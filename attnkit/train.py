@@ -228,6 +228,8 @@ class Trainer:
         """One optimizer step of grad_accum micro-batches; returns (lr, loss averaged over ranks)."""
         cfg, world = self.cfg, self.world
         t0 = time.perf_counter()
+        if hasattr(self.task, "on_step"):  # per-step schedules of the task's own (GPT's window warmup)
+            self.task.on_step(self.step)
         lr = lr_at(self.step, schedule=cfg.schedule, lr=cfg.lr, min_lr=cfg.min_lr,
                    warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
         for group in self.optimizer.param_groups:

@@ -13,7 +13,7 @@ each, and compile time is paid inside the arm), on the embedded corpus, writing 
 Ablations run the speedrun flavor's steps with one technique switched off (`--opt`), so each gets about
 the same wall budget; `+compile` adds torch.compile to the speedrun flavor. Timings are wall clock: on a shared machine, compare arms only within
 one run of this script (`--rounds 2` interleaves a second pass of every arm to expose the noise). Every arm
-runs with OMP_NUM_THREADS=--threads (default 1: on a busy machine, two OpenMP threads spin-wait and a step
+runs with OMP_NUM_THREADS=--threads, one arm at a time unless --jobs says otherwise (default 1: on a busy machine, two OpenMP threads spin-wait and a step
 took over 10× longer than on one).
 
     python benchmarks/speedrun.py                       # demo, speedrun, every ablation
@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from rich.console import Console
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--threads", type=int, default=1,
                    help="OMP_NUM_THREADS of every arm (on a busy shared machine two threads spin and run far slower)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="arms trained at once (each a process of --threads threads); with more than one, every "
+                        "arm shares the machine with the others, so set it no higher than the free cores")
     p.add_argument("--out", default="benchmarks/results/speedrun", help="PNG, JSON and logs go here")
     args = p.parse_args(argv)
     arms = [a for a in args.arms.split(",") if a]
@@ -158,16 +162,18 @@ def main(argv: list[str] | None = None) -> None:
         arms.insert(0, "demo")  # the targets come from it
     console, out = Console(), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[list[dict]]] = {a: [] for a in arms}
-    with tempfile.TemporaryDirectory() as tmp:
-        for rnd in range(args.rounds):
-            for arm in arms:
-                with console.status(f"round {rnd + 1}/{args.rounds}: training {arm}"):
-                    rows = train(arm, Path(tmp) / f"{arm}-{rnd}", args.scale, args.seed, args.threads,
-                                 out / f"{arm}-{rnd}.log")
-                runs[arm].append(rows)
-                console.print(f"{arm:>18}: step {rows[-1]['step']}, val {rows[-1]['val_loss']:.4f}, "
-                              f"{rows[-1]['wall_s']:.0f} s")
+    runs: dict[str, list[list[dict]]] = {a: [None] * args.rounds for a in arms}
+    jobs = [(rnd, arm) for rnd in range(args.rounds) for arm in arms]
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool, \
+            console.status(f"training {len(jobs)} arm(s), {args.jobs} at a time") as status:
+        futures = {pool.submit(train, arm, Path(tmp) / f"{arm}-{rnd}", args.scale, args.seed, args.threads,
+                               out / f"{arm}-{rnd}.log"): (rnd, arm) for rnd, arm in jobs}
+        for done, future in enumerate(as_completed(futures), 1):
+            rnd, arm = futures[future]
+            rows = runs[arm][rnd] = future.result()
+            status.update(f"trained {done}/{len(jobs)} arms, {args.jobs} at a time")
+            console.print(f"{arm:>18} (round {rnd + 1}): step {rows[-1]['step']}, val {rows[-1]['val_loss']:.4f}, "
+                          f"{rows[-1]['wall_s']:.0f} s")
     summary = summarise(runs)
     print_table(console, summary)
     plot(runs, out / "speedrun.png")
