@@ -3,24 +3,54 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# A second environment for the compatibility run: .venv's packages, except triton at the oldest supported release.
+COMPAT_TRITON := 3.6.0
+COMPAT        := .venv-triton36
+COMPAT_STAMP  := $(COMPAT)/.installed
 
 # Triton's interpreter must be chosen before triton is first imported: kernels run on CPU in tests.
 export TRITON_INTERPRET := 1
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-compat demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned, so nothing later resolves to a CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[zoo,hf,test]'
 	touch $(STAMP)
+
+# Its site-packages come first; a .pth adds .venv's after them (site.addsitedir, so .venv's own .pth files,
+# attnkit's editable install among them, work too). Only triton differs between the two.
+$(COMPAT_STAMP): $(STAMP)
+	$(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -c "import pathlib, site, sys; \
+	  main = pathlib.Path('$(VENV)/lib/python%d.%d/site-packages' % sys.version_info[:2]).resolve(); \
+	  pathlib.Path(site.getsitepackages()[0], 'attnkit-main-venv.pth').write_text(f'import site; site.addsitedir({str(main)!r})\n')"
+	# numpy < 2.4 too: triton 3.6's interpreter turns its 1-element arrays into ints with int(), which numpy 2.4
+	# made an error ("only 0-dimensional arrays can be converted to Python scalars"); triton 3.9 squeezes first.
+	$(COMPAT)/bin/pip install -q --no-deps triton==$(COMPAT_TRITON) 'numpy<2.4'
+	$(COMPAT)/bin/python -c "import triton; assert triton.__version__ == '$(COMPAT_TRITON)', triton.__version__"
+	touch $(COMPAT_STAMP)
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+# Both runs always happen; the target fails if either failed.
+test: $(STAMP) $(COMPAT_STAMP)
+	@status=0; \
+	$(BIN)/python -m pytest -n 2 tests || status=1; \
+	$(COMPAT_RUN) || status=1; \
+	exit $$status
+
+# The kernels again under the oldest supported triton, through its interpreter: a representative subset (every
+# kernel family forward and backward, GQA, odd head dims, empty rows, decoding, and the registered ops on the
+# Triton path), so CI stays in budget. `make test-compat COMPAT_TESTS=` runs the whole kernel suite instead.
+COMPAT_TESTS := -k 'plain_gqa_d40 or attn_mask_full_empty_rows or lq1_decode_bias_kpm or \
+	(relative_kernel_fp32 and empty-rows) or far-tiles or 6-heads or test_rotary or triton_kernels_through_the_ops'
+COMPAT_RUN = $(COMPAT)/bin/python -m pytest -n 2 tests/kernels tests/ops/test_compile.py $(COMPAT_TESTS)
+test-compat: $(COMPAT_STAMP)
+	$(COMPAT_RUN)
 
 demo: $(STAMP)
 	TRITON_INTERPRET= $(BIN)/attnkit train --model gpt --flavor demo --out runs/demo
@@ -30,4 +60,4 @@ bench: $(STAMP)
 	$(BIN)/attnkit bench-kernels --device cpu --quick
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(COMPAT) runs .pytest_cache

@@ -6,6 +6,9 @@ Public ops (each picks the Triton kernel on CUDA and a torch path elsewhere; see
     attnkit.t5_attention(q, k, v, table, *, bidirectional, num_buckets, max_distance, causal, key_padding_mask, scale, backend)
     attnkit.alibi_attention(q, k, v, *, slopes, causal, key_padding_mask, scale, backend)
     attnkit.apply_rotary(x, *, offset, base, interleaved, rotary_dim, backend)
+
+Each is a `torch.library` op underneath (`attnkit.library`: fake implementation + registered backward), so
+`torch.compile(fullgraph=True)` compiles models that use them. transformers models: `attnkit.integrations.hf`.
 """
 from attnkit.ops import (alibi_attention, apply_rotary, attention, relative_attention, resolve_backend,
                          t5_attention)

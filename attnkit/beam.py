@@ -1,4 +1,6 @@
-"""Greedy decoding and batched beam search for `attnkit.models.encdec.EncDec`, both on the KV cache.
+"""Greedy decoding and batched beam search for `attnkit.models.encdec.EncDec`, both on the KV cache and on
+the zoo's decode loop (`attnkit.decode`): greedy is `decode_n_tokens` with an EOS stop; beam search reuses
+its step, prefill and logits processors and adds the hypothesis bookkeeping.
 
 Beam search keeps K hypotheses per source in one (B·K)-row batch; after each step the decoder's
 self-attention caches are reordered to follow the surviving hypotheses (`KVCache.reorder`), so each
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from attnkit.decode import ban, decode_n_tokens, force_at_length, greedy, log_softmax, prefill, process, stop_at
+
 
 @dataclass
 class Hypothesis:
@@ -31,17 +35,14 @@ def length_penalty(length: int | torch.Tensor, alpha: float):
     return ((5 + length) / 6) ** alpha
 
 
-def _next_logprobs(model, ids: torch.Tensor, memory, src_mask, caches, force_eos: bool) -> torch.Tensor:
-    """(N, 1) newest ids → (N, V) float log-probabilities of the next token; PAD and BOS never chosen."""
-    cfg = model.cfg
-    logp = model.decode(ids, memory, src_mask, caches)[:, -1].float().log_softmax(-1)  # (N, V)
-    logp[:, cfg.pad_id] = float("-inf")
-    logp[:, cfg.bos_id] = float("-inf")
-    if force_eos:
-        eos = logp[:, cfg.eos_id].clone()
-        logp.fill_(float("-inf"))
-        logp[:, cfg.eos_id] = eos
-    return logp
+def seq2seq_step(model, memory: torch.Tensor, src_mask: torch.Tensor):
+    """The `attnkit.decode` step of an encoder-decoder: new target ids (N, t) → next-token logits (N, V)."""
+    return lambda ids, caches, offset: model.decode(ids, memory, src_mask, caches)[:, -1]
+
+
+def seq2seq_processors(cfg, max_len: int) -> list:
+    """Log-probabilities; PAD and BOS never chosen; only EOS at the last of max_len steps (BOS + max_len − 1)."""
+    return [log_softmax, ban([cfg.pad_id, cfg.bos_id]), force_at_length(cfg.eos_id, max_len)]
 
 
 @torch.no_grad()
@@ -50,21 +51,15 @@ def greedy_decode(model, src: torch.Tensor, max_len: int, alpha: float = 0.0) ->
     cfg = model.cfg
     B = src.shape[0]
     memory, src_mask = model.encode(src)
-    caches = model.new_caches()
-    ids = torch.full((B, 1), cfg.bos_id, dtype=torch.long, device=src.device)
-    out = torch.zeros(B, 0, dtype=torch.long, device=src.device)
     logprob = torch.zeros(B, device=src.device)
-    done = torch.zeros(B, dtype=torch.bool, device=src.device)
-    for t in range(max_len):
-        logp = _next_logprobs(model, ids, memory, src_mask, caches, force_eos=t == max_len - 1)  # (B, V)
-        best, tok = logp.max(-1)  # (B,), (B,)
-        logprob += torch.where(done, 0.0, best)
-        tok = torch.where(done, cfg.pad_id, tok)
-        out = torch.cat((out, tok[:, None]), dim=1)
-        done |= tok == cfg.eos_id
-        if done.all():
-            break
-        ids = tok[:, None]
+
+    def score(tok: torch.Tensor, logp: torch.Tensor) -> None:  # finished rows emit PAD, which is never chosen
+        logprob.add_(torch.where(tok[:, 0] == cfg.pad_id, 0.0, logp.gather(1, tok)[:, 0]))
+
+    bos = torch.full((B, 1), cfg.bos_id, dtype=torch.long, device=src.device)
+    out = decode_n_tokens(seq2seq_step(model, memory, src_mask), bos, max_len, new_caches=model.new_caches,
+                          processors=seq2seq_processors(cfg, max_len), choose=greedy,
+                          stop=stop_at(cfg.eos_id), pad_id=cfg.pad_id, on_token=score)[:, 1:]
     hyps = []
     for b in range(B):
         row = out[b].tolist()
@@ -85,16 +80,17 @@ def beam_search(model, src: torch.Tensor, beam: int, max_len: int, alpha: float 
         raise ValueError(f"beam must be >= 1, got {beam}")
     memory, src_mask = model.encode(src)
     memory, src_mask = memory.repeat_interleave(K, 0), src_mask.repeat_interleave(K, 0)  # (B·K, Ls, d), (B·K, Ls)
-    caches = model.new_caches()
+    step, processors = seq2seq_step(model, memory, src_mask), seq2seq_processors(cfg, max_len)
     alive = torch.zeros(B * K, 0, dtype=torch.long, device=dev)                # (B·K, t) tokens so far
     alive_logp = torch.full((B, K), float("-inf"), device=dev)
     alive_logp[:, 0] = 0.0  # all K rows start identical; expanding one of them avoids K duplicate hypotheses
     ids = torch.full((B * K, 1), cfg.bos_id, dtype=torch.long, device=dev)
+    caches, logits = prefill(step, ids, 0, model.new_caches)
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     done = [False] * B
     rank = torch.arange(2 * K, device=dev)
     for t in range(max_len):
-        logp = _next_logprobs(model, ids, memory, src_mask, caches, force_eos=t == max_len - 1)  # (B·K, V)
+        logp = process(logits, torch.cat((ids, alive), dim=1), processors)  # (B·K, V) log-probabilities
         V = logp.shape[-1]
         cand = (alive_logp[:, :, None] + logp.view(B, K, V)).view(B, K * V)   # (B, K·V)
         # 2K candidates always leave K that do not end, however many of the best ones are EOS.
@@ -123,7 +119,7 @@ def beam_search(model, src: torch.Tensor, beam: int, max_len: int, alpha: float 
             cache.reorder(index)
         alive = torch.cat((alive[index], keep_tok.view(-1, 1)), dim=1)
         alive_logp = keep_logp.masked_fill(torch.tensor(done, device=dev)[:, None], float("-inf"))
-        ids = keep_tok.view(-1, 1)
+        logits = step(keep_tok.view(-1, 1), caches, t + 1)
     return [sorted(f, key=lambda h: h.score, reverse=True)[:n_best] for f in finished]
 
 

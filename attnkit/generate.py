@@ -1,7 +1,7 @@
-"""Autoregressive sampling with a KV cache: temperature, top-k, top-p (nucleus), streaming.
+"""Text sampling for decoder-only language models (GPT, Music), on the zoo's decode loop (`attnkit.decode`).
 
 Works with any decoder that follows this small protocol (GPT and the Music Transformer do):
-    model.make_caches() -> list[KVCache]                       one empty cache per layer
+    model.make_caches() -> list of caches                      one empty cache per layer
     model(idx, caches=caches) -> logits (B, T, V) or (logits, ...)   idx holds only the new tokens
     model.config.block_size (or pass block_size=)              longest context the model accepts
 
@@ -17,37 +17,25 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from attnkit.decode import SlidingWindow, decode_n_tokens, filter_logits, process, sampling
 
-def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
-    """logits (B, V) with everything outside the top-k / nucleus set to -inf (at least one kept)."""
-    if top_k is not None and 0 < top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and 0.0 < top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        drop = cum - torch.softmax(sorted_logits, dim=-1) >= top_p  # mass before this token already ≥ p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    return logits
+__all__ = ["filter_logits", "generate", "lm_step", "sample_next"]
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """One token per row from logits (B, V) → (B, 1). temperature 0 is greedy."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)
-    probs = torch.softmax(logits, dim=-1)  # (B, V)
-    if generator is not None and generator.device != probs.device:
-        # Draw on the generator's device so a seed gives the same text on CPU and GPU.
-        return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
-    return torch.multinomial(probs, 1, generator=generator)
+    processors, choose = sampling(temperature, top_k, top_p, generator)
+    return choose(process(logits, logits, processors))
 
 
-def _logits(out) -> torch.Tensor:
-    logits = out[0] if isinstance(out, tuple) else out
-    return logits[:, -1, :]  # (B, V)
+def lm_step(model: nn.Module):
+    """The `attnkit.decode` step of a language model that follows the protocol above."""
+    def step(tokens: torch.Tensor, caches, offset: int) -> torch.Tensor:
+        out = model(tokens, caches=caches) if caches is not None else model(tokens)
+        logits = out[0] if isinstance(out, tuple) else out
+        return logits[:, -1, :]  # (B, V)
+    return step
 
 
 def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 1.0,
@@ -58,35 +46,15 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, temper
 
     on_token(tokens (B, 1)) is called after each new token (for streaming).
     """
+    processors, choose = sampling(temperature, top_k, top_p, generator)
+    was_training = model.training
+    model.eval()
     # inference_mode is lighter than no_grad (no version counters or view tracking: ~10% per token here);
     # the clone outside it returns an ordinary tensor that later autograd code may use.
     with torch.inference_mode():
-        out = _generate(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache,
-                        block_size, on_token)
-    return out.clone()
-
-
-def _generate(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, block_size, on_token):
-    block_size = block_size or model.config.block_size
-    was_training = model.training
-    model.eval()
-    n = idx.size(1)
-    start = max(0, n - block_size)  # window of tokens the model sees: idx[:, start:]
-    caches = model.make_caches() if use_cache else None
-    cached = 0  # tokens idx[:, start:start + cached] are already in the caches
-    for _ in range(max_new_tokens):
-        n = idx.size(1)
-        if n - start > block_size:  # window full: restart it from the last half
-            start = n - max(block_size // 2, 1)
-            caches, cached = (model.make_caches(), 0) if use_cache else (None, 0)
-        if use_cache:
-            logits = _logits(model(idx[:, start + cached:], caches=caches))  # (B, V)
-            cached = n - start
-        else:
-            logits = _logits(model(idx[:, start:]))  # (B, V)
-        nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
-        idx = torch.cat((idx, nxt), dim=1)
-        if on_token is not None:
-            on_token(nxt)
+        out = decode_n_tokens(lm_step(model), idx, max_new_tokens,
+                              new_caches=model.make_caches if use_cache else None, processors=processors,
+                              choose=choose, window=SlidingWindow(block_size or model.config.block_size),
+                              on_token=None if on_token is None else lambda tok, logits: on_token(tok))
     model.train(was_training)
-    return idx
+    return out.clone()

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from attnkit.kernels.reference import alibi_slopes
-from attnkit.ops import alibi_attention, apply_rotary, attention, relative_attention, t5_attention
+from attnkit.ops import (alibi_attention, alibi_slopes, apply_rotary, attention, attention_probs, relative_attention,
+                         t5_attention, t5_bucket)
 
 POSITIONS = ("none", "rotary", "relative", "alibi", "t5")
 
@@ -89,8 +89,12 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, *,
                 key_padding_mask: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                bias: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+                bias: torch.Tensor | None = None, cache: KVCache | None = None, need_weights: bool = False):
         """x: (B, Lq, d_model); context: (B, Lk, d_model) for cross-attention, else x itself.
+
+        need_weights=True returns (output, probabilities (B, Hq, Lq, Lk) float32): the softmax this call
+        used, rebuilt densely by `attnkit.ops.attention_probs` from the same q and k (the fused op never
+        forms it). For pictures and probes only.
 
         With a cache, x holds only the new tokens; their keys are appended and causal masking is
         bottom-right aligned, so position i of x sees every cached key plus x[:i+1].
@@ -129,4 +133,21 @@ class MultiHeadAttention(nn.Module):
             y = attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
                           attn_mask=attn_mask, bias=bias)  # (B, Hq, Lq, hd)
         y = y.transpose(1, 2).reshape(B, Lq, C)  # (B, Lq, d_model)
-        return self.resid_dropout(self.out_proj(y))
+        y = self.resid_dropout(self.out_proj(y))
+        if not need_weights:
+            return y
+        rel = self.rel if self.position == "relative" and context is None else None
+        if self.position in ("alibi", "t5") and context is None:
+            bias = self._position_bias(q.shape[2], k.shape[2], causal, q.device)  # (1, H, Lq, Lk)
+        return y, attention_probs(q, k, causal=causal, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                                  bias=bias, rel=rel)  # (B, Hq, Lq, Lk)
+
+    def _position_bias(self, Lq: int, Lk: int, causal: bool, device) -> torch.Tensor:
+        """The ALiBi or T5 logit bias (1, H, Lq, Lk) that the fused ops add without building it (for pictures)."""
+        i = torch.arange(Lq, device=device)[:, None] + (Lk - Lq)  # bottom-right aligned query positions
+        j = torch.arange(Lk, device=device)[None, :]
+        if self.position == "alibi":
+            return -self.alibi_slopes.float()[None, :, None, None] * (i - j).abs()
+        bucket = t5_bucket(j - i, bidirectional=not causal, num_buckets=self.t5_num_buckets,
+                           max_distance=self.t5_max_distance)  # (Lq, Lk)
+        return self.t5_table.float()[:, bucket][None]

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from attnkit.kernels.occupancy import tile_occupancy  # the kernel's own builder, re-exported here
+
 
 def causal_mask(L: int, device=None) -> torch.Tensor:
     """(L, L): query i sees key j iff j ≤ i."""
@@ -123,22 +125,10 @@ def local_2d_mask(h: int, w: int, query_block: tuple[int, int] = (4, 8),
     return (rk >= top) & (rk < bottom) & (ck >= left) & (ck < right)
 
 
-def tile_occupancy(mask: torch.Tensor, block_m: int, block_n: int) -> torch.Tensor:
-    """(ceil(Lq/block_m), ceil(Lk/block_n)) bool: which kernel tiles hold at least one visible entry.
-
-    A block-sparse kernel computes exactly the True tiles; the others are skipped.
-    """
-    Lq, Lk = mask.shape[-2:]
-    m = mask.reshape(-1, Lq, Lk).any(0)  # (Lq, Lk), union over broadcast dims
-    pad_q, pad_k = (-Lq) % block_m, (-Lk) % block_n
-    m = torch.nn.functional.pad(m, (0, pad_k, 0, pad_q))
-    tiles = m.reshape((Lq + pad_q) // block_m, block_m, (Lk + pad_k) // block_n, block_n)
-    return tiles.any(dim=3).any(dim=1)
-
-
 def pattern_stats(mask: torch.Tensor, block_m: int, block_n: int | None = None) -> dict[str, float]:
     """How sparse a pattern is: the visible fraction of entries, and the block_m × block_n tiles a block-sparse
     kernel computes (block_n defaults to block_m)."""
-    tiles = tile_occupancy(mask, block_m, block_m if block_n is None else block_n)
+    union = mask.reshape(-1, *mask.shape[-2:]).any(0)  # (Lq, Lk): a tile counts if any broadcast row uses it
+    tiles = tile_occupancy(union, block_m, block_m if block_n is None else block_n)
     return {"entries": mask.float().mean().item(), "tiles": tiles.float().mean().item(),
             "tiles_computed": int(tiles.sum()), "tiles_total": tiles.numel()}

@@ -4,6 +4,9 @@ backend="auto"   → Triton kernel on CUDA tensors; on CPU, torch SDPA where it 
                    semantics, else the chunked torch path (never more than chunk × Lk logits).
 backend="triton" → force the kernel (on CPU this needs TRITON_INTERPRET=1: Triton's interpreter).
 backend="torch"  → the pure-torch path, which is the op's definition.
+
+Each op validates its arguments here, then calls its `torch.library` op (`attnkit.library`), so
+`torch.compile(fullgraph=True)` treats it as one node with a registered backward.
 """
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ import os
 
 import torch
 
-from attnkit.kernels.reference import (alibi_slopes, apply_rotary_reference, attention_chunked, attention_sdpa,
-                                       masked_softmax, position_attention_chunked, relative_attention_skewed,
-                                       relative_index, rotary_cos_sin, sdpa_covers, t5_bucket, visible_mask)
+from attnkit import library
+from attnkit.kernels.reference import (alibi_slopes, masked_softmax, relative_index, rotary_cos_sin, t5_bucket,
+                                       visible_mask)
 from attnkit.kernels.validate import check_attention_args, check_key_padding_mask, check_qkv
 
 BACKENDS = ("auto", "triton", "torch")
@@ -61,17 +64,26 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask,
                          attn_mask=attn_mask, bias=bias, scale=scale)
-    window = tuple(window)
-    if resolve_backend(backend, q) == "triton":
-        from attnkit.kernels.attention import attention_triton
-        return attention_triton(q, k, v, causal=causal, window=window, key_padding_mask=key_padding_mask,
-                                attn_mask=attn_mask, bias=bias, scale=scale)
-    if sdpa_covers(q, k, causal=causal, window=window, key_padding_mask=key_padding_mask,
-                   attn_mask=attn_mask, bias=bias):
-        return attention_sdpa(q, k, v, causal=causal, window=window, key_padding_mask=key_padding_mask,
-                              attn_mask=attn_mask, bias=bias, scale=scale)
-    return attention_chunked(q, k, v, causal=causal, window=window, key_padding_mask=key_padding_mask,
-                             attn_mask=attn_mask, bias=bias, scale=scale)
+    backend = resolve_backend(backend, q)
+    if backend == "triton":
+        _check_kernel_qkv(q)
+    left, right = window
+    out, _ = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left), int(right),
+                                      _float(scale), backend)
+    return out
+
+
+def _check_kernel_qkv(q) -> None:
+    """What the attention kernel adds to the contract (its launcher expects validated inputs)."""
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"q must be float32, float16 or bfloat16 for the Triton kernel, got {q.dtype} "
+                         "(use backend='torch' for float64)")
+    if q.shape[-1] > 256:
+        raise ValueError(f"q head dim must be at most 256 for the Triton kernel, got {q.shape[-1]}")
+
+
+def _float(scale):
+    return None if scale is None else float(scale)
 
 
 def check_rel(q: torch.Tensor, rel: torch.Tensor, causal: bool) -> None:
@@ -91,10 +103,8 @@ def check_rel(q: torch.Tensor, rel: torch.Tensor, causal: bool) -> None:
         raise ValueError(f"rel needs an odd R = 2P + 1 when causal=False, got R = {rel.shape[1]}")
 
 
-# Up to this many logits (B·H·Lq·Lk: 16 MiB in fp32) the torch path of relative_attention uses the Music
-# Transformer's skewing, differentiated whole by autograd: on CPU it is ~20% faster than the chunked path there.
-# Above it the chunked path is both faster (causal chunks skip invisible keys) and far smaller.
-SMALL_RELATIVE_LOGITS = 1 << 22
+# Below this many logits the torch path of relative_attention runs the Music Transformer's skewing (faster on CPU).
+SMALL_RELATIVE_LOGITS = library.SMALL_RELATIVE_LOGITS
 
 
 def _check_scale(scale) -> None:
@@ -117,13 +127,13 @@ def relative_attention(q, k, v, rel, *, causal=True, key_padding_mask=None, scal
     check_key_padding_mask(key_padding_mask, q, k)
     check_rel(q, rel, causal)
     _check_scale(scale)
-    if resolve_backend(backend, q) == "triton":
-        from attnkit.kernels.relative import relative_attention_triton
-        return relative_attention_triton(q, k, v, rel, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
-    if q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] <= SMALL_RELATIVE_LOGITS:
-        return relative_attention_skewed(q, k, v, rel, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
-    return position_attention_chunked(q, k, v, rel, kind="relative", causal=causal,
-                                      key_padding_mask=key_padding_mask, scale=scale)
+    return _position("relative", q, k, v, rel, key_padding_mask, causal, scale, backend)
+
+
+def _position(kind, q, k, v, pos, key_padding_mask, causal, scale, backend, t5_args=(False, 32, 128)):
+    out, _ = library.position_attention_fwd_op(kind, q, k, v, pos, key_padding_mask, bool(causal), _float(scale),
+                                               *t5_args, resolve_backend(backend, q))
+    return out
 
 
 def check_t5(q: torch.Tensor, table: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> None:
@@ -157,13 +167,8 @@ def t5_attention(q, k, v, table, *, bidirectional=None, num_buckets=32, max_dist
     bidirectional = (not causal) if bidirectional is None else bool(bidirectional)
     check_t5(q, table, bidirectional, num_buckets, max_distance)
     _check_scale(scale)
-    if resolve_backend(backend, q) == "triton":
-        from attnkit.kernels.relative import t5_attention_triton
-        return t5_attention_triton(q, k, v, table, bidirectional=bidirectional, num_buckets=num_buckets,
-                                   max_distance=max_distance, causal=causal, key_padding_mask=key_padding_mask,
-                                   scale=scale)
-    return position_attention_chunked(q, k, v, table, kind="t5", causal=causal, key_padding_mask=key_padding_mask,
-                                      scale=scale, t5_args=(bidirectional, num_buckets, max_distance))
+    return _position("t5", q, k, v, table, key_padding_mask, causal, scale, backend,
+                     t5_args=(bidirectional, num_buckets, max_distance))
 
 
 def alibi_attention(q, k, v, *, slopes=None, causal=True, key_padding_mask=None, scale=None,
@@ -185,11 +190,7 @@ def alibi_attention(q, k, v, *, slopes=None, causal=True, key_padding_mask=None,
                          f"got {tuple(getattr(slopes, 'shape', ()))}")
     if slopes.device != q.device:
         raise ValueError(f"slopes is on {slopes.device} but q is on {q.device}")
-    if resolve_backend(backend, q) == "triton":
-        from attnkit.kernels.relative import alibi_attention_triton
-        return alibi_attention_triton(q, k, v, slopes, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
-    return position_attention_chunked(q, k, v, slopes, kind="alibi", causal=causal,
-                                      key_padding_mask=key_padding_mask, scale=scale)
+    return _position("alibi", q, k, v, slopes, key_padding_mask, causal, scale, backend)
 
 
 def apply_rotary(x, *, offset=0, base=10000.0, interleaved=False, rotary_dim=None, backend="auto") -> torch.Tensor:
@@ -213,10 +214,7 @@ def apply_rotary(x, *, offset=0, base=10000.0, interleaved=False, rotary_dim=Non
     positions = torch.arange(offset, offset + x.shape[2], device=x.device)
     table_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cos, sin = rotary_cos_sin(positions, rotary_dim, base, dtype=table_dtype)  # (L, rotary_dim / 2)
-    if resolve_backend(backend, x) == "triton":
-        from attnkit.kernels.rotary import apply_rotary_triton
-        return apply_rotary_triton(x, cos, sin, interleaved=interleaved)
-    return apply_rotary_reference(x, cos, sin, interleaved=interleaved)
+    return library.rotary_op(x, cos, sin, bool(interleaved), False, resolve_backend(backend, x))
 
 
 def attention_probs(q, k, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,

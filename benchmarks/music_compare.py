@@ -31,7 +31,7 @@ from rich.table import Table
 
 from attnkit.config import TrainConfig
 from attnkit.data import chorales as ch
-from attnkit.tasks.music import token_nll
+from attnkit.eval.music import token_nll
 from attnkit.train import resolve_device, run_training
 
 PAPER = {"absolute": 0.417, "relative": 0.357}  # JSB Chorales validation NLL (second-hand, see ANCHORS.md)

@@ -50,3 +50,17 @@ def test_t5_table_shape_and_bad_position():
     assert layer.t5_table.shape == (4, 16)
     with pytest.raises(ValueError, match="position"):
         MultiHeadAttention(32, 4, position="sinusoid")
+
+
+@pytest.mark.parametrize("position", ["none", "rotary", "relative", "alibi", "t5"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_need_weights_returns_the_probabilities_the_layer_used(position, causal):
+    """probs @ v, through the output projection, is the layer's own output: the picture is the real one."""
+    torch.manual_seed(0)
+    layer = MultiHeadAttention(32, 4, 2, causal=causal, position=position, max_relative=8).eval()
+    x = torch.randn(2, 7, 32)
+    y, probs = layer(x, need_weights=True)
+    assert probs.shape == (2, 4, 7, 7) and torch.allclose(probs.sum(-1), torch.ones(2, 4, 7), atol=1e-5)
+    v = layer.kv_proj(x)[..., 2 * 8:].view(2, 7, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)  # (B, H, L, hd)
+    rebuilt = layer.out_proj((probs @ v).transpose(1, 2).reshape(2, 7, 32))
+    assert torch.allclose(rebuilt, y, atol=1e-5)

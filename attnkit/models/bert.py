@@ -1,7 +1,7 @@
 """BERT: a bidirectional Transformer encoder pre-trained as a masked language model (Devlin et al. 2018).
 
 Built bottom-up: mask_tokens (the 80/10/10 corruption) → Embeddings (token + learned position + segment,
-LayerNorm) → the encoder layer of `attnkit.models.encdec` (post-LN as in BERT, GELU) → MLMHead (transform,
+LayerNorm) → the encoder stack of `attnkit.models.encdec` (the zoo's shared Block, post-LN as in BERT, GELU) → MLMHead (transform,
 then the tied embedding matrix) → optional next-sentence head (tanh pooler on [CLS]) → BERTConfig → BERT. Padded keys are masked
 through `attnkit.layers.MultiHeadAttention`'s key_padding_mask, i.e. `attnkit.attention`.
 """
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.models.encdec import EncoderLayer
+from attnkit.models.encdec import encoder_stack
 from attnkit.models.common import init_weights
 
 IGNORE = -100  # label of positions that are not predicted
@@ -89,8 +89,8 @@ class BERT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = Embeddings(cfg)
-        self.layers = nn.ModuleList(EncoderLayer(cfg.d_model, cfg.n_head, cfg.d_ff, cfg.dropout, cfg.pre_ln,
-                                                 activation="gelu") for _ in range(cfg.n_layer))
+        self.layers = encoder_stack(cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff, cfg.dropout, cfg.pre_ln,
+                                    activation="gelu")
         self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_ln else nn.Identity()
         self.mlm = MLMHead(cfg, self.embed.tok)
         if cfg.nsp:  # pooler (tanh dense on [CLS]) then a 2-way classifier: IsNext / NotNext
@@ -104,9 +104,7 @@ class BERT(nn.Module):
         pad_mask = ids != self.cfg.pad_id  # (B, L) True = real token
         if pad_mask.all():
             pad_mask = None  # no padding: lets attention take its unmasked fast path
-        x = self.embed(ids, segments)
-        for layer in self.layers:
-            x = layer(x, pad_mask)
+        x = self.layers(self.embed(ids, segments), key_padding_mask=pad_mask)  # (B, L, d)
         return self.final_norm(x)
 
     def forward(self, ids: torch.Tensor, segments: torch.Tensor | None = None, labels: torch.Tensor | None = None,

@@ -1,12 +1,13 @@
 """The encoder-decoder Transformer of Vaswani et al. 2017, "Attention Is All You Need".
 
-Built bottom-up: sinusoidal positions → FeedForward → EncoderLayer → DecoderLayer → EncDecConfig → EncDec.
+Built bottom-up: sinusoidal positions → encoder / decoder stacks of the zoo's shared `Block`
+(attnkit.models.blocks, ReLU MLP, cross-attention in the decoder) → EncDecConfig → EncDec.
 Both layer orders are available: post-LN (the paper: x = LN(x + sublayer(x))) and pre-LN
 (x = x + sublayer(LN(x)), with a final LN; trains without warmup tricks and is the usual modern choice).
 With a shared source/target vocabulary the source embedding, target embedding and output projection are
 one matrix (paper §3.4). Every attention goes through `attnkit.layers.MultiHeadAttention`, hence
 `attnkit.attention`: the encoder masks padded source keys, the decoder is causal, cross-attention reads
-the encoder's output via `context=`, and decoding keeps a `KVCache` per layer (see `attnkit.beam`).
+the encoder's output via `context=`, and decoding keeps a `LayerCache` per decoder layer (see `attnkit.beam`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from attnkit.layers import KVCache, MultiHeadAttention
+from attnkit.models.blocks import LayerCache, Stack, old_names_hook
+
+DecoderCache = LayerCache  # the old name
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
@@ -29,78 +32,29 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
     return pe.float()
 
 
-class FeedForward(nn.Module):
-    """Position-wise FFN: Linear(d, d_ff) → activation → dropout → Linear(d_ff, d)."""
-
-    def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str = "relu"):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
-        self.act = nn.ReLU() if activation == "relu" else nn.GELU()
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(self.act(self.fc1(x))))  # (B, L, d)
+# Checkpoints written before the zoo shared one block (issue 13) used these layer-internal names.
+_FFN = [(r"^(\d+)\.ffn\.fc1\.", r"\1.mlp.fc."), (r"^(\d+)\.ffn\.fc2\.", r"\1.mlp.proj.")]
+OLD_ENCODER_NAMES = [(r"^(\d+)\.res1\.norm\.", r"\1.ln_1."), (r"^(\d+)\.res2\.norm\.", r"\1.ln_2."), *_FFN]
+OLD_DECODER_NAMES = [(r"^(\d+)\.self_attn\.", r"\1.attn."), (r"^(\d+)\.res1\.norm\.", r"\1.ln_1."),
+                     (r"^(\d+)\.res2\.norm\.", r"\1.ln_cross."), (r"^(\d+)\.res3\.norm\.", r"\1.ln_2."), *_FFN]
 
 
-class Residual(nn.Module):
-    """One sublayer with its residual and LayerNorm, in post-LN or pre-LN order; dropout on the sublayer output."""
-
-    def __init__(self, d_model: int, dropout: float, pre_ln: bool):
-        super().__init__()
-        self.norm, self.dropout, self.pre_ln = nn.LayerNorm(d_model), nn.Dropout(dropout), pre_ln
-
-    def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
-        if self.pre_ln:
-            return x + self.dropout(sublayer(self.norm(x)))
-        return self.norm(x + self.dropout(sublayer(x)))
+def encoder_stack(n_layer: int, d_model: int, n_head: int, d_ff: int, dropout: float, pre_ln: bool,
+                  activation: str = "relu") -> Stack:
+    """The paper's encoder: bidirectional self-attention (padded keys masked) then the FFN, dropout on each
+    sublayer's output and after the FFN's activation. Also BERT's encoder (activation="gelu")."""
+    stack = Stack(n_layer, d_model, n_head, d_ff=d_ff, pre_ln=pre_ln, activation=activation, dropout=dropout,
+                  inner_dropout=dropout)
+    stack.register_load_state_dict_pre_hook(old_names_hook(OLD_ENCODER_NAMES))
+    return stack
 
 
-class EncoderLayer(nn.Module):
-    """Bidirectional self-attention (padded keys masked) then the FFN. Also BERT's layer."""
-
-    def __init__(self, d_model: int, n_head: int, d_ff: int, dropout: float, pre_ln: bool,
-                 activation: str = "relu"):
-        super().__init__()
-        self.attn = MultiHeadAttention(d_model, n_head, causal=False)
-        self.ffn = FeedForward(d_model, d_ff, dropout, activation)
-        self.res1, self.res2 = Residual(d_model, dropout, pre_ln), Residual(d_model, dropout, pre_ln)
-
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
-        # x: (B, L, d); pad_mask: (B, L) bool, True = real token
-        x = self.res1(x, lambda h: self.attn(h, key_padding_mask=pad_mask))
-        return self.res2(x, self.ffn)  # (B, L, d)
-
-
-@dataclass
-class DecoderCache:
-    """Per decoder layer: self-attention keys/values so far and the projected encoder output."""
-    self_attn: KVCache
-    cross_attn: KVCache
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep the rows in `index`. Only self-attention moves: beam search reorders within each source's
-        group of beams, whose cross-attention rows are identical."""
-        self.self_attn.reorder(index)
-
-
-class DecoderLayer(nn.Module):
-    """Causal self-attention → cross-attention over the encoder output → FFN."""
-
-    def __init__(self, d_model: int, n_head: int, d_ff: int, dropout: float, pre_ln: bool):
-        super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, n_head, causal=True)
-        self.cross_attn = MultiHeadAttention(d_model, n_head, causal=False)
-        self.ffn = FeedForward(d_model, d_ff, dropout)
-        self.res1, self.res2, self.res3 = (Residual(d_model, dropout, pre_ln) for _ in range(3))
-
-    def forward(self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor | None,
-                cache: DecoderCache | None = None) -> torch.Tensor:
-        # y: (B, Lt, d) target states (only the new ones with a cache); memory: (B, Ls, d); src_mask: (B, Ls)
-        self_cache = cache.self_attn if cache is not None else None
-        cross_cache = cache.cross_attn if cache is not None else None
-        y = self.res1(y, lambda h: self.self_attn(h, cache=self_cache))
-        y = self.res2(y, lambda h: self.cross_attn(h, context=memory, key_padding_mask=src_mask, cache=cross_cache))
-        return self.res3(y, self.ffn)  # (B, Lt, d)
+def decoder_stack(n_layer: int, d_model: int, n_head: int, d_ff: int, dropout: float, pre_ln: bool) -> Stack:
+    """The paper's decoder: causal self-attention → cross-attention over the encoder output → FFN."""
+    stack = Stack(n_layer, d_model, n_head, d_ff=d_ff, causal=True, cross=True, pre_ln=pre_ln, activation="relu",
+                  dropout=dropout, inner_dropout=dropout)
+    stack.register_load_state_dict_pre_hook(old_names_hook(OLD_DECODER_NAMES))
+    return stack
 
 
 @dataclass
@@ -134,10 +88,8 @@ class EncDec(nn.Module):
             nn.Embedding(cfg.src_vocab_size, cfg.d_model, padding_idx=cfg.pad_id)
         self.register_buffer("pe", sinusoidal_positions(cfg.max_len, cfg.d_model), persistent=False)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.encoder = nn.ModuleList(EncoderLayer(cfg.d_model, cfg.n_head, cfg.d_ff, cfg.dropout, cfg.pre_ln)
-                                     for _ in range(cfg.n_enc_layer))
-        self.decoder = nn.ModuleList(DecoderLayer(cfg.d_model, cfg.n_head, cfg.d_ff, cfg.dropout, cfg.pre_ln)
-                                     for _ in range(cfg.n_dec_layer))
+        self.encoder = encoder_stack(cfg.n_enc_layer, cfg.d_model, cfg.n_head, cfg.d_ff, cfg.dropout, cfg.pre_ln)
+        self.decoder = decoder_stack(cfg.n_dec_layer, cfg.d_model, cfg.n_head, cfg.d_ff, cfg.dropout, cfg.pre_ln)
         # Pre-LN leaves the residual stream un-normalised, so each stack ends with a LayerNorm.
         self.enc_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_ln else nn.Identity()
         self.dec_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_ln else nn.Identity()
@@ -166,22 +118,19 @@ class EncDec(nn.Module):
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """src: (B, Ls) ids → memory (B, Ls, d) and src_mask (B, Ls), True = real token."""
         src_mask = src != self.cfg.pad_id
-        x = self._embed(self.src_embed, src)
-        for layer in self.encoder:
-            x = layer(x, src_mask)
+        x = self.encoder(self._embed(self.src_embed, src), key_padding_mask=src_mask)  # (B, Ls, d)
         return self.enc_norm(x), src_mask
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               caches: list[DecoderCache] | None = None) -> torch.Tensor:
+               caches: list[LayerCache] | None = None) -> torch.Tensor:
         """tgt_in: (B, Lt) ids (BOS first) → logits (B, Lt, V). With caches, tgt_in holds only new tokens."""
-        offset = caches[0].self_attn.length if caches else 0
-        y = self._embed(self.tgt_embed, tgt_in, offset)
-        for i, layer in enumerate(self.decoder):
-            y = layer(y, memory, src_mask, caches[i] if caches else None)
+        offset = caches[0].length if caches else 0
+        y = self._embed(self.tgt_embed, tgt_in, offset)  # (B, Lt, d)
+        y = self.decoder(y, context=memory, context_mask=src_mask, caches=caches or None)  # (B, Lt, d)
         return self.lm_head(self.dec_norm(y))  # (B, Lt, V)
 
-    def new_caches(self) -> list[DecoderCache]:
-        return [DecoderCache(KVCache(), KVCache()) for _ in self.decoder]
+    def new_caches(self) -> list[LayerCache]:
+        return self.decoder.make_caches()
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: src (B, Ls), tgt_in (B, Lt) → logits (B, Lt, V) for the next target token."""

@@ -1,7 +1,7 @@
 """GPT: a decoder-only transformer language model (Radford et al. 2018/2019), built bottom-up as in nanoGPT.
 
-LayerNorm → MLP → Block (pre-LN) → GPTConfig → GPT. Attention is `attnkit.layers.MultiHeadAttention`
-(causal), so it runs on attnkit's Triton kernel on CUDA and on torch elsewhere, and it carries a KV cache
+GPTConfig → GPT, on the zoo's shared pre-LN `Block` (attnkit.models.blocks: LayerNorm, causal
+`attnkit.layers.MultiHeadAttention`, GELU MLP). Attention it runs on attnkit's Triton kernel on CUDA and on torch elsewhere, and it carries a KV cache
 for decoding. Positions are learned embeddings (GPT-2) or rotary (RoFormer) inside attention.
 Weights: normal(0, 0.02), residual projections scaled by 1/sqrt(2·n_layer) (GPT-2), token embedding tied
 to the output head.
@@ -15,47 +15,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.layers import KVCache, MultiHeadAttention
+from attnkit.layers import KVCache
+from attnkit.models.blocks import Stack, make_norm, old_names_hook
+from attnkit.models.common import init_weights
 
 
-class LayerNorm(nn.Module):
-    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1; kept for clarity)."""
-
-    def __init__(self, ndim: int, bias: bool = True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(ndim))
-        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
-
-
-class MLP(nn.Module):
-    def __init__(self, n_embd: int, dropout: float, bias: bool):
-        super().__init__()
-        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
-        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.c_fc(x))  # (B, T, 4C)
-        return self.dropout(self.c_proj(x))  # (B, T, C)
-
-
-class Block(nn.Module):
-    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool, position: str):
-        super().__init__()
-        self.ln_1 = LayerNorm(n_embd, bias)
-        self.attn = MultiHeadAttention(n_embd, n_head, causal=True, dropout=dropout, bias=bias,
-                                       position="rotary" if position == "rotary" else "none")
-        self.ln_2 = LayerNorm(n_embd, bias)
-        self.mlp = MLP(n_embd, dropout, bias)
-
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache=cache)  # (B, T, C)
-        return x + self.mlp(self.ln_2(x))  # (B, T, C)
+# Checkpoints written before the zoo shared one block (issue 13) named the MLP c_fc / c_proj.
+OLD_NAMES = [(r"^blocks\.(\d+)\.mlp\.c_fc\.", r"blocks.\1.mlp.fc."),
+             (r"^blocks\.(\d+)\.mlp\.c_proj\.", r"blocks.\1.mlp.proj.")]
 
 
 @dataclass
@@ -93,24 +60,16 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.position == "learned" else None
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c.n_embd, c.n_head, c.dropout, c.bias, c.position)
-                                    for _ in range(c.n_layer))
-        self.ln_f = LayerNorm(c.n_embd, c.bias)
+        self.blocks = Stack(c.n_layer, c.n_embd, c.n_head, causal=True, dropout=c.dropout, bias=c.bias,
+                            norm_bias=c.bias, position="rotary" if c.position == "rotary" else "none")
+        self.ln_f = make_norm("layer", c.n_embd, c.bias)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
-        self.apply(self._init_weights)
+        self.apply(init_weights)
         for name, p in self.named_parameters():
-            if name.endswith("out_proj.weight") or name.endswith("c_proj.weight"):
+            if name.endswith("attn.out_proj.weight") or name.endswith("mlp.proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        self.register_load_state_dict_pre_hook(old_names_hook(OLD_NAMES))
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -118,7 +77,7 @@ class GPT(nn.Module):
 
     def make_caches(self) -> list[KVCache]:
         """One empty KV cache per layer, for `forward(..., caches=...)` and `attnkit.generate`."""
-        return [KVCache() for _ in self.blocks]
+        return self.blocks.make_caches()
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 caches: list[KVCache] | None = None, label_smoothing: float = 0.0):
@@ -136,9 +95,7 @@ class GPT(nn.Module):
             pos = torch.arange(start, start + T, device=idx.device)  # (T,)
             x = x + self.wpe(pos)  # (B, T, C)
         x = self.drop(x)
-        for i, block in enumerate(self.blocks):
-            x = block(x, None if caches is None else caches[i])  # (B, T, C)
-        x = self.ln_f(x)  # (B, T, C)
+        x = self.ln_f(self.blocks(x, caches=caches))  # (B, T, C)  # (B, T, C)
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None  # (B, 1, V)
         logits = self.lm_head(x)  # (B, T, V)

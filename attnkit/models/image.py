@@ -14,7 +14,8 @@ Class conditioning adds a learned class embedding to every position (a start tok
 reach of later queries under local attention). Inputs are shifted right by one: position t holds the
 embedding of pixel t−1 (a start token at t = 0) plus the 2D position of pixel t.
 
-Built bottom-up: MLP → Block → ImageTransformerConfig → ImageTransformer.
+Built bottom-up: ImageTransformerConfig → ImageTransformer, on the zoo's shared pre-LN `Block`
+(attnkit.models.blocks); sampling runs on the zoo's decode loop (attnkit.decode).
 """
 from __future__ import annotations
 
@@ -24,26 +25,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.layers import KVCache, MultiHeadAttention
+from attnkit.decode import decode_n_tokens, sampling
 from attnkit.masks import and_masks, block_raster_order, causal_mask, local_1d_mask, local_2d_mask
-from attnkit.models.common import MLP, init_weights
+from attnkit.models.blocks import Stack
+from attnkit.models.common import init_weights
 
 ATTENTION_PATTERNS = ("full", "local1d", "local2d")
-
-
-class Block(nn.Module):
-    """Pre-norm decoder block; attention is causal, further restricted by the model's attn_mask."""
-
-    def __init__(self, d_model: int, n_head: int, dropout: float):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_head, causal=True, dropout=dropout)
-        self.ln_2 = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, 4 * d_model, dropout)
-
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), attn_mask=attn_mask, cache=cache)  # (B, L, d)
-        return x + self.mlp(self.ln_2(x))
 
 
 @dataclass
@@ -102,7 +89,7 @@ class ImageTransformer(nn.Module):
         self.col_embed = nn.Parameter(torch.randn(S, d) * 0.02)
         self.class_embed = nn.Embedding(cfg.n_class, d)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(d, cfg.n_head, cfg.dropout) for _ in range(cfg.n_layer))
+        self.blocks = Stack(cfg.n_layer, d, cfg.n_head, causal=True, dropout=cfg.dropout)
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, cfg.levels)
         order = cfg.order()
@@ -134,9 +121,7 @@ class ImageTransformer(nn.Module):
         start = torch.full_like(seq[:, :1], self.start)
         inp = torch.cat((start, seq[:, :-1]), dim=1)  # (B, L): shifted right
         x = self.pixel_embed(inp) + self._position() + self.class_embed(labels)[:, None, :]  # (B, L, d)
-        x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, self.attn_mask)
+        x = self.blocks(self.drop(x), attn_mask=self.attn_mask)  # (B, L, d)
         logits = self.head(self.ln_f(x))  # (B, L, levels)
         return self.to_image(logits)  # (B, S, S, levels)
 
@@ -152,28 +137,20 @@ class ImageTransformer(nn.Module):
 
         temperature 0 is greedy; `on_pixel(t)` is called after each of the L pixels (progress bars).
         """
-        N, L = labels.shape[0], self.cfg.length
+        N = labels.shape[0]
         pos = self._position()  # (L, d)
         cls = self.class_embed(labels)[:, None, :]  # (N, 1, d)
-        caches = [KVCache() for _ in self.blocks]
-        seq = torch.empty(N, L, dtype=torch.long, device=labels.device)
-        token = torch.full((N, 1), self.start, dtype=torch.long, device=labels.device)
-        for t in range(L):
-            x = self.pixel_embed(token) + pos[t] + cls  # (N, 1, d)
+
+        def step(tokens: torch.Tensor, caches, t: int) -> torch.Tensor:
+            """tokens (N, 1): pixel t−1 (the start token at t = 0) → logits (N, levels) of pixel t."""
+            x = self.pixel_embed(tokens) + pos[t] + cls  # (N, 1, d)
             mask = None if self.attn_mask is None else self.attn_mask[t:t + 1, :t + 1]  # (1, t+1)
-            for block, cache in zip(self.blocks, caches):
-                x = block(x, mask, cache)
-            logits = self.head(self.ln_f(x[:, -1]))  # (N, levels)
-            if temperature <= 0:
-                token = logits.argmax(-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None and top_k < logits.shape[-1]:
-                    kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = torch.softmax(logits, dim=-1)
-                token = torch.multinomial(probs, 1, generator=generator)  # (N, 1)
-            seq[:, t] = token[:, 0]
-            if on_pixel is not None:
-                on_pixel(t)
-        return self.to_image(seq)  # (N, S, S)
+            return self.head(self.ln_f(self.blocks(x, attn_mask=mask, caches=caches)[:, -1]))  # (N, levels)
+
+        processors, choose = sampling(temperature, top_k, None, generator)
+        counter = iter(range(self.cfg.length))
+        start = torch.full((N, 1), self.start, dtype=torch.long, device=labels.device)
+        seq = decode_n_tokens(step, start, self.cfg.length, new_caches=self.blocks.make_caches,
+                              processors=processors, choose=choose,
+                              on_token=None if on_pixel is None else lambda tok, logits: on_pixel(next(counter)))
+        return self.to_image(seq[:, 1:])  # (N, S, S)

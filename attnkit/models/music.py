@@ -13,7 +13,8 @@ paper's "skewing" trick is how the Triton kernel avoids the O(L²D) gather; the 
 The sinusoid is computed for any length, so every arm can be evaluated on sequences longer than it was
 trained on; only the relative arms learned what distance means.
 
-Built bottom-up, nanoGPT style: MLP -> Block -> MusicConfig -> MusicTransformer.
+Built bottom-up, nanoGPT style: timing_signal -> MusicConfig -> MusicTransformer, on the zoo's shared pre-LN
+`Block` (attnkit.models.blocks) with position="relative" for the relative arms.
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.kernels.reference import masked_softmax, relative_index, visible_mask
-from attnkit.layers import KVCache, MultiHeadAttention
-from attnkit.models.common import MLP, init_weights
+from attnkit.layers import KVCache
+from attnkit.models.blocks import Stack
+from attnkit.models.common import init_weights
 
 POSITIONS = ("absolute", "relative", "both")
 
@@ -38,24 +39,6 @@ def timing_signal(positions: torch.Tensor, d_model: int) -> torch.Tensor:
     angle = positions.float()[:, None] * freq[None, :]  # (L, half)
     signal = torch.cat([angle.sin(), angle.cos()], dim=1)  # (L, 2 * half)
     return F.pad(signal, (0, d_model - 2 * half))  # (L, d_model)
-
-
-class Block(nn.Module):
-    """Pre-norm decoder block: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, cfg: "MusicConfig"):
-        super().__init__()
-        relative = cfg.position in ("relative", "both")
-        self.ln_1 = nn.LayerNorm(cfg.d_model)
-        self.attn = MultiHeadAttention(cfg.d_model, cfg.n_head, causal=True, dropout=cfg.dropout,
-                                       position="relative" if relative else "none",
-                                       max_relative=cfg.max_relative)
-        self.ln_2 = nn.LayerNorm(cfg.d_model)
-        self.mlp = MLP(cfg.d_model, cfg.d_ff, cfg.dropout)
-
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache=cache)  # (B, L, d_model)
-        return x + self.mlp(self.ln_2(x))  # (B, L, d_model)
 
 
 @dataclass
@@ -85,7 +68,9 @@ class MusicTransformer(nn.Module):
         self.config = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        relative = cfg.position in ("relative", "both")
+        self.blocks = Stack(cfg.n_layer, cfg.d_model, cfg.n_head, d_ff=cfg.d_ff, causal=True, dropout=cfg.dropout,
+                            position="relative" if relative else "none", max_relative=cfg.max_relative)
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # weight tying
@@ -98,7 +83,7 @@ class MusicTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def make_caches(self) -> list[KVCache]:
-        return [KVCache() for _ in self.blocks]
+        return self.blocks.make_caches()
 
     def embed(self, idx: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """(B, L) tokens at positions offset.. -> (B, L, d_model) block input."""
@@ -118,8 +103,7 @@ class MusicTransformer(nn.Module):
         """
         offset = caches[0].length if caches else 0
         x = self.embed(idx, offset)  # (B, L, d_model)
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache=caches[i] if caches else None)  # (B, L, d_model)
+        x = self.blocks(x, caches=caches or None)  # (B, L, d_model)
         logits = self.head(self.ln_f(x))  # (B, L, vocab)
         loss = None
         if targets is not None:
@@ -129,26 +113,9 @@ class MusicTransformer(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor, layer: int = -1) -> torch.Tensor:
-        """Attention probabilities of one layer over idx: (B, L) -> (B, H, L, L), rows sum to 1.
+        """Attention probabilities of one layer over idx: (B, L) -> (B, H, L, L), rows sum to 1 (dropout off).
 
-        The fused op never forms these, so they are recomputed here from that layer's input with the
-        reference definition (same logits as `relative_attention` / `attention`; dropout off).
+        The fused op never forms these; the layer rebuilds them from its own q, k (and relative embeddings)
+        through its public `need_weights` path.
         """
-        layer = layer % len(self.blocks)
-        x = self.embed(idx)
-        for block in self.blocks[:layer]:
-            x = block(x)
-        attn = self.blocks[layer].attn
-        h = self.blocks[layer].ln_1(x)  # (B, L, d_model)
-        B, L, _ = h.shape
-        q = attn._heads(attn.q_proj(h), attn.n_head)  # (B, H, L, hd)
-        k, _ = attn.kv_proj(h).split(attn.n_kv_head * attn.head_dim, dim=2)
-        k = attn._heads(k, attn.n_kv_head).repeat_interleave(attn.n_head // attn.n_kv_head, dim=1)  # (B, H, L, hd)
-        s = q @ k.transpose(-1, -2)  # (B, H, L, L)
-        if attn.position == "relative":
-            rel = attn.rel.expand(attn.n_head, -1, -1)  # (H, R, hd)
-            qe = torch.einsum("bhid,hrd->bhir", q, rel)  # (B, H, L, R)
-            ridx = relative_index(L, L, rel.shape[1], True, idx.device)  # (L, L)
-            s = s + qe.gather(-1, ridx.expand(B, attn.n_head, L, L))
-        s = s / math.sqrt(attn.head_dim)
-        return masked_softmax(s, visible_mask(L, L, causal=True, device=idx.device))  # (B, H, L, L)
+        return self.blocks.attention_maps(self.embed(idx))[layer]  # (B, H, L, L)

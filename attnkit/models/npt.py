@@ -7,7 +7,7 @@ e-dim vector, so a dataset is a (N, d, e) tensor, and two kinds of blocks altern
     ABD  attention between datapoints: each row flattened to d·e, attention across the N rows
     ABA  attention between attributes: within each row, attention across its d attributes (dim e)
 
-Built bottom-up: CellEmbedding → RowFF → ABD / ABA → NPTConfig → NPT → NPTFolds (one NPT per CV fold).
+Built bottom-up: CellEmbedding → ABD / ABA (the zoo's shared pre-LN Block, attnkit.models.blocks) → NPTConfig → NPT → NPTFolds (one NPT per CV fold).
 A model sees values (N, d) and a mask (N, d); masked cells are zeroed inside the model, so a masked value
 can never leak into a prediction. Rows carry no position: in eval mode permuting the rows permutes the
 outputs (tests/models/test_npt.py checks it).
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.layers import MultiHeadAttention
+from attnkit.models.blocks import Block, old_names_hook
 
 
 class CellEmbedding(nn.Module):
@@ -57,49 +57,29 @@ class CellEmbedding(nn.Module):
         return h + self.attribute(columns) + self.column_type(self.is_cat.long())    # (N, d, e)
 
 
-class RowFF(nn.Module):
-    """The position-wise feed-forward of a transformer block: width → ff_mult·width → width."""
-
-    def __init__(self, width: int, ff_mult: int, dropout: float):
-        super().__init__()
-        self.up = nn.Linear(width, ff_mult * width)
-        self.down = nn.Linear(ff_mult * width, width)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(F.gelu(self.up(x))))
-
-
-class ABD(nn.Module):
-    """Attention between datapoints: rows flattened to d·e attend to each other (pre-LayerNorm block)."""
+class ABD(Block):
+    """Attention between datapoints: rows flattened to d·e attend to each other (the shared pre-LN Block)."""
 
     def __init__(self, d: int, e: int, n_head: int, ff_mult: int, dropout: float):
-        super().__init__()
-        width = d * e
-        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attn = MultiHeadAttention(width, n_head, dropout=dropout)
-        self.ff = RowFF(width, ff_mult, dropout)
+        super().__init__(d * e, n_head, d_ff=ff_mult * d * e, dropout=dropout)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         N, d, e = h.shape
-        x = h.reshape(1, N, d * e)            # (1, N, d·e): one sequence whose tokens are the rows
-        x = x + self.attn(self.ln1(x))        # (1, N, d·e)
-        x = x + self.ff(self.ln2(x))
+        x = super().forward(h.reshape(1, N, d * e))  # (1, N, d·e): one sequence whose tokens are the rows
         return x.view(N, d, e)
 
 
-class ABA(nn.Module):
+class ABA(Block):
     """Attention between attributes: within each row the d cells (dim e) attend to each other."""
 
     def __init__(self, e: int, n_head: int, ff_mult: int, dropout: float):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(e), nn.LayerNorm(e)
-        self.attn = MultiHeadAttention(e, n_head, dropout=dropout)
-        self.ff = RowFF(e, ff_mult, dropout)
+        super().__init__(e, n_head, d_ff=ff_mult * e, dropout=dropout)  # on (N, d, e): N sequences of d tokens
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x = h + self.attn(self.ln1(h))        # (N, d, e): N sequences of d tokens
-        return x + self.ff(self.ln2(x))
+
+# Checkpoints written before the zoo shared one block (issue 13) named the block's parts like this.
+OLD_NAMES = [(r"^blocks\.(\d+)\.ln1\.", r"blocks.\1.ln_1."), (r"^blocks\.(\d+)\.ln2\.", r"blocks.\1.ln_2."),
+             (r"^blocks\.(\d+)\.ff\.up\.", r"blocks.\1.mlp.fc."),
+             (r"^blocks\.(\d+)\.ff\.down\.", r"blocks.\1.mlp.proj.")]
 
 
 @dataclass
@@ -138,6 +118,7 @@ class NPT(nn.Module):
         self.class_bias = nn.Parameter(torch.zeros(d, c_max))
         valid = torch.arange(c_max)[None, :] < torch.tensor(cards)[:, None]   # (d, Cmax)
         self.register_buffer("valid_class", valid, persistent=False)
+        self.register_load_state_dict_pre_hook(old_names_hook(OLD_NAMES))
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.embed(values, mask)                          # (N, d, e)

@@ -4,18 +4,18 @@ The image is cut into p×p patches, each patch is a token (a linear projection o
 CLS token is prepended, learned positions are added, and a pre-norm encoder runs bidirectional
 attention through `attnkit.attention` (via `MultiHeadAttention`). The class is read from the CLS token.
 
-Built bottom-up: patchify/unpatchify → MLP → Block → ViTConfig → ViT.
+Built bottom-up: patchify/unpatchify → ViTConfig → ViT, on the zoo's shared pre-LN `Block`
+(attnkit.models.blocks).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from attnkit.layers import MultiHeadAttention
-from attnkit.models.common import MLP, init_weights
+from attnkit.models.blocks import Stack
+from attnkit.models.common import init_weights
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -35,21 +35,6 @@ def unpatchify(patches: torch.Tensor, patch: int, channels: int, height: int, wi
     x = patches.reshape(B, gh, gw, channels, patch, patch)  # (B, gh, gw, C, p, p)
     x = x.permute(0, 3, 1, 4, 2, 5)  # (B, C, gh, p, gw, p)
     return x.reshape(B, channels, height, width)
-
-
-class Block(nn.Module):
-    """Pre-norm encoder block: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, d_model: int, n_head: int, mlp_ratio: int, dropout: float):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = MultiHeadAttention(d_model, n_head, causal=False, dropout=dropout)
-        self.ln_2 = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, mlp_ratio * d_model, dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # (B, N+1, d)
-        return x + self.mlp(self.ln_2(x))
 
 
 @dataclass
@@ -82,7 +67,7 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.n_patches + 1, d) * 0.02)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(d, cfg.n_head, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_layer))
+        self.blocks = Stack(cfg.n_layer, d, cfg.n_head, d_ff=cfg.mlp_ratio * d, dropout=cfg.dropout)
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, cfg.n_class)
         self.apply(init_weights)
@@ -95,26 +80,11 @@ class ViT(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) floats in [0, 1] -> class logits (B, n_class)."""
-        x = self.tokens(images)
-        for block in self.blocks:
-            x = block(x)
+        x = self.blocks(self.tokens(images))  # (B, N+1, d)
         return self.head(self.ln_f(x[:, 0]))  # (B, n_class), read from CLS
 
     @torch.no_grad()
     def attention_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """Attention probabilities of every layer, (n_layer, B, n_head, N+1, N+1), for plots.
-
-        The fused op never materialises probabilities, so this recomputes them from each layer's own
-        projections (softmax(q·kᵀ/√d)); it is a visualisation path, not used in training.
-        """
-        x = self.tokens(images)
-        maps = []
-        for block in self.blocks:
-            attn = block.attn
-            h = block.ln_1(x)
-            q = attn._heads(attn.q_proj(h), attn.n_head)  # (B, H, N+1, hd)
-            k, _ = attn.kv_proj(h).split(attn.n_kv_head * attn.head_dim, dim=2)
-            k = attn._heads(k, attn.n_kv_head).repeat_interleave(attn.n_head // attn.n_kv_head, dim=1)
-            maps.append(torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(attn.head_dim), dim=-1))
-            x = block(x)
-        return torch.stack(maps)  # (n_layer, B, H, N+1, N+1)
+        """Attention probabilities of every layer, (n_layer, B, n_head, N+1, N+1), for plots (the layer's
+        public `need_weights` path; the fused op never forms them)."""
+        return self.blocks.attention_maps(self.tokens(images))

@@ -27,12 +27,22 @@ from rich.console import Console
 from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.models.bert import BERT, IGNORE, BERTConfig, mask_tokens
+from attnkit.eval.bert import MaskedTokenStats
+from attnkit.models.bert import BERT, BERTConfig, mask_tokens
 from attnkit.errors import UserError
 from attnkit.tasks.base import Task
 
 SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 MASK_PROB = 0.15
+HELDOUT_FILE = "bert_data.json"
+
+
+def heldout_sentences(text: str, n: int = 100, words: tuple[int, int] = (6, 30)) -> list[str]:
+    """Up to n validation sentences of a readable length, for `attnkit sample` without a prompt."""
+    sentences = (" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+", text))
+    return [s for s in sentences if words[0] <= len(s.split()) <= words[1]][:n]
+
+
 FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to something other than its default
 
 
@@ -58,6 +68,7 @@ class BERTTask(Task):
         super().__init__(cfg)
         self.tok = None
         self.ids: dict[str, torch.Tensor] = {}
+        self.heldout: list[str] = []
 
     # ---- tokenizer and data --------------------------------------------------------------
     def _set_tokenizer(self, tok) -> None:
@@ -99,7 +110,8 @@ class BERTTask(Task):
         counts = torch.bincount(self.ids["train"], minlength=tok.vocab_size).float()
         counts[self.special_ids] = 0
         self.unigram = counts / counts.sum()  # training-set token frequencies: the baseline
-        (Path(run_dir) / "bert_data.json").write_text(json.dumps({"block_size": self.cfg.block_size}))
+        (Path(run_dir) / HELDOUT_FILE).write_text(json.dumps({"block_size": self.cfg.block_size,
+                                                                 "heldout": heldout_sentences(parts["val"])}))
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         stream, L = self.ids[split], self.cfg.block_size
@@ -155,36 +167,12 @@ class BERTTask(Task):
         g = torch.Generator().manual_seed(1234)
         was_training = model.training
         model.eval()
-        unigram = self.unigram.to(device)
-        log_unigram = (self.unigram + 1e-9).log().to(device)
-        top_unigram = unigram.topk(5).indices  # (5,)
-        n = correct = top5 = nll = base_correct = base_top5 = base_nll = total = 0.0
-        nsp_correct = nsp_n = 0.0
+        stats = MaskedTokenStats(self.unigram.to(device))
         for _ in range(batches):
             batch = {k: v.to(device) for k, v in self.get_batch(split, self.cfg.batch_size, g).items()}
-            out = self._losses(model, batch)
-            labels = batch["labels"][batch["labels"] != IGNORE]  # (N,)
-            logits = out["logits"].float()
-            k = len(labels)
-            n += k
-            total += (out["mlm"].item() + out.get("nsp", torch.tensor(0.0)).item()) * k
-            nll += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-            correct += (logits.argmax(-1) == labels).sum().item()
-            top5 += (logits.topk(5, -1).indices == labels[:, None]).any(-1).sum().item()
-            base_correct += (labels == top_unigram[0]).sum().item()
-            base_top5 += (labels[:, None] == top_unigram[None]).any(-1).sum().item()
-            base_nll -= log_unigram[labels].sum().item()
-            if "nsp_logits" in out:
-                nsp_correct += (out["nsp_logits"].argmax(-1) == batch["is_next"]).sum().item()
-                nsp_n += len(batch["is_next"])
+            stats.add(self._losses(model, batch), batch)
         model.train(was_training)
-        n = max(n, 1)
-        stats = {"loss": total / n, "mlm_loss": nll / n, "mlm_accuracy": correct / n, "mlm_top5": top5 / n,
-                 "unigram_loss": base_nll / n, "unigram_accuracy": base_correct / n, "unigram_top5": base_top5 / n,
-                 "masked_tokens": int(n)}
-        if nsp_n:
-            stats["nsp_accuracy"] = nsp_correct / nsp_n
-        return stats
+        return stats.result()
 
     def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:
         s = self._masked_stats(model, split, batches, device)
@@ -218,6 +206,8 @@ class BERTTask(Task):
         if not path.is_file():
             raise UserError(f"{run_dir} is not a BERT run (no tokenizer.model)")
         task._set_tokenizer(SentencePieceTokenizer.load(path))
+        meta = Path(run_dir) / HELDOUT_FILE
+        task.heldout = json.loads(meta.read_text()).get("heldout", []) if meta.is_file() else []
         return task
 
     def encode_prompt(self, prompt: str) -> list[int]:
@@ -233,19 +223,25 @@ class BERTTask(Task):
                 ids.append(self.mask_id)
         return ids + [self.sep_id]
 
+    def _fill_probs(self, model: nn.Module, ids: list[int]) -> torch.Tensor:
+        """(L, V) fill-in probabilities for every position of ids; special tokens are never proposed."""
+        model.eval()
+        device = next(model.parameters()).device
+        probs = model(torch.tensor([ids], device=device))[0].float().softmax(-1)  # (L, V)
+        probs[:, self.special_ids.to(device)] = 0  # never propose [MASK], [PAD], ...
+        return probs / probs.sum(-1, keepdim=True)
+
     @torch.no_grad()
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
-        if not cfg.prompt or "[MASK]" not in cfg.prompt:
+        """Fill the [MASK]s of --prompt (top-k table per mask), or without a prompt held-out sentences."""
+        if not cfg.prompt:
+            return self._sample_heldout(model, cfg, console)
+        if "[MASK]" not in cfg.prompt:
             raise UserError('BERT fills masks: pass a prompt with [MASK], e.g. --prompt "The [MASK] was very kind."')
         ids = self.encode_prompt(cfg.prompt)
         if len(ids) > model.cfg.block_size:
             raise UserError(f"prompt is {len(ids)} tokens; this model reads at most {model.cfg.block_size}")
-        model.eval()
-        device = next(model.parameters()).device
-        x = torch.tensor([ids], device=device)
-        probs = model(x)[0].float().softmax(-1)  # (L, V)
-        probs[:, self.special_ids.to(device)] = 0  # never propose [MASK], [PAD], ...
-        probs = probs / probs.sum(-1, keepdim=True)
+        probs = self._fill_probs(model, ids)  # (L, V)
         k = FILL_TOP_K if cfg.top_k in (None, SampleConfig.top_k) else max(1, cfg.top_k)
         positions = [i for i, t in enumerate(ids) if t == self.mask_id]
         filled, results = list(ids), []
@@ -263,3 +259,34 @@ class BERTTask(Task):
         text = self.tok.decode([t for t in filled if t not in (self.cls_id, self.sep_id)])
         console.print(f"top-1 fill: {text}", markup=False)
         return {"prompt": cfg.prompt, "filled": text, "candidates": results}
+
+    @torch.no_grad()
+    def _sample_heldout(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+        """--num-samples (at least 5) held-out sentences, 15% of their tokens (at least one) masked with --seed;
+        a table of each masked token, the model's top guess and whether it is right."""
+        if not getattr(self, "heldout", None):
+            raise UserError('this run has no held-out sentences saved (trained before they were): pass a prompt '
+                            'with [MASK], e.g. --prompt "The [MASK] was very kind."')
+        g = torch.Generator().manual_seed(cfg.seed)
+        table = Table(title="held-out sentences, masked and filled")
+        for col in ("sentence (masked)", "true", "top guess", ""):
+            table.add_column(col)
+        hits, total, rows = 0, 0, []
+        for sentence in self.heldout[:max(cfg.num_samples, 5)]:
+            body = self.tok.encode(sentence)[:model.cfg.block_size - 2]
+            n_mask = max(1, round(0.15 * len(body)))
+            positions = sorted((torch.randperm(len(body), generator=g)[:n_mask] + 1).tolist())  # after [CLS]
+            ids = [self.cls_id, *body, self.sep_id]
+            masked = [self.mask_id if i in positions else t for i, t in enumerate(ids)]
+            guess = self._fill_probs(model, masked).argmax(-1).tolist()
+            shown = self.tok.decode(masked[1:-1])
+            for pos in positions:
+                ok = guess[pos] == ids[pos]
+                hits, total = hits + ok, total + 1
+                true, pred = self.tok.decode([ids[pos]]), self.tok.decode([guess[pos]])
+                table.add_row(shown if pos == positions[0] else "", true, pred if ok else f"[red]{pred}[/red]",
+                              "✓" if ok else "✗")
+                rows.append({"sentence": sentence, "true": true, "guess": pred})
+        console.print(table)
+        console.print(f"top-1 accuracy on these {total} masked tokens: [bold]{100 * hits / total:.1f}%[/bold]")
+        return {"heldout": rows, "accuracy": hits / total}

@@ -285,8 +285,9 @@ class EncDecTask(Task):
         return task
 
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+        """Translate --prompt (an n-best table with --beam), or without a prompt the held-out sources."""
         if not cfg.prompt:
-            raise UserError('encdec translates a source sentence: pass --prompt "..." (e.g. --prompt "1204")')
+            return self._sample_heldout(model, cfg, console)
         source = numbers_source(cfg.prompt, self.data) if self.generated else cfg.prompt
         alpha = float(cfg.extra.get("alpha", ALPHA))
         nbest = self.translate(model, [source], beam=max(cfg.beam, 1), alpha=alpha, max_len=cfg.max_new_tokens + 1)[0]
@@ -301,3 +302,24 @@ class EncDecTask(Task):
             console.print(table)
         return {"source": source, "translation": nbest[0][0],
                 "nbest": [{"translation": t, "score": s, "logprob": lp} for t, s, lp in nbest]}
+
+    def _sample_heldout(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+        """The first --num-samples (at least 10) held-out examples: source, reference, translation, exact match."""
+        if not self.generated:
+            raise UserError('this run was trained on files: pass a source sentence with --prompt "..."')
+        n_val = self.flavors.get(self.cfg.flavor or self.default_flavor, {}).get("data", {}).get("heldout", 1000)
+        pairs = heldout_pairs(self.data, n_val)[:max(cfg.num_samples, 10)]
+        beam = max(cfg.beam, 1)
+        hyps = [nbest[0][0] for nbest in self.translate(model, [s for s, _ in pairs], beam=beam,
+                                                        alpha=float(cfg.extra.get("alpha", ALPHA)))]
+        table = Table(title=f"held-out {self.data} examples ({'greedy' if beam == 1 else f'beam {beam}'})")
+        for col in ("source", "reference", "translation", "exact"):
+            table.add_column(col)
+        for (src, ref), hyp in zip(pairs, hyps):
+            ok = hyp == ref
+            table.add_row(src, ref, hyp if ok else f"[red]{hyp}[/red]", "✓" if ok else "✗")
+        console.print(table)
+        match = exact_match(hyps, [r for _, r in pairs])
+        console.print(f"exact match on these {len(pairs)}: [bold]{100 * match:.1f}%[/bold]")
+        return {"heldout": [{"source": s, "reference": r, "translation": h} for (s, r), h in zip(pairs, hyps)],
+                "exact_match": match}

@@ -2,17 +2,15 @@
 
 Digits are upsampled to 16×16 (17 intensity levels), so a pixel's useful context is local and local 2D
 attention has something to skip. Metric: bits per dimension on the 360 test digits. `--attention
-local2d|local1d|full` picks the pattern; `report` also times attention with the run's pattern against
-full causal attention and counts the kernel tiles the block-sparse pattern lets the kernel skip.
+local2d|local1d|full` picks the pattern; `report` also counts the kernel tiles the block-sparse pattern
+lets the kernel skip (the timing of the patterns is benchmarks/image_timing.py).
 `attnkit sample` draws a grid of digits, one row per class (or one class with `--label`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import contextlib
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +21,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.data.digits import LEVELS, N_CLASSES, load_digit_splits, random_shift, save_digit_grid
+from attnkit.data.digits import LEVELS, load_digit_splits, random_shift, save_digit_grid
 from attnkit.masks import causal_mask, pattern_stats
 from attnkit.models.image import ATTENTION_PATTERNS, ImageTransformer, ImageTransformerConfig
-from attnkit.ops import attention
 from attnkit.errors import UserError
 from attnkit.tasks.base import Task
 
@@ -47,21 +44,6 @@ def bits_per_dim(model: ImageTransformer, images: torch.Tensor, labels: torch.Te
         total += model.loss(x, y).item() * len(x)
     model.train(was_training)
     return total / len(images) / math.log(2)
-
-
-def _time(fn, repeats: int) -> float:
-    """Median seconds of fn() over `repeats` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 @dataclass
@@ -128,72 +110,30 @@ class ImageTask(Task):
         return {f"{split}_loss": bpd * math.log(2), f"{split}_bpd": bpd}
 
     def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
-        """Test bits/dim, and the run's attention pattern against full causal attention: sparsity and time."""
+        """Test bits/dim, and how sparse the run's pattern is beside full causal attention (entries and kernel
+        tiles). Timing the patterns against each other: benchmarks/image_timing.py --run RUN."""
         device = next(model.parameters()).device
         images, labels = self.splits["test"]
         test_bpd = bits_per_dim(model, images.long(), labels, device)
         console.print(f"test bits/dim ({len(images)} digits, {model.cfg.image_size}×{model.cfg.image_size}, "
                       f"attention {model.cfg.attention}): [bold]{test_bpd:.4f}[/bold]")
-        timing = self.attention_timing(model, device)
-        table = Table(title=f"attention pattern vs full causal on {device.type} "
-                            f"(B={timing['batch']}, L={model.cfg.length}, {model.cfg.n_layer} layers)")
-        for col in ("pattern", "visible entries", *(f"tiles {m}×{n}" for m, n in TILES),
-                    "attention fwd ms", "model fwd ms"):
-            table.add_column(col)
-        names = ("full", model.cfg.attention) if model.cfg.attention != "full" else ("full",)
-        for name in names:
-            r = timing[name]
-            table.add_row(name, f"{100 * r['entries']:.1f}%",
-                          *(f"{r[f'tiles_{m}x{n}']}/{r[f'tiles_total_{m}x{n}']}" for m, n in TILES),
-                          f"{1e3 * r['attention_s']:.2f}", f"{1e3 * r['model_s']:.1f}")
-        console.print(table)
-        if len(names) == 2:
-            full, local = timing["full"], timing[names[1]]
-            m, n = TILES[0]
-            skipped = 1 - local[f"tiles_{m}x{n}"] / full[f"tiles_{m}x{n}"]
-            console.print(f"{names[1]} skips {100 * skipped:.0f}% of the {m}×{n} tiles full causal attention "
-                          f"computes; its attention forward takes {local['attention_s'] / full['attention_s']:.2f}× "
-                          f"the time of full causal on {device.type}.")
-        if device.type == "cpu":
-            console.print("[dim]On CPU attention runs dense (torch SDPA with the boolean mask), so a sparse pattern "
-                          "costs about as much as full; only the Triton kernel (CUDA) skips tiles.[/dim]")
-        return {"test_bpd": test_bpd, "attention": model.cfg.attention, "timing": timing}
-
-    @torch.no_grad()
-    def attention_timing(self, model: ImageTransformer, device: torch.device, batch: int = 32,
-                         repeats: int = 5) -> dict[str, Any]:
-        """Forward time of one attention call and of the whole model, with the run's mask and with plain causal."""
-        cfg, L = model.cfg, model.cfg.length
-        hd = cfg.d_model // cfg.n_head
-        # As in training: bfloat16 autocast on CUDA (the Triton kernel), float32 on CPU.
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        def autocast():
-            return torch.autocast("cuda", dtype=dtype) if device.type == "cuda" else contextlib.nullcontext()
-
-        q, k, v = (torch.randn(batch, cfg.n_head, L, hd, device=device, dtype=dtype) for _ in range(3))
-        images = torch.randint(0, LEVELS, (batch, cfg.image_size, cfg.image_size), device=device)
-        labels = torch.randint(0, N_CLASSES, (batch,), device=device)
-        was_training, own_mask = model.training, model.attn_mask
-        model.eval()
-        out: dict[str, Any] = {"batch": batch}
-        patterns = {"full": None}
-        if cfg.attention != "full":
-            patterns[cfg.attention] = own_mask
+        L = model.cfg.length
+        patterns = {"full": causal_mask(L)}
+        if model.cfg.attention != "full":
+            patterns[model.cfg.attention] = model.attn_mask.cpu()
+        table = Table(title=f"attention pattern vs full causal (L={L})")
+        for col in ("pattern", "visible entries", *(f"tiles {m}×{n}" for m, n in TILES)):
+            table.add_column(col, justify="right")
+        sparsity = {}
         for name, mask in patterns.items():
-            dense = causal_mask(L, device=device) if mask is None else mask
-            stats = {"entries": dense.float().mean().item()}
-            for m, n in TILES:
-                s = pattern_stats(dense, m, n)
-                stats[f"tiles_{m}x{n}"], stats[f"tiles_total_{m}x{n}"] = s["tiles_computed"], s["tiles_total"]
-            with autocast():
-                stats["attention_s"] = _time(lambda: attention(q, k, v, causal=True, attn_mask=mask), repeats)
-            model.attn_mask = mask
-            with autocast():
-                stats["model_s"] = _time(lambda: model(images, labels), repeats)
-            out[name] = stats
-        model.attn_mask = own_mask
-        model.train(was_training)
-        return out
+            stats = {f"{m}x{n}": pattern_stats(mask, m, n) for m, n in TILES}
+            sparsity[name] = {"entries": mask.float().mean().item(),
+                              **{f"tiles_{k}": s["tiles_computed"] for k, s in stats.items()},
+                              **{f"tiles_total_{k}": s["tiles_total"] for k, s in stats.items()}}
+            table.add_row(name, f"{100 * sparsity[name]['entries']:.1f}%",
+                          *(f"{s['tiles_computed']}/{s['tiles_total']}" for s in stats.values()))
+        console.print(table)
+        return {"test_bpd": test_bpd, "attention": model.cfg.attention, "pattern": sparsity}
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod

@@ -34,58 +34,14 @@ from rich.table import Table
 from attnkit.checkpoint import atomic_write_text
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.data import chorales as ch
+from attnkit.eval.music import mean_nll, window_batch
 from attnkit.models.music import MusicConfig, MusicTransformer
+from attnkit.plots import plot_attention, plot_piano_roll
 from attnkit.errors import UserError
 from attnkit.tasks.base import Task
 
 PRIMERS_FILE = "music_primers.json"
 DEFAULT_PRIMER_STEPS = 32
-IGNORE = -100
-
-
-# ---- batching and exact NLL (library functions, also used by benchmarks/music_compare.py) ------------------
-def window_batch(seqs: list[np.ndarray], starts: list[int], length: int) -> dict[str, torch.Tensor]:
-    """Inputs seq[s:s+length] and next-token targets, padded with PAD / IGNORE: x, y (B, length)."""
-    x = torch.full((len(seqs), length), ch.PAD, dtype=torch.long)
-    y = torch.full((len(seqs), length), IGNORE, dtype=torch.long)
-    for b, (seq, s) in enumerate(zip(seqs, starts)):
-        chunk = torch.from_numpy(seq[s:s + length + 1])
-        x[b, :len(chunk) - 1] = chunk[:-1]
-        y[b, :len(chunk) - 1] = chunk[1:]
-    return {"x": x, "y": y}
-
-
-@torch.no_grad()
-def token_nll(model: nn.Module, seqs: list[np.ndarray], length: int, device: torch.device,
-              batch_size: int = 8) -> list[np.ndarray]:
-    """Exact NLL of every token of `seqs`, cut into consecutive windows of `length` (a multiple of 4).
-
-    Each token is predicted once, from the tokens before it in its window. Returns one (len(seq) - 1,)
-    array per sequence (the NLL of seq[1:]), so windows of different lengths can be compared token by
-    token: the same tokens with more context, or at positions an absolute model never trained on.
-    """
-    was_training = model.training
-    model.eval()
-    out = [np.zeros(len(seq) - 1) for seq in seqs]
-    windows = [(i, s) for i, seq in enumerate(seqs) for s in range(0, len(seq) - 1, length)]
-    for w in range(0, len(windows), batch_size):
-        part = windows[w:w + batch_size]
-        batch = window_batch([seqs[i] for i, _ in part], [s for _, s in part], length)
-        x, y = batch["x"].to(device), batch["y"].to(device)
-        logits, _ = model(x)  # (B, L, V)
-        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=IGNORE,
-                                                reduction="none").cpu().numpy()  # (B, L)
-        for b, (i, s) in enumerate(part):
-            n = min(length, len(seqs[i]) - 1 - s)
-            out[i][s:s + n] = nll[b, :n]
-    model.train(was_training)
-    return out
-
-
-def mean_nll(model: nn.Module, seqs: list[np.ndarray], length: int, device: torch.device,
-             batch_size: int = 8) -> float:
-    """Mean NLL per token (nats) of all of `seqs`, with windows of `length` tokens (see token_nll)."""
-    return float(np.concatenate(token_nll(model, seqs, length, device, batch_size)).mean())
 
 
 # ---- sampling helpers ----------------------------------------------------------------------------------
@@ -93,122 +49,43 @@ def mean_nll(model: nn.Module, seqs: list[np.ndarray], length: int, device: torc
 def sample_tokens(model: MusicTransformer, prefix: list[int], n_new: int, *, window: int, temperature: float,
                   top_k: int | None, top_p: float | None, generator: torch.Generator,
                   on_token=None) -> list[int]:
-    """Continue prefix (starting with BOS) by n_new grid tokens with a KV cache.
+    """Continue prefix (starting with BOS) by n_new grid tokens with a KV cache, on `attnkit.decode`.
 
-    Like `attnkit.generate.generate`, but (1) BOS/EOS/PAD are masked out, so the piece has exactly the
-    requested length, and (2) when the context is full it restarts on a time-step boundary (a multiple of
-    4 into the sequence), keeping the voice phase the model was trained with.
+    Two hooks make it music: BOS/EOS/PAD are banned, so the piece has exactly the requested length, and
+    when the context is full it restarts on a time-step boundary (a multiple of 4 into the sequence),
+    keeping the voice phase the model was trained with.
     """
-    from attnkit.generate import sample_next
+    from attnkit.decode import SlidingWindow, ban, decode_n_tokens, sampling
+    from attnkit.generate import lm_step
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    seq = list(prefix)
-    banned = torch.tensor([ch.PAD, ch.BOS, ch.EOS], device=device)
-
-    def prefill(start: int):
-        caches = model.make_caches()
-        logits, _ = model(torch.tensor([seq[start:]], device=device), caches=caches)
-        return caches, logits[:, -1]
-
-    start = _aligned_start(len(seq), window)
-    caches, logits = prefill(start)
-    for _ in range(n_new):
-        logits = logits.float().index_fill(-1, banned, float("-inf"))  # (1, V)
-        nxt = int(sample_next(logits, temperature, top_k, top_p, generator)[0, 0])
-        seq.append(nxt)
-        if on_token is not None:
-            on_token(nxt)
-        if len(seq) - start >= window:  # full: keep the last half window, from a step boundary
-            start = _aligned_start(len(seq), window // 2)
-            caches, logits = prefill(start)
-        else:
-            logits, _ = model(torch.tensor([[nxt]], device=device), caches=caches)
-            logits = logits[:, -1]
+    processors, choose = sampling(temperature, top_k, top_p, generator)
+    seq = decode_n_tokens(lm_step(model), torch.tensor([prefix], device=device), n_new,
+                          new_caches=model.make_caches, processors=[ban([ch.PAD, ch.BOS, ch.EOS]), *processors],
+                          choose=choose, window=SlidingWindow(window, align=4, restart_at_full=True),
+                          on_token=None if on_token is None else lambda tok, logits: on_token(int(tok[0, 0])))
     model.train(was_training)
-    return seq
+    return seq[0].tolist()
 
 
 def _aligned_start(n: int, keep: int) -> int:
     """Smallest multiple of 4 that leaves at most `keep` of n tokens in the window."""
-    return max(0, math.ceil((n - keep) / 4) * 4)
-
-
-def plot_piano_roll(grid: np.ndarray, path: Path, primer_steps: int = 0, title: str = "") -> Path:
-    """Notes as bars (x: 16th-note steps, y: MIDI pitch), one colour per voice; the primer is shaded."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colours = ("tab:red", "tab:orange", "tab:green", "tab:blue")
-    T = len(grid)
-    fig, ax = plt.subplots(figsize=(min(max(8, 4 + T / 16), 24), 4.8), dpi=110)
-    for v, name in enumerate(ch.VOICES):
-        bars = [(s, n) for s, n, p in ch.voice_events(grid[:, v]) if p is not None]
-        pitches = [p for _, _, p in ch.voice_events(grid[:, v]) if p is not None]
-        for (s, n), p in zip(bars, pitches):
-            ax.broken_barh([(s, n)], (p - 0.4, 0.8), facecolors=colours[v], edgecolors="black", linewidth=0.3)
-        ax.plot([], [], color=colours[v], linewidth=6, label=name)
-    if primer_steps:
-        ax.axvspan(0, primer_steps, color="grey", alpha=0.15, label="primer")
-    for bar in range(0, T + 1, 16):
-        ax.axvline(bar, color="grey", linewidth=0.3)
-    rng = ch.pitch_range(grid)
-    if rng:
-        ax.set_ylim(rng[0] - 2, rng[1] + 2)
-    ax.set_xlim(0, max(T, 1))
-    ax.set_xlabel("16th-note step (grey lines: every 4 quarters)")
-    ax.set_ylabel("MIDI pitch")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper right", fontsize=7, ncol=5)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def plot_attention(maps: torch.Tensor, path: Path, layer: int, offset: int = 0, title: str = "") -> Path:
-    """maps (H, L, L) of one layer -> one heatmap per head (square root colour scale: weak links visible)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import PowerNorm
-
-    H, L, _ = maps.shape
-    cols = min(H, 4)
-    rows = math.ceil(H / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows + 0.4), dpi=110, squeeze=False)
-    extent = (offset - 0.5, offset + L - 0.5, offset + L - 0.5, offset - 0.5)
-    for h in range(rows * cols):
-        ax = axes[h // cols][h % cols]
-        if h >= H:
-            ax.axis("off")
-            continue
-        weights = maps[h].float().cpu().numpy()
-        future = np.triu(np.ones_like(weights, dtype=bool), 1)  # masked by causality: drawn blank
-        cmap = plt.get_cmap("magma").with_extremes(bad="white")
-        ax.imshow(np.ma.masked_where(future, weights), cmap=cmap, norm=PowerNorm(0.5, vmin=0, vmax=1),
-                  extent=extent, interpolation="nearest")
-        ax.set_title(f"head {h}", fontsize=9)
-        ax.set_xlabel("key token", fontsize=8)
-        ax.set_ylabel("query token", fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.suptitle(title or f"layer {layer} attention", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from attnkit.decode import SlidingWindow
+    return SlidingWindow(keep, align=4).first(n)
 
 
 @dataclass
 class MusicOptions:
+    """The arm of the paper's comparison (attnkit.models.music)."""
     position: str = field(default="relative", metadata={"help": "positions: absolute, relative (Music Transformer) or both"})
 
 
 class MusicTask(Task):
     name = "music"
     default_flavor = "small"
+    Options = MusicOptions
     flavors = {
         # Seconds on one core; 12 chorales so tests parse little (numbers 1..12: train, val and test).
         "debug": {"model": dict(n_layer=2, n_head=2, d_model=32, max_relative_fraction=0.5),
@@ -224,8 +101,6 @@ class MusicTask(Task):
                                 min_lr=2e-4, warmup_steps=100, eval_interval=200, eval_batches=10,
                                 dropout=0.1, beta2=0.98, position="relative")},
     }
-
-    Options = MusicOptions
 
     def __init__(self, cfg: TrainConfig, opts=None):
         super().__init__(cfg, opts)

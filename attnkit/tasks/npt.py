@@ -5,7 +5,7 @@ losses are averaged, so the trainer's one loop (optimizer, schedule, checkpoints
 and `attnkit sample` reloads all of them. Each fold's input is the whole table: its training rows with
 targets (stochastically masked), its test rows with targets always masked (never trained on).
 `evaluate("val")` scores the test folds; `report()` adds the baselines on the same splits, the probes, a
-rich table, predictions.csv and cv_metrics.json.
+rich table, predictions.csv and cv_metrics.json. Metrics, baselines and the corruption are in attnkit.eval.npt.
 
 Objective (Kossen et al. 2021, section 3): every feature cell is selected with probability `feature_mask`
 and corrupted BERT-style (80 % mask token, 10 % a random value of that column, 10 % unchanged); every
@@ -25,9 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import csv
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -40,52 +38,14 @@ from rich.table import Table as RichTable
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.data.tables import Table, cv_splits, load_table, target_stats
+from attnkit.eval.npt import (classification_metrics, corrupt_other_rows, mean_std, metrics_table,
+                              regression_metrics, sklearn_baselines, write_predictions)
 from attnkit.models.npt import NPTConfig, NPTFolds, cell_losses
 from attnkit.errors import UserError
 from attnkit.tasks.base import Task
 
 PROBES = ("corruption", "lookup")
 TRAIN, TEST, CONTEXT = 0, 1, 2   # row roles within one fold (CONTEXT: lookup duplicates, target visible)
-
-
-def _classification_metrics(y: np.ndarray, prob: np.ndarray, n_classes: int) -> dict[str, float]:
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    prob = np.clip(prob, 1e-7, 1.0)
-    prob = prob / prob.sum(1, keepdims=True)
-    out = {"accuracy": float((prob.argmax(1) == y).mean()),
-           "nll": float(log_loss(y, prob, labels=list(range(n_classes))))}
-    try:
-        if n_classes == 2:
-            out["auroc"] = float(roc_auc_score(y, prob[:, 1]))
-        else:
-            out["auroc"] = float(roc_auc_score(y, prob, multi_class="ovr", labels=list(range(n_classes))))
-    except ValueError:  # a fold without some class: AUROC is undefined there
-        out["auroc"] = float("nan")
-    return out
-
-
-def _regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    mse = float(((pred - y) ** 2).mean())
-    return {"rmse": math.sqrt(mse), "r2": float(1 - mse / max(float(y.var()), 1e-12))}
-
-
-def _mean_std(per_fold: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
-    keys = per_fold[0].keys()
-    return {k: {"mean": float(np.nanmean([f[k] for f in per_fold])), "std": float(np.nanstd([f[k] for f in per_fold])),
-                "per_fold": [f[k] for f in per_fold]} for k in keys}
-
-
-def corrupt_other_rows(values: torch.Tensor, mask: torch.Tensor, keep: int, generator: torch.Generator):
-    """values, mask (N, d) with every row but `keep` shuffled column by column, each column by its own
-    permutation (a cell's value and mask bit move together): columns keep their values, rows lose theirs."""
-    n_all, d = values.shape
-    others = torch.cat([torch.arange(keep), torch.arange(keep + 1, n_all)])
-    perm = torch.stack([others[torch.randperm(len(others), generator=generator)] for _ in range(d)], 1)  # (N-1, d)
-    v, m = values.clone(), mask.clone()
-    v[others] = torch.gather(values, 0, perm)
-    m[others] = torch.gather(mask, 0, perm)
-    return v, m
 
 
 @dataclass
@@ -292,8 +252,8 @@ class NPTTask(Task):
     def _fold_metrics(self, k: int, out: torch.Tensor) -> dict[str, float]:
         y = self.table.raw_target[self.splits[k][1]]
         if self.table.target_is_categorical:
-            return _classification_metrics(y.astype(int), out.numpy(), self.table.n_classes)
-        return _regression_metrics(y, self._unstandardize(k, out.numpy()))
+            return classification_metrics(y.astype(int), out.numpy(), self.table.n_classes)
+        return regression_metrics(y, self._unstandardize(k, out.numpy()))
 
     def _device(self, model: nn.Module) -> torch.device:
         return next(model.parameters()).device
@@ -360,71 +320,30 @@ class NPTTask(Task):
 
     # ---- baselines ----------------------------------------------------------------------------
     def baselines(self, console: Console | None = None) -> dict[str, list[dict[str, float]]]:
-        """scikit-learn models on the same splits (features standardized, categorical one-hot)."""
-        from sklearn import ensemble, linear_model, neighbors
-
-        seed = self.cfg.seed
-        if self.table.target_is_categorical:
-            models = {"GradientBoosting": lambda: ensemble.GradientBoostingClassifier(random_state=seed),
-                      "RandomForest": lambda: ensemble.RandomForestClassifier(random_state=seed),
-                      "kNN": lambda: neighbors.KNeighborsClassifier(),
-                      "LogisticRegression": lambda: linear_model.LogisticRegression(max_iter=2000)}
-        else:
-            models = {"GradientBoosting": lambda: ensemble.GradientBoostingRegressor(random_state=seed),
-                      "RandomForest": lambda: ensemble.RandomForestRegressor(random_state=seed),
-                      "kNN": lambda: neighbors.KNeighborsRegressor(),
-                      "LinearRegression (ridge)": lambda: linear_model.Ridge()}
-        X, y = self.table.features(), self.table.raw_target
-        results: dict[str, list[dict[str, float]]] = {}
-        from rich.progress import Progress
-        with Progress(console=console or Console(), transient=True) as progress:
-            bar = progress.add_task("baselines", total=len(models) * len(self.splits))
-            for name, make in models.items():
-                results[name] = []
-                for train_rows, test_rows in self.splits:
-                    progress.update(bar, description=f"baseline {name}")
-                    model = make().fit(X[train_rows], y[train_rows].astype(int) if self.table.target_is_categorical else y[train_rows])
-                    if self.table.target_is_categorical:
-                        prob = np.zeros((len(test_rows), self.table.n_classes))
-                        prob[:, model.classes_.astype(int)] = model.predict_proba(X[test_rows])
-                        results[name].append(_classification_metrics(y[test_rows].astype(int), prob, self.table.n_classes))
-                    else:
-                        results[name].append(_regression_metrics(y[test_rows], model.predict(X[test_rows])))
-                    progress.advance(bar)
-        return results
+        """scikit-learn models on the same splits (attnkit.eval.npt.sklearn_baselines)."""
+        return sklearn_baselines(self.table, self.splits, self.cfg.seed, console)
 
     # ---- report ---------------------------------------------------------------------------------
     def _metric_names(self) -> list[str]:
         return ["accuracy", "auroc", "nll"] if self.table.target_is_categorical else ["rmse", "r2"]
 
     def metrics_table(self, rows: dict[str, dict[str, dict[str, Any]]], title: str) -> RichTable:
-        names = self._metric_names()
-        table = RichTable(title=title)
-        table.add_column("model")
-        for name in names:
-            table.add_column(name.upper() if name in ("nll", "rmse", "auroc") else name, justify="right")
-        for model_name, metrics in rows.items():
-            cells = []
-            for name in names:
-                m, s = metrics[name]["mean"], metrics[name]["std"]
-                cells.append(f"{100 * m:.2f} ± {100 * s:.2f} %" if name == "accuracy" else f"{m:.4f} ± {s:.4f}")
-            table.add_row(model_name, *cells)
-        return table
+        return metrics_table(rows, self._metric_names(), title)
 
     def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
         start = time.time()
         run_dir = Path(run_dir)
         outs = self.predict(model)
         npt_folds = [self._fold_metrics(k, out) for k, out in enumerate(outs)]
-        rows = {f"NPT ({self.cfg.flavor})": _mean_std(npt_folds)}
+        rows = {f"NPT ({self.cfg.flavor})": mean_std(npt_folds)}
         summary: dict[str, Any] = {"data": self.table.name, "target": self.table.columns[self.table.target],
                                    "rows": self.table.n, "attributes": self.table.d, "folds": len(self.splits),
                                    "npt": rows[f"NPT ({self.cfg.flavor})"]}
         if self.opts.probe == "lookup":
             corr = [self._correlation(k, out) for k, out in enumerate(outs)]
             summary["lookup"] = {"target_shift": self.opts.target_shift or 0.0,
-                                 "correlation": _mean_std([{"c": c} for c in corr])["c"]}
-        baseline = {name: _mean_std(folds) for name, folds in self.baselines(console).items()}
+                                 "correlation": mean_std([{"c": c} for c in corr])["c"]}
+        baseline = {name: mean_std(folds) for name, folds in self.baselines(console).items()}
         rows.update(baseline)
         summary["baselines"] = baseline
         title = (f"{self.table.name}: {len(self.splits)}-fold CV, target {self.table.columns[self.table.target]!r}"
@@ -436,7 +355,7 @@ class NPTTask(Task):
                           f"prediction and true target {c['mean']:.4f} ± {c['std']:.4f}")
         if self.opts.probe == "corruption":
             corrupted = [self._fold_metrics(k, out) for k, out in enumerate(self.corruption_probe(model, console))]
-            clean, bad = rows[f"NPT ({self.cfg.flavor})"], _mean_std(corrupted)
+            clean, bad = rows[f"NPT ({self.cfg.flavor})"], mean_std(corrupted)
             summary["corruption"] = {"corrupted": bad,
                                      "drop": {n: clean[n]["mean"] - bad[n]["mean"] for n in self._metric_names()}}
             console.print(self.metrics_table({"NPT, clean": clean, "NPT, other rows corrupted": bad},
@@ -449,16 +368,8 @@ class NPTTask(Task):
         return summary
 
     def write_predictions(self, outs: list[torch.Tensor], path: Path) -> None:
-        """Every row once, predicted by the fold that held it out: row, fold, true target, prediction."""
-        t = self.table
-        with path.open("w", newline="") as f:
-            w = csv.writer(f)
-            extra = [f"p_{c}" for c in t.categories[t.target]] if t.target_is_categorical else []
-            w.writerow(["row", "fold", "true", "predicted", *extra])
-            for k, out in enumerate(outs):
-                for row, o in zip(self.splits[k][1].tolist(), out):
-                    true, pred = self._decode(k, t.raw_target[row]), self._decode_output(k, o)
-                    w.writerow([row, k, true, pred, *([f"{p:.4f}" for p in o.tolist()] if extra else [])])
+        """Every row once, predicted by the fold that held it out (attnkit.eval.npt.write_predictions)."""
+        write_predictions(path, self.table, self.splits, outs, self._decode, self._decode_output)
 
     def _decode(self, k: int, raw: float) -> str:
         t = self.table
@@ -490,7 +401,7 @@ class NPTTask(Task):
         if n_test > limit:
             console.print(f"… {n_test - limit} more rows in fold 0; every row's out-of-fold prediction: "
                           f"predictions.csv in the run directory")
-        npt = _mean_std([self._fold_metrics(k, out) for k, out in enumerate(outs)])
+        npt = mean_std([self._fold_metrics(k, out) for k, out in enumerate(outs)])
         rows = {f"NPT ({self.cfg.flavor})": npt}
         saved = Path(cfg.run) / "cv_metrics.json"
         if saved.is_file():

@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.data.digits import LEVELS, load_digit_splits, mosaic, random_shift, save_digit_grid
+from attnkit.data.digits import LEVELS, load_digit_splits, random_shift, save_digit_grid
+from attnkit.eval.vision import digit_baselines
 from attnkit.models.vit import ViT, ViTConfig
+from attnkit.plots import plot_cls_attention
 from attnkit.errors import UserError
 from attnkit.tasks.base import Task
 
@@ -100,22 +102,12 @@ class ViTTask(Task):
 
     def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
         """Test accuracy of the ViT beside logistic regression and an SVM on the same split."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.svm import SVC
-
         device = next(model.parameters()).device
         (xtr, ytr), (xte, yte) = self.splits["train"], self.splits["test"]
-        ftr, fte = xtr.flatten(1).numpy() / (LEVELS - 1), xte.flatten(1).numpy() / (LEVELS - 1)
-        rows = []
         t0 = time.perf_counter()
         vit_acc = (predict(model, xte, device).argmax(-1) == yte).float().mean().item()
-        rows.append(("ViT (attnkit)", vit_acc, time.perf_counter() - t0, "trained above"))
-        for name, clf in (("logistic regression", LogisticRegression(max_iter=5000, C=1.0)),
-                          ("SVM (RBF, C=10)", SVC(C=10.0, gamma="scale"))):
-            t0 = time.perf_counter()
-            clf.fit(ftr, ytr.numpy())
-            acc = float((clf.predict(fte) == yte.numpy()).mean())
-            rows.append((name, acc, time.perf_counter() - t0, "fit + predict"))
+        rows = [("ViT (attnkit)", vit_acc, time.perf_counter() - t0, "trained above"),
+                *digit_baselines(xtr, ytr, xte, yte, LEVELS)]
         table = Table(title=f"digits test accuracy ({len(yte)} held-out digits, {len(ytr)} training)")
         for col in ("model", "test accuracy", "seconds", ""):
             table.add_column(col)
@@ -168,48 +160,11 @@ class ViTTask(Task):
                   for r in range(rows)]
         suptitle = f"ViT predictions, accuracy {100 * acc:.1f}% on {len(labels)} held-out digits"
         grid_png = save_digit_grid(out / "predictions.png", grid, titles, colors, suptitle=suptitle)
-        attn_png = self._attention_png(model, images[:8], pred[:8], out / "attention.png", device)
+        was_training = model.training
+        model.eval()
+        maps = model.attention_maps(_as_input(images[:8]).to(device)).float().cpu()  # (layers, B, H, N+1, N+1)
+        model.train(was_training)
+        attn_png = plot_cls_attention(maps, images[:8], pred[:8], model.cfg.patch_size, LEVELS, out / "attention.png")
         console.print(f"wrote {grid_png}")
         console.print(f"wrote {attn_png}")
         return {"accuracy": acc, "n": len(labels), "predictions_png": grid_png, "attention_png": attn_png}
-
-    @staticmethod
-    def _attention_png(model: ViT, images: torch.Tensor, pred: torch.Tensor, path: Path, device) -> str:
-        """One row per digit: the digit, then CLS → patch attention (mean over heads) for each layer.
-
-        Each heat map is normalised on its own and shaded by the digit's ink, so you can see which
-        strokes the CLS token reads at each depth.
-        """
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        was_training = model.training
-        model.eval()
-        maps = model.attention_maps(_as_input(images).to(device)).float().cpu()  # (layers, B, H, N+1, N+1)
-        model.train(was_training)
-        n_layer, B = maps.shape[:2]
-        S, p = model.cfg.image_size, model.cfg.patch_size
-        g = S // p
-        heat = maps[:, :, :, 0, 1:].mean(2).reshape(n_layer, B, g, g)  # (layers, B, g, g): CLS row, patches
-        heat = heat.repeat_interleave(p, -2).repeat_interleave(p, -1)  # (layers, B, S, S)
-        lo, hi = heat.amin((-2, -1), keepdim=True), heat.amax((-2, -1), keepdim=True)
-        heat = (heat - lo) / (hi - lo).clamp_min(1e-12)
-        ink = images.float() / (LEVELS - 1)  # (B, S, S)
-        heat_rgb = torch.from_numpy(matplotlib.colormaps["viridis"](heat.numpy())[..., :3]).float()
-        heat_rgb = heat_rgb * (0.55 + 0.45 * ink[None, :, :, :, None])  # (layers, B, S, S, 3)
-        digit_rgb = (1 - ink)[:, :, :, None].expand(B, S, S, 3)  # black ink on white
-        panels = torch.cat((digit_rgb[:, None], heat_rgb.transpose(0, 1)), dim=1)  # (B, 1 + layers, S, S, 3)
-        canvas = mosaic(panels, gap=(1, 1), fill=1.0)
-        fig, ax = plt.subplots(figsize=(max(3.5, 0.9 * (n_layer + 1) + 1.0), 0.9 * B + 0.8))
-        ax.imshow(canvas.numpy(), interpolation="nearest")
-        ax.set_axis_off()
-        for col, name in enumerate(["digit"] + [f"layer {i + 1}" for i in range(n_layer)]):
-            ax.text(col * (S + 1) + S / 2 - 0.5, -1.0, name, ha="center", va="bottom", fontsize=8)
-        for b in range(B):
-            ax.text(-1.0, b * (S + 1) + S / 2 - 0.5, f"pred {pred[b].item()}", ha="right", va="center", fontsize=8)
-        ax.set_title("CLS → patch attention\n(mean over heads)", fontsize=9, pad=14)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return str(path)

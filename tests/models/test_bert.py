@@ -85,3 +85,42 @@ def test_task_examples(tmp_path, flavor):
     assert prompt[0] == task.cls_id and prompt[-1] == task.sep_id and prompt.count(task.mask_id) == 1
     before = prompt[1:prompt.index(task.mask_id)]
     assert task.tok.decode(before) == "She was"
+
+
+class _Oracle(torch.nn.Module):
+    """Knows the held-out sentences: puts all probability on the true token of every position."""
+
+    def __init__(self, task, block_size):
+        super().__init__()
+        self.cfg = BERTConfig(block_size=block_size)
+        self.sentences = [[task.cls_id, *task.tok.encode(s)[:block_size - 2], task.sep_id] for s in task.heldout]
+        self.mask_id, self.vocab, self.w = task.mask_id, task.tok.vocab_size, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids):
+        row = ids[0].tolist()
+        true = next(s for s in self.sentences if len(s) == len(row) and
+                    all(a == b or a == self.mask_id for a, b in zip(row, s)))
+        return torch.nn.functional.one_hot(torch.tensor([true]), self.vocab).float() * 50
+
+
+def test_sample_without_prompt_fills_heldout_sentences(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from attnkit.config import SampleConfig
+
+    cfg = BERTTask.resolve(TrainConfig(model="bert", flavor="debug"))
+    BERTTask(cfg).prepare(tmp_path)
+    task = BERTTask.load(tmp_path, cfg)
+    assert len(task.heldout) >= 5
+    out = io.StringIO()
+    sample_cfg = SampleConfig(run=str(tmp_path), prompt=None, num_samples=5, seed=0)
+    oracle = task.sample(_Oracle(task, cfg.block_size), sample_cfg, Console(file=out, width=200))
+    assert oracle["accuracy"] == 1.0 and len(oracle["heldout"]) >= 5
+    assert "held-out sentences" in out.getvalue() and "100.0%" in out.getvalue()
+    untrained = task.sample(BERTTask.build_model(dict(task.flavors["debug"]["model"], vocab_size=task.tok.vocab_size,
+                                                      block_size=cfg.block_size)), sample_cfg,
+                            Console(file=io.StringIO()))
+    assert [r["true"] for r in untrained["heldout"]] == [r["true"] for r in oracle["heldout"]]  # same masks
+    assert untrained["accuracy"] < 0.5

@@ -182,3 +182,26 @@ def test_parallel_files_with_char_tokenizer(tmp_path):
     assert all(task.vocab.decode(task.vocab.encode(s)) == s for s in src + tgt)
     loaded = EncDecTask.load(tmp_path, cfg)
     assert loaded.vocab.encode(src[7]) == task.vocab.encode(src[7])
+
+
+def test_sample_without_prompt_translates_heldout_sources(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from attnkit.config import SampleConfig, TrainConfig
+    from attnkit.tasks.encdec import EncDecTask, heldout_pairs
+
+    cfg = EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug"))
+    task = EncDecTask(cfg)
+    task.prepare(tmp_path)
+    loaded = EncDecTask.load(tmp_path, cfg)
+    model = EncDecTask.build_model(task.model_config())
+    out = io.StringIO()
+    r = loaded.sample(model, SampleConfig(run=str(tmp_path), prompt=None, num_samples=12), Console(file=out, width=200))
+    pairs = heldout_pairs(task.data, 32)[:12]
+    assert [(h["source"], h["reference"]) for h in r["heldout"]] == pairs
+    assert set(pairs) <= set(task.val)  # the sources really are the held-out ones
+    hits = [h["translation"] == h["reference"] for h in r["heldout"]]
+    assert r["exact_match"] == sum(hits) / len(hits)
+    assert "held-out" in out.getvalue() and "exact match on these 12" in out.getvalue()

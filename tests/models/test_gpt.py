@@ -33,7 +33,7 @@ def test_weight_tying_and_init_std():
     model = GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=256))
     assert model.lm_head.weight is model.wte.weight
     assert abs(model.wte.weight.std().item() - 0.02) < 0.002
-    proj = model.blocks[0].mlp.c_proj.weight
+    proj = model.blocks[0].mlp.proj.weight
     assert abs(proj.std().item() - 0.02 / math.sqrt(4)) < 0.002  # GPT-2 residual scaling
     # Tied weights count once.
     assert model.num_params(non_embedding=False) == sum(p.numel() for p in model.parameters())

@@ -168,7 +168,7 @@ def test_probe_flags_are_checked():
 
 
 def test_corruption_keeps_the_row_and_shuffles_each_column_of_the_others():
-    from attnkit.tasks.npt import corrupt_other_rows
+    from attnkit.eval.npt import corrupt_other_rows
 
     g = torch.Generator().manual_seed(0)
     values = torch.arange(60.0).view(20, 3)                                 # every cell distinct

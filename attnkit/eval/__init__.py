@@ -1,0 +1,1 @@
+"""Evaluation: metrics, baselines and probes, one module per model family."""

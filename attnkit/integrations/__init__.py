@@ -1,0 +1,1 @@
+"""Integrations of attnkit's ops with other libraries (each in its own module, imported on demand)."""
