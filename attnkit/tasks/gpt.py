@@ -20,10 +20,10 @@ from attnkit.errors import UserError
 from attnkit.tasks.base import Task
 
 VAL_FRACTION = 0.1
-# Batch 32 × 128 tokens, Muon at 0.05 on the matrices and AdamW at 0.008 on embeddings, head and gains,
+# Batch 16 × 128 tokens, 200 steps, Muon at 0.05 on the matrices and AdamW at 0.008 on embeddings, head and gains,
 # flat then a linear cooldown (modded-nanogpt's trapezoid).
-SPEEDRUN_TRAIN = dict(max_steps=400, batch_size=32, block_size=128, lr=8e-3, min_lr=0.0, warmup_steps=20,
-                      schedule="trapezoid", eval_interval=25, eval_batches=8, dropout=0.0, beta2=0.95,
+SPEEDRUN_TRAIN = dict(max_steps=200, batch_size=16, block_size=128, lr=8e-3, min_lr=0.0, warmup_steps=20,
+                      schedule="trapezoid", eval_interval=20, eval_batches=8, dropout=0.0, beta2=0.95,
                       weight_decay=0.0, compile=False)
 
 
