@@ -119,6 +119,20 @@ def print_table(console: Console, summary: list[dict]) -> None:
     console.print(table)
 
 
+def markdown(summary: list[dict]) -> str:
+    """The table as Markdown (first round), for README.md and BENCHMARKS.md."""
+    def f(v, fmt):
+        return "never" if v is None else fmt.format(v)
+
+    lines = ["| arm | steps | wall s | final val | s to demo's final val | speedup | val @ demo's wall |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summary:
+        r = s["rounds"][0]
+        lines.append(f"| {s['arm']} | {s['steps']} | {r['wall']:.0f} | {r['final']:.3f} | {f(r['to_target'], '{:.0f}')} "
+                     f"| {f(r['speedup'], '{:.2f}×')} | {r['at_demo_wall']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(runs: dict[str, list[list[dict]]], out: Path) -> None:
     import matplotlib
 
@@ -178,10 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(runs)
     print_table(console, summary)
     plot(runs, out / "speedrun.png")
+    (out / "speedrun.md").write_text(markdown(summary))
     (out / "speedrun.json").write_text(json.dumps({"argv": sys.argv, "cpus": os.cpu_count(),
                                                    "load_avg": os.getloadavg(), "summary": summary,
                                                    "runs": runs}, indent=1))
-    console.print(f"wrote {out / 'speedrun.png'} and {out / 'speedrun.json'}")
+    console.print(f"wrote {out / 'speedrun.png'}, {out / 'speedrun.md'} and {out / 'speedrun.json'}")
 
 
 if __name__ == "__main__":
