@@ -14,7 +14,8 @@ Ablations run the speedrun flavor's steps with one technique switched off (`--op
 the same wall budget; `+compile` adds torch.compile to the speedrun flavor. Timings are wall clock: on a shared machine, compare arms only within
 one run of this script (`--rounds 2` interleaves a second pass of every arm to expose the noise). Every arm
 runs with OMP_NUM_THREADS=--threads, one arm at a time unless --jobs says otherwise (default 1: on a busy machine, two OpenMP threads spin-wait and a step
-took over 10× longer than on one).
+took over 10× longer than on one). With --jobs > 1 the arms share the machine, and those that finish early free
+it for the rest, which favours the longest arm (the demo): the speedups it reports are then low.
 
     python benchmarks/speedrun.py                       # demo, speedrun, every ablation
     python benchmarks/speedrun.py --arms demo,speedrun  # just the two flavors
