@@ -52,7 +52,7 @@ test-compat: $(COMPAT_STAMP)
 	$(COMPAT_RUN)
 
 demo: $(STAMP)
-	TRITON_INTERPRET= $(BIN)/attnkit train --model gpt --flavor demo --out runs/demo
+	TRITON_INTERPRET= $(BIN)/attnkit train --model gpt --flavor speedrun --out runs/demo
 	TRITON_INTERPRET= $(BIN)/attnkit sample --run runs/demo --prompt "The " --max-new-tokens 300
 
 bench: $(STAMP)

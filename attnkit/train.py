@@ -100,6 +100,11 @@ class Trainer:
         self.interval_tokens, self.interval_time = 0, 0.0
         self.last_good: int | None = None
         self.t_start = time.perf_counter()
+        self.wall_offset = 0.0  # on --resume: the wall_s the resumed run had reached
+
+    def wall_s(self) -> float:
+        """Seconds since the run started (setup and torch.compile included; resumed runs continue)."""
+        return round(self.wall_offset + time.perf_counter() - self.t_start, 3)
 
     # ---- setup: validate everything, then write ------------------------------------------------
     def setup(self) -> None:
@@ -131,7 +136,11 @@ class Trainer:
         state = self.restore(model) if cfg.resume else None
         self.model = model.to(self.device)
         self.train_model = D.wrap(self.model, self.world, fsdp=self._fsdp, compile=cfg.compile, device=self.device)
-        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2), self.device)
+        optimizer_options = getattr(self.task, "optimizer_options", dict)()  # e.g. GPT's Muon choice
+        if cfg.fsdp and optimizer_options.get("optimizer", "adamw") != "adamw":
+            raise UserError("--fsdp supports the AdamW optimizer only; drop --fsdp or use AdamW")
+        self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2), self.device,
+                                        **optimizer_options)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if state is not None:
             D.load_optimizer_state(self.model, self.optimizer, state["optimizer"], self._fsdp)
@@ -185,6 +194,7 @@ class Trainer:
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.step, self.metrics = state["step"], state["metrics"]
+        self.wall_offset = self.metrics[-1].get("wall_s", 0.0) if self.metrics else 0.0
         self.interval_losses = list(state.get("interval_losses", []))
         self.last_good = self.step
         return state
@@ -218,10 +228,12 @@ class Trainer:
         """One optimizer step of grad_accum micro-batches; returns (lr, loss averaged over ranks)."""
         cfg, world = self.cfg, self.world
         t0 = time.perf_counter()
+        if hasattr(self.task, "on_step"):  # per-step schedules of the task's own (GPT's window warmup)
+            self.task.on_step(self.step)
         lr = lr_at(self.step, schedule=cfg.schedule, lr=cfg.lr, min_lr=cfg.min_lr,
                    warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at their own peak
         step_loss = torch.zeros((), device=self.device)
         for micro in range(cfg.grad_accum):
             batch = self.task.get_batch("train", cfg.batch_size * world.size, self.generator)
@@ -261,7 +273,7 @@ class Trainer:
         if self.interval_losses:
             record["train_loss"] = sum(self.interval_losses) / len(self.interval_losses)
         record.update({k: float(v) for k, v in result.items()}, lr=lr,
-                      tokens_per_s=self.interval_tokens / max(self.interval_time, 1e-9))
+                      tokens_per_s=self.interval_tokens / max(self.interval_time, 1e-9), wall_s=self.wall_s())
         self.metrics.append(record)
         self.interval_losses, self.interval_tokens, self.interval_time = [], 0, 0.0
         if self.world.is_main:
@@ -297,7 +309,7 @@ class Trainer:
             weights, _ = D.full_state(self.model, self.optimizer, True)
             model = self._unsharded(weights) if self.world.is_main else self.model
         if self.world.is_main and (stop_after is None or self.step >= self.cfg.max_steps):
-            summary = _summary(self.metrics, self.n_params, time.perf_counter() - self.t_start, self.cfg)
+            summary = _summary(self.metrics, self.n_params, self.wall_s(), self.cfg)
             summary.update(self.task.report(model.to(self.device) if self._fsdp else model,
                                             self.run_dir, self.console) or {})
             atomic_write_json(self.run_dir / "summary.json", summary)
@@ -319,9 +331,10 @@ def _rng_state(generator: torch.Generator) -> dict[str, Any]:
 
 def _format_record(r: dict[str, Any]) -> str:
     extra = " ".join(f"{k} {v:.4g}" for k, v in r.items()
-                     if k not in ("step", "train_loss", "lr", "tokens_per_s") and isinstance(v, float))
+                     if k not in ("step", "train_loss", "lr", "tokens_per_s", "wall_s") and isinstance(v, float))
     train = f"train {r['train_loss']:.4f}" if "train_loss" in r else "train      -"
-    return f"step {r['step']:>6}  {train}  {extra}  lr {r['lr']:.2e}  {r['tokens_per_s']:,.0f} tok/s"
+    return (f"step {r['step']:>6}  {train}  {extra}  lr {r['lr']:.2e}  {r['tokens_per_s']:,.0f} tok/s  "
+            f"{r.get('wall_s', 0):.0f} s")
 
 
 def _summary(metrics: list[dict], n_params: int, wall: float, cfg: TrainConfig) -> dict[str, Any]:
@@ -331,7 +344,7 @@ def _summary(metrics: list[dict], n_params: int, wall: float, cfg: TrainConfig) 
             "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
             "best_val_loss": min(vals) if vals else None, "tokens_per_s": last.get("tokens_per_s"),
             "wall_s": round(wall, 2),
-            **{k: v for k, v in last.items() if k not in ("step", "train_loss", "val_loss", "lr", "tokens_per_s")}}
+            **{k: v for k, v in last.items() if k not in ("step", "train_loss", "val_loss", "lr", "tokens_per_s", "wall_s")}}
 
 
 def _print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> None:

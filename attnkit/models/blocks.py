@@ -100,16 +100,19 @@ class Block(nn.Module):
     d_ff: MLP hidden width (default 4·d_model). dropout: on every sublayer's output (the residual dropout);
     inner_dropout: inside the MLP. attn_kwargs go to `MultiHeadAttention` (position, max_relative,
     n_kv_head, rotary_base, ...). bias: in every Linear; norm_bias: in LayerNorm.
+    attention_cls: the self-attention module (default MultiHeadAttention; GPT's recipe subclasses it), built
+    as attention_cls(d_model, n_head, causal=, bias=, **attn_kwargs); forward's extra keyword arguments
+    (attn_inputs) go to it.
     """
 
     def __init__(self, d_model: int, n_head: int, *, d_ff: int | None = None, causal: bool = False,
                  cross: bool = False, pre_ln: bool = True, norm: str = "layer", norm_bias: bool = True,
                  activation: str = "gelu", dropout: float = 0.0, inner_dropout: float = 0.0, bias: bool = True,
-                 **attn_kwargs):
+                 attention_cls: type[nn.Module] = MultiHeadAttention, **attn_kwargs):
         super().__init__()
         self.pre_ln = pre_ln
         self.ln_1 = make_norm(norm, d_model, norm_bias)
-        self.attn = MultiHeadAttention(d_model, n_head, causal=causal, bias=bias, **attn_kwargs)
+        self.attn = attention_cls(d_model, n_head, causal=causal, bias=bias, **attn_kwargs)
         if cross:
             self.ln_cross = make_norm(norm, d_model, norm_bias)
             self.cross_attn = MultiHeadAttention(d_model, n_head, causal=False, bias=bias)
@@ -126,7 +129,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, *, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None,
                 attn_mask: torch.Tensor | None = None, cache: KVCache | LayerCache | None = None,
-                need_weights: bool = False):
+                need_weights: bool = False, **attn_inputs):
         """x: (B, L, d) → (B, L, d); with need_weights, (output, self-attention probabilities (B, H, L, Lk)).
 
         key_padding_mask (B, L) and attn_mask mask self-attention; context (B, Lc, d) with context_mask
@@ -139,7 +142,7 @@ class Block(nn.Module):
 
         def self_attention(h: torch.Tensor) -> torch.Tensor:
             out = self.attn(h, key_padding_mask=key_padding_mask, attn_mask=attn_mask, cache=self_cache,
-                            need_weights=need_weights)
+                            need_weights=need_weights, **attn_inputs)
             if need_weights:
                 out, p = out
                 probs.append(p)
