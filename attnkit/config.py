@@ -32,7 +32,7 @@ class TrainConfig:
     weight_decay: float | None = None  # AdamW decay on matrices only
     grad_clip: float | None = None     # max global grad norm; 0 disables
     grad_accum: int | None = None      # micro-batches per optimizer step
-    schedule: str | None = None        # cosine (linear warmup, cosine decay) | noam | constant
+    schedule: str | None = None        # cosine (linear warmup, cosine decay) | noam | constant | trapezoid
     beta2: float | None = None         # Adam beta2 (0.95 for GPT-style, 0.98 for the 2017 Transformer)
     label_smoothing: float | None = None
     keep_last: int | None = None       # also keep the last N step checkpoints (for checkpoint averaging)

@@ -47,7 +47,7 @@ def train(
     weight_decay: Annotated[Optional[float], Opt(help="AdamW weight decay on matrices.")] = None,
     grad_clip: Annotated[Optional[float], Opt(help="Max gradient norm; 0 disables.")] = None,
     grad_accum: Annotated[Optional[int], Opt(help="Micro-batches per optimizer step.")] = None,
-    schedule: Annotated[Optional[str], Opt(help="cosine, noam (inverse square root) or constant.")] = None,
+    schedule: Annotated[Optional[str], Opt(help="cosine, noam (inverse square root), constant or trapezoid (warmup, flat, linear cooldown).")] = None,
     beta2: Annotated[Optional[float], Opt(help="Adam beta2.")] = None,
     label_smoothing: Annotated[Optional[float], Opt(help="Label smoothing of the cross-entropy.")] = None,
     keep_last: Annotated[Optional[int], Opt(help="Also keep the last N step checkpoints.")] = None,

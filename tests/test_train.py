@@ -34,8 +34,10 @@ def test_run_dir_contents_and_learning(tmp_path):
         assert (run / name).is_file(), name
     lines = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [0, 10, 20, 30]  # step 0 too, as nanoGPT
-    assert set(lines[0]) == {"step", "val_loss", "lr", "tokens_per_s"}
-    assert set(lines[1]) == {"step", "train_loss", "val_loss", "lr", "tokens_per_s"}
+    assert set(lines[0]) == {"step", "val_loss", "lr", "tokens_per_s", "wall_s"}
+    assert set(lines[1]) == {"step", "train_loss", "val_loss", "lr", "tokens_per_s", "wall_s"}
+    walls = [m["wall_s"] for m in lines]
+    assert walls == sorted(walls) and walls[0] >= 0  # seconds since the run started, compile included
     assert lines[-1]["val_loss"] < lines[1]["val_loss"] < lines[0]["val_loss"]  # it learns
     summary = json.loads((run / "summary.json").read_text())
     assert summary["val_loss"] == lines[-1]["val_loss"] and summary["steps"] == 30
@@ -59,7 +61,7 @@ def test_resume_is_exact(tmp_path):
     resumed = run_training(TrainConfig(out=str(tmp_path / "split"), resume=True), **QUIET)
 
     def strip(ms):
-        return [{k: v for k, v in m.items() if k != "tokens_per_s"} for m in ms]
+        return [{k: v for k, v in m.items() if k not in ("tokens_per_s", "wall_s")} for m in ms]
 
     assert strip(resumed.metrics) == strip(full.metrics)
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):

@@ -20,6 +20,8 @@ Lifecycle in `attnkit sample`:
 
 Optional hooks (defaults below; override only if needed):
     task.batch_tokens(batch) -> int          tokens in a batch, for tokens/s (default: numel of its first tensor)
+    task.optimizer_options() -> dict         e.g. {"optimizer": "muon", ...} for attnkit.optim (default: AdamW)
+    task.on_step(step) -> None               called before each optimizer step (e.g. GPT's window warmup)
 
 Trainer notes (attnkit.train): `loss` receives the model wrapped by DDP/torch.compile when those are on,
 so call it as `model(...)`; `evaluate` gets the plain (under --fsdp: sharded) model on every rank, `report`
