@@ -17,7 +17,8 @@ import torch
 from attnkit import library
 from attnkit.kernels.reference import (alibi_slopes, masked_softmax, relative_index, rotary_cos_sin, t5_bucket,
                                        visible_mask)
-from attnkit.kernels.validate import check_attention_args, check_key_padding_mask, check_qkv
+from attnkit.kernels.validate import (check_attention_args, check_key_padding_mask, check_qkv, check_triton_inputs,
+                                      dropout_seed_for)
 
 BACKENDS = ("auto", "triton", "torch")
 
@@ -90,14 +91,14 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
         raise ValueError(f"return_lse must be a bool, got {return_lse!r}")
     backend = resolve_backend(backend, q)
     if backend == "triton":
-        _check_kernel_qkv(q)
+        check_triton_inputs(q)
         if _use_split_kv(q, k, v, window, key_padding_mask, attn_mask, bias, document_ids, dropout_p):
             out, lse = library.attention_decode_op(q, k, v, bool(causal), _float(scale), _float(softcap))
             return (out, lse) if return_lse else out
     left, right = window
     out, lse = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left),
                                         int(right), _float(scale), backend, _float(softcap), return_lse, document_ids,
-                                        float(dropout_p), _dropout_seed(dropout_p, dropout_seed))
+                                        float(dropout_p), dropout_seed_for(dropout_p, dropout_seed))
     if not return_lse:
         return out
     return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / library.LOG2E))  # base 2 → natural log
@@ -127,24 +128,6 @@ def _use_split_kv(q, k, v, window, key_padding_mask, attn_mask, bias, document_i
     from attnkit.kernels.attention import split_kv_supported
     return split_kv_supported(q, k, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
                               document_ids=document_ids, dropout_p=dropout_p)
-
-
-def _dropout_seed(dropout_p, dropout_seed) -> int:
-    """The seed the op gets: the caller's, or one drawn from torch's global generator (0 without dropout)."""
-    if not dropout_p:
-        return 0
-    if dropout_seed is None:
-        return int(torch.randint(0, 1 << 30, (1,)).item())
-    return int(dropout_seed) % (1 << 30)
-
-
-def _check_kernel_qkv(q) -> None:
-    """What the attention kernel adds to the contract (its launcher expects validated inputs)."""
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"q must be float32, float16 or bfloat16 for the Triton kernel, got {q.dtype} "
-                         "(use backend='torch' for float64)")
-    if q.shape[-1] > 256:
-        raise ValueError(f"q head dim must be at most 256 for the Triton kernel, got {q.shape[-1]}")
 
 
 def _float(scale):

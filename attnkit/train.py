@@ -136,7 +136,7 @@ class Trainer:
         state = self.restore(model) if cfg.resume else None
         self.model = model.to(self.device)
         self.train_model = D.wrap(self.model, self.world, fsdp=self._fsdp, compile=cfg.compile, device=self.device)
-        optimizer_options = getattr(self.task, "optimizer_options", dict)()  # e.g. GPT's Muon choice
+        optimizer_options = self.task.optimizer_options()  # e.g. GPT's Muon choice
         if cfg.fsdp and optimizer_options.get("optimizer", "adamw") != "adamw":
             raise UserError("--fsdp supports the AdamW optimizer only; drop --fsdp or use AdamW")
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, (0.9, cfg.beta2), self.device,
@@ -228,8 +228,7 @@ class Trainer:
         """One optimizer step of grad_accum micro-batches; returns (lr, loss averaged over ranks)."""
         cfg, world = self.cfg, self.world
         t0 = time.perf_counter()
-        if hasattr(self.task, "on_step"):  # per-step schedules of the task's own (GPT's window warmup)
-            self.task.on_step(self.step)
+        self.task.on_step(self.step)  # per-step schedules of the task's own (GPT's window warmup)
         lr = lr_at(self.step, schedule=cfg.schedule, lr=cfg.lr, min_lr=cfg.min_lr,
                    warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
         for group in self.optimizer.param_groups:

@@ -337,7 +337,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kernel", default=",".join(ALL_KERNELS), help=f"comma list of {', '.join(ALL_KERNELS)}")
     p.add_argument("--head-dim", default="64,128,256")
-    p.add_argument("--dtype", default=",".join(DTYPES))
+    p.add_argument("--dtype", default=",".join(DTYPES), help=f"comma list of {', '.join(DTYPES)}")
     p.add_argument("--mask", default="", help="comma list of mask kinds (default: all of each kernel's)")
     p.add_argument("--kept-only", action="store_true", help="only the configs the launchers can pick")
     p.add_argument("-j", "--jobs", type=int, default=2, help="compile processes")
@@ -348,6 +348,9 @@ def main(argv=None) -> int:
     unknown = set(_csv(a.kernel)) - set(ALL_KERNELS)
     if unknown:
         p.error(f"unknown kernel {sorted(unknown)}; choose from {', '.join(ALL_KERNELS)}")
+    unknown = set(_csv(a.dtype)) - set(DTYPES)
+    if unknown:
+        p.error(f"unknown dtype {sorted(unknown)}; choose from {', '.join(DTYPES)}")
     todo = jobs(_csv(a.kernel), _csv(a.head_dim, int), _csv(a.dtype), _csv(a.mask), a.kept_only)
     from rich.console import Console
     from rich.progress import Progress

@@ -51,7 +51,8 @@ import triton
 import triton.language as tl
 
 from attnkit.kernels.occupancy import document_ranges, tile_occupancy
-from attnkit.kernels.validate import check_attention_args
+from attnkit.kernels.validate import (DROPOUT_SEED_RANGE, check_attention_args, check_triton_inputs,
+                                      dropout_seed_for)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 if INTERPRET:
@@ -64,7 +65,6 @@ LOG2E = 1.4426950408889634
 DKDV_BOTH, DK_ONLY, DV_ONLY = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 SPLIT_DKDV_HEAD_DIM = 128
 # Dropout seeds live in [0, 2³⁰): the kernels add the (b, h) index to get one Philox key per head in int32.
-DROPOUT_SEED_RANGE = 1 << 30
 
 # --------------------------------------------------------------------------------------------
 # Autotune configs (data). The interpreter runs one fixed config; big blocks make it faster there.
@@ -1047,25 +1047,15 @@ def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
                          bias=bias, scale=scale, softcap=softcap, document_ids=document_ids, dropout_p=dropout_p,
                          dropout_seed=dropout_seed)
-    if dropout_p and dropout_seed is None:
-        dropout_seed = draw_dropout_seed(q.device)
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"q must be float32, float16 or bfloat16 for the Triton kernel, got {q.dtype} "
-                         "(use backend='torch' for float64)")
-    if q.shape[-1] > 256:
-        raise ValueError(f"q head dim must be at most 256 for the Triton kernel, got {q.shape[-1]}")
+    dropout_seed = dropout_seed_for(dropout_p, dropout_seed)
+    check_triton_inputs(q)
     if not q.is_cuda and not INTERPRET:
         raise ValueError("q must be a CUDA tensor for the Triton kernel (or set TRITON_INTERPRET=1 before "
                          "triton is imported to run it on CPU)")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     out, lse = _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale, softcap,
-                                document_ids, float(dropout_p), int(dropout_seed or 0))
+                                document_ids, float(dropout_p), dropout_seed)
     return (out, lse) if return_lse else out
-
-
-def draw_dropout_seed(device=None) -> int:
-    """A dropout seed from torch's global generator (so torch.manual_seed makes dropout reproducible)."""
-    return int(torch.randint(0, DROPOUT_SEED_RANGE, (1,)).item())
 
 
 @triton.jit

@@ -12,6 +12,29 @@ import torch
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
+# Philox seeds live in [0, 2^30): they are int32 kernel arguments with room for a per-head offset.
+DROPOUT_SEED_RANGE = 1 << 30
+
+
+def dropout_seed_for(dropout_p: float, dropout_seed: int | None) -> int:
+    """The seed an attention call uses: the caller's (mod the range), or one drawn from torch's global
+    generator, so torch.manual_seed makes dropout reproducible; 0 without dropout."""
+    if not dropout_p:
+        return 0
+    if dropout_seed is None:
+        return int(torch.randint(0, DROPOUT_SEED_RANGE, (1,)).item())
+    return int(dropout_seed) % DROPOUT_SEED_RANGE
+
+
+def check_triton_inputs(q: torch.Tensor) -> None:
+    """What the Triton attention kernels add to the contract: fp32/fp16/bf16 and D ≤ 256."""
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"q must be float32, float16 or bfloat16 for the Triton kernel, got {q.dtype} "
+                         "(use backend='torch' for float64)")
+    if q.shape[-1] > 256:
+        raise ValueError(f"q head dim must be at most 256 for the Triton kernel, got {q.shape[-1]}")
+
+
 def _broadcastable(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     if len(shape) > len(target):
         return False

@@ -103,6 +103,13 @@ class Task:
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def optimizer_options(self) -> dict[str, Any]:
+        """Keyword arguments for `attnkit.optim.make_optimizer` (e.g. {"optimizer": "muon"}); default AdamW."""
+        return {}
+
+    def on_step(self, step: int) -> None:
+        """Called before each optimizer step, for schedules of the task's own (GPT's window warmup)."""
+
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         """Tokens (or pixels, rows...) in a batch, for the tokens/s the trainer reports."""
         return next(iter(batch.values())).numel()
