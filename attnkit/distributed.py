@@ -8,6 +8,7 @@ Checkpoints are always the full, unsharded weights in the usual safetensors (gat
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -15,6 +16,10 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+# Every collective gives up after this long, so a rank that died or hung fails the others instead of
+# leaving them waiting forever (torch's default is 30 min for gloo, 10 for NCCL).
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=5)
 
 
 @dataclass
@@ -41,7 +46,7 @@ def process_group(device_name: str) -> Iterator[World]:
         use_cuda = device_name != "cpu" and torch.cuda.is_available()
         if use_cuda:
             torch.cuda.set_device(world.local_rank)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
     try:
         yield world
     finally:

@@ -3,7 +3,6 @@ checkpoint the full weights (so one process samples them) and resume."""
 import io
 import json
 import os
-import socket
 
 import torch
 from rich.console import Console
@@ -11,6 +10,7 @@ from rich.console import Console
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.sample import load_run, run_sampling
 from attnkit.train import run_training
+from multiproc import free_port, run_workers
 
 QUIET = Console(file=io.StringIO())
 BASE = dict(flavor="debug", max_steps=4, eval_interval=1, eval_batches=1, device="cpu", grad_accum=2)
@@ -24,12 +24,6 @@ def _worker(rank, world, port, out, max_steps, resume):
                              resume=resume), console=QUIET)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train_losses(run_dir):
     return [m["train_loss"] for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
             if "train_loss" in m]
@@ -38,9 +32,8 @@ def _train_losses(run_dir):
 def test_fsdp_two_processes_follow_one_process_and_resume(tmp_path):
     single = run_training(TrainConfig(**BASE, batch_size=4, out=str(tmp_path / "single")), console=QUIET)
     out = str(tmp_path / "fsdp")
-    spawn = dict(nprocs=2, start_method="fork")  # fork: the workers inherit this process's imports
-    torch.multiprocessing.start_processes(_worker, args=(2, _free_port(), out, 2, False), **spawn)
-    torch.multiprocessing.start_processes(_worker, args=(2, _free_port(), out, 4, True), **spawn)  # --resume
+    run_workers(_worker, args=(2, free_port(), out, 2, False))
+    run_workers(_worker, args=(2, free_port(), out, 4, True))  # --resume
     torch.testing.assert_close(_train_losses(tmp_path / "fsdp"), _train_losses(tmp_path / "single"),
                                rtol=1e-5, atol=1e-6)
     state = torch.load(tmp_path / "fsdp" / "checkpoints" / "step_0000004.state.pt", weights_only=False)

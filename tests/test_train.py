@@ -4,7 +4,6 @@ import io
 import json
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from attnkit.optim import lr_at, param_groups
 from attnkit.tasks.base import UserError
 from attnkit.tasks.gpt import GPTTask
 from attnkit.train import run_training
+from multiproc import free_port, run_workers
 
 QUIET = dict(console=Console(file=io.StringIO()))
 
@@ -155,14 +155,8 @@ def _ddp_worker(rank, world, port, out, result_dir):
 
 
 def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path):
-    # The single-process run first: the forked workers then inherit its imports (torch._dynamo, matplotlib).
     single = run_training(cfg(tmp_path, "single", max_steps=4, device="cpu"), **QUIET).model.state_dict()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # fork: the workers inherit this process's imports (spawn would pay ~10 s of imports per worker).
-    torch.multiprocessing.start_processes(_ddp_worker, args=(2, port, str(tmp_path / "run"), str(tmp_path)),
-                                          nprocs=2, start_method="fork")
+    run_workers(_ddp_worker, args=(2, free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2)
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     for k in a:
         assert torch.equal(a[k], b[k]), k
