@@ -16,8 +16,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.generate import generate
-from attnkit.models.gpt import GPT, GPTConfig
+from attnkit.generation.generate import generate
+from attnkit.zoo.models.gpt import GPT, GPTConfig
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.data.digits import LEVELS, N_CLASSES
-from attnkit.masks import causal_mask, pattern_stats
-from attnkit.models.image import ATTENTION_PATTERNS, ImageTransformer, ImageTransformerConfig
+from attnkit.zoo.data.digits import LEVELS, N_CLASSES
+from attnkit.nn.masks import causal_mask, pattern_stats
+from attnkit.zoo.models.image import ATTENTION_PATTERNS, ImageTransformer, ImageTransformerConfig
 from attnkit.ops import attention
 
 # Kernel tiles (BLOCK_M, BLOCK_N): the interpreter's fixed 64×64 and a typical CUDA forward config.
@@ -81,7 +81,7 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(args.device)
     if args.run:
-        from attnkit.sample import load_run
+        from attnkit.engine.sample import load_run
         _, model, _ = load_run(args.run, device)
     else:
         torch.manual_seed(0)

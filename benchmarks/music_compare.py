@@ -13,7 +13,7 @@ Writes OUT/report.md, OUT/results.json, OUT/nll_by_position.png and one run dire
 sampled: `attnkit sample --run OUT/relative`).
 
 The paper's JSB numbers (0.417 baseline, 0.357 relative) use the JSB Chorales pickle, whose grid repeats a
-held pitch at every step; ours has a HOLD token (attnkit.data.chorales), music21's 327 clean chorales and
+held pitch at every step; ours has a HOLD token (attnkit.zoo.data.chorales), music21's 327 clean chorales and
 a far smaller model and budget, so only the direction and rough size of the gap are comparable.
 """
 from __future__ import annotations
@@ -29,10 +29,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.config import TrainConfig
-from attnkit.data import chorales as ch
-from attnkit.eval.music import token_nll
-from attnkit.train import resolve_device, run_training
+from attnkit.engine.config import TrainConfig
+from attnkit.zoo.data import chorales as ch
+from attnkit.zoo.eval.music import token_nll
+from attnkit.engine.trainer import resolve_device, run_training
 
 PAPER = {"absolute": 0.417, "relative": 0.357}  # JSB Chorales validation NLL (second-hand, see ANCHORS.md)
 MULTIPLES = (1, 2, 4)

@@ -70,7 +70,7 @@ def train(arm: str, out: Path, scale: float, seed: int, threads: int, log: Path)
 
 
 def _flavor_steps(flavor: str) -> int:
-    from attnkit.tasks.gpt import GPTTask
+    from attnkit.zoo.tasks.gpt import GPTTask
 
     return GPTTask.flavors[flavor]["train"]["max_steps"]
 

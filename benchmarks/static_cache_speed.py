@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from attnkit.layers import KVCache, MultiHeadAttention, StaticKVCache
+from attnkit.nn.layers import KVCache, MultiHeadAttention, StaticKVCache
 
 
 def tokens_per_s(mha, make_cache, context, tokens, d_model):

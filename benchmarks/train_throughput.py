@@ -1,4 +1,4 @@
-"""Training throughput: attnkit's trainer (`attnkit.train.run_training`) against a plain PyTorch loop
+"""Training throughput: attnkit's trainer (`attnkit.engine.trainer.run_training`) against a plain PyTorch loop
 written here the way nanoGPT's train.py does it, on the same machine in the same run.
 
 Three contenders, same data (the embedded corpus, char-level), same sizes (the `demo` flavor by default),
@@ -33,15 +33,15 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.config import TrainConfig
-from attnkit.data.text import load_text
-from attnkit.data.tokenizer import CharTokenizer
-from attnkit.models.gpt import GPT, GPTConfig
-from attnkit.optim import lr_at
-from attnkit.tasks.gpt import GPTTask
-from attnkit.device import resolve_dtype
-from attnkit.resolve import resolve_config
-from attnkit.train import run_training
+from attnkit.engine.config import TrainConfig
+from attnkit.zoo.data.text import load_text
+from attnkit.zoo.data.tokenizer import CharTokenizer
+from attnkit.zoo.models.gpt import GPT, GPTConfig
+from attnkit.engine.optim import lr_at
+from attnkit.zoo.tasks.gpt import GPTTask
+from attnkit.engine.device import resolve_dtype
+from attnkit.engine.resolve import resolve_config
+from attnkit.engine.trainer import run_training
 
 
 # ---- a nanoGPT-style model (model.py, trimmed) -----------------------------------------------

@@ -1,4 +1,4 @@
-"""`attnkit average`: average a run's last step checkpoints; the work lives in `attnkit.checkpoint`."""
+"""`attnkit average`: average a run's last step checkpoints; the work lives in `attnkit.engine.checkpoint`."""
 from __future__ import annotations
 
 from typing import Annotated, Optional
@@ -14,6 +14,6 @@ def average(
     out: Annotated[Optional[str], Opt(help="Output weights file (default: RUN/model.safetensors, which sample loads).")] = None,
 ) -> None:
     """Average the weights of the last N step checkpoints (Vaswani et al. 2017) for sampling/evaluation."""
-    from attnkit.checkpoint import run_average
+    from attnkit.engine.checkpoint import run_average
 
     run_average(run=run, last=last, out=out)

@@ -1,11 +1,11 @@
-"""`attnkit sample`: flags map 1:1 onto `attnkit.config.SampleConfig`; the work lives in `attnkit.sample`."""
+"""`attnkit sample`: flags map 1:1 onto `attnkit.engine.config.SampleConfig`; the work lives in `attnkit.engine.sample`."""
 from __future__ import annotations
 
 from typing import Annotated, Optional
 
 import typer
 
-from attnkit.config import SampleConfig
+from attnkit.engine.config import SampleConfig
 
 Opt = typer.Option
 
@@ -32,6 +32,6 @@ def sample(
 ) -> None:
     """Load a trained run and do what its model does: continue text, fill masks, translate, draw, compose."""
     cfg = SampleConfig(**locals())  # before any import adds a local
-    from attnkit.sample import run_sampling
+    from attnkit.engine.sample import run_sampling
 
     run_sampling(cfg)

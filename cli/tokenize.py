@@ -1,4 +1,4 @@
-"""`attnkit tokenize`: train a sentencepiece model; the work lives in `attnkit.data.tokenizer`."""
+"""`attnkit tokenize`: train a sentencepiece model; the work lives in `attnkit.zoo.data.tokenizer`."""
 from __future__ import annotations
 
 from typing import Annotated, Optional
@@ -15,6 +15,6 @@ def tokenize(
     out: Annotated[str, Opt(help="Output model file (FILE.model).")] = "tokenizer.model",
 ) -> None:
     """Train a sentencepiece tokenizer with exact round-trip (byte fallback, identity normalisation)."""
-    from attnkit.data.tokenizer import run_tokenize
+    from attnkit.zoo.data.tokenizer import run_tokenize
 
     run_tokenize(input=input, vocab_size=vocab_size, model_type=model_type, out=out)

@@ -1,4 +1,4 @@
-"""`attnkit train`: flags map 1:1 onto `attnkit.config.TrainConfig`; the loop lives in `attnkit.train`.
+"""`attnkit train`: flags map 1:1 onto `attnkit.engine.config.TrainConfig`; the loop lives in `attnkit.engine.trainer`.
 
 Model options are `--opt name=value` (repeatable) rather than one flag per option: each model declares
 its own (`Task.Options`), so a new model brings options without a new flag here. `--list-options` shows them.
@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from attnkit.tasks import TASKS  # the registry only: tasks import lazily
+from attnkit.zoo.tasks import TASKS  # the registry only: tasks import lazily
 
-from attnkit.config import TrainConfig
+from attnkit.engine.config import TrainConfig
 from attnkit.errors import UserError
 
 Opt = typer.Option
@@ -66,7 +66,7 @@ def train(
     if list_options:
         print_options(model or "gpt")
         return
-    from attnkit.train import run_training
+    from attnkit.engine.trainer import run_training
 
     run_training(TrainConfig(**flags, options=parse_opts(opt or [])), config_file=config)
 
@@ -76,8 +76,8 @@ def print_options(model: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from attnkit.resolve import option_rows
-    from attnkit.tasks import get_task
+    from attnkit.engine.resolve import option_rows
+    from attnkit.zoo.tasks import get_task
 
     task_cls = get_task(model)
     rows = option_rows(task_cls)

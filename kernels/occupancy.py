@@ -2,7 +2,7 @@
 (and, for packed sequences, the document-id range of each block of positions).
 
 A block-sparse kernel computes exactly the occupied tiles and skips the rest, so this table is both what the
-fused kernel reads (`attention.py`, at OCC_BLOCK granularity) and how `attnkit.masks` reports a pattern's
+fused kernel reads (`attention.py`, at OCC_BLOCK granularity) and how `attnkit.nn.masks` reports a pattern's
 sparsity. Plain torch, no triton: it must import where triton is absent.
 """
 from __future__ import annotations

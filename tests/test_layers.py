@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from attnkit.layers import KVCache, MultiHeadAttention
+from attnkit.nn.layers import KVCache, MultiHeadAttention
 
 
 @pytest.mark.parametrize("position", ["none", "rotary"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from attnkit.kernels.reference import alibi_slopes
-from attnkit.layers import POSITIONS, KVCache, MultiHeadAttention
+from attnkit.nn.layers import POSITIONS, KVCache, MultiHeadAttention
 
 
 @pytest.mark.parametrize("position", POSITIONS)

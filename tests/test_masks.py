@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from attnkit.masks import (and_masks, block_raster_order, causal_mask, local_1d_mask, local_2d_mask,
+from attnkit.nn.masks import (and_masks, block_raster_order, causal_mask, local_1d_mask, local_2d_mask,
                            pattern_stats, tile_occupancy)
 
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.errors import UserError
-from attnkit.optim import hidden_matrices, lr_at, make_optimizer
+from attnkit.engine.optim import hidden_matrices, lr_at, make_optimizer
 
 
 class Tiny(nn.Module):

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from attnkit.config import SampleConfig, TrainConfig
+from attnkit.engine.config import SampleConfig, TrainConfig
 from attnkit.errors import UserError
-from attnkit.resolve import resolve_config
-from attnkit.tasks.npt import NPTTask
+from attnkit.engine.resolve import resolve_config
+from attnkit.zoo.tasks.npt import NPTTask
 
 
 def test_gpt2_flavor_resolves_grad_accum_40():

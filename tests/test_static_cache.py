@@ -1,10 +1,10 @@
-"""attnkit.layers.StaticKVCache: decoding token by token through a preallocated cache equals the uncached
+"""attnkit.nn.layers.StaticKVCache: decoding token by token through a preallocated cache equals the uncached
 forward for every position kind, beam reordering happens in place, and a compiled decode step does not
 recompile per token."""
 import pytest
 import torch
 
-from attnkit.layers import KVCache, MultiHeadAttention, StaticKVCache
+from attnkit.nn.layers import KVCache, MultiHeadAttention, StaticKVCache
 
 
 @pytest.mark.parametrize("position", ["none", "rotary", "relative", "alibi", "t5"])

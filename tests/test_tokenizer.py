@@ -2,9 +2,9 @@
 and the embedded corpus loads without any download."""
 import pytest
 
-from attnkit.data.text import load_text
-from attnkit.data.tokenizer import (CharTokenizer, load_tokenizer, tokenizer_stats, train_sentencepiece)
-from attnkit.tasks.base import UserError
+from attnkit.zoo.data.text import load_text
+from attnkit.zoo.data.tokenizer import (CharTokenizer, load_tokenizer, tokenizer_stats, train_sentencepiece)
+from attnkit.zoo.tasks.base import UserError
 
 TRICKY = "  Two  spaces,\ttab,\n\nblank lines, ünïcödé, 中文, emoji 🙂, digits 12345 and trailing space "
 

@@ -10,12 +10,12 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from attnkit.checkpoint import average_checkpoints, latest_step, step_checkpoints
-from attnkit.config import TrainConfig
-from attnkit.optim import lr_at, param_groups
-from attnkit.tasks.base import UserError
-from attnkit.tasks.gpt import GPTTask
-from attnkit.train import run_training
+from attnkit.engine.checkpoint import average_checkpoints, latest_step, step_checkpoints
+from attnkit.engine.config import TrainConfig
+from attnkit.engine.optim import lr_at, param_groups
+from attnkit.zoo.tasks.base import UserError
+from attnkit.zoo.tasks.gpt import GPTTask
+from attnkit.engine.trainer import run_training
 from multiproc import free_port, run_workers
 
 QUIET = dict(console=Console(file=io.StringIO()))

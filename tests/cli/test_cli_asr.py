@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from attnkit.config import SampleConfig
-from attnkit.sample import run_sampling
+from attnkit.engine.config import SampleConfig
+from attnkit.engine.sample import run_sampling
 from cli_invoke import invoke, run
 
 
@@ -50,7 +50,7 @@ def console():
 
 
 def test_sample_transcribes_a_wav_file_and_synthesised_text(asr_run, tmp_path):
-    from attnkit.data.speech import say
+    from attnkit.zoo.data.speech import say
 
     run, _ = asr_run
     # 22 050 Hz is resampled; the run's model (untrained here) returns a string either way.

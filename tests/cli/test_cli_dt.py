@@ -7,9 +7,9 @@ import pytest
 from rich.console import Console
 
 from attnkit.cli.main import main
-from attnkit.config import SampleConfig
-from attnkit.data.rl import DATA_FILE, load_or_generate
-from attnkit.sample import load_run
+from attnkit.engine.config import SampleConfig
+from attnkit.zoo.data.rl import DATA_FILE, load_or_generate
+from attnkit.engine.sample import load_run
 from cli_invoke import invoke
 
 SUMMARY_KEYS = {"return_by_target", "bc_return", "pct_bc_return", "dataset_max_return", "dataset_mean_return",
@@ -49,7 +49,7 @@ def test_cached_dataset_is_reused_not_regenerated(dt_run, tmp_path, monkeypatch)
     run, _ = dt_run
     path = run / DATA_FILE
     before = path.stat().st_mtime_ns
-    monkeypatch.setattr("attnkit.data.rl.generate", None)  # any regeneration would fail
+    monkeypatch.setattr("attnkit.zoo.data.rl.generate", None)  # any regeneration would fail
     data = load_or_generate(run, "CartPole-v1", 40, 0)
     assert path.stat().st_mtime_ns == before
     assert data.returns().tolist() == json.loads((run / "dataset.json").read_text())["returns"]

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from attnkit.cli.main import main
-from attnkit.tasks.gpt import GPTTask
+from attnkit.zoo.tasks.gpt import GPTTask
 
 from cli_invoke import run  # tests/cli is on sys.path
 

@@ -29,7 +29,7 @@ def fingerprint(x: torch.Tensor) -> dict:
 
 
 def _gpt(position="learned", model=None):
-    from attnkit.models.gpt import GPT, GPTConfig
+    from attnkit.zoo.models.gpt import GPT, GPTConfig
     torch.manual_seed(SEED)
     model = model or GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32, position=position)).eval()
     idx = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -40,7 +40,7 @@ def _gpt(position="learned", model=None):
 
 
 def _music(position="relative", model=None):
-    from attnkit.models.music import MusicConfig, MusicTransformer
+    from attnkit.zoo.models.music import MusicConfig, MusicTransformer
     torch.manual_seed(SEED)
     model = model or MusicTransformer(MusicConfig(vocab_size=93, block_size=64, n_layer=2, n_head=2, d_model=32,
                                          dropout=0.0, position=position, max_relative=32)).eval()
@@ -49,7 +49,7 @@ def _music(position="relative", model=None):
     maps = model.attention_maps(idx, layer=-1)
     out = {"logits": fingerprint(logits), "attention": fingerprint(maps)}
     try:  # the music decode loop with its voice-order hooks (where it lives depends on the version)
-        from attnkit.tasks.music import sample_tokens
+        from attnkit.zoo.tasks.music import sample_tokens
         seq = sample_tokens(model, [1] + idx[0, :11].tolist(), 40, window=32, temperature=1.0, top_k=30,
                             top_p=None, generator=torch.Generator().manual_seed(3))
         out["sampled"] = seq
@@ -59,7 +59,7 @@ def _music(position="relative", model=None):
 
 
 def _vit(model=None):
-    from attnkit.models.vit import ViT, ViTConfig
+    from attnkit.zoo.models.vit import ViT, ViTConfig
     torch.manual_seed(SEED)
     model = model or ViT(ViTConfig(image_size=8, patch_size=2, n_layer=2, n_head=2, d_model=32, mlp_ratio=2,
                           dropout=0.0)).eval()
@@ -68,7 +68,7 @@ def _vit(model=None):
 
 
 def _image(attention="local2d", model=None):
-    from attnkit.models.image import ImageTransformer, ImageTransformerConfig
+    from attnkit.zoo.models.image import ImageTransformer, ImageTransformerConfig
     torch.manual_seed(SEED)
     model = model or ImageTransformer(ImageTransformerConfig(image_size=8, n_layer=2, n_head=2, d_model=32, dropout=0.0,
                                                     attention=attention, query_block=(2, 4), memory_flange=(2, 2),
@@ -82,7 +82,7 @@ def _image(attention="local2d", model=None):
 
 
 def _bert(pre_ln=False, model=None):
-    from attnkit.models.bert import BERT, BERTConfig
+    from attnkit.zoo.models.bert import BERT, BERTConfig
     torch.manual_seed(SEED)
     model = model or BERT(BERTConfig(vocab_size=80, block_size=32, n_layer=2, n_head=2, d_model=32, d_ff=64,
                             nsp=True, pre_ln=pre_ln)).eval()
@@ -92,8 +92,8 @@ def _bert(pre_ln=False, model=None):
 
 
 def _encdec(pre_ln=False, model=None):
-    from attnkit.beam import beam_search, greedy_decode
-    from attnkit.models.encdec import EncDec, EncDecConfig
+    from attnkit.generation.beam import beam_search, greedy_decode
+    from attnkit.zoo.models.encdec import EncDec, EncDecConfig
     torch.manual_seed(SEED)
     model = model or EncDec(EncDecConfig(src_vocab_size=40, tgt_vocab_size=40, n_enc_layer=2, n_dec_layer=2, n_head=2,
                                 d_model=32, d_ff=64, dropout=0.0, pre_ln=pre_ln)).eval()
@@ -108,7 +108,7 @@ def _encdec(pre_ln=False, model=None):
 
 
 def _npt(model=None):
-    from attnkit.models.npt import NPTConfig, NPTFolds
+    from attnkit.zoo.models.npt import NPTConfig, NPTFolds
     torch.manual_seed(SEED)
     model = model or NPTFolds(NPTConfig(cardinalities=[0, 0, 3, 2], embed_dim=4, n_layer=2, n_head_abd=2, n_head_aba=1,
                                ff_mult=2, dropout=0.0, head_scale=5.0), n_folds=2).eval()

@@ -1,12 +1,12 @@
-"""espeak-ng speech (attnkit.data.speech): synthesis, splits that hold out voices and texts, and the run cache."""
+"""espeak-ng speech (attnkit.zoo.data.speech): synthesis, splits that hold out voices and texts, and the run cache."""
 import numpy as np
 import pytest
 
-from attnkit.config import TrainConfig
-from attnkit.data import speech
-from attnkit.data.logmel import log_mel
+from attnkit.engine.config import TrainConfig
+from attnkit.zoo.data import speech
+from attnkit.zoo.data.logmel import log_mel
 from attnkit.errors import UserError
-from attnkit.tasks.asr import ASRTask
+from attnkit.zoo.tasks.asr import ASRTask
 
 
 def test_espeak_speaks_at_22050_and_resamples_to_16k():
@@ -98,7 +98,7 @@ def test_batches_are_padded_and_shifted():
     task.splits = {"train": speech.make_split(*speech.synth_clips(["one two", "three hundred four"], ("m1",), 0), False)}
     task.splits["heldout"] = task.splits["train"]
     batch = task.get_batch("val", 4, torch.Generator().manual_seed(0))
-    from attnkit.models.asr import PAD_FRAME
+    from attnkit.zoo.models.asr import PAD_FRAME
 
     mel, tin, tout = batch["mel"], batch["tgt_in"], batch["tgt_out"]
     assert mel.shape[:2] == (4, 80) and tin.shape == tout.shape

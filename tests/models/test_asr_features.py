@@ -1,10 +1,10 @@
-"""Whisper's log-mel front end (attnkit.data.logmel) against librosa, which is only a test dependency."""
+"""Whisper's log-mel front end (attnkit.zoo.data.logmel) against librosa, which is only a test dependency."""
 import librosa
 import numpy as np
 import pytest
 import torch
 
-from attnkit.data.logmel import HOP_LENGTH, N_MELS, hz_to_mel, log_mel, mel_filters, mel_to_hz
+from attnkit.zoo.data.logmel import HOP_LENGTH, N_MELS, hz_to_mel, log_mel, mel_filters, mel_to_hz
 
 
 def test_mel_filterbank_matches_librosa_slaney():

@@ -1,10 +1,10 @@
-"""The Whisper-style model (attnkit.models.asr) and its decoding: padding, KV cache, greedy and beam, attention."""
+"""The Whisper-style model (attnkit.zoo.models.asr) and its decoding: padding, KV cache, greedy and beam, attention."""
 import pytest
 import torch
 
-from attnkit.beam import beam_search, greedy_decode, sequence_logprob
-from attnkit.eval.asr import cross_attention, wer, cer
-from attnkit.models.asr import ASR, PAD_FRAME, ASRConfig
+from attnkit.generation.beam import beam_search, greedy_decode, sequence_logprob
+from attnkit.zoo.eval.asr import cross_attention, wer, cer
+from attnkit.zoo.models.asr import ASR, PAD_FRAME, ASRConfig
 
 
 def tiny(**kw):

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from attnkit.config import TrainConfig
-from attnkit.models.bert import BERT, IGNORE, BERTConfig, mask_tokens
-from attnkit.tasks.bert import BERTTask
+from attnkit.engine.config import TrainConfig
+from attnkit.zoo.models.bert import BERT, IGNORE, BERTConfig, mask_tokens
+from attnkit.zoo.tasks.bert import BERTTask
 
 
 def test_masking_statistics():
@@ -108,7 +108,7 @@ def test_sample_without_prompt_fills_heldout_sentences(tmp_path):
 
     from rich.console import Console
 
-    from attnkit.config import SampleConfig
+    from attnkit.engine.config import SampleConfig
 
     cfg = BERTTask.resolve(TrainConfig(model="bert", flavor="debug"))
     BERTTask(cfg).prepare(tmp_path)

@@ -1,15 +1,15 @@
-"""attnkit.decode: the one decode loop. Cached equals uncached (window restarts included), and each hook
+"""attnkit.generation.decode: the one decode loop. Cached equals uncached (window restarts included), and each hook
 does what it says."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from attnkit.decode import (SlidingWindow, ban, decode_n_tokens, force_at_length, greedy, multinomial, sampling,
+from attnkit.generation.decode import (SlidingWindow, ban, decode_n_tokens, force_at_length, greedy, multinomial, sampling,
                             stop_at)
-from attnkit.generate import lm_step
-from attnkit.models.gpt import GPT, GPTConfig
-from attnkit.models.music import MusicConfig, MusicTransformer
+from attnkit.generation.generate import lm_step
+from attnkit.zoo.models.gpt import GPT, GPTConfig
+from attnkit.zoo.models.music import MusicConfig, MusicTransformer
 
 
 def _models():

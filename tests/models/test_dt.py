@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from attnkit.data.rl import ENVS, generate, get_env_spec
+from attnkit.zoo.data.rl import ENVS, generate, get_env_spec
 from attnkit.errors import UserError
-from attnkit.models.dt import DecisionTransformer, DTConfig, PolicySet, interleave
-from attnkit.tasks.dt import Windows, parse_targets, top_episodes
+from attnkit.zoo.models.dt import DecisionTransformer, DTConfig, PolicySet, interleave
+from attnkit.zoo.tasks.dt import Windows, parse_targets, top_episodes
 
 K, S, A = 6, 4, 3
 

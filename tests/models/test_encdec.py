@@ -6,11 +6,11 @@ import random
 import pytest
 import torch
 
-from attnkit.beam import beam_search, greedy_decode, length_penalty, sequence_logprob
-from attnkit.data.numbers import WordVocab, all_words, make_pair, number_to_words, numbers_source
-from attnkit.metrics import bleu, exact_match
-from attnkit.models.encdec import EncDec, EncDecConfig, sinusoidal_positions
-from attnkit.optim import lr_at
+from attnkit.generation.beam import beam_search, greedy_decode, length_penalty, sequence_logprob
+from attnkit.zoo.data.numbers import WordVocab, all_words, make_pair, number_to_words, numbers_source
+from attnkit.zoo.metrics import bleu, exact_match
+from attnkit.zoo.models.encdec import EncDec, EncDecConfig, sinusoidal_positions
+from attnkit.engine.optim import lr_at
 
 
 def tiny(pre_ln=False, shared=True, **kw):
@@ -149,8 +149,8 @@ def test_noam_schedule_values():
 
 
 def test_generated_task_never_trains_on_heldout_sources(tmp_path):
-    from attnkit.config import TrainConfig
-    from attnkit.tasks.encdec import EncDecTask
+    from attnkit.engine.config import TrainConfig
+    from attnkit.zoo.tasks.encdec import EncDecTask
 
     task = EncDecTask(EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug", data="numbers-reversed")))
     task.prepare(tmp_path)
@@ -167,8 +167,8 @@ def test_generated_task_never_trains_on_heldout_sources(tmp_path):
 
 
 def test_parallel_files_with_char_tokenizer(tmp_path):
-    from attnkit.config import TrainConfig
-    from attnkit.tasks.encdec import EncDecTask
+    from attnkit.engine.config import TrainConfig
+    from attnkit.zoo.tasks.encdec import EncDecTask
 
     src = [f"{i} {'ab' * (i % 3)}".strip() for i in range(40)]
     tgt = [f"<{i}>" for i in range(40)]
@@ -189,8 +189,8 @@ def test_sample_without_prompt_translates_heldout_sources(tmp_path):
 
     from rich.console import Console
 
-    from attnkit.config import SampleConfig, TrainConfig
-    from attnkit.tasks.encdec import EncDecTask, heldout_pairs
+    from attnkit.engine.config import SampleConfig, TrainConfig
+    from attnkit.zoo.tasks.encdec import EncDecTask, heldout_pairs
 
     cfg = EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug"))
     task = EncDecTask(cfg)

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from attnkit.generate import filter_logits, generate, sample_next
-from attnkit.models.gpt import GPT, PRESETS, GPTConfig
+from attnkit.generation.generate import filter_logits, generate, sample_next
+from attnkit.zoo.models.gpt import GPT, PRESETS, GPTConfig
 
 
 def tiny(position="learned", block_size=16, vocab_size=11, dropout=0.0):

@@ -9,12 +9,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from attnkit.config import TrainConfig
-from attnkit.generate import generate
-from attnkit.models.gpt import GPT, GPTConfig
-from attnkit.optim import hidden_matrices
-from attnkit.tasks.gpt import MODEL_SWITCHES, SPEEDRUN_OPTIONS, GPTTask
-from attnkit.train import run_training
+from attnkit.engine.config import TrainConfig
+from attnkit.generation.generate import generate
+from attnkit.zoo.models.gpt import GPT, GPTConfig
+from attnkit.engine.optim import hidden_matrices
+from attnkit.zoo.tasks.gpt import MODEL_SWITCHES, SPEEDRUN_OPTIONS, GPTTask
+from attnkit.engine.trainer import run_training
 
 QUIET = dict(console=Console(file=io.StringIO()))
 RECIPE = dict(position="rotary", bias=False, **{k: SPEEDRUN_OPTIONS[k] for k in MODEL_SWITCHES})

@@ -3,12 +3,12 @@ the curriculum, the out-of-distribution prompts, and the one-line errors for bad
 import pytest
 import torch
 
-from attnkit.config import TrainConfig
-from attnkit.data.icl import Curriculum, ood_prompts, sample_prompts
+from attnkit.engine.config import TrainConfig
+from attnkit.zoo.data.icl import Curriculum, ood_prompts, sample_prompts
 from attnkit.errors import UserError
-from attnkit.eval.icl import baseline_predictions, error_by_k
-from attnkit.models.icl import ICLConfig, ICLTransformer, interleave
-from attnkit.tasks.icl import ICLOptions, ICLTask
+from attnkit.zoo.eval.icl import baseline_predictions, error_by_k
+from attnkit.zoo.models.icl import ICLConfig, ICLTransformer, interleave
+from attnkit.zoo.tasks.icl import ICLOptions, ICLTask
 
 
 def test_interleave_puts_y_in_the_first_coordinate_of_its_own_token():

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from attnkit.data.digits import load_digit_splits, resize_levels
-from attnkit.masks import local_2d_mask
-from attnkit.models.image import ImageTransformer, ImageTransformerConfig
+from attnkit.zoo.data.digits import load_digit_splits, resize_levels
+from attnkit.nn.masks import local_2d_mask
+from attnkit.zoo.models.image import ImageTransformer, ImageTransformerConfig
 
 TINY = dict(image_size=8, n_layer=2, n_head=2, d_model=32, dropout=0.0, query_block=(2, 4), memory_flange=(2, 2),
             block_1d=8, memory_1d=16)
@@ -76,7 +76,7 @@ def test_upsampled_digits_keep_17_levels():
 
 
 def test_untrained_model_is_near_uniform_and_training_lowers_bits_per_dim():
-    from attnkit.tasks.image import bits_per_dim
+    from attnkit.zoo.tasks.image import bits_per_dim
 
     images, labels = load_digit_splits(size=8)["train"]
     images, labels = images[:16].long(), labels[:16]

@@ -6,11 +6,11 @@ import pytest
 import torch
 from rich.console import Console
 
-from attnkit.config import SampleConfig, TrainConfig
-from attnkit.data import chorales as ch
-from attnkit.models.music import MusicConfig, MusicTransformer
+from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.zoo.data import chorales as ch
+from attnkit.zoo.models.music import MusicConfig, MusicTransformer
 from attnkit.ops import relative_attention
-from attnkit.tasks.music import MusicTask, _aligned_start, mean_nll
+from attnkit.zoo.tasks.music import MusicTask, _aligned_start, mean_nll
 
 ROUND_TRIP = ("bach/bwv269", "bach/bwv347")  # chorales no. 1 and 2: a 3/4 and a 4/4 one, with ties
 
@@ -235,7 +235,7 @@ def test_sample_writes_midi_with_four_voices_and_the_right_length(prepared, tmp_
 
 
 def test_sample_from_scratch_and_bad_prompts(prepared, tmp_path):
-    from attnkit.tasks.base import UserError
+    from attnkit.zoo.tasks.base import UserError
 
     task, cfg, run = prepared
     loaded = MusicTask.load(run, cfg)

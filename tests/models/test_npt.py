@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from attnkit.config import TrainConfig
-from attnkit.data.tables import load_table
-from attnkit.models.npt import NPT, NPTConfig, NPTFolds, cell_losses
-from attnkit.tasks.base import UserError
-from attnkit.tasks.npt import CONTEXT, TEST, TRAIN, NPTTask
+from attnkit.engine.config import TrainConfig
+from attnkit.zoo.data.tables import load_table
+from attnkit.zoo.models.npt import NPT, NPTConfig, NPTFolds, cell_losses
+from attnkit.zoo.tasks.base import UserError
+from attnkit.zoo.tasks.npt import CONTEXT, TEST, TRAIN, NPTTask
 
 
 def make_task(tmp_path, **overrides):
@@ -168,7 +168,7 @@ def test_probe_flags_are_checked():
 
 
 def test_corruption_keeps_the_row_and_shuffles_each_column_of_the_others():
-    from attnkit.eval.npt import corrupt_other_rows
+    from attnkit.zoo.eval.npt import corrupt_other_rows
 
     g = torch.Generator().manual_seed(0)
     values = torch.arange(60.0).view(20, 3)                                 # every cell distinct
@@ -198,10 +198,10 @@ def test_prediction_in_row_minibatches_when_the_table_does_not_fit(tmp_path):
     assert torch.equal(task.predict(model)[0], outs[0])                    # deterministic context sampling
 
 
-# ---- the semi-synthetic lookup experiment (attnkit.data.lookup, attnkit.eval.npt_lookup) --------------------
+# ---- the semi-synthetic lookup experiment (attnkit.zoo.data.lookup, attnkit.zoo.eval.npt_lookup) --------------------
 
 def test_lookup_batches_pair_each_masked_original_with_its_visible_duplicate():
-    from attnkit.data.lookup import friedman_table, lookup_batch
+    from attnkit.zoo.data.lookup import friedman_table, lookup_batch
 
     table = friedman_table(n_rows=200, seed=0)
     values = torch.tensor(np.concatenate([table.values, table.values]))  # (2n, d)
@@ -215,8 +215,8 @@ def test_lookup_batches_pair_each_masked_original_with_its_visible_duplicate():
 def test_a_lookup_model_follows_the_intervention_and_the_corruption_breaks_it():
     """A hand-made "model" that copies the target of the row with identical features: the probe must report
     correlation 1 with the intervened targets, and the corruption must destroy it."""
-    from attnkit.data.lookup import friedman_table
-    from attnkit.eval.npt_lookup import correlation, predict_corrupted, predict_pairs
+    from attnkit.zoo.data.lookup import friedman_table
+    from attnkit.zoo.eval.npt_lookup import correlation, predict_corrupted, predict_pairs
 
     class CopyTwin(torch.nn.Module):
         def forward(self, values, mask):

@@ -1,0 +1,1 @@
+"""The engine: config resolution, the trainer, optimizers, checkpoints, run directories, distributed, sampling."""

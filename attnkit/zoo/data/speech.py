@@ -1,0 +1,305 @@
+"""Spoken numbers, dates and short commands, synthesised offline by espeak-ng, for `--model asr`.
+
+espeak-ng comes from the `espeakng-loader` wheel (the shared library and its voice data), driven through
+ctypes in synchronous mode: `espeak_Synth` calls our callback with 16-bit chunks at 22 050 Hz, which
+`scipy.signal.resample_poly` takes to Whisper's 16 kHz. Speakers vary by voice variant (m1–m8, f1–f5,
+klatt, …), rate and pitch, and every clip gets white noise at a random SNR. Some voices and some texts are
+held out, so the held-out score measures new speakers saying new sentences:
+
+    train          seen voices   × training texts
+    heldout        held-out voices × held-out texts      (the headline WER)
+    seen           seen voices   × held-out texts        (new sentences, familiar speakers)
+
+Synthesis is not bit-reproducible (repeated calls differ by a few samples, some voices differ across
+processes), so a run generates its clips once and caches them (`build_corpus` → `speech.npz`).
+"""
+from __future__ import annotations
+
+import ctypes
+import random
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from attnkit.zoo.data.numbers import number_to_words
+
+SAMPLE_RATE = 16_000
+ESPEAK_RATE = 22_050
+
+# espeak-ng's C API constants (speak_lib.h).
+AUDIO_OUTPUT_SYNCHRONOUS = 2
+POS_CHARACTER = 1
+ESPEAK_CHARS_UTF8 = 1
+ESPEAK_RATE_PARAM, ESPEAK_PITCH_PARAM = 1, 3
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+# Voice variants of espeak-ng's English (`en-us+NAME`). Held out: a male, a female, a formant synthesiser
+# and two characters, so every kind of speaker is tested on a voice it never heard.
+SEEN_VOICES = ("m1", "m2", "m4", "m5", "m6", "m8", "f1", "f3", "f4", "klatt", "klatt3", "klatt4",
+               "Alex", "Andy", "Annie", "david", "ed", "edward", "john", "linda", "max", "michel",
+               "paul", "robert", "steph", "travis", "zac", "Mr serious", "Denis", "Lee")
+HELDOUT_VOICES = ("m3", "m7", "f2", "f5", "klatt2", "iven", "aunty", "norbert")
+
+
+class Espeak:
+    """One espeak-ng instance per process (the library keeps global state), used under a lock."""
+
+    _lock = threading.Lock()
+
+    def __init__(self):
+        import espeakng_loader
+
+        self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self.lib.espeak_Initialize.restype = ctypes.c_int
+        self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                          ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        data = espeakng_loader.get_data_path()
+        # espeak-ng silently ignores an unknown variant, so we check against its voice files ourselves.
+        self.variants = {p.name for p in (Path(data) / "voices" / "!v").iterdir()}
+        rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data.encode(), 0)
+        if rate != ESPEAK_RATE:
+            raise RuntimeError(f"espeak-ng failed to initialise (returned {rate})")
+        self._chunks: list[np.ndarray] = []
+        self._callback = _CALLBACK(self._collect)  # keep a reference: ctypes does not
+        self.lib.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, wav, n, events) -> int:
+        if n > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        return 0  # 0 = continue
+
+    def synth(self, text: str, voice: str = "m1", rate: int = 175, pitch: int = 50) -> np.ndarray:
+        """text → float32 waveform in [-1, 1] at 22 050 Hz. rate in words per minute, pitch 0–100."""
+        if voice not in self.variants:
+            raise ValueError(f"unknown espeak-ng voice {voice!r}; choose from {', '.join(sorted(self.variants))}")
+        with self._lock:
+            if self.lib.espeak_SetVoiceByName(f"en-us+{voice}".encode()) != 0:
+                raise ValueError(f"unknown espeak-ng voice {voice!r}")
+            self.lib.espeak_SetParameter(ESPEAK_RATE_PARAM, int(rate), 0)
+            self.lib.espeak_SetParameter(ESPEAK_PITCH_PARAM, int(pitch), 0)
+            self._chunks = []
+            raw = text.encode() + b"\0"
+            self.lib.espeak_Synth(raw, len(raw), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
+            self.lib.espeak_Synchronize()
+            wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        return wav.astype(np.float32) / 32768.0
+
+
+@lru_cache(maxsize=1)
+def espeak() -> Espeak:
+    return Espeak()
+
+
+def to_16k(wave: np.ndarray, rate: int) -> np.ndarray:
+    """Polyphase resampling to 16 kHz (22 050 → 16 000 is 320/441)."""
+    if rate == SAMPLE_RATE:
+        return wave.astype(np.float32)
+    g = np.gcd(SAMPLE_RATE, rate)
+    return resample_poly(wave, SAMPLE_RATE // g, rate // g).astype(np.float32)
+
+
+def say(text: str, voice: str = "m1", rate: int = 175, pitch: int = 50) -> np.ndarray:
+    """text spoken by an espeak-ng voice, float32 at 16 kHz."""
+    return to_16k(espeak().synth(text, voice, rate, pitch), ESPEAK_RATE)
+
+
+# ---- what is said ------------------------------------------------------------------------------
+MONTHS = "january february march april may june july august september october november december".split()
+ORDINALS = ("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
+            "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth").split()
+COMMANDS = ("call {n}", "dial {n}", "set a timer for {n} minutes", "turn the volume to {n}",
+            "go to page {n}", "move {n} steps forward", "send {n} dollars", "add {n} to the list",
+            "the meeting is on {date}", "remind me on {date}", "the code is {digits}", "room {n}")
+
+
+def ordinal(day: int) -> str:
+    """1..31 → "first" … "thirty first"."""
+    if day <= 20:
+        return ORDINALS[day - 1]
+    tens, unit = divmod(day, 10)
+    return "thirtieth" if day == 30 else ("twentieth" if unit == 0 else f"{number_to_words(tens * 10)} {ORDINALS[unit - 1]}")
+
+
+def _number(rng: random.Random) -> str:
+    digits = rng.randint(1, 5)
+    return number_to_words(rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10 ** digits - 1))
+
+
+def _date(rng: random.Random) -> str:
+    year = rng.randint(1900, 2039)
+    spoken_year = number_to_words(year) if year % 1000 < 10 else \
+        f"{number_to_words(year // 100)} {number_to_words(year % 100) if year % 100 >= 10 else 'oh ' + number_to_words(year % 100)}"
+    return f"{MONTHS[rng.randrange(12)]} {ordinal(rng.randint(1, 28))} {spoken_year}"
+
+
+def _digits(rng: random.Random) -> str:
+    return " ".join(number_to_words(rng.randrange(10)) for _ in range(rng.randint(3, 6)))
+
+
+def random_text(rng: random.Random) -> str:
+    """A lower-case transcript: a number, a date, a digit string or a short command around one."""
+    kind = rng.random()
+    if kind < 0.3:
+        return _number(rng)
+    if kind < 0.45:
+        return _date(rng)
+    if kind < 0.6:
+        return _digits(rng)
+    template = rng.choice(COMMANDS)
+    return template.format(n=_number(rng), date=_date(rng), digits=_digits(rng))
+
+
+def make_texts(n: int, seed: int, exclude: set[str] = frozenset()) -> list[str]:
+    """n distinct texts not in `exclude`, drawn with `seed`."""
+    rng, out = random.Random(seed), {}
+    while len(out) < n:
+        t = random_text(rng)
+        if t not in exclude:
+            out[t] = None
+    return list(out)
+
+
+# ---- the corpus -----------------------------------------------------------------------------------
+@dataclass
+class Clip:
+    text: str
+    voice: str
+    rate: int
+    pitch: int
+    snr_db: float
+
+
+def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """White noise at the given signal-to-noise ratio (in dB, relative to the clip's mean power)."""
+    power = float(np.mean(wave ** 2)) if wave.size else 0.0
+    noise = rng.standard_normal(wave.shape).astype(np.float32) * np.sqrt(power / 10 ** (snr_db / 10))
+    return np.clip(wave + noise, -1.0, 1.0).astype(np.float32)
+
+
+def synth_clips(texts: list[str], voices: tuple[str, ...], seed: int) -> tuple[list[Clip], list[np.ndarray]]:
+    """Each text once, by a random voice at a random rate (130–210 wpm) and pitch (25–75), plus noise
+    (SNR 10–40 dB). Returns the clip descriptions and their 16 kHz float32 waveforms."""
+    rng, nrng = random.Random(seed), np.random.default_rng(seed)
+    clips, waves = [], []
+    for text in texts:
+        clip = Clip(text, rng.choice(voices), rng.randint(130, 210), rng.randint(25, 75), rng.uniform(10, 40))
+        clips.append(clip)
+        waves.append(add_noise(say(text, clip.voice, clip.rate, clip.pitch), clip.snr_db, nrng))
+    return clips, waves
+
+
+# ---- the cache in the run directory -----------------------------------------------------------------
+@dataclass
+class Split:
+    """One split's clips: log-mel quantised to uint8 (see `quantise`), transcripts and speaker settings;
+    the held-out splits keep their 16 kHz waveforms too (int16), for the baseline and for `sample`."""
+    clips: list[Clip]
+    mel: np.ndarray            # (n_mels, total frames) uint8
+    top: np.ndarray            # (N,) float32: each clip's largest log-mel value
+    offsets: np.ndarray        # (N + 1,) int64 frame offsets into mel
+    wave: np.ndarray | None = None          # (total samples,) int16
+    wave_offsets: np.ndarray | None = None  # (N + 1,) int64
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def features(self, i: int) -> np.ndarray:
+        """(n_mels, frames) float32 log-mel of clip i."""
+        return dequantise(self.mel[:, self.offsets[i]:self.offsets[i + 1]], self.top[i])
+
+    def waveform(self, i: int) -> np.ndarray:
+        """(samples,) float32 at 16 kHz of clip i (held-out splits only)."""
+        return self.wave[self.wave_offsets[i]:self.wave_offsets[i + 1]].astype(np.float32) / 32767.0
+
+
+# Whisper's log-mel of a clip spans exactly [top - 2, top] (the max - 8 clamp, divided by 4): 8 bits
+# over that range are steps of 0.008, far below the noise we add.
+def quantise(mel: np.ndarray) -> tuple[np.ndarray, float]:
+    top = float(mel.max())
+    return np.round((mel - (top - 2.0)) * (255 / 2.0)).clip(0, 255).astype(np.uint8), top
+
+
+def dequantise(q: np.ndarray, top: float) -> np.ndarray:
+    return q.astype(np.float32) * (2.0 / 255) + (top - 2.0)
+
+
+def make_split(clips: list[Clip], waves: list[np.ndarray], keep_wave: bool) -> Split:
+    from attnkit.zoo.data.logmel import log_mel
+
+    mels, tops = zip(*(quantise(log_mel(w).numpy()) for w in waves))
+    offsets = np.cumsum([0] + [m.shape[1] for m in mels])
+    split = Split(list(clips), np.concatenate(mels, axis=1), np.asarray(tops, np.float32), offsets)
+    if keep_wave:
+        split.wave = np.concatenate([(w * 32767).astype(np.int16) for w in waves])
+        split.wave_offsets = np.cumsum([0] + [len(w) for w in waves])
+    return split
+
+
+def corpus_texts(n_train: int, n_test: int) -> tuple[list[str], list[str]]:
+    """(training texts, held-out texts). Held-out texts have at least 3 words (a fixed draw, seed 0), and
+    training never says one of them; short texts ("seven") are too few to hold out, so they stay in training."""
+    rng, test = random.Random(0), {}
+    while len(test) < n_test:
+        t = random_text(rng)
+        if len(t.split()) >= 3:
+            test[t] = None
+    return make_texts(n_train, seed=1, exclude=set(test)), list(test)
+
+
+def build_corpus(n_train: int, n_test: int, seed: int, progress=None) -> dict[str, Split]:
+    """Synthesise the three splits: train (seen voices), heldout (held-out voices), seen (seen voices),
+    the last two saying the same held-out texts. `progress(done, total)` is called as clips are made."""
+    train_texts, test_texts = corpus_texts(n_train, n_test)
+    jobs = [("train", train_texts, SEEN_VOICES, seed), ("heldout", test_texts, HELDOUT_VOICES, 10_001),
+            ("seen", test_texts, SEEN_VOICES, 10_002)]
+    total, done, out = n_train + 2 * n_test, 0, {}
+    for name, texts, voices, s in jobs:
+        clips, waves = [], []
+        for start in range(0, len(texts), 250):
+            c, w = synth_clips(texts[start:start + 250], voices, s + start)
+            clips += c
+            waves += w
+            done += len(c)
+            if progress:
+                progress(done, total)
+        out[name] = make_split(clips, waves, keep_wave=name != "train")
+    return out
+
+
+def save_corpus(corpus: dict[str, Split], path, spec: dict) -> None:
+    """Write all splits to one .npz, atomically (temp file + rename)."""
+    import json
+    import os
+
+    arrays = {"spec": np.asarray(json.dumps(spec))}
+    for name, s in corpus.items():
+        arrays[f"{name}_mel"], arrays[f"{name}_top"], arrays[f"{name}_offsets"] = s.mel, s.top, s.offsets
+        arrays[f"{name}_clips"] = np.asarray(json.dumps([c.__dict__ for c in s.clips]))
+        if s.wave is not None:
+            arrays[f"{name}_wave"], arrays[f"{name}_wave_offsets"] = s.wave, s.wave_offsets
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_corpus(path) -> tuple[dict[str, Split], dict]:
+    """(splits, spec) from a file written by `save_corpus`."""
+    import json
+
+    with np.load(path) as f:
+        spec = json.loads(str(f["spec"]))
+        out = {}
+        for name in ("train", "heldout", "seen"):
+            clips = [Clip(**c) for c in json.loads(str(f[f"{name}_clips"]))]
+            has_wave = f"{name}_wave" in f.files
+            out[name] = Split(clips, f[f"{name}_mel"], f[f"{name}_top"], f[f"{name}_offsets"],
+                              f[f"{name}_wave"] if has_wave else None,
+                              f[f"{name}_wave_offsets"] if has_wave else None)
+    return out, spec

@@ -1,0 +1,207 @@
+"""Tokenizers with one small interface: encode / decode / vocab_size / save / load.
+
+    CharTokenizer           one id per distinct character of the training text (saved as JSON).
+    SentencePieceTokenizer  a sentencepiece BPE / unigram / char model (saved as its .model file).
+
+Both round-trip exactly: decode(encode(x)) == x. For sentencepiece that takes identity normalisation
+(no NFKC), no dummy prefix, no whitespace squeezing, and byte fallback, so any character missing from
+the vocabulary is spelled as UTF-8 bytes instead of becoming <unk>. "\n" is a piece of its own (sentencepiece
+trains on lines, so it would otherwise always be the byte piece <0x0A>).
+
+`train_sentencepiece(text, vocab_size, model_type, out, special_tokens=("[MASK]",))` reserves special
+tokens as user-defined symbols (never split); `tok.token_id("[MASK]")` finds them. `load_tokenizer(path)`
+picks the class from the file suffix (.json → char, .model → sentencepiece).
+"""
+from __future__ import annotations
+
+import io
+import re
+import json
+import os
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from attnkit.errors import UserError
+
+MODEL_TYPES = ("bpe", "unigram", "char")
+N_BYTE_PIECES = 256  # byte fallback adds <0x00>..<0xFF>
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def save(self, path: str | Path) -> Path: ...
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class CharTokenizer:
+    """Characters ↔ ids, sorted by code point. `suffix` is the file suffix `save` uses."""
+    suffix = ".json"
+
+    def __init__(self, chars: Sequence[str]):
+        self.chars = list(chars)
+        self.stoi = {c: i for i, c in enumerate(self.chars)}
+        self.vocab_size = len(self.chars)
+
+    @classmethod
+    def fit(cls, text: str) -> "CharTokenizer":
+        return cls(sorted(set(text)))
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError:
+            missing = "".join(sorted({c for c in text if c not in self.stoi}))
+            raise UserError(f"characters not in the tokenizer's vocabulary: {missing!r}") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+    def token_id(self, token: str) -> int | None:
+        return self.stoi.get(token)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        _atomic_write_bytes(path, json.dumps({"type": "char", "chars": self.chars}).encode())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CharTokenizer":
+        return cls(json.loads(Path(path).read_text())["chars"])
+
+
+class SentencePieceTokenizer:
+    """A trained sentencepiece model; the serialized proto is kept so `save` can write it anywhere."""
+    suffix = ".model"
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece as spm
+
+        self.proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.vocab_size = self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    def token_id(self, token: str) -> int | None:
+        i = self.sp.piece_to_id(token)
+        return None if i == self.sp.unk_id() and token != self.sp.id_to_piece(i) else i
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        _atomic_write_bytes(path, self.proto)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SentencePieceTokenizer":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"tokenizer model not found: {path}")
+        return cls(path.read_bytes())
+
+
+def train_sentencepiece(text: str, vocab_size: int, model_type: str = "bpe", out: str | Path | None = None,
+                        special_tokens: Sequence[str] = ()) -> SentencePieceTokenizer:
+    """Train sentencepiece on `text` with exact round-trip settings; write it to `out` if given.
+
+    special_tokens become user-defined symbols: always one piece each, never split or merged.
+    """
+    import sentencepiece as spm
+
+    if model_type not in MODEL_TYPES:
+        raise UserError(f"unknown model type {model_type!r}; choose from {', '.join(MODEL_TYPES)}")
+    if not text.strip():
+        raise UserError("cannot train a tokenizer on empty text")
+    # sentencepiece trains on lines, so "\n" would only ever be a byte piece; make it a symbol of its own.
+    symbols = ["\n", *[t for t in special_tokens if t != "\n"]]
+    reserved = 1 + N_BYTE_PIECES + len(symbols)  # <unk>, bytes, symbols
+    # character_coverage=1.0: every distinct character is a piece of its own, on top of the reserved ids.
+    chars = len(set(text) - set(symbols))
+    if vocab_size < reserved + chars:
+        raise _too_small(vocab_size, reserved + chars, chars, len(symbols))
+    buf = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(text.splitlines()), model_writer=buf,
+            vocab_size=vocab_size, model_type=model_type,
+            byte_fallback=True, normalization_rule_name="identity", add_dummy_prefix=False,
+            remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=True,
+            character_coverage=1.0, hard_vocab_limit=False, user_defined_symbols=symbols,
+            unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=1, minloglevel=2,
+            max_sentence_length=1 << 16,
+        )
+    except RuntimeError as e:
+        found = re.search(r"required_chars\. (\d+) vs (\d+)", str(e))
+        if found:  # our count above missed a case: still one line, with sentencepiece's number
+            raise _too_small(vocab_size, int(found.group(2)), chars, len(symbols)) from None
+        raise UserError(f"sentencepiece: {str(e).strip().splitlines()[-1]}") from None
+    tok = SentencePieceTokenizer(buf.getvalue())
+    if out is not None:
+        tok.save(out)
+    return tok
+
+
+def _too_small(vocab_size: int, needed: int, chars: int, symbols: int) -> UserError:
+    return UserError(f"vocab size {vocab_size} is too small for this text: it needs at least {needed} "
+                     f"(1 unknown + {N_BYTE_PIECES} byte-fallback pieces + {symbols} symbol(s) + {chars} distinct "
+                     f"characters); pass --vocab-size {needed} or more")
+
+
+def load_tokenizer(path: str | Path) -> CharTokenizer | SentencePieceTokenizer:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"tokenizer not found: {path}")
+    return CharTokenizer.load(path) if path.suffix == ".json" else SentencePieceTokenizer.load(path)
+
+
+def tokenizer_stats(tok, text: str) -> dict[str, float]:
+    """vocab size, characters per token, and coverage (share of characters that need no byte fallback)."""
+    from collections import Counter
+
+    ids = tok.encode(text)
+    fallback_chars = 0
+    if isinstance(tok, SentencePieceTokenizer):
+        # A character with no piece of its own is spelled as 1–4 byte pieces (byte fallback).
+        unk = tok.sp.unk_id()
+        fallback_chars = sum(n for c, n in Counter(text).items() if tok.sp.piece_to_id(c.replace(" ", "\u2581")) == unk)
+    return {
+        "vocab_size": tok.vocab_size,
+        "tokens": len(ids),
+        "chars_per_token": len(text) / max(len(ids), 1),
+        "coverage": 1.0 - fallback_chars / max(len(text), 1),
+        "round_trip": tok.decode(ids) == text,
+    }
+
+
+def run_tokenize(input: str | None, vocab_size: int, model_type: str, out: str) -> dict[str, float]:
+    """`attnkit tokenize`: train on the file/folder (default: the embedded corpus), save, print a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from attnkit.zoo.data.text import load_text
+
+    text = load_text(input)
+    out_path = Path(out)
+    if out_path.suffix != ".model":
+        raise UserError(f"--out must end in .model (a sentencepiece model file), got {out}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tok = train_sentencepiece(text, vocab_size, model_type, out_path)
+    stats = tokenizer_stats(tok, text)
+    table = Table(title=f"sentencepiece {model_type} → {out_path}")
+    for col in ("vocab size", "tokens", "chars / token", "coverage", "exact round-trip"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{stats['vocab_size']:,}", f"{stats['tokens']:,}", f"{stats['chars_per_token']:.2f}",
+                  f"{100 * stats['coverage']:.2f}%", "yes" if stats["round_trip"] else "NO")
+    Console().print(table)
+    return stats

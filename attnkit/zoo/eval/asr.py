@@ -1,0 +1,106 @@
+"""Speech recognition: WER/CER (jiwer), the pocketsphinx baseline, and the cross-attention picture.
+
+pocketsphinx 5 ships CMU's en-us acoustic model, a general trigram LM and the CMU dictionary; it decodes
+the first held-out 16 kHz clips with its general LM (what it does out of the box). `words=` restricts it to
+a JSGF grammar looping over given words instead; on CPU that is several times slower still.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from attnkit.zoo.plots import save_figure
+
+
+def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Word error rate over the corpus: (substitutions + deletions + insertions) / reference words."""
+    import jiwer
+
+    return float(jiwer.wer(list(refs), [h if h.strip() else "" for h in hyps]))
+
+
+def cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    import jiwer
+
+    return float(jiwer.cer(list(refs), list(hyps)))
+
+
+def pocketsphinx_transcribe(waves: Sequence[np.ndarray], words: Sequence[str] | None = None,
+                            progress=None) -> list[str]:
+    """16 kHz float waveforms → pocketsphinx transcripts. words: restrict it to a loop over these words."""
+    import tempfile
+
+    from pocketsphinx import Decoder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs = {}
+        if words is not None:
+            grammar = Path(tmp) / "words.gram"
+            alternatives = " | ".join(sorted(set(words)))
+            grammar.write_text(f"#JSGF V1.0;\ngrammar words;\npublic <utt> = ( {alternatives} )+ ;\n")
+            kwargs["jsgf"] = str(grammar)
+        decoder = Decoder(samprate=16000, loglevel="FATAL", **kwargs)
+        out = []
+        for i, wave in enumerate(waves):
+            decoder.start_utt()
+            decoder.process_raw((np.clip(wave, -1, 1) * 32767).astype(np.int16).tobytes(), full_utt=True)
+            decoder.end_utt()
+            hyp = decoder.hyp()
+            out.append(" ".join(w for w in (hyp.hypstr if hyp else "").split() if not w.startswith("<")))
+            if progress:
+                progress(i + 1)
+    return out
+
+
+@torch.no_grad()
+def cross_attention(model, mel: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """Cross-attention probabilities of every decoder layer while teacher-forcing `tokens` (BOS first):
+    (n_dec_layer, H, Lt, frames'), computed from each layer's own query and key projections by
+    `attnkit.ops.attention_probs` (captured with forward hooks; the model itself is not changed)."""
+    from attnkit.ops import attention_probs
+
+    captured: list[tuple] = []
+    def capture(mod, args, kwargs):  # MultiHeadAttention(x, context=None, *, key_padding_mask=None, ...)
+        context = kwargs["context"] if "context" in kwargs else args[1]
+        captured.append((mod, args[0], context, kwargs.get("key_padding_mask")))
+
+    hooks = [layer.cross_attn.register_forward_pre_hook(capture, with_kwargs=True) for layer in model.decoder]
+    try:
+        model(mel, torch.tensor([tokens], device=mel.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    probs = []
+    for mod, x, context, mask in captured:
+        H = mod.n_head
+        q = mod.q_proj(x).unflatten(-1, (H, -1)).transpose(1, 2)                      # (1, H, Lt, hd)
+        k = mod.kv_proj(context).chunk(2, dim=-1)[0].unflatten(-1, (mod.n_kv_head, -1)).transpose(1, 2)
+        probs.append(attention_probs(q, k, key_padding_mask=mask)[0])                # (H, Lt, Lk)
+    return torch.stack(probs)
+
+
+def plot_attention(mel: np.ndarray, probs: np.ndarray, labels: list[str], out: str | Path, title: str = "") -> Path:
+    """Log-mel (top) above the decoder's cross-attention (head- and layer-mean) from each output character
+    to the encoder positions (bottom, stretched ×2 back to mel frames); written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    frames = mel.shape[1]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 2.2 + 0.16 * len(labels)), dpi=110, sharex=True,
+                                   gridspec_kw=dict(height_ratios=[1.2, max(1.0, 0.09 * len(labels))]))
+    ax1.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=(0, frames / 100, 0, mel.shape[0]))
+    ax1.set_ylabel("mel bin")
+    ax1.set_title(title)
+    ax2.imshow(probs, aspect="auto", cmap="viridis", interpolation="nearest",
+               extent=(0, probs.shape[1] * 2 / 100, len(labels) - 0.5, -0.5))
+    ax2.set_yticks(range(len(labels)), [repr(c)[1:-1] if c != " " else "␣" for c in labels], fontsize=7)
+    ax2.set_ylabel("output character")
+    ax2.set_xlabel("time (s)")
+    fig.tight_layout()
+    return save_figure(fig, out)

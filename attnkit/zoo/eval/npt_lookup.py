@@ -1,0 +1,187 @@
+"""The NPT lookup probe on duplicated rows (Kossen et al. 2021, §4.1): intervention, corruption, picture.
+
+Batches hold P test rows with their targets masked, then their P duplicates with targets shown
+(`attnkit.zoo.data.lookup`). Intervention: the duplicates' targets are replaced by other rows' targets; the
+lookup correlation is the Pearson correlation between the originals' predictions and those new values
+(≈ 1 when the model copies from the duplicate, ≈ 0 when it predicts from the row's own features).
+Corruption (`attnkit.zoo.eval.npt.corrupt_other_rows`): every other row has each attribute permuted across rows,
+so no row matches its duplicate any more; what is left is the row's own features, and the drop measures
+how much the model used the others.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from attnkit.zoo.data.lookup import pair_rows
+from attnkit.zoo.plots import save_figure
+from attnkit.zoo.eval.npt import corrupt_other_rows
+
+CORRUPTION_ROWS = 256  # test rows of the corruption probe: one forward pass each
+
+
+def pair_batch(values: torch.Tensor, originals: torch.Tensor, n: int, t: int,
+               duplicate_targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, mask), each (2P, d): the originals with target masked, then their duplicates (targets shown,
+    replaced by `duplicate_targets` (P,) when given)."""
+    rows = pair_rows(originals, n)
+    x = values[rows].clone()  # (2P, d)
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    P = len(originals)
+    mask[:P, t] = True
+    if duplicate_targets is not None:
+        x[P:, t] = duplicate_targets
+    return x, mask
+
+
+@torch.no_grad()
+def predict_pairs(model: nn.Module, values: torch.Tensor, originals: torch.Tensor, n: int, t: int, pairs: int,
+                  device: torch.device, duplicate_targets: torch.Tensor | None = None) -> torch.Tensor:
+    """(R,) target predictions of the originals, `pairs` originals (and their duplicates) per forward pass."""
+    out = []
+    for i in range(0, len(originals), pairs):
+        chunk = originals[i:i + pairs]
+        dup = None if duplicate_targets is None else duplicate_targets[i:i + pairs]
+        x, mask = pair_batch(values, chunk, n, t, dup)
+        numeric, _ = model(x.to(device), mask.to(device))  # (2P, d)
+        out.append(numeric[:len(chunk), t].float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def predict_corrupted(model: nn.Module, values: torch.Tensor, originals: torch.Tensor, n: int, t: int,
+                      pairs: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+    """(R,) predictions of each original alone among corrupted rows: one forward pass per row."""
+    out = []
+    for i in range(0, len(originals), pairs):
+        chunk = originals[i:i + pairs]
+        x, mask = pair_batch(values, chunk, n, t)
+        for r in range(len(chunk)):
+            v, m = corrupt_other_rows(x, mask, r, generator)
+            numeric, _ = model(v.to(device), m.to(device))
+            out.append(numeric[r, t].float().cpu())
+    return torch.stack(out)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().numpy(), b.double().numpy()
+    if a.std() < 1e-12 or b.std() < 1e-12:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def r2(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return float(1 - ((pred - y) ** 2).mean() / y.var(unbiased=False).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def datapoint_attention(model: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """Attention between datapoints of every ABD block, each (H, N, N) float32 (row i attends to row j)."""
+    from attnkit.zoo.models.npt import ABD
+    from attnkit.nn.blocks import Block
+
+    h = model.embed(x, mask)  # (N, d, e)
+    maps = []
+    for block in model.blocks:
+        if isinstance(block, ABD):
+            N, d, e = h.shape
+            out, probs = Block.forward(block, h.reshape(1, N, d * e), need_weights=True)  # (1, N, d·e), (1, H, N, N)
+            maps.append(probs[0])
+            h = out.view(N, d, e)
+        else:
+            h = block(h)
+    return maps
+
+
+def plot_datapoint_attention(maps: list[torch.Tensor], query: int, duplicate: int, path: str | Path,
+                             title: str) -> str:
+    """One panel per ABD layer: the query row's attention over the batch's rows (mean over heads, the most
+    focused head's weight on the duplicate in the label), with its duplicate marked; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(maps), 1, figsize=(7.5, 1.9 * len(maps) + 0.6), dpi=110, squeeze=False)
+    for i, (ax, probs) in enumerate(zip(axes[:, 0], maps)):
+        heads = probs[:, query].cpu().numpy()  # (H, N): the query row's attention in each head
+        row = heads.mean(0)  # (N,)
+        colors = ["tab:gray"] * len(row)
+        colors[query], colors[duplicate] = "tab:blue", "tab:red"
+        ax.bar(np.arange(len(row)), row, color=colors, width=1.0)
+        ax.text(0.01, 0.95, f"to its duplicate: {row[duplicate]:.3f} (mean of {len(heads)} heads), "
+                f"{heads[:, duplicate].max():.3f} in the most focused head", transform=ax.transAxes,
+                ha="left", va="top", fontsize=8, color="tab:red")
+        ax.set_ylabel(f"ABD {i + 1}", fontsize=8)
+        ax.set_xlim(-1, len(row))
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel(f"row in the batch (query row {query} in blue, its duplicate in red)", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return str(save_figure(fig, path))
+
+
+def lookup_report(model: nn.Module, values: torch.Tensor, n: int, t: int, train_rows: torch.Tensor,
+                  test_rows: torch.Tensor, pairs: int, device: torch.device, features: np.ndarray,
+                  raw_target: np.ndarray, out_dir: Path, seed: int, console=None) -> dict:
+    """Clean, intervened and corrupted predictions of the test rows, a features-only baseline, the table and
+    the datapoint-attention PNG. values (2n, d): the table twice, target standardized."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    console = console or Console()
+    g = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    y = values[test_rows, t]  # (R,) standardized true targets
+    clean = predict_pairs(model, values, test_rows, n, t, pairs, device)
+    new = y[torch.randperm(len(y), generator=g)]  # the intervention: other rows' targets
+    moved = predict_pairs(model, values, test_rows, n, t, pairs, device, duplicate_targets=new)
+    probe_rows = test_rows[:CORRUPTION_ROWS]
+    corrupted = predict_corrupted(model, values, probe_rows, n, t, pairs, device, g)
+    shown = test_rows[:min(pairs, 64)]  # the pictured batch: at most 64 pairs, so the bars stay readable
+    x, mask = pair_batch(values, shown, n, t)
+    maps = datapoint_attention(model, x.to(device), mask.to(device))
+    model.train(was_training)
+
+    gbm = HistGradientBoostingRegressor(random_state=seed).fit(features[train_rows], raw_target[train_rows])
+    y_raw = torch.as_tensor(raw_target[test_rows.numpy()])
+    gbm_pred = torch.as_tensor(gbm.predict(features[test_rows.numpy()]))
+    y_probe = y[:len(probe_rows)]
+    result = {
+        "lookup_correlation": correlation(moved, new),
+        "intervened_correlation_with_own_target": correlation(moved, y),
+        "clean": {"correlation": correlation(clean, y), "r2": r2(clean, y)},
+        "corruption": {"rows": len(probe_rows),
+                       "clean": {"correlation": correlation(clean[:len(probe_rows)], y_probe),
+                                 "r2": r2(clean[:len(probe_rows)], y_probe)},
+                       "corrupted": {"correlation": correlation(corrupted, y_probe), "r2": r2(corrupted, y_probe)}},
+        "features_only_gbm": {"correlation": correlation(gbm_pred, y_raw), "r2": r2(gbm_pred, y_raw)},
+        "test_rows": len(test_rows), "pairs_per_batch": pairs,
+    }
+    c = result["corruption"]
+    c["drop"] = {k: c["clean"][k] - c["corrupted"][k] for k in ("correlation", "r2")}
+
+    table = RichTable(title=f"NPT lookup on duplicated rows: {len(test_rows)} test rows, {pairs} pairs per batch")
+    for col in ("predictions", "correlation", "R²", "what it shows"):
+        table.add_column(col, justify="right" if col in ("correlation", "R²") else "left")
+    table.add_row("NPT, duplicates show the true target", f"{result['clean']['correlation']:.4f}",
+                  f"{result['clean']['r2']:.4f}", "against the true target")
+    table.add_row("NPT, duplicates' targets intervened", f"{result['lookup_correlation']:.4f}",
+                  f"{r2(moved, new):.4f}", "against the new (intervened) targets: lookup")
+    table.add_row("NPT, other rows' features shuffled", f"{c['corrupted']['correlation']:.4f}",
+                  f"{c['corrupted']['r2']:.4f}", f"corruption probe, {len(probe_rows)} rows (clean R² "
+                  f"{c['clean']['r2']:.4f})")
+    table.add_row("gradient boosting on the row's features", f"{result['features_only_gbm']['correlation']:.4f}",
+                  f"{result['features_only_gbm']['r2']:.4f}", "no lookup possible: the ceiling without it")
+    console.print(table)
+    png = plot_datapoint_attention(maps, 0, len(shown), Path(out_dir) / "datapoint_attention.png",
+                                   f"attention between datapoints of test row {int(test_rows[0])} "
+                                   f"(batch of {2 * len(shown)} rows)")
+    console.print(f"wrote {png}")
+    result["datapoint_attention_png"] = png
+    return result

@@ -1,0 +1,139 @@
+"""The contract between the generic trainer/sampler and one model family.
+
+A Task owns a model family's data, loss, metrics and sampler; `attnkit.engine.trainer` owns the loop (optimizer,
+schedule, checkpoints, progress, metrics files) and `attnkit.engine.sample` owns loading a run. So adding a model
+to the zoo means writing a model file (`attnkit/zoo/models/NAME.py`, pure nn.Module) and a task
+(`attnkit/zoo/tasks/NAME.py`), and adding one line to `attnkit.zoo.tasks.TASKS`.
+
+Lifecycle in `attnkit train`:
+    cfg   = resolve_config(cfg)             # flags > TOML > saved run > flavor > defaults; options validated
+    task  = Task(cfg)                       # task.opts = Task.Options(**cfg.options)
+    task.prepare(run_dir)                   # load/generate data, fit tokenizer; write assets to run_dir
+                                            # (a staging directory: write nothing outside it)
+    model = Task.build_model(task.model_config())
+    loop: batch = task.get_batch("train", batch_size, generator); loss = task.loss(model, batch)
+    every eval_interval: task.evaluate(model, "val", n) -> {"val_loss": ..., ...}
+    end:  summary = task.report(model, run_dir, console)   # final metrics, baselines, plots
+Lifecycle in `attnkit sample`:
+    task = Task.load(run_dir, train_cfg); model = Task.build_model(saved model config)
+    task.sample(model, sample_cfg, console)
+
+Optional hooks (defaults below; override only if needed):
+    task.batch_tokens(batch) -> int          tokens in a batch, for tokens/s (default: numel of its first tensor)
+    task.optimizer_options() -> dict         e.g. {"optimizer": "muon", ...} for attnkit.engine.optim (default: AdamW)
+    task.on_step(step) -> None               called before each optimizer step (e.g. GPT's window warmup)
+
+Trainer notes (attnkit.engine.trainer): `loss` receives the model wrapped by DDP/torch.compile when those are on,
+so call it as `model(...)`; `evaluate` gets the plain (under --fsdp: sharded) model on every rank, `report`
+the plain model on rank 0. `get_batch` returns tensors with the batch first (ranks take slices of one
+global batch). Fields neither user nor flavor set get attnkit.engine.resolve.TRAINER_DEFAULTS; block_size,
+dropout, label_smoothing and data stay None unless the flavor sets them. A flavor sets options under
+"options" (e.g. `"options": dict(folds=2)`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+from rich.console import Console
+
+from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.errors import UserError
+
+__all__ = ["NoOptions", "Task", "UserError"]  # UserError: re-exported for old imports
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """A model with no options of its own."""
+
+
+class Task:
+    name: ClassVar[str] = ""
+    # The model's own options (e.g. music's `position`), a dataclass whose fields have defaults and
+    # `metadata={"help": ...}`. The task reads them as `self.opts`; `TrainConfig` holds only trainer fields.
+    Options: ClassVar[type] = NoOptions
+    # flavor name -> {"model": model kwargs, "train": TrainConfig field defaults}. Must include "debug".
+    flavors: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    default_flavor: ClassVar[str] = "small"
+
+    def __init__(self, cfg: TrainConfig, opts=None):
+        self.cfg = cfg
+        self.opts = opts if opts is not None else self.Options(**cfg.options)
+
+    # ---- configuration -------------------------------------------------------------------
+    @classmethod
+    def default_flavor_for(cls, options: dict[str, Any], data: str | None) -> str:
+        """The flavor when the user names none; a task may pick one that fits the options (NPT's lookup)."""
+        return cls.default_flavor
+
+    @classmethod
+    def resolve(cls, cfg: TrainConfig) -> TrainConfig:
+        """cfg for this model, resolved like `attnkit train` does (attnkit.engine.resolve.resolve_config)."""
+        from attnkit.engine.resolve import resolve_config
+
+        return resolve_config(dataclasses.replace(cfg, model=cls.name))
+
+    def model_config(self) -> dict[str, Any]:
+        """JSON-able kwargs for build_model: the flavor's model kwargs, with `--dropout` overriding the flavor's.
+
+        Tasks extend this (`dict(super().model_config(), vocab_size=...)`) with data-derived sizes.
+        """
+        cfg = dict(self.flavors[self.cfg.flavor]["model"])
+        if self.cfg.dropout is not None:
+            cfg["dropout"] = self.cfg.dropout
+        return cfg
+
+    @classmethod
+    def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    # ---- training ------------------------------------------------------------------------
+    def prepare(self, run_dir: Path) -> None:
+        """Load or generate the data; write whatever sampling needs (tokenizer, vocab) into run_dir."""
+        raise NotImplementedError
+
+    def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A batch on CPU; the trainer moves tensors to the device. Deterministic given the generator."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Keyword arguments for `attnkit.engine.optim.make_optimizer` (e.g. {"optimizer": "muon"}); default AdamW."""
+        return {}
+
+    def on_step(self, step: int) -> None:
+        """Called before each optimizer step, for schedules of the task's own (GPT's window warmup)."""
+
+    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Tokens (or pixels, rows...) in a batch, for the tokens/s the trainer reports."""
+        return next(iter(batch.values())).numel()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:
+        """Mean loss over `batches` fixed batches of `split`; returns {f"{split}_loss": ...}."""
+        g = torch.Generator().manual_seed(1234)
+        losses = []
+        for _ in range(batches):
+            batch = {k: v.to(device) for k, v in self.get_batch(split, self.cfg.batch_size, g).items()}
+            losses.append(self.loss(model, batch).item())
+        return {f"{split}_loss": sum(losses) / max(len(losses), 1)}
+
+    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
+        """Final metrics after training (e.g. accuracy beside baselines); merged into summary.json."""
+        return {}
+
+    # ---- sampling ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: Path, cfg: TrainConfig) -> "Task":
+        """A task ready to sample, reading the assets `prepare` wrote; must not re-read training data."""
+        return cls(cfg)
+
+    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+        """Do what the model naturally does (continue text, fill a mask, translate, draw) and print it."""
+        raise NotImplementedError

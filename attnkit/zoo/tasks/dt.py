@@ -1,0 +1,258 @@
+"""`--model dt`: the Decision Transformer on offline trajectories generated here, beside BC and %BC.
+
+Data: `attnkit.zoo.data.rl` plays seeded episodes of a hand-written controller with ε ~ U(0, 1) random actions
+(CartPole-v1 by default, or Acrobot-v1: `--opt env=Acrobot-v1`), cached in the run directory and described
+by a table and `dataset_returns.png`. One training loop fits three policies on the same batches
+(`attnkit.zoo.models.dt.PolicySet`): the return-conditioned DT, behaviour cloning (BC) on all episodes and
+BC on the best 10% (%BC). At the end, and in `attnkit sample --target-return 100,200,...`, each is rolled
+out on the same seeded episodes; the DT once per target. The paper's return-tracking plot
+(`return_tracking.png`) shows achieved vs target return with the dataset's max and the baselines.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from attnkit.engine.checkpoint import atomic_write_json
+from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.zoo.data.rl import Trajectories, get_env_spec, load_or_generate, make_env
+from attnkit.errors import UserError
+from attnkit.zoo.eval.rl import plot_return_histogram, plot_return_tracking, rank_correlation, rollout
+from attnkit.zoo.models.dt import DTConfig, PolicySet
+from attnkit.engine.rundir import read_json
+from attnkit.zoo.tasks.base import Task
+
+STATS_FILE = "dataset.json"  # what sampling needs to know about the data, so it never reads the episodes
+TOP_FRACTION = 0.1           # %BC trains on the best 10% of episodes (the paper's Table 3)
+VAL_EVERY = 10               # every 10th episode is held out for the validation loss
+
+
+@dataclass
+class DTOptions:
+    env: str = field(default="CartPole-v1", metadata={"help": "gymnasium environment: CartPole-v1 or Acrobot-v1"})
+    episodes: int = field(default=1000, metadata={"help": "episodes in the generated dataset"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the dataset's episodes and their ε"})
+    eval_episodes: int = field(default=10, metadata={"help": "seeded rollouts per target return and baseline"})
+
+
+def parse_targets(text: str) -> list[float]:
+    """'100,200,300' -> [100.0, 200.0, 300.0]; anything else is a one-line UserError."""
+    try:
+        targets = [float(t) for t in text.split(",")]
+    except ValueError:
+        targets = []
+    if not targets or not all(math.isfinite(t) for t in targets):
+        raise UserError(f"--target-return must be comma-separated numbers, e.g. 100,200,300; got {text!r}")
+    return targets
+
+
+def top_episodes(returns: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices of the best ceil(fraction·E) episodes by return (ties broken by index)."""
+    k = max(1, math.ceil(fraction * len(returns)))
+    return np.sort(np.argsort(-returns, kind="stable")[:k])
+
+
+class Windows:
+    """Training contexts from a set of episodes: K-step windows ending at a uniformly drawn step.
+
+    Drawing the last step uniformly over all steps weights episodes by length (as the paper samples), and
+    windows that would start before their episode are left-padded, as the first K-1 steps of a rollout are.
+    """
+
+    def __init__(self, data: Trajectories):
+        self.states = torch.from_numpy(data.observations)  # (N, S)
+        self.actions = torch.from_numpy(data.actions)  # (N,)
+        self.rtg = torch.from_numpy(data.returns_to_go())  # (N,)
+        self.timesteps = torch.from_numpy(data.timesteps())  # (N,)
+        self.first = torch.from_numpy(np.repeat(data.starts[:-1], data.lengths()))  # (N,): episode start
+
+    def batch(self, batch_size: int, K: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        last = torch.randint(len(self.actions), (batch_size,), generator=generator)  # (B,)
+        idx = last[:, None] - (K - 1) + torch.arange(K)  # (B, K)
+        mask = idx >= self.first[last][:, None]  # (B, K): False on the left padding
+        idx = torch.where(mask, idx, last[:, None])  # any valid row; zeroed below
+        m = mask.to(self.rtg.dtype)
+        return {"states": self.states[idx] * m[..., None], "actions": self.actions[idx] * mask,
+                "returns_to_go": self.rtg[idx] * m, "timesteps": self.timesteps[idx] * mask, "mask": mask}
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+class DTTask(Task):
+    name = "dt"
+    default_flavor = "paper"
+    Options = DTOptions
+    flavors = {
+        "debug": {
+            "model": dict(context=5, n_layer=1, n_head=1, d_model=32, dropout=0.0),
+            "train": dict(max_steps=20, batch_size=16, lr=1e-3, warmup_steps=2, eval_interval=10,
+                          eval_batches=1, weight_decay=1e-4),
+            "options": dict(episodes=40, eval_episodes=2),
+        },
+        # The paper's network (K 20, 3 layers, 1 head, width 128, dropout 0.1, weight decay 1e-4); batch 32 and
+        # 600 steps (the paper: 64 and 100k) fit a few CPU minutes, and CartPole needs no more.
+        "paper": {
+            "model": dict(context=20, n_layer=3, n_head=1, d_model=128, dropout=0.1),
+            "train": dict(max_steps=600, batch_size=32, lr=6e-4, min_lr=6e-5, warmup_steps=60,
+                          eval_interval=150, eval_batches=4, weight_decay=1e-4),
+        },
+    }
+
+    def __init__(self, cfg: TrainConfig, opts=None):
+        super().__init__(cfg, opts)
+        self.spec = get_env_spec(self.opts.env)  # an unknown env fails here, before any work
+
+    # ---- configuration -------------------------------------------------------------------
+    def model_config(self) -> dict[str, Any]:
+        env = make_env(self.spec.name)
+        return dict(super().model_config(), state_dim=env.observation_space.shape[0],
+                    act_dim=int(env.action_space.n), max_timestep=self.spec.max_episode_steps,
+                    return_scale=self.spec.return_scale, state_mean=self.state_mean, state_std=self.state_std)
+
+    @classmethod
+    def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
+        return PolicySet(DTConfig(**model_config))
+
+    # ---- training ------------------------------------------------------------------------
+    def prepare(self, run_dir: Path) -> None:
+        opts = self.opts
+        if opts.episodes < 2 * VAL_EVERY:
+            raise UserError(f"--opt episodes must be at least {2 * VAL_EVERY}, got {opts.episodes}")
+        if opts.eval_episodes < 1:
+            raise UserError(f"--opt eval_episodes must be at least 1, got {opts.eval_episodes}")
+        console = Console(stderr=True)
+        with _progress(console) as progress:
+            # run_dir is a staging directory: a resumed run's own cached episodes are in cfg.out.
+            data = load_or_generate(run_dir, opts.env, opts.episodes, opts.data_seed, progress,
+                                    cached_in=Path(self.cfg.out) if self.cfg.out else None)
+        returns = data.returns()
+        is_val = np.arange(len(data)) % VAL_EVERY == VAL_EVERY - 1
+        train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+        self.state_mean = data.observations.mean(0).tolist()
+        self.state_std = data.observations.std(0).tolist()
+        top_train, top_val = (split[top_episodes(returns[split], TOP_FRACTION)] for split in (train, val))
+        self.windows = {"train": Windows(data.subset(train)), "val": Windows(data.subset(val)),
+                        "top_train": Windows(data.subset(top_train)), "top_val": Windows(data.subset(top_val))}
+        self.stats = {"env": opts.env, "episodes": len(data), "steps": int(len(data.actions)),
+                      "max_return": float(returns.max()), "mean_return": float(returns.mean()),
+                      "min_return": float(returns.min()), "std_return": float(returns.std()),
+                      "top_threshold": float(returns[top_train].min()),
+                      "returns": returns.tolist()}
+        atomic_write_json(Path(run_dir) / STATS_FILE, self.stats)
+        plot_return_histogram(Path(run_dir) / "dataset_returns.png", opts.env, returns)
+        self._print_dataset(Console(), Path(self.cfg.out or run_dir))  # where the files will be once published
+
+    def _print_dataset(self, console: Console, run_dir: Path) -> None:
+        s = self.stats
+        table = Table(title=f"offline dataset · {s['env']}",
+                      caption=f"{self.spec.about}; each episode plays the controller with ε ~ U(0, 1) random actions")
+        for col in ("episodes", "steps", "return mean ± std", "min", "max", "best 10% from"):
+            table.add_column(col, justify="right")
+        table.add_row(str(s["episodes"]), f"{s['steps']:,}", f"{s['mean_return']:.1f} ± {s['std_return']:.1f}",
+                      f"{s['min_return']:g}", f"{s['max_return']:g}", f"{s['top_threshold']:g}")
+        console.print(table)
+        console.print(f"dataset cached in {run_dir / 'trajectories.npz'}; histogram {run_dir / 'dataset_returns.png'}")
+
+    def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        K = self.flavors[self.cfg.flavor]["model"]["context"]
+        batch = self.windows[split].batch(batch_size, K, generator)
+        top = self.windows[f"top_{split}"].batch(batch_size, K, generator)
+        return {**batch, **{f"top_{k}": v for k, v in top.items()}}
+
+    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """(R, s, a) tokens the DT sees; the baselines see two per step on top."""
+        return 3 * int(batch["mask"].sum())
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(model(batch).values())
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:
+        """The summed loss as `{split}_loss`, and each policy's action cross-entropy on its own."""
+        g = torch.Generator().manual_seed(1234)
+        totals = dict.fromkeys(PolicySet.NAMES, 0.0)
+        for _ in range(batches):
+            batch = {k: v.to(device) for k, v in self.get_batch(split, self.cfg.batch_size, g).items()}
+            for name, value in model(batch).items():
+                totals[name] += value.item() / batches
+        return {f"{split}_loss": sum(totals.values()), **{f"{split}_{k}_loss": v for k, v in totals.items()}}
+
+    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
+        """Roll out DT at the env's targets (and the dataset max), BC and %BC; table, plot, summary keys."""
+        targets = sorted(set(self.spec.targets) | {self.stats["max_return"]})
+        was_training = model.training
+        model.eval()
+        result = self._evaluate_policies(model, targets, self.opts.eval_episodes, self.cfg.seed, console)
+        model.train(was_training)
+        result["return_tracking_png"] = self._show(result, console, Path(run_dir))
+        return result
+
+    def _evaluate_policies(self, model: PolicySet, targets: list[float], episodes: int, seed: int,
+                           console: Console) -> dict[str, Any]:
+        env = self.opts.env
+        with _progress(console) as progress:
+            dt = rollout(model.dt, env, targets, episodes, seed, progress, "DT rollouts")
+            bc = rollout(model.bc, env, [None], episodes, seed, progress, "BC rollouts")[0]
+            pct = rollout(model.pct_bc, env, [None], episodes, seed, progress, "%BC rollouts")[0]
+        by_target = [{"target": float(t), "mean": float(r.mean()), "std": float(r.std())} for t, r in zip(targets, dt)]
+        below = [r for r in by_target if r["target"] < self.stats["max_return"]]
+        rho = rank_correlation([r["target"] for r in below], [r["mean"] for r in below])
+        return {"env": env, "return_by_target": by_target,
+                "bc_return": float(bc.mean()), "bc_return_std": float(bc.std()),
+                "pct_bc_return": float(pct.mean()), "pct_bc_return_std": float(pct.std()),
+                "dataset_max_return": self.stats["max_return"], "dataset_mean_return": self.stats["mean_return"],
+                "return_rank_correlation": rho if math.isfinite(rho) else None,  # None: all returns equal
+                "eval_episodes": episodes}
+
+    def _show(self, r: dict[str, Any], console: Console, out: Path) -> str:
+        """Print the achieved-return table and write return_tracking.png into `out`."""
+        table = Table(title=f"achieved return on {r['env']} · mean ± std over {r['eval_episodes']} seeded episodes")
+        for col in ("policy", "target", "achieved"):
+            table.add_column(col, justify="right")
+        for row in r["return_by_target"]:
+            table.add_row("DT", f"{row['target']:g}", f"{row['mean']:.1f} ± {row['std']:.1f}")
+        table.add_row("BC (all episodes)", "-", f"{r['bc_return']:.1f} ± {r['bc_return_std']:.1f}")
+        table.add_row("%BC (best 10%)", "-", f"{r['pct_bc_return']:.1f} ± {r['pct_bc_return_std']:.1f}")
+        table.add_row("dataset", "-", f"mean {r['dataset_mean_return']:.1f}, max {r['dataset_max_return']:g}")
+        console.print(table)
+        if r["return_rank_correlation"] is not None:
+            console.print(f"rank correlation of target and achieved return below the dataset max: "
+                          f"[bold]{r['return_rank_correlation']:.3f}[/bold] (Spearman)")
+        png = plot_return_tracking(out / "return_tracking.png", r["env"], r["return_by_target"],
+                                   {"BC": (r["bc_return"], r["bc_return_std"]),
+                                    "%BC": (r["pct_bc_return"], r["pct_bc_return_std"])},
+                                   r["dataset_max_return"], r["dataset_mean_return"])
+        console.print(f"wrote {png}")
+        return png
+
+    # ---- sampling ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: Path, cfg: TrainConfig) -> "DTTask":
+        task = cls(cfg)
+        task.stats = read_json(Path(run_dir) / STATS_FILE, f": was {run_dir} written by `attnkit train --model dt`?")
+        return task
+
+    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+        """Roll out DT for each --target-return (default: the env's list) and BC, %BC on the same seeds.
+
+        Episodes per target: --num-samples if above 1, else the run's eval_episodes option.
+        """
+        targets = parse_targets(cfg.target_return) if cfg.target_return is not None else list(self.spec.targets)
+        episodes = cfg.num_samples if cfg.num_samples > 1 else self.opts.eval_episodes
+        result = self._evaluate_policies(model, targets, episodes, cfg.seed, console)
+        out = Path(cfg.out or cfg.run)
+        out.mkdir(parents=True, exist_ok=True)
+        result["return_tracking_png"] = self._show(result, console, out)
+        return result

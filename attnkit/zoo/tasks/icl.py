@@ -1,0 +1,226 @@
+"""`--model icl`: in-context linear regression (Garg et al. 2022) beside least squares and friends.
+
+Each training sequence is a fresh random function (`attnkit.zoo.data.icl`); the decoder (`attnkit.zoo.models.icl`)
+predicts f(x_i) after every x_i from the pairs before it, with a mean-squared loss divided by the live
+dimension. A curriculum grows the live dimension and the prompt length during training. `report()` scores
+the transformer and the baselines on the same 1,280 test prompts (`attnkit.zoo.eval.icl`), adds the
+out-of-distribution probes, prints the error-versus-k table and writes error_by_k.png; `attnkit sample`
+does the same from a run directory, or answers a prompt given as "x=y; x=y; …; x_query".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from rich.console import Console
+from rich.table import Table
+
+from attnkit.engine.checkpoint import latest_step
+from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.zoo.data.icl import PROBES, Curriculum, Prompts, check_function, ood_prompts, sample_prompts
+from attnkit.errors import UserError
+from attnkit.zoo.eval.icl import (BASELINES, baseline_predictions, error_by_k, evaluate_all, model_predictions,
+                              plot_error_by_k)
+from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
+from attnkit.zoo.tasks.base import Task
+
+TEST_PROMPTS, VAL_PROMPTS, TEST_SEED, VAL_SEED = 1280, 256, 2022, 7
+
+
+@dataclass
+class ICLOptions:
+    function: str = field(default="linear", metadata={"help": "function class: linear or sparse_linear"})
+    sparsity: int = field(default=3, metadata={"help": "sparse_linear: non-zero weights per function"})
+
+
+class ICLTask(Task):
+    name = "icl"
+    default_flavor = "small"
+    Options = ICLOptions
+    # "curriculum": Curriculum kwargs (live dims and points start small and grow every `interval` steps).
+    # small: CPU probes on 2026-12-01 (shared machine) left lr 1e-3 on the loss plateau at d = 3-4 after 3,000
+    # steps (train loss 0.81, least squares 0.28), where lr 3e-4 was at 0.59; a 500-step curriculum interval
+    # moved on before the plateau broke.
+    flavors = {
+        "debug": {
+            "model": dict(n_dims=4, n_points=9, n_layer=1, n_head=2, n_embd=32, mlp_ratio=2, dropout=0.0),
+            "train": dict(max_steps=30, batch_size=32, lr=1e-3, warmup_steps=3, schedule="cosine", beta2=0.99,
+                          weight_decay=0.0, eval_interval=15, eval_batches=1),
+            "curriculum": dict(d_start=2, n_start=5, interval=5),
+            "test_prompts": 64,
+        },
+        "small": {
+            "model": dict(n_dims=8, n_points=17, n_layer=4, n_head=2, n_embd=64, mlp_ratio=4, dropout=0.0),
+            "train": dict(max_steps=12000, batch_size=64, lr=3e-4, warmup_steps=200, schedule="cosine",
+                          beta2=0.99, weight_decay=0.0, eval_interval=500, eval_batches=1),
+            "curriculum": dict(d_start=2, n_start=5, interval=1000),
+        },
+    }
+
+    def __init__(self, cfg: TrainConfig, opts=None):
+        super().__init__(cfg, opts)
+        check_function(self.opts.function)
+        if self.opts.sparsity < 1:
+            raise UserError(f"sparsity must be at least 1, got {self.opts.sparsity}")
+        flavor = self.flavors[cfg.flavor]
+        self.curriculum = Curriculum(**flavor["curriculum"])
+        self.n_test = flavor.get("test_prompts", TEST_PROMPTS)
+        self.d, self.n = flavor["model"]["n_dims"], flavor["model"]["n_points"]
+        self._train_batches = 0  # the curriculum's clock: optimizer step = batches // grad_accum
+
+    @classmethod
+    def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
+        return ICLTransformer(ICLConfig(**model_config))
+
+    def _prompts(self, batch: int, seed_or_gen, d_active: int | None = None, n: int | None = None) -> Prompts:
+        g = seed_or_gen if isinstance(seed_or_gen, torch.Generator) else torch.Generator().manual_seed(seed_or_gen)
+        return sample_prompts(self.opts.function, batch, self.d, n or self.n, g, d_active=d_active,
+                              sparsity=self.opts.sparsity)
+
+    # ---- training ------------------------------------------------------------------------
+    def prepare(self, run_dir: Path) -> None:
+        """Nothing to load: prompts are drawn fresh. On --resume the curriculum resumes at the checkpoint."""
+        if self.cfg.resume:
+            self._train_batches = (latest_step(run_dir) or 0) * self.cfg.grad_accum
+
+    def stage(self) -> tuple[int, int]:
+        """(live dimensions, prompt points) at the current optimizer step."""
+        return self.curriculum.at(self._train_batches // self.cfg.grad_accum, self.d, self.n)
+
+    def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        if split == "train":
+            d_active, n = self.stage()
+            self._train_batches += 1
+        else:
+            d_active, n = self.d, self.n
+        p = self._prompts(batch_size, generator, d_active, n)
+        return {"xs": p.xs, "ys": p.ys, "d_active": torch.tensor(float(d_active))}
+
+    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        return batch["ys"].numel() * 2  # an x token and a y token per point
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        pred = model(batch["xs"], batch["ys"])  # (B, n)
+        return (pred.float() - batch["ys"]).pow(2).mean() / batch["d_active"]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:
+        """Loss on fixed full-size prompts, and the error/d at k = d and k = n - 1 (the curve's tail)."""
+        p = self._prompts(VAL_PROMPTS, VAL_SEED)
+        err = error_by_k(model_predictions(model, p, device), p)
+        return {f"{split}_loss": sum(err) / len(err), f"{split}_err_k{self.d}": err[self.d],
+                f"{split}_err_k{self.n - 1}": err[-1]}
+
+    # ---- results -------------------------------------------------------------------------
+    def _baselines(self) -> tuple[str, ...]:
+        return BASELINES + (("lasso",) if self.opts.function == "sparse_linear" else ())
+
+    def curves(self, model: nn.Module, device: torch.device) -> dict[str, list[float]]:
+        return evaluate_all(model, self._prompts(self.n_test, TEST_SEED), device, self._baselines())
+
+    def probes(self, model: nn.Module, device: torch.device) -> dict[str, dict[str, list[float]]]:
+        """Garg et al.'s out-of-distribution prompts, the transformer beside least squares."""
+        out = {}
+        for i, probe in enumerate(PROBES):
+            g = torch.Generator().manual_seed(TEST_SEED + 1 + i)
+            p = ood_prompts(probe, self.opts.function, self.n_test, self.d, self.n, g, sparsity=self.opts.sparsity)
+            out[probe] = {"transformer": error_by_k(model_predictions(model, p, device), p),
+                          "least_squares": error_by_k(baseline_predictions("least_squares", p), p)}
+        return out
+
+    def _title(self) -> str:
+        fn = "linear" if self.opts.function == "linear" else f"sparse linear ({self.opts.sparsity} non-zero)"
+        return f"in-context {fn} regression, d = {self.d}, {self.n_test} test prompts"
+
+    def _error_table(self, errors: dict[str, list[float]]) -> Table:
+        table = Table(title=f"squared error / d against in-context examples k: {self._title()}",
+                      caption="ratio: transformer / least squares (where least squares is above 0.001)")
+        table.add_column("k", justify="right")
+        for name in errors:
+            table.add_column(name.replace("_", " "), justify="right")
+        table.add_column("ratio", justify="right")
+        for k in range(len(errors["transformer"])):
+            tf, ls = errors["transformer"][k], errors["least_squares"][k]
+            ratio = f"{tf / ls:.2f}" if ls > 1e-3 else "-"
+            table.add_row(str(k) + (" (= d)" if k == self.d else ""),
+                          *(f"{errors[name][k]:.4f}" for name in errors), ratio)
+        return table
+
+    def _probe_table(self, probes: dict[str, dict[str, list[float]]]) -> Table:
+        ks = sorted({1, self.d // 2, self.d - 1, self.d, self.n - 1})
+        table = Table(title="out-of-distribution prompts: squared error / d, transformer vs least squares")
+        table.add_column("probe")
+        table.add_column("method")
+        for k in ks:
+            table.add_column(f"k={k}", justify="right")
+        notes = {"scaled_query": "every x ×2", "one_orthant": "context in one orthant, query N(0, I)",
+                 "noisy_y": "context y + N(0, 0.5²)"}
+        for probe, curves in probes.items():
+            for i, (name, errs) in enumerate(curves.items()):
+                table.add_row(f"{probe}: {notes[probe]}" if i == 0 else "", name.replace("_", " "),
+                              *(f"{errs[k]:.4f}" for k in ks))
+        return table
+
+    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
+        device = next(model.parameters()).device
+        errors = self.curves(model, device)
+        console.print(self._error_table(errors))
+        probes = self.probes(model, device)
+        console.print(self._probe_table(probes))
+        png = plot_error_by_k(errors, self.d, Path(run_dir) / "error_by_k.png", self._title())
+        console.print(f"wrote {png}")
+        tf, ls = errors["transformer"], errors["least_squares"]
+        below_d = [tf[k] / ls[k] for k in range(1, self.d)]
+        return {"d": self.d, "n_points": self.n, "function": self.opts.function, "error_by_k": errors,
+                "ood": probes, "max_ratio_to_least_squares_below_d": max(below_d, default=float("nan")),
+                "error_at_2d": tf[min(2 * self.d, self.n - 1)], "error_by_k_png": png}
+
+    # ---- sampling ------------------------------------------------------------------------
+    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+        """With --prompt, answer it; else print the error-versus-k table and write error_by_k.png."""
+        device = next(model.parameters()).device
+        if cfg.prompt:
+            return self._answer(model, cfg.prompt, device, console)
+        errors = self.curves(model, device)
+        console.print(self._error_table(errors))
+        out = Path(cfg.out or cfg.run)
+        out.mkdir(parents=True, exist_ok=True)
+        png = plot_error_by_k(errors, self.d, out / "error_by_k.png", self._title())
+        console.print(f"wrote {png}")
+        return {"d": self.d, "error_by_k": errors, "error_by_k_png": png}
+
+    def parse_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """"x=y; x=y; …; x_query" (x as d comma-separated numbers) -> xs (1, k, d), ys (1, k), query (1, d)."""
+        parts = [s.strip() for s in text.split(";") if s.strip()]
+        if not parts or "=" in parts[-1]:
+            raise UserError("prompt must end with a query point without '=': \"x=y; x=y; ...; x_query\"")
+        if len(parts) > self.n:
+            raise UserError(f"prompt has {len(parts)} points; this model reads at most {self.n}")
+        xs, ys = [], []
+        for i, part in enumerate(parts):
+            x_text, _, y_text = part.partition("=")
+            try:
+                x = [float(v) for v in x_text.split(",")]
+                y = float(y_text) if i < len(parts) - 1 else 0.0
+            except ValueError:
+                raise UserError(f"prompt point {i + 1} ({part!r}) is not 'x1,...,xd=y' with numbers") from None
+            if len(x) != self.d:
+                raise UserError(f"prompt point {i + 1} has {len(x)} coordinates; this model reads d = {self.d}")
+            if i < len(parts) - 1 and not y_text.strip():
+                raise UserError(f"prompt point {i + 1} ({part!r}) has no y: write 'x1,...,xd=y'")
+            xs.append(x)
+            ys.append(y)
+        return torch.tensor([xs]), torch.tensor([ys]), torch.tensor(xs[-1:])
+
+    def _answer(self, model: nn.Module, text: str, device: torch.device, console: Console) -> dict[str, Any]:
+        xs, ys, query = self.parse_prompt(text)
+        k = xs.shape[1] - 1
+        with torch.no_grad():
+            pred = model(xs.to(device), ys.to(device))[0, -1].item()
+        p = Prompts(xs, ys, ys)
+        ls = baseline_predictions("least_squares", p)[0, -1].item() if k else 0.0
+        console.print(f"f(query) from {k} examples: transformer [bold]{pred:.4f}[/bold], least squares {ls:.4f}")
+        return {"prediction": pred, "least_squares": ls, "k": k}

@@ -1,0 +1,291 @@
+"""Music Transformer on Bach chorales: next-token prediction over the raster-scanned 4-voice grid.
+
+Data: `attnkit.zoo.data.chorales` (music21's corpus, parsed once and cached). `--data chorales` (all 371
+numbers) or `chorales:N` (the first N, what the debug flavor uses so tests parse a handful).
+`--position absolute|relative|both` picks the arm of the paper's comparison (see attnkit.zoo.models.music).
+
+Training windows start on a time-step boundary (a multiple of 4 tokens into [BOS, S0, A0, T0, B0, ...]),
+so token k of every window is the same voice: the absolute arm can read the voice off its position
+exactly as the relative arm reads it off distances, and neither gets an unfair start.
+
+`attnkit sample --run DIR` continues a primer and writes MIDI + piano roll (+ attention heatmap):
+    --prompt            (default) the first 32 steps (2 bars of 4/4) of held-out chorale 0
+    --prompt test:K     held-out (test split) chorale K;  test:K:S  its first S steps
+    --prompt scratch    from BOS alone
+    --prompt FILE       a 4-part MusicXML / MIDI / kern file (its first 32 steps; FILE:S for S steps)
+--max-new-tokens is rounded up to whole time steps (4 tokens); BOS, EOS and PAD are never sampled, so
+the piece has exactly primer + new steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from rich.console import Console
+from rich.table import Table
+
+from attnkit.engine.checkpoint import atomic_write_text
+from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.zoo.data import chorales as ch
+from attnkit.zoo.eval.music import mean_nll, window_batch
+from attnkit.zoo.models.music import MusicConfig, MusicTransformer
+from attnkit.zoo.plots import plot_attention, plot_piano_roll
+from attnkit.errors import UserError
+from attnkit.zoo.tasks.base import Task
+
+PRIMERS_FILE = "music_primers.json"
+DEFAULT_PRIMER_STEPS = 32
+
+
+# ---- sampling helpers ----------------------------------------------------------------------------------
+@torch.no_grad()
+def sample_tokens(model: MusicTransformer, prefix: list[int], n_new: int, *, window: int, temperature: float,
+                  top_k: int | None, top_p: float | None, generator: torch.Generator,
+                  on_token=None) -> list[int]:
+    """Continue prefix (starting with BOS) by n_new grid tokens with a KV cache, on `attnkit.generation.decode`.
+
+    Two hooks make it music: BOS/EOS/PAD are banned, so the piece has exactly the requested length, and
+    when the context is full it restarts on a time-step boundary (a multiple of 4 into the sequence),
+    keeping the voice phase the model was trained with.
+    """
+    from attnkit.generation.decode import SlidingWindow, ban, decode_n_tokens, sampling
+    from attnkit.generation.generate import lm_step
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    processors, choose = sampling(temperature, top_k, top_p, generator)
+    seq = decode_n_tokens(lm_step(model), torch.tensor([prefix], device=device), n_new,
+                          new_caches=model.make_caches, processors=[ban([ch.PAD, ch.BOS, ch.EOS]), *processors],
+                          choose=choose, window=SlidingWindow(window, align=4, restart_at_full=True),
+                          on_token=None if on_token is None else lambda tok, logits: on_token(int(tok[0, 0])))
+    model.train(was_training)
+    return seq[0].tolist()
+
+
+def _aligned_start(n: int, keep: int) -> int:
+    """Smallest multiple of 4 that leaves at most `keep` of n tokens in the window."""
+    from attnkit.generation.decode import SlidingWindow
+    return SlidingWindow(keep, align=4).first(n)
+
+
+@dataclass
+class MusicOptions:
+    """The arm of the paper's comparison (attnkit.zoo.models.music)."""
+    position: str = field(default="relative", metadata={"help": "positions: absolute, relative (Music Transformer) or both"})
+
+
+class MusicTask(Task):
+    name = "music"
+    default_flavor = "small"
+    Options = MusicOptions
+    flavors = {
+        # Seconds on one core; 12 chorales so tests parse little (numbers 1..12: train, val and test).
+        "debug": {"model": dict(n_layer=2, n_head=2, d_model=32, max_relative_fraction=0.5),
+                  "train": dict(data="chorales:12", max_steps=20, batch_size=4, block_size=64, lr=3e-3,
+                                warmup_steps=2, eval_interval=10, eval_batches=2, dropout=0.0, beta2=0.99,
+                                position="relative")},
+        # 0.17 M params. About 4 min per 400 steps on one CPU core (relative; absolute is ~2x faster on CPU,
+        # where the relative op runs in torch): benchmarks/music_compare.py trains both arms for 400 steps.
+        # max_relative_fraction 0.5: 64 learned distances, farther keys share the last embedding, which is
+        # then trained on distances 63..127 (not just 127), so windows longer than training stay in range.
+        "small": {"model": dict(n_layer=3, n_head=4, d_model=64, max_relative_fraction=0.5),
+                  "train": dict(data="chorales", max_steps=2000, batch_size=16, block_size=128, lr=2e-3,
+                                min_lr=2e-4, warmup_steps=100, eval_interval=200, eval_batches=10,
+                                dropout=0.1, beta2=0.98, position="relative")},
+    }
+
+    def __init__(self, cfg: TrainConfig, opts=None):
+        super().__init__(cfg, opts)
+        self.seqs: dict[str, list[np.ndarray]] = {}
+        self.numbers: dict[str, list[int]] = {}
+        self.primers: list[dict[str, Any]] = []
+
+    # ---- configuration -------------------------------------------------------------------
+    def model_config(self) -> dict[str, Any]:
+        if self.opts.position not in ("absolute", "relative", "both"):
+            raise UserError(f"the music model supports position absolute, relative or both, "
+                            f"got {self.opts.position!r}")
+        if self.cfg.block_size % 4:
+            raise UserError(f"--block-size must be a multiple of 4 (one time step = 4 voices), "
+                            f"got {self.cfg.block_size}")
+        model = dict(self.flavors[self.cfg.flavor]["model"])
+        # Learned distances 0..R-1 with R a fraction of the training window (default 1 = the paper's R = L).
+        fraction = model.pop("max_relative_fraction", 1.0)
+        return dict(model, vocab_size=ch.VOCAB_SIZE, block_size=self.cfg.block_size,
+                    dropout=self.cfg.dropout or 0.0, position=self.opts.position,
+                    max_relative=max(1, int(self.cfg.block_size * fraction)))
+
+    @classmethod
+    def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
+        return MusicTransformer(MusicConfig(**model_config))
+
+    # ---- training ------------------------------------------------------------------------
+    def prepare(self, run_dir: Path, console: Console | None = None) -> None:
+        self.model_config()  # validate --position / --block-size before the slow part
+        splits = ch.corpus_splits(ch.parse_data_spec(self.cfg.data), console=console or Console(stderr=True))
+        for split, chorales in splits.items():
+            if not chorales:
+                raise UserError(f"the {split} split of --data {self.cfg.data} is empty; use more chorales")
+            self.seqs[split] = [ch.grid_to_tokens(c.grid) for c in chorales]
+            self.numbers[split] = [c.number for c in chorales]
+        self.primers = [{"number": c.number, "name": c.name, "grid": c.grid.tolist()} for c in splits["test"]]
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / PRIMERS_FILE, json.dumps({  # every DDP rank writes the same file
+            "encoding": {"version": ch.CACHE_VERSION, "vocab_size": ch.VOCAB_SIZE, "voices": list(ch.VOICES),
+                         "steps_per_quarter": ch.STEPS_PER_QUARTER, "specials": ch.SPECIAL_NAMES,
+                         "lowest_midi": ch.LOWEST},
+            "splits": self.numbers,
+            "test": self.primers}))
+
+    def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Random windows of block_size tokens starting on a time step; chorales weighted by length."""
+        seqs, L = self.seqs[split], self.cfg.block_size
+        n_starts = torch.tensor([max(0, len(s) - 1 - L) // 4 + 1 for s in seqs], dtype=torch.float)
+        which = torch.multinomial(n_starts, batch_size, replacement=True, generator=generator)  # (B,)
+        u = torch.rand(batch_size, generator=generator)  # (B,)
+        starts = [4 * int(u[b] * n_starts[which[b]]) for b in range(batch_size)]
+        return window_batch([seqs[int(i)] for i in which], starts, L)  # x, y: (B, L)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits, loss = model(batch["x"], batch["y"], label_smoothing=self.cfg.label_smoothing or 0.0)
+        return loss
+
+    def length_nll(self, model: nn.Module, split: str, device: torch.device,
+                   multiples=(1, 2, 4)) -> dict[int, float]:
+        """Exact NLL per token of `split` with windows of 1x, 2x, 4x the training length."""
+        return {m * self.cfg.block_size: mean_nll(model, self.seqs[split], m * self.cfg.block_size, device)
+                for m in multiples}
+
+    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
+        device = next(model.parameters()).device
+        L = self.cfg.block_size
+        by_length = self.length_nll(model, "val", device)
+        table = Table(title=f"music ({model.config.position} positions): exact validation NLL per token "
+                            f"({sum(len(s) - 1 for s in self.seqs['val'])} tokens, "
+                            f"{len(self.seqs['val'])} chorales)")
+        table.add_column("eval window")
+        table.add_column("NLL (nats/token)", justify="right")
+        for length, nll in by_length.items():
+            note = "= training length" if length == L else f"{length // L}x training length"
+            table.add_row(f"{length} tokens ({note})", f"{nll:.4f}")
+        console.print(table)
+        return {"val_nll": by_length[L], "val_nll_by_length": {str(k): v for k, v in by_length.items()}}
+
+    # ---- sampling ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: Path, cfg: TrainConfig) -> "MusicTask":
+        path = Path(run_dir) / PRIMERS_FILE
+        if not path.is_file():
+            raise UserError(f"{path} is missing: is {run_dir} a run written by `attnkit train --model music`?")
+        task = cls(cfg)
+        task.primers = json.loads(path.read_text())["test"]
+        return task
+
+    def _primer(self, prompt: str | None) -> tuple[np.ndarray, str]:
+        """The primer grid (S, 4) and a description of where it came from."""
+        prompt = "test:0" if prompt in (None, "") else prompt
+        if prompt == "scratch":
+            return np.zeros((0, 4), np.int16), "from scratch"
+        steps = DEFAULT_PRIMER_STEPS
+        if prompt.startswith("test:"):
+            parts = prompt.split(":")
+            k = parts[1]
+            if len(parts) > 3 or not k.isdigit() or int(k) >= len(self.primers) or \
+                    (len(parts) == 3 and not parts[2].isdigit()):
+                raise UserError(f"--prompt {prompt}: use test:K or test:K:STEPS with K in "
+                                f"0..{len(self.primers) - 1} (the held-out chorales)")
+            steps = int(parts[2]) if len(parts) == 3 else steps
+            c = self.primers[int(k)]
+            grid = np.array(c["grid"], dtype=np.int16).reshape(-1, 4)
+            source = f"held-out chorale {c['name']} (no. {c['number']})"
+        else:
+            path = Path(prompt)
+            head, _, tail = prompt.rpartition(":")
+            if not path.is_file() and head and tail.isdigit():
+                path, steps = Path(head), int(tail)
+            if not path.is_file():
+                raise UserError(f"--prompt {prompt!r}: use test:K[:STEPS], scratch, or a 4-part score file[:STEPS]")
+            from music21 import converter
+            try:
+                grid = ch.chorale_to_grid(converter.parse(str(path)))
+            except ch.ChoraleSkipped as e:
+                raise UserError(f"--prompt {path}: not a clean 4-voice score on the 16th grid ({e})") from e
+            source = str(path)
+        if steps < 1:
+            raise UserError(f"--prompt {prompt}: the primer needs at least 1 step")
+        return grid[:steps], f"first {min(steps, len(grid))} steps of {source}"
+
+    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+        """Continue a primer by --max-new-tokens (rounded up to whole steps); write MIDI and piano roll."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        primer, source = self._primer(cfg.prompt)
+        n_new = 4 * math.ceil(max(cfg.max_new_tokens, 0) / 4)
+        out_dir = Path(cfg.out or cfg.run)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        generator = torch.Generator().manual_seed(cfg.seed)  # on CPU: the same piece on every device
+        window = model.config.block_size
+        results = []
+        for i in range(cfg.num_samples):
+            prefix = ch.grid_to_tokens(primer, eos=False).tolist()
+            with Progress(TextColumn(f"composing {i + 1}/{cfg.num_samples}"), BarColumn(), MofNCompleteColumn(),
+                          console=console, transient=True) as bar:
+                job = bar.add_task("sample", total=n_new)
+                seq = sample_tokens(model, prefix, n_new, window=window, temperature=cfg.temperature,
+                                    top_k=cfg.top_k, top_p=cfg.top_p, generator=generator,
+                                    on_token=lambda _: bar.advance(job))
+            grid = ch.tokens_to_grid(seq)
+            stem = out_dir / (f"music_sample_{i}" if cfg.num_samples > 1 else "music_sample")
+            title = f"attnkit music ({model.config.position}), seed {cfg.seed}"
+            midi = ch.write_midi(grid, stem.with_suffix(".mid"), title=title)
+            roll = plot_piano_roll(grid, stem.with_name(stem.name + "_roll.png"), len(primer),
+                                   title=f"{title}\n{source} + {n_new // 4} generated steps")
+            result = {"midi": str(midi), "piano_roll": str(roll), "steps": len(grid), "primer_steps": len(primer),
+                      "quarters": len(grid) / ch.STEPS_PER_QUARTER, "tokens": seq}
+            rng = ch.pitch_range(grid)
+            result["pitch_range"] = list(rng) if rng else None
+            if cfg.attention_png:
+                result["attention_png"] = str(self._attention_png(model, seq, stem.with_name(stem.name + "_attention.png")))
+            results.append(result)
+            self._print_summary(console, result, source)
+        return {"samples": results}
+
+    def _attention_png(self, model: MusicTransformer, seq: list[int], path: Path) -> Path:
+        """Last layer's heads over the last training-length window of the piece (step-aligned)."""
+        start = _aligned_start(len(seq), model.config.block_size)
+        idx = torch.tensor([seq[start:]], device=next(model.parameters()).device)
+        maps = model.attention_maps(idx, layer=-1)[0]  # (H, L, L)
+        layer = model.config.n_layer - 1
+        return plot_attention(maps, path, layer, offset=start,
+                              title=f"layer {layer} attention over tokens {start}..{len(seq) - 1} "
+                                    f"({model.config.position} positions)")
+
+    @staticmethod
+    def _print_summary(console: Console, r: dict[str, Any], source: str) -> None:
+        from music21 import pitch
+        table = Table(title="music sample", show_header=False)
+        table.add_column("what")
+        table.add_column("value")
+        table.add_row("primer", source)
+        table.add_row("length", f"{r['steps']} steps of a 16th = {r['quarters']:g} quarters "
+                                f"({r['primer_steps']} primer + {r['steps'] - r['primer_steps']} generated)")
+        if r["pitch_range"]:
+            lo, hi = r["pitch_range"]
+            table.add_row("pitch range", f"{pitch.Pitch(midi=lo).nameWithOctave}–{pitch.Pitch(midi=hi).nameWithOctave} "
+                                         f"(MIDI {lo}–{hi})")
+        else:
+            table.add_row("pitch range", "no notes (all rests)")
+        table.add_row("MIDI", r["midi"])
+        table.add_row("piano roll", r["piano_roll"])
+        if "attention_png" in r:
+            table.add_row("attention", r["attention_png"])
+        console.print(table)
