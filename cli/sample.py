@@ -1,11 +1,11 @@
-"""`attnkit sample`: flags map 1:1 onto `attnkit.engine.config.SampleConfig`; the work lives in `attnkit.engine.sample`."""
+"""`attnkit sample`: flags map 1:1 onto `attnkit.config.SampleConfig`; the work lives in `attnkit.engine.sample`."""
 from __future__ import annotations
 
 from typing import Annotated, Optional
 
 import typer
 
-from attnkit.engine.config import SampleConfig
+from attnkit.config import SampleConfig
 
 Opt = typer.Option
 

@@ -1,4 +1,4 @@
-"""`attnkit train`: flags map 1:1 onto `attnkit.engine.config.TrainConfig`; the loop lives in `attnkit.engine.trainer`.
+"""`attnkit train`: flags map 1:1 onto `attnkit.config.TrainConfig`; the loop lives in `attnkit.engine.trainer`.
 
 Model options are `--opt name=value` (repeatable) rather than one flag per option: each model declares
 its own (`Task.Options`), so a new model brings options without a new flag here. `--list-options` shows them.
@@ -11,7 +11,7 @@ import typer
 
 from attnkit.zoo.tasks import TASKS  # the registry only: tasks import lazily
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.errors import UserError
 
 Opt = typer.Option

@@ -7,7 +7,7 @@ import os
 import torch
 from rich.console import Console
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.engine.sample import load_run, run_sampling
 from attnkit.engine.trainer import run_training
 from multiproc import free_port, run_workers

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,10 @@ import torch
 from rich.console import Console
 
 from attnkit.engine.checkpoint import WEIGHTS, load_weights
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.engine.device import resolve_device
 from attnkit.errors import UserError
-from attnkit.engine.resolve import split_saved
+from attnkit.engine.resolve import resolve_config, split_saved
 from attnkit.engine.rundir import CONFIG, LATEST, read_saved_config, real_run_dir
 from attnkit.zoo.tasks import get_task
 
@@ -34,6 +35,8 @@ def load_run(run: str | Path, device: str | torch.device = "cpu"):
     task_cls = get_task(saved["task"])
     fields, options = split_saved(saved, task_cls)
     train_cfg = TrainConfig(**fields, options=options)
+    if train_cfg.flavor is None:  # a run saved before flavors were recorded: the task's default one
+        train_cfg = resolve_config(dataclasses.replace(train_cfg, model=task_cls.name))
     task = task_cls.load(run_dir, train_cfg)
     model = task_cls.build_model(saved["model"])
     if not (run_dir / WEIGHTS).is_file():

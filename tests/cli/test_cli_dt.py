@@ -7,7 +7,7 @@ import pytest
 from rich.console import Console
 
 from attnkit.cli.main import main
-from attnkit.engine.config import SampleConfig
+from attnkit.config import SampleConfig
 from attnkit.zoo.data.rl import DATA_FILE, load_or_generate
 from attnkit.engine.sample import load_run
 from cli_invoke import invoke

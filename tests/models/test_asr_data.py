@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.zoo.data import speech
 from attnkit.zoo.data.logmel import log_mel
 from attnkit.errors import UserError

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.zoo.models.bert import BERT, IGNORE, BERTConfig, mask_tokens
 from attnkit.zoo.tasks.bert import BERTTask
 
@@ -108,7 +108,7 @@ def test_sample_without_prompt_fills_heldout_sentences(tmp_path):
 
     from rich.console import Console
 
-    from attnkit.engine.config import SampleConfig
+    from attnkit.config import SampleConfig
 
     cfg = BERTTask.resolve(TrainConfig(model="bert", flavor="debug"))
     BERTTask(cfg).prepare(tmp_path)

@@ -149,7 +149,7 @@ def test_noam_schedule_values():
 
 
 def test_generated_task_never_trains_on_heldout_sources(tmp_path):
-    from attnkit.engine.config import TrainConfig
+    from attnkit.config import TrainConfig
     from attnkit.zoo.tasks.encdec import EncDecTask
 
     task = EncDecTask(EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug", data="numbers-reversed")))
@@ -167,7 +167,7 @@ def test_generated_task_never_trains_on_heldout_sources(tmp_path):
 
 
 def test_parallel_files_with_char_tokenizer(tmp_path):
-    from attnkit.engine.config import TrainConfig
+    from attnkit.config import TrainConfig
     from attnkit.zoo.tasks.encdec import EncDecTask
 
     src = [f"{i} {'ab' * (i % 3)}".strip() for i in range(40)]
@@ -189,7 +189,7 @@ def test_sample_without_prompt_translates_heldout_sources(tmp_path):
 
     from rich.console import Console
 
-    from attnkit.engine.config import SampleConfig, TrainConfig
+    from attnkit.config import SampleConfig, TrainConfig
     from attnkit.zoo.tasks.encdec import EncDecTask, heldout_pairs
 
     cfg = EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug"))

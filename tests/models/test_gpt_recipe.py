@@ -9,7 +9,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.generation.generate import generate
 from attnkit.zoo.models.gpt import GPT, GPTConfig
 from attnkit.engine.optim import hidden_matrices

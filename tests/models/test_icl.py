@@ -3,7 +3,7 @@ the curriculum, the out-of-distribution prompts, and the one-line errors for bad
 import pytest
 import torch
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.zoo.data.icl import Curriculum, ood_prompts, sample_prompts
 from attnkit.errors import UserError
 from attnkit.zoo.eval.icl import baseline_predictions, error_by_k

@@ -6,7 +6,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data import chorales as ch
 from attnkit.zoo.models.music import MusicConfig, MusicTransformer
 from attnkit.ops import relative_attention
@@ -235,7 +235,7 @@ def test_sample_writes_midi_with_four_voices_and_the_right_length(prepared, tmp_
 
 
 def test_sample_from_scratch_and_bad_prompts(prepared, tmp_path):
-    from attnkit.zoo.tasks.base import UserError
+    from attnkit.errors import UserError
 
     task, cfg, run = prepared
     loaded = MusicTask.load(run, cfg)

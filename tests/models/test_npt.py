@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.zoo.data.tables import load_table
 from attnkit.zoo.models.npt import NPT, NPTConfig, NPTFolds, cell_losses
-from attnkit.zoo.tasks.base import UserError
+from attnkit.errors import UserError
 from attnkit.zoo.tasks.npt import CONTEXT, TEST, TRAIN, NPTTask
 
 

@@ -66,7 +66,7 @@ def test_splits_are_fixed_stratified_and_disjoint():
 
 def test_vit_fits_a_batch_of_digits():
     """Gradients reach every part that matters: the debug ViT memorises 64 digits in 80 steps (chance: 10%)."""
-    from attnkit.engine.config import TrainConfig
+    from attnkit.config import TrainConfig
     from attnkit.zoo.tasks.vit import ViTTask, predict
 
     task = ViTTask(ViTTask.resolve(TrainConfig(model="vit", flavor="debug")))

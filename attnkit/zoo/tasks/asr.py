@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attnkit.generation.beam import beam_search, greedy_decode
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data import speech
 from attnkit.zoo.data.logmel import HOP_LENGTH, SAMPLE_RATE, log_mel
 from attnkit.errors import UserError
@@ -110,9 +110,7 @@ class ASRTask(Task):
             raise UserError("--model asr synthesises its own speech; it takes no --data")
         self.run_dir = Path(run_dir)
         if self.cfg.resume:
-            from attnkit.engine.rundir import real_run_dir
-
-            path = real_run_dir(self.cfg.out) / CORPUS
+            path = self.resume_dir / CORPUS
             if not path.is_file():
                 raise UserError(f"cannot resume: {path} is missing (the run's synthesised speech)")
             self.splits, spec = speech.load_corpus(path)

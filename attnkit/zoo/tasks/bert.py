@@ -26,7 +26,7 @@ import torch.nn as nn
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.eval.bert import MaskedTokenStats
 from attnkit.zoo.models.bert import BERT, BERTConfig, mask_tokens
 from attnkit.errors import UserError

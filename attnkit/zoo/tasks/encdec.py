@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attnkit.generation.beam import beam_search, greedy_decode
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.numbers import VARIANTS, WordVocab, all_words, make_pair, numbers_source
 from attnkit.zoo.metrics import bleu, exact_match
 from attnkit.zoo.models.encdec import EncDec, EncDecConfig
@@ -251,17 +251,11 @@ class EncDecTask(Task):
 
     def _averaged_model(self, model: nn.Module, run_dir: Path):
         """(label, model with the mean weights of the kept step checkpoints), or None if fewer than 2 are kept."""
-        import tempfile
-
-        from attnkit.engine.checkpoint import average_checkpoints, load_weights, step_checkpoints
-
-        found = step_checkpoints(run_dir)[-(self.cfg.keep_last or 1):]
-        if len(found) < 2:
+        steps = self.checkpoints.steps()[-(self.cfg.keep_last or 1):] if self.checkpoints else []
+        if len(steps) < 2:
             return None
         averaged = self.build_model(dataclasses.asdict(model.cfg)).to(next(model.parameters()).device)
-        with tempfile.TemporaryDirectory() as tmp:
-            load_weights(averaged, average_checkpoints([p for _, p in found], Path(tmp) / "avg.safetensors"))
-        steps = [s for s, _ in found]
+        self.checkpoints.load_average(averaged, steps)
         return f"avg of {len(steps)} (steps {steps[0]}-{steps[-1]})", averaged
 
     # ---- sampling ------------------------------------------------------------------------

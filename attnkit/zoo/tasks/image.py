@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.digits import LEVELS, load_digit_splits, random_shift, save_digit_grid
 from attnkit.nn.masks import causal_mask, pattern_stats
 from attnkit.zoo.models.image import ATTENTION_PATTERNS, ImageTransformer, ImageTransformerConfig

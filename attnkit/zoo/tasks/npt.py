@@ -40,7 +40,7 @@ import torch.nn as nn
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.lookup import LOOKUP_TEST_SHARE, friedman_table, lookup_batch
 from attnkit.zoo.data.tables import Table, cv_splits, load_table, target_stats
 from attnkit.zoo.eval.npt import (classification_metrics, corrupt_other_rows, mean_std, metrics_table,
@@ -142,7 +142,7 @@ class NPTTask(Task):
         run_dir = Path(run_dir)
         if not (run_dir / "table.npz").is_file():
             raise UserError(f"{run_dir} has no table.npz: not an NPT run directory")
-        task = cls(cls.resolve(cfg) if cfg.flavor is None else cfg)
+        task = cls(cfg)
         table = Table.load(run_dir / "table")
         tests = [np.asarray(t, dtype=np.int64) for t in json.loads((run_dir / "splits.json").read_text())]
         everything = np.arange(table.n)

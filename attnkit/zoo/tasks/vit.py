@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.digits import LEVELS, load_digit_splits, random_shift, save_digit_grid
 from attnkit.zoo.eval.vision import digit_baselines
 from attnkit.zoo.models.vit import ViT, ViTConfig
