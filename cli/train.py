@@ -59,7 +59,7 @@ def train(
     fsdp: Annotated[Optional[bool], Opt("--fsdp/--no-fsdp", help="Under torchrun: shard with FSDP2 instead of DDP.")] = None,
     eval_interval: Annotated[Optional[int], Opt(help="Steps between evals and checkpoints.")] = None,
     eval_batches: Annotated[Optional[int], Opt(help="Batches per eval.")] = None,
-    config: Annotated[Optional[str], Opt(help="TOML file: a [train] table and an [options] table; flags override it.")] = None,
+    config: Annotated[Optional[str], Opt(help="TOML file: a \\[train] table and an \\[options] table; flags override it.")] = None,
 ) -> None:
     """Train a model and write checkpoints, metrics.jsonl, loss.png and summary.json to the run directory."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "opt", "list_options")}  # before imports

@@ -54,6 +54,8 @@ def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str,
         raise UserError(f"--num-samples must be at least 1, got {cfg.num_samples}")
     if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
         raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p}")
+    if cfg.beam < 1:
+        raise UserError(f"--beam must be at least 1, got {cfg.beam}")
     if cfg.temperature < 0:
         raise UserError(f"--temperature must not be negative, got {cfg.temperature}")
     task, model, _ = load_run(cfg.run, cfg.device)

@@ -46,6 +46,15 @@ from attnkit.zoo.tasks import get_task
 __all__ = ["StepCheckpoints", "TrainResult", "Trainer", "run_training"]
 
 
+def build_model(task_cls, model_config: dict[str, Any]) -> nn.Module:
+    """The task's model. A model config's own check (ValueError from its __post_init__: a size that does not
+    divide, an unknown position scheme) comes from the user's flags and options, so it becomes one line."""
+    try:
+        return task_cls.build_model(model_config)
+    except ValueError as e:
+        raise UserError(f"these settings build no valid {task_cls.name} model: {e}") from e
+
+
 class StepCheckpoints:
     """A run's step checkpoints as a task sees them (`Task.checkpoints`): steps, and their averaged weights."""
 
@@ -150,7 +159,7 @@ class Trainer:
         """Model (restored on --resume), its DDP/FSDP wrapper, optimizer and grad scaler."""
         cfg = self.cfg
         self.model_config = self.task.model_config()
-        model = self.task_cls.build_model(self.model_config)
+        model = build_model(self.task_cls, self.model_config)
         state = self.restore(model) if cfg.resume else None
         self.model = model.to(self.device)
         self.train_model = D.wrap(self.model, self.world, fsdp=self._fsdp, compile=cfg.compile, device=self.device)
