@@ -17,8 +17,8 @@ LINT_IMPORTS = [sys.executable, "-c", "from importlinter.cli import lint_imports
 def _installed_layout(tmp_path: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "attnkit", tmp_path / "attnkit", ignore=ignore)
-    shutil.copytree(ROOT / "cli", tmp_path / "attnkit" / "cli", ignore=ignore)
-    shutil.copytree(ROOT / "kernels", tmp_path / "attnkit" / "kernels", ignore=ignore)
+    shutil.copytree(ROOT / "cli", tmp_path / "attnkit" / "cli", ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "kernels", tmp_path / "attnkit" / "kernels", ignore=ignore, dirs_exist_ok=True)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
