@@ -11,6 +11,7 @@ from attnkit.zoo.data.numbers import WordVocab, all_words, make_pair, number_to_
 from attnkit.zoo.metrics import bleu, exact_match
 from attnkit.zoo.models.encdec import EncDec, EncDecConfig, sinusoidal_positions
 from attnkit.engine.optim import lr_at
+from attnkit.engine.resolve import resolve_config
 
 
 def tiny(pre_ln=False, shared=True, **kw):
@@ -152,7 +153,7 @@ def test_generated_task_never_trains_on_heldout_sources(tmp_path):
     from attnkit.config import TrainConfig
     from attnkit.zoo.tasks.encdec import EncDecTask
 
-    task = EncDecTask(EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug", data="numbers-reversed")))
+    task = EncDecTask(resolve_config(TrainConfig(model="encdec", flavor="debug", data="numbers-reversed")))
     task.prepare(tmp_path)
     held = {s for s, _ in task.val}
     assert all(sum(c.isdigit() for c in s) >= 4 for s in held)
@@ -174,7 +175,7 @@ def test_parallel_files_with_char_tokenizer(tmp_path):
     tgt = [f"<{i}>" for i in range(40)]
     (tmp_path / "s.txt").write_text("\n".join(src) + "\n")
     (tmp_path / "t.txt").write_text("\n".join(tgt) + "\n")
-    cfg = EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug", data=f"{tmp_path}/s.txt,{tmp_path}/t.txt"))
+    cfg = resolve_config(TrainConfig(model="encdec", flavor="debug", data=f"{tmp_path}/s.txt,{tmp_path}/t.txt"))
     task = EncDecTask(cfg)
     task.prepare(tmp_path)
     assert len(task.val) == 4 and len(task.train_pairs) == 36
@@ -192,7 +193,7 @@ def test_sample_without_prompt_translates_heldout_sources(tmp_path):
     from attnkit.config import SampleConfig, TrainConfig
     from attnkit.zoo.tasks.encdec import EncDecTask, heldout_pairs
 
-    cfg = EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug"))
+    cfg = resolve_config(TrainConfig(model="encdec", flavor="debug"))
     task = EncDecTask(cfg)
     task.prepare(tmp_path)
     loaded = EncDecTask.load(tmp_path, cfg)

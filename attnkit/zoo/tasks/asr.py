@@ -110,7 +110,7 @@ class ASRTask(Task):
             raise UserError("--model asr synthesises its own speech; it takes no --data")
         self.run_dir = Path(run_dir)
         if self.cfg.resume:
-            path = self.resume_dir / CORPUS
+            path = (self.resume_dir or Path(self.cfg.out)) / CORPUS  # resume_dir: set by the trainer
             if not path.is_file():
                 raise UserError(f"cannot resume: {path} is missing (the run's synthesised speech)")
             self.splits, spec = speech.load_corpus(path)
