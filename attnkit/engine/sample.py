@@ -1,6 +1,11 @@
 """`attnkit sample`: load a run directory and let its task do what the model does (continue, fill, draw).
 
     RUN/config.json → TrainConfig + model kwargs → Task.load(run_dir) → Task.build_model → weights → task.sample
+
+The same from Python (`attnkit.load_run`):
+    run = attnkit.load_run("runs/demo")            # a Run: .model (eval mode), .task, .config, .tokenizer
+    run.generate("The ", max_new_tokens=50)        # text models: the text `attnkit sample` prints, same seed
+    run.predict(images)                            # classifiers: class probabilities (N, n_class)
 """
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 from rich.console import Console
 
 from attnkit.engine.checkpoint import WEIGHTS, load_weights
@@ -18,10 +24,53 @@ from attnkit.errors import UserError
 from attnkit.engine.resolve import resolve_config, split_saved
 from attnkit.engine.rundir import CONFIG, LATEST, read_saved_config, real_run_dir
 from attnkit.zoo.tasks import get_task
+from attnkit.zoo.tasks.base import Task
 
 
-def load_run(run: str | Path, device: str | torch.device = "cpu"):
-    """(task, model in eval mode, TrainConfig) of a finished or checkpointed run directory."""
+@dataclasses.dataclass
+class Run:
+    """A trained run, loaded: its task (data assets, tokenizer), its model in eval mode, its TrainConfig."""
+
+    task: Task
+    model: nn.Module
+    config: TrainConfig
+    run_dir: Path
+
+    @property
+    def tokenizer(self):
+        """The run's tokenizer (text models), or None."""
+        return getattr(self.task, "tokenizer", None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = 200,
+                 top_p: float | None = None, seed: int = 1337) -> str:
+        """The prompt and its continuation, as `attnkit sample --prompt PROMPT --seed SEED` prints it."""
+        tok = self.tokenizer
+        if tok is None or not hasattr(self.model, "generate"):
+            raise UserError(f"a {self.config.model} run does not continue text; use `attnkit sample --run "
+                            f"{self.run_dir}`" + (" or run.predict" if self.config.model == "vit" else ""))
+        ids = tok.encode(prompt)
+        if not ids:
+            raise UserError("the prompt is empty after tokenization; give it some text")
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)  # on CPU, as `attnkit sample` seeds it
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)  # (1, T)
+        with torch.inference_mode():
+            out = self.model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                      generator=generator)  # (1, T + max_new_tokens)
+        return tok.decode(out[0].tolist())
+
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for a batch of inputs (classifiers: vit takes uint8 images (N, S, S))."""
+        with torch.inference_mode():
+            return self.task.predict(self.model, inputs)
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A finished or checkpointed run directory, loaded: task, model in eval mode on `device`, TrainConfig."""
     run_dir = real_run_dir(run)
     config_path = run_dir / CONFIG
     if not run_dir.is_dir():
@@ -43,7 +92,7 @@ def load_run(run: str | Path, device: str | torch.device = "cpu"):
         raise UserError(f"{run} has no {WEIGHTS} yet (training has not reached its first checkpoint)")
     load_weights(model, run_dir / WEIGHTS)
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    return task, model.to(device).eval(), train_cfg
+    return Run(task=task, model=model.to(device).eval(), config=train_cfg, run_dir=run_dir)
 
 
 def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str, Any]:
@@ -58,7 +107,7 @@ def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str,
         raise UserError(f"--beam must be at least 1, got {cfg.beam}")
     if cfg.temperature < 0:
         raise UserError(f"--temperature must not be negative, got {cfg.temperature}")
-    task, model, _ = load_run(cfg.run, cfg.device)
+    run = load_run(cfg.run, cfg.device)
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():
-        return task.sample(model, cfg, console)
+        return run.task.sample(run.model, cfg, console)

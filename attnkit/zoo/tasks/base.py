@@ -41,6 +41,7 @@ import torch.nn as nn
 from rich.console import Console
 
 from attnkit.config import SampleConfig, TrainConfig
+from attnkit.errors import UserError
 
 
 class RunCheckpoints(Protocol):
@@ -139,6 +140,10 @@ class Task:
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "Task":
         """A task ready to sample, reading the assets `prepare` wrote; must not re-read training data."""
         return cls(cfg)
+
+    def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Classifiers: class probabilities for a batch of inputs (`attnkit.load_run(...).predict`)."""
+        raise UserError(f"the {self.name} model does not classify; `attnkit sample` shows what it does")
 
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Do what the model naturally does (continue text, fill a mask, translate, draw) and print it."""

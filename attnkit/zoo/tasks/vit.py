@@ -117,6 +117,10 @@ class ViTTask(Task):
         return {"test_acc": vit_acc, "logreg_test_acc": rows[1][1], "svm_test_acc": rows[2][1],
                 "n_test": len(yte), "n_train": len(ytr)}
 
+    def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, n_class) of uint8 digit images (N, S, S)."""
+        return predict(model, inputs, next(model.parameters()).device)
+
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "ViTTask":
