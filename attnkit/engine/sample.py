@@ -21,10 +21,15 @@ from attnkit.engine.checkpoint import WEIGHTS, load_weights
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.engine.device import resolve_device
 from attnkit.errors import UserError
-from attnkit.engine.resolve import resolve_config, split_saved
+from attnkit.engine.resolve import flag_name, resolve_config, split_saved
 from attnkit.engine.rundir import CONFIG, LATEST, read_saved_config, real_run_dir
 from attnkit.zoo.tasks import get_task
 from attnkit.zoo.tasks.base import Task
+
+
+# SampleConfig fields only some models read; the rest (run, seed, temperature, ...) are generic.
+MODEL_SAMPLE_FLAGS = ("prompt", "beam", "label", "top_p", "target_return", "audio", "say", "voice", "attention_png")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SampleConfig)}
 
 
 @dataclasses.dataclass
@@ -95,6 +100,15 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
     return Run(task=task, model=model.to(device).eval(), config=train_cfg, run_dir=run_dir)
 
 
+def check_sample_flags(cfg: SampleConfig, task_cls: type[Task]) -> None:
+    """A model-specific flag the run's model does not read is an error naming the ones it does."""
+    unused = [f for f in MODEL_SAMPLE_FLAGS if f not in task_cls.sample_flags and getattr(cfg, f) != _DEFAULTS[f]]
+    if unused:
+        takes = ", ".join(flag_name(f) for f in task_cls.sample_flags) or "none of its own"
+        raise UserError(f"{flag_name(unused[0])} does not apply to a {task_cls.name} run; its model-specific "
+                        f"sample flags: {takes}")
+
+
 def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
     if cfg.max_new_tokens < 0:
@@ -108,6 +122,7 @@ def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str,
     if cfg.temperature < 0:
         raise UserError(f"--temperature must not be negative, got {cfg.temperature}")
     run = load_run(cfg.run, cfg.device)
+    check_sample_flags(cfg, type(run.task))
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():
         return run.task.sample(run.model, cfg, console)

@@ -68,6 +68,7 @@ def _flavor(model: dict, train: dict, train_clips: int, test_clips: int, baselin
 
 class ASRTask(Task):
     name = "asr"
+    sample_flags = ("audio", "say", "voice", "beam", "attention_png")  # the model's own `attnkit sample` flags
     Options = ASROptions
     default_flavor = "small"
     flavors = {

@@ -67,6 +67,9 @@ class Task:
     # flavor name -> {"model": model kwargs, "train": TrainConfig field defaults}. Must include "debug".
     flavors: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     default_flavor: ClassVar[str] = "small"
+    # The model-specific SampleConfig fields `sample` reads (of MODEL_SAMPLE_FLAGS); `attnkit sample` refuses
+    # the others rather than ignore them.
+    sample_flags: ClassVar[tuple[str, ...]] = ()
     # Set by the engine, which knows the run directory: on --resume, the run being resumed and the step it
     # continues from (before `prepare`, whose run_dir is a fresh staging directory); the run's step
     # checkpoints (before `report`).

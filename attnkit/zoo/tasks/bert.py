@@ -48,6 +48,7 @@ FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to somethin
 
 class BERTTask(Task):
     name = "bert"
+    sample_flags = ("prompt",)  # the model's own `attnkit sample` flags
     default_flavor = "small"
     _train = dict(schedule="cosine", beta2=0.98, dropout=0.1)
     flavors = {

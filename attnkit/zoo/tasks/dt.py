@@ -92,6 +92,7 @@ def _progress(console: Console) -> Progress:
 
 class DTTask(Task):
     name = "dt"
+    sample_flags = ("target_return",)  # the model's own `attnkit sample` flags
     default_flavor = "paper"
     Options = DTOptions
     flavors = {

@@ -70,6 +70,7 @@ def heldout_pairs(variant: str, n: int, min_digits: int = 4) -> list[tuple[str, 
 
 class EncDecTask(Task):
     name = "encdec"
+    sample_flags = ("prompt", "beam")  # the model's own `attnkit sample` flags
     default_flavor = "small"
     flavors = {
         "debug": {"model": dict(n_enc_layer=1, n_dec_layer=1, n_head=2, d_model=32, d_ff=64, pre_ln=False),

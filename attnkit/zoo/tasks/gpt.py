@@ -59,6 +59,7 @@ SPEEDRUN_OPTIONS = dict(position="rotary", norm="rms", qk_norm=True, activation=
 
 class GPTTask(Task):
     name = "gpt"
+    sample_flags = ("prompt", "top_p")  # the model's own `attnkit sample` flags
     default_flavor = "demo"
     flavors = {
         # Trains in seconds on one core: for tests and smoke runs.

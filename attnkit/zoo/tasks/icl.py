@@ -37,6 +37,7 @@ class ICLOptions:
 
 class ICLTask(Task):
     name = "icl"
+    sample_flags = ("prompt",)  # the model's own `attnkit sample` flags
     default_flavor = "small"
     Options = ICLOptions
     # "curriculum": Curriculum kwargs (live dims and points start small and grow every `interval` steps).

@@ -54,6 +54,7 @@ class ImageOptions:
 
 class ImageTask(Task):
     name = "image"
+    sample_flags = ("label",)  # the model's own `attnkit sample` flags
     default_flavor = "small"
     max_shift = 1  # augmentation: every training digit moves by up to 1 pixel of 16 (shifted digits are digits)
     flavors = {

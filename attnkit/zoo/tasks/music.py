@@ -84,6 +84,7 @@ class MusicOptions:
 
 class MusicTask(Task):
     name = "music"
+    sample_flags = ("prompt", "top_p", "attention_png")  # the model's own `attnkit sample` flags
     default_flavor = "small"
     Options = MusicOptions
     flavors = {

@@ -67,6 +67,7 @@ class NPTOptions:
 
 class NPTTask(Task):
     name = "npt"
+    sample_flags = ()  # the model's own `attnkit sample` flags
     default_flavor = "small"
     # "objective" holds the masking probabilities and λ (not TrainConfig fields: they belong to NPT alone).
     flavors = {

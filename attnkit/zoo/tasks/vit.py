@@ -46,6 +46,7 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch:
 
 class ViTTask(Task):
     name = "vit"
+    sample_flags = ()  # the model's own `attnkit sample` flags
     default_flavor = "small"
     # Light augmentation: a share of the training digits moves by up to one pixel. Shifting every digit
     # (shift_prob 1) slowed learning a lot in 1,000-step CPU runs (val 92.2% vs 97.2% without shifts);
