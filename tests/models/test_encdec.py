@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from attnkit.generation.beam import beam_search, greedy_decode, length_penalty, sequence_logprob
+from attnkit.errors import UserError
 from attnkit.zoo.data.numbers import WordVocab, all_words, make_pair, number_to_words, numbers_source
 from attnkit.zoo.metrics import bleu, exact_match
 from attnkit.zoo.models.encdec import EncDec, EncDecConfig, sinusoidal_positions
@@ -126,7 +127,7 @@ def test_numbers_variants_and_vocab():
     assert src.count(",") == tgt.count(",") >= 1
     assert vocab.decode(vocab.encode(tgt)) == tgt and vocab.unk_id not in vocab.encode(src)
     assert numbers_source("1204, 37", "numbers-reversed") == "4 0 2 1 , 7 3"
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match=r'translates digits, e.g. --prompt "1204"; got \'twelve\''):
         numbers_source("twelve")
 
 
