@@ -88,7 +88,15 @@ def print_options(model: str) -> None:
         table.add_row(*row)
     if not rows:
         table.caption = f"{model} has no options of its own"
+    console = Console()
+    console.print(table)
+    flavors = Table(title=escape(f"{model} flavors: --flavor NAME (default {task_cls.default_flavor})"))
+    for col in ("flavor", "model", "training", "options"):
+        flavors.add_column(col)
     for flavor, preset in task_cls.flavors.items():
-        if preset.get("options"):
-            table.caption = (table.caption or "") + f"  flavor {flavor} sets {preset['options']}"
-    Console().print(table)
+        flavors.add_row(flavor, *(escape(_settings(preset.get(part, {}))) for part in ("model", "train", "options")))
+    console.print(flavors)
+
+
+def _settings(values: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in values.items())

@@ -71,6 +71,9 @@ def test_usage_error_is_the_usage_line_and_one_error_line(argv, usage, error):
     ("sample --run no/such/run", "error: run directory not found: no/such/run (train one with "
                                  "`attnkit train --out no/such/run`)"),
     ("sample --run no/such/run --beam 0", "error: --beam must be at least 1, got 0"),
+    ("train --model npt --flavor lookup --data iris", "error: flavor 'lookup' is the semi-synthetic lookup "
+     "experiment and takes no --data; for a table of your own choose a flavor from debug, small, paper "
+     "(with --opt probe=lookup to duplicate its rows)"),
 ])
 def test_user_error_is_one_line_exit_1(argv, error, tmp_path):
     result = attnkit(*argv.split(), cwd=tmp_path)

@@ -119,6 +119,11 @@ class NPTTask(Task):
         self.objective = dict(self.flavors[cfg.flavor].get("objective", {}))
         # The paper's semi-synthetic lookup experiment: probe=lookup without a data set of the user's.
         self.synthetic = self.opts.probe == "lookup" and cfg.data is None
+        if not self.synthetic and not self.objective:  # e.g. --flavor lookup --data iris
+            table_flavors = ", ".join(f for f, preset in self.flavors.items() if preset.get("objective"))
+            raise UserError(f"flavor {cfg.flavor!r} is the semi-synthetic lookup experiment and takes no --data; "
+                            f"for a table of your own choose a flavor from {table_flavors} "
+                            f"(with --opt probe=lookup to duplicate its rows)")
         self.table: Table | None = None
         self.splits: list[tuple[np.ndarray, np.ndarray]] = []
 
