@@ -198,6 +198,8 @@ class DTTask(Task):
         result = self._evaluate_policies(model, targets, self.opts.eval_episodes, self.cfg.seed, console)
         model.train(was_training)
         result["return_tracking_png"] = self._show(result, console, Path(run_dir))
+        console.print(f"val_loss is the sum of the {len(PolicySet.NAMES)} policies' action cross-entropies, trained "
+                      f"together: {' + '.join(f'val_{n}_loss' for n in PolicySet.NAMES)} (metrics.jsonl has each)")
         return result
 
     def _evaluate_policies(self, model: PolicySet, targets: list[float], episodes: int, seed: int,

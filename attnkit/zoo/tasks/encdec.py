@@ -244,20 +244,22 @@ class EncDecTask(Task):
         console.print(table)
         if averaged is not None:
             summary["averaged_checkpoints"] = averaged[0]
-            console.print(f"`attnkit average --run {run_dir} --last {self.cfg.keep_last}` makes the averaged "
+            n = len(averaged[2])  # the checkpoints there are (keep_last is a ceiling: a short run keeps fewer)
+            console.print(f"`attnkit average --run {run_dir} --last {n}` makes the averaged "
                           "weights the run's model (what `attnkit sample` loads)")
         else:
             console.print("train with --keep-last N (N ≥ 2) to compare averaged step checkpoints")
         return summary
 
     def _averaged_model(self, model: nn.Module, run_dir: Path):
-        """(label, model with the mean weights of the kept step checkpoints), or None if fewer than 2 are kept."""
+        """(label, model with the mean weights of the kept step checkpoints, their steps), or None if fewer than 2
+        are kept."""
         steps = self.checkpoints.steps()[-(self.cfg.keep_last or 1):] if self.checkpoints else []
         if len(steps) < 2:
             return None
         averaged = self.build_model(dataclasses.asdict(model.cfg)).to(next(model.parameters()).device)
         self.checkpoints.load_average(averaged, steps)
-        return f"avg of {len(steps)} (steps {steps[0]}-{steps[-1]})", averaged
+        return f"avg of {len(steps)} (steps {steps[0]}-{steps[-1]})", averaged, steps
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
