@@ -68,7 +68,6 @@ def _flavor(model: dict, train: dict, train_clips: int, test_clips: int, baselin
 
 class ASRTask(Task):
     name = "asr"
-    sample_flags = ("audio", "say", "voice", "beam", "attention_png")  # the model's own `attnkit sample` flags
     Options = ASROptions
     default_flavor = "small"
     flavors = {
@@ -277,6 +276,7 @@ class ASRTask(Task):
             raise UserError(f"{self.run_dir} has no {CORPUS}: pass --audio FILE.wav or --say \"text\"")
         return speech.load_corpus(path)[0]["heldout"]
 
+    sample_flags = ("audio", "say", "voice", "beam", "attention_png")  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         audio, say, voice = cfg.audio, cfg.say, cfg.voice or speech.HELDOUT_VOICES[0]
         out_dir = Path(cfg.out) if cfg.out else self.run_dir

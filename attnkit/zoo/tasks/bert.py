@@ -48,7 +48,6 @@ FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to somethin
 
 class BERTTask(Task):
     name = "bert"
-    sample_flags = ("prompt",)  # the model's own `attnkit sample` flags
     default_flavor = "small"
     _train = dict(schedule="cosine", beta2=0.98, dropout=0.1)
     flavors = {
@@ -231,6 +230,8 @@ class BERTTask(Task):
         probs = model(torch.tensor([ids], device=device))[0].float().softmax(-1)  # (L, V)
         probs[:, self.special_ids.to(device)] = 0  # never propose [MASK], [PAD], ...
         return probs / probs.sum(-1, keepdim=True)
+
+    sample_flags = ("prompt",)  # the model-specific flags `sample` reads
 
     @torch.no_grad()
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:

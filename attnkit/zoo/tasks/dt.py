@@ -92,7 +92,6 @@ def _progress(console: Console) -> Progress:
 
 class DTTask(Task):
     name = "dt"
-    sample_flags = ("target_return",)  # the model's own `attnkit sample` flags
     default_flavor = "paper"
     Options = DTOptions
     flavors = {
@@ -253,6 +252,7 @@ class DTTask(Task):
             raise UserError(f"{path} is corrupt (not JSON: {e})") from None
         return task
 
+    sample_flags = ("target_return",)  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Roll out DT for each --target-return (default: the env's list) and BC, %BC on the same seeds.
 

@@ -70,7 +70,6 @@ def heldout_pairs(variant: str, n: int, min_digits: int = 4) -> list[tuple[str, 
 
 class EncDecTask(Task):
     name = "encdec"
-    sample_flags = ("prompt", "beam")  # the model's own `attnkit sample` flags
     default_flavor = "small"
     flavors = {
         "debug": {"model": dict(n_enc_layer=1, n_dec_layer=1, n_head=2, d_model=32, d_ff=64, pre_ln=False),
@@ -281,6 +280,7 @@ class EncDecTask(Task):
             task.vocab = ShiftedTokenizer(load_tokenizer(path))
         return task
 
+    sample_flags = ("prompt", "beam")  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Translate --prompt (an n-best table with --beam), or without a prompt the held-out sources."""
         if not cfg.prompt:

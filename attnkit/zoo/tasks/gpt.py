@@ -59,7 +59,6 @@ SPEEDRUN_OPTIONS = dict(position="rotary", norm="rms", qk_norm=True, activation=
 
 class GPTTask(Task):
     name = "gpt"
-    sample_flags = ("prompt", "top_p")  # the model's own `attnkit sample` flags
     default_flavor = "demo"
     flavors = {
         # Trains in seconds on one core: for tests and smoke runs.
@@ -175,6 +174,7 @@ class GPTTask(Task):
                 return task
         raise UserError(f"no tokenizer in {run_dir} (expected tokenizer.json or tokenizer.model)")
 
+    sample_flags = ("prompt", "top_p")  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Continue cfg.prompt (default: a newline); stream each sample as it is generated."""
         tok = self.tokenizer

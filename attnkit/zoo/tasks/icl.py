@@ -37,7 +37,6 @@ class ICLOptions:
 
 class ICLTask(Task):
     name = "icl"
-    sample_flags = ("prompt",)  # the model's own `attnkit sample` flags
     default_flavor = "small"
     Options = ICLOptions
     # "curriculum": Curriculum kwargs (live dims and points start small and grow every `interval` steps).
@@ -179,6 +178,7 @@ class ICLTask(Task):
                 "error_at_2d": tf[min(2 * self.d, self.n - 1)], "error_by_k_png": png}
 
     # ---- sampling ------------------------------------------------------------------------
+    sample_flags = ("prompt",)  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """With --prompt, answer it; else print the error-versus-k table and write error_by_k.png."""
         device = next(model.parameters()).device

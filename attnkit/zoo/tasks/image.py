@@ -54,7 +54,6 @@ class ImageOptions:
 
 class ImageTask(Task):
     name = "image"
-    sample_flags = ("label",)  # the model's own `attnkit sample` flags
     default_flavor = "small"
     max_shift = 1  # augmentation: every training digit moves by up to 1 pixel of 16 (shifted digits are digits)
     flavors = {
@@ -141,6 +140,7 @@ class ImageTask(Task):
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "ImageTask":
         return cls(cfg)
 
+    sample_flags = ("label",)  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Draw digits: one row per class (or only `cfg.label`), `num_samples` per row (8 when it is 1)."""
         if cfg.label is not None and not 0 <= cfg.label < model.cfg.n_class:

@@ -84,7 +84,6 @@ class MusicOptions:
 
 class MusicTask(Task):
     name = "music"
-    sample_flags = ("prompt", "top_p", "attention_png")  # the model's own `attnkit sample` flags
     default_flavor = "small"
     Options = MusicOptions
     flavors = {
@@ -225,6 +224,7 @@ class MusicTask(Task):
             raise UserError(f"--prompt {prompt}: the primer needs at least 1 step")
         return grid[:steps], f"first {min(steps, len(grid))} steps of {source}"
 
+    sample_flags = ("prompt", "top_p", "attention_png")  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Continue a primer by --max-new-tokens (rounded up to whole steps); write MIDI and piano roll."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

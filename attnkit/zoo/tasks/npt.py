@@ -67,7 +67,6 @@ class NPTOptions:
 
 class NPTTask(Task):
     name = "npt"
-    sample_flags = ()  # the model's own `attnkit sample` flags
     default_flavor = "small"
     # "objective" holds the masking probabilities and λ (not TrainConfig fields: they belong to NPT alone).
     flavors = {
@@ -452,6 +451,7 @@ class NPTTask(Task):
         return f"{float(self._unstandardize(k, out.numpy())):.4g}"
 
     # ---- sampling ---------------------------------------------------------------------------------
+    sample_flags = ()  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Print fold 0's test-row predictions (`--num-samples` rows, at least 10) and the CV metrics table;
         for the semi-synthetic lookup run, the lookup probes and the datapoint-attention picture again."""

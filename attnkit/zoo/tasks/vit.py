@@ -46,7 +46,6 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch:
 
 class ViTTask(Task):
     name = "vit"
-    sample_flags = ()  # the model's own `attnkit sample` flags
     default_flavor = "small"
     # Light augmentation: a share of the training digits moves by up to one pixel. Shifting every digit
     # (shift_prob 1) slowed learning a lot in 1,000-step CPU runs (val 92.2% vs 97.2% without shifts);
@@ -133,6 +132,7 @@ class ViTTask(Task):
         task.test = (torch.from_numpy(data["images"]), torch.from_numpy(data["labels"]))
         return task
 
+    sample_flags = ()  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Classify the held-out digits; print predictions and accuracy; write predictions.png and attention.png."""
         device = next(model.parameters()).device
