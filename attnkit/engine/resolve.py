@@ -185,12 +185,14 @@ def check(cfg: TrainConfig) -> None:
         raise UserError("--resume and --overwrite contradict each other; pass one")
 
 
-def describe(cfg: TrainConfig) -> str:
-    """One compact line of the resolved config: `name=value` for every set field, options last."""
+def describe(cfg: TrainConfig, shown: dict[str, str] | None = None) -> str:
+    """One compact line of the resolved config: `name=value` for every set field, options last; `shown`
+    replaces a field's value with what the task really uses (Task.shown_settings)."""
     def show(v: Any) -> str:
         return f"{v:g}" if isinstance(v, float) else str(v)
 
-    parts = [f"{k}={show(getattr(cfg, k))}" for k in TRAIN_FIELDS if getattr(cfg, k) is not None]
+    shown = shown or {}
+    parts = [f"{k}={shown.get(k, show(getattr(cfg, k)))}" for k in TRAIN_FIELDS if getattr(cfg, k) is not None]
     parts += [f"{k}={show(v)}" for k, v in cfg.options.items() if v is not None]
     return " ".join(parts)
 

@@ -192,7 +192,7 @@ class Trainer:
                            f"{self.device.type} {str(self.dtype).replace('torch.', '')} · {self.world.size} "
                            f"process(es){' FSDP' if self._fsdp else ''} · steps {self.step}→{cfg.max_steps} "
                            f"· run dir {self.run_dir}")
-        self.console.print(f"[dim]config: {escape(describe(cfg))}[/]", highlight=False)
+        self.console.print(f"[dim]config: {escape(describe(cfg, self.task.shown_settings()))}[/]", highlight=False)
         if cfg.fsdp and self.world.size == 1:
             self.console.print("[yellow]--fsdp shards across processes: run under torchrun to use it[/]")
 

@@ -125,3 +125,16 @@ def test_sample_without_prompt_fills_heldout_sentences(tmp_path):
                             Console(file=io.StringIO()))
     assert [r["true"] for r in untrained["heldout"]] == [r["true"] for r in oracle["heldout"]]  # same masks
     assert untrained["accuracy"] < 0.5
+
+
+def test_the_config_line_names_the_tokenizer_bert_trains(tmp_path):
+    """The default --tokenizer char means "train a sentencepiece model"; the printed config says so."""
+    from attnkit.engine.resolve import describe
+
+    cfg = resolve_config(TrainConfig(model="bert", flavor="debug"))
+    assert "tokenizer=char" in describe(cfg)
+    task = BERTTask(cfg)
+    task.prepare(tmp_path)
+    line = describe(cfg, task.shown_settings())
+    assert f"tokenizer=sentencepiece(bpe,vocab={task.tok.vocab_size},trained-on-data)" in line
+    assert "tokenizer=char" not in line

@@ -113,6 +113,11 @@ class Task:
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def shown_settings(self) -> dict[str, str]:
+        """Settings as the run really uses them, shown in place of the config's values on the trainer's
+        `config:` line (BERT's default tokenizer "char" means a sentencepiece model trained on the corpus)."""
+        return {}
+
     def optimizer_options(self) -> dict[str, Any]:
         """Keyword arguments for `attnkit.engine.optim.make_optimizer` (e.g. {"optimizer": "muon"}); default AdamW."""
         return {}

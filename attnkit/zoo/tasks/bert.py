@@ -82,6 +82,11 @@ class BERTTask(Task):
         self.special_ids = torch.tensor(sorted({*ids.values(), tok.sp.unk_id()}))
         self.random_ids = torch.tensor([i for i in range(tok.vocab_size) if i not in set(self.special_ids.tolist())])
 
+    def shown_settings(self) -> dict[str, str]:
+        if self.cfg.tokenizer == "char":  # the default: train a sentencepiece model on the corpus
+            return {"tokenizer": f"sentencepiece(bpe,vocab={self.tok.vocab_size},trained-on-data)"}
+        return {}
+
     def prepare(self, run_dir: Path) -> None:
         from attnkit.zoo.data.text import load_text
         from attnkit.zoo.data.tokenizer import SentencePieceTokenizer, train_sentencepiece
