@@ -18,10 +18,13 @@ def encdec_run(tmp_path_factory):
 
 def test_encdec_trains_and_reports_greedy_and_beam(encdec_run):
     summary = json.loads((encdec_run / "summary.json").read_text())
-    for key in ("greedy_exact_match", "greedy_bleu", "beam_exact_match", "beam_bleu",
-                "averaged_greedy_bleu", "averaged_beam_bleu"):
-        assert 0.0 <= summary[key] <= 100.0, key
-    assert summary["steps"] == 30 and summary["heldout_examples"] > 0
+    n = summary["heldout_examples"]
+    assert summary["steps"] == 30 and n > 0
+    for prefix in ("greedy", "beam", "averaged_greedy", "averaged_beam"):
+        em, bleu = summary[f"{prefix}_exact_match"], summary[f"{prefix}_bleu"]
+        # a share of the n held-out sources (not a percentage): a whole number of them matched
+        assert 0 <= em <= 1 and em * n == pytest.approx(round(em * n), abs=1e-6), prefix
+        assert (bleu == pytest.approx(100.0)) == (em == 1.0), prefix  # corpus BLEU is 100 only when all match
     cfg = json.loads((encdec_run / "config.json").read_text())["train"]
     assert (cfg["schedule"], cfg["beta2"], cfg["label_smoothing"]) == ("noam", 0.98, 0.1)  # the 2017 recipe
 
