@@ -36,13 +36,14 @@ $(COMPAT_STAMP): $(STAMP)
 install: $(STAMP)
 
 # ruff, and import-linter's layer contracts (pyproject.toml) on the installed layout; tests/test_layering.py.
+LINT = $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py
 lint: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py
+	$(LINT)
 
 # Lint first; then both runs always happen; the target fails if any failed.
 test: $(STAMP) $(COMPAT_STAMP)
 	@status=0; \
-	$(MAKE) --no-print-directory lint || status=1; \
+	$(LINT) || status=1; \
 	$(BIN)/python -m pytest -n 2 tests --ignore=tests/test_layering.py || status=1; \
 	$(COMPAT_RUN) || status=1; \
 	exit $$status
