@@ -8,7 +8,8 @@ linear warmup and cosine decay to lr/10) with every recipe knob as a flag, so ar
 
 At the end it scores the model beside least squares on 512 fixed full-size prompts (d = 8, 17 points) and
 prints one JSON line: the ratio to least squares for every 1 ≤ k < d, the error at k = 2d, the last train
-loss and the wall time. `--out FILE` appends that line to FILE (the ablation table in docs/zoo/icl.md).
+loss, the wall time, and Akyürek et al.'s agreement probe (`attnkit.zoo.eval.icl`: the squared difference / d
+to one GD step, fitted ridge, least squares and 3-NN per k, and the crossover k), whose table it prints first. `--out FILE` appends that line to FILE (the ablation table in docs/zoo/icl.md).
 """
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ import torch
 
 from attnkit.engine.optim import make_optimizer
 from attnkit.zoo.data.icl import Curriculum, sample_prompts
-from attnkit.zoo.eval.icl import baseline_predictions, error_by_k, model_predictions
+from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
+                                  algorithm_predictions, baseline_predictions, error_by_k, fit_algorithms,
+                                  model_predictions)
 from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
 
-EVAL_PROMPTS, EVAL_SEED = 512, 2026
+EVAL_PROMPTS, EVAL_SEED, FIT_PROMPTS, FIT_SEED = 512, 2026, 2048, 11
 
 
 def parse() -> argparse.Namespace:
@@ -76,12 +79,21 @@ def main() -> None:
     wall = time.perf_counter() - start
 
     p = sample_prompts(a.function, EVAL_PROMPTS, a.d, a.points, torch.Generator().manual_seed(EVAL_SEED))
-    tf = error_by_k(model_predictions(model, p, torch.device("cpu")), p)
+    pred = model_predictions(model, p, torch.device("cpu"))  # (B, n)
+    tf = error_by_k(pred, p)
+    fitted = fit_algorithms(sample_prompts(a.function, FIT_PROMPTS, a.d, a.points,
+                                           torch.Generator().manual_seed(FIT_SEED)))
+    agree = agreement_by_k(pred, {m: algorithm_predictions(m, p, fitted) for m in ALGORITHMS}, a.d)
+    headers, rows = agreement_rows(agree, a.d)
+    for r in [headers, *rows]:
+        print("| " + " | ".join(r) + " |")
     ls = error_by_k(baseline_predictions("least_squares", p), p)
     row = {"arm": a.arm, "args": vars(a), "wall_s": round(wall, 1),
            "params": sum(q.numel() for q in model.parameters()), "final_train_loss": round(loss, 4),
            "ratio_below_d": [round(tf[k] / ls[k], 3) for k in range(1, a.d)],
-           "err_at_d": round(tf[a.d], 4), "err_at_2d": round(tf[min(2 * a.d, a.points - 1)], 4)}
+           "err_at_d": round(tf[a.d], 4), "err_at_2d": round(tf[min(2 * a.d, a.points - 1)], 4),
+           "agreement_by_k": {m: [round(v, 4) for v in vals] for m, vals in agree.items()},
+           "agreement_crossover_k": agreement_crossover(agree)}
     line = json.dumps(row)
     print(line, flush=True)
     if a.out:
