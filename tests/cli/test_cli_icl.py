@@ -26,6 +26,11 @@ def test_train_reports_error_by_k_beside_the_baselines(icl_run):
     assert max(errors["least_squares"][4:]) < 1e-6                 # exact from k = d on: same prompts
     assert set(summary["ood"]) == {"scaled_query", "one_orthant", "noisy_y"}
     assert (run_dir / "error_by_k.png").stat().st_size > 10_000
+    agreement = summary["agreement_by_k"]                          # Akyürek et al.'s probe, one list each
+    assert set(agreement) == {"gd_one_step", "ridge_fitted", "least_squares", "knn3"}
+    first = agreement["least_squares"][0]                          # k = 0: every algorithm predicts 0
+    assert all(len(a) == 9 and a[0] == pytest.approx(first) for a in agreement.values()) and first > 0
+    assert "which algorithm?" in out and (run_dir / "agreement_by_k.png").stat().st_size > 10_000
 
 
 def test_sample_prints_the_table_and_writes_the_plot(icl_run, tmp_path):
@@ -33,6 +38,7 @@ def test_sample_prints_the_table_and_writes_the_plot(icl_run, tmp_path):
     out = invoke("sample", "--run", run_dir, "--out", tmp_path)
     assert "ratio" in out and "(= d)" in out and "averaging" in out
     assert (tmp_path / "error_by_k.png").is_file()
+    assert (tmp_path / "agreement_by_k.png").is_file() and "which algorithm?" in out
     saved = json.loads((run_dir / "summary.json").read_text())["error_by_k"]["transformer"]
     assert f"{saved[3]:.4f}" in out                               # the reloaded model gives the same curve
 

@@ -208,9 +208,34 @@ def test_lookup_batches_pair_each_masked_original_with_its_visible_duplicate():
     values = torch.tensor(np.concatenate([table.values, table.values]))  # (2n, d)
     b = lookup_batch(values, torch.arange(150), table.n, table.target, 8, torch.Generator().manual_seed(0))
     x, mask, w = b["values"][0], b["mask"][0], b["weight"][0]  # (16, d)
-    assert torch.equal(x[:8], x[8:])                                     # the duplicates are exact copies
+    t = table.target
+    assert torch.equal(x[:8, :t], x[8:, :t])                             # the duplicates are exact copies
+    assert torch.equal(b["labels"][0][:8], b["labels"][0][8:])
     assert mask[:8, table.target].all() and not mask[8:].any() and not mask[:, :table.target].any()
     assert torch.allclose(w[:8, table.target], torch.full((8,), 1 / 8)) and w.sum() == pytest.approx(1.0)
+
+
+def test_lookup_batches_never_show_a_masked_row_its_own_target():
+    from attnkit.zoo.data.lookup import friedman_table, lookup_batch
+    from attnkit.zoo.eval.npt_lookup import pair_batch
+
+    table = friedman_table(n_rows=300, seed=2)
+    n, t = table.n, table.target
+    values = torch.tensor(np.concatenate([table.values, table.values]))  # (2n, d)
+    pool, held_out = torch.arange(0, 240), torch.arange(240, 300)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        b = lookup_batch(values, pool, n, t, 16, g)
+        x, mask, labels = b["values"][0], b["mask"][0], b["labels"][0]
+        assert (x[mask] == 0).all() and mask.any()                       # the masked cell holds no answer
+        # every masked original is a training row; its only twin is its duplicate, and no held-out row
+        # (nor its duplicate) appears: the batch's rows are the 16 originals and their 16 duplicates
+        rows = [int(torch.nonzero((values == r).all(1))[0]) % n for r in labels]
+        assert len(set(rows[:16])) == 16 and rows[:16] == rows[16:]
+        assert not set(rows) & set(held_out.tolist())
+    new = torch.arange(4.0)
+    x, mask = pair_batch(values, held_out[:4], n, t, duplicate_targets=new)
+    assert (x[mask] == 0).all() and torch.equal(x[4:, t], new)         # the probe's batch hides them too
 
 
 def test_a_lookup_model_follows_the_intervention_and_the_corruption_breaks_it():
@@ -236,3 +261,12 @@ def test_a_lookup_model_follows_the_intervention_and_the_corruption_breaks_it():
     assert correlation(moved, new) == pytest.approx(1.0)
     broken = predict_corrupted(CopyTwin(), values, rows, table.n, t, 16, torch.device("cpu"), g)
     assert abs(correlation(broken, values[rows, t])) < 0.5
+
+
+def test_lookup_onset_is_the_first_evaluation_at_the_threshold():
+    from attnkit.zoo.eval.npt_lookup import lookup_onset
+
+    history = [{"step": 0, "val_lookup_corr": 0.01}, {"step": 500, "val_lookup_corr": float("nan")},
+               {"step": 1000, "val_lookup_corr": 0.95}, {"step": 1500, "val_lookup_corr": 0.85}]
+    assert lookup_onset(history) == 1000 and lookup_onset(history, threshold=0.99) is None
+    assert lookup_onset([{"step": 0, "val_loss": 1.0}]) is None

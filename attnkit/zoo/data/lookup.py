@@ -57,12 +57,20 @@ def lookup_batch(values: torch.Tensor, pool: torch.Tensor, n: int, t: int, pairs
     """A training batch for one model: values, mask, labels, weight, each (1, 2P, d).
 
     values (2n, d) holds the table twice (target column standardized). The P originals have their target
-    masked and scored (weight 1/P); the duplicates show theirs and are not scored.
+    masked (set to 0 in `values`; the truth is in `labels`) and scored (weight 1/P); the duplicates show
+    theirs and are not scored.
     """
     rows = sample_pairs(pool, pairs, n, generator)  # (2P,)
-    x = values[rows]  # (2P, d)
-    mask = torch.zeros_like(x, dtype=torch.bool)
+    labels = values[rows]  # (2P, d)
+    mask = torch.zeros_like(labels, dtype=torch.bool)
     mask[:pairs, t] = True
-    weight = torch.zeros_like(x)
+    weight = torch.zeros_like(labels)
     weight[:pairs, t] = 1.0 / pairs
-    return {"values": x[None], "mask": mask[None], "labels": x[None], "weight": weight[None]}
+    return {"values": hide_masked(labels, mask)[None], "mask": mask[None], "labels": labels[None],
+            "weight": weight[None]}
+
+
+def hide_masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x with its masked cells set to 0: a masked target is absent from the input itself, not only ignored by
+    the model (the NPT zeroes masked cells too), so no model can see the answer it is scored on."""
+    return x.masked_fill(mask, 0.0)

@@ -5,6 +5,12 @@ the i pairs before it, and the error at k in-context examples is the squared err
 over prompts (Garg et al.'s normalisation: predicting 0 scores 1 for f(x) = w·x, w, x ~ N(0, I_d)).
 Baselines (Garg et al. §3): min-norm least squares (the Bayes-optimal estimator for noiseless linear
 functions), ridge, 3-nearest-neighbours, averaging (ŵ = mean of y_i·x_i), and Lasso for sparse functions.
+
+Which algorithm does the transformer run? (Akyürek et al. 2022.) `agreement_by_k` scores how closely its
+predictions follow each candidate's on the same prompts: the squared difference / d per k, 0 when they agree
+exactly. The candidates' free parameters are fitted on separate training-distribution prompts
+(`fit_algorithms`): one step of gradient descent from w = 0 (ŵ = η·Σ y_i x_i, η per k in closed form) and
+ridge (α from a grid, pooled over k), beside least squares and 3-NN.
 """
 from __future__ import annotations
 
@@ -74,6 +80,78 @@ def baseline_predictions(name: str, p: Prompts) -> torch.Tensor:
     return _per_k(METHODS[name], p)
 
 
+# ---- the agreement probe (Akyürek et al. 2022) ------------------------------------------------------------
+ALGORITHMS = ("gd_one_step", "ridge_fitted", "least_squares", "knn3")
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def gd_one_step(xs, ys, q, eta: float = 1.0):
+    """One gradient step on ½Σ(w·x_i − y_i)² from w = 0: ŵ = η·Σ y_i x_i."""
+    w = eta * (ys[..., None] * xs).sum(1)  # (B, d)
+    return (w * q).sum(-1)
+
+
+def fit_gd_steps(p: Prompts) -> list[float]:
+    """η per k minimising the squared error of one GD step on prompts p: η_k = E[s·y] / E[s²], s = q·Σ y_i x_i
+    (k = 0: no step)."""
+    etas = [0.0]
+    for k in range(1, p.xs.shape[1]):
+        s = gd_one_step(p.xs[:, :k].double(), p.ys[:, :k].double(), p.query_xs[:, k].double())  # (B,)
+        etas.append(float((s * p.targets[:, k].double()).sum() / s.pow(2).sum().clamp_min(1e-12)))
+    return etas
+
+
+def fit_ridge_alpha(p: Prompts, grid=RIDGE_GRID) -> float:
+    """The α of `grid` with the lowest error on prompts p, summed over k ≥ 1."""
+    def total(alpha):
+        return sum(error_by_k(_per_k(lambda x, y, q: ridge(x, y, q, alpha), p), p)[1:])
+    return min(grid, key=total)
+
+
+def fit_algorithms(p: Prompts) -> dict[str, object]:
+    """The candidates' fitted parameters: {"gd_etas": [η_k], "ridge_alpha": α}, from training prompts p."""
+    return {"gd_etas": fit_gd_steps(p), "ridge_alpha": fit_ridge_alpha(p)}
+
+
+def algorithm_predictions(name: str, p: Prompts, fitted: dict[str, object]) -> torch.Tensor:
+    """(B, n) predictions of one candidate algorithm (ALGORITHMS) with its fitted parameters."""
+    if name == "gd_one_step":
+        etas = fitted["gd_etas"]
+        B, n, _ = p.xs.shape
+        cols = [torch.zeros(B)] + [gd_one_step(p.xs[:, :k], p.ys[:, :k], p.query_xs[:, k], etas[k])
+                                   for k in range(1, n)]
+        return torch.stack(cols, 1)  # (B, n)
+    if name == "ridge_fitted":
+        return _per_k(lambda x, y, q: ridge(x, y, q, fitted["ridge_alpha"]), p)
+    return baseline_predictions(name, p)
+
+
+def agreement_by_k(pred: torch.Tensor, others: dict[str, torch.Tensor], d: int) -> dict[str, list[float]]:
+    """{name: mean squared difference / d between pred (B, n) and others[name] (B, n), per k}."""
+    return {name: ((pred - o) ** 2).mean(0).div(d).tolist() for name, o in others.items()}
+
+
+def agreement_crossover(agreement: dict[str, list[float]]) -> int | None:
+    """The first k ≥ 1 from which the transformer agrees more with least squares than with one GD step."""
+    ls, gd = agreement["least_squares"], agreement["gd_one_step"]
+    for k in range(1, len(ls)):
+        if all(ls[j] < gd[j] for j in range(k, len(ls))):
+            return k
+    return None
+
+
+def agreement_rows(agreement: dict[str, list[float]], d: int) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the agreement table: one row per k, one column per algorithm, the closest marked *."""
+    names = list(agreement)
+    rows = []
+    for k in range(len(agreement[names[0]])):
+        vals = [agreement[m][k] for m in names]
+        best = min(range(len(vals)), key=vals.__getitem__)
+        rows.append([str(k) + (" (= d)" if k == d else "")] +
+                    [f"{v:.4f}" + ("*" if i == best and k else "") for i, v in enumerate(vals)])
+    return ["k", *(m.replace("_", " ") for m in names)], rows
+
+
 @torch.no_grad()
 def model_predictions(model: nn.Module, p: Prompts, device: torch.device, batch: int = 512) -> torch.Tensor:
     """(B, n) transformer predictions; one forward per k when the queries are not the next points."""
@@ -124,6 +202,27 @@ def plot_error_by_k(errors: dict[str, list[float]], d: int, path: str | Path, ti
     ax.set_yscale("log")
     ax.set_xlabel("in-context examples k")
     ax.set_ylabel(f"squared error / d (below {FLOOR:g} drawn at {FLOOR:g})")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return str(save_figure(fig, path))
+
+
+def plot_agreement_by_k(agreement: dict[str, list[float]], d: int, path: str | Path, title: str) -> str:
+    """Log-scale disagreement (squared difference / d) between the transformer and each algorithm against k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for name, vals in agreement.items():
+        ax.plot(range(1, len(vals)), np.maximum(vals[1:], FLOOR), marker="o", ms=3, label=name.replace("_", " "))
+    ax.axvline(d, color="grey", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("in-context examples k")
+    ax.set_ylabel("squared difference to the transformer / d")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

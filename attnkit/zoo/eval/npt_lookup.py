@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from attnkit.zoo.data.lookup import pair_rows
+from attnkit.zoo.data.lookup import hide_masked, pair_rows
 from attnkit.zoo.plots import save_figure
 from attnkit.zoo.eval.npt import corrupt_other_rows
 
@@ -25,7 +25,7 @@ CORRUPTION_ROWS = 256  # test rows of the corruption probe: one forward pass eac
 
 def pair_batch(values: torch.Tensor, originals: torch.Tensor, n: int, t: int,
                duplicate_targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, mask), each (2P, d): the originals with target masked, then their duplicates (targets shown,
+    """(x, mask), each (2P, d): the originals with target masked (and zeroed), then their duplicates (targets shown,
     replaced by `duplicate_targets` (P,) when given)."""
     rows = pair_rows(originals, n)
     x = values[rows].clone()  # (2P, d)
@@ -34,7 +34,7 @@ def pair_batch(values: torch.Tensor, originals: torch.Tensor, n: int, t: int,
     mask[:P, t] = True
     if duplicate_targets is not None:
         x[P:, t] = duplicate_targets
-    return x, mask
+    return hide_masked(x, mask), mask
 
 
 @torch.no_grad()
@@ -64,6 +64,18 @@ def predict_corrupted(model: nn.Module, values: torch.Tensor, originals: torch.T
             numeric, _ = model(v.to(device), m.to(device))
             out.append(numeric[r, t].float().cpu())
     return torch.stack(out)
+
+
+ONSET_CORRELATION = 0.9  # "lookup has appeared": the validation lookup correlation first reaches this
+
+
+def lookup_onset(metrics: list[dict], key: str = "val_lookup_corr", threshold: float = ONSET_CORRELATION) -> int | None:
+    """The first evaluated step whose lookup correlation reaches `threshold` (None if none does). Lookup
+    appears suddenly (README), so this step, on every seed, says how reliably a recipe finds it."""
+    for record in metrics:
+        if record.get(key) is not None and record[key] >= threshold:
+            return int(record["step"])
+    return None
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -36,10 +36,14 @@ class ICLConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     position: str = "learned"  # learned (GPT-2 embeddings) | rotary (inside attention)
+    y_token: str = "padded"    # padded: (y, 0…0) through the x read-in (Garg et al.) | own: y's own read-in
+
 
     def __post_init__(self):
         if self.position not in ("learned", "rotary"):
             raise ValueError(f"position must be 'learned' or 'rotary', got {self.position!r}")
+        if self.y_token not in ("padded", "own"):
+            raise ValueError(f"y_token must be 'padded' or 'own', got {self.y_token!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_dims < 1 or self.n_points < 1:
@@ -51,6 +55,8 @@ class ICLTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.read_in = nn.Linear(cfg.n_dims, cfg.n_embd)
+        # "own": y reaches the model through its own read-in, so it is never confused with x's first coordinate.
+        self.read_in_y = nn.Linear(1, cfg.n_embd) if cfg.y_token == "own" else None
         self.wpe = nn.Embedding(2 * cfg.n_points, cfg.n_embd) if cfg.position == "learned" else None
         self.blocks = Stack(cfg.n_layer, cfg.n_embd, cfg.n_head, causal=True, d_ff=cfg.mlp_ratio * cfg.n_embd,
                             dropout=cfg.dropout, position="rotary" if cfg.position == "rotary" else "none")
@@ -65,8 +71,11 @@ class ICLTransformer(nn.Module):
             raise ValueError(f"prompt points have {d} coordinates; this model reads d = {self.cfg.n_dims}")
         if n > self.cfg.n_points:
             raise ValueError(f"prompt has {n} points; this model reads at most {self.cfg.n_points}")
-        tokens = interleave(xs, ys)  # (B, 2n, d)
-        h = self.read_in(tokens)  # (B, 2n, C)
+        if self.read_in_y is None:
+            h = self.read_in(interleave(xs, ys))  # (B, 2n, C)
+        else:
+            hx, hy = self.read_in(xs), self.read_in_y(ys[..., None])  # (B, n, C) each
+            h = torch.stack((hx, hy), dim=2).reshape(B, 2 * n, -1)  # (B, 2n, C): x_1, y_1, x_2, …
         if self.wpe is not None:
             h = h + self.wpe(torch.arange(2 * n, device=xs.device))
         h = self.blocks(h)  # (B, 2n, C)

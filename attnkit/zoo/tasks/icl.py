@@ -4,7 +4,8 @@ Each training sequence is a fresh random function (`attnkit.zoo.data.icl`); the 
 predicts f(x_i) after every x_i from the pairs before it, with a mean-squared loss divided by the live
 dimension. A curriculum grows the live dimension and the prompt length during training. `report()` scores
 the transformer and the baselines on the same 1,280 test prompts (`attnkit.zoo.eval.icl`), adds the
-out-of-distribution probes, prints the error-versus-k table and writes error_by_k.png; `attnkit sample`
+out-of-distribution probes and Akyürek et al.'s agreement probe (which algorithm the predictions follow),
+prints the tables and writes error_by_k.png and agreement_by_k.png; `attnkit sample`
 does the same from a run directory, or answers a prompt given as "x=y; x=y; …; x_query".
 """
 from __future__ import annotations
@@ -21,12 +22,14 @@ from rich.table import Table
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.icl import PROBES, Curriculum, Prompts, check_function, ood_prompts, sample_prompts
 from attnkit.errors import UserError
-from attnkit.zoo.eval.icl import (BASELINES, baseline_predictions, error_by_k, evaluate_all, model_predictions,
-                              plot_error_by_k)
+from attnkit.zoo.eval.icl import (ALGORITHMS, BASELINES, agreement_by_k, agreement_crossover, agreement_rows,
+                                  algorithm_predictions, baseline_predictions, error_by_k, evaluate_all,
+                                  fit_algorithms, model_predictions, plot_agreement_by_k, plot_error_by_k)
 from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
 from attnkit.zoo.tasks.base import Task
 
 TEST_PROMPTS, VAL_PROMPTS, TEST_SEED, VAL_SEED = 1280, 256, 2022, 7
+FIT_PROMPTS, FIT_SEED = 2048, 11  # training-distribution prompts that fit the agreement probe's GD step and α
 
 
 @dataclass
@@ -130,6 +133,26 @@ class ICLTask(Task):
                           "least_squares": error_by_k(baseline_predictions("least_squares", p), p)}
         return out
 
+    def agreement(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        """Akyürek et al.'s probe on the test prompts: the transformer's squared difference / d to each algorithm."""
+        fitted = fit_algorithms(self._prompts(FIT_PROMPTS, FIT_SEED))
+        p = self._prompts(self.n_test, TEST_SEED)
+        others = {name: algorithm_predictions(name, p, fitted) for name in ALGORITHMS}
+        by_k = agreement_by_k(model_predictions(model, p, device), others, self.d)
+        return {"by_k": by_k, "crossover_k": agreement_crossover(by_k), "ridge_alpha": fitted["ridge_alpha"],
+                "gd_etas": fitted["gd_etas"]}
+
+    def _agreement_table(self, agreement: dict[str, Any]) -> Table:
+        headers, rows = agreement_rows(agreement["by_k"], self.d)
+        table = Table(title="which algorithm? squared difference / d between the transformer and each (* closest)",
+                      caption=f"GD step size fitted per k, ridge α = {agreement['ridge_alpha']:g} fitted; "
+                              f"closer to least squares than to one GD step from k = {agreement['crossover_k']}")
+        for h in headers:
+            table.add_column(h, justify="right")
+        for row in rows:
+            table.add_row(*row)
+        return table
+
     def _title(self) -> str:
         fn = "linear" if self.opts.function == "linear" else f"sparse linear ({self.opts.sparsity} non-zero)"
         return f"in-context {fn} regression, d = {self.d}, {self.n_test} test prompts"
@@ -171,11 +194,19 @@ class ICLTask(Task):
         console.print(self._probe_table(probes))
         png = plot_error_by_k(errors, self.d, Path(run_dir) / "error_by_k.png", self._title())
         console.print(f"wrote {png}")
+        agreement = self.agreement(model, device)
+        console.print(self._agreement_table(agreement))
+        agreement_png = plot_agreement_by_k(agreement["by_k"], self.d, Path(run_dir) / "agreement_by_k.png",
+                                            f"agreement with candidate algorithms: {self._title()}")
+        console.print(f"wrote {agreement_png}")
         tf, ls = errors["transformer"], errors["least_squares"]
         below_d = [tf[k] / ls[k] for k in range(1, self.d)]
         return {"d": self.d, "n_points": self.n, "function": self.opts.function, "error_by_k": errors,
                 "ood": probes, "max_ratio_to_least_squares_below_d": max(below_d, default=float("nan")),
-                "error_at_2d": tf[min(2 * self.d, self.n - 1)], "error_by_k_png": png}
+                "error_at_2d": tf[min(2 * self.d, self.n - 1)], "error_by_k_png": png,
+                "agreement_by_k": agreement["by_k"], "agreement_crossover_k": agreement["crossover_k"],
+                "agreement_fitted": {"ridge_alpha": agreement["ridge_alpha"], "gd_etas": agreement["gd_etas"]},
+                "agreement_by_k_png": agreement_png}
 
     # ---- sampling ------------------------------------------------------------------------
     sample_flags = ("prompt",)  # the model-specific flags `sample` reads
@@ -190,7 +221,13 @@ class ICLTask(Task):
         out.mkdir(parents=True, exist_ok=True)
         png = plot_error_by_k(errors, self.d, out / "error_by_k.png", self._title())
         console.print(f"wrote {png}")
-        return {"d": self.d, "error_by_k": errors, "error_by_k_png": png}
+        agreement = self.agreement(model, device)
+        console.print(self._agreement_table(agreement))
+        agreement_png = plot_agreement_by_k(agreement["by_k"], self.d, out / "agreement_by_k.png",
+                                            f"agreement with candidate algorithms: {self._title()}")
+        console.print(f"wrote {agreement_png}")
+        return {"d": self.d, "error_by_k": errors, "error_by_k_png": png, "agreement_by_k": agreement["by_k"],
+                "agreement_crossover_k": agreement["crossover_k"], "agreement_by_k_png": agreement_png}
 
     def parse_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """"x=y; x=y; …; x_query" (x as d comma-separated numbers) -> xs (1, k, d), ys (1, k), query (1, d)."""

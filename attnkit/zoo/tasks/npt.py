@@ -45,7 +45,7 @@ from attnkit.zoo.data.lookup import LOOKUP_TEST_SHARE, friedman_table, lookup_ba
 from attnkit.zoo.data.tables import Table, cv_splits, load_table, target_stats
 from attnkit.zoo.eval.npt import (classification_metrics, corrupt_other_rows, mean_std, metrics_table,
                               regression_metrics, sklearn_baselines, write_predictions)
-from attnkit.zoo.eval.npt_lookup import correlation, lookup_report, predict_pairs
+from attnkit.zoo.eval.npt_lookup import correlation, lookup_onset, lookup_report, predict_pairs
 from attnkit.zoo.models.npt import NPTConfig, NPTFolds, cell_losses
 from attnkit.errors import UserError
 from attnkit.zoo.tasks.base import Task
@@ -344,6 +344,10 @@ class NPTTask(Task):
         result = lookup_report(model.folds[0], self.values[0], self.table.n, self.table.target, train_rows, test_rows,
                                self._pairs(), self._device(model), self.table.features(), self.table.raw_target,
                                out_dir, self.cfg.seed, console)
+        history = Path(out_dir) / "metrics.jsonl"  # the run's evaluations: when did lookup appear?
+        if history.is_file():
+            metrics = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+            result["lookup_onset_step"] = lookup_onset(metrics)
         return {"data": self.table.name, "rows": self.table.n, "attributes": self.table.d, **result}
 
     # ---- probes --------------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""One arm of the in-context regression ablation (issue 25): train an ICL transformer, print its error curve.
+
+The loop is the task's (same prompts, same loss = squared error / live dims, same curriculum, AdamW with
+linear warmup and cosine decay to lr/10) with every recipe knob as a flag, so arms differ in one thing:
+
+    flock /work/heavy.lock .venv/bin/python benchmarks/icl_ablation.py --arm base --steps 3000
+    flock /work/heavy.lock .venv/bin/python benchmarks/icl_ablation.py --arm own_y --y-token own --steps 3000
+
+At the end it scores the model beside least squares on 512 fixed full-size prompts (d = 8, 17 points) and
+prints one JSON line: the ratio to least squares for every 1 ≤ k < d, the error at k = 2d, the last train
+loss, the wall time, and Akyürek et al.'s agreement probe (`attnkit.zoo.eval.icl`: the squared difference / d
+to one GD step, fitted ridge, least squares and 3-NN per k, and the crossover k), whose table it prints first. `--out FILE` appends that line to FILE (the ablation table in docs/zoo/icl.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+
+from attnkit.engine.optim import make_optimizer
+from attnkit.zoo.data.icl import Curriculum, sample_prompts
+from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
+                                  algorithm_predictions, baseline_predictions, error_by_k, fit_algorithms,
+                                  model_predictions)
+from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
+
+EVAL_PROMPTS, EVAL_SEED, FIT_PROMPTS, FIT_SEED = 512, 2026, 2048, 11
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arm", required=True)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--d", type=int, default=8)
+    ap.add_argument("--points", type=int, default=17)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=2)
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--optimizer", default="adamw", choices=("adamw", "muon"))
+    ap.add_argument("--y-token", default="padded", choices=("padded", "own"))
+    ap.add_argument("--d-start", type=int, default=2)
+    ap.add_argument("--n-start", type=int, default=5)
+    ap.add_argument("--interval", type=int, default=1000, help="curriculum steps per stage; 0: no curriculum")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--function", default="linear")
+    ap.add_argument("--out", default=None)
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = parse()
+    torch.manual_seed(a.seed)
+    model = ICLTransformer(ICLConfig(n_dims=a.d, n_points=a.points, n_layer=a.layers, n_head=a.heads,
+                                     n_embd=a.width, y_token=a.y_token))
+    opt = make_optimizer(model, a.lr, 0.0, (0.9, 0.99), torch.device("cpu"), optimizer=a.optimizer)
+    curriculum = Curriculum(a.d_start, a.n_start, a.interval) if a.interval > 0 else None
+    g = torch.Generator().manual_seed(a.seed + 1)
+    start, loss = time.perf_counter(), float("nan")
+    for step in range(a.steps):
+        frac = (step + 1) / (a.warmup + 1) if step < a.warmup else \
+            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - a.warmup) / max(a.steps - a.warmup, 1)))
+        for group in opt.param_groups:
+            group["lr"] = a.lr * frac * group.get("lr_scale", 1.0)
+        d_active, n = curriculum.at(step, a.d, a.points) if curriculum else (a.d, a.points)
+        p = sample_prompts(a.function, a.batch, a.d, n, g, d_active=d_active)
+        pred = model(p.xs, p.ys)  # (B, n)
+        loss_t = (pred - p.ys).pow(2).mean() / d_active
+        opt.zero_grad(set_to_none=True)
+        loss_t.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss = loss_t.item()
+    wall = time.perf_counter() - start
+
+    p = sample_prompts(a.function, EVAL_PROMPTS, a.d, a.points, torch.Generator().manual_seed(EVAL_SEED))
+    pred = model_predictions(model, p, torch.device("cpu"))  # (B, n)
+    tf = error_by_k(pred, p)
+    fitted = fit_algorithms(sample_prompts(a.function, FIT_PROMPTS, a.d, a.points,
+                                           torch.Generator().manual_seed(FIT_SEED)))
+    agree = agreement_by_k(pred, {m: algorithm_predictions(m, p, fitted) for m in ALGORITHMS}, a.d)
+    headers, rows = agreement_rows(agree, a.d)
+    for r in [headers, *rows]:
+        print("| " + " | ".join(r) + " |")
+    ls = error_by_k(baseline_predictions("least_squares", p), p)
+    row = {"arm": a.arm, "args": vars(a), "wall_s": round(wall, 1),
+           "params": sum(q.numel() for q in model.parameters()), "final_train_loss": round(loss, 4),
+           "ratio_below_d": [round(tf[k] / ls[k], 3) for k in range(1, a.d)],
+           "err_at_d": round(tf[a.d], 4), "err_at_2d": round(tf[min(2 * a.d, a.points - 1)], 4),
+           "agreement_by_k": {m: [round(v, 4) for v in vals] for m, vals in agree.items()},
+           "agreement_crossover_k": agreement_crossover(agree)}
+    line = json.dumps(row)
+    print(line, flush=True)
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
