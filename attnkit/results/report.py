@@ -21,7 +21,7 @@ def result_text(c: dict[str, Any]) -> str:
     def pm(mean, std):
         if mean is None:
             return "—"
-        spread = fmt(std, c["unit"]).rstrip("%×").split(" ")[0] if std is not None else "?"
+        spread = "?" if std is None else f"{100 * std:.2f}" if c["unit"] == "%" else f"{std:.2g}"
         return f"{fmt(mean, c['unit'])} ± {spread}"
     text = f"{pm(c['mean'], c['std'])} ({c['measured_seeds']} seed{'s' if c['measured_seeds'] != 1 else ''})"
     if c["baseline"]:
