@@ -61,8 +61,7 @@ def dt_top_return(runs: Runs) -> float:
 
 
 def dt_top_fraction(runs: Runs) -> float:
-    rows, best = _dt_by_target(runs)
-    return dt_top_return(runs) / best
+    return dt_top_return(runs) / runs["main"]["dataset_max_return"]
 
 
 def dt_worst_tracking_gap(runs: Runs) -> float:

@@ -14,7 +14,6 @@ import math
 import sys
 from pathlib import Path
 
-import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 COVERED_ELSEWHERE = {"gpu_static_report.py", "compile_check_sm90.py", "gpu_check.py"}
