@@ -12,6 +12,14 @@ An example is [CLS] + a random window of the token stream + [SEP]; with next-sen
 otherwise. Masking follows BERT (see `attnkit.zoo.models.bert.mask_tokens`). `report` prints masked-token
 accuracy on validation beside a unigram-frequency baseline (always predict the most frequent training
 token; its loss is the unigram entropy) measured on the very same masked positions.
+
+Then the claim that matters, that pretraining helps: a fine-tuning phase (`--opt finetune_*`; off with
+`--opt finetune_labels=0`) on the word-order task of `attnkit.zoo.data.word_order` (was the passage left as
+written, or were two of its words swapped?), with a few labelled passages from the training text and a test
+set from the validation text. The pretrained model and the same architecture from scratch are fine-tuned
+alike (`attnkit.zoo.eval.bert.finetune_comparison`); a bag-of-words logistic regression, at chance by
+construction, is the surface-statistics baseline. summary.json: finetune_acc_pretrained, finetune_acc_scratch,
+finetune_acc_bow.
 """
 from __future__ import annotations
 
