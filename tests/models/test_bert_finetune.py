@@ -111,3 +111,16 @@ def test_the_task_reports_the_three_accuracies(tmp_path):
     # Accuracies over 64 passages are multiples of 1/64.
     assert all((s[k] * 64) == pytest.approx(round(s[k] * 64), abs=1e-4) for k in
                ("finetune_acc_pretrained", "finetune_acc_scratch", "finetune_acc_bow"))
+
+
+def test_too_little_text_for_fine_tuning_is_refused_before_training(tmp_path, capsys):
+    from attnkit.cli.main import main
+
+    data = tmp_path / "tiny.txt"
+    data.write_text(("one two three four five six seven eight nine ten. " * 60 + "\n") * 3)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--model", "bert", "--flavor", "debug", "--data", str(data), "--out", str(tmp_path / "run"),
+              "--opt", "finetune_words=200"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith("error: the val split has fewer than 400 words") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

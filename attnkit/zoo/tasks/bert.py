@@ -115,6 +115,11 @@ class BERTTask(Task):
         cut = cut if cut > 0 else int(0.9 * len(text))
         parts = {"train": text[:cut], "val": text[cut:]}
         self.texts = parts
+        words = 2 * self.opts.finetune_words  # checked now rather than after training
+        short = [split for split, part in parts.items() if len(part.split()) < words]
+        if self.opts.finetune_labels > 0 and short:
+            raise UserError(f"the {short[0]} split has fewer than {words} words, too few for fine-tuning passages of "
+                            f"{self.opts.finetune_words}; use more text, or --opt finetune_labels=0")
         if self.cfg.tokenizer == "char":
             vocab_size = self.flavors[self.cfg.flavor]["data"]["vocab_size"]
             tok = train_sentencepiece(parts["train"], vocab_size, "bpe", special_tokens=SPECIALS)
