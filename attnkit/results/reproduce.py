@@ -106,6 +106,9 @@ class Reproduction:
         for seed in range(self.seeds):
             for arm, overrides in spec.arms.items():
                 flavor = self.arm_flavor(spec, arm)
+                if flavor not in get_task(model).flavors:
+                    raise UserError(f"model {model} has no flavor {flavor!r}; choose from "
+                                    f"{', '.join(get_task(model).flavors)}")
                 row = rows.get((arm, seed))
                 out.append(Job(model, arm, seed, flavor, dict(overrides.get("options", {})),
                                self.runs_dir / self.stem(model) / arm / f"seed{seed}",

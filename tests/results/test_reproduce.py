@@ -177,6 +177,7 @@ def test_the_repository_readme_holds_the_generated_table():
     (["reproduce"], "error: name the models to re-measure with --model NAME (repeatable), or pass --all"),
     (["reproduce", "--model", "nope"], "error: unknown model 'nope'; choose from"),
     (["reproduce", "--all", "--seeds", "0"], "error: --seeds must be at least 1, got 0"),
+    (["reproduce", "--model", "vit", "--model", "gpt", "--flavor", "speedrun"], "error: model vit has no flavor 'speedrun'"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
