@@ -20,7 +20,7 @@ from attnkit.generation.generate import generate
 from attnkit.zoo.models.gpt import GPT, GPTConfig
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--new-tokens", type=int, default=512)
     p.add_argument("--prompt-len", type=int, default=16)
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--clock", choices=("cpu", "wall"), default=None,
                    help="cpu: process CPU time, robust on a shared machine (default on CPU); wall: default on CUDA")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     use_cpu_clock = (args.clock or ("wall" if args.device == "cuda" else "cpu")) == "cpu"
     clock = time.process_time if use_cpu_clock else time.perf_counter
 
@@ -62,6 +62,7 @@ def main() -> None:
                       f"{times['recompute prefix'] / t:.1f}×")
     Console().print(table)
     Console().print(f"same tokens from both paths: {'yes' if same else 'NO'}")
+    return {"seconds": times, "same_tokens": same}
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
 EVAL_PROMPTS, EVAL_SEED, FIT_PROMPTS, FIT_SEED = 512, 2026, 2048, 11
 
 
-def parse() -> argparse.Namespace:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arm", required=True)
     ap.add_argument("--steps", type=int, default=3000)
@@ -50,11 +50,11 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--function", default="linear")
     ap.add_argument("--out", default=None)
-    return ap.parse_args()
+    return ap.parse_args(argv)
 
 
-def main() -> None:
-    a = parse()
+def main(argv: list[str] | None = None) -> dict:
+    a = parse(argv)
     torch.manual_seed(a.seed)
     model = ICLTransformer(ICLConfig(n_dims=a.d, n_points=a.points, n_layer=a.layers, n_head=a.heads,
                                      n_embd=a.width, y_token=a.y_token))
@@ -99,6 +99,7 @@ def main() -> None:
     if a.out:
         with open(a.out, "a") as f:
             f.write(line + "\n")
+    return row
 
 
 if __name__ == "__main__":

@@ -72,13 +72,13 @@ def compare(model: ImageTransformer, device: torch.device, batch: int, repeats: 
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", help="a run directory of `attnkit train --model image` (default: random weights)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     device = torch.device(args.device)
     if args.run:
         from attnkit.engine.sample import load_run
@@ -99,6 +99,7 @@ def main() -> None:
                       f"{1e3 * r['attention_s']:.2f}", f"{r['attention_s'] / full['attention_s']:.2f}",
                       f"{1e3 * r['model_s']:.1f}", f"{r['model_s'] / full['model_s']:.2f}")
     Console().print(table)
+    return rows
 
 
 if __name__ == "__main__":

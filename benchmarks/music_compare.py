@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", default="absolute,relative", help="comma-separated --position values")
     p.add_argument("--steps", type=int, default=400, help="optimizer steps per arm")
+    p.add_argument("--flavor", default="small", help="music flavor of every arm (debug: the smoke test's)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the small flavor's")
     p.add_argument("--block-size", type=int, default=None, help="training window; default: the small flavor's")
     p.add_argument("--dropout", type=float, default=0.0, help="0 for short budgets (the flavor's 0.1 is for long runs)")
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--out", default="runs/music_compare")
+    p.add_argument("--overwrite", action="store_true", help="replace the arms' run directories of an earlier run")
     args = p.parse_args(argv)
     command = "python benchmarks/music_compare.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     console = Console()
@@ -102,9 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
     results, curves = {}, {}
     for arm in arms:
         console.rule(f"[bold]{arm}[/] positions")
-        cfg = TrainConfig(model="music", flavor="small", position=arm, max_steps=args.steps, eval_interval=args.steps,
+        cfg = TrainConfig(model="music", flavor=args.flavor, max_steps=args.steps, eval_interval=args.steps,
                           batch_size=args.batch_size, block_size=args.block_size, data=args.data, dropout=args.dropout,
-                          device=args.device, seed=args.seed, out=str(out / arm))
+                          device=args.device, seed=args.seed, out=str(out / arm), overwrite=args.overwrite,
+                          options={"position": arm})
         t0 = time.perf_counter()
         run = run_training(cfg, console=console)
         wall = time.perf_counter() - t0
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     lines = ["# Music Transformer: absolute vs relative positions on Bach chorales", "",
              f"Command: `{command}`", "",
              f"Same budget for every arm: {args.steps} steps × batch {results[arms[0]]['batch_size']} × "
-             f"{L} tokens ({results[arms[0]]['train_tokens']:,} training tokens), flavor small, dropout {args.dropout}, "
+             f"{L} tokens ({results[arms[0]]['train_tokens']:,} training tokens), flavor {args.flavor}, dropout {args.dropout}, "
              f"seed {args.seed}, "
              f"device {device.type}. Validation: {len(val)} held-out chorales, {n_tokens} tokens, exact NLL "
              "(each token predicted once, from the tokens before it in consecutive windows).", "",

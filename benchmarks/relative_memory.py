@@ -66,7 +66,7 @@ def run_child(provider: str, L: int, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--batch", type=int, default=1)
@@ -75,11 +75,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up; the median is shown")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each child")
     parser.add_argument("--worker", choices=PROVIDERS, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker, args.lengths[0], args.batch, args.heads, args.dim, args.repeats,
                                 args.threads)))
-        return
+        return []
 
     from rich.console import Console
     from rich.table import Table
@@ -90,12 +90,14 @@ def main() -> None:
     for col in ("L", "skewing time", "attnkit time", "time ratio", "skewing peak RSS (above base)",
                 "attnkit peak RSS (above base)", "memory ratio (total / above base)"):
         table.add_column(col, justify="right")
+    records = []
     with console.status("running") as status:
         for L in args.lengths:
             res = {}
             for provider in PROVIDERS:
                 status.update(f"L = {L}: {provider}")
                 res[provider] = run_child(provider, L, args)
+                records.append(res[provider])
             s, a = res["skewing"], res["attnkit"]
             if "error" in s or "error" in a:
                 table.add_row(str(L), s.get("error", f"{s.get('time_s', 0):.2f} s"),
@@ -109,6 +111,7 @@ def main() -> None:
     console.print(table)
     console.print("time ratio = attnkit / skewing (lower is better); memory ratio = skewing / attnkit (higher is "
                   "better). Target at L = 4096: memory ratio ≥ 2×, time ratio ≤ 1.2×.")
+    return records
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ def plot(runs: dict[str, list[list[dict]]], out: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list from: {', '.join(ARMS)}")
     p.add_argument("--rounds", type=int, default=1, help="passes over all arms, interleaved (noise check)")
@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
                                                    "load_avg": os.getloadavg(), "summary": summary,
                                                    "runs": runs}, indent=1))
     console.print(f"wrote {out / 'speedrun.png'}, {out / 'speedrun.md'} and {out / 'speedrun.json'}")
+    return summary
 
 
 if __name__ == "__main__":

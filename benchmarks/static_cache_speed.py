@@ -22,13 +22,13 @@ def tokens_per_s(mha, make_cache, context, tokens, d_model):
         return tokens / (time.perf_counter() - start)
 
 
-def main():
+def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--d-model", type=int, default=512)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     torch.manual_seed(0)
     mha = MultiHeadAttention(a.d_model, 8, causal=True, position="rotary").eval()
     results = {"static": [], "cat": []}
@@ -40,6 +40,7 @@ def main():
         print(f"{name:6s} tokens/s per round: {', '.join(f'{x:.0f}' for x in xs)}  (median {sorted(xs)[len(xs) // 2]:.0f})")
     med = {n: sorted(xs)[len(xs) // 2] for n, xs in results.items()}
     print(f"static / cat = {med['static'] / med['cat']:.2f}x")
+    return results
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def attnkit_loop(cfg: TrainConfig, warmup: int, steps: int) -> float:
 clock = time.process_time
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--flavor", default="demo")
     p.add_argument("--device", default="cpu")
@@ -178,7 +178,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--clock", choices=("cpu", "wall"), default=None, help="default: cpu on CPU, wall on CUDA")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     global clock
     clock = time.process_time if (args.clock or ("wall" if args.device == "cuda" else "cpu")) == "cpu" \
         else time.perf_counter
@@ -211,6 +211,7 @@ def main() -> None:
         table.add_row(k, f"{best[k]:,.0f}", f"{best['attnkit'] / best[k]:.2f}×", f"{med[k]:,.0f}",
                       f"{med['attnkit'] / med[k]:.2f}×")
     Console().print(table)
+    return results
 
 
 if __name__ == "__main__":

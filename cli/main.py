@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 import attnkit
-from attnkit.cli import average, bench, sample, tokenize, train
+from attnkit.cli import average, bench, reproduce, sample, tokenize, train
 from attnkit.errors import Interrupted, UserError
 from attnkit.extras import missing_extra_message
 
@@ -25,11 +25,11 @@ except ImportError:  # older typer raises click's
     from click.exceptions import ClickException, UsageError
 
 PROG = "attnkit"
-COMMANDS = ("tokenize", "train", "sample", "average", "bench-kernels")
+COMMANDS = ("tokenize", "train", "sample", "average", "bench-kernels", "reproduce")
 
 app = typer.Typer(
     name="attnkit",
-    help="Fused Triton attention and a transformer model zoo: tokenize, train, sample, average, bench-kernels.",
+    help="Fused Triton attention and a transformer model zoo: tokenize, train, sample, average, bench-kernels, reproduce.",
     no_args_is_help=False,  # a bare `attnkit` is a usage error: the usage line and the commands, exit 2
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -39,6 +39,7 @@ app.command("train")(train.train)
 app.command("sample")(sample.sample)
 app.command("bench-kernels")(bench.bench_kernels)
 app.command("average")(average.average)
+app.command("reproduce")(reproduce.reproduce)
 
 def _version(value: bool) -> None:
     if value:

@@ -19,7 +19,7 @@ NUMBER = "Input should be a valid number, unable to parse string as a number"
 
 # (argv, usage line, error line): the 20 mistakes a new user makes first.
 USAGE_ERRORS = [
-    ("", ROOT, "error: missing command; choose from tokenize, train, sample, average, bench-kernels "
+    ("", ROOT, "error: missing command; choose from tokenize, train, sample, average, bench-kernels, reproduce "
                "(see attnkit --help)"),
     ("trian", ROOT, "error: No such command 'trian'. Did you mean 'train'? (see attnkit --help)"),
     ("sampel", ROOT, "error: No such command 'sampel'. Did you mean 'sample'? (see attnkit --help)"),

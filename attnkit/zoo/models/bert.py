@@ -127,3 +127,25 @@ class BERT(nn.Module):
             out["nsp"] = F.cross_entropy(nsp_logits.float(), is_next)
             out["nsp_logits"] = nsp_logits
         return out
+
+
+class BERTClassifier(nn.Module):
+    """Sequence classification on a BERT encoder: the mean of the hidden states of the real tokens (no [PAD]),
+    a tanh pooler, then a linear layer. Mean pooling rather than BERT's [CLS]: without next-sentence
+    prediction (the default flavors) pretraining never trains [CLS] as a summary of the sequence, while every
+    token's state is trained. The encoder is used as given: pretrained, or fresh for the from-scratch arm."""
+
+    def __init__(self, encoder: BERT, n_classes: int):
+        super().__init__()
+        d = encoder.cfg.d_model
+        self.encoder = encoder
+        self.pooler, self.head = nn.Linear(d, d), nn.Linear(d, n_classes)
+        init_weights(self.pooler)
+        init_weights(self.head)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, L), [CLS] first, [PAD] after the end → logits (B, n_classes)."""
+        h = self.encoder.encode(ids)  # (B, L, d)
+        real = (ids != self.encoder.cfg.pad_id).unsqueeze(-1).to(h.dtype)  # (B, L, 1)
+        pooled = (h * real).sum(1) / real.sum(1)  # (B, d)
+        return self.head(torch.tanh(self.pooler(pooled)))  # (B, n_classes)

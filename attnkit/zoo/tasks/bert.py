@@ -12,12 +12,21 @@ An example is [CLS] + a random window of the token stream + [SEP]; with next-sen
 otherwise. Masking follows BERT (see `attnkit.zoo.models.bert.mask_tokens`). `report` prints masked-token
 accuracy on validation beside a unigram-frequency baseline (always predict the most frequent training
 token; its loss is the unigram entropy) measured on the very same masked positions.
+
+Then the claim that matters, that pretraining helps: a fine-tuning phase (`--opt finetune_*`; off with
+`--opt finetune_labels=0`) on the word-order task of `attnkit.zoo.data.word_order` (was the passage left as
+written, or were two of its words swapped?), with a few labelled passages from the training text and a test
+set from the validation text. The pretrained model and the same architecture from scratch are fine-tuned
+alike (`attnkit.zoo.eval.bert.finetune_comparison`); a bag-of-words logistic regression, at chance by
+construction, is the surface-statistics baseline. summary.json: finetune_acc_pretrained, finetune_acc_scratch,
+finetune_acc_bow.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.eval.bert import MaskedTokenStats
+from attnkit.zoo.eval.bert import MaskedTokenStats, finetune_comparison
 from attnkit.zoo.models.bert import BERT, BERTConfig, mask_tokens
 from attnkit.errors import UserError
 from attnkit.zoo.tasks.base import Task
@@ -46,13 +55,26 @@ def heldout_sentences(text: str, n: int = 100, words: tuple[int, int] = (6, 30))
 FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to something other than its default
 
 
+@dataclass
+class BERTOptions:
+    """The fine-tuning phase after pretraining (attnkit.zoo.eval.bert.finetune_comparison): word order, few labels."""
+    finetune_labels: int = field(default=256, metadata={"help": "labelled passages to fine-tune on (0: no fine-tuning phase)"})
+    finetune_test: int = field(default=1000, metadata={"help": "held-out passages to test on"})
+    finetune_words: int = field(default=16, metadata={"help": "words per passage"})
+    finetune_steps: int = field(default=300, metadata={"help": "fine-tuning steps (each arm)"})
+    finetune_lr: float = field(default=3e-4, metadata={"help": "peak fine-tuning learning rate (each arm)"})
+    finetune_batch_size: int = field(default=32, metadata={"help": "fine-tuning batch size"})
+
+
 class BERTTask(Task):
     name = "bert"
+    Options = BERTOptions
     default_flavor = "small"
     _train = dict(schedule="cosine", beta2=0.98, dropout=0.1)
     flavors = {
         "debug": {"model": dict(n_layer=1, n_head=2, d_model=32, d_ff=64, nsp=False),
                   "data": dict(vocab_size=400),
+                  "options": dict(finetune_labels=32, finetune_test=64, finetune_steps=5),
                   "train": dict(_train, max_steps=20, batch_size=8, block_size=32, lr=1e-3, warmup_steps=5,
                                 eval_interval=10, eval_batches=2)},
         # CPU-sized: about 0.9 M parameters (half of them the 2000-token embedding).
@@ -97,6 +119,12 @@ class BERTTask(Task):
         cut = text.rfind("\n", 0, int(0.9 * len(text)))
         cut = cut if cut > 0 else int(0.9 * len(text))
         parts = {"train": text[:cut], "val": text[cut:]}
+        self.texts = parts
+        words = 2 * self.opts.finetune_words  # checked now rather than after training
+        short = [split for split, part in parts.items() if len(part.split()) < words]
+        if self.opts.finetune_labels > 0 and short:
+            raise UserError(f"the {short[0]} split has fewer than {words} words, too few for fine-tuning passages of "
+                            f"{self.opts.finetune_words}; use more text, or --opt finetune_labels=0")
         if self.cfg.tokenizer == "char":
             vocab_size = self.flavors[self.cfg.flavor]["data"]["vocab_size"]
             tok = train_sentencepiece(parts["train"], vocab_size, "bpe", special_tokens=SPECIALS)
@@ -199,7 +227,29 @@ class BERTTask(Task):
         console.print(table)
         if "nsp_accuracy" in s:
             console.print(f"next-sentence prediction accuracy: {100 * s['nsp_accuracy']:.1f}% (chance: 50%)")
-        return {k: v for k, v in s.items() if k != "loss"}
+        return {**{k: v for k, v in s.items() if k != "loss"}, **self.finetune(model)}
+
+    def finetune(self, model: nn.Module) -> dict[str, Any]:
+        """The fine-tuning phase: pretrained vs the same model from scratch vs bag-of-words, same labels."""
+        if self.opts.finetune_labels <= 0:
+            return {}
+        device = next(model.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed + 1)
+            scratch = self.build_model(self.model_config()).to(device)
+        o = self.opts
+        return finetune_comparison(model, scratch, self.encode_passages, self.texts["train"], self.texts["val"],
+                                   labels=o.finetune_labels, test=o.finetune_test, words=o.finetune_words,
+                                   steps=o.finetune_steps, lr=o.finetune_lr, batch_size=o.finetune_batch_size,
+                                   seed=self.cfg.seed)
+
+    def encode_passages(self, texts: list[str]) -> torch.Tensor:
+        """Passages → (N, L) ids: [CLS] tokens [SEP], cut to block_size, then [PAD] to the longest."""
+        rows = [[self.cls_id, *self.tok.encode(t)[:self.cfg.block_size - 2], self.sep_id] for t in texts]
+        ids = torch.full((len(rows), max(map(len, rows))), self.pad_id)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)] = torch.tensor(row)
+        return ids  # (N, L)
 
     # ---- sampling: fill-mask -------------------------------------------------------------
     @classmethod

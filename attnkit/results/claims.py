@@ -1,0 +1,167 @@
+"""Each model's claim as data: what it measures, against what, and the goal that decides met / not met.
+
+A model is trained in one or more arms (the default flavor, plus e.g. music's absolute positions) on the
+same seeds. A claim reads a value from one seed's runs: `"ARM:key.path"` (a key of that arm's summary.json,
+dots for nested dicts) or the name of a function in DERIVED. It is met when the mean over seeds of `metric`
+beats the mean of `baseline` by at least `margin` (in the metric's units; a negative margin is a tolerance),
+or, without a baseline, beats `target`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+Runs = dict[str, dict[str, Any]]  # arm -> that arm's summary.json, plus "curve": its eval rows (step, wall_s, val_loss)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    text: str                     # what the model shows, in words
+    goal: str                     # the goal, in words
+    metric: str                   # "ARM:key.path" or a DERIVED name
+    better: str = "higher"        # "higher" or "lower"
+    baseline: str | None = None   # the same kind of reference, from the same seed's runs
+    margin: float = 0.0           # metric must beat baseline by this much (negative: within this much)
+    target: float | None = None   # without a baseline: the value to reach
+    unit: str = ""                # "%" (shown ×100), "×", or a unit name
+
+    def met(self, value: float | None, baseline: float | None) -> bool | None:
+        """None when it could not be measured (a key missing, a speedup that never happened)."""
+        reference = baseline if self.baseline else self.target
+        if value is None or reference is None:
+            return None
+        gain = value - reference if self.better == "higher" else reference - value
+        return gain >= (self.margin if self.baseline else 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    model: str
+    claims: tuple[Claim, ...]
+    # arm name -> TrainConfig overrides (flavor, options); "main" is the model's default flavor.
+    arms: dict[str, dict[str, Any]] = dataclasses.field(default_factory=lambda: {"main": {}})
+
+
+# ---- values computed from a seed's runs ----------------------------------------------------------
+def gpt_speedup(runs: Runs) -> float | None:
+    """Wall time of the demo arm (nanoGPT's recipe) over the speedrun arm's time to the demo's final val loss."""
+    demo, fast = runs["demo"]["curve"], runs["main"]["curve"]
+    reached = next((r["wall_s"] for r in fast if r["val_loss"] <= demo[-1]["val_loss"]), None)
+    return demo[-1]["wall_s"] / reached if reached else None
+
+
+def _dt_by_target(runs: Runs) -> tuple[list[dict], float]:
+    s = runs["main"]
+    return s["return_by_target"], s["dataset_max_return"]
+
+
+def dt_top_return(runs: Runs) -> float:
+    rows, _ = _dt_by_target(runs)
+    return max(rows, key=lambda r: r["target"])["mean"]
+
+
+def dt_top_fraction(runs: Runs) -> float:
+    return dt_top_return(runs) / runs["main"]["dataset_max_return"]
+
+
+def dt_worst_tracking_gap(runs: Runs) -> float:
+    """Largest |achieved − target| over the targets up to the dataset's best, as a fraction of the best."""
+    rows, best = _dt_by_target(runs)
+    return max(abs(r["mean"] - r["target"]) for r in rows if r["target"] <= best) / abs(best)
+
+
+def music_nll_longest(arm: str) -> Callable[[Runs], float]:
+    """Validation NLL at the longest evaluation window (4× the training length)."""
+    def value(runs: Runs) -> float:
+        by_length = runs[arm]["val_nll_by_length"]
+        return by_length[max(by_length, key=int)]
+    return value
+
+
+DERIVED: dict[str, Callable[[Runs], float | None]] = {
+    "gpt_speedup": gpt_speedup, "dt_top_return": dt_top_return, "dt_top_fraction": dt_top_fraction,
+    "dt_worst_tracking_gap": dt_worst_tracking_gap, "music_nll_4x_relative": music_nll_longest("main"),
+    "music_nll_4x_absolute": music_nll_longest("absolute"),
+}
+
+
+def value(runs: Runs, ref: str) -> float | None:
+    """The value `ref` names in one seed's runs; None if that run has no such key."""
+    if ref in DERIVED:
+        try:
+            return DERIVED[ref](runs)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return None
+    arm, _, path = ref.partition(":")
+    node: Any = runs.get(arm, {})
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+# ---- the table ---------------------------------------------------------------------------------
+SPECS: dict[str, ModelSpec] = {s.model: s for s in (
+    ModelSpec("gpt", arms={"main": {"flavor": "speedrun"}, "demo": {"flavor": "demo"}}, claims=(
+        Claim("the modern recipe (speedrun flavor) reaches the nanoGPT recipe's (demo flavor) final val loss "
+              "faster, same trainer", "≥ 3× faster (against nanoGPT's own train.py: benchmarks/speedrun.py)",
+              "gpt_speedup", target=3.0, unit="×"),)),
+    ModelSpec("bert", claims=(
+        Claim("MLM pretraining helps fine-tuning with few labels", "≥ 5 points above the same model from scratch",
+              "main:finetune_acc_pretrained", baseline="main:finetune_acc_scratch", margin=0.05, unit="%"),
+        Claim("fine-tuned BERT beats bag-of-words", "above bag-of-words logistic regression",
+              "main:finetune_acc_pretrained", baseline="main:finetune_acc_bow", unit="%"),
+        Claim("masked-token accuracy beats the unigram baseline", "above unigram frequency",
+              "main:mlm_accuracy", baseline="main:unigram_accuracy", unit="%"))),
+    ModelSpec("encdec", claims=(
+        Claim("beam search matches or beats greedy decoding", "beam EM ≥ greedy EM",
+              "main:beam_exact_match", baseline="main:greedy_exact_match", unit="%"),
+        Claim("averaging the last checkpoints matches or beats the final weights", "averaged EM ≥ final EM",
+              "main:averaged_greedy_exact_match", baseline="main:greedy_exact_match", unit="%"))),
+    ModelSpec("music", arms={"main": {"options": {"position": "relative"}}, "absolute": {"options": {"position": "absolute"}}},
+              claims=(
+        Claim("relative positions beat absolute ones (Music Transformer)", "lower validation NLL than absolute",
+              "main:val_nll", better="lower", baseline="absolute:val_nll", unit="nats"),
+        Claim("relative positions hold past the training length", "lower NLL than absolute with 4× longer windows",
+              "music_nll_4x_relative", better="lower", baseline="music_nll_4x_absolute", unit="nats"))),
+    ModelSpec("vit", claims=(
+        Claim("ViT beats an SVM on the same digits split", "test accuracy above the SVM's",
+              "main:test_acc", baseline="main:svm_test_acc", unit="%"),)),
+    ModelSpec("image", arms={"main": {}, "full": {"options": {"attention": "full"}}}, claims=(
+        Claim("local 2D attention costs little against full attention (Image Transformer)",
+              "within 0.02 bits/dim of full attention", "main:test_bpd", better="lower", baseline="full:test_bpd",
+              margin=-0.02, unit="bits/dim"),)),
+    ModelSpec("npt", claims=(
+        Claim("NPT is competitive with gradient boosting on Breast Cancer", "within 1 point of gradient boosting's "
+              "accuracy", "main:npt.accuracy.mean", baseline="main:baselines.GradientBoosting.accuracy.mean",
+              margin=-0.01, unit="%"),)),
+    ModelSpec("dt", claims=(
+        Claim("at the top target DT reaches the dataset's best return", "≥ 95% of the dataset's best",
+              "dt_top_fraction", target=0.95, unit="%"),
+        Claim("achieved return follows the target", "every target up to the best within 0.1 × the best",
+              "dt_worst_tracking_gap", better="lower", target=0.1, unit="× best"),
+        Claim("DT beats behaviour cloning", "top-target return above BC's", "dt_top_return",
+              baseline="main:bc_return", unit="return"))),
+    ModelSpec("asr", claims=(
+        Claim("speech recognition on held-out voices", "WER ≤ 10% (beam)", "main:wer_heldout_voices",
+              better="lower", target=0.10, unit="%"),
+        Claim("beats pocketsphinx on the same clips", "lower WER than pocketsphinx",
+              "main:wer_heldout_voices_on_pocketsphinx_clips", better="lower", baseline="main:wer_pocketsphinx",
+              unit="%"))),
+    ModelSpec("icl", claims=(
+        Claim("in-context regression matches least squares below d", "within 1.25× of least squares at k < d",
+              "main:max_ratio_to_least_squares_below_d", better="lower", target=1.25, unit="×"),
+        Claim("in-context regression solves the task with 2d examples", "error ≤ 0.02 at k = 2d",
+              "main:error_at_2d", better="lower", target=0.02))),
+)}
+
+
+def fmt(x: float | None, unit: str) -> str:
+    if x is None:
+        return "—"
+    if unit == "%":
+        return f"{100 * x:.2f}%"
+    if unit == "×":
+        return f"{x:.2f}×"
+    return f"{x:.4g}" + (f" {unit}" if unit else "")

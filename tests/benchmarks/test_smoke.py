@@ -1,0 +1,96 @@
+"""Every script in benchmarks/ runs end to end at tiny sizes, so an API change that breaks one fails CI.
+
+Each test imports the script and calls its `main(argv)` with the smallest arguments it takes, then checks
+what the script itself checks or reports (same tokens from both decode paths, one record per provider and
+length...). Timings at these sizes mean nothing and are not asserted. Not here, with the reason:
+gpu_static_report.py, compile_check_sm90.py and gpu_check.{py,sh} compile for sm_90 or need CUDA; they have
+their own tests (tests/kernels/test_compile_sm90.py, tests/kernels/test_gpu_readiness.py: gpu_check.sh --dry-run).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+COVERED_ELSEWHERE = {"gpu_static_report.py", "compile_check_sm90.py", "gpu_check.py"}
+
+
+def load(name: str):
+    """benchmarks/NAME.py as a module (benchmarks/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_script_has_a_smoke_test():
+    """A new script in benchmarks/ must get a test here (or a reason to be left out)."""
+    this = Path(__file__).read_text()
+    scripts = {p.name for p in BENCHMARKS.glob("*.py")} - COVERED_ELSEWHERE
+    missing = [s for s in sorted(scripts) if f'load("{s[:-3]}")' not in this]
+    assert not missing, f"benchmarks without a smoke test: {missing}"
+
+
+def test_decode_speed():
+    out = load("decode_speed").main(["--new-tokens", "4", "--prompt-len", "3", "--n-layer", "1", "--n-head", "2",
+                                     "--n-embd", "16", "--vocab-size", "11"])
+    assert out["same_tokens"]
+    assert set(out["seconds"]) == {"kv cache", "recompute prefix"}
+
+
+def test_static_cache_speed():
+    out = load("static_cache_speed").main(["--context", "16", "--tokens", "2", "--rounds", "1", "--d-model", "16"])
+    assert {k: len(v) for k, v in out.items()} == {"static": 1, "cat": 1}
+    assert all(x > 0 for xs in out.values() for x in xs)
+
+
+def test_image_timing():
+    rows = load("image_timing").main(["--batch", "1", "--repeats", "1"])
+    from attnkit.zoo.models.image import ATTENTION_PATTERNS
+
+    assert list(rows) == list(ATTENTION_PATTERNS)
+    # Full causal attention sees the most entries; every local pattern sees fewer.
+    assert all(rows[p]["entries"] < rows["full"]["entries"] for p in rows if p != "full")
+
+
+def test_relative_memory():
+    records = load("relative_memory").main(["--lengths", "32", "--repeats", "1", "--heads", "1", "--dim", "8"])
+    assert [(r["provider"], r["L"]) for r in records] == [("attnkit", 32), ("skewing", 32)]
+    assert all("error" not in r and r["peak_mib"] >= r["base_mib"] > 0 for r in records), records
+
+
+def test_train_throughput():
+    out = load("train_throughput").main(["--flavor", "debug", "--warmup", "1", "--steps", "1", "--repeats", "1"])
+    assert {k: len(v) for k, v in out.items()} == {"attnkit": 1, "plain": 1, "nanogpt": 1}
+    assert all(v[0] > 0 for v in out.values())
+
+
+def test_music_compare(tmp_path):
+    results = load("music_compare").main(["--flavor", "debug", "--steps", "2", "--data", "chorales:12",
+                                          "--device", "cpu", "--out", str(tmp_path)])
+    assert list(results) == ["absolute", "relative"]
+    for arm, r in results.items():
+        assert r["steps"] == 2 and math.isfinite(r["val_nll"]), (arm, r)
+        assert json.loads((tmp_path / arm / "config.json").read_text())["train"]["options"]["position"] == arm
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "nll_by_position.png").is_file()
+
+
+def test_speedrun(tmp_path):
+    # Each arm is its own `attnkit train` process: two arms at 2 steps each.
+    summary = load("speedrun").main(["--arms", "demo,speedrun", "--scale", "0.0001", "--out", str(tmp_path)])
+    assert [s["arm"] for s in summary] == ["demo", "speedrun"]
+    assert [s["steps"] for s in summary] == [2, 2]
+    assert summary[0]["rounds"][0]["to_target"] is not None  # the demo reaches its own final loss
+    assert {p.name for p in tmp_path.iterdir()} >= {"speedrun.png", "speedrun.md", "speedrun.json"}
+
+
+def test_icl_ablation():
+    row = load("icl_ablation").main(["--arm", "smoke", "--steps", "2", "--d", "2", "--points", "5", "--layers", "1",
+                                     "--heads", "1", "--width", "8", "--batch", "4", "--warmup", "1"])
+    assert row["arm"] == "smoke" and len(row["ratio_below_d"]) == 1 and math.isfinite(row["err_at_2d"])
+    assert set(row["agreement_by_k"]) >= {"least_squares"}

@@ -1,0 +1,187 @@
+"""`attnkit reproduce`'s bookkeeping on debug flavors: rows kept across runs, re-trained when the code they
+depend on or the flavor changes, resumed after an interruption; claims judged; the README table generated."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from attnkit.cli.main import app, main
+from attnkit.results import reproduce as R
+from attnkit.results import sources
+from attnkit.results.claims import SPECS, Claim, value
+from attnkit.results.report import END, START, update_readme, zoo_table
+
+runner = CliRunner()
+
+
+def reproduce(tmp: Path, *args) -> str:
+    result = runner.invoke(app, ["reproduce", "--flavor", "debug", "--results-dir", str(tmp / "res"),
+                                 "--runs-dir", str(tmp / "runs"), *map(str, args)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """Every (model, arm, seed) the Reproduction trains, in order."""
+    calls = []
+    real = R.Reproduction.run
+
+    def run(self, job):
+        calls.append((job.model, job.arm, job.seed))
+        return real(self, job)
+
+    monkeypatch.setattr(R.Reproduction, "run", run)
+    return calls
+
+
+def test_rows_are_kept_until_the_code_changes(tmp_path, trained, monkeypatch):
+    out = reproduce(tmp_path, "--model", "vit", "--seeds", 1)
+    assert trained == [("vit", "main", 0)]
+    data = json.loads((tmp_path / "res" / "vit-debug.json").read_text())
+    assert [(r["arm"], r["seed"]) for r in data["rows"]] == [("main", 0)]
+    assert data["seeds"] == [0] and data["rows"][0]["code_hash"] == sources.code_hash("vit")
+    claim = data["claims"][0]
+    assert claim["per_seed"] == [r["summary"]["test_acc"] for r in data["rows"]]
+    assert claim["baseline_per_seed"] == [r["summary"]["svm_test_acc"] for r in data["rows"]]
+    assert claim["met"] == (claim["mean"] > claim["baseline_mean"])
+    assert "1 run(s) to train, 0 kept" in out
+    assert (tmp_path / "res" / "vit-debug.md").is_file() and (tmp_path / "res" / "vit-debug-loss.png").is_file()
+
+    # Same code: nothing trains again, and a second seed trains only itself.
+    out = reproduce(tmp_path, "--model", "vit", "--seeds", 2)
+    assert trained[1:] == [("vit", "main", 1)] and "1 run(s) to train, 1 kept" in out
+    rows = json.loads((tmp_path / "res" / "vit-debug.json").read_text())["rows"]
+    assert rows[0] == data["rows"][0]  # untouched
+
+    # The code a row depends on changes: every row is trained again.
+    monkeypatch.setattr(R, "code_hash", lambda model: "changed")
+    reproduce(tmp_path, "--model", "vit", "--seeds", 2)
+    assert trained[2:] == [("vit", "main", 0), ("vit", "main", 1)]
+    assert {r["code_hash"] for r in json.loads((tmp_path / "res" / "vit-debug.json").read_text())["rows"]} == {"changed"}
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, trained, monkeypatch):
+    real = R.Reproduction.run  # (already the counting wrapper)
+
+    def fail_on_seed_1(self, job):
+        if job.seed == 1:
+            raise KeyboardInterrupt
+        return real(self, job)
+
+    monkeypatch.setattr(R.Reproduction, "run", fail_on_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        rep = R.Reproduction(tmp_path / "res", tmp_path / "runs", seeds=2, flavor="debug")
+        for job in rep.jobs("vit"):
+            rep.run(job)
+    monkeypatch.setattr(R.Reproduction, "run", real)
+    reproduce(tmp_path, "--model", "vit", "--seeds", 2)
+    assert trained == [("vit", "main", 0), ("vit", "main", 1)]  # seed 0 once, seed 1 after the restart
+
+
+def test_a_flavor_change_invalidates_a_row(tmp_path):
+    rep = R.Reproduction(tmp_path / "res", tmp_path / "runs", seeds=1, flavor="debug")
+    (tmp_path / "res").mkdir()
+    row = {"arm": "main", "seed": 0, "flavor": "debug", "code_hash": sources.code_hash("vit")}
+    rep.json_path("vit").write_text(json.dumps({"model": "vit", "rows": [row]}))
+    assert [j.kept for j in rep.jobs("vit")] == [True]
+    rep.json_path("vit").write_text(json.dumps({"model": "vit", "rows": [{**row, "flavor": "small"}]}))
+    assert [j.kept for j in rep.jobs("vit")] == [False]
+
+
+def test_a_models_sources_are_its_own_modules_and_the_shared_layers():
+    names = {f.relative_to(sources.PACKAGE).as_posix() if f.is_relative_to(sources.PACKAGE) else f.name
+             for f in sources.model_sources("bert")}
+    assert {"zoo/tasks/bert.py", "zoo/models/bert.py", "zoo/eval/bert.py", "zoo/data/text.py",
+            "zoo/data/tokenizer.py", "engine/trainer.py", "nn/layers.py", "ops.py", "attention.py"} <= names
+    assert not {"zoo/tasks/vit.py", "zoo/models/vit.py", "zoo/data/rl.py"} & names
+
+
+def test_the_hash_follows_file_contents(tmp_path, monkeypatch):
+    files = [tmp_path / "a.py", tmp_path / "b.py"]
+    for f in files:
+        f.write_text("x = 1\n")
+    monkeypatch.setattr(sources, "model_sources", lambda model: files)
+    before = sources.code_hash("vit")
+    assert sources.code_hash("vit") == before
+    files[1].write_text("x = 2\n")
+    assert sources.code_hash("vit") != before
+
+
+@pytest.mark.parametrize("claim, value_, base, met", [
+    (Claim("t", "g", "main:a", baseline="main:b"), 0.9, 0.8, True),
+    (Claim("t", "g", "main:a", baseline="main:b"), 0.8, 0.9, False),
+    (Claim("t", "g", "main:a", baseline="main:b", margin=0.05), 0.84, 0.8, False),
+    (Claim("t", "g", "main:a", baseline="main:b", margin=0.05), 0.86, 0.8, True),
+    (Claim("t", "g", "main:a", better="lower", baseline="main:b", margin=-0.02), 1.01, 1.0, True),
+    (Claim("t", "g", "main:a", better="lower", baseline="main:b", margin=-0.02), 1.03, 1.0, False),
+    (Claim("t", "g", "main:a", better="lower", target=0.1), 0.09, None, True),
+    (Claim("t", "g", "main:a", target=3.0), 2.9, None, False),
+    (Claim("t", "g", "main:a", baseline="main:b"), None, 0.8, None),
+])
+def test_a_claim_is_met_when_it_beats_its_reference(claim, value_, base, met):
+    assert claim.met(value_, base) is met
+
+
+def test_values_are_read_by_path_and_derived():
+    runs = {"main": {"npt": {"accuracy": {"mean": 0.95}}, "flag": True,
+                     "curve": [{"wall_s": 10, "val_loss": 2.0}, {"wall_s": 20, "val_loss": 1.5}]},
+            "demo": {"curve": [{"wall_s": 30, "val_loss": 1.9}, {"wall_s": 60, "val_loss": 1.6}]}}
+    assert value(runs, "main:npt.accuracy.mean") == 0.95
+    assert value(runs, "main:npt.auroc.mean") is None and value(runs, "main:flag") is None
+    assert value(runs, "gpt_speedup") == 60 / 20  # the demo's final 1.6 is first reached at 20 s
+    runs["main"]["curve"][1]["val_loss"] = 1.7
+    assert value(runs, "gpt_speedup") is None  # never reached
+
+
+def test_mean_and_std_over_seeds():
+    claim = Claim("t", "g", "main:a", baseline="main:b")
+    runs = {s: {"main": {"a": a, "b": 0.5}} for s, a in enumerate([0.6, 0.8, 1.0])}
+    out = R.evaluate_claim(claim, runs)
+    assert out["per_seed"] == [0.6, 0.8, 1.0] and out["mean"] == pytest.approx(0.8)
+    assert out["std"] == pytest.approx(0.2) and out["baseline_std"] == 0 and out["met"] is True
+
+
+def test_the_readme_table_is_generated_between_its_markers(tmp_path):
+    res = tmp_path / "res"
+    res.mkdir()
+    claims = [R.evaluate_claim(c, {0: {"main": {"test_acc": 0.99, "svm_test_acc": 0.98}}}) for c in SPECS["vit"].claims]
+    (res / "vit.json").write_text(json.dumps({"model": "vit", "claims": claims}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{START}\nstale\n{END}\nafter\n")
+    assert update_readme(readme, res)
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{END}\nafter\n") and "stale" not in text
+    table = text.split(START)[1].split(END)[0]
+    assert "| 99.00% ± 0.00 (1 seed) vs 98.00% ± 0.00 | met |" in table
+    # Every model has a row; the unmeasured ones say how to measure them.
+    assert all(f"| {m} |" in table or f"[{m}]" in table for m in SPECS)
+    assert "not measured yet: `attnkit reproduce --model bert`" in table
+    assert update_readme(readme, res) and readme.read_text() == text  # idempotent
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    assert not update_readme(plain, res) and plain.read_text() == "no markers\n"
+    assert zoo_table(res) in text
+
+
+def test_the_repository_readme_holds_the_generated_table():
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    text = readme.read_text()
+    assert text.split(START)[1].split(END)[0].strip() == zoo_table(readme.parent / "docs" / "results").strip()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce"], "error: name the models to re-measure with --model NAME (repeatable), or pass --all"),
+    (["reproduce", "--model", "nope"], "error: unknown model 'nope'; choose from"),
+    (["reproduce", "--all", "--seeds", "0"], "error: --seeds must be at least 1, got 0"),
+    (["reproduce", "--model", "vit", "--model", "gpt", "--flavor", "speedrun"], "error: model vit has no flavor 'speedrun'"),
+])
+def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith(message) and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
