@@ -6,11 +6,12 @@ values, layouts or shared-memory overflows only show up when compiling for a rea
 
     env -u TRITON_INTERPRET .venv/bin/python benchmarks/compile_check_sm90.py [all|attention|positions]
 """
-import os
 import sys
 import time
 
-if os.environ.get("TRITON_INTERPRET") == "1":
+from attnkit.kernels.runtime import INTERPRET  # noqa: E402  (plain Python: triton is not imported yet)
+
+if INTERPRET:
     sys.exit("unset TRITON_INTERPRET: the compiler, not the interpreter, is under test")
 
 WHICH = sys.argv[1] if len(sys.argv) > 1 else "all"

@@ -35,7 +35,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
-if os.environ.get("TRITON_INTERPRET") == "1":
+from attnkit.kernels.runtime import INTERPRET  # noqa: E402  (plain Python: triton is not imported yet)
+
+if INTERPRET:
     sys.exit("unset TRITON_INTERPRET: the compiler, not the interpreter, is under test")
 
 import triton  # noqa: E402

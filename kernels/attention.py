@@ -51,15 +51,12 @@ import triton
 import triton.language as tl
 
 from attnkit.kernels.occupancy import document_ranges, tile_occupancy
-from attnkit.kernels.validate import (DROPOUT_SEED_RANGE, check_attention_args, check_triton_inputs,
-                                      dropout_seed_for)
+from attnkit.kernels.runtime import INTERPRET, LOG2E, prepare_interpreter
+from attnkit.kernels.validate import DROPOUT_SEED_RANGE
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if INTERPRET:
-    from attnkit.kernels.interpreter_compat import patch_interpreter_index
-    patch_interpreter_index()
+prepare_interpreter()
 OCC_BLOCK = 16  # granularity of the attn_mask occupancy table; every BLOCK_M / BLOCK_N is a multiple ≥ 32
-LOG2E = 1.4426950408889634
+_LOG2E = tl.constexpr(LOG2E)  # read inside @triton.jit: a global there must be a constexpr
 # dK/dV pass: both gradients in one launch, or one per launch (the second recomputes Q·Kᵀ but holds one
 # accumulator); split from this padded head dim up, where the joint pass spills (gpu_static_report.py).
 DKDV_BOTH, DK_ONLY, DV_ONLY = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -243,7 +240,7 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
     in_bounds = (offs_i < N_CTX_Q) & (offs_j < N_CTX_K)
     if HAS_BIAS:
         b = tl.load(Bias + offs_i * stride_bm + offs_j * stride_bn, mask=in_bounds, other=0.0)
-        s += b.to(tl.float32) * 1.4426950408889634  # log2(e)
+        s += b.to(tl.float32) * _LOG2E
     # Tiles from the fully visible middle of the band (POS_MASK False) need no select without a padding or
     # boolean mask: the streamed blocks lie inside [0, Lq) / [0, Lk) by construction, and out-of-range rows of
     # the program's own block (queries in forward/dQ, keys in dK/dV) only feed outputs that are never stored.
@@ -992,7 +989,8 @@ def attention_fwd(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=No
     """Forward launcher, outside autograd: (out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 as the kernel stores it:
     base 2, +inf on rows with no visible key; `lse_natural` converts).
 
-    A stable entry point for wrappers (torch.library ops); inputs as `attention_triton`, already validated."""
+    The kernel behind `attnkit.attention(..., backend="triton")` (its registered op calls this);
+    inputs already validated by `attnkit.kernels.validate`."""
     meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
                  dropout_p, dropout_seed)
     mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
@@ -1008,54 +1006,6 @@ def attention_bwd(do, q, k, v, out, lse, *, causal=False, window=(-1, -1), key_p
                  dropout_p, dropout_seed)
     mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
     return _attn_backward(do, q, k, v, out, lse, meta, mask_tensors, mask_strides, bias, need_dbias, dlse)
-
-
-class _attention(torch.autograd.Function):
-
-    @staticmethod
-    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale, softcap, document_ids,
-                dropout_p, dropout_seed):
-        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
-                     dropout_p, dropout_seed)
-        mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
-        o, lse = _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
-        ctx.save_for_backward(q, k, v, o, lse, bias, key_padding_mask, attn_mask)
-        ctx.meta = meta
-        return o, lse_natural(lse)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, do, dlse):
-        q, k, v, o, lse, bias, key_padding_mask, attn_mask = ctx.saved_tensors
-        meta = ctx.meta
-        mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
-        dq, dk, dv, dbias = _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias,
-                                           need_dbias=bias is not None and ctx.needs_input_grad[3], dlse=dlse)
-        return dq, dk, dv, dbias, None, None, None, None, None, None, None, None, None
-
-
-def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
-                     scale=None, softcap=None, return_lse=False, document_ids=None, dropout_p=0.0, dropout_seed=None):
-    """The Triton kernel behind `attnkit.attention(..., backend="triton")`; same arguments and result.
-
-    q: (B, Hq, Lq, D); k, v: (B, Hkv, Lk, D); float32 / float16 / bfloat16 on CUDA (or CPU with TRITON_INTERPRET=1).
-    Returns (B, Hq, Lq, D), or (out, lse) with return_lse: lse (B, Hq, Lq) float32, natural log, −inf on rows
-    that see no key. Gradients flow to q, k, v, bias (in the bias's own shape) and through lse.
-    dropout_p > 0 drops attention probabilities with Philox bits keyed by dropout_seed (None: drawn from torch's
-    global generator); `attention_dropout_mask` returns the keep mask a seed gives.
-    """
-    check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                         bias=bias, scale=scale, softcap=softcap, document_ids=document_ids, dropout_p=dropout_p,
-                         dropout_seed=dropout_seed)
-    dropout_seed = dropout_seed_for(dropout_p, dropout_seed)
-    check_triton_inputs(q)
-    if not q.is_cuda and not INTERPRET:
-        raise ValueError("q must be a CUDA tensor for the Triton kernel (or set TRITON_INTERPRET=1 before "
-                         "triton is imported to run it on CPU)")
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    out, lse = _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale, softcap,
-                                document_ids, float(dropout_p), dropout_seed)
-    return (out, lse) if return_lse else out
 
 
 @triton.jit

@@ -39,19 +39,17 @@ interpreter (TRITON_INTERPRET=1), where bf16 tiles are upcast to fp32 after load
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from attnkit.kernels import runtime
 from attnkit.kernels.reference import t5_bucket
+from attnkit.kernels.runtime import INTERPRET, prepare_interpreter
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if INTERPRET:
-    from attnkit.kernels.interpreter_compat import patch_interpreter_index
-    patch_interpreter_index()
-LOG2E = tl.constexpr(1.4426950408889634)  # read inside @triton.jit: must be a constexpr to compile
+prepare_interpreter()
+LOG2E = tl.constexpr(runtime.LOG2E)  # read inside @triton.jit: a global there must be a constexpr
 POS_RELATIVE, POS_T5, POS_ALIBI = 0, 1, 2
 
 # --------------------------------------------------------------------------------------------
@@ -652,39 +650,3 @@ def position_attention_bwd(kind, do, q, k, v, pos, out, lse, *, causal, key_padd
     meta = _Meta(POS_KINDS[kind], q, k, pos, causal, scale, key_padding_mask, t5_args)
     q, k, v, pos = q.contiguous(), k.contiguous(), v.contiguous(), pos.contiguous()
     return _backward(meta, do, q, k, v, pos, key_padding_mask, out, lse)
-
-
-class _PositionAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, pos, kpm, meta):
-        q, k, v, pos = q.contiguous(), k.contiguous(), v.contiguous(), pos.contiguous()
-        o, lse = _forward(meta, q, k, v, pos, kpm)
-        ctx.save_for_backward(q, k, v, pos, o, lse)
-        ctx.kpm, ctx.meta = kpm, meta
-        return o
-
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, pos, o, lse = ctx.saved_tensors
-        dq, dk, dv, dpos = _backward(ctx.meta, do, q, k, v, pos, ctx.kpm, o, lse)
-        return dq, dk, dv, dpos, None, None
-
-
-def relative_attention_triton(q, k, v, rel, *, causal=True, key_padding_mask=None, scale=None) -> torch.Tensor:
-    """Fused relative-position attention; arguments as `attnkit.relative_attention` (validated there).
-    rel (Hr, R, D) is used in q's dtype."""
-    meta = _Meta(POS_RELATIVE, q, k, rel, causal, scale, key_padding_mask)
-    return _PositionAttention.apply(q, k, v, rel.to(q.dtype), key_padding_mask, meta)
-
-
-def t5_attention_triton(q, k, v, table, *, bidirectional, num_buckets, max_distance, causal=False,
-                        key_padding_mask=None, scale=None) -> torch.Tensor:
-    """Fused T5-bias attention; arguments as `attnkit.t5_attention`. table (H, num_buckets)."""
-    meta = _Meta(POS_T5, q, k, table, causal, scale, key_padding_mask, (bidirectional, num_buckets, max_distance))
-    return _PositionAttention.apply(q, k, v, table, key_padding_mask, meta)
-
-
-def alibi_attention_triton(q, k, v, slopes, *, causal=True, key_padding_mask=None, scale=None) -> torch.Tensor:
-    """Fused ALiBi attention; arguments as `attnkit.alibi_attention`. slopes (H,)."""
-    meta = _Meta(POS_ALIBI, q, k, slopes, causal, scale, key_padding_mask)
-    return _PositionAttention.apply(q, k, v, slopes, key_padding_mask, meta)
