@@ -28,11 +28,6 @@ def _contiguous(*ts):
     return tuple(t.contiguous() for t in ts)
 
 
-def _unit_stride(*ts):
-    """The attention kernel reads rows with unit stride in the head dim; other strides are free."""
-    return tuple(t if t.stride(-1) == 1 else t.contiguous() for t in ts)
-
-
 @contextlib.contextmanager
 def _autograd():
     """Autograd on inside an op's implementation: the custom-op machinery runs it below the autograd dispatch
@@ -65,7 +60,6 @@ def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padd
     window = (window_left, window_right)
     if backend == "triton":
         from attnkit.kernels.attention import attention_fwd
-        q, k, v = _unit_stride(q, k, v)
         out, lse = attention_fwd(q, k, v, causal=causal, window=window, key_padding_mask=key_padding_mask,
                                  attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap,
                                  document_ids=document_ids, dropout_p=dropout_p, dropout_seed=dropout_seed)
@@ -100,7 +94,6 @@ def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
     window = (window_left, window_right)
     if backend == "triton":
         from attnkit.kernels.attention import attention_bwd
-        q, k, v = _unit_stride(q, k, v)
         dq, dk, dv, dbias = attention_bwd(do, q, k, v, out, lse, causal=causal, window=window,
                                           key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
                                           scale=scale, need_dbias=need_dbias, softcap=softcap,
@@ -165,7 +158,6 @@ def attention_decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causa
                         softcap: Optional[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Split-KV decoding (forward only, no autograd): (out, lse in natural log, −inf on rows with no key)."""
     from attnkit.kernels.attention import attention_decode_split
-    q, k, v = _unit_stride(q, k, v)
     return _contiguous(*attention_decode_split(q, k, v, causal=causal, scale=scale, softcap=softcap))
 
 

@@ -144,8 +144,7 @@ ALL_KERNELS = tuple(ATTN_KERNELS) + tuple(POS_KERNELS) + ("rotary",)
 # compiler cannot prove rows are contiguous, loads go element by element, the pipeliner cannot use async
 # copies, and the register counts describe code that never runs. Here: contiguous (B, H, L, D) tensors,
 # a contiguous bias / mask / padding row, and lengths that are multiples of 16 (the benchmark shapes).
-UNIT_STRIDES = {"stride_qk", "stride_kk", "stride_vk", "stride_ok", "stride_dkk", "stride_bn", "stride_mn",
-                "stride_pn", "stride_tn", "stride_dbn", "stride_xd", "stride_od"}
+UNIT_STRIDES = {"stride_bn", "stride_mn", "stride_tn"}  # the kernels' own head-dim strides are 1 by contract
 DIVISIBLE = ("stride_", "N_CTX_", "LQ_BUCKET", "LK_BUCKET", "HEAD_DIM_REAL")
 
 
@@ -175,7 +174,7 @@ def _build(job: Job):
     if job.kernel in ATTN_KERNELS:
         fn = _unwrap(ATTN_KERNELS[job.kernel][0])
         consts = dict(HEAD_DIM=job.head_dim, HEAD_DIM_REAL=job.head_dim, UPCAST=False, INPUT_PRECISION="tf32",
-                      OCC=A.OCC_BLOCK, BLOCK_M=job.block_m, BLOCK_N=job.block_n, HAS_SOFTCAP=False, HAS_DOCS=False, HAS_DROPOUT=False,
+                      BLOCK_M=job.block_m, BLOCK_N=job.block_n, HAS_SOFTCAP=False, HAS_DOCS=False, HAS_DROPOUT=False,
                       **MASK_FLAGS[job.mask])
         if job.kernel == "dbias":
             consts.update(ROWS_BCAST=False, COLS_BCAST=False)

@@ -10,11 +10,15 @@ and its `tensor.__index__` calls int() on it, which numpy 2.4 no longer allows f
 TypeError('only 0-dimensional arrays can be converted to Python scalars'). Triton ≥ 3.7 squeezes first; this applies
 the same fix to older interpreters. Compiled kernels are untouched (the GPU never runs this).
 
-Plain Python, no triton at import: the torch path imports this on machines where triton cannot initialise.
+`input_precision` is how every kernel runs an fp32 dot: exact IEEE unless the user opted into TF32 for matmuls.
+
+No triton at import: the torch path imports this on machines where triton cannot initialise.
 """
 from __future__ import annotations
 
 import os
+
+import torch
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LOG2E = 1.4426950408889634  # log2(e)
@@ -36,3 +40,11 @@ def prepare_interpreter() -> None:
 
     patched._attnkit_patched = True
     interpreter._patch_lang_tensor = patched
+
+
+def input_precision(dtype) -> str:
+    """fp32 inputs get exact IEEE dots unless the user opted into TF32 for matmuls (as torch.matmul does);
+    for fp16/bf16 operands the setting does not apply and the default ("tf32") is passed."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
