@@ -90,9 +90,10 @@ DKDV_SHAPES = {(32, 128, 8, 2): _SMALL + _LARGE, (32, 128, 8, 3): _SMALL + _LARG
 # dQ: BLOCK_M query rows stay resident, BLOCK_N keys stream past them.
 DQ_SHAPES = {(128, 32, 8, 3): _SMALL + _LARGE, (128, 64, 8, 3): _SMALL, (64, 64, 4, 3): _SMALL + _LARGE,
              (64, 32, 4, 2): _SMALL + _LARGE}
-# dbias: every config still spills with a bias (40–348 bytes, BENCHMARKS.md); the least-spilling one per head dim
-# is kept until the pass is restructured.
-DBIAS_SHAPES = {(64, 64, 4, 3): _SMALL, (128, 64, 8, 3): _LARGE, (64, 128, 8, 3): ()}
+# dbias: it holds a (BLOCK_M, BLOCK_N) float32 accumulator beside the recomputed P and dP tiles. With 3 stages every
+# config spills (16–348 bytes); the third stage's buffers are what tips it, 2 stages are spill-free (BENCHMARKS.md).
+DBIAS_SHAPES = {(64, 64, 4, 2): _SMALL, (64, 128, 8, 2): _SMALL, (128, 64, 8, 2): _LARGE,
+                (64, 64, 4, 3): (), (128, 64, 8, 3): (), (64, 128, 8, 3): ()}
 
 
 def _configs(shapes):
@@ -183,6 +184,29 @@ def _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K
     inside = (occ_m[:, None] < tl.cdiv(N_CTX_Q, OCC)) & (occ_n[None, :] < tl.cdiv(N_CTX_K, OCC))
     occ = tl.load(Occ + occ_m[:, None] * stride_tm + occ_n[None, :] * stride_tn, mask=inside, other=0)
     return tl.max(tl.max(occ.to(tl.int32), axis=1), axis=0) > 0
+
+
+@triton.jit
+def _tile_live(Occ, DocRange, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+               HAS_MASK: tl.constexpr, HAS_DOCS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Whether the tile (query rows [start_m, +BLOCK_M), keys [start_n, +BLOCK_N)) can hold a visible entry:
+    attn_mask has one there (occupancy table) and the rows and keys share a document. True without either."""
+    live = True
+    if HAS_MASK:
+        live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
+    if HAS_DOCS:
+        live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
+    return live
+
+
+@triton.jit
+def _load_T(Ptr, offs, stride, N, offs_d, HEAD_DIM_REAL, UPCAST: tl.constexpr):
+    """Rows offs (< N) of a (·, D) tensor with unit head-dim stride, loaded transposed: (HEAD_DIM, len(offs))."""
+    xT = tl.load(Ptr + offs[None, :] * stride + offs_d[:, None],
+                 mask=(offs[None, :] < N) & (offs_d[:, None] < HEAD_DIM_REAL), other=0.0)
+    if UPCAST:
+        xT = xT.to(tl.float32)
+    return xT
 
 
 @triton.jit
@@ -334,17 +358,11 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ, Doc, DocRange,
         start, stop = _stage(stage, lo, full_lo, full_hi, hi)
         for start_n in range(start, stop, BLOCK_N):
             start_n = tl.multiple_of(start_n, BLOCK_N)
-            live = True
-            if HAS_MASK:
-                live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
-            if HAS_DOCS:
-                live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
+            live = _tile_live(Occ, DocRange, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+                              HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
             if live:
                 offs_n = start_n + tl.arange(0, BLOCK_N)
-                kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
-                kT = tl.load(K + offs_n[None, :] * stride_kn + offs_d[:, None], mask=kv_mask, other=0.0)
-                if UPCAST:
-                    kT = kT.to(tl.float32)
+                kT = _load_T(K, offs_n, stride_kn, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_N)
                 qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
                 s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
                                 stride_bm, stride_bn, stride_mm, stride_mn,
@@ -449,21 +467,15 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ, Doc, D
             start, stop = _stage(stage, lo, full_lo, full_hi, hi)
             for start_m in range(start, stop, BLOCK_M):
                 start_m = tl.multiple_of(start_m, BLOCK_M)
-                live = True
-                if HAS_MASK:
-                    live = _tile_occupied(Occh, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M,
-                                          BLOCK_N)
-                if HAS_DOCS:
-                    live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
+                live = _tile_live(Occh, DocRange, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+                                  HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
                 if live:
                     offs_m = start_m + tl.arange(0, BLOCK_M)
                     row_ok = offs_m < N_CTX_Q
-                    qT = tl.load(Qh + offs_m[None, :] * stride_qm + offs_d[:, None],
-                                 mask=row_ok[None, :] & (offs_d[:, None] < HEAD_DIM_REAL), other=0.0)
+                    qT = _load_T(Qh, offs_m, stride_qm, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_M)
                     do = tl.load(DOh + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :],
                                  mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
                     if UPCAST:
-                        qT = qT.to(tl.float32)
                         do = do.to(tl.float32)
                     lse = tl.load(LSEh + offs_m, mask=row_ok, other=float("inf"))
                     qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
@@ -546,19 +558,12 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ, Doc, DocRang
         start, stop = _stage(stage, lo, full_lo, full_hi, hi)
         for start_n in range(start, stop, BLOCK_N):
             start_n = tl.multiple_of(start_n, BLOCK_N)
-            live = True
-            if HAS_MASK:
-                live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
-            if HAS_DOCS:
-                live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
+            live = _tile_live(Occ, DocRange, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+                              HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
             if live:
                 offs_n = start_n + tl.arange(0, BLOCK_N)
-                kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
-                kT = tl.load(K + offs_n[None, :] * stride_kn + offs_d[:, None], mask=kv_mask, other=0.0)
-                vT = tl.load(V + offs_n[None, :] * stride_vn + offs_d[:, None], mask=kv_mask, other=0.0)
-                if UPCAST:
-                    kT = kT.to(tl.float32)
-                    vT = vT.to(tl.float32)
+                kT = _load_T(K, offs_n, stride_kn, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_N)
+                vT = _load_T(V, offs_n, stride_vn, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
                 qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
                 s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
                                 stride_bm, stride_bn, stride_mm, stride_mn,
@@ -643,20 +648,12 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, DBias, Bias, Mask, KPM, Occ, Doc, D
                     n_first = lo
                     n_last = hi
                 for start_n in range(n_first, n_last, BLOCK_N):
-                    live = True
-                    if HAS_MASK:
-                        live = _tile_occupied(Occh, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
-                                              BLOCK_M, BLOCK_N)
-                    if HAS_DOCS:
-                        live = live & _docs_overlap(DocRangez, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
+                    live = _tile_live(Occh, DocRangez, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+                                      HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
                     if live:
                         offs_n = start_n + tl.arange(0, BLOCK_N)
-                        kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
-                        kT = tl.load(Kh + offs_n[None, :] * stride_kn + offs_d[:, None], mask=kv_mask, other=0.0)
-                        vT = tl.load(Vh + offs_n[None, :] * stride_vn + offs_d[:, None], mask=kv_mask, other=0.0)
-                        if UPCAST:
-                            kT = kT.to(tl.float32)
-                            vT = vT.to(tl.float32)
+                        kT = _load_T(Kh, offs_n, stride_kn, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+                        vT = _load_T(Vh, offs_n, stride_vn, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
                         qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)
                         s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Biash, Maskh, KPMz,
                                         stride_bm, stride_bn, stride_mm, stride_mn,

@@ -59,11 +59,13 @@ POS_RELATIVE, POS_T5, POS_ALIBI = 0, 1, 2
 BLOCK = 64
 NUM_WARPS = 4
 NUM_STAGES = 1 if INTERPRET else 2
-# (BLOCK, BLOCK, num_warps, num_stages) → head dims (padded) it is kept for: 0 spill bytes and every dot a
-# wgmma on sm_90a (benchmarks/gpu_static_report.py). The launchers run the first kept entry for their head dim.
+# (BLOCK, BLOCK, num_warps, num_stages) → head dims (padded) it is kept for: the fewest spill bytes, every dot a
+# wgmma, on sm_90a (benchmarks/gpu_static_report.py). The launchers run the first kept entry for their head dim.
 # 8 warps: the relative / T5 kernels hold the (BLOCK, 2·BLOCK) band product besides the FlashAttention state, and
-# with 4 warps they spill 64–3184 bytes; with 8 the T5 and ALiBi kernels are spill-free at D = 64.
-POS_SHAPES = {(64, 64, 8, 2): (16, 32, 64, 128), (64, 64, 4, 2): ()}
+# with 4 warps they spill 64–3184 bytes; with 8 the T5 and ALiBi kernels are spill-free at D = 64. At D = 128 a
+# second pipeline stage's buffers tip every position kernel into spilling (rel fwd 12 B, T5 dK/dV 32 B, ...), so
+# D = 128 runs unpipelined (1 stage); at D ≤ 64 one stage would make rel dQ spill more (152 → 176 B).
+POS_SHAPES = {(64, 64, 8, 2): (16, 32, 64), (64, 64, 8, 1): (128,), (64, 64, 4, 2): ()}
 
 
 def _launch_shape(head_dim: int) -> tuple[int, int]:
