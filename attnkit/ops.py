@@ -3,10 +3,13 @@
 backend="auto"   → Triton kernel on CUDA tensors; on CPU, torch SDPA where it computes exactly our
                    semantics, else the chunked torch path (never more than chunk × Lk logits).
 backend="triton" → force the kernel (on CPU this needs TRITON_INTERPRET=1: Triton's interpreter).
-backend="torch"  → the pure-torch path, which is the op's definition.
+backend="torch"  → the torch backend (`attnkit.kernels.torch_path`), held to the float64 definitions in
+                   `attnkit.kernels.reference`.
 
-Each op validates its arguments here, then calls its `torch.library` op (`attnkit.library`), so
-`torch.compile(fullgraph=True)` treats it as one node with a registered backward.
+These functions are the only public entry point of each op. Each validates its arguments (`kernels/validate.py`),
+makes its one backend decision (`resolve_backend`; `_attention_backend` adds split-KV decoding), then calls its
+registered `torch.library` op (`attnkit.library`), the op's only autograd path, so `torch.compile(fullgraph=True)`
+treats it as one node with a registered backward.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ kernels have no window, bias or attn_mask; they get causal and kpm.
         --markdown static.md                                     # everything: ~700 compiles, hours on 2 cores
     ... gpu_static_report.py --kernel fwd,dkdv --head-dim 128 --dtype bf16 --mask causal   # a slice
     ... gpu_static_report.py --kept-only                         # only what the launchers can pick
+    ... gpu_static_report.py --kernel dbias --config 64x64x4x2 --head-dim 64 --dtype bf16   # one config
 Exit status 1 when a kept config spills or lowers a dot to mma.sync (so CI can run a slice of it as a test).
 """
 from __future__ import annotations
@@ -241,7 +242,8 @@ def compile_job(job: Job) -> dict:
 
 # ---- which jobs ----------------------------------------------------------------------------------------------
 
-def jobs(kernels, head_dims, dtypes, masks, kept_only=False) -> list[Job]:
+def jobs(kernels, head_dims, dtypes, masks, kept_only=False, configs=()) -> list[Job]:
+    """configs: "BMxBNxWxS" strings (e.g. "64x64x4x4"): only those (BLOCK_M, BLOCK_N, warps, stages); () = all."""
     out = []
     for name in kernels:
         if name in ATTN_KERNELS:
@@ -259,6 +261,8 @@ def jobs(kernels, head_dims, dtypes, masks, kept_only=False) -> list[Job]:
             shapes, kinds, dims = {(16, 16, 4, 3): (32, 64, 128)}, ("half", "interleaved"), [d for d in head_dims
                                                                                             if d <= 128]
         for shape, kept_dims in shapes.items():
+            if configs and "x".join(map(str, shape)) not in configs:
+                continue
             for d in dims:
                 kept = d in kept_dims and _launched(name, d)
                 if kept_only and not kept:
@@ -341,6 +345,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default=",".join(DTYPES), help=f"comma list of {', '.join(DTYPES)}")
     p.add_argument("--mask", default="", help="comma list of mask kinds (default: all of each kernel's)")
     p.add_argument("--kept-only", action="store_true", help="only the configs the launchers can pick")
+    p.add_argument("--config", default="", help='comma list of "BMxBNxWxS" shapes, e.g. 64x64x4x4 (default: all)')
     p.add_argument("-j", "--jobs", type=int, default=2, help="compile processes")
     p.add_argument("--json", help="write the rows as JSON here")
     p.add_argument("--markdown", help="write the markdown summary here")
@@ -352,7 +357,7 @@ def main(argv=None) -> int:
     unknown = set(_csv(a.dtype)) - set(DTYPES)
     if unknown:
         p.error(f"unknown dtype {sorted(unknown)}; choose from {', '.join(DTYPES)}")
-    todo = jobs(_csv(a.kernel), _csv(a.head_dim, int), _csv(a.dtype), _csv(a.mask), a.kept_only)
+    todo = jobs(_csv(a.kernel), _csv(a.head_dim, int), _csv(a.dtype), _csv(a.mask), a.kept_only, _csv(a.config))
     from rich.console import Console
     from rich.progress import Progress
     console = Console(stderr=True)

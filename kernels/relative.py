@@ -456,7 +456,7 @@ def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand, stride_ph, stri
 
 
 # --------------------------------------------------------------------------------------------
-# Host side: launchers, the fixed-order folds, autograd.Function, public functions
+# Host side: launchers and the fixed-order folds (autograd is `attnkit.ops`: the registered ops)
 # --------------------------------------------------------------------------------------------
 
 def t5_thresholds(num_buckets: int, max_distance: int, bidirectional: bool) -> tuple[torch.Tensor, int, int]:
