@@ -82,11 +82,28 @@ ATTN_POINTERS = {"LSE": "*fp32", "Delta": "*fp32", "DBias": "*fp32", "Mask": "*u
                  "Doc": "*i32", "DocRange": "*i32"}
 
 
+# Tuple arguments of the attention kernels (`_Meta.launch_args`): element types, and which elements a launch on
+# contiguous, 16-aligned inputs specializes (a stride of 1 becomes the constant 1; the rest divisible by 16).
+ATTN_TUPLES = {
+    "extras": lambda dt: ("*" + dt, "*u8", "*u8", "*i8", "*i32", "*i32"),  # bias, mask, padding, occupancy, docs
+    "stride_q": lambda dt: ("i32",) * 3, "stride_k": lambda dt: ("i32",) * 3, "stride_v": lambda dt: ("i32",) * 3,
+    "stride_bias": lambda dt: ("i32",) * 4, "stride_mask": lambda dt: ("i32",) * 4,
+    "stride_occ": lambda dt: ("i32",) * 4,
+    "sizes": lambda dt: ("i32",) * 4,  # H, GROUPS, Lq, Lk
+    "window": lambda dt: ("i32", "i32"), "dropout": lambda dt: ("i32", "fp32"), "bias_loops": lambda dt: ("i32",) * 3,
+}
+TUPLE_UNIT = {("stride_bias", 3), ("stride_mask", 3), ("stride_occ", 3)}  # a contiguous bias / mask / table row
+TUPLE_DIVISIBLE = {"extras": range(6), "stride_q": range(3), "stride_k": range(3), "stride_v": range(3),
+                   "stride_bias": range(3), "stride_mask": range(3), "stride_occ": range(3), "sizes": (2, 3)}
+
+
 def attn_signature(fn, dtype, consts):
     sig = {}
     for name in fn.arg_names:
         if name in consts:
             sig[name] = "constexpr"
+        elif name in ATTN_TUPLES:
+            sig[name] = ATTN_TUPLES[name](dtype)
         elif name in ATTN_TENSORS:
             sig[name] = "*" + dtype
         elif name in ATTN_POINTERS:
@@ -156,7 +173,15 @@ def _specialize(fn, sig, consts):
     for i, name in enumerate(fn.arg_names):
         if sig[name] == "constexpr":
             continue
-        if name in UNIT_STRIDES:
+        if isinstance(sig[name], tuple):  # a tuple argument: each element is specialized on its own
+            elems = list(sig[name])
+            for j in range(len(elems)):
+                if (name, j) in TUPLE_UNIT:
+                    elems[j], consts[(i, j)] = "constexpr", 1
+                elif j in TUPLE_DIVISIBLE.get(name, ()):
+                    attrs[(i, j)] = [["tt.divisibility", 16]]
+            sig[name] = tuple(elems)
+        elif name in UNIT_STRIDES:
             sig[name], consts[name] = "constexpr", 1
         elif sig[name].startswith("*") or name.startswith(DIVISIBLE):
             attrs[(i,)] = [["tt.divisibility", 16]]

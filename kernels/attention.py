@@ -187,13 +187,24 @@ def _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K
 
 
 @triton.jit
-def _tile_live(Occ, DocRange, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+def _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z, off_h, N_CTX_K):
+    """(Bias, Mask, KPM, Occ, Doc, DocRange) at batch row off_z, query head off_h: the bias, attn_mask and
+    occupancy table through their (broadcast) strides; the padding mask and document tables are contiguous (B, ·)."""
+    Bias, Mask, KPM, Occ, Doc, DocRange = extras
+    return (Bias + off_z * stride_bias[0] + off_h * stride_bias[1], Mask + off_z * stride_mask[0] + off_h * stride_mask[1],
+            KPM + off_z * N_CTX_K, Occ + off_z * stride_occ[0] + off_h * stride_occ[1], Doc + off_z * N_CTX_K,
+            DocRange + off_z * tl.cdiv(N_CTX_K, OCC) * 2)
+
+
+@triton.jit
+def _tile_live(Occ, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
                HAS_MASK: tl.constexpr, HAS_DOCS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Whether the tile (query rows [start_m, +BLOCK_M), keys [start_n, +BLOCK_N)) can hold a visible entry:
     attn_mask has one there (occupancy table) and the rows and keys share a document. True without either."""
     live = True
     if HAS_MASK:
-        live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
+        live = _tile_occupied(Occ, stride_occ[2], stride_occ[3], start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M,
+                              BLOCK_N)
     if HAS_DOCS:
         live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
     return live
@@ -251,8 +262,7 @@ def _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M: tl.cons
 
 
 @triton.jit
-def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
-                stride_bm, stride_bn, stride_mm, stride_mn,
+def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM, stride_bias, stride_mask,
                 N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
                 POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
                 HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
@@ -264,7 +274,7 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
         s = softcap2 * _tanh(s / softcap2)
     in_bounds = (offs_i < N_CTX_Q) & (offs_j < N_CTX_K)
     if HAS_BIAS:
-        b = tl.load(Bias + offs_i * stride_bm + offs_j * stride_bn, mask=in_bounds, other=0.0)
+        b = tl.load(Bias + offs_i * stride_bias[2] + offs_j * stride_bias[3], mask=in_bounds, other=0.0)
         s += b.to(tl.float32) * _LOG2E
     # Tiles from the fully visible middle of the band (POS_MASK False) need no select without a padding or
     # boolean mask: the streamed blocks lie inside [0, Lq) / [0, Lk) by construction, and out-of-range rows of
@@ -281,7 +291,7 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
             kpm = tl.load(KPM + offs_j, mask=offs_j < N_CTX_K, other=0)
             visible = visible & (kpm != 0)
         if HAS_MASK:
-            am = tl.load(Mask + offs_i * stride_mm + offs_j * stride_mn, mask=in_bounds, other=0)
+            am = tl.load(Mask + offs_i * stride_mask[2] + offs_j * stride_mask[3], mask=in_bounds, other=0)
             visible = visible & (am != 0)
         if HAS_DOCS:  # packed sequences: only keys of the query's own document (query i is at position i')
             doc_q = tl.load(Doc + offs_i + (N_CTX_K - N_CTX_Q), mask=offs_i < N_CTX_Q, other=-1)
@@ -312,40 +322,36 @@ def _stage(STAGE: tl.constexpr, lo, full_lo, full_hi, hi):
 
 @triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(FWD_SHAPES))
 @triton.jit
-def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ, Doc, DocRange,
-              stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
-              stride_bz, stride_bh, stride_bm, stride_bn, stride_mz, stride_mh, stride_mm, stride_mn,
-              stride_tz, stride_th, stride_tm, stride_tn,
-              H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
-              drop_seed, drop_p,
+def _attn_fwd(Q, K, V, Out, LSE, extras,
+              stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,
+              sizes, LQ_BUCKET, LK_BUCKET, qk_scale, window, softcap2, dropout,
               HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
               HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
               HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
               UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (query block, b, h): online softmax over the key blocks the block can see. Out and LSE are
     contiguous (B, Hq, Lq, D) / (B, Hq, Lq); the head dim of q, k, v has unit stride (the launcher ensures it)."""
+    H, GROUPS, N_CTX_Q, N_CTX_K = sizes
+    window_left, window_right = window
+    drop_seed, drop_p = dropout
     start_m = tl.program_id(0) * BLOCK_M
     off_hz = tl.program_id(1)
     off_z = (off_hz // H).to(tl.int64)
     off_h = (off_hz % H).to(tl.int64)
     off_hk = off_h // GROUPS  # GQA: query head h reads kv head h // G
-    Q += off_z * stride_qz + off_h * stride_qh
-    K += off_z * stride_kz + off_hk * stride_kh
-    V += off_z * stride_vz + off_hk * stride_vh
+    Q += off_z * stride_q[0] + off_h * stride_q[1]
+    K += off_z * stride_k[0] + off_hk * stride_k[1]
+    V += off_z * stride_v[0] + off_hk * stride_v[1]
     Out += off_hz.to(tl.int64) * N_CTX_Q * HEAD_DIM_REAL
     LSE += off_hz.to(tl.int64) * N_CTX_Q
-    Bias += off_z * stride_bz + off_h * stride_bh
-    Mask += off_z * stride_mz + off_h * stride_mh
-    Occ += off_z * stride_tz + off_h * stride_th
-    KPM += off_z * N_CTX_K
-    Doc += off_z * N_CTX_K
-    DocRange += off_z * tl.cdiv(N_CTX_K, OCC) * 2
+    Bias, Mask, KPM, Occ, Doc, DocRange = _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z, off_h,
+                                                         N_CTX_K)
     drop_seed += off_hz  # one Philox key per (b, h)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     q_mask = (offs_m[:, None] < N_CTX_Q) & (offs_d[None, :] < HEAD_DIM_REAL)
-    q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_mask, other=0.0)  # (BLOCK_M, D)
+    q = tl.load(Q + offs_m[:, None] * stride_q[2] + offs_d[None, :], mask=q_mask, other=0.0)  # (BLOCK_M, D)
     if UPCAST:
         q = q.to(tl.float32)
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
@@ -358,14 +364,13 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ, Doc, DocRange,
         start, stop = _stage(stage, lo, full_lo, full_hi, hi)
         for start_n in range(start, stop, BLOCK_N):
             start_n = tl.multiple_of(start_n, BLOCK_N)
-            live = _tile_live(Occ, DocRange, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+            live = _tile_live(Occ, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
                               HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
             if live:
                 offs_n = start_n + tl.arange(0, BLOCK_N)
-                kT = _load_T(K, offs_n, stride_kn, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_N)
+                kT = _load_T(K, offs_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_N)
                 qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
-                s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
-                                stride_bm, stride_bn, stride_mm, stride_mn,
+                s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM, stride_bias, stride_mask,
                                 N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
                                 stage != 1, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
                 m_ij = tl.maximum(m_i, tl.max(s, 1))
@@ -374,7 +379,7 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ, Doc, DocRange,
                 p = tl.math.exp2(s - m_safe[:, None])
                 alpha = tl.math.exp2(m_i - m_safe)
                 l_i = l_i * alpha + tl.sum(p, 1)
-                v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :],
+                v = tl.load(V + offs_n[:, None] * stride_v[2] + offs_d[None, :],
                             mask=(offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
                 if UPCAST:
                     v = v.to(tl.float32)
@@ -413,12 +418,9 @@ def _attn_bwd_preprocess(O, DO, Delta, N_CTX_Q, HEAD_DIM: tl.constexpr, HEAD_DIM
 
 @triton.autotune(configs=DKDV_CONFIGS, key=_DKDV_KEY, prune_configs_by=_prune_for_head_dim(DKDV_SHAPES))
 @triton.jit
-def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ, Doc, DocRange,
-                   stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
-                   stride_bz, stride_bh, stride_bm, stride_bn, stride_mz, stride_mh, stride_mm, stride_mn,
-                   stride_tz, stride_th, stride_tm, stride_tn,
-                   H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
-                   drop_seed, drop_p, sm_scale,
+def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, extras,
+                   stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,
+                   sizes, LQ_BUCKET, LK_BUCKET, qk_scale, window, softcap2, dropout, sm_scale,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                    HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                    HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
@@ -428,6 +430,9 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ, Doc, D
     the GQA sum happens in registers in a fixed order (deterministic, no atomics). dO, LSE and delta are
     contiguous (B, Hq, Lq[, D]); dK and dV contiguous (B, Hkv, Lk, D). The tile is computed in the transposed
     (keys, queries) frame: the resident k, v are the A operands, P and dS come out already transposed."""
+    H, GROUPS, N_CTX_Q, N_CTX_K = sizes
+    window_left, window_right = window
+    drop_seed, drop_p = dropout
     start_n = tl.program_id(0) * BLOCK_N
     off_hkz = tl.program_id(1)
     H_KV = H // GROUPS
@@ -436,13 +441,10 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ, Doc, D
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     kv_mask = (offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL)
-    K += off_z * stride_kz + off_hk * stride_kh
-    V += off_z * stride_vz + off_hk * stride_vh
-    KPM += off_z * N_CTX_K
-    Doc += off_z * N_CTX_K
-    DocRange += off_z * tl.cdiv(N_CTX_K, OCC) * 2
-    k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_mask, other=0.0)  # (BLOCK_N, D)
-    v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_mask, other=0.0)
+    K += off_z * stride_k[0] + off_hk * stride_k[1]
+    V += off_z * stride_v[0] + off_hk * stride_v[1]
+    k = tl.load(K + offs_n[:, None] * stride_k[2] + offs_d[None, :], mask=kv_mask, other=0.0)  # (BLOCK_N, D)
+    v = tl.load(V + offs_n[:, None] * stride_v[2] + offs_d[None, :], mask=kv_mask, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -455,32 +457,30 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ, Doc, D
     for g in range(0, GROUPS):
         off_h = off_hk * GROUPS + g
         off_hz = off_z * H + off_h
-        Qh = Q + off_z * stride_qz + off_h * stride_qh
+        Qh = Q + off_z * stride_q[0] + off_h * stride_q[1]
         DOh = DO + off_hz * N_CTX_Q * HEAD_DIM_REAL
         LSEh = LSE + off_hz * N_CTX_Q
         Deltah = Delta + off_hz * N_CTX_Q
-        Biash = Bias + off_z * stride_bz + off_h * stride_bh
-        Maskh = Mask + off_z * stride_mz + off_h * stride_mh
-        Occh = Occ + off_z * stride_tz + off_h * stride_th
+        Biash, Maskh, KPM, Occh, Doc, DocRange = _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z,
+                                                                off_h, N_CTX_K)
         seed = drop_seed + off_hz.to(tl.int32)
         for stage in tl.static_range(3):
             start, stop = _stage(stage, lo, full_lo, full_hi, hi)
             for start_m in range(start, stop, BLOCK_M):
                 start_m = tl.multiple_of(start_m, BLOCK_M)
-                live = _tile_live(Occh, DocRange, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+                live = _tile_live(Occh, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
                                   HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
                 if live:
                     offs_m = start_m + tl.arange(0, BLOCK_M)
                     row_ok = offs_m < N_CTX_Q
-                    qT = _load_T(Qh, offs_m, stride_qm, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_M)
+                    qT = _load_T(Qh, offs_m, stride_q[2], N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_M)
                     do = tl.load(DOh + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :],
                                  mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
                     if UPCAST:
                         do = do.to(tl.float32)
                     lse = tl.load(LSEh + offs_m, mask=row_ok, other=float("inf"))
                     qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
-                    sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Biash, Maskh, KPM,
-                                     stride_bm, stride_bn, stride_mm, stride_mn,
+                    sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Biash, Maskh, KPM, stride_bias, stride_mask,
                                      N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
                                      stage != 1, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP,
                                      HAS_DOCS)
@@ -508,43 +508,39 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ, Doc, D
 
 @triton.autotune(configs=DQ_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(DQ_SHAPES))
 @triton.jit
-def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ, Doc, DocRange,
-                 stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
-                 stride_bz, stride_bh, stride_bm, stride_bn, stride_mz, stride_mh, stride_mm, stride_mn,
-                 stride_tz, stride_th, stride_tm, stride_tn,
-                 H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
-                 drop_seed, drop_p, sm_scale,
+def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, extras,
+                 stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,
+                 sizes, LQ_BUCKET, LK_BUCKET, qk_scale, window, softcap2, dropout, sm_scale,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                  HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                  HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                  UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (query block, b, h), looping over key blocks. dO, dQ, LSE and delta are contiguous
     (B, Hq, Lq[, D])."""
+    H, GROUPS, N_CTX_Q, N_CTX_K = sizes
+    window_left, window_right = window
+    drop_seed, drop_p = dropout
     start_m = tl.program_id(0) * BLOCK_M
     off_hz = tl.program_id(1)
     off_z = (off_hz // H).to(tl.int64)
     off_h = (off_hz % H).to(tl.int64)
     off_hk = off_h // GROUPS
-    Q += off_z * stride_qz + off_h * stride_qh
-    K += off_z * stride_kz + off_hk * stride_kh
-    V += off_z * stride_vz + off_hk * stride_vh
+    Q += off_z * stride_q[0] + off_h * stride_q[1]
+    K += off_z * stride_k[0] + off_hk * stride_k[1]
+    V += off_z * stride_v[0] + off_hk * stride_v[1]
     DO += off_hz.to(tl.int64) * N_CTX_Q * HEAD_DIM_REAL
     DQ += off_hz.to(tl.int64) * N_CTX_Q * HEAD_DIM_REAL
     LSE += off_hz.to(tl.int64) * N_CTX_Q
     Delta += off_hz.to(tl.int64) * N_CTX_Q
-    Bias += off_z * stride_bz + off_h * stride_bh
-    Mask += off_z * stride_mz + off_h * stride_mh
-    Occ += off_z * stride_tz + off_h * stride_th
-    KPM += off_z * N_CTX_K
-    Doc += off_z * N_CTX_K
-    DocRange += off_z * tl.cdiv(N_CTX_K, OCC) * 2
+    Bias, Mask, KPM, Occ, Doc, DocRange = _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z, off_h,
+                                                         N_CTX_K)
     drop_seed += off_hz
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < N_CTX_Q
     q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
-    q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_mask, other=0.0)
+    q = tl.load(Q + offs_m[:, None] * stride_q[2] + offs_d[None, :], mask=q_mask, other=0.0)
     do = tl.load(DO + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :], mask=q_mask, other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -558,15 +554,14 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ, Doc, DocRang
         start, stop = _stage(stage, lo, full_lo, full_hi, hi)
         for start_n in range(start, stop, BLOCK_N):
             start_n = tl.multiple_of(start_n, BLOCK_N)
-            live = _tile_live(Occ, DocRange, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+            live = _tile_live(Occ, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
                               HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
             if live:
                 offs_n = start_n + tl.arange(0, BLOCK_N)
-                kT = _load_T(K, offs_n, stride_kn, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_N)
-                vT = _load_T(V, offs_n, stride_vn, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+                kT = _load_T(K, offs_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_N)
+                vT = _load_T(V, offs_n, stride_v[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
                 qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
-                s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
-                                stride_bm, stride_bn, stride_mm, stride_mn,
+                s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM, stride_bias, stride_mask,
                                 N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
                                 stage != 1, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
                 p = tl.math.exp2(s - lse[:, None])
@@ -583,12 +578,9 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ, Doc, DocRang
 @triton.autotune(configs=DBIAS_CONFIGS, key=_AUTOTUNE_KEY + ["ROWS_BCAST", "COLS_BCAST"],
                  prune_configs_by=_prune_for_head_dim(DBIAS_SHAPES))
 @triton.jit
-def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, DBias, Bias, Mask, KPM, Occ, Doc, DocRange,
-                    stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn, stride_vz, stride_vh, stride_vn,
-                    stride_bz, stride_bh, stride_bm, stride_bn, stride_mz, stride_mh, stride_mm, stride_mn,
-                    stride_tz, stride_th, stride_tm, stride_tn,
-                    H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
-                    drop_seed, drop_p, BIAS_H, N_B_LOOP, N_H_LOOP,
+def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, DBias, extras,
+                    stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,
+                    sizes, LQ_BUCKET, LK_BUCKET, qk_scale, window, softcap2, dropout, bias_loops,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                     HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                     HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
@@ -599,6 +591,10 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, DBias, Bias, Mask, KPM, Occ, Doc, D
     (Bb, Hb, Lqb, Lkb), DBias contiguous float32: it owns a BLOCK_M × BLOCK_N tile (or a row / column / scalar
     when the bias broadcasts over Lq and/or Lk) and loops, in a fixed order, over the batches, heads, query and
     key blocks that map onto it. The sum stays in registers: deterministic, no scratch beyond dbias itself."""
+    H, GROUPS, N_CTX_Q, N_CTX_K = sizes
+    window_left, window_right = window
+    drop_seed, drop_p = dropout
+    BIAS_H, N_B_LOOP, N_H_LOOP = bias_loops
     n_tiles_n = tl.cdiv(N_CTX_K, BLOCK_N)
     if COLS_BCAST:
         n_tiles_n = 1
@@ -619,21 +615,17 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, DBias, Bias, Mask, KPM, Occ, Doc, D
             off_h = (bias_h + ih).to(tl.int64)
             off_hk = off_h // GROUPS
             off_hz = off_z * H + off_h
-            Qh = Q + off_z * stride_qz + off_h * stride_qh
+            Qh = Q + off_z * stride_q[0] + off_h * stride_q[1]
             DOh = DO + off_hz * N_CTX_Q * HEAD_DIM_REAL
-            Kh = K + off_z * stride_kz + off_hk * stride_kh
-            Vh = V + off_z * stride_vz + off_hk * stride_vh
-            Biash = Bias + off_z * stride_bz + off_h * stride_bh
-            Maskh = Mask + off_z * stride_mz + off_h * stride_mh
-            Occh = Occ + off_z * stride_tz + off_h * stride_th
-            KPMz = KPM + off_z * N_CTX_K
-            Docz = Doc + off_z * N_CTX_K
-            DocRangez = DocRange + off_z * tl.cdiv(N_CTX_K, OCC) * 2
+            Kh = K + off_z * stride_k[0] + off_hk * stride_k[1]
+            Vh = V + off_z * stride_v[0] + off_hk * stride_v[1]
+            Biash, Maskh, KPMz, Occh, Docz, DocRangez = _mask_pointers(extras, stride_bias, stride_mask, stride_occ,
+                                                                       off_z, off_h, N_CTX_K)
             for start_m in range(m_first, m_last, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
                 row_ok = offs_m < N_CTX_Q
                 q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
-                q = tl.load(Qh + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_mask, other=0.0)
+                q = tl.load(Qh + offs_m[:, None] * stride_q[2] + offs_d[None, :], mask=q_mask, other=0.0)
                 do = tl.load(DOh + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :], mask=q_mask, other=0.0)
                 if UPCAST:
                     q = q.to(tl.float32)
@@ -648,15 +640,14 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, DBias, Bias, Mask, KPM, Occ, Doc, D
                     n_first = lo
                     n_last = hi
                 for start_n in range(n_first, n_last, BLOCK_N):
-                    live = _tile_live(Occh, DocRangez, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
+                    live = _tile_live(Occh, DocRangez, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
                                       HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
                     if live:
                         offs_n = start_n + tl.arange(0, BLOCK_N)
-                        kT = _load_T(Kh, offs_n, stride_kn, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
-                        vT = _load_T(Vh, offs_n, stride_vn, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+                        kT = _load_T(Kh, offs_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+                        vT = _load_T(Vh, offs_n, stride_v[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
                         qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)
-                        s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Biash, Maskh, KPMz,
-                                        stride_bm, stride_bn, stride_mm, stride_mn,
+                        s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Biash, Maskh, KPMz, stride_bias, stride_mask,
                                         N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Docz,
                                         True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
                         p = tl.math.exp2(s - lse[:, None])
@@ -740,10 +731,12 @@ class _Meta:
                     UPCAST=INTERPRET and self.dtype == torch.bfloat16, INPUT_PRECISION=input_precision(self.dtype))
 
     def launch_args(self, q, k, v):
-        """The arguments every kernel takes after its own tensors, in signature order: the bias, mask, padding,
-        occupancy and document tensors; the q, k, v strides; the (broadcast, stride-0) bias, mask and occupancy
-        strides; sizes and scalars. An absent tensor is q, a never-read placeholder. The padding mask and the
-        document tables are contiguous (B, ·): the kernels derive their batch strides from Lk."""
+        """The arguments every kernel takes after its own tensors, in signature order, grouped into tuples
+        (Triton passes each element as its own specialized argument): `extras` = the bias, mask, padding,
+        occupancy and document tensors; the (z, h, row) strides of q, k, v; the (broadcast, stride-0) strides of
+        bias, mask and occupancy; `sizes` = (H, GROUPS, Lq, Lk); the autotune buckets; the scaled softmax
+        scale; `window`; the cap; `dropout` = (seed, p). An absent tensor is q, a never-read placeholder. The
+        padding mask and the document tables are contiguous (B, ·): the kernels derive their batch strides."""
         B, Hq, Lq, _ = q.shape
         Hkv, Lk = k.shape[1], k.shape[2]
         full = (B, Hq, Lq, Lk)
@@ -762,9 +755,10 @@ class _Meta:
         if self.document_ids is not None:
             doc = self.document_ids.to(torch.int32).contiguous()  # (B, Lk)
             ranges = document_ranges(doc, OCC_BLOCK)  # (B, ceil(Lk / OCC), 2)
-        return (bias, mask, kpm, occ, doc, ranges, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-                *bias_strides, *mask_strides, *occ_strides, Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk),
-                self.sm_scale * LOG2E, self.left, self.right, self.softcap2, self.drop_seed, self.drop_p)
+        return ((bias, mask, kpm, occ, doc, ranges), q.stride()[:3], k.stride()[:3], v.stride()[:3],
+                tuple(bias_strides), tuple(mask_strides), tuple(occ_strides), (Hq, Hq // Hkv, Lq, Lk),
+                *_buckets(Lq, Lk), self.sm_scale * LOG2E, (self.left, self.right), self.softcap2,
+                (self.drop_seed, self.drop_p))
 
 
 def _attn_forward(q, k, v, meta):
@@ -808,8 +802,9 @@ def _attn_backward(do, q, k, v, o, lse, meta, need_dbias, dlse=None):
         tiles_n = 1 if cols_bcast else triton.cdiv(Lk, META["BLOCK_N"])
         return (tiles_m * tiles_n, Bb * Hb)
 
-    _attn_bwd_dbias[grid_bias](q, k, v, do, lse, delta, dbias4, *shared, Hb, B if Bb == 1 else 1,
-                               Hq if Hb == 1 else 1, ROWS_BCAST=rows_bcast, COLS_BCAST=cols_bcast, **consts)
+    loops = (Hb, B if Bb == 1 else 1, Hq if Hb == 1 else 1)  # bias heads; batches, heads summed per program
+    _attn_bwd_dbias[grid_bias](q, k, v, do, lse, delta, dbias4, *shared, loops, ROWS_BCAST=rows_bcast,
+                               COLS_BCAST=cols_bcast, **consts)
     return dq, dk, dv, dbias4.reshape(bias.shape).to(bias.dtype)
 
 
