@@ -25,7 +25,8 @@ How:
 Block skipping:
     causal / window: each query block computes the range of key blocks it can see (and each key block the
         range of query blocks that can see it); blocks outside are never loaded. Blocks fully inside the
-        band run without the position mask; only the band's edges pay for it.
+        band run without the position mask; only the band's edges pay for it. Each kernel walks the three
+        stages (near edge, middle, far edge) with one loop under tl.static_range(3), as the tutorial's STAGE.
     attn_mask: the launcher reduces the mask to a tile-occupancy table at OCC_BLOCK × OCC_BLOCK granularity
         ("is any entry True here?"); the kernels read the entries covering their BLOCK_M × BLOCK_N tile and
         skip tiles with none. A block-sparse mask (local 1-D/2-D attention, e.g. the Image Transformer)
@@ -40,6 +41,8 @@ Limits:
     upcast to fp32 after loading because the interpreter's bf16 dot is wrong.
     dbias when the bias is broadcast over both Lq and Lk (e.g. one scalar per head) is one program per
     bias element looping over all Lq × Lk tiles: correct but serial.
+    q, k, v need unit stride in the head dim (the launchers copy otherwise); every other stride is free. The
+    kernels take their shared arguments as tuples (`_Meta.launch_args`), which needs Triton ≥ 3.3.
 """
 from __future__ import annotations
 
