@@ -28,7 +28,7 @@ $(COMPAT_STAMP): $(STAMP)
 	$(COMPAT)/bin/python -c "import pathlib, site, sys; \
 	  main = pathlib.Path('$(VENV)/lib/python%d.%d/site-packages' % sys.version_info[:2]).resolve(); \
 	  pathlib.Path(site.getsitepackages()[0], 'attnkit-main-venv.pth').write_text(f'import site; site.addsitedir({str(main)!r})\n')"
-	# numpy stays the main venv's (2.4): kernels/interpreter_compat.py fixes triton 3.6's interpreter for it.
+	# numpy stays the main venv's (2.4): kernels/runtime.py fixes triton 3.6's interpreter for it.
 	$(COMPAT)/bin/pip install -q --no-deps triton==$(COMPAT_TRITON)
 	$(COMPAT)/bin/python -c "import triton; assert triton.__version__ == '$(COMPAT_TRITON)', triton.__version__"
 	touch $(COMPAT_STAMP)

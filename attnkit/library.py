@@ -18,24 +18,14 @@ from typing import Optional
 
 import torch
 
-from attnkit.kernels.reference import (apply_rotary_reference, attention_chunked, attention_sdpa,
-                                       attention_sdpa_chunked, position_attention_chunked, relative_attention_skewed,
-                                       sdpa_covers)
-
-# Up to this many logits (B·H·Lq·Lk: 16 MiB in fp32) the torch path of relative_attention uses the Music
-# Transformer's skewing, differentiated whole by autograd: on CPU it is ~20% faster than the chunked path there.
-# Above it the chunked path is both faster (causal chunks skip invisible keys) and far smaller.
-SMALL_RELATIVE_LOGITS = 1 << 22
+from attnkit.kernels.reference import apply_rotary_reference
+from attnkit.kernels.runtime import LOG2E
+from attnkit.kernels.torch_path import attention_torch, position_attention_torch
 _EMPTY = (0,)  # the shape of an absent output: custom ops return tensors, never None
 
 
 def _contiguous(*ts):
     return tuple(t.contiguous() for t in ts)
-
-
-def _unit_stride(*ts):
-    """The attention kernel reads rows with unit stride in the head dim; other strides are free."""
-    return tuple(t if t.stride(-1) == 1 else t.contiguous() for t in ts)
 
 
 @contextlib.contextmanager
@@ -59,30 +49,6 @@ def _grad_leaf(t):
 # attention(q, k, v, masks, bias)
 # --------------------------------------------------------------------------------------------
 
-LOG2E = 1.4426950408889634
-
-
-def _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale, softcap=None,
-                     return_lse=False, document_ids=None, dropout=(0.0, 0)):
-    """The torch path: SDPA where it computes exactly this call, else the chunked definition. With return_lse,
-    (out, lse) with lse in the kernels' units (base 2, +inf on rows that see no key), so both backends' op
-    outputs mean the same."""
-    args = dict(causal=causal, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
-                scale=scale)
-    if sdpa_covers(q, k, causal=causal, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                   bias=bias, softcap=softcap, return_lse=return_lse, document_ids=document_ids, dropout_p=dropout[0]):
-        return attention_sdpa(q, k, v, **args)
-    if (document_ids is not None and softcap is None and not return_lse and not dropout[0]
-            and sdpa_covers(q, k, causal=causal, window=window, key_padding_mask=key_padding_mask,
-                            attn_mask=attn_mask, bias=bias)):
-        return attention_sdpa_chunked(q, k, v, document_ids=document_ids, **args)  # packed documents, SDPA speed
-    args.update(softcap=softcap, document_ids=document_ids, dropout_p=dropout[0], dropout_seed=dropout[1])
-    if not return_lse:
-        return attention_chunked(q, k, v, **args)
-    out, lse = attention_chunked(q, k, v, return_lse=True, **args)
-    return out, torch.where(torch.isinf(lse), float("inf"), lse * LOG2E).float()
-
-
 @torch.library.custom_op("attnkit::attention_fwd", mutates_args=())
 def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
                      attn_mask: Optional[torch.Tensor], bias: Optional[torch.Tensor], causal: bool, window_left: int,
@@ -94,7 +60,6 @@ def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padd
     window = (window_left, window_right)
     if backend == "triton":
         from attnkit.kernels.attention import attention_fwd
-        q, k, v = _unit_stride(q, k, v)
         out, lse = attention_fwd(q, k, v, causal=causal, window=window, key_padding_mask=key_padding_mask,
                                  attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap,
                                  document_ids=document_ids, dropout_p=dropout_p, dropout_seed=dropout_seed)
@@ -102,10 +67,10 @@ def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padd
     dropout = (dropout_p, dropout_seed)
     with torch.no_grad():
         if need_lse:
-            return _contiguous(*_attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale,
-                                                 softcap, True, document_ids, dropout))
-        out = _attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale, softcap,
-                               document_ids=document_ids, dropout=dropout)
+            return _contiguous(*attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale,
+                                                softcap, True, document_ids, dropout))
+        out = attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale, softcap,
+                              document_ids=document_ids, dropout=dropout)
     return out.contiguous(), q.new_empty(_EMPTY, dtype=torch.float32)
 
 
@@ -129,7 +94,6 @@ def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
     window = (window_left, window_right)
     if backend == "triton":
         from attnkit.kernels.attention import attention_bwd
-        q, k, v = _unit_stride(q, k, v)
         dq, dk, dv, dbias = attention_bwd(do, q, k, v, out, lse, causal=causal, window=window,
                                           key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
                                           scale=scale, need_dbias=need_dbias, softcap=softcap,
@@ -141,12 +105,12 @@ def attention_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
             bias_ = _grad_leaf(bias) if need_dbias else bias
             outputs, grads_out = [], [do]
             if dlse is None:
-                outputs.append(_attention_torch(q_, k_, v_, key_padding_mask, attn_mask, bias_, causal, window,
-                                                scale, softcap, document_ids=document_ids,
-                                                dropout=(dropout_p, dropout_seed)))
+                outputs.append(attention_torch(q_, k_, v_, key_padding_mask, attn_mask, bias_, causal, window,
+                                               scale, softcap, document_ids=document_ids,
+                                               dropout=(dropout_p, dropout_seed)))
             else:
-                outputs.extend(_attention_torch(q_, k_, v_, key_padding_mask, attn_mask, bias_, causal, window,
-                                                scale, softcap, True, document_ids, (dropout_p, dropout_seed)))
+                outputs.extend(attention_torch(q_, k_, v_, key_padding_mask, attn_mask, bias_, causal, window,
+                                               scale, softcap, True, document_ids, (dropout_p, dropout_seed)))
                 grads_out.append(dlse)
             leaves = (q_, k_, v_, bias_) if need_dbias else (q_, k_, v_)
             grads = torch.autograd.grad(outputs, leaves, grads_out, allow_unused=True)
@@ -194,7 +158,6 @@ def attention_decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causa
                         softcap: Optional[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Split-KV decoding (forward only, no autograd): (out, lse in natural log, −inf on rows with no key)."""
     from attnkit.kernels.attention import attention_decode_split
-    q, k, v = _unit_stride(q, k, v)
     return _contiguous(*attention_decode_split(q, k, v, causal=causal, scale=scale, softcap=softcap))
 
 
@@ -206,14 +169,6 @@ def _(q, k, v, causal, scale, softcap):
 # --------------------------------------------------------------------------------------------
 # Position attention: kind "relative" (pos = rel), "t5" (pos = table), "alibi" (pos = slopes)
 # --------------------------------------------------------------------------------------------
-
-def _position_torch(kind, q, k, v, pos, key_padding_mask, causal, scale, t5_args):
-    B, H, Lq, _ = q.shape
-    if kind == "relative" and B * H * Lq * k.shape[2] <= SMALL_RELATIVE_LOGITS:
-        return relative_attention_skewed(q, k, v, pos, causal=causal, key_padding_mask=key_padding_mask, scale=scale)
-    return position_attention_chunked(q, k, v, pos, kind=kind, causal=causal, key_padding_mask=key_padding_mask,
-                                      scale=scale, t5_args=t5_args)
-
 
 @torch.library.custom_op("attnkit::position_attention_fwd", mutates_args=())
 def position_attention_fwd_op(kind: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
@@ -228,7 +183,7 @@ def position_attention_fwd_op(kind: str, q: torch.Tensor, k: torch.Tensor, v: to
                                           scale=scale, t5_args=t5_args)
         return _contiguous(out, lse)
     with torch.no_grad():
-        out = _position_torch(kind, q, k, v, pos, key_padding_mask, causal, scale, t5_args)
+        out = position_attention_torch(kind, q, k, v, pos, key_padding_mask, causal, scale, t5_args)
     return out.contiguous(), q.new_empty(_EMPTY, dtype=torch.float32)
 
 
@@ -253,7 +208,7 @@ def position_attention_bwd_op(kind: str, do: torch.Tensor, q: torch.Tensor, k: t
         return _contiguous(*grads)
     with _autograd():
         leaves = tuple(_grad_leaf(t) for t in (q, k, v, pos))
-        o = _position_torch(kind, *leaves, key_padding_mask, causal, scale, t5_args)
+        o = position_attention_torch(kind, *leaves, key_padding_mask, causal, scale, t5_args)
         grads = torch.autograd.grad(o, leaves, do)
     return _contiguous(*grads)
 

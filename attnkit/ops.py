@@ -3,21 +3,24 @@
 backend="auto"   → Triton kernel on CUDA tensors; on CPU, torch SDPA where it computes exactly our
                    semantics, else the chunked torch path (never more than chunk × Lk logits).
 backend="triton" → force the kernel (on CPU this needs TRITON_INTERPRET=1: Triton's interpreter).
-backend="torch"  → the pure-torch path, which is the op's definition.
+backend="torch"  → the torch backend (`attnkit.kernels.torch_path`), held to the float64 definitions in
+                   `attnkit.kernels.reference`.
 
-Each op validates its arguments here, then calls its `torch.library` op (`attnkit.library`), so
-`torch.compile(fullgraph=True)` treats it as one node with a registered backward.
+These functions are the only public entry point of each op. Each validates its arguments (`kernels/validate.py`),
+makes its one backend decision (`resolve_backend`; `_attention_backend` adds split-KV decoding), then calls its
+registered `torch.library` op (`attnkit.library`), the op's only autograd path, so `torch.compile(fullgraph=True)`
+treats it as one node with a registered backward.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 
 from attnkit import library
 from attnkit.kernels.reference import (alibi_slopes, masked_softmax, relative_index, rotary_cos_sin, t5_bucket,
                                        visible_mask)
-from attnkit.kernels.validate import (check_attention_args, check_key_padding_mask, check_qkv, check_triton_inputs,
+from attnkit.kernels.runtime import INTERPRET, LOG2E
+from attnkit.kernels.validate import (check_attention_args, check_position_args, check_qkv, check_rel,
+                                      check_rotary_args, check_slopes, check_t5, check_triton_inputs,
                                       dropout_seed_for)
 
 BACKENDS = ("auto", "triton", "torch")
@@ -29,9 +32,27 @@ def resolve_backend(backend: str, q: torch.Tensor) -> str:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         return "triton" if q.is_cuda else "torch"
-    if backend == "triton" and not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+    if backend == "triton" and not q.is_cuda and not INTERPRET:
         raise ValueError("backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is "
                          "imported to run the kernel on CPU through Triton's interpreter")
+    return backend
+
+
+def _attention_backend(backend, q, k, v, window, key_padding_mask, attn_mask, bias, document_ids,
+                       dropout_p) -> str:
+    """The one backend decision of `attention`: "torch", "triton", or "split_kv" when decoding (Lq ≤ 16 queries,
+    a long cache, no gradient needed) on the kernel path, which spreads the keys over many programs
+    (`attnkit.kernels.attention.attention_decode_split`)."""
+    backend = resolve_backend(backend, q)
+    if backend == "torch":
+        return backend
+    check_triton_inputs(q)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return backend
+    from attnkit.kernels.attention import split_kv_supported
+    if split_kv_supported(q, k, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
+                          document_ids=document_ids, dropout_p=dropout_p):
+        return "split_kv"
     return backend
 
 
@@ -86,22 +107,19 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
     """
     check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask,
                          attn_mask=attn_mask, bias=bias, scale=scale, softcap=softcap, document_ids=document_ids,
-                         dropout_p=dropout_p, dropout_seed=dropout_seed)
-    if not isinstance(return_lse, bool):
-        raise ValueError(f"return_lse must be a bool, got {return_lse!r}")
-    backend = resolve_backend(backend, q)
-    if backend == "triton":
-        check_triton_inputs(q)
-        if _use_split_kv(q, k, v, window, key_padding_mask, attn_mask, bias, document_ids, dropout_p):
-            out, lse = library.attention_decode_op(q, k, v, bool(causal), _float(scale), _float(softcap))
-            return (out, lse) if return_lse else out
+                         dropout_p=dropout_p, dropout_seed=dropout_seed, return_lse=return_lse)
+    backend = _attention_backend(backend, q, k, v, window, key_padding_mask, attn_mask, bias, document_ids,
+                                 dropout_p)
+    if backend == "split_kv":
+        out, lse = library.attention_decode_op(q, k, v, bool(causal), _float(scale), _float(softcap))
+        return (out, lse) if return_lse else out
     left, right = window
     out, lse = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left),
                                         int(right), _float(scale), backend, _float(softcap), return_lse, document_ids,
                                         float(dropout_p), dropout_seed_for(dropout_p, dropout_seed))
     if not return_lse:
         return out
-    return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / library.LOG2E))  # base 2 → natural log
+    return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / LOG2E))  # base 2 → natural log
 
 
 def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int | None = None) -> torch.Tensor:
@@ -120,44 +138,8 @@ def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int | None = 
     return ids.masked_fill(positions >= total, -1)[None]
 
 
-def _use_split_kv(q, k, v, window, key_padding_mask, attn_mask, bias, document_ids, dropout_p) -> bool:
-    """Decoding (Lq ≤ 16 queries, a long cache, no gradient needed): the split-KV kernel path, which spreads the
-    keys over many programs (`attnkit.kernels.attention.attention_decode_split`)."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        return False
-    from attnkit.kernels.attention import split_kv_supported
-    return split_kv_supported(q, k, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
-                              document_ids=document_ids, dropout_p=dropout_p)
-
-
 def _float(scale):
     return None if scale is None else float(scale)
-
-
-def check_rel(q: torch.Tensor, rel: torch.Tensor, causal: bool) -> None:
-    if not isinstance(rel, torch.Tensor) or rel.dim() != 3:
-        raise ValueError(f"rel must be a 3-D tensor (Hr, R, D), got {getattr(rel, 'shape', type(rel).__name__)}")
-    H, D = q.shape[1], q.shape[3]
-    if rel.shape[0] not in (1, H):
-        raise ValueError(f"rel has {rel.shape[0]} heads; it must have 1 (shared) or H = {H}")
-    if rel.shape[2] != D:
-        raise ValueError(f"rel head dim {rel.shape[2]} does not match q head dim {D}")
-    if rel.shape[1] < 1:
-        raise ValueError("rel needs at least one embedding (R >= 1)")
-    if rel.dtype != q.dtype or rel.device != q.device:
-        raise ValueError(f"rel must match q's dtype and device ({q.dtype}, {q.device}), "
-                         f"got ({rel.dtype}, {rel.device})")
-    if not causal and rel.shape[1] % 2 == 0:
-        raise ValueError(f"rel needs an odd R = 2P + 1 when causal=False, got R = {rel.shape[1]}")
-
-
-# Below this many logits the torch path of relative_attention runs the Music Transformer's skewing (faster on CPU).
-SMALL_RELATIVE_LOGITS = library.SMALL_RELATIVE_LOGITS
-
-
-def _check_scale(scale) -> None:
-    if scale is not None and not isinstance(scale, (int, float)):
-        raise ValueError(f"scale must be a number or None, got {type(scale).__name__}")
 
 
 def relative_attention(q, k, v, rel, *, causal=True, key_padding_mask=None, scale=None, backend="auto") -> torch.Tensor:
@@ -171,10 +153,8 @@ def relative_attention(q, k, v, rel, *, causal=True, key_padding_mask=None, scal
     Memory is O(L·D) in the kernel; the torch path holds at most a few (B, H, 256, Lk) tensors (below
     SMALL_RELATIVE_LOGITS total logits it runs the skewing procedure whole, which is faster there).
     """
-    check_qkv(q, k, v)
-    check_key_padding_mask(key_padding_mask, q, k)
+    check_position_args(q, k, v, key_padding_mask, scale)
     check_rel(q, rel, causal)
-    _check_scale(scale)
     return _position("relative", q, k, v, rel, key_padding_mask, causal, scale, backend)
 
 
@@ -182,22 +162,6 @@ def _position(kind, q, k, v, pos, key_padding_mask, causal, scale, backend, t5_a
     out, _ = library.position_attention_fwd_op(kind, q, k, v, pos, key_padding_mask, bool(causal), _float(scale),
                                                *t5_args, resolve_backend(backend, q))
     return out
-
-
-def check_t5(q: torch.Tensor, table: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> None:
-    H = q.shape[1]
-    if not isinstance(num_buckets, int) or num_buckets < (4 if bidirectional else 2):
-        raise ValueError(f"num_buckets must be an int >= {4 if bidirectional else 2} "
-                         f"(bidirectional={bidirectional}), got {num_buckets!r}")
-    max_exact = (num_buckets // 2 if bidirectional else num_buckets) // 2
-    if not isinstance(max_distance, int) or max_distance <= max_exact:
-        raise ValueError(f"max_distance must be an int > {max_exact} (the exact-distance buckets), "
-                         f"got {max_distance!r}")
-    if not isinstance(table, torch.Tensor) or tuple(table.shape) != (H, num_buckets):
-        raise ValueError(f"table must be a tensor of shape (H, num_buckets) = {(H, num_buckets)}, "
-                         f"got {tuple(getattr(table, 'shape', ()))}")
-    if not table.is_floating_point() or table.device != q.device:
-        raise ValueError(f"table must be a floating-point tensor on {q.device}")
 
 
 def t5_attention(q, k, v, table, *, bidirectional=None, num_buckets=32, max_distance=128, causal=False,
@@ -210,11 +174,9 @@ def t5_attention(q, k, v, table, *, bidirectional=None, num_buckets=32, max_dist
     Returns (B, H, Lq, D); gradients flow to q, k, v and table. No (Lq, Lk) bias tensor is built.
     T5 itself uses scale=1.0 (its init folds 1/sqrt(D) into the weights); the default here is 1/sqrt(D).
     """
-    check_qkv(q, k, v)
-    check_key_padding_mask(key_padding_mask, q, k)
+    check_position_args(q, k, v, key_padding_mask, scale)
     bidirectional = (not causal) if bidirectional is None else bool(bidirectional)
     check_t5(q, table, bidirectional, num_buckets, max_distance)
-    _check_scale(scale)
     return _position("t5", q, k, v, table, key_padding_mask, causal, scale, backend,
                      t5_args=(bidirectional, num_buckets, max_distance))
 
@@ -227,17 +189,10 @@ def alibi_attention(q, k, v, *, slopes=None, causal=True, key_padding_mask=None,
     2^(−8/H), 2^(−16/H), ... (`attnkit.kernels.reference.alibi_slopes`). ALiBi keeps them fixed, but if
     they require grad both backends return ∂loss/∂slopes = −Σ |i' − j|·dlogits. No bias tensor is built.
     """
-    check_qkv(q, k, v)
-    check_key_padding_mask(key_padding_mask, q, k)
-    _check_scale(scale)
-    H = q.shape[1]
+    check_position_args(q, k, v, key_padding_mask, scale)
     if slopes is None:
-        slopes = alibi_slopes(H).to(q.device)
-    if not isinstance(slopes, torch.Tensor) or tuple(slopes.shape) != (H,) or not slopes.is_floating_point():
-        raise ValueError(f"slopes must be a float tensor of shape (H,) = ({H},), "
-                         f"got {tuple(getattr(slopes, 'shape', ()))}")
-    if slopes.device != q.device:
-        raise ValueError(f"slopes is on {slopes.device} but q is on {q.device}")
+        slopes = alibi_slopes(q.shape[1]).to(q.device)
+    check_slopes(q, slopes)
     return _position("alibi", q, k, v, slopes, key_padding_mask, causal, scale, backend)
 
 
@@ -249,16 +204,7 @@ def apply_rotary(x, *, offset=0, base=10000.0, interleaved=False, rotary_dim=Non
     (GPT-J). offset is the number of tokens already in the KV cache when decoding.
     Returns a new tensor like x; differentiable (the backward is the inverse rotation).
     """
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(f"x must be a 4-D float tensor (B, H, L, D), got {tuple(getattr(x, 'shape', ()))}")
-    D = x.shape[-1]
-    rotary_dim = D if rotary_dim is None else rotary_dim
-    if not isinstance(rotary_dim, int) or rotary_dim < 2 or rotary_dim % 2 or rotary_dim > D:
-        raise ValueError(f"rotary_dim must be an even int in [2, D = {D}], got {rotary_dim!r}")
-    if not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
-    if not isinstance(base, (int, float)) or base <= 1:
-        raise ValueError(f"base must be a number > 1, got {base!r}")
+    rotary_dim = check_rotary_args(x, offset, base, rotary_dim)
     positions = torch.arange(offset, offset + x.shape[2], device=x.device)
     table_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     cos, sin = rotary_cos_sin(positions, rotary_dim, base, dtype=table_dtype)  # (L, rotary_dim / 2)

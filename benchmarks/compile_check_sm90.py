@@ -6,11 +6,12 @@ values, layouts or shared-memory overflows only show up when compiling for a rea
 
     env -u TRITON_INTERPRET .venv/bin/python benchmarks/compile_check_sm90.py [all|attention|positions]
 """
-import os
 import sys
 import time
 
-if os.environ.get("TRITON_INTERPRET") == "1":
+from attnkit.kernels.runtime import INTERPRET  # noqa: E402  (plain Python: triton is not imported yet)
+
+if INTERPRET:
     sys.exit("unset TRITON_INTERPRET: the compiler, not the interpreter, is under test")
 
 WHICH = sys.argv[1] if len(sys.argv) > 1 else "all"
@@ -44,8 +45,7 @@ def compile_sm90(fn, sig, consts, num_stages=3):
 for kernel, flags, dtype, head_dim, extra in (JOBS if WHICH in ("all", "attention") else ()):
     fn = kernel.fn  # the autotuner wraps the JITFunction
     consts = dict(HEAD_DIM=head_dim, HEAD_DIM_REAL=head_dim if head_dim != 128 else 80, UPCAST=False,
-                  INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", OCC=A.OCC_BLOCK, BLOCK_M=64, BLOCK_N=64,
-                  **flags, **extra)
+                  INPUT_PRECISION="ieee" if dtype == "fp32" else "tf32", BLOCK_M=64, BLOCK_N=64, **flags, **extra)
     # logit cap, packed documents and dropout once per kernel
     consts["HAS_SOFTCAP"] = consts["HAS_DOCS"] = consts["HAS_DROPOUT"] = dtype == "fp16"
     if "PART" in fn.arg_names:

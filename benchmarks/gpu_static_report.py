@@ -20,6 +20,7 @@ kernels have no window, bias or attn_mask; they get causal and kpm.
         --markdown static.md                                     # everything: ~700 compiles, hours on 2 cores
     ... gpu_static_report.py --kernel fwd,dkdv --head-dim 128 --dtype bf16 --mask causal   # a slice
     ... gpu_static_report.py --kept-only                         # only what the launchers can pick
+    ... gpu_static_report.py --kernel dbias --config 64x64x4x2 --head-dim 64 --dtype bf16   # one config
 Exit status 1 when a kept config spills or lowers a dot to mma.sync (so CI can run a slice of it as a test).
 """
 from __future__ import annotations
@@ -35,7 +36,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
-if os.environ.get("TRITON_INTERPRET") == "1":
+from attnkit.kernels.runtime import INTERPRET  # noqa: E402  (plain Python: triton is not imported yet)
+
+if INTERPRET:
     sys.exit("unset TRITON_INTERPRET: the compiler, not the interpreter, is under test")
 
 import triton  # noqa: E402
@@ -79,11 +82,28 @@ ATTN_POINTERS = {"LSE": "*fp32", "Delta": "*fp32", "DBias": "*fp32", "Mask": "*u
                  "Doc": "*i32", "DocRange": "*i32"}
 
 
+# Tuple arguments of the attention kernels (`_Meta.launch_args`): element types, and which elements a launch on
+# contiguous, 16-aligned inputs specializes (a stride of 1 becomes the constant 1; the rest divisible by 16).
+ATTN_TUPLES = {
+    "extras": lambda dt: ("*" + dt, "*u8", "*u8", "*i8", "*i32", "*i32"),  # bias, mask, padding, occupancy, docs
+    "stride_q": lambda dt: ("i32",) * 3, "stride_k": lambda dt: ("i32",) * 3, "stride_v": lambda dt: ("i32",) * 3,
+    "stride_bias": lambda dt: ("i32",) * 4, "stride_mask": lambda dt: ("i32",) * 4,
+    "stride_occ": lambda dt: ("i32",) * 4,
+    "sizes": lambda dt: ("i32",) * 4,  # H, GROUPS, Lq, Lk
+    "window": lambda dt: ("i32", "i32"), "dropout": lambda dt: ("i32", "fp32"), "bias_loops": lambda dt: ("i32",) * 3,
+}
+TUPLE_UNIT = {("stride_bias", 3), ("stride_mask", 3), ("stride_occ", 3)}  # a contiguous bias / mask / table row
+TUPLE_DIVISIBLE = {"extras": range(6), "stride_q": range(3), "stride_k": range(3), "stride_v": range(3),
+                   "stride_bias": range(3), "stride_mask": range(3), "stride_occ": range(3), "sizes": (2, 3)}
+
+
 def attn_signature(fn, dtype, consts):
     sig = {}
     for name in fn.arg_names:
         if name in consts:
             sig[name] = "constexpr"
+        elif name in ATTN_TUPLES:
+            sig[name] = ATTN_TUPLES[name](dtype)
         elif name in ATTN_TENSORS:
             sig[name] = "*" + dtype
         elif name in ATTN_POINTERS:
@@ -142,8 +162,7 @@ ALL_KERNELS = tuple(ATTN_KERNELS) + tuple(POS_KERNELS) + ("rotary",)
 # compiler cannot prove rows are contiguous, loads go element by element, the pipeliner cannot use async
 # copies, and the register counts describe code that never runs. Here: contiguous (B, H, L, D) tensors,
 # a contiguous bias / mask / padding row, and lengths that are multiples of 16 (the benchmark shapes).
-UNIT_STRIDES = {"stride_qk", "stride_kk", "stride_vk", "stride_ok", "stride_dkk", "stride_bn", "stride_mn",
-                "stride_pn", "stride_tn", "stride_dbn", "stride_xd", "stride_od"}
+UNIT_STRIDES = {"stride_bn", "stride_mn", "stride_tn"}  # the kernels' own head-dim strides are 1 by contract
 DIVISIBLE = ("stride_", "N_CTX_", "LQ_BUCKET", "LK_BUCKET", "HEAD_DIM_REAL")
 
 
@@ -154,7 +173,15 @@ def _specialize(fn, sig, consts):
     for i, name in enumerate(fn.arg_names):
         if sig[name] == "constexpr":
             continue
-        if name in UNIT_STRIDES:
+        if isinstance(sig[name], tuple):  # a tuple argument: each element is specialized on its own
+            elems = list(sig[name])
+            for j in range(len(elems)):
+                if (name, j) in TUPLE_UNIT:
+                    elems[j], consts[(i, j)] = "constexpr", 1
+                elif j in TUPLE_DIVISIBLE.get(name, ()):
+                    attrs[(i, j)] = [["tt.divisibility", 16]]
+            sig[name] = tuple(elems)
+        elif name in UNIT_STRIDES:
             sig[name], consts[name] = "constexpr", 1
         elif sig[name].startswith("*") or name.startswith(DIVISIBLE):
             attrs[(i,)] = [["tt.divisibility", 16]]
@@ -173,7 +200,7 @@ def _build(job: Job):
     if job.kernel in ATTN_KERNELS:
         fn = _unwrap(ATTN_KERNELS[job.kernel][0])
         consts = dict(HEAD_DIM=job.head_dim, HEAD_DIM_REAL=job.head_dim, UPCAST=False, INPUT_PRECISION="tf32",
-                      OCC=A.OCC_BLOCK, BLOCK_M=job.block_m, BLOCK_N=job.block_n, HAS_SOFTCAP=False, HAS_DOCS=False, HAS_DROPOUT=False,
+                      BLOCK_M=job.block_m, BLOCK_N=job.block_n, HAS_SOFTCAP=False, HAS_DOCS=False, HAS_DROPOUT=False,
                       **MASK_FLAGS[job.mask])
         if job.kernel == "dbias":
             consts.update(ROWS_BCAST=False, COLS_BCAST=False)
@@ -240,7 +267,8 @@ def compile_job(job: Job) -> dict:
 
 # ---- which jobs ----------------------------------------------------------------------------------------------
 
-def jobs(kernels, head_dims, dtypes, masks, kept_only=False) -> list[Job]:
+def jobs(kernels, head_dims, dtypes, masks, kept_only=False, configs=()) -> list[Job]:
+    """configs: "BMxBNxWxS" strings (e.g. "64x64x4x4"): only those (BLOCK_M, BLOCK_N, warps, stages); () = all."""
     out = []
     for name in kernels:
         if name in ATTN_KERNELS:
@@ -258,6 +286,8 @@ def jobs(kernels, head_dims, dtypes, masks, kept_only=False) -> list[Job]:
             shapes, kinds, dims = {(16, 16, 4, 3): (32, 64, 128)}, ("half", "interleaved"), [d for d in head_dims
                                                                                             if d <= 128]
         for shape, kept_dims in shapes.items():
+            if configs and "x".join(map(str, shape)) not in configs:
+                continue
             for d in dims:
                 kept = d in kept_dims and _launched(name, d)
                 if kept_only and not kept:
@@ -340,6 +370,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default=",".join(DTYPES), help=f"comma list of {', '.join(DTYPES)}")
     p.add_argument("--mask", default="", help="comma list of mask kinds (default: all of each kernel's)")
     p.add_argument("--kept-only", action="store_true", help="only the configs the launchers can pick")
+    p.add_argument("--config", default="", help='comma list of "BMxBNxWxS" shapes, e.g. 64x64x4x4 (default: all)')
     p.add_argument("-j", "--jobs", type=int, default=2, help="compile processes")
     p.add_argument("--json", help="write the rows as JSON here")
     p.add_argument("--markdown", help="write the markdown summary here")
@@ -351,7 +382,7 @@ def main(argv=None) -> int:
     unknown = set(_csv(a.dtype)) - set(DTYPES)
     if unknown:
         p.error(f"unknown dtype {sorted(unknown)}; choose from {', '.join(DTYPES)}")
-    todo = jobs(_csv(a.kernel), _csv(a.head_dim, int), _csv(a.dtype), _csv(a.mask), a.kept_only)
+    todo = jobs(_csv(a.kernel), _csv(a.head_dim, int), _csv(a.dtype), _csv(a.mask), a.kept_only, _csv(a.config))
     from rich.console import Console
     from rich.progress import Progress
     console = Console(stderr=True)

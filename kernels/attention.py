@@ -25,7 +25,8 @@ How:
 Block skipping:
     causal / window: each query block computes the range of key blocks it can see (and each key block the
         range of query blocks that can see it); blocks outside are never loaded. Blocks fully inside the
-        band run without the position mask; only the band's edges pay for it.
+        band run without the position mask; only the band's edges pay for it. Each kernel walks the three
+        stages (near edge, middle, far edge) with one loop under tl.static_range(3), as the tutorial's STAGE.
     attn_mask: the launcher reduces the mask to a tile-occupancy table at OCC_BLOCK × OCC_BLOCK granularity
         ("is any entry True here?"); the kernels read the entries covering their BLOCK_M × BLOCK_N tile and
         skip tiles with none. A block-sparse mask (local 1-D/2-D attention, e.g. the Image Transformer)
@@ -40,6 +41,8 @@ Limits:
     upcast to fp32 after loading because the interpreter's bf16 dot is wrong.
     dbias when the bias is broadcast over both Lq and Lk (e.g. one scalar per head) is one program per
     bias element looping over all Lq × Lk tiles: correct but serial.
+    q, k, v need unit stride in the head dim (the launchers copy otherwise); every other stride is free. The
+    kernels take their shared arguments as tuples (`_Meta.launch_args`), which needs Triton ≥ 3.3.
 """
 from __future__ import annotations
 
@@ -51,15 +54,14 @@ import triton
 import triton.language as tl
 
 from attnkit.kernels.occupancy import document_ranges, tile_occupancy
-from attnkit.kernels.validate import (DROPOUT_SEED_RANGE, check_attention_args, check_triton_inputs,
-                                      dropout_seed_for)
+from attnkit.kernels.reference import _as4d
+from attnkit.kernels.runtime import INTERPRET, LOG2E, input_precision, prepare_interpreter
+from attnkit.kernels.validate import DROPOUT_SEED_RANGE
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if INTERPRET:
-    from attnkit.kernels.interpreter_compat import patch_interpreter_index
-    patch_interpreter_index()
+prepare_interpreter()
 OCC_BLOCK = 16  # granularity of the attn_mask occupancy table; every BLOCK_M / BLOCK_N is a multiple ≥ 32
-LOG2E = 1.4426950408889634
+OCC = tl.constexpr(OCC_BLOCK)  # the same, as the kernels read it
+_LOG2E = tl.constexpr(LOG2E)  # read inside @triton.jit: a global there must be a constexpr
 # dK/dV pass: both gradients in one launch, or one per launch (the second recomputes Q·Kᵀ but holds one
 # accumulator); split from this padded head dim up, where the joint pass spills (gpu_static_report.py).
 DKDV_BOTH, DK_ONLY, DV_ONLY = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -91,9 +93,10 @@ DKDV_SHAPES = {(32, 128, 8, 2): _SMALL + _LARGE, (32, 128, 8, 3): _SMALL + _LARG
 # dQ: BLOCK_M query rows stay resident, BLOCK_N keys stream past them.
 DQ_SHAPES = {(128, 32, 8, 3): _SMALL + _LARGE, (128, 64, 8, 3): _SMALL, (64, 64, 4, 3): _SMALL + _LARGE,
              (64, 32, 4, 2): _SMALL + _LARGE}
-# dbias: every config still spills with a bias (40–348 bytes, BENCHMARKS.md); the least-spilling one per head dim
-# is kept until the pass is restructured.
-DBIAS_SHAPES = {(64, 64, 4, 3): _SMALL, (128, 64, 8, 3): _LARGE, (64, 128, 8, 3): ()}
+# dbias: it holds a (BLOCK_M, BLOCK_N) float32 accumulator beside the recomputed P and dP tiles. With 3 stages every
+# config spills (16–348 bytes); the third stage's buffers are what tips it, 2 stages are spill-free (BENCHMARKS.md).
+DBIAS_SHAPES = {(64, 64, 4, 2): _SMALL, (64, 128, 8, 2): _SMALL, (128, 64, 8, 2): _LARGE,
+                (64, 64, 4, 3): (), (128, 64, 8, 3): (), (64, 128, 8, 3): ()}
 
 
 def _configs(shapes):
@@ -177,13 +180,47 @@ def _query_block_range(start_n, N_CTX_Q, N_CTX_K, window_left, window_right,
 
 @triton.jit
 def _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, OCC: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """True if attn_mask has any True entry in rows [start_m, +BLOCK_M) × keys [start_n, +BLOCK_N)."""
     occ_m = start_m // OCC + tl.arange(0, BLOCK_M // OCC)
     occ_n = start_n // OCC + tl.arange(0, BLOCK_N // OCC)
     inside = (occ_m[:, None] < tl.cdiv(N_CTX_Q, OCC)) & (occ_n[None, :] < tl.cdiv(N_CTX_K, OCC))
     occ = tl.load(Occ + occ_m[:, None] * stride_tm + occ_n[None, :] * stride_tn, mask=inside, other=0)
     return tl.max(tl.max(occ.to(tl.int32), axis=1), axis=0) > 0
+
+
+@triton.jit
+def _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z, off_h, N_CTX_K):
+    """(Bias, Mask, KPM, Occ, Doc, DocRange) at batch row off_z, query head off_h: the bias, attn_mask and
+    occupancy table through their (broadcast) strides; the padding mask and document tables are contiguous (B, ·)."""
+    Bias, Mask, KPM, Occ, Doc, DocRange = extras
+    return (Bias + off_z * stride_bias[0] + off_h * stride_bias[1], Mask + off_z * stride_mask[0] + off_h * stride_mask[1],
+            KPM + off_z * N_CTX_K, Occ + off_z * stride_occ[0] + off_h * stride_occ[1], Doc + off_z * N_CTX_K,
+            DocRange + off_z * tl.cdiv(N_CTX_K, OCC) * 2)
+
+
+@triton.jit
+def _tile_live(Occ, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
+               HAS_MASK: tl.constexpr, HAS_DOCS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Whether the tile (query rows [start_m, +BLOCK_M), keys [start_n, +BLOCK_N)) can hold a visible entry:
+    attn_mask has one there (occupancy table) and the rows and keys share a document. True without either."""
+    live = True
+    if HAS_MASK:
+        live = _tile_occupied(Occ, stride_occ[2], stride_occ[3], start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M,
+                              BLOCK_N)
+    if HAS_DOCS:
+        live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N)
+    return live
+
+
+@triton.jit
+def _load_T(Ptr, offs, stride, N, offs_d, HEAD_DIM_REAL, UPCAST: tl.constexpr):
+    """Rows offs (< N) of a (·, D) tensor with unit head-dim stride, loaded transposed: (HEAD_DIM, len(offs))."""
+    xT = tl.load(Ptr + offs[None, :] * stride + offs_d[:, None],
+                 mask=(offs[None, :] < N) & (offs_d[:, None] < HEAD_DIM_REAL), other=0.0)
+    if UPCAST:
+        xT = xT.to(tl.float32)
+    return xT
 
 
 @triton.jit
@@ -211,8 +248,7 @@ def _dropout_keep(drop_seed, offs_i, offs_j, N_CTX_K, drop_p):
 
 
 @triton.jit
-def _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  OCC: tl.constexpr):
+def _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """False when the tile's query rows and keys share no document: their [min, max] document-id ranges
     (DocRange: (min, max) per OCC positions of this batch row) are disjoint. Query i sits at position i'."""
     shift = N_CTX_K - N_CTX_Q
@@ -229,9 +265,8 @@ def _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M: tl.cons
 
 
 @triton.jit
-def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
-                stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
+def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM, stride_bias, stride_mask,
+                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
                 POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
                 HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                 HAS_DOCS: tl.constexpr):
@@ -242,8 +277,8 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
         s = softcap2 * _tanh(s / softcap2)
     in_bounds = (offs_i < N_CTX_Q) & (offs_j < N_CTX_K)
     if HAS_BIAS:
-        b = tl.load(Bias + offs_i * stride_bm + offs_j * stride_bn, mask=in_bounds, other=0.0)
-        s += b.to(tl.float32) * 1.4426950408889634  # log2(e)
+        b = tl.load(Bias + offs_i * stride_bias[2] + offs_j * stride_bias[3], mask=in_bounds, other=0.0)
+        s += b.to(tl.float32) * _LOG2E
     # Tiles from the fully visible middle of the band (POS_MASK False) need no select without a padding or
     # boolean mask: the streamed blocks lie inside [0, Lq) / [0, Lk) by construction, and out-of-range rows of
     # the program's own block (queries in forward/dQ, keys in dK/dV) only feed outputs that are never stored.
@@ -256,10 +291,10 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
             if HAS_RIGHT:
                 visible = visible & (offs_j <= i_shift + window_right)
         if HAS_KPM:
-            kpm = tl.load(KPM + offs_j * stride_pn, mask=offs_j < N_CTX_K, other=0)
+            kpm = tl.load(KPM + offs_j, mask=offs_j < N_CTX_K, other=0)
             visible = visible & (kpm != 0)
         if HAS_MASK:
-            am = tl.load(Mask + offs_i * stride_mm + offs_j * stride_mn, mask=in_bounds, other=0)
+            am = tl.load(Mask + offs_i * stride_mask[2] + offs_j * stride_mask[3], mask=in_bounds, other=0)
             visible = visible & (am != 0)
         if HAS_DOCS:  # packed sequences: only keys of the query's own document (query i is at position i')
             doc_q = tl.load(Doc + offs_i + (N_CTX_K - N_CTX_Q), mask=offs_i < N_CTX_Q, other=-1)
@@ -274,95 +309,52 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM,
 # --------------------------------------------------------------------------------------------
 
 @triton.jit
-def _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
-                    stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
-                    stride_pn, stride_tm, stride_tn,
-                    start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
-                    drop_seed, drop_p,
-                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
-                    HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-                    UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr):
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    for start_n in range(lo, hi, BLOCK_N):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
-        live = True
-        if HAS_MASK:
-            live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
-        if HAS_DOCS:
-            live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
-        if live:
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
-            kT = tl.load(K + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kk, mask=kv_mask, other=0.0)
-            if UPCAST:
-                kT = kT.to(tl.float32)
-            qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
-            s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
-                            stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                            N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
-                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
-            m_ij = tl.maximum(m_i, tl.max(s, 1))
-            # A row with nothing visible yet keeps m = −inf; subtract 0 instead so exp2 gives 0, not NaN.
-            m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)
-            p = tl.math.exp2(s - m_safe[:, None])
-            alpha = tl.math.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vk,
-                        mask=(offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
-            if UPCAST:
-                v = v.to(tl.float32)
-            acc = acc * alpha[:, None]
-            if HAS_DROPOUT:  # the normalizer l_i keeps every key; only the values see the dropped probabilities
-                keep = _dropout_keep(drop_seed, offs_m[:, None], offs_n[None, :], N_CTX_K, drop_p)
-                p = tl.where(keep, p * (1.0 / (1.0 - drop_p)), 0.0)
-            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
-            m_i = m_ij
-    return acc, l_i, m_i
+def _stage(STAGE: tl.constexpr, lo, full_lo, full_hi, hi):
+    """[start, stop) of one stage of the band walk: 0 the near edge and 2 the far edge (they need the position
+    mask), 1 the fully visible middle (none). Every kernel walks the three with one loop under a static range."""
+    start = lo
+    stop = full_lo
+    if STAGE == 1:
+        start = full_lo
+        stop = full_hi
+    if STAGE == 2:
+        start = full_hi
+        stop = hi
+    return start, stop
 
 
 @triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(FWD_SHAPES))
 @triton.jit
-def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
-              stride_qz, stride_qh, stride_qm, stride_qk,
-              stride_kz, stride_kh, stride_kn, stride_kk,
-              stride_vz, stride_vh, stride_vn, stride_vk,
-              stride_oz, stride_oh, stride_om, stride_ok,
-              stride_bz, stride_bh, stride_bm, stride_bn,
-              stride_mz, stride_mh, stride_mm, stride_mn,
-              stride_pz, stride_pn,
-              stride_tz, stride_th, stride_tm, stride_tn,
-              H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
-              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
+def _attn_fwd(Q, K, V, Out, LSE, extras,
+              stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,
+              sizes, LQ_BUCKET, LK_BUCKET, qk_scale, window, softcap2, dropout,
               HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
               HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
               HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-              UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+              UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One program per (query block, b, h): online softmax over the key blocks the block can see. Out and LSE are
+    contiguous (B, Hq, Lq, D) / (B, Hq, Lq); the head dim of q, k, v has unit stride (the launcher ensures it)."""
+    H, GROUPS, N_CTX_Q, N_CTX_K = sizes
+    window_left, window_right = window
+    drop_seed, drop_p = dropout
     start_m = tl.program_id(0) * BLOCK_M
     off_hz = tl.program_id(1)
-    off_z = off_hz // H
-    off_h = off_hz % H
+    off_z = (off_hz // H).to(tl.int64)
+    off_h = (off_hz % H).to(tl.int64)
     off_hk = off_h // GROUPS  # GQA: query head h reads kv head h // G
-    Q += off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
-    K += off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
-    V += off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
-    Out += off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
-    Bias += off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
-    Mask += off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
-    KPM += off_z.to(tl.int64) * stride_pz
-    Doc += off_z.to(tl.int64) * stride_docz
-    DocRange += off_z.to(tl.int64) * stride_rz
-    Occ += off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
+    Q += off_z * stride_q[0] + off_h * stride_q[1]
+    K += off_z * stride_k[0] + off_hk * stride_k[1]
+    V += off_z * stride_v[0] + off_hk * stride_v[1]
+    Out += off_hz.to(tl.int64) * N_CTX_Q * HEAD_DIM_REAL
     LSE += off_hz.to(tl.int64) * N_CTX_Q
+    Bias, Mask, KPM, Occ, Doc, DocRange = _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z, off_h,
+                                                         N_CTX_K)
     drop_seed += off_hz  # one Philox key per (b, h)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     q_mask = (offs_m[:, None] < N_CTX_Q) & (offs_d[None, :] < HEAD_DIM_REAL)
-    q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qk, mask=q_mask, other=0.0)
+    q = tl.load(Q + offs_m[:, None] * stride_q[2] + offs_d[None, :], mask=q_mask, other=0.0)  # (BLOCK_M, D)
     if UPCAST:
         q = q.to(tl.float32)
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
@@ -371,37 +363,41 @@ def _attn_fwd(Q, K, V, Out, LSE, Bias, Mask, KPM, Occ,
 
     lo, full_lo, full_hi, hi = _key_block_range(start_m // BLOCK_M, N_CTX_Q, N_CTX_K, window_left, window_right,
                                                 BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
-    # Band edges (position mask), the fully visible middle (no position mask), the far edge.
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
-                                    stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
-                                    stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
-                                    softcap2, Doc, DocRange, drop_seed, drop_p,
-                                    HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
-                                    INPUT_PRECISION, OCC)
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
-                                    stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
-                                    stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
-                                    softcap2, Doc, DocRange, drop_seed, drop_p,
-                                    HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
-                                    INPUT_PRECISION, OCC)
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, Bias, Mask, KPM, Occ,
-                                    stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn,
-                                    stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                    start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
-                                    softcap2, Doc, DocRange, drop_seed, drop_p,
-                                    HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                    HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
-                                    INPUT_PRECISION, OCC)
+    for stage in tl.static_range(3):
+        start, stop = _stage(stage, lo, full_lo, full_hi, hi)
+        for start_n in range(start, stop, BLOCK_N):
+            start_n = tl.multiple_of(start_n, BLOCK_N)
+            live = _tile_live(Occ, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
+                              HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
+            if live:
+                offs_n = start_n + tl.arange(0, BLOCK_N)
+                kT = _load_T(K, offs_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_N)
+                qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+                s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM, stride_bias, stride_mask,
+                                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                                stage != 1, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
+                m_ij = tl.maximum(m_i, tl.max(s, 1))
+                # A row with nothing visible yet keeps m = −inf; subtract 0 instead so exp2 gives 0, not NaN.
+                m_safe = tl.where(m_ij == float("-inf"), 0.0, m_ij)
+                p = tl.math.exp2(s - m_safe[:, None])
+                alpha = tl.math.exp2(m_i - m_safe)
+                l_i = l_i * alpha + tl.sum(p, 1)
+                v = tl.load(V + offs_n[:, None] * stride_v[2] + offs_d[None, :],
+                            mask=(offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
+                if UPCAST:
+                    v = v.to(tl.float32)
+                acc = acc * alpha[:, None]
+                if HAS_DROPOUT:  # the normalizer l_i keeps every key; only the values see the dropped probabilities
+                    keep = _dropout_keep(drop_seed, offs_m[:, None], offs_n[None, :], N_CTX_K, drop_p)
+                    p = tl.where(keep, p * (1.0 / (1.0 - drop_p)), 0.0)
+                acc = tl.dot(p.to(v.dtype), v, acc, input_precision=INPUT_PRECISION)
+                m_i = m_ij
     # Empty rows (l = 0): output 0 and LSE = +inf, so backward recomputes p = exp2(s − inf) = 0.
     empty = l_i == 0.0
     acc = acc / tl.where(empty, 1.0, l_i)[:, None]
     lse = tl.where(empty, float("inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
     tl.store(LSE + offs_m, lse, mask=offs_m < N_CTX_Q)
-    tl.store(Out + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, acc.to(Out.dtype.element_ty), mask=q_mask)
+    tl.store(Out + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :], acc.to(Out.dtype.element_ty), mask=q_mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,99 +419,35 @@ def _attn_bwd_preprocess(O, DO, Delta, N_CTX_Q, HEAD_DIM: tl.constexpr, HEAD_DIM
     tl.store(Delta + off_hz.to(tl.int64) * N_CTX_Q + off_m, tl.sum(o * do, axis=1), mask=off_m < N_CTX_Q)
 
 
-@triton.jit
-def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, Delta, Bias, Mask, KPM, Occ,
-                         stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn, stride_mm, stride_mn,
-                         stride_pn, stride_tm, stride_tn,
-                         start_n, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
-                         DocRange, drop_seed, drop_p,
-                         HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
-                         BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
-                         HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                         HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
-                         HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                         OCC: tl.constexpr, PART: tl.constexpr):
-    """Accumulate dk and/or dv (BLOCK_N, HEAD_DIM) over query blocks [lo, hi), in the transposed (keys, queries)
-    frame: the resident k, v are the A operands, P and dS come out already transposed for dV and dK."""
-    offs_n = start_n + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-    for start_m in range(lo, hi, BLOCK_M):
-        start_m = tl.multiple_of(start_m, BLOCK_M)
-        live = True
-        if HAS_MASK:
-            live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
-        if HAS_DOCS:
-            live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
-        if live:
-            offs_m = start_m + tl.arange(0, BLOCK_M)
-            row_ok = offs_m < N_CTX_Q
-            qT = tl.load(Q + offs_m[None, :] * stride_qm + offs_d[:, None] * stride_qk,
-                         mask=row_ok[None, :] & (offs_d[:, None] < HEAD_DIM_REAL), other=0.0)
-            do = tl.load(DO + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok,
-                         mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
-            if UPCAST:
-                qT = qT.to(tl.float32)
-                do = do.to(tl.float32)
-            lse = tl.load(LSE + offs_m, mask=row_ok, other=float("inf"))
-            qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
-            sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Bias, Mask, KPM,
-                             stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                             N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
-                             POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
-            pT = tl.math.exp2(sT - lse[None, :])
-            if HAS_DROPOUT:
-                keepT = _dropout_keep(drop_seed, offs_m[None, :], offs_n[:, None], N_CTX_K, drop_p)
-            if PART != DK_ONLY:
-                pT_v = pT
-                if HAS_DROPOUT:  # dV = (P ∘ Z / (1 − p))ᵀ dO
-                    pT_v = tl.where(keepT, pT * (1.0 / (1.0 - drop_p)), 0.0)
-                dv = tl.dot(pT_v.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
-            if PART != DV_ONLY:
-                delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
-                dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
-                if HAS_DROPOUT:  # dS = P ∘ (dP ∘ Z / (1 − p) − delta)
-                    dpT = tl.where(keepT, dpT * (1.0 / (1.0 - drop_p)), 0.0)
-                dsT = _softcap_grad(pT * (dpT - delta[None, :]), qkT, qk_scale, softcap2, HAS_SOFTCAP)
-                dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
-    return dk, dv
-
-
 @triton.autotune(configs=DKDV_CONFIGS, key=_DKDV_KEY, prune_configs_by=_prune_for_head_dim(DKDV_SHAPES))
 @triton.jit
-def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
-                   stride_qz, stride_qh, stride_qm, stride_qk,
-                   stride_kz, stride_kh, stride_kn, stride_kk,
-                   stride_vz, stride_vh, stride_vn, stride_vk,
-                   stride_oz, stride_oh, stride_om, stride_ok,
-                   stride_dkz, stride_dkh, stride_dkn, stride_dkk,
-                   stride_bz, stride_bh, stride_bm, stride_bn,
-                   stride_mz, stride_mh, stride_mm, stride_mn,
-                   stride_pz, stride_pn,
-                   stride_tz, stride_th, stride_tm, stride_tn,
-                   H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right,
-                   softcap2,
-              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
+def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, extras,
+                   stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,
+                   sizes, LQ_BUCKET, LK_BUCKET, qk_scale, window, softcap2, dropout, sm_scale,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                    HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                    HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
-                   HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                   HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                    PART: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One program per (key block, b, kv head). It loops over the GROUPS query heads sharing this kv head, so
-    the GQA sum happens in registers in a fixed order (deterministic, no atomics). dO/O are (B, Hq, Lq, D)."""
+    the GQA sum happens in registers in a fixed order (deterministic, no atomics). dO, LSE and delta are
+    contiguous (B, Hq, Lq[, D]); dK and dV contiguous (B, Hkv, Lk, D). The tile is computed in the transposed
+    (keys, queries) frame: the resident k, v are the A operands, P and dS come out already transposed."""
+    H, GROUPS, N_CTX_Q, N_CTX_K = sizes
+    window_left, window_right = window
+    drop_seed, drop_p = dropout
     start_n = tl.program_id(0) * BLOCK_N
     off_hkz = tl.program_id(1)
     H_KV = H // GROUPS
-    off_z = off_hkz // H_KV
-    off_hk = off_hkz % H_KV
+    off_z = (off_hkz // H_KV).to(tl.int64)
+    off_hk = (off_hkz % H_KV).to(tl.int64)
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     kv_mask = (offs_n[:, None] < N_CTX_K) & (offs_d[None, :] < HEAD_DIM_REAL)
-    K += off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
-    V += off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
-    Doc += off_z.to(tl.int64) * stride_docz
-    DocRange += off_z.to(tl.int64) * stride_rz
-    k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kk, mask=kv_mask, other=0.0)
-    v = tl.load(V + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vk, mask=kv_mask, other=0.0)
+    K += off_z * stride_k[0] + off_hk * stride_k[1]
+    V += off_z * stride_v[0] + off_hk * stride_v[1]
+    k = tl.load(K + offs_n[:, None] * stride_k[2] + offs_d[None, :], mask=kv_mask, other=0.0)  # (BLOCK_N, D)
+    v = tl.load(V + offs_n[:, None] * stride_v[2] + offs_d[None, :], mask=kv_mask, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -528,138 +460,91 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, Bias, Mask, KPM, Occ,
     for g in range(0, GROUPS):
         off_h = off_hk * GROUPS + g
         off_hz = off_z * H + off_h
-        Qh = Q + off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
-        DOh = DO + off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
-        LSEh = LSE + off_hz.to(tl.int64) * N_CTX_Q
-        Deltah = Delta + off_hz.to(tl.int64) * N_CTX_Q
-        Biash = Bias + off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
-        Maskh = Mask + off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
-        KPMh = KPM + off_z.to(tl.int64) * stride_pz
-        Occh = Occ + off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
-                                      stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
-                                      stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
-                                      softcap2, Doc, DocRange, drop_seed + off_hz, drop_p,
-                                      HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
-                                      INPUT_PRECISION, OCC, PART)
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
-                                      stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
-                                      stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K, window_left,
-                                      window_right, softcap2, Doc, DocRange, drop_seed + off_hz, drop_p, HEAD_DIM,
-                                      HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False, HAS_LEFT,
-                                      HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
-                                      UPCAST, INPUT_PRECISION, OCC, PART)
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, Deltah, Biash, Maskh, KPMh, Occh,
-                                      stride_qm, stride_qk, stride_om, stride_ok, stride_bm, stride_bn,
-                                      stride_mm, stride_mn, stride_pn, stride_tm, stride_tn,
-                                      start_n, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right,
-                                      softcap2, Doc, DocRange, drop_seed + off_hz, drop_p,
-                                      HEAD_DIM, HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True, HAS_LEFT, HAS_RIGHT,
-                                      HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT, UPCAST,
-                                      INPUT_PRECISION, OCC, PART)
-    DK += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
-    DV += off_z.to(tl.int64) * stride_dkz + off_hk.to(tl.int64) * stride_dkh
-    dk_ptrs = offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkk
+        Qh = Q + off_z * stride_q[0] + off_h * stride_q[1]
+        DOh = DO + off_hz * N_CTX_Q * HEAD_DIM_REAL
+        LSEh = LSE + off_hz * N_CTX_Q
+        Deltah = Delta + off_hz * N_CTX_Q
+        Biash, Maskh, KPM, Occh, Doc, DocRange = _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z,
+                                                                off_h, N_CTX_K)
+        seed = drop_seed + off_hz.to(tl.int32)
+        for stage in tl.static_range(3):
+            start, stop = _stage(stage, lo, full_lo, full_hi, hi)
+            for start_m in range(start, stop, BLOCK_M):
+                start_m = tl.multiple_of(start_m, BLOCK_M)
+                live = _tile_live(Occh, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
+                                  HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
+                if live:
+                    offs_m = start_m + tl.arange(0, BLOCK_M)
+                    row_ok = offs_m < N_CTX_Q
+                    qT = _load_T(Qh, offs_m, stride_q[2], N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_M)
+                    do = tl.load(DOh + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :],
+                                 mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
+                    if UPCAST:
+                        do = do.to(tl.float32)
+                    lse = tl.load(LSEh + offs_m, mask=row_ok, other=float("inf"))
+                    qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
+                    sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Biash, Maskh, KPM, stride_bias, stride_mask,
+                                     N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                                     stage != 1, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP,
+                                     HAS_DOCS)
+                    pT = tl.math.exp2(sT - lse[None, :])
+                    if HAS_DROPOUT:
+                        keepT = _dropout_keep(seed, offs_m[None, :], offs_n[:, None], N_CTX_K, drop_p)
+                    if PART != DK_ONLY:
+                        pT_v = pT
+                        if HAS_DROPOUT:  # dV = (P ∘ Z / (1 − p))ᵀ dO
+                            pT_v = tl.where(keepT, pT * (1.0 / (1.0 - drop_p)), 0.0)
+                        dv = tl.dot(pT_v.to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+                    if PART != DV_ONLY:
+                        delta = tl.load(Deltah + offs_m, mask=row_ok, other=0.0)
+                        dpT = tl.dot(v, tl.trans(do), input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
+                        if HAS_DROPOUT:  # dS = P ∘ (dP ∘ Z / (1 − p) − delta)
+                            dpT = tl.where(keepT, dpT * (1.0 / (1.0 - drop_p)), 0.0)
+                        dsT = _softcap_grad(pT * (dpT - delta[None, :]), qkT, qk_scale, softcap2, HAS_SOFTCAP)
+                        dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=INPUT_PRECISION)
+    out = off_hkz.to(tl.int64) * N_CTX_K * HEAD_DIM_REAL + offs_n[:, None] * HEAD_DIM_REAL + offs_d[None, :]
     if PART != DV_ONLY:
-        tl.store(DK + dk_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
+        tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty), mask=kv_mask)
     if PART != DK_ONLY:
-        tl.store(DV + dk_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
-
-
-@triton.jit
-def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
-                       stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
-                       stride_pn, stride_tm, stride_tn,
-                       start_m, lo, hi, qk_scale, N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
-                       DocRange, drop_seed, drop_p,
-                       HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, BLOCK_M: tl.constexpr,
-                       BLOCK_N: tl.constexpr, POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr,
-                       HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-                       HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
-                       HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                       OCC: tl.constexpr):
-    """Accumulate dq (BLOCK_M, HEAD_DIM) over key blocks [lo, hi)."""
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    for start_n in range(lo, hi, BLOCK_N):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
-        live = True
-        if HAS_MASK:
-            live = _tile_occupied(Occ, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
-        if HAS_DOCS:
-            live = live & _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N, OCC)
-        if live:
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
-            kT = tl.load(K + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kk, mask=kv_mask, other=0.0)
-            vT = tl.load(V + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vk, mask=kv_mask, other=0.0)
-            if UPCAST:
-                kT = kT.to(tl.float32)
-                vT = vT.to(tl.float32)
-            qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
-            s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM,
-                            stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                            N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc, DocRange,
-                            POS_MASK, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
-            p = tl.math.exp2(s - lse[:, None])
-            dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
-            if HAS_DROPOUT:
-                keep = _dropout_keep(drop_seed, offs_m[:, None], offs_n[None, :], N_CTX_K, drop_p)
-                dp = tl.where(keep, dp * (1.0 / (1.0 - drop_p)), 0.0)
-            ds = _softcap_grad(p * (dp - delta[:, None]), qk, qk_scale, softcap2, HAS_SOFTCAP)
-            dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=INPUT_PRECISION)
-    return dq
+        tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
 @triton.autotune(configs=DQ_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(DQ_SHAPES))
 @triton.jit
-def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
-                 stride_qz, stride_qh, stride_qm, stride_qk,
-                 stride_kz, stride_kh, stride_kn, stride_kk,
-                 stride_vz, stride_vh, stride_vn, stride_vk,
-                 stride_oz, stride_oh, stride_om, stride_ok,
-                 stride_bz, stride_bh, stride_bm, stride_bn,
-                 stride_mz, stride_mh, stride_mm, stride_mn,
-                 stride_pz, stride_pn,
-                 stride_tz, stride_th, stride_tm, stride_tn,
-                 H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, sm_scale, window_left, window_right,
-                 softcap2,
-              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
+def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, extras,
+                 stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,
+                 sizes, LQ_BUCKET, LK_BUCKET, qk_scale, window, softcap2, dropout, sm_scale,
                  HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                  HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                  HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-                 UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """One program per (query block, b, h). dO and dQ share O's contiguous (B, Hq, Lq, D) strides."""
+                 UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One program per (query block, b, h), looping over key blocks. dO, dQ, LSE and delta are contiguous
+    (B, Hq, Lq[, D])."""
+    H, GROUPS, N_CTX_Q, N_CTX_K = sizes
+    window_left, window_right = window
+    drop_seed, drop_p = dropout
     start_m = tl.program_id(0) * BLOCK_M
     off_hz = tl.program_id(1)
-    off_z = off_hz // H
-    off_h = off_hz % H
+    off_z = (off_hz // H).to(tl.int64)
+    off_h = (off_hz % H).to(tl.int64)
     off_hk = off_h // GROUPS
-    Q += off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
-    K += off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
-    V += off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
-    DO += off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
-    DQ += off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
-    Bias += off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
-    Mask += off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
-    KPM += off_z.to(tl.int64) * stride_pz
-    Doc += off_z.to(tl.int64) * stride_docz
-    DocRange += off_z.to(tl.int64) * stride_rz
-    Occ += off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
+    Q += off_z * stride_q[0] + off_h * stride_q[1]
+    K += off_z * stride_k[0] + off_hk * stride_k[1]
+    V += off_z * stride_v[0] + off_hk * stride_v[1]
+    DO += off_hz.to(tl.int64) * N_CTX_Q * HEAD_DIM_REAL
+    DQ += off_hz.to(tl.int64) * N_CTX_Q * HEAD_DIM_REAL
     LSE += off_hz.to(tl.int64) * N_CTX_Q
     Delta += off_hz.to(tl.int64) * N_CTX_Q
+    Bias, Mask, KPM, Occ, Doc, DocRange = _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z, off_h,
+                                                         N_CTX_K)
     drop_seed += off_hz
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < N_CTX_Q
     q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
-    q = tl.load(Q + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qk, mask=q_mask, other=0.0)
-    do = tl.load(DO + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, mask=q_mask, other=0.0)
+    q = tl.load(Q + offs_m[:, None] * stride_q[2] + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(DO + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :], mask=q_mask, other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -668,57 +553,51 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, Bias, Mask, KPM, Occ,
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     lo, full_lo, full_hi, hi = _key_block_range(start_m // BLOCK_M, N_CTX_Q, N_CTX_K, window_left, window_right,
                                                 BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
-                            stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
-                            stride_pn, stride_tm, stride_tn, start_m, lo, full_lo, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM,
-                            HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
-                            UPCAST, INPUT_PRECISION, OCC)
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
-                            stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
-                            stride_pn, stride_tm, stride_tn, start_m, full_lo, full_hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM,
-                            HEAD_DIM_REAL, BLOCK_M, BLOCK_N, False,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
-                            UPCAST, INPUT_PRECISION, OCC)
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, Bias, Mask, KPM, Occ,
-                            stride_kn, stride_kk, stride_vn, stride_vk, stride_bm, stride_bn, stride_mm, stride_mn,
-                            stride_pn, stride_tm, stride_tn, start_m, full_hi, hi, qk_scale, N_CTX_Q, N_CTX_K,
-                            window_left, window_right, softcap2, Doc, DocRange, drop_seed, drop_p, HEAD_DIM,
-                            HEAD_DIM_REAL, BLOCK_M, BLOCK_N, True,
-                            HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS, HAS_DROPOUT,
-                            UPCAST, INPUT_PRECISION, OCC)
-    tl.store(DQ + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, (dq * sm_scale).to(DQ.dtype.element_ty),
+    for stage in tl.static_range(3):
+        start, stop = _stage(stage, lo, full_lo, full_hi, hi)
+        for start_n in range(start, stop, BLOCK_N):
+            start_n = tl.multiple_of(start_n, BLOCK_N)
+            live = _tile_live(Occ, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
+                              HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
+            if live:
+                offs_n = start_n + tl.arange(0, BLOCK_N)
+                kT = _load_T(K, offs_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_N)
+                vT = _load_T(V, offs_n, stride_v[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+                qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+                s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM, stride_bias, stride_mask,
+                                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                                stage != 1, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
+                p = tl.math.exp2(s - lse[:, None])
+                dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+                if HAS_DROPOUT:
+                    keep = _dropout_keep(drop_seed, offs_m[:, None], offs_n[None, :], N_CTX_K, drop_p)
+                    dp = tl.where(keep, dp * (1.0 / (1.0 - drop_p)), 0.0)
+                ds = _softcap_grad(p * (dp - delta[:, None]), qk, qk_scale, softcap2, HAS_SOFTCAP)
+                dq = tl.dot(ds.to(kT.dtype), tl.trans(kT), dq, input_precision=INPUT_PRECISION)
+    tl.store(DQ + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty),
              mask=q_mask)
 
 
 @triton.autotune(configs=DBIAS_CONFIGS, key=_AUTOTUNE_KEY + ["ROWS_BCAST", "COLS_BCAST"],
                  prune_configs_by=_prune_for_head_dim(DBIAS_SHAPES))
 @triton.jit
-def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
-                    stride_qz, stride_qh, stride_qm, stride_qk,
-                    stride_kz, stride_kh, stride_kn, stride_kk,
-                    stride_vz, stride_vh, stride_vn, stride_vk,
-                    stride_oz, stride_oh, stride_om, stride_ok,
-                    stride_bz, stride_bh, stride_bm, stride_bn,
-                    stride_mz, stride_mh, stride_mm, stride_mn,
-                    stride_pz, stride_pn,
-                    stride_tz, stride_th, stride_tm, stride_tn,
-                    stride_dbz, stride_dbh, stride_dbm, stride_dbn,
-                    H, GROUPS, N_CTX_Q, N_CTX_K, LQ_BUCKET, LK_BUCKET, qk_scale, window_left, window_right, softcap2,
-              Doc, DocRange, stride_docz, stride_rz, drop_seed, drop_p,
-                    BIAS_H, N_B_LOOP, N_H_LOOP,
+def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, DBias, extras,
+                    stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,
+                    sizes, LQ_BUCKET, LK_BUCKET, qk_scale, window, softcap2, dropout, bias_loops,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
                     HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                     HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
-                    HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr, OCC: tl.constexpr,
+                    HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                     ROWS_BCAST: tl.constexpr, COLS_BCAST: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dbias = Σ over broadcast dims of dS, dS = P ∘ (dP − delta). One program per tile of the bias's own shape
-    (Bb, Hb, Lqb, Lkb): it owns a BLOCK_M × BLOCK_N tile (or a row / column / scalar when the bias broadcasts
-    over Lq and/or Lk) and loops, in a fixed order, over the batches, heads, query and key blocks that map onto
-    it. The sum stays in registers: deterministic, no scratch beyond dbias itself."""
+    (Bb, Hb, Lqb, Lkb), DBias contiguous float32: it owns a BLOCK_M × BLOCK_N tile (or a row / column / scalar
+    when the bias broadcasts over Lq and/or Lk) and loops, in a fixed order, over the batches, heads, query and
+    key blocks that map onto it. The sum stays in registers: deterministic, no scratch beyond dbias itself."""
+    H, GROUPS, N_CTX_Q, N_CTX_K = sizes
+    window_left, window_right = window
+    drop_seed, drop_p = dropout
+    BIAS_H, N_B_LOOP, N_H_LOOP = bias_loops
     n_tiles_n = tl.cdiv(N_CTX_K, BLOCK_N)
     if COLS_BCAST:
         n_tiles_n = 1
@@ -734,32 +613,28 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
         m_first = 0
         m_last = N_CTX_Q  # ... or all of them
     for iz in range(0, N_B_LOOP):
-        off_z = bias_z + iz
+        off_z = (bias_z + iz).to(tl.int64)
         for ih in range(0, N_H_LOOP):
-            off_h = bias_h + ih
+            off_h = (bias_h + ih).to(tl.int64)
             off_hk = off_h // GROUPS
             off_hz = off_z * H + off_h
-            Qh = Q + off_z.to(tl.int64) * stride_qz + off_h.to(tl.int64) * stride_qh
-            DOh = DO + off_z.to(tl.int64) * stride_oz + off_h.to(tl.int64) * stride_oh
-            Kh = K + off_z.to(tl.int64) * stride_kz + off_hk.to(tl.int64) * stride_kh
-            Vh = V + off_z.to(tl.int64) * stride_vz + off_hk.to(tl.int64) * stride_vh
-            Biash = Bias + off_z.to(tl.int64) * stride_bz + off_h.to(tl.int64) * stride_bh
-            Maskh = Mask + off_z.to(tl.int64) * stride_mz + off_h.to(tl.int64) * stride_mh
-            KPMh = KPM + off_z.to(tl.int64) * stride_pz
-            Docz = Doc + off_z.to(tl.int64) * stride_docz
-            DocRangez = DocRange + off_z.to(tl.int64) * stride_rz
-            Occh = Occ + off_z.to(tl.int64) * stride_tz + off_h.to(tl.int64) * stride_th
+            Qh = Q + off_z * stride_q[0] + off_h * stride_q[1]
+            DOh = DO + off_hz * N_CTX_Q * HEAD_DIM_REAL
+            Kh = K + off_z * stride_k[0] + off_hk * stride_k[1]
+            Vh = V + off_z * stride_v[0] + off_hk * stride_v[1]
+            Biash, Maskh, KPMz, Occh, Docz, DocRangez = _mask_pointers(extras, stride_bias, stride_mask, stride_occ,
+                                                                       off_z, off_h, N_CTX_K)
             for start_m in range(m_first, m_last, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
                 row_ok = offs_m < N_CTX_Q
                 q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
-                q = tl.load(Qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qk, mask=q_mask, other=0.0)
-                do = tl.load(DOh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_ok, mask=q_mask, other=0.0)
+                q = tl.load(Qh + offs_m[:, None] * stride_q[2] + offs_d[None, :], mask=q_mask, other=0.0)
+                do = tl.load(DOh + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :], mask=q_mask, other=0.0)
                 if UPCAST:
                     q = q.to(tl.float32)
                     do = do.to(tl.float32)
-                lse = tl.load(LSE + off_hz.to(tl.int64) * N_CTX_Q + offs_m, mask=row_ok, other=float("inf"))
-                delta = tl.load(Delta + off_hz.to(tl.int64) * N_CTX_Q + offs_m, mask=row_ok, other=0.0)
+                lse = tl.load(LSE + off_hz * N_CTX_Q + offs_m, mask=row_ok, other=float("inf"))
+                delta = tl.load(Delta + off_hz * N_CTX_Q + offs_m, mask=row_ok, other=0.0)
                 lo, full_lo, full_hi, hi = _key_block_range(start_m // BLOCK_M, N_CTX_Q, N_CTX_K, window_left,
                                                             window_right, BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
                 n_first = tl.maximum(tile_n * BLOCK_N, lo)
@@ -768,58 +643,47 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, Bias, Mask, KPM, Occ, DBias,
                     n_first = lo
                     n_last = hi
                 for start_n in range(n_first, n_last, BLOCK_N):
-                    live = True
-                    if HAS_MASK:
-                        live = _tile_occupied(Occh, stride_tm, stride_tn, start_m, start_n, N_CTX_Q, N_CTX_K,
-                                              BLOCK_M, BLOCK_N, OCC)
-                    if HAS_DOCS:
-                        live = live & _docs_overlap(DocRangez, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M, BLOCK_N,
-                                                    OCC)
+                    live = _tile_live(Occh, DocRangez, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
+                                      HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
                     if live:
                         offs_n = start_n + tl.arange(0, BLOCK_N)
-                        kv_mask = (offs_n[None, :] < N_CTX_K) & (offs_d[:, None] < HEAD_DIM_REAL)
-                        kT = tl.load(Kh + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kk, mask=kv_mask,
-                                     other=0.0)
-                        vT = tl.load(Vh + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vk, mask=kv_mask,
-                                     other=0.0)
-                        if UPCAST:
-                            kT = kT.to(tl.float32)
-                            vT = vT.to(tl.float32)
+                        kT = _load_T(Kh, offs_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+                        vT = _load_T(Vh, offs_n, stride_v[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
                         qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)
-                        s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Biash, Maskh, KPMh,
-                                        stride_bm, stride_bn, stride_mm, stride_mn, stride_pn,
-                                        N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Docz, DocRangez,
+                        s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Biash, Maskh, KPMz, stride_bias, stride_mask,
+                                        N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Docz,
                                         True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
                         p = tl.math.exp2(s - lse[:, None])
                         dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)
                         if HAS_DROPOUT:
-                            keep = _dropout_keep(drop_seed + off_hz, offs_m[:, None], offs_n[None, :], N_CTX_K,
-                                                 drop_p)
+                            keep = _dropout_keep(drop_seed + off_hz.to(tl.int32), offs_m[:, None], offs_n[None, :],
+                                                 N_CTX_K, drop_p)
                             dp = tl.where(keep, dp * (1.0 / (1.0 - drop_p)), 0.0)
                         acc += p * (dp - delta[:, None])
-    DBias += bias_z.to(tl.int64) * stride_dbz + bias_h.to(tl.int64) * stride_dbh
+    # DBias is contiguous (Bb, Hb, Lqb, Lkb) with Lqb = 1 when ROWS_BCAST and Lkb = 1 when COLS_BCAST.
+    n_cols = N_CTX_K
+    if COLS_BCAST:
+        n_cols = 1
+    n_rows = N_CTX_Q
+    if ROWS_BCAST:
+        n_rows = 1
+    DBias += tl.program_id(1).to(tl.int64) * n_rows * n_cols
     offs_m = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if ROWS_BCAST and COLS_BCAST:
         tl.store(DBias, tl.sum(tl.sum(acc, axis=1), axis=0))
     elif ROWS_BCAST:
-        tl.store(DBias + offs_n * stride_dbn, tl.sum(acc, axis=0), mask=offs_n < N_CTX_K)
+        tl.store(DBias + offs_n, tl.sum(acc, axis=0), mask=offs_n < N_CTX_K)
     elif COLS_BCAST:
-        tl.store(DBias + offs_m * stride_dbm, tl.sum(acc, axis=1), mask=offs_m < N_CTX_Q)
+        tl.store(DBias + offs_m, tl.sum(acc, axis=1), mask=offs_m < N_CTX_Q)
     else:
-        tl.store(DBias + offs_m[:, None] * stride_dbm + offs_n[None, :] * stride_dbn, acc,
+        tl.store(DBias + offs_m[:, None] * N_CTX_K + offs_n[None, :], acc,
                  mask=(offs_m[:, None] < N_CTX_Q) & (offs_n[None, :] < N_CTX_K))
 
 
 # --------------------------------------------------------------------------------------------
 # Host side
 # --------------------------------------------------------------------------------------------
-
-def _as4d(t: torch.Tensor) -> torch.Tensor:
-    while t.dim() < 4:
-        t = t.unsqueeze(0)
-    return t
-
 
 def attn_mask_tile_occupancy(attn_mask: torch.Tensor, Lq: int, Lk: int, block: int = OCC_BLOCK) -> torch.Tensor:
     """(Bm, Hm, ceil(Lq'/block), ceil(Lk'/block)) int8: 1 where the mask has any True in that block × block tile.
@@ -829,53 +693,14 @@ def attn_mask_tile_occupancy(attn_mask: torch.Tensor, Lq: int, Lk: int, block: i
     return tile_occupancy(_as4d(attn_mask), block, block).to(torch.int8)
 
 
-def _mask_args(q, k, key_padding_mask, attn_mask, bias):
-    """Pointers and (broadcast, stride-0) strides for bias, attn_mask, key_padding_mask and the occupancy table.
-    Absent ones get q as a never-read placeholder."""
-    B, Hq, Lq, _ = q.shape
-    Lk = k.shape[2]
-    full = (B, Hq, Lq, Lk)
-    if bias is not None:
-        bias_x = _as4d(bias).expand(full)
-        bias_strides = bias_x.stride()
-    else:
-        bias_x, bias_strides = q, (0, 0, 0, 0)
-    if attn_mask is not None:
-        mask_x = _as4d(attn_mask).view(torch.uint8).expand(full)
-        occ = attn_mask_tile_occupancy(attn_mask, Lq, Lk)
-        occ_x = occ.expand(B, Hq, triton.cdiv(Lq, OCC_BLOCK), triton.cdiv(Lk, OCC_BLOCK))
-        mask_strides, occ_strides = mask_x.stride(), occ_x.stride()
-    else:
-        mask_x, occ_x, mask_strides, occ_strides = q, q, (0, 0, 0, 0), (0, 0, 0, 0)
-    if key_padding_mask is not None:
-        kpm_x = key_padding_mask.view(torch.uint8)
-        kpm_strides = kpm_x.stride()
-    else:
-        kpm_x, kpm_strides = q, (0, 0)
-    return (bias_x, mask_x, kpm_x, occ_x), (*bias_strides, *mask_strides, *kpm_strides, *occ_strides)
+def _unit_stride(*ts):
+    """The kernels read rows with unit stride in the head dim; other strides are free."""
+    return tuple(t if t.stride(-1) == 1 else t.contiguous() for t in ts)
 
 
 def _buckets(Lq: int, Lk: int) -> tuple[int, int]:
     """Autotune key for the lengths (the kernels ignore these arguments)."""
     return triton.next_power_of_2(Lq), triton.next_power_of_2(Lk)
-
-
-def _input_precision(dtype: torch.dtype) -> str:
-    """fp32 inputs get exact IEEE dots unless the user opted into TF32 for matmuls (as torch.matmul does);
-    for fp16/bf16 operands the setting does not apply and the default ("tf32") is passed."""
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
-
-
-def _flags(ctx_like):
-    """Compile-time flags shared by every kernel launch."""
-    return dict(HAS_LEFT=ctx_like.left >= 0, HAS_RIGHT=ctx_like.right >= 0,
-                HAS_BIAS=ctx_like.has_bias, HAS_MASK=ctx_like.has_mask, HAS_KPM=ctx_like.has_kpm,
-                HAS_SOFTCAP=ctx_like.softcap2 > 0, HAS_DOCS=ctx_like.document_ids is not None,
-                HAS_DROPOUT=ctx_like.drop_p > 0,
-                UPCAST=INTERPRET and ctx_like.dtype == torch.bfloat16,
-                INPUT_PRECISION=_input_precision(ctx_like.dtype), OCC=OCC_BLOCK)
 
 
 class _Meta:
@@ -890,8 +715,7 @@ class _Meta:
         reach = q.shape[2] + k.shape[2]
         left, right = (min(w, reach) if w >= 0 else w for w in (left, right))
         self.left, self.right = left, right
-        self.has_bias, self.has_mask = bias is not None, attn_mask is not None
-        self.has_kpm = key_padding_mask is not None
+        self.bias, self.attn_mask, self.key_padding_mask = bias, attn_mask, key_padding_mask
         self.dtype = q.dtype
         D = q.shape[-1]
         self.sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
@@ -901,84 +725,90 @@ class _Meta:
         self.document_ids = document_ids  # (B, Lk) int: packed sequences, or None
         self.drop_p, self.drop_seed = float(dropout_p), int(dropout_seed) % DROPOUT_SEED_RANGE
 
-    def doc_args(self, q):
-        """Doc (B, Lk) int32, DocRange (B, ceil(Lk/OCC), 2) and their batch strides (q as a placeholder)."""
-        if self.document_ids is None:
-            return q, q, 0, 0
-        doc = self.document_ids.to(torch.int32).contiguous()
-        ranges = document_ranges(doc, OCC_BLOCK)
-        return doc, ranges, doc.stride(0), ranges.stride(0)
+    def constexprs(self):
+        """Compile-time arguments shared by every kernel launch."""
+        return dict(HEAD_DIM=self.head_dim, HEAD_DIM_REAL=self.head_dim_real,
+                    HAS_LEFT=self.left >= 0, HAS_RIGHT=self.right >= 0, HAS_BIAS=self.bias is not None,
+                    HAS_MASK=self.attn_mask is not None, HAS_KPM=self.key_padding_mask is not None,
+                    HAS_SOFTCAP=self.softcap2 > 0, HAS_DOCS=self.document_ids is not None, HAS_DROPOUT=self.drop_p > 0,
+                    UPCAST=INTERPRET and self.dtype == torch.bfloat16, INPUT_PRECISION=input_precision(self.dtype))
+
+    def launch_args(self, q, k, v):
+        """The arguments every kernel takes after its own tensors, in signature order, grouped into tuples
+        (Triton passes each element as its own specialized argument): `extras` = the bias, mask, padding,
+        occupancy and document tensors; the (z, h, row) strides of q, k, v; the (broadcast, stride-0) strides of
+        bias, mask and occupancy; `sizes` = (H, GROUPS, Lq, Lk); the autotune buckets; the scaled softmax
+        scale; `window`; the cap; `dropout` = (seed, p). An absent tensor is q, a never-read placeholder. The
+        padding mask and the document tables are contiguous (B, ·): the kernels derive their batch strides."""
+        B, Hq, Lq, _ = q.shape
+        Hkv, Lk = k.shape[1], k.shape[2]
+        full = (B, Hq, Lq, Lk)
+        bias, mask, occ, kpm, doc, ranges = q, q, q, q, q, q
+        bias_strides = mask_strides = occ_strides = (0, 0, 0, 0)
+        if self.bias is not None:
+            bias = _as4d(self.bias).expand(full)
+            bias_strides = bias.stride()
+        if self.attn_mask is not None:
+            mask = _as4d(self.attn_mask).view(torch.uint8).expand(full)
+            occ = attn_mask_tile_occupancy(self.attn_mask, Lq, Lk)
+            occ = occ.expand(B, Hq, triton.cdiv(Lq, OCC_BLOCK), triton.cdiv(Lk, OCC_BLOCK))
+            mask_strides, occ_strides = mask.stride(), occ.stride()
+        if self.key_padding_mask is not None:
+            kpm = self.key_padding_mask.view(torch.uint8).contiguous()  # (B, Lk)
+        if self.document_ids is not None:
+            doc = self.document_ids.to(torch.int32).contiguous()  # (B, Lk)
+            ranges = document_ranges(doc, OCC_BLOCK)  # (B, ceil(Lk / OCC), 2)
+        return ((bias, mask, kpm, occ, doc, ranges), q.stride()[:3], k.stride()[:3], v.stride()[:3],
+                tuple(bias_strides), tuple(mask_strides), tuple(occ_strides), (Hq, Hq // Hkv, Lq, Lk),
+                *_buckets(Lq, Lk), self.sm_scale * LOG2E, (self.left, self.right), self.softcap2,
+                (self.drop_seed, self.drop_p))
 
 
-def _attn_forward(q, k, v, meta, mask_tensors, mask_strides):
-    doc_args = meta.doc_args(q)
+def _attn_forward(q, k, v, meta):
     B, Hq, Lq, D = q.shape
-    Hkv, Lk = k.shape[1], k.shape[2]
     o = torch.empty((B, Hq, Lq, D), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, Hq, Lq), device=q.device, dtype=torch.float32)
-    bias_x, mask_x, kpm_x, occ_x = mask_tensors
     grid = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
-    _attn_fwd[grid](q, k, v, o, lse, bias_x, mask_x, kpm_x, occ_x,
-                    *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                    Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), meta.sm_scale * LOG2E, meta.left, meta.right,
-                    meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
-                    HEAD_DIM=meta.head_dim, HEAD_DIM_REAL=meta.head_dim_real, **_flags(meta))
+    _attn_fwd[grid](q, k, v, o, lse, *meta.launch_args(q, k, v), **meta.constexprs())
     return o, lse
 
 
-def _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias, need_dbias, dlse=None):
-    doc_args = meta.doc_args(q)
+def _attn_backward(do, q, k, v, o, lse, meta, need_dbias, dlse=None):
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     do = do.contiguous()  # shares o's contiguous strides
-    bias_x, mask_x, kpm_x, occ_x = mask_tensors
-    flags = _flags(meta)
-    common = dict(HEAD_DIM=meta.head_dim, HEAD_DIM_REAL=meta.head_dim_real, **flags)
+    shared, consts = meta.launch_args(q, k, v), meta.constexprs()
     delta = torch.empty_like(lse)
     PRE_BLOCK = 64
     _attn_bwd_preprocess[(triton.cdiv(Lq, PRE_BLOCK), B * Hq)](o, do, delta, Lq, HEAD_DIM=meta.head_dim,
                                                                HEAD_DIM_REAL=D, BLOCK_M=PRE_BLOCK)
     if dlse is not None:  # d lse_i / d logits_ij = p_ij, so the LSE's gradient joins dS = P ∘ (dP − delta)
         delta = delta - dlse.to(torch.float32)
-    dq = torch.empty_like(o)
+    dq = torch.empty((B, Hq, Lq, D), device=q.device, dtype=q.dtype)
     dk = torch.empty((B, Hkv, Lk, D), device=k.device, dtype=k.dtype)
     dv = torch.empty_like(dk)
-    qk_scale = meta.sm_scale * LOG2E
     grid_kv = lambda META: (triton.cdiv(Lk, META["BLOCK_N"]), B * Hkv)  # noqa: E731
     parts = (DK_ONLY, DV_ONLY) if meta.head_dim >= SPLIT_DKDV_HEAD_DIM else (DKDV_BOTH,)
     for part in parts:
-        _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, bias_x, mask_x, kpm_x, occ_x,
-                                *q.stride(), *k.stride(), *v.stride(), *o.stride(), *dk.stride(), *mask_strides,
-                                Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left,
-                                meta.right, meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p, PART=part.value,
-                                **common)
+        _attn_bwd_dkdv[grid_kv](q, k, v, do, dk, dv, lse, delta, *shared, meta.sm_scale, PART=part.value, **consts)
     grid_q = lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq)  # noqa: E731
-    _attn_bwd_dq[grid_q](q, k, v, do, dq, lse, delta, bias_x, mask_x, kpm_x, occ_x,
-                         *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                         Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.sm_scale, meta.left, meta.right,
-                         meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
-                         **common)
-    dbias = None
-    if need_dbias:
-        b4 = _as4d(bias)
-        Bb, Hb, Lqb, Lkb = b4.shape
-        rows_bcast, cols_bcast = Lqb == 1 and Lq > 1, Lkb == 1 and Lk > 1
-        dbias4 = torch.empty(b4.shape, device=q.device, dtype=torch.float32)
+    _attn_bwd_dq[grid_q](q, k, v, do, dq, lse, delta, *shared, meta.sm_scale, **consts)
+    if not need_dbias:
+        return dq, dk, dv, None
+    bias = meta.bias
+    Bb, Hb, Lqb, Lkb = _as4d(bias).shape
+    rows_bcast, cols_bcast = Lqb == 1 and Lq > 1, Lkb == 1 and Lk > 1
+    dbias4 = torch.empty((Bb, Hb, Lqb, Lkb), device=q.device, dtype=torch.float32)
 
-        def grid_bias(META):
-            tiles_m = 1 if rows_bcast else triton.cdiv(Lq, META["BLOCK_M"])
-            tiles_n = 1 if cols_bcast else triton.cdiv(Lk, META["BLOCK_N"])
-            return (tiles_m * tiles_n, Bb * Hb)
+    def grid_bias(META):
+        tiles_m = 1 if rows_bcast else triton.cdiv(Lq, META["BLOCK_M"])
+        tiles_n = 1 if cols_bcast else triton.cdiv(Lk, META["BLOCK_N"])
+        return (tiles_m * tiles_n, Bb * Hb)
 
-        _attn_bwd_dbias[grid_bias](q, k, v, do, lse, delta, bias_x, mask_x, kpm_x, occ_x, dbias4,
-                                   *q.stride(), *k.stride(), *v.stride(), *o.stride(), *mask_strides,
-                                   *dbias4.stride(),
-                                   Hq, Hq // Hkv, Lq, Lk, *_buckets(Lq, Lk), qk_scale, meta.left, meta.right,
-                                   meta.softcap2, *doc_args, meta.drop_seed, meta.drop_p,
-                                   Hb, B if Bb == 1 else 1, Hq if Hb == 1 else 1,
-                                   ROWS_BCAST=rows_bcast, COLS_BCAST=cols_bcast, **common)
-        dbias = dbias4.reshape(bias.shape).to(bias.dtype)
-    return dq, dk, dv, dbias
+    loops = (Hb, B if Bb == 1 else 1, Hq if Hb == 1 else 1)  # bias heads; batches, heads summed per program
+    _attn_bwd_dbias[grid_bias](q, k, v, do, lse, delta, dbias4, *shared, loops, ROWS_BCAST=rows_bcast,
+                               COLS_BCAST=cols_bcast, **consts)
+    return dq, dk, dv, dbias4.reshape(bias.shape).to(bias.dtype)
 
 
 def lse_natural(lse: torch.Tensor) -> torch.Tensor:
@@ -992,11 +822,12 @@ def attention_fwd(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=No
     """Forward launcher, outside autograd: (out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 as the kernel stores it:
     base 2, +inf on rows with no visible key; `lse_natural` converts).
 
-    A stable entry point for wrappers (torch.library ops); inputs as `attention_triton`, already validated."""
+    The kernel behind `attnkit.attention(..., backend="triton")` (its registered op calls this);
+    inputs already validated by `attnkit.kernels.validate`."""
+    q, k, v = _unit_stride(q, k, v)
     meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
                  dropout_p, dropout_seed)
-    mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
-    return _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
+    return _attn_forward(q, k, v, meta)
 
 
 def attention_bwd(do, q, k, v, out, lse, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None,
@@ -1004,58 +835,10 @@ def attention_bwd(do, q, k, v, out, lse, *, causal=False, window=(-1, -1), key_p
                   dropout_seed=0):
     """Backward launcher, outside autograd: (dq, dk, dv, dbias or None) from `attention_fwd`'s out and lse.
     dlse: gradient w.r.t. the natural-log LSE (`lse_natural(lse)`), (B, Hq, Lq), or None."""
+    q, k, v = _unit_stride(q, k, v)
     meta = _Meta(q, k, causal, tuple(window), key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
                  dropout_p, dropout_seed)
-    mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
-    return _attn_backward(do, q, k, v, out, lse, meta, mask_tensors, mask_strides, bias, need_dbias, dlse)
-
-
-class _attention(torch.autograd.Function):
-
-    @staticmethod
-    def forward(ctx, q, k, v, bias, key_padding_mask, attn_mask, causal, window, scale, softcap, document_ids,
-                dropout_p, dropout_seed):
-        meta = _Meta(q, k, causal, window, key_padding_mask, attn_mask, bias, scale, softcap, document_ids,
-                     dropout_p, dropout_seed)
-        mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
-        o, lse = _attn_forward(q, k, v, meta, mask_tensors, mask_strides)
-        ctx.save_for_backward(q, k, v, o, lse, bias, key_padding_mask, attn_mask)
-        ctx.meta = meta
-        return o, lse_natural(lse)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, do, dlse):
-        q, k, v, o, lse, bias, key_padding_mask, attn_mask = ctx.saved_tensors
-        meta = ctx.meta
-        mask_tensors, mask_strides = _mask_args(q, k, key_padding_mask, attn_mask, bias)
-        dq, dk, dv, dbias = _attn_backward(do, q, k, v, o, lse, meta, mask_tensors, mask_strides, bias,
-                                           need_dbias=bias is not None and ctx.needs_input_grad[3], dlse=dlse)
-        return dq, dk, dv, dbias, None, None, None, None, None, None, None, None, None
-
-
-def attention_triton(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
-                     scale=None, softcap=None, return_lse=False, document_ids=None, dropout_p=0.0, dropout_seed=None):
-    """The Triton kernel behind `attnkit.attention(..., backend="triton")`; same arguments and result.
-
-    q: (B, Hq, Lq, D); k, v: (B, Hkv, Lk, D); float32 / float16 / bfloat16 on CUDA (or CPU with TRITON_INTERPRET=1).
-    Returns (B, Hq, Lq, D), or (out, lse) with return_lse: lse (B, Hq, Lq) float32, natural log, −inf on rows
-    that see no key. Gradients flow to q, k, v, bias (in the bias's own shape) and through lse.
-    dropout_p > 0 drops attention probabilities with Philox bits keyed by dropout_seed (None: drawn from torch's
-    global generator); `attention_dropout_mask` returns the keep mask a seed gives.
-    """
-    check_attention_args(q, k, v, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask,
-                         bias=bias, scale=scale, softcap=softcap, document_ids=document_ids, dropout_p=dropout_p,
-                         dropout_seed=dropout_seed)
-    dropout_seed = dropout_seed_for(dropout_p, dropout_seed)
-    check_triton_inputs(q)
-    if not q.is_cuda and not INTERPRET:
-        raise ValueError("q must be a CUDA tensor for the Triton kernel (or set TRITON_INTERPRET=1 before "
-                         "triton is imported to run it on CPU)")
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    out, lse = _attention.apply(q, k, v, bias, key_padding_mask, attn_mask, causal, tuple(window), scale, softcap,
-                                document_ids, float(dropout_p), dropout_seed)
-    return (out, lse) if return_lse else out
+    return _attn_backward(do, q, k, v, out, lse, meta, need_dbias, dlse)
 
 
 @triton.jit
@@ -1108,6 +891,7 @@ def attention_decode_split(q, k, v, *, causal=False, scale=None, softcap=None, c
     Known cost: (kv head, split) merge into one head stride only when the splits tile a contiguous cache
     exactly; otherwise (a cache view of a longer buffer, Lk not a multiple of the split) `reshape` copies the
     first S·C keys once per call. A split index in the kernel's own head arithmetic would remove that copy."""
+    q, k, v = _unit_stride(q, k, v)
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     G = Hq // Hkv

@@ -39,19 +39,17 @@ interpreter (TRITON_INTERPRET=1), where bf16 tiles are upcast to fp32 after load
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from attnkit.kernels import runtime
 from attnkit.kernels.reference import t5_bucket
+from attnkit.kernels.runtime import INTERPRET, input_precision, prepare_interpreter
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if INTERPRET:
-    from attnkit.kernels.interpreter_compat import patch_interpreter_index
-    patch_interpreter_index()
-LOG2E = tl.constexpr(1.4426950408889634)  # read inside @triton.jit: must be a constexpr to compile
+prepare_interpreter()
+LOG2E = tl.constexpr(runtime.LOG2E)  # read inside @triton.jit: a global there must be a constexpr
 POS_RELATIVE, POS_T5, POS_ALIBI = 0, 1, 2
 
 # --------------------------------------------------------------------------------------------
@@ -61,11 +59,13 @@ POS_RELATIVE, POS_T5, POS_ALIBI = 0, 1, 2
 BLOCK = 64
 NUM_WARPS = 4
 NUM_STAGES = 1 if INTERPRET else 2
-# (BLOCK, BLOCK, num_warps, num_stages) → head dims (padded) it is kept for: 0 spill bytes and every dot a
-# wgmma on sm_90a (benchmarks/gpu_static_report.py). The launchers run the first kept entry for their head dim.
+# (BLOCK, BLOCK, num_warps, num_stages) → head dims (padded) it is kept for: the fewest spill bytes, every dot a
+# wgmma, on sm_90a (benchmarks/gpu_static_report.py). The launchers run the first kept entry for their head dim.
 # 8 warps: the relative / T5 kernels hold the (BLOCK, 2·BLOCK) band product besides the FlashAttention state, and
-# with 4 warps they spill 64–3184 bytes; with 8 the T5 and ALiBi kernels are spill-free at D = 64.
-POS_SHAPES = {(64, 64, 8, 2): (16, 32, 64, 128), (64, 64, 4, 2): ()}
+# with 4 warps they spill 64–3184 bytes; with 8 the T5 and ALiBi kernels are spill-free at D = 64. At D = 128 a
+# second pipeline stage's buffers tip every position kernel into spilling (rel fwd 12 B, T5 dK/dV 32 B, ...), so
+# D = 128 runs unpipelined (1 stage); at D ≤ 64 one stage would make rel dQ spill more (152 → 176 B).
+POS_SHAPES = {(64, 64, 8, 2): (16, 32, 64), (64, 64, 8, 1): (128,), (64, 64, 4, 2): ()}
 
 
 def _launch_shape(head_dim: int) -> tuple[int, int]:
@@ -174,39 +174,56 @@ def _unskew(ds, BLOCK: tl.constexpr):
     return tl.where(ok, tl.gather(ds, tl.where(ok, c, 0), 1), 0.0)
 
 
+@triton.jit
+def _load_rows(Ptr, offs, N, offs_d, HEAD_DIM_REAL, UPCAST: tl.constexpr):
+    """Rows offs (< N) of a contiguous (·, D) block at Ptr as a (len(offs), HEAD_DIM) tile, zero past D."""
+    x = tl.load(Ptr + offs[:, None] * HEAD_DIM_REAL + offs_d[None, :],
+                mask=(offs[:, None] < N) & (offs_d[None, :] < HEAD_DIM_REAL), other=0.0)
+    if UPCAST:
+        x = x.to(tl.float32)
+    return x
+
+
+@triton.jit
+def _store_rows(Ptr, x, offs, N, offs_d, HEAD_DIM_REAL):
+    tl.store(Ptr + offs[:, None] * HEAD_DIM_REAL + offs_d[None, :], x.to(Ptr.dtype.element_ty),
+             mask=(offs[:, None] < N) & (offs_d[None, :] < HEAD_DIM_REAL))
+
+
+@triton.jit
+def _head(Pos, offset, POS_KIND: tl.constexpr):
+    """(this head's position parameters Pos + offset, its ALiBi slope or 0); offset = h · stride_ph, which is 0
+    when the heads share one set of embeddings."""
+    slope = 0.0
+    if POS_KIND == 2:
+        slope = tl.load(Pos + offset).to(tl.float32)
+    return Pos + offset, slope
+
+
 # --------------------------------------------------------------------------------------------
-# Kernels
+# Kernels. q, k, v, out, dO, dQ, dK, dV are contiguous (B, H[kv], L, D) (the launcher ensures it), so their
+# offsets follow from the sizes; base offsets are int64 (B·H·L·D may pass 2³¹).
 # --------------------------------------------------------------------------------------------
 
 @triton.jit
-def _pos_attn_fwd(Q, K, V, Pos, Thr, KPM, Out, LSE,
-                  stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
-                  stride_vz, stride_vh, stride_vn, stride_oz, stride_oh, stride_om,
-                  stride_ph, stride_pr, stride_kpmz,
+def _pos_attn_fwd(Q, K, V, Pos, Thr, KPM, Out, LSE, stride_ph, stride_pr,
                   H, GROUPS, N_CTX_Q, N_CTX_K, R, scale, HEAD_DIM_REAL,
                   POS_KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
                   BIDIRECTIONAL: tl.constexpr, NBX: tl.constexpr, MAX_EXACT: tl.constexpr,
                   BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
                   INPUT_PRECISION: tl.constexpr):
+    """One program per (query block, b, h): online softmax over the key blocks, the position term per tile."""
     start_m = tl.program_id(0) * BLOCK
-    off_bh = tl.program_id(1)
-    off_z, off_h = off_bh // H, off_bh % H
-    off_hk = off_h // GROUPS
+    off_bh = tl.program_id(1).to(tl.int64)
+    off_bhk = (off_bh // H) * (H // GROUPS) + (off_bh % H) // GROUPS  # GQA: query head h reads kv head h // G
     OFF = N_CTX_K - N_CTX_Q
     offs_m = start_m + tl.arange(0, BLOCK)
     offs_d = tl.arange(0, HEAD_DIM)
-    d_ok = offs_d < HEAD_DIM_REAL
-    q = tl.load(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
-                mask=(offs_m[:, None] < N_CTX_Q) & d_ok[None, :], other=0.0)  # (BLOCK, D)
-    if UPCAST:
-        q = q.to(tl.float32)
-    Kb = K + off_z * stride_kz + off_hk * stride_kh
-    Vb = V + off_z * stride_vz + off_hk * stride_vh
-    Pos = Pos + off_h * stride_ph  # stride_ph = 0 when one set of embeddings is shared by all heads
-    slope = 0.0
-    if POS_KIND == 2:
-        slope = tl.load(Pos).to(tl.float32)
-    KPM = KPM + off_z * stride_kpmz
+    q = _load_rows(Q + off_bh * N_CTX_Q * HEAD_DIM_REAL, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)
+    K += off_bhk * N_CTX_K * HEAD_DIM_REAL
+    V += off_bhk * N_CTX_K * HEAD_DIM_REAL
+    Pos, slope = _head(Pos, (off_bh % H) * stride_ph, POS_KIND)
+    KPM += (off_bh // H) * N_CTX_K
 
     m_i = tl.full((BLOCK,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK,), tl.float32)
@@ -216,11 +233,8 @@ def _pos_attn_fwd(Q, K, V, Pos, Thr, KPM, Out, LSE,
         hi = tl.minimum(N_CTX_K, start_m + BLOCK + OFF)
     for start_n in range(0, hi, BLOCK):
         offs_n = start_n + tl.arange(0, BLOCK)
-        kv_ok = (offs_n[:, None] < N_CTX_K) & d_ok[None, :]
-        k = tl.load(Kb + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_ok, other=0.0)  # (BLOCK, D)
-        v = tl.load(Vb + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_ok, other=0.0)
-        if UPCAST:
-            k, v = k.to(tl.float32), v.to(tl.float32)
+        k = _load_rows(K, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (BLOCK, D)
+        v = _load_rows(V, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
         z = _tile_logits(q, tl.trans(k), Pos, Thr, offs_m, offs_n, start_m, start_n, OFF, R, slope, scale,
                          stride_pr, offs_d, HEAD_DIM_REAL, POS_KIND, CAUSAL, BIDIRECTIONAL, NBX, MAX_EXACT,
                          BLOCK, UPCAST, INPUT_PRECISION)
@@ -237,8 +251,7 @@ def _pos_attn_fwd(Q, K, V, Pos, Thr, KPM, Out, LSE,
     has_key = l_i > 0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     lse = tl.where(has_key, m_i + tl.math.log2(tl.where(has_key, l_i, 1.0)), float("inf"))  # base 2
-    tl.store(Out + off_z * stride_oz + off_h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :],
-             out.to(Out.dtype.element_ty), mask=(offs_m[:, None] < N_CTX_Q) & d_ok[None, :])
+    _store_rows(Out + off_bh * N_CTX_Q * HEAD_DIM_REAL, out, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL)
     tl.store(LSE + off_bh * N_CTX_Q + offs_m, lse, mask=offs_m < N_CTX_Q)
 
 
@@ -261,10 +274,7 @@ def _tile_dz(q, k, v, do, lse, delta, Pos, Thr, KPM, offs_m, offs_n, start_m, st
 
 
 @triton.jit
-def _pos_attn_bwd_dkdv(Q, K, V, DO, DK, DV, Pos, Thr, KPM, LSE, Delta,
-                       stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
-                       stride_vz, stride_vh, stride_vn, stride_oz, stride_oh, stride_om,
-                       stride_ph, stride_pr, stride_kpmz,
+def _pos_attn_bwd_dkdv(Q, K, V, DO, DK, DV, Pos, Thr, KPM, LSE, Delta, stride_ph, stride_pr,
                        H, GROUPS, N_CTX_Q, N_CTX_K, R, scale, HEAD_DIM_REAL,
                        POS_KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
                        BIDIRECTIONAL: tl.constexpr, NBX: tl.constexpr, MAX_EXACT: tl.constexpr,
@@ -272,60 +282,44 @@ def _pos_attn_bwd_dkdv(Q, K, V, DO, DK, DV, Pos, Thr, KPM, LSE, Delta,
                        INPUT_PRECISION: tl.constexpr):
     """One program per (key block, b, kv head): loops over its GQA group's query heads and query blocks."""
     start_n = tl.program_id(0) * BLOCK
-    off_bk = tl.program_id(1)
-    HK = H // GROUPS
-    off_z, off_hk = off_bk // HK, off_bk % HK
+    off_bhk = tl.program_id(1).to(tl.int64)
+    off_z = off_bhk // (H // GROUPS)
     OFF = N_CTX_K - N_CTX_Q
     offs_n = start_n + tl.arange(0, BLOCK)
     offs_d = tl.arange(0, HEAD_DIM)
-    d_ok = offs_d < HEAD_DIM_REAL
-    kv_ok = (offs_n[:, None] < N_CTX_K) & d_ok[None, :]
-    k = tl.load(K + off_z * stride_kz + off_hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :],
-                mask=kv_ok, other=0.0)  # (BLOCK, D)
-    v = tl.load(V + off_z * stride_vz + off_hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
-                mask=kv_ok, other=0.0)
-    if UPCAST:
-        k, v = k.to(tl.float32), v.to(tl.float32)
-    KPM = KPM + off_z * stride_kpmz
+    kv_base = off_bhk * N_CTX_K * HEAD_DIM_REAL
+    k = _load_rows(K + kv_base, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (BLOCK, D)
+    v = _load_rows(V + kv_base, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+    KPM += off_z * N_CTX_K
     dk = tl.zeros((BLOCK, HEAD_DIM), tl.float32)
     dv = tl.zeros((BLOCK, HEAD_DIM), tl.float32)
     lo = 0
     if CAUSAL:  # first query block with a row that sees this key block
         lo = (tl.maximum(start_n - OFF, 0) // BLOCK) * BLOCK
     for g in range(0, GROUPS):
-        off_h = off_hk * GROUPS + g
-        Qb = Q + off_z * stride_qz + off_h * stride_qh
-        DOb = DO + off_z * stride_oz + off_h * stride_oh
-        Posh = Pos + off_h * stride_ph
-        slope = 0.0
-        if POS_KIND == 2:
-            slope = tl.load(Posh).to(tl.float32)
+        off_h = (off_bhk % (H // GROUPS)) * GROUPS + g
+        off_bh = off_z * H + off_h
+        Qh = Q + off_bh * N_CTX_Q * HEAD_DIM_REAL
+        DOh = DO + off_bh * N_CTX_Q * HEAD_DIM_REAL
+        Posh, slope = _head(Pos, off_h * stride_ph, POS_KIND)
         for start_m in range(lo, N_CTX_Q, BLOCK):
             offs_m = start_m + tl.arange(0, BLOCK)
-            q_ok = (offs_m[:, None] < N_CTX_Q) & d_ok[None, :]
-            q = tl.load(Qb + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_ok, other=0.0)
-            do = tl.load(DOb + offs_m[:, None] * stride_om + offs_d[None, :], mask=q_ok, other=0.0)
-            if UPCAST:
-                q, do = q.to(tl.float32), do.to(tl.float32)
-            lse = tl.load(LSE + (off_z * H + off_h) * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=float("inf"))
-            delta = tl.load(Delta + (off_z * H + off_h) * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=0.0)
+            q = _load_rows(Qh, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)
+            do = _load_rows(DOh, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)
+            lse = tl.load(LSE + off_bh * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=float("inf"))
+            delta = tl.load(Delta + off_bh * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=0.0)
             p, dz = _tile_dz(q, k, v, do, lse, delta, Posh, Thr, KPM, offs_m, offs_n, start_m, start_n, OFF, R,
                              slope, scale, stride_pr, offs_d, HEAD_DIM_REAL, N_CTX_Q, N_CTX_K, POS_KIND, CAUSAL,
                              HAS_KPM, BIDIRECTIONAL, NBX, MAX_EXACT, BLOCK, UPCAST, INPUT_PRECISION)
             dv = tl.dot(tl.trans(p).to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
             dk = tl.dot(tl.trans(dz).to(q.dtype), q, dk, input_precision=INPUT_PRECISION)
     dk = dk * scale
-    tl.store(DK + off_z * stride_kz + off_hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :],
-             dk.to(DK.dtype.element_ty), mask=kv_ok)
-    tl.store(DV + off_z * stride_vz + off_hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :],
-             dv.to(DV.dtype.element_ty), mask=kv_ok)
+    _store_rows(DK + kv_base, dk, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL)
+    _store_rows(DV + kv_base, dv, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL)
 
 
 @triton.jit
-def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos,
-                     stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
-                     stride_vz, stride_vh, stride_vn, stride_oz, stride_oh, stride_om,
-                     stride_ph, stride_pr, stride_kpmz,
+def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph, stride_pr,
                      H, GROUPS, N_CTX_Q, N_CTX_K, R, scale, HEAD_DIM_REAL,
                      POS_KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
                      BIDIRECTIONAL: tl.constexpr, NBX: tl.constexpr, MAX_EXACT: tl.constexpr,
@@ -335,29 +329,21 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos,
     gradient of its rows into DPos[b, h, query block, :]."""
     pid_m = tl.program_id(0)
     start_m = pid_m * BLOCK
-    off_bh = tl.program_id(1)
-    off_z, off_h = off_bh // H, off_bh % H
-    off_hk = off_h // GROUPS
+    off_bh = tl.program_id(1).to(tl.int64)
+    off_bhk = (off_bh // H) * (H // GROUPS) + (off_bh % H) // GROUPS
     OFF = N_CTX_K - N_CTX_Q
     offs_m = start_m + tl.arange(0, BLOCK)
     offs_d = tl.arange(0, HEAD_DIM)
     d_ok = offs_d < HEAD_DIM_REAL
-    q_ok = (offs_m[:, None] < N_CTX_Q) & d_ok[None, :]
-    q = tl.load(Q + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
-                mask=q_ok, other=0.0)
-    do = tl.load(DO + off_z * stride_oz + off_h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :],
-                 mask=q_ok, other=0.0)
-    if UPCAST:
-        q, do = q.to(tl.float32), do.to(tl.float32)
+    q_base = off_bh * N_CTX_Q * HEAD_DIM_REAL
+    q = _load_rows(Q + q_base, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)
+    do = _load_rows(DO + q_base, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)
     lse = tl.load(LSE + off_bh * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=float("inf"))
     delta = tl.load(Delta + off_bh * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=0.0)
-    Kb = K + off_z * stride_kz + off_hk * stride_kh
-    Vb = V + off_z * stride_vz + off_hk * stride_vh
-    Pos = Pos + off_h * stride_ph
-    slope = 0.0
-    if POS_KIND == 2:
-        slope = tl.load(Pos).to(tl.float32)
-    KPM = KPM + off_z * stride_kpmz
+    K += off_bhk * N_CTX_K * HEAD_DIM_REAL
+    V += off_bhk * N_CTX_K * HEAD_DIM_REAL
+    Pos, slope = _head(Pos, (off_bh % H) * stride_ph, POS_KIND)
+    KPM += (off_bh // H) * N_CTX_K
     dq = tl.zeros((BLOCK, HEAD_DIM), tl.float32)
     dpos = tl.zeros((NB_PAD,), tl.float32)  # T5: per bucket; ALiBi: entry 0
     bucket_ids = tl.arange(0, NB_PAD)
@@ -366,11 +352,8 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos,
         hi = tl.minimum(N_CTX_K, start_m + BLOCK + OFF)
     for start_n in range(0, hi, BLOCK):
         offs_n = start_n + tl.arange(0, BLOCK)
-        kv_ok = (offs_n[:, None] < N_CTX_K) & d_ok[None, :]
-        k = tl.load(Kb + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_ok, other=0.0)
-        v = tl.load(Vb + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_ok, other=0.0)
-        if UPCAST:
-            k, v = k.to(tl.float32), v.to(tl.float32)
+        k = _load_rows(K, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+        v = _load_rows(V, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
         p, dz = _tile_dz(q, k, v, do, lse, delta, Pos, Thr, KPM, offs_m, offs_n, start_m, start_n, OFF, R,
                          slope, scale, stride_pr, offs_d, HEAD_DIM_REAL, N_CTX_Q, N_CTX_K, POS_KIND, CAUSAL,
                          HAS_KPM, BIDIRECTIONAL, NBX, MAX_EXACT, BLOCK, UPCAST, INPUT_PRECISION)
@@ -412,39 +395,33 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos,
                 dist = tl.abs(offs_m[:, None] + OFF - offs_n[None, :]).to(tl.float32)
                 dpos += tl.where(bucket_ids == 0, -tl.sum(dz * dist), 0.0)
     dq = dq * scale
-    tl.store(DQ + off_z * stride_qz + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
-             dq.to(DQ.dtype.element_ty), mask=q_ok)
+    _store_rows(DQ + q_base, dq, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL)
     if POS_KIND != 0:
         tl.store(DPos + (off_bh * tl.num_programs(0) + pid_m) * NB_PAD + bucket_ids, dpos)
 
 
 @triton.jit
-def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand,
-                       stride_qz, stride_qh, stride_qm, stride_kz, stride_kh, stride_kn,
-                       stride_vz, stride_vh, stride_vn, stride_oz, stride_oh, stride_om,
-                       stride_ph, stride_pr, stride_kpmz,
+def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand, stride_ph, stride_pr,
                        H, GROUPS, N_CTX_Q, N_CTX_K, R, scale, HEAD_DIM_REAL,
                        CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, BLOCK: tl.constexpr,
                        HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
     """One program per (block diagonal u, b, h): walks the tiles (m, n) with m − n = u − (n_key_blocks − 1),
     which all touch the same 2·BLOCK distances, and writes scale·Σ skew⁻¹(dZ)ᵀ @ q as DBand[b, h, u]."""
     u = tl.program_id(0)
-    off_bh = tl.program_id(1)
-    off_z, off_h = off_bh // H, off_bh % H
-    off_hk = off_h // GROUPS
+    off_bh = tl.program_id(1).to(tl.int64)
+    off_bhk = (off_bh // H) * (H // GROUPS) + (off_bh % H) // GROUPS
     OFF = N_CTX_K - N_CTX_Q
     n_kblocks = tl.cdiv(N_CTX_K, BLOCK)
     n_qblocks = tl.cdiv(N_CTX_Q, BLOCK)
     diag = u - (n_kblocks - 1)  # m − n in blocks
     offs_d = tl.arange(0, HEAD_DIM)
-    d_ok = offs_d < HEAD_DIM_REAL
     t = tl.arange(0, 2 * BLOCK)
-    Qb = Q + off_z * stride_qz + off_h * stride_qh
-    DOb = DO + off_z * stride_oz + off_h * stride_oh
-    Kb = K + off_z * stride_kz + off_hk * stride_kh
-    Vb = V + off_z * stride_vz + off_hk * stride_vh
-    Pos = Pos + off_h * stride_ph
-    KPM = KPM + off_z * stride_kpmz
+    Q += off_bh * N_CTX_Q * HEAD_DIM_REAL
+    DO += off_bh * N_CTX_Q * HEAD_DIM_REAL
+    K += off_bhk * N_CTX_K * HEAD_DIM_REAL
+    V += off_bhk * N_CTX_K * HEAD_DIM_REAL
+    Pos += (off_bh % H) * stride_ph
+    KPM += (off_bh // H) * N_CTX_K
     acc = tl.zeros((2 * BLOCK, HEAD_DIM), tl.float32)
     first = tl.maximum(diag, 0)
     last = tl.minimum(n_qblocks, n_kblocks + diag)
@@ -456,14 +433,10 @@ def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand,
         start_n = (mb - diag) * BLOCK
         offs_m = start_m + tl.arange(0, BLOCK)
         offs_n = start_n + tl.arange(0, BLOCK)
-        q_ok = (offs_m[:, None] < N_CTX_Q) & d_ok[None, :]
-        kv_ok = (offs_n[:, None] < N_CTX_K) & d_ok[None, :]
-        q = tl.load(Qb + offs_m[:, None] * stride_qm + offs_d[None, :], mask=q_ok, other=0.0)
-        do = tl.load(DOb + offs_m[:, None] * stride_om + offs_d[None, :], mask=q_ok, other=0.0)
-        k = tl.load(Kb + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kv_ok, other=0.0)
-        v = tl.load(Vb + offs_n[:, None] * stride_vn + offs_d[None, :], mask=kv_ok, other=0.0)
-        if UPCAST:
-            q, do, k, v = q.to(tl.float32), do.to(tl.float32), k.to(tl.float32), v.to(tl.float32)
+        q = _load_rows(Q, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)
+        do = _load_rows(DO, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)
+        k = _load_rows(K, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+        v = _load_rows(V, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
         lse = tl.load(LSE + off_bh * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=float("inf"))
         delta = tl.load(Delta + off_bh * N_CTX_Q + offs_m, mask=offs_m < N_CTX_Q, other=0.0)
         p, dz = _tile_dz(q, k, v, do, lse, delta, Pos, Pos, KPM, offs_m, offs_n, start_m, start_n, OFF, R,
@@ -483,14 +456,8 @@ def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand,
 
 
 # --------------------------------------------------------------------------------------------
-# Host side: launchers, the fixed-order folds, autograd.Function, public functions
+# Host side: launchers and the fixed-order folds (autograd is `attnkit.ops`: the registered ops)
 # --------------------------------------------------------------------------------------------
-
-def _input_precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
-
 
 def t5_thresholds(num_buckets: int, max_distance: int, bidirectional: bool) -> tuple[torch.Tensor, int, int]:
     """(thresholds, NBX, MAX_EXACT): bucket MAX_EXACT + t starts at distance thresholds[t − 1],
@@ -567,7 +534,11 @@ class _Meta:
             self.thr, self.nbx, self.max_exact = t5_thresholds(num_buckets, max_distance, bidirectional)
             self.nb_pad = triton.next_power_of_2(num_buckets)
         self.upcast = INTERPRET and q.dtype == torch.bfloat16
-        self.precision = _input_precision(q.dtype)
+        self.precision = input_precision(q.dtype)
+
+    def sizes(self):
+        """The scalar arguments every position kernel takes after its tensors and the Pos strides."""
+        return self.H, self.H // self.Hkv, self.Lq, self.Lk, self.R, self.scale, self.D
 
     def consts(self):
         return dict(POS_KIND=self.kind, CAUSAL=self.causal, HAS_KPM=self.has_kpm,
@@ -577,7 +548,7 @@ class _Meta:
 
 
 def _pos_args(meta, pos, kpm):
-    """(Pos, Thr, KPM) tensors and (stride_ph, stride_pr, stride_kpmz)."""
+    """(Pos, Thr, KPM) tensors and (stride_ph, stride_pr); KPM contiguous (B, Lk) int8, or pos as a placeholder."""
     if meta.kind == POS_RELATIVE:
         pos_strides = (0 if meta.shared else pos.stride(0), pos.stride(1))
     elif meta.kind == POS_T5:
@@ -586,9 +557,8 @@ def _pos_args(meta, pos, kpm):
         pos_strides = (pos.stride(0), 0)
     thr = meta.thr.to(pos.device) if meta.kind == POS_T5 else pos
     if kpm is None:
-        return (pos, thr, pos), (*pos_strides, 0)
-    kpm = kpm.to(torch.int8)
-    return (pos, thr, kpm), (*pos_strides, kpm.stride(0))
+        return (pos, thr, pos), pos_strides
+    return (pos, thr, kpm.to(torch.int8).contiguous()), pos_strides
 
 
 def _forward(meta, q, k, v, pos, kpm):
@@ -596,9 +566,7 @@ def _forward(meta, q, k, v, pos, kpm):
     lse = torch.empty((meta.B, meta.H, meta.Lq), device=q.device, dtype=torch.float32)
     (pos, thr, kpm_x), extra = _pos_args(meta, pos, kpm)
     grid = (triton.cdiv(meta.Lq, BLOCK), meta.B * meta.H)
-    _pos_attn_fwd[grid](q, k, v, pos, thr, kpm_x, o, lse, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-                        *o.stride()[:3], *extra, meta.H, meta.H // meta.Hkv, meta.Lq, meta.Lk, meta.R, meta.scale,
-                        meta.D, **meta.consts())
+    _pos_attn_fwd[grid](q, k, v, pos, thr, kpm_x, o, lse, *extra, *meta.sizes(), **meta.consts())
     return o, lse
 
 
@@ -606,26 +574,22 @@ def _backward(meta, do, q, k, v, pos, kpm, o, lse):
     do = do.contiguous()
     delta = (o.float() * do.float()).sum(-1)  # (B, H, Lq): rowsum(dO ∘ O)
     (pos_x, thr, kpm_x), extra = _pos_args(meta, pos, kpm)
-    G = meta.H // meta.Hkv
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
     dv = torch.empty_like(v)
-    strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *extra)
-    sizes = (meta.H, G, meta.Lq, meta.Lk, meta.R, meta.scale, meta.D)
+    shared = (*extra, *meta.sizes())
     consts = meta.consts()
     _pos_attn_bwd_dkdv[(triton.cdiv(meta.Lk, BLOCK), meta.B * meta.Hkv)](
-        q, k, v, do, dk, dv, pos_x, thr, kpm_x, lse, delta, *strides, *sizes, **consts)
+        q, k, v, do, dk, dv, pos_x, thr, kpm_x, lse, delta, *shared, **consts)
     n_qblocks = triton.cdiv(meta.Lq, BLOCK)
     dpos_partial = torch.empty((meta.B, meta.H, n_qblocks, meta.nb_pad), device=q.device, dtype=torch.float32)
     _pos_attn_bwd_dq[(n_qblocks, meta.B * meta.H)](
-        q, k, v, do, dq, pos_x, thr, kpm_x, lse, delta, dpos_partial, *strides, *sizes, NB_PAD=meta.nb_pad,
-        **consts)
+        q, k, v, do, dq, pos_x, thr, kpm_x, lse, delta, dpos_partial, *shared, NB_PAD=meta.nb_pad, **consts)
     if meta.kind == POS_RELATIVE:
         U = n_qblocks + triton.cdiv(meta.Lk, BLOCK) - 1
         dband = torch.empty((meta.B, meta.H, U, 2 * BLOCK, meta.head_dim), device=q.device, dtype=torch.float32)
         consts.pop("POS_KIND"), consts.pop("BIDIRECTIONAL"), consts.pop("NBX"), consts.pop("MAX_EXACT")
-        _rel_attn_bwd_drel[(U, meta.B * meta.H)](q, k, v, do, pos_x, kpm_x, lse, delta, dband, *strides, *sizes,
-                                                  **consts)
+        _rel_attn_bwd_drel[(U, meta.B * meta.H)](q, k, v, do, pos_x, kpm_x, lse, delta, dband, *shared, **consts)
         dpos = _fold_bands(dband, meta.shared, meta.R, meta.D, meta.Lq, meta.Lk, meta.causal)
     elif meta.kind == POS_T5:
         dpos = dpos_partial.sum(dim=(0, 2))[:, :meta.num_buckets]  # (H, num_buckets)
@@ -652,39 +616,3 @@ def position_attention_bwd(kind, do, q, k, v, pos, out, lse, *, causal, key_padd
     meta = _Meta(POS_KINDS[kind], q, k, pos, causal, scale, key_padding_mask, t5_args)
     q, k, v, pos = q.contiguous(), k.contiguous(), v.contiguous(), pos.contiguous()
     return _backward(meta, do, q, k, v, pos, key_padding_mask, out, lse)
-
-
-class _PositionAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, pos, kpm, meta):
-        q, k, v, pos = q.contiguous(), k.contiguous(), v.contiguous(), pos.contiguous()
-        o, lse = _forward(meta, q, k, v, pos, kpm)
-        ctx.save_for_backward(q, k, v, pos, o, lse)
-        ctx.kpm, ctx.meta = kpm, meta
-        return o
-
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, pos, o, lse = ctx.saved_tensors
-        dq, dk, dv, dpos = _backward(ctx.meta, do, q, k, v, pos, ctx.kpm, o, lse)
-        return dq, dk, dv, dpos, None, None
-
-
-def relative_attention_triton(q, k, v, rel, *, causal=True, key_padding_mask=None, scale=None) -> torch.Tensor:
-    """Fused relative-position attention; arguments as `attnkit.relative_attention` (validated there).
-    rel (Hr, R, D) is used in q's dtype."""
-    meta = _Meta(POS_RELATIVE, q, k, rel, causal, scale, key_padding_mask)
-    return _PositionAttention.apply(q, k, v, rel.to(q.dtype), key_padding_mask, meta)
-
-
-def t5_attention_triton(q, k, v, table, *, bidirectional, num_buckets, max_distance, causal=False,
-                        key_padding_mask=None, scale=None) -> torch.Tensor:
-    """Fused T5-bias attention; arguments as `attnkit.t5_attention`. table (H, num_buckets)."""
-    meta = _Meta(POS_T5, q, k, table, causal, scale, key_padding_mask, (bidirectional, num_buckets, max_distance))
-    return _PositionAttention.apply(q, k, v, table, key_padding_mask, meta)
-
-
-def alibi_attention_triton(q, k, v, slopes, *, causal=True, key_padding_mask=None, scale=None) -> torch.Tensor:
-    """Fused ALiBi attention; arguments as `attnkit.alibi_attention`. slopes (H,)."""
-    meta = _Meta(POS_ALIBI, q, k, slopes, causal, scale, key_padding_mask)
-    return _PositionAttention.apply(q, k, v, slopes, key_padding_mask, meta)

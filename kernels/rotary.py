@@ -17,16 +17,13 @@ transposed (B, L, H, D) projection) are read in place.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-if INTERPRET:
-    from attnkit.kernels.interpreter_compat import patch_interpreter_index
-    patch_interpreter_index()
+from attnkit.kernels.runtime import INTERPRET, prepare_interpreter
+
+prepare_interpreter()
 BLOCK_L = 64 if INTERPRET else 32
 
 
@@ -87,24 +84,3 @@ def rotary_fwd(x, cos, sin, interleaved=False):
 def rotary_bwd(dout, cos, sin, interleaved=False):
     """The backward of `rotary_fwd`: the inverse rotation of dout."""
     return _rotate(dout, cos, sin, interleaved, inverse=True)
-
-
-class _ApplyRotary(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, cos, sin, interleaved):
-        ctx.save_for_backward(cos, sin)
-        ctx.interleaved = interleaved
-        return _rotate(x, cos, sin, interleaved, inverse=False)
-
-    @staticmethod
-    def backward(ctx, dout):
-        cos, sin = ctx.saved_tensors
-        return _rotate(dout, cos, sin, ctx.interleaved, inverse=True), None, None, None
-
-
-def apply_rotary_triton(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                        interleaved: bool = False) -> torch.Tensor:
-    """x (B, H, L, D); cos, sin (L, rot/2) for x's positions (validated by `attnkit.apply_rotary`)."""
-    cos = cos.to(device=x.device, dtype=torch.float32).contiguous()
-    sin = sin.to(device=x.device, dtype=torch.float32).contiguous()
-    return _ApplyRotary.apply(x, cos, sin, interleaved)

@@ -1,8 +1,8 @@
-"""Argument checks shared by every attention backend.
+"""Every argument check of attnkit's ops, in one module: attention, relative / T5 / ALiBi, rotary.
 
 Bad input raises ``ValueError`` whose message starts with the argument's name, so a user
-reading one line knows what to fix. The kernels and the torch path call the same checks, so a
-call that is valid for one backend is valid for all.
+reading one line knows what to fix. `attnkit.ops` runs these once per call, before choosing a backend, so a
+call that is valid for one backend is valid for all; `check_triton_inputs` adds what only the kernels need.
 """
 from __future__ import annotations
 
@@ -109,8 +109,13 @@ def check_dropout(dropout_p, dropout_seed) -> None:
         raise ValueError(f"dropout_seed must be an int >= 0 or None, got {dropout_seed!r}")
 
 
+def check_scale(scale) -> None:
+    if scale is not None and not isinstance(scale, (int, float)):
+        raise ValueError(f"scale must be a number or None, got {type(scale).__name__}")
+
+
 def check_attention_args(q, k, v, *, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None, scale=None,
-                         softcap=None, document_ids=None, dropout_p=0.0, dropout_seed=None) -> None:
+                         softcap=None, document_ids=None, dropout_p=0.0, dropout_seed=None, return_lse=False) -> None:
     """Validate the full `attnkit.attention` contract; raise ValueError naming the bad argument."""
     check_qkv(q, k, v)
     check_softcap(softcap)
@@ -122,8 +127,7 @@ def check_attention_args(q, k, v, *, window=(-1, -1), key_padding_mask=None, att
     if (not isinstance(window, (tuple, list)) or len(window) != 2
             or not all(isinstance(w, int) and w >= -1 for w in window)):
         raise ValueError(f"window must be a pair of ints (left, right), each >= -1 (-1 = unbounded), got {window!r}")
-    if scale is not None and not isinstance(scale, (int, float)):
-        raise ValueError(f"scale must be a number or None, got {type(scale).__name__}")
+    check_scale(scale)
     check_key_padding_mask(key_padding_mask, q, k)
     if attn_mask is not None:
         if not isinstance(attn_mask, torch.Tensor) or attn_mask.dtype != torch.bool:
@@ -139,3 +143,73 @@ def check_attention_args(q, k, v, *, window=(-1, -1), key_padding_mask=None, att
             raise ValueError(f"bias shape {tuple(bias.shape)} is not broadcastable to (B, Hq, Lq, Lk) = {full}")
         if bias.device != q.device:
             raise ValueError(f"bias is on {bias.device} but q is on {q.device}")
+    if not isinstance(return_lse, bool):
+        raise ValueError(f"return_lse must be a bool, got {return_lse!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# relative / T5 / ALiBi attention, rotary
+# --------------------------------------------------------------------------------------------
+
+def check_position_args(q, k, v, key_padding_mask, scale) -> None:
+    """What relative, T5 and ALiBi attention share with `attention`: q, k, v, the padding mask and the scale."""
+    check_qkv(q, k, v)
+    check_key_padding_mask(key_padding_mask, q, k)
+    check_scale(scale)
+
+
+def check_rel(q: torch.Tensor, rel: torch.Tensor, causal: bool) -> None:
+    if not isinstance(rel, torch.Tensor) or rel.dim() != 3:
+        raise ValueError(f"rel must be a 3-D tensor (Hr, R, D), got {getattr(rel, 'shape', type(rel).__name__)}")
+    H, D = q.shape[1], q.shape[3]
+    if rel.shape[0] not in (1, H):
+        raise ValueError(f"rel has {rel.shape[0]} heads; it must have 1 (shared) or H = {H}")
+    if rel.shape[2] != D:
+        raise ValueError(f"rel head dim {rel.shape[2]} does not match q head dim {D}")
+    if rel.shape[1] < 1:
+        raise ValueError("rel needs at least one embedding (R >= 1)")
+    if rel.dtype != q.dtype or rel.device != q.device:
+        raise ValueError(f"rel must match q's dtype and device ({q.dtype}, {q.device}), "
+                         f"got ({rel.dtype}, {rel.device})")
+    if not causal and rel.shape[1] % 2 == 0:
+        raise ValueError(f"rel needs an odd R = 2P + 1 when causal=False, got R = {rel.shape[1]}")
+
+
+def check_t5(q: torch.Tensor, table: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> None:
+    H = q.shape[1]
+    if not isinstance(num_buckets, int) or num_buckets < (4 if bidirectional else 2):
+        raise ValueError(f"num_buckets must be an int >= {4 if bidirectional else 2} "
+                         f"(bidirectional={bidirectional}), got {num_buckets!r}")
+    max_exact = (num_buckets // 2 if bidirectional else num_buckets) // 2
+    if not isinstance(max_distance, int) or max_distance <= max_exact:
+        raise ValueError(f"max_distance must be an int > {max_exact} (the exact-distance buckets), "
+                         f"got {max_distance!r}")
+    if not isinstance(table, torch.Tensor) or tuple(table.shape) != (H, num_buckets):
+        raise ValueError(f"table must be a tensor of shape (H, num_buckets) = {(H, num_buckets)}, "
+                         f"got {tuple(getattr(table, 'shape', ()))}")
+    if not table.is_floating_point() or table.device != q.device:
+        raise ValueError(f"table must be a floating-point tensor on {q.device}")
+
+
+def check_slopes(q: torch.Tensor, slopes) -> None:
+    H = q.shape[1]
+    if not isinstance(slopes, torch.Tensor) or tuple(slopes.shape) != (H,) or not slopes.is_floating_point():
+        raise ValueError(f"slopes must be a float tensor of shape (H,) = ({H},), "
+                         f"got {tuple(getattr(slopes, 'shape', ()))}")
+    if slopes.device != q.device:
+        raise ValueError(f"slopes is on {slopes.device} but q is on {q.device}")
+
+
+def check_rotary_args(x, offset, base, rotary_dim) -> int:
+    """Check `apply_rotary`'s arguments; returns the rotary dim (None → D)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"x must be a 4-D float tensor (B, H, L, D), got {tuple(getattr(x, 'shape', ()))}")
+    D = x.shape[-1]
+    rotary_dim = D if rotary_dim is None else rotary_dim
+    if not isinstance(rotary_dim, int) or rotary_dim < 2 or rotary_dim % 2 or rotary_dim > D:
+        raise ValueError(f"rotary_dim must be an even int in [2, D = {D}], got {rotary_dim!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+    if not isinstance(base, (int, float)) or base <= 1:
+        raise ValueError(f"base must be a number > 1, got {base!r}")
+    return rotary_dim

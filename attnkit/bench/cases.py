@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from attnkit.kernels import reference as ref
+from attnkit.kernels import torch_path
 
 OPS = ("causal", "full", "window", "padding", "bias", "rel", "t5", "alibi", "varlen", "decode")
 ATTENTION_OPS = ("causal", "full", "window", "padding", "bias", "varlen", "decode")  # attnkit.attention calls
@@ -141,15 +142,15 @@ def reference(case: Case) -> torch.Tensor:
     """The op's definition, computed chunked (never the full L×L at once) so float64 fits at long L."""
     e, kw = case.extras, dict(scale=case.scale)
     if case.op in ATTENTION_OPS:
-        return ref.attention_chunked(case.q, case.k, case.v, causal=case.causal, window=e.get("window", (-1, -1)),
+        return torch_path.attention_chunked(case.q, case.k, case.v, causal=case.causal, window=e.get("window", (-1, -1)),
                                      key_padding_mask=e.get("key_padding_mask"), bias=e.get("bias"),
                                      document_ids=e.get("document_ids"), **kw)
     if case.op == "rel":
-        return ref.position_attention_chunked(case.q, case.k, case.v, e["rel"], kind="relative", causal=True, **kw)
+        return torch_path.position_attention_chunked(case.q, case.k, case.v, e["rel"], kind="relative", causal=True, **kw)
     if case.op == "t5":
-        return ref.position_attention_chunked(case.q, case.k, case.v, e["table"], kind="t5", causal=False,
+        return torch_path.position_attention_chunked(case.q, case.k, case.v, e["table"], kind="t5", causal=False,
                                               t5_args=(True, T5_BUCKETS, T5_MAX_DISTANCE), **kw)
-    return ref.position_attention_chunked(case.q, case.k, case.v, e["slopes"], kind="alibi", causal=True, **kw)
+    return torch_path.position_attention_chunked(case.q, case.k, case.v, e["slopes"], kind="alibi", causal=True, **kw)
 
 
 def visible_pairs(op: str, L: int) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from attnkit.bench.cases import ATTENTION_OPS, OPS, T5_BUCKETS, T5_MAX_DISTANCE, Case
 from attnkit.kernels import reference as ref
+from attnkit.kernels import runtime
 
 Forward = Callable[[], torch.Tensor]
 
@@ -68,15 +68,15 @@ def _attnkit_call(case: Case, backend: str) -> torch.Tensor:
     return ops.alibi_attention(c.q, c.k, c.v, slopes=e["slopes"], causal=True, backend=backend)
 
 
-# op -> (module under attnkit.kernels, function it must define, public op in attnkit.ops)
-_TRITON_ENTRY = {op: ("attention", "attention_triton", "attention") for op in ATTENTION_OPS}
-_TRITON_ENTRY.update(rel=("relative", "relative_attention_triton", "relative_attention"),
-                     t5=("relative", "t5_attention_triton", "t5_attention"),
-                     alibi=("relative", "alibi_attention_triton", "alibi_attention"))
+# op -> (module under attnkit.kernels, launcher it must define, public op in attnkit.ops)
+_TRITON_ENTRY = {op: ("attention", "attention_fwd", "attention") for op in ATTENTION_OPS}
+_TRITON_ENTRY.update(rel=("relative", "position_attention_fwd", "relative_attention"),
+                     t5=("relative", "position_attention_fwd", "t5_attention"),
+                     alibi=("relative", "position_attention_fwd", "alibi_attention"))
 
 
 def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    return runtime.INTERPRET
 
 
 def _triton_available(device: torch.device) -> Optional[str]:

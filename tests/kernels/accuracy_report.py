@@ -12,9 +12,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from test_attention import CASES, _masks, make_inputs, naive_lowp, rel_err, run, run_ref64  # noqa: E402
-
-from attnkit.kernels.attention import attention_triton  # noqa: E402
+from test_attention import (CASES, _masks, attention_triton, make_inputs, naive_lowp, rel_err, run,  # noqa: E402
+                            run_ref64)
 
 NAMES = ("out", "dq", "dk", "dv", "dbias")
 device = "cuda" if torch.cuda.is_available() and os.environ["TRITON_INTERPRET"] != "1" else "cpu"

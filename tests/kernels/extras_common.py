@@ -3,7 +3,7 @@ to run, the error bars against float64, and the relative error they are measured
 import pytest
 import torch
 
-from attnkit.kernels.attention import INTERPRET
+from attnkit.kernels.runtime import INTERPRET
 
 KERNEL = pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(),
                             reason="the kernel needs CUDA or Triton's interpreter")

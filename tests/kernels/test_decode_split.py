@@ -11,8 +11,9 @@ import torch
 import attnkit
 import attnkit.kernels.attention as kernel
 from attnkit.kernels.reference import attention_reference
+from attnkit.kernels.runtime import INTERPRET
 
-pytestmark = pytest.mark.skipif(not kernel.INTERPRET and not torch.cuda.is_available(),
+pytestmark = pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(),
                                 reason="the kernel needs CUDA or the interpreter")
 
 

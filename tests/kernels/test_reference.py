@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import attnkit
-from attnkit.kernels.reference import attention_chunked, attention_reference, sdpa_covers
+from attnkit.kernels.reference import attention_reference
+from attnkit.kernels.torch_path import attention_chunked, sdpa_covers
 
 
 def _inputs(B=2, Hq=4, Hkv=2, Lq=50, Lk=40, D=16, dtype=torch.float64):

@@ -6,9 +6,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import attnkit
-from attnkit.kernels.reference import (alibi_attention_reference, alibi_slopes, position_attention_chunked,
-                                       relative_attention_chunked, relative_attention_reference,
+from attnkit.kernels.reference import (alibi_attention_reference, alibi_slopes, relative_attention_reference,
                                        relative_attention_skewed, t5_attention_reference, t5_bucket)
+from attnkit.kernels.torch_path import position_attention_chunked, relative_attention_chunked
 
 FP32_TOL = 2e-4  # max|err| / max|ref|
 FP16_TOL = 3e-3  # observed ≈ 3e-4 … 7e-4; torch's own fp16-input path is ≈ 2e-4 … 5e-4

@@ -94,10 +94,10 @@ def test_untrained_model_is_near_uniform_and_training_lowers_bits_per_dim():
 
 def test_sampling_under_inference_mode_as_the_first_masked_attention_call():
     """`attnkit sample` runs under inference_mode; the CPU path's one-time SDPA probe must not need grad there."""
-    from attnkit.kernels import reference
+    from attnkit.kernels import torch_path
 
-    if hasattr(reference, "_sdpa_zeroes_empty_rows"):
-        reference._sdpa_zeroes_empty_rows.cache_clear()
+    if hasattr(torch_path, "_sdpa_zeroes_empty_rows"):
+        torch_path._sdpa_zeroes_empty_rows.cache_clear()
     model = tiny("local2d", n_layer=1)
     with torch.inference_mode():
         images = model.generate(torch.tensor([5]), generator=torch.Generator().manual_seed(0))

@@ -5,7 +5,7 @@ import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import attnkit
-from attnkit import library
+from attnkit import library, ops
 
 
 def _qkv(B=2, Hq=4, Hkv=2, Lq=12, Lk=12, D=16, dtype=torch.float32, seed=0):
@@ -140,7 +140,7 @@ def _traced(fn, *tensors):
 def test_triton_path_traces_with_fake_tensors(dtype, monkeypatch):
     """Forward and backward of each op on backend="triton" trace to the right shapes and dtypes with fake
     tensors: the kernels never run, so this needs no GPU (and no interpreter)."""
-    monkeypatch.setenv("TRITON_INTERPRET", "1")  # only lets resolve_backend accept CPU tensors
+    monkeypatch.setattr(ops, "INTERPRET", True)  # only lets resolve_backend accept CPU tensors
     q, k, v = _qkv(B=2, Hq=4, Hkv=2, Lq=64, Lk=80, D=40, dtype=dtype)
     bias = torch.randn(4, 1, 80)  # float32 bias beside half-precision q: its gradient keeps float32
 
