@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from attnkit.errors import UserError
 from attnkit.fsio import os_fault
 
 # flock on a file system that does not support it (some network and FUSE mounts).
+_TEMP = re.compile(r"\..+\.tmp\d+")  # fsio.temp_path's names
 _NO_LOCKING = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS}
 
 
@@ -37,14 +39,18 @@ def run_lock(run_dir: str | Path, note: Callable[[str], None] | None = None) -> 
     path = lock_path(run_dir)
     parent = path.parent.absolute()
     created = [p for p in (parent, *parent.parents) if not p.exists()]
-    fd = _acquire(run_dir, path)
+    try:
+        fd = _acquire(run_dir, path)
+    except UserError:
+        _remove_empty(created)
+        raise
     try:
         stale = _read_pid(fd)
         if stale is not None and stale != os.getpid() and note is not None:
             note(f"took over the lock of {run_dir} left by pid {stale}, which no longer holds it (killed?)")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _remove_leftover_staging(run_dir)
+        _remove_leftovers(run_dir)
         yield path
     finally:
         # Unlink while still holding the lock: a process that opened the old file finds, once it gets the
@@ -52,14 +58,19 @@ def run_lock(run_dir: str | Path, note: Callable[[str], None] | None = None) -> 
         with contextlib.suppress(OSError):
             path.unlink()
         os.close(fd)
-        for p in created:  # a fresh run that never got published leaves no empty parents behind
+        _remove_empty(created)  # a fresh run that never got published leaves no empty parents behind
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for p in folders:  # deepest first
+        with contextlib.suppress(OSError):
             if p.exists() and not any(p.iterdir()):
-                with contextlib.suppress(OSError):
-                    p.rmdir()
+                p.rmdir()
 
 
 def _acquire(run_dir: Path, path: Path) -> int:
     while True:
+        created = not path.exists()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
@@ -70,6 +81,9 @@ def _acquire(run_dir: Path, path: Path) -> int:
         except OSError as e:
             owner = _read_pid(fd)
             os.close(fd)
+            if created and e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                with contextlib.suppress(OSError):
+                    path.unlink()
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 who = f"process {owner}" if owner is not None else "another process"
                 raise UserError(f"{run_dir} is in use by {who} (another train or average); wait for it to "
@@ -95,10 +109,16 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
-def _remove_leftover_staging(run_dir: Path) -> None:
-    """Staging directories of this run left by a killed train: only the lock holder stages, so none is live."""
+def _remove_leftovers(run_dir: Path) -> None:
+    """What a killed writer of this run left: staging directories and half-written temp files
+    (fsio.temp_path). Only the lock holder writes the run, so none of them is live."""
     for p in run_dir.parent.glob(f".{run_dir.name}.staging-*"):
         shutil.rmtree(p, ignore_errors=True)
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for p in folder.glob(".*.tmp*"):
+            if _TEMP.fullmatch(p.name):
+                with contextlib.suppress(OSError):
+                    p.unlink()
 
 
 def note(message: str) -> None:
