@@ -67,3 +67,15 @@ def atomic_write(path: str | Path, content: Content) -> Path:
             raise os_fault(path, e) from None
         raise
     return path
+
+
+def npz_bytes(compressed: bool = False, **arrays) -> bytes:
+    """An .npz archive of arrays as bytes, for atomic_write (np.savez to a path is neither atomic nor one line
+    on a full disk)."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return buffer.getvalue()

@@ -183,9 +183,10 @@ class Trainer:
                              for k in sorted({*old, *new}) if old.get(k) != new.get(k))
             raise UserError(f"{self.run_dir / CONFIG}: these settings build a different model ({diff}); "
                             f"--resume needs the same model")
-        state = load_checkpoint(self.run_dir, model, note=note)
+        say = note if self.world.is_main else (lambda message: None)  # one note per job, not per rank
+        state = load_checkpoint(self.run_dir, model, note=say)
         if state is None:
-            note(f"{self.run_dir} has no checkpoint yet (it stopped before its first): starting it again from "
+            say(f"{self.run_dir} has no checkpoint yet (it stopped before its first): starting it again from "
                  f"step 0 with its saved config")
             return None
         if len(state["rng"]) != self.world.size:
