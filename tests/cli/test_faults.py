@@ -242,3 +242,31 @@ def test_every_file_of_a_run_follows_the_umask(tmp_path, capsys, umask, file_mod
              if not p.is_symlink()}
     assert "runs/gpt/model.safetensors" in modes and "runs/gpt/avg.safetensors" in modes
     assert {k: m for k, m in modes.items() if m != (dir_mode if (tmp_path / k).is_dir() else file_mode)} == {}
+
+
+# ---- corpus caches cut short ---------------------------------------------------------------------------
+def test_a_cut_short_corpus_cache_is_rebuilt_not_trusted(tmp_path):
+    import numpy as np
+
+    from attnkit.errors import UserError
+    from attnkit.zoo.data import chorales, rl, speech
+
+    meta = {"env": "CartPole-v1", "episodes": 1, "seed": 0, "version": rl.VERSION}
+    good = tmp_path / "rl.npz"
+    np.savez_compressed(good, meta=json.dumps(meta), observations=np.zeros((3, 4), np.float32),
+                        actions=np.zeros(3, np.int64), rewards=np.ones(3, np.float32),
+                        starts=np.array([0, 3]), epsilons=np.zeros(1))
+    assert rl._read_cache(good, meta).rewards.sum() == 3
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # what a kill -9 mid-write used to leave
+    assert rl._read_cache(cut, meta) is None  # so load_or_generate generates it again
+
+    entries = {1: ("bwv1", np.ones((8, 4), np.int16), ""), 2: ("bwv2", None, "not four voices")}
+    chorales._write_cache(tmp_path / "chorales.npz", entries)
+    assert sorted(chorales._read_cache(tmp_path / "chorales.npz")) == [1, 2]
+    (tmp_path / "chorales.npz").write_bytes((tmp_path / "chorales.npz").read_bytes()[:200])
+    assert chorales._read_cache(tmp_path / "chorales.npz") == {}  # parsed again, all of it
+
+    (tmp_path / "speech.npz").write_bytes(cut.read_bytes())
+    with pytest.raises(UserError, match=r"speech.npz is corrupt or truncated \("):
+        speech.load_corpus(tmp_path / "speech.npz")
