@@ -270,3 +270,24 @@ def test_a_cut_short_corpus_cache_is_rebuilt_not_trusted(tmp_path):
     (tmp_path / "speech.npz").write_bytes(cut.read_bytes())
     with pytest.raises(UserError, match=r"speech.npz is corrupt or truncated \("):
         speech.load_corpus(tmp_path / "speech.npz")
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "EACCES", "EDQUOT"])
+def test_every_os_fault_of_a_write_is_one_user_error(tmp_path, monkeypatch, code):
+    """fsio.atomic_write, which every file of a run goes through: one line naming file and cause, the old
+    content kept, no temp file (as root, EACCES and EDQUOT cannot be provoked for real: the OS call fails here)."""
+    from attnkit import fsio
+    from attnkit.errors import UserError
+
+    target = tmp_path / "metrics.jsonl"
+    target.write_text('{"step": 0}\n')
+    number = getattr(errno, code)
+
+    def failing_fsync(fd):
+        raise OSError(number, os.strerror(number))
+
+    monkeypatch.setattr(fsio.os, "fsync", failing_fsync)
+    with pytest.raises(UserError) as e:
+        fsio.atomic_write(target, '{"step": 0}\n{"step": 2}\n')
+    assert str(e.value) == f"cannot write {target}: {os.strerror(number)} ({code})"
+    assert target.read_text() == '{"step": 0}\n' and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
