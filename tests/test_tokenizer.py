@@ -125,7 +125,7 @@ def test_cli_tokenize_vocab_300(tmp_path, capsys):
     argv = ["tokenize", "--input", str(tmp_path / "t.txt"), "--vocab-size", "300", "--out", str(tmp_path / "t.model")]
     main(argv)
     out = capsys.readouterr().out
-    assert "off" in out and "yes" in out
+    assert "byte fallback off" in out and "yes" in out
     main(argv[:-2] + ["--out", str(tmp_path / "b.model"), "--vocab-size", "400", "--no-byte-fallback"])
     assert not load_tokenizer(tmp_path / "b.model").byte_fallback
     with pytest.raises(SystemExit) as e:

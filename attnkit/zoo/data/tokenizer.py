@@ -212,11 +212,11 @@ def run_tokenize(input: str | None, vocab_size: int, model_type: str, out: str,
     make_dirs(out_path.parent)
     tok = train_sentencepiece(text, vocab_size, model_type, out_path, byte_fallback=byte_fallback)
     stats = tokenizer_stats(tok, text)
-    table = Table(title=f"sentencepiece {model_type} → {out_path}")
-    for col in ("vocab size", "tokens", "chars / token", "coverage", "byte fallback", "exact round-trip"):
+    fallback = "on" if tok.byte_fallback else "off"
+    table = Table(title=f"sentencepiece {model_type}, byte fallback {fallback} → {out_path}")
+    for col in ("vocab size", "tokens", "chars / token", "coverage", "exact round-trip"):
         table.add_column(col, justify="right")
     table.add_row(f"{stats['vocab_size']:,}", f"{stats['tokens']:,}", f"{stats['chars_per_token']:.2f}",
-                  f"{100 * stats['coverage']:.2f}%", "on" if tok.byte_fallback else "off",
-                  "yes" if stats["round_trip"] else "NO")
+                  f"{100 * stats['coverage']:.2f}%", "yes" if stats["round_trip"] else "NO")
     Console().print(table)
     return stats
