@@ -60,15 +60,75 @@ def test_sentencepiece_exact_round_trip(tmp_path, corpus, model_type):
 
 def test_sentencepiece_errors(corpus):
     with pytest.raises(UserError, match="too small"):
-        train_sentencepiece(corpus, 100, "bpe")
+        train_sentencepiece(corpus, 20, "bpe")
     with pytest.raises(UserError, match="unknown model type"):
         train_sentencepiece(corpus, 400, "wordpiece")
 
 
 def test_too_small_vocab_says_the_minimum_in_one_line():
     text = "the quick brown fox jumps over the lazy dog. 0123456789 ABCDEFGHIJ\n" * 20
+    for byte_fallback, extra in ((None, 0), (True, 256)):
+        with pytest.raises(UserError) as e:
+            train_sentencepiece(text, 20, byte_fallback=byte_fallback)
+        need = int(str(e.value).split("the minimum is ")[1].split()[0])
+        assert need == 1 + len(set(text)) + extra  # <unk>, every character ("\n" too), the byte pieces
+        assert "trainer_interface" not in str(e.value) and "\n" not in str(e.value)
+        tok = train_sentencepiece(text, need, byte_fallback=byte_fallback)  # the stated minimum really trains
+        assert tok.vocab_size == need and tok.decode(tok.encode(text)) == text
+
+
+def _text_of(n_chars: int, seed: int = 0) -> str:
+    """Words over n_chars distinct characters ("\n" and " " among them), every character used."""
+    import random
+
+    rng = random.Random(seed)
+    alphabet = [chr(c) for c in range(0x21, 0x7F)] + [chr(c) for c in range(0xC0, 0xC0 + n_chars)]
+    alphabet = alphabet[:n_chars - 2]
+    words = ["".join(rng.choices(alphabet, k=rng.randint(1, 6))) for _ in range(3000)]
+    return " ".join(alphabet) + "\n" + "\n".join(" ".join(words[i:i + 12]) for i in range(0, len(words), 12))
+
+
+@pytest.mark.parametrize("n_chars", [82, 200, 299])
+def test_vocab_300_trains_on_any_text_it_can_hold(tmp_path, n_chars):
+    """300 pieces fit <unk> + 299 characters: byte fallback (256 pieces) is then off, and recorded."""
+    text = _text_of(n_chars)
+    assert len(set(text)) == n_chars
+    tok = train_sentencepiece(text, 300, "bpe", tmp_path / "sp.model")
+    assert tok.vocab_size == 300 and not tok.byte_fallback
+    assert tok.decode(tok.encode(text)) == text
+    again = load_tokenizer(tmp_path / "sp.model")  # the file says so: no byte pieces
+    assert not again.byte_fallback and again.encode(text) == tok.encode(text)
+
+
+def test_byte_fallback_on_when_it_fits_and_overridable(tmp_path):
+    text = _text_of(82)
+    assert train_sentencepiece(text, 1 + 82 + 256).byte_fallback  # room for the byte pieces: on by default
+    assert not train_sentencepiece(text, 400, byte_fallback=False).byte_fallback
+    with pytest.raises(UserError, match=r"the minimum is 339 \(1 unknown \+ 256 byte-fallback pieces"):
+        train_sentencepiece(text, 300, byte_fallback=True)
+
+
+def test_a_character_without_a_piece_is_refused_in_one_line():
+    tok = train_sentencepiece(_text_of(82), 300)
     with pytest.raises(UserError) as e:
-        train_sentencepiece(text, 300)
-    need = int(str(e.value).split("at least ")[1].split()[0])
-    assert "trainer_interface" not in str(e.value) and "\n" not in str(e.value)
-    assert train_sentencepiece(text, need).vocab_size == need  # the stated minimum really trains
+        tok.encode("ok 中 🙂")
+    assert str(e.value) == ("characters not in the tokenizer's vocabulary: '中🙂' (it was trained without byte "
+                            "fallback)")
+    with_bytes = train_sentencepiece(_text_of(82), 400)
+    assert with_bytes.decode(with_bytes.encode("ok 中 🙂")) == "ok 中 🙂"  # spelled as UTF-8 bytes
+
+
+def test_cli_tokenize_vocab_300(tmp_path, capsys):
+    from attnkit.cli.main import main
+
+    (tmp_path / "t.txt").write_text(_text_of(82))
+    argv = ["tokenize", "--input", str(tmp_path / "t.txt"), "--vocab-size", "300", "--out", str(tmp_path / "t.model")]
+    main(argv)
+    out = capsys.readouterr().out
+    assert "byte fallback off" in out and "yes" in out
+    main(argv[:-2] + ["--out", str(tmp_path / "b.model"), "--vocab-size", "400", "--no-byte-fallback"])
+    assert not load_tokenizer(tmp_path / "b.model").byte_fallback
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--byte-fallback"])
+    assert e.value.code == 1
+    assert capsys.readouterr().err.startswith("error: vocab size 300 is too small for this text: the minimum is 339")

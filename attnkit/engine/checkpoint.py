@@ -14,8 +14,8 @@ Weights go through safetensors' save_model/load_model, which store tied tensors 
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,46 +23,46 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import _remove_duplicate_names, load_file, load_model
+from safetensors.torch import save as safetensors_bytes
 
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write, make_dirs
 
 CKPT_DIR = "checkpoints"
 WEIGHTS = "model.safetensors"
 _STEP_RE = re.compile(r"step_(\d+)\.safetensors$")
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = _tmp(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = _tmp(path)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through memory, so a full disk is an OSError of ours, not a RuntimeError of torch's writer."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def weights_bytes(model: nn.Module, metadata: dict[str, str] | None = None) -> bytes:
+    """What safetensors' save_model writes (tied tensors stored once, their names in the metadata), as bytes."""
+    state_dict = model.state_dict()
+    metadata = dict(metadata or {})
+    for kept, removed in _remove_duplicate_names(state_dict).items():
+        for name in removed:
+            metadata.setdefault(name, kept)
+            del state_dict[name]
+    return safetensors_bytes({k: v.contiguous() for k, v in state_dict.items()}, metadata=metadata)
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Model weights as safetensors (tied tensors stored once), atomically."""
-    path = Path(path)
-    tmp = _tmp(path)
-    save_model(model, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    atomic_write(path, weights_bytes(model, metadata))
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -97,7 +97,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, state: dic
                     keep_last: int = 1) -> None:
     """Write step weights + state, then latest.json, then RUN/model.safetensors; prune old steps."""
     run_dir = Path(run_dir)
-    (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+    make_dirs(run_dir / CKPT_DIR)
     weights, state_path = step_paths(run_dir, step)
     save_weights(model, weights, metadata={"step": str(step)})
     atomic_torch_save(state, state_path)
@@ -120,14 +120,35 @@ def latest_step(run_dir: str | Path) -> int | None:
     return step["step"]
 
 
-def load_checkpoint(run_dir: str | Path, model: nn.Module) -> dict[str, Any]:
-    """Load the latest step's weights into model and return its training state."""
-    step = latest_step(run_dir)
-    if step is None:
-        raise UserError(f"nothing to resume: no checkpoint in {run_dir}")
-    weights, state_path = step_paths(Path(run_dir), step)
-    load_weights(model, weights)
-    return load_state(state_path)
+def load_checkpoint(run_dir: str | Path, model: nn.Module, note=None) -> dict[str, Any] | None:
+    """Load the newest intact checkpoint into model and return its training state; None if the run has none.
+
+    The newest is the step latest.json names. If its weights or state are unreadable (or latest.json is), the
+    older step checkpoints kept (--keep-last) are tried, newest first, and `note` gets one line saying which
+    step the run resumes from instead. Refuses (UserError) only when none is intact."""
+    run_dir = Path(run_dir)
+    damaged: list[str] = []
+    try:
+        named = latest_step(run_dir)
+    except UserError as e:
+        named, damaged = None, [str(e)]
+    kept = sorted((s for s, _ in step_checkpoints(run_dir)), reverse=True)
+    steps = [named] + [s for s in kept if s < named] if named is not None else kept
+    if not steps and not damaged:
+        return None
+    for step in steps:
+        weights, state_path = step_paths(run_dir, step)
+        try:
+            load_weights(model, weights)
+            state = load_state(state_path)
+        except UserError as e:
+            damaged.append(str(e))
+            continue
+        if damaged and note is not None:
+            note(f"{damaged[0]}; resuming from step {step}, the newest intact checkpoint")
+        return state
+    older = "and no older intact checkpoint is kept" if len(steps) > 1 else "and no older checkpoint is kept"
+    raise UserError(f"{damaged[0]}, {older}; start again with --overwrite")
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -165,11 +186,7 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> Path:
             sums[k] = sums[k] + v.double() if v.is_floating_point() else v
     avg = {k: (v / len(paths)).to(first[k].dtype) if first[k].is_floating_point() else v
            for k, v in sums.items()}
-    out = Path(out)
-    tmp = _tmp(out)
-    save_file(avg, str(tmp), metadata={"averaged": ",".join(p.name for p in paths)})
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, safetensors_bytes(avg, metadata={"averaged": ",".join(p.name for p in paths)}))
 
 
 def run_average(run: str | Path, last: int, out: str | Path | None = None) -> Path:
@@ -178,17 +195,21 @@ def run_average(run: str | Path, last: int, out: str | Path | None = None) -> Pa
     from rich.console import Console
     from rich.table import Table
 
+    from attnkit.engine.lock import owner_lock
+    from attnkit.engine.rundir import real_run_dir
+
     run_dir = Path(run)
     if not (run_dir / "config.json").is_file():
         raise UserError(f"{run} is not a run directory: no config.json")
     if last < 1:
         raise UserError(f"--last must be at least 1, got {last}")
-    found = step_checkpoints(run_dir)
-    if len(found) < last:
-        raise UserError(f"{run} has {len(found)} step checkpoint(s), fewer than --last {last} "
-                        f"(train with --keep-last {last} to keep them)")
-    chosen = [p for _, p in found[-last:]]
-    out_path = average_checkpoints(chosen, Path(out) if out else run_dir / WEIGHTS)
+    with owner_lock(real_run_dir(run_dir)):  # a train writing this run would prune what we average
+        found = step_checkpoints(run_dir)
+        if len(found) < last:
+            raise UserError(f"{run} has {len(found)} step checkpoint(s), fewer than --last {last} "
+                            f"(train with --keep-last {last} to keep them)")
+        chosen = [p for _, p in found[-last:]]
+        out_path = average_checkpoints(chosen, Path(out) if out else run_dir / WEIGHTS)
     table = Table(title=f"averaged {last} checkpoints → {out_path}")
     table.add_column("step", justify="right")
     table.add_column("file")

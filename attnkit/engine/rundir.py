@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from attnkit.errors import UserError
+from attnkit.fsio import make_dirs, os_fault
 
 CONFIG = "config.json"
 LATEST = "latest"
@@ -40,10 +41,11 @@ def read_saved_config(run: str | Path) -> dict[str, Any]:
     """RUN/config.json, checked for the keys the trainer and sampler read."""
     run_dir = Path(run)
     if not run_dir.is_dir():
-        raise UserError(f"nothing to resume: {run_dir} does not exist")
+        raise UserError(f"nothing to resume: {run_dir} does not exist; drop --resume to start a new run there")
     path = run_dir / CONFIG
     if not path.is_file():
-        raise UserError(f"nothing to resume: {run_dir} has no {CONFIG}")
+        raise UserError(f"nothing to resume: {run_dir} has no {CONFIG}; drop --resume to start a new run "
+                        f"(in an empty or new --out)")
     saved = read_json(path)
     for key, kind in (("task", str), ("train", dict), ("model", dict)):
         if not isinstance(saved, dict) or not isinstance(saved.get(key), kind):
@@ -69,6 +71,9 @@ def check_target(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             return
         saved = read_json(run_dir / CONFIG)
         task = saved.get("task", "an attnkit") if isinstance(saved, dict) else "an attnkit"
+        if not (run_dir / "checkpoints").is_dir():  # killed before its first checkpoint
+            raise UserError(f"{run_dir} already holds a {task} run that stopped before its first checkpoint; "
+                            f"pass --resume to start it again with its saved config or --overwrite to replace it")
         raise UserError(f"{run_dir} already holds a {task} run; pass --resume to continue it or --overwrite "
                         f"to replace it")
     if any(run_dir.iterdir()):
@@ -81,8 +86,11 @@ def staging_dir(run_dir: Path) -> Iterator[Path]:
     with the parent directories it had to create if nothing was published."""
     parent = run_dir.parent.absolute()
     created = [p for p in (parent, *parent.parents) if not p.exists()]
-    parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.staging-", dir=parent))
+    make_dirs(parent)
+    try:
+        path = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.staging-", dir=parent))
+    except OSError as e:
+        raise os_fault(parent, e, "cannot create a run directory in") from None
     umask = os.umask(0)
     os.umask(umask)
     path.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published run gets the usual mode
@@ -98,11 +106,16 @@ def staging_dir(run_dir: Path) -> Iterator[Path]:
 def publish(staged: Path, run_dir: Path) -> None:
     """Move a staged run into run_dir; an old run there (--overwrite) is swapped out, then deleted."""
     old = None
-    if run_dir.exists():
-        old = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
-        os.replace(run_dir, old)
-    os.replace(staged, run_dir)
-    staged.mkdir()  # staging_dir removes it again on exit
+    try:
+        if run_dir.exists():
+            old = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
+            os.replace(run_dir, old)
+        os.replace(staged, run_dir)
+        staged.mkdir()  # staging_dir removes it again on exit
+    except OSError as e:
+        if old is not None and not run_dir.exists():
+            os.replace(old, run_dir)  # put the old run back
+        raise os_fault(run_dir, e, "cannot publish the run") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

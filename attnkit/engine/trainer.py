@@ -39,6 +39,7 @@ from attnkit.errors import Interrupted, UserError
 from attnkit.engine.optim import lr_at, make_optimizer
 from attnkit.zoo.plots import can_plot, plot_losses
 from attnkit.engine.resolve import describe, resolve_config
+from attnkit.engine.lock import note, owner_lock
 from attnkit.engine.rundir import CONFIG, check_target, point_latest, publish, real_run_dir, staging_dir
 from attnkit.zoo.tasks import get_task
 
@@ -86,7 +87,7 @@ def run_training(cfg: TrainConfig, *, console: Console | None = None, stop_after
     stop_after: stop (as if killed) after that many optimizer steps, past the last checkpoint; for tests.
     """
     cfg = resolve_config(cfg, config_file=config_file)
-    with D.process_group(cfg.device) as world:
+    with D.process_group(cfg.device) as world, owner_lock(real_run_dir(cfg.out), world.is_main):
         trainer = Trainer(cfg, console or Console(), world)
         trainer.setup()
         with stop_requests() as stop:
@@ -200,8 +201,9 @@ class Trainer:
     def _fsdp(self) -> bool:
         return bool(self.cfg.fsdp) and self.world.size > 1
 
-    def restore(self, model: nn.Module) -> dict[str, Any]:
-        """Load the latest checkpoint into the (unsharded) model; returns its state. Writes nothing."""
+    def restore(self, model: nn.Module) -> dict[str, Any] | None:
+        """Load the newest intact checkpoint into the (unsharded) model; returns its state, or None for a run
+        stopped before its first checkpoint (it starts again from step 0 with its saved config). Writes nothing."""
         saved = json.loads((self.run_dir / CONFIG).read_text())  # validated by resolve_config
         if saved["model"] != self.model_config:
             old, new = saved["model"], self.model_config
@@ -209,9 +211,12 @@ class Trainer:
                              for k in sorted({*old, *new}) if old.get(k) != new.get(k))
             raise UserError(f"{self.run_dir / CONFIG}: these settings build a different model ({diff}); "
                             f"--resume needs the same model")
-        if latest_step(self.run_dir) is None:
-            raise UserError(f"nothing to resume: no checkpoint in {self.run_dir}")
-        state = load_checkpoint(self.run_dir, model)
+        say = note if self.world.is_main else (lambda message: None)  # one note per job, not per rank
+        state = load_checkpoint(self.run_dir, model, note=say)
+        if state is None:
+            say(f"{self.run_dir} has no checkpoint yet (it stopped before its first): starting it again from "
+                 f"step 0 with its saved config")
+            return None
         if len(state["rng"]) != self.world.size:
             raise UserError(f"checkpoint was written by {len(state['rng'])} processes, resuming with {self.world.size}")
         rng = state["rng"][self.world.rank]

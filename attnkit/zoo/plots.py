@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from attnkit.fsio import atomic_write
 
 
 def can_plot() -> bool:
@@ -22,12 +23,12 @@ def save_figure(fig, path: str | Path, dpi: int | None = None) -> Path:
     closes the figure and returns the path."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    return atomic_write(path, buffer.getvalue())
 
 def plot_losses(metrics: Sequence[dict], out: str | Path, title: str = "") -> Path | None:
     """Train and validation loss against step, from metrics.jsonl records; written atomically."""
@@ -84,9 +85,7 @@ def plot_piano_roll(grid: np.ndarray, path: Path, primer_steps: int = 0, title: 
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper right", fontsize=7, ncol=5)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_attention(maps: torch.Tensor, path: Path, layer: int, offset: int = 0, title: str = "") -> Path:
@@ -117,9 +116,7 @@ def plot_attention(maps: torch.Tensor, path: Path, layer: int, offset: int = 0, 
         ax.tick_params(labelsize=7)
     fig.suptitle(title or f"layer {layer} attention", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_cls_attention(maps: torch.Tensor, images: torch.Tensor, pred: torch.Tensor, patch: int, levels: int,
@@ -158,6 +155,4 @@ def plot_cls_attention(maps: torch.Tensor, images: torch.Tensor, pred: torch.Ten
         ax.text(-1.0, b * (S + 1) + S / 2 - 0.5, f"pred {pred[b].item()}", ha="right", va="center", fontsize=8)
     ax.set_title("CLS → patch attention\n(mean over heads)", fontsize=9, pad=14)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    return str(save_figure(fig, path, dpi=100))

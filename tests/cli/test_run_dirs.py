@@ -100,7 +100,8 @@ def test_overwrite_replaces_the_run(copy, capsys):
     ("config-field", ["sample", "--run", "{run}"], "{run}/config.json is corrupt: field 'model' is missing"),
     ("saved-type", ["train", "--out", "{run}", "--resume"],
      "{run}/config.json: train.max_steps must be an integer, got 'many'"),
-    ("latest", ["train", "--out", "{run}", "--resume"], "{run}/checkpoints/latest.json is corrupt (not JSON"),
+    ("latest-and-step", ["train", "--out", "{run}", "--resume"],
+     "{run}/checkpoints/latest.json is corrupt (not JSON"),
 ])
 def test_damaged_files_are_named(copy, capsys, damage, argv, message):
     ckpt = copy / "checkpoints"
@@ -120,10 +121,73 @@ def test_damaged_files_are_named(copy, capsys, damage, argv, message):
         saved = json.loads((copy / "config.json").read_text())
         saved["train"]["max_steps"] = "many"
         (copy / "config.json").write_text(json.dumps(saved))
-    elif damage == "latest":
+    elif damage == "latest-and-step":
         (ckpt / "latest.json").write_text("{")
+        (ckpt / "step_0000004.state.pt").write_bytes(b"")
     err = fails_cleanly([a.format(run=copy) for a in argv], copy, capsys)
     assert err.startswith("error: " + message.format(run=copy)), err
+    if damage.startswith("truncate-s") or damage == "latest-and-step":  # no older checkpoint to fall back on
+        assert err.endswith("and no older checkpoint is kept; start again with --overwrite"), err
+
+
+@pytest.fixture(scope="module")
+def kept_run(tmp_path_factory):
+    """A debug run keeping its last two step checkpoints (2 and 4)."""
+    run_dir = tmp_path_factory.mktemp("kept") / "gpt"
+    main(["train", *DEBUG, "--keep-last", "2", "--out", str(run_dir)])
+    return run_dir
+
+
+@pytest.mark.parametrize("damage", ["weights", "state", "latest"])
+def test_resume_falls_back_to_the_newest_intact_checkpoint(kept_run, tmp_path, capsys, damage):
+    run_dir = tmp_path / "gpt"
+    shutil.copytree(kept_run, run_dir, symlinks=True)
+    ckpt = run_dir / "checkpoints"
+    if damage == "latest":  # latest.json unreadable: the newest step checkpoint on disk is intact
+        (ckpt / "latest.json").write_text("{")
+        resumed_from, broken = 4, ckpt / "latest.json"
+    else:
+        broken = ckpt / ("step_0000004.safetensors" if damage == "weights" else "step_0000004.state.pt")
+        broken.write_bytes(broken.read_bytes()[:100])
+        resumed_from = 2
+    code, out, err = run(["train", "--out", run_dir, "--resume", "--max-steps", "6"], capsys)
+    assert code == 0, err
+    assert one_line(err).startswith(f"note: {broken} is corrupt")
+    assert err.strip().endswith(f"resuming from step {resumed_from}, the newest intact checkpoint")
+    assert f"steps {resumed_from}→6" in out
+    assert json.loads((ckpt / "latest.json").read_text()) == {"step": 6}
+
+
+def test_resume_refuses_when_no_checkpoint_is_intact(kept_run, tmp_path, capsys):
+    run_dir = tmp_path / "gpt"
+    shutil.copytree(kept_run, run_dir, symlinks=True)
+    for step in (2, 4):
+        p = run_dir / "checkpoints" / f"step_{step:07d}.state.pt"
+        p.write_bytes(p.read_bytes()[:100])
+    err = fails_cleanly(["train", "--out", run_dir, "--resume"], run_dir, capsys)
+    assert err.startswith(f"error: {run_dir}/checkpoints/step_0000004.state.pt is corrupt or truncated")
+    assert err.endswith("and no older intact checkpoint is kept; start again with --overwrite")
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_no_trap(gpt_run, copy, capsys):
+    """What a kill before the first checkpoint leaves: config, metrics and plot, no weights."""
+    shutil.rmtree(copy / "checkpoints")
+    for name in ("model.safetensors", "summary.json"):
+        (copy / name).unlink()
+    err = fails_cleanly(["train", *DEBUG, "--out", copy], copy, capsys)
+    assert err == (f"error: {copy} already holds a gpt run that stopped before its first checkpoint; pass "
+                   f"--resume to start it again with its saved config or --overwrite to replace it")
+    code, _, err = run(["train", "--out", copy, "--resume"], capsys)
+    assert code == 0 and one_line(err) == (f"note: {copy} has no checkpoint yet (it stopped before its first): "
+                                           f"starting it again from step 0 with its saved config")
+    a, b = load_file(str(gpt_run / "model.safetensors")), load_file(str(copy / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the same run as a fresh one
+
+
+def test_resume_of_nothing_points_at_the_way_out(tmp_path, capsys):
+    err = fails_cleanly(["train", "--out", tmp_path / "runs" / "none", "--resume"], tmp_path / "runs" / "none", capsys)
+    assert err == (f"error: nothing to resume: {tmp_path / 'runs' / 'none'} does not exist; drop --resume to "
+                   f"start a new run there")
 
 
 def test_toml_value_of_the_wrong_type(tmp_path, capsys):

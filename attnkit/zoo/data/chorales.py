@@ -21,6 +21,7 @@ $ATTNKIT_CACHE (default ~/.cache/attnkit)/chorales-v1.npz; asking for a subset p
 """
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write, make_dirs
 
 PAD, BOS, EOS, REST, HOLD = 0, 1, 2, 3, 4
 LOWEST, HIGHEST = 21, 108  # MIDI pitches A0..C8
@@ -213,13 +215,16 @@ def _read_cache(path: Path) -> dict[int, tuple[str, np.ndarray | None, str]]:
     """number -> (name, grid or None when skipped, skip reason)."""
     if not path.exists():
         return {}
-    with np.load(path, allow_pickle=False) as z:
-        numbers, names, reasons = z["numbers"], z["names"], z["reasons"]
-        offsets, flat = z["offsets"], z["grids"]
-    out = {}
-    for i, n in enumerate(numbers):
-        a, b = int(offsets[i]), int(offsets[i + 1])
-        out[int(n)] = (str(names[i]), flat[a:b] if not reasons[i] else None, str(reasons[i]))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            numbers, names, reasons = z["numbers"], z["names"], z["reasons"]
+            offsets, flat = z["offsets"], z["grids"]
+        out = {}
+        for i, n in enumerate(numbers):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            out[int(n)] = (str(names[i]), flat[a:b] if not reasons[i] else None, str(reasons[i]))
+    except Exception:  # noqa: BLE001 - a cut-short or damaged cache (zip, key, shape errors) is parsed again
+        return {}
     return out
 
 
@@ -227,12 +232,11 @@ def _write_cache(path: Path, entries: dict[int, tuple[str, np.ndarray | None, st
     numbers = sorted(entries)
     grids = [entries[n][1] if entries[n][1] is not None else np.zeros((0, 4), np.int16) for n in numbers]
     offsets = np.cumsum([0] + [len(g) for g in grids])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, numbers=np.array(numbers, np.int32), names=np.array([entries[n][0] for n in numbers]),
+    buffer = io.BytesIO()
+    np.savez(buffer, numbers=np.array(numbers, np.int32), names=np.array([entries[n][0] for n in numbers]),
              reasons=np.array([entries[n][2] for n in numbers]), offsets=offsets,
              grids=np.concatenate(grids).astype(np.int16) if grids else np.zeros((0, 4), np.int16))
-    os.replace(tmp, path)  # atomic: parallel test workers never see half a file
+    atomic_write(make_dirs(path.parent) / path.name, buffer.getvalue())  # parallel workers never see half a file
 
 
 def _corpus_names() -> list[str]:

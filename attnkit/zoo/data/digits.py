@@ -127,6 +127,6 @@ def save_digit_grid(path, images: torch.Tensor, titles: list[list[str]] | None =
     if suptitle:
         ax.set_title(suptitle, fontsize=9, pad=12 if titles is not None else 6)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return str(path)
+    from attnkit.zoo.plots import save_figure
+
+    return str(save_figure(fig, path, dpi=100))

@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write
 
 ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
        "sixteen seventeen eighteen nineteen".split()
@@ -98,7 +99,7 @@ class WordVocab:
         return " ".join(self.itos[i] for i in ids if i >= len(SPECIALS))
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps({"kind": "words", "itos": self.itos}))
+        atomic_write(path, json.dumps({"kind": "words", "itos": self.itos}))
 
     @classmethod
     def load(cls, path: Path) -> "WordVocab":

@@ -13,8 +13,8 @@ identical one is asked for again (e.g. on --resume).
 """
 from __future__ import annotations
 
+import io
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write
 
 DATA_FILE = "trajectories.npz"
 VERSION = 1  # bump when the generator changes, so cached datasets are regenerated
@@ -144,16 +145,25 @@ def load_or_generate(run_dir: Path, env_name: str, episodes: int, seed: int, pro
     path = Path(run_dir) / DATA_FILE
     meta = {"env": env_name, "episodes": episodes, "seed": seed, "version": VERSION}
     for cache in (path, Path(cached_in) / DATA_FILE if cached_in is not None else None):
-        if cache is not None and cache.is_file():
-            with np.load(cache) as f:
-                if json.loads(str(f["meta"])) == meta:
-                    if cache != path:
-                        shutil.copyfile(cache, path)
-                    return Trajectories(*(f[k] for k in ("observations", "actions", "rewards", "starts",
-                                                        "epsilons")))
+        if cache is not None and cache.is_file() and (data := _read_cache(cache, meta)) is not None:
+            if cache != path:
+                atomic_write(path, cache.read_bytes())
+            return data
     data = generate(env_name, episodes, seed, progress)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, meta=json.dumps(meta), observations=data.observations, actions=data.actions,
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, meta=json.dumps(meta), observations=data.observations, actions=data.actions,
                         rewards=data.rewards, starts=data.starts, epsilons=data.epsilons)
-    tmp.replace(path)
+    atomic_write(path, buffer.getvalue())
     return data
+
+
+def _read_cache(path: Path, meta: dict) -> Trajectories | None:
+    """The trajectories cached in path if they were made with `meta`; None for other settings or a damaged
+    (cut short) file, which is then generated again."""
+    try:
+        with np.load(path) as f:
+            if json.loads(str(f["meta"])) != meta:
+                return None
+            return Trajectories(*(f[k] for k in ("observations", "actions", "rewards", "starts", "epsilons")))
+    except Exception:  # noqa: BLE001 - zip, key and JSON errors of a damaged file come in many types
+        return None

@@ -274,8 +274,10 @@ def build_corpus(n_train: int, n_test: int, seed: int, progress=None) -> dict[st
 
 def save_corpus(corpus: dict[str, Split], path, spec: dict) -> None:
     """Write all splits to one .npz, atomically (temp file + rename)."""
+    import io
     import json
-    import os
+
+    from attnkit.fsio import atomic_write
 
     arrays = {"spec": np.asarray(json.dumps(spec))}
     for name, s in corpus.items():
@@ -283,14 +285,24 @@ def save_corpus(corpus: dict[str, Split], path, spec: dict) -> None:
         arrays[f"{name}_clips"] = np.asarray(json.dumps([c.__dict__ for c in s.clips]))
         if s.wave is not None:
             arrays[f"{name}_wave"], arrays[f"{name}_wave_offsets"] = s.wave, s.wave_offsets
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue())
 
 
 def load_corpus(path) -> tuple[dict[str, Split], dict]:
-    """(splits, spec) from a file written by `save_corpus`."""
+    """(splits, spec) from a file written by `save_corpus`; a damaged file is one UserError."""
+    from attnkit.errors import UserError
+
+    try:
+        return _load_corpus(path)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zip, key and JSON errors of a damaged file come in many types
+        raise UserError(f"{path} is corrupt or truncated ({type(e).__name__})") from None
+
+
+def _load_corpus(path) -> tuple[dict[str, Split], dict]:
     import json
 
     with np.load(path) as f:

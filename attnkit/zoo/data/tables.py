@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write, npz_bytes
 
 BUILTIN = ("breast_cancer", "wine", "iris", "digits", "diabetes")
 MAX_CATEGORIES_DETECTED = 10
@@ -78,9 +79,9 @@ class Table:
     # ---- persistence (the run directory keeps the encoded table, so sampling never re-reads the source)
     def save(self, path: Path) -> None:
         meta = {k: v for k, v in asdict(self).items() if k not in ("values", "missing", "raw_target")}
-        np.savez_compressed(path.with_suffix(".npz"), values=self.values, missing=self.missing,
-                            raw_target=self.raw_target)
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+        atomic_write(path.with_suffix(".npz"), npz_bytes(True, values=self.values, missing=self.missing,
+                                                          raw_target=self.raw_target))
+        atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1))
 
     @classmethod
     def load(cls, path: Path) -> "Table":

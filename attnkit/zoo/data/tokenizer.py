@@ -3,10 +3,16 @@
     CharTokenizer           one id per distinct character of the training text (saved as JSON).
     SentencePieceTokenizer  a sentencepiece BPE / unigram / char model (saved as its .model file).
 
-Both round-trip exactly: decode(encode(x)) == x. For sentencepiece that takes identity normalisation
-(no NFKC), no dummy prefix, no whitespace squeezing, and byte fallback, so any character missing from
-the vocabulary is spelled as UTF-8 bytes instead of becoming <unk>. "\n" is a piece of its own (sentencepiece
-trains on lines, so it would otherwise always be the byte piece <0x0A>).
+Both round-trip exactly: decode(encode(x)) == x for text made of the training text's characters. For
+sentencepiece that takes identity normalisation (no NFKC), no dummy prefix, no whitespace squeezing and full
+character coverage. "\n" is a piece of its own (sentencepiece trains on lines, so it would otherwise always be
+the byte piece <0x0A>).
+
+Byte fallback (256 pieces <0x00>..<0xFF>) spells any other character as UTF-8 bytes. It is on when the
+vocabulary has room for it and off otherwise (a 300-piece vocabulary on a text of 82 characters), unless
+chosen explicitly; sentencepiece records the choice in the model file (trainer_spec.byte_fallback). Without
+it, encoding a character that has no piece is refused with one line naming the characters (`attnkit sample`
+with such a prompt character says so and exits 1), rather than silently becoming <unk>.
 
 `train_sentencepiece(text, vocab_size, model_type, out, special_tokens=("[MASK]",))` reserves special
 tokens as user-defined symbols (never split); `tok.token_id("[MASK]")` finds them. `load_tokenizer(path)`
@@ -17,11 +23,11 @@ from __future__ import annotations
 import io
 import re
 import json
-import os
 from pathlib import Path
 from typing import Protocol, Sequence
 
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write, make_dirs
 
 MODEL_TYPES = ("bpe", "unigram", "char")
 N_BYTE_PIECES = 256  # byte fallback adds <0x00>..<0xFF>
@@ -33,12 +39,6 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: Sequence[int]) -> str: ...
     def save(self, path: str | Path) -> Path: ...
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class CharTokenizer:
@@ -69,7 +69,7 @@ class CharTokenizer:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        _atomic_write_bytes(path, json.dumps({"type": "char", "chars": self.chars}).encode())
+        atomic_write(path, json.dumps({"type": "char", "chars": self.chars}).encode())
         return path
 
     @classmethod
@@ -87,9 +87,16 @@ class SentencePieceTokenizer:
         self.proto = model_proto
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
         self.vocab_size = self.sp.get_piece_size()
+        self.byte_fallback = any(self.sp.is_byte(i) for i in range(self.vocab_size))
 
     def encode(self, text: str) -> list[int]:
-        return self.sp.encode(text)
+        ids = self.sp.encode(text)
+        unk = self.sp.unk_id()
+        if not self.byte_fallback and unk in ids:  # with byte fallback every character has a spelling
+            missing = "".join(sorted({c for c in set(text) if unk in self.sp.encode(c)}))
+            raise UserError(f"characters not in the tokenizer's vocabulary: {missing!r} (it was trained "
+                            f"without byte fallback)")
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.sp.decode([int(i) for i in ids])
@@ -100,7 +107,7 @@ class SentencePieceTokenizer:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        _atomic_write_bytes(path, self.proto)
+        atomic_write(path, self.proto)
         return path
 
     @classmethod
@@ -112,10 +119,11 @@ class SentencePieceTokenizer:
 
 
 def train_sentencepiece(text: str, vocab_size: int, model_type: str = "bpe", out: str | Path | None = None,
-                        special_tokens: Sequence[str] = ()) -> SentencePieceTokenizer:
+                        special_tokens: Sequence[str] = (), byte_fallback: bool | None = None) -> SentencePieceTokenizer:
     """Train sentencepiece on `text` with exact round-trip settings; write it to `out` if given.
 
     special_tokens become user-defined symbols: always one piece each, never split or merged.
+    byte_fallback: None turns it on when vocab_size has room for its 256 pieces.
     """
     import sentencepiece as spm
 
@@ -125,17 +133,21 @@ def train_sentencepiece(text: str, vocab_size: int, model_type: str = "bpe", out
         raise UserError("cannot train a tokenizer on empty text")
     # sentencepiece trains on lines, so "\n" would only ever be a byte piece; make it a symbol of its own.
     symbols = ["\n", *[t for t in special_tokens if t != "\n"]]
-    reserved = 1 + N_BYTE_PIECES + len(symbols)  # <unk>, bytes, symbols
-    # character_coverage=1.0: every distinct character is a piece of its own, on top of the reserved ids.
+    # character_coverage=1.0: every distinct character is a piece of its own, on top of <unk> and the symbols.
     chars = len(set(text) - set(symbols))
-    if vocab_size < reserved + chars:
-        raise _too_small(vocab_size, reserved + chars, chars, len(symbols))
+    minimum = 1 + len(symbols) + chars
+    if byte_fallback is None:
+        byte_fallback = vocab_size >= minimum + N_BYTE_PIECES
+    if byte_fallback:
+        minimum += N_BYTE_PIECES
+    if vocab_size < minimum:
+        raise _too_small(vocab_size, minimum, chars, len(symbols), byte_fallback)
     buf = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(text.splitlines()), model_writer=buf,
             vocab_size=vocab_size, model_type=model_type,
-            byte_fallback=True, normalization_rule_name="identity", add_dummy_prefix=False,
+            byte_fallback=byte_fallback, normalization_rule_name="identity", add_dummy_prefix=False,
             remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=True,
             character_coverage=1.0, hard_vocab_limit=False, user_defined_symbols=symbols,
             unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=1, minloglevel=2,
@@ -144,7 +156,7 @@ def train_sentencepiece(text: str, vocab_size: int, model_type: str = "bpe", out
     except RuntimeError as e:
         found = re.search(r"required_chars\. (\d+) vs (\d+)", str(e))
         if found:  # our count above missed a case: still one line, with sentencepiece's number
-            raise _too_small(vocab_size, int(found.group(2)), chars, len(symbols)) from None
+            raise _too_small(vocab_size, int(found.group(2)), chars, len(symbols), byte_fallback) from None
         raise UserError(f"sentencepiece: {str(e).strip().splitlines()[-1]}") from None
     tok = SentencePieceTokenizer(buf.getvalue())
     if out is not None:
@@ -152,10 +164,11 @@ def train_sentencepiece(text: str, vocab_size: int, model_type: str = "bpe", out
     return tok
 
 
-def _too_small(vocab_size: int, needed: int, chars: int, symbols: int) -> UserError:
-    return UserError(f"vocab size {vocab_size} is too small for this text: it needs at least {needed} "
-                     f"(1 unknown + {N_BYTE_PIECES} byte-fallback pieces + {symbols} symbol(s) + {chars} distinct "
-                     f"characters); pass --vocab-size {needed} or more")
+def _too_small(vocab_size: int, needed: int, chars: int, symbols: int, byte_fallback: bool) -> UserError:
+    parts = "1 unknown + " + (f"{N_BYTE_PIECES} byte-fallback pieces + " if byte_fallback else "")
+    return UserError(f"vocab size {vocab_size} is too small for this text: the minimum is {needed} "
+                     f"({parts}{symbols} symbol(s) + {chars} distinct characters); pass --vocab-size {needed} "
+                     f"or more")
 
 
 def load_tokenizer(path: str | Path) -> CharTokenizer | SentencePieceTokenizer:
@@ -184,7 +197,8 @@ def tokenizer_stats(tok, text: str) -> dict[str, float]:
     }
 
 
-def run_tokenize(input: str | None, vocab_size: int, model_type: str, out: str) -> dict[str, float]:
+def run_tokenize(input: str | None, vocab_size: int, model_type: str, out: str,
+                 byte_fallback: bool | None = None) -> dict[str, float]:
     """`attnkit tokenize`: train on the file/folder (default: the embedded corpus), save, print a table."""
     from rich.console import Console
     from rich.table import Table
@@ -195,10 +209,11 @@ def run_tokenize(input: str | None, vocab_size: int, model_type: str, out: str) 
     out_path = Path(out)
     if out_path.suffix != ".model":
         raise UserError(f"--out must end in .model (a sentencepiece model file), got {out}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tok = train_sentencepiece(text, vocab_size, model_type, out_path)
+    make_dirs(out_path.parent)
+    tok = train_sentencepiece(text, vocab_size, model_type, out_path, byte_fallback=byte_fallback)
     stats = tokenizer_stats(tok, text)
-    table = Table(title=f"sentencepiece {model_type} → {out_path}")
+    fallback = "on" if tok.byte_fallback else "off"
+    table = Table(title=f"sentencepiece {model_type}, byte fallback {fallback} → {out_path}")
     for col in ("vocab size", "tokens", "chars / token", "coverage", "exact round-trip"):
         table.add_column(col, justify="right")
     table.add_row(f"{stats['vocab_size']:,}", f"{stats['tokens']:,}", f"{stats['chars_per_token']:.2f}",

@@ -3,6 +3,7 @@ of the corruption probe, and the rich table they are shown in."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from attnkit.fsio import atomic_write
 from attnkit.zoo.data.tables import Table
 
 
@@ -110,11 +112,12 @@ def write_predictions(path: Path, table: Table, splits: list[tuple[np.ndarray, n
     """predictions.csv: every row once, predicted by the fold that held it out: row, fold, true target,
     prediction (and the class probabilities for a categorical target). decode_true(k, raw) and
     decode_output(k, out) turn fold k's values into text."""
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        extra = [f"p_{c}" for c in table.categories[table.target]] if table.target_is_categorical else []
-        w.writerow(["row", "fold", "true", "predicted", *extra])
-        for k, out in enumerate(outs):
-            for row, o in zip(splits[k][1].tolist(), out):
-                true, pred = decode_true(k, table.raw_target[row]), decode_output(k, o)
-                w.writerow([row, k, true, pred, *([f"{p:.4f}" for p in o.tolist()] if extra else [])])
+    f = io.StringIO(newline="")  # the whole file in memory, then one atomic write
+    w = csv.writer(f)
+    extra = [f"p_{c}" for c in table.categories[table.target]] if table.target_is_categorical else []
+    w.writerow(["row", "fold", "true", "predicted", *extra])
+    for k, out in enumerate(outs):
+        for row, o in zip(splits[k][1].tolist(), out):
+            true, pred = decode_true(k, table.raw_target[row]), decode_output(k, o)
+            w.writerow([row, k, true, pred, *([f"{p:.4f}" for p in o.tolist()] if extra else [])])
+    atomic_write(path, f.getvalue())

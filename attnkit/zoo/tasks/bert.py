@@ -39,6 +39,7 @@ from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.eval.bert import MaskedTokenStats, finetune_comparison
 from attnkit.zoo.models.bert import BERT, BERTConfig, mask_tokens
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write
 from attnkit.zoo.tasks.base import Task
 
 SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
@@ -143,8 +144,8 @@ class BERTTask(Task):
         counts = torch.bincount(self.ids["train"], minlength=tok.vocab_size).float()
         counts[self.special_ids] = 0
         self.unigram = counts / counts.sum()  # training-set token frequencies: the baseline
-        (Path(run_dir) / HELDOUT_FILE).write_text(json.dumps({"block_size": self.cfg.block_size,
-                                                                 "heldout": heldout_sentences(parts["val"])}))
+        atomic_write(Path(run_dir) / HELDOUT_FILE, json.dumps({"block_size": self.cfg.block_size,
+                                                               "heldout": heldout_sentences(parts["val"])}))
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         stream, L = self.ids[split], self.cfg.block_size

@@ -33,6 +33,7 @@ from attnkit.zoo.data.numbers import VARIANTS, WordVocab, all_words, make_pair, 
 from attnkit.zoo.metrics import bleu, exact_match
 from attnkit.zoo.models.encdec import EncDec, EncDecConfig
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write
 from attnkit.zoo.tasks.base import Task
 
 N_SPECIAL = 4  # <pad>, <s>, </s>, <unk> come first in every vocabulary here
@@ -114,7 +115,7 @@ class EncDecTask(Task):
             self.max_len = max(64, 2 * longest)
         else:
             self._prepare_files(run_dir, n_val)
-        (run_dir / "encdec_data.json").write_text(json.dumps({"data": self.data, "max_len": self.max_len}))
+        atomic_write(run_dir / "encdec_data.json", json.dumps({"data": self.data, "max_len": self.max_len}))
 
     def _prepare_files(self, run_dir: Path, n_val: int) -> None:
         parts = self.data.split(",")

@@ -48,6 +48,7 @@ from attnkit.zoo.eval.npt import (classification_metrics, corrupt_other_rows, me
 from attnkit.zoo.eval.npt_lookup import correlation, lookup_onset, lookup_report, predict_pairs
 from attnkit.zoo.models.npt import NPTConfig, NPTFolds, cell_losses
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write
 from attnkit.zoo.tasks.base import Task
 
 PROBES = ("corruption", "lookup")
@@ -139,7 +140,7 @@ class NPTTask(Task):
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         table.save(run_dir / "table")
-        (run_dir / "splits.json").write_text(json.dumps([te.tolist() for _, te in splits]))
+        atomic_write(run_dir / "splits.json", json.dumps([te.tolist() for _, te in splits]))
         self._setup(table, splits)
 
     @classmethod
@@ -404,7 +405,7 @@ class NPTTask(Task):
         if self.synthetic:
             summary = self._lookup_report(model, run_dir, console)
             summary["report_s"] = round(time.time() - start, 1)
-            (run_dir / "lookup_metrics.json").write_text(json.dumps(summary, indent=1))
+            atomic_write(run_dir / "lookup_metrics.json", json.dumps(summary, indent=1))
             return summary
         outs = self.predict(model)
         npt_folds = [self._fold_metrics(k, out) for k, out in enumerate(outs)]
@@ -437,7 +438,7 @@ class NPTTask(Task):
             console.print("drop (clean − corrupted): " + ", ".join(f"{n} {v:+.4f}" for n, v in drop.items()))
         self.write_predictions(outs, run_dir / "predictions.csv")
         summary["report_s"] = round(time.time() - start, 1)
-        (run_dir / "cv_metrics.json").write_text(json.dumps(summary, indent=1))
+        atomic_write(run_dir / "cv_metrics.json", json.dumps(summary, indent=1))
         return summary
 
     def write_predictions(self, outs: list[torch.Tensor], path: Path) -> None:

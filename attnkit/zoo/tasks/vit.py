@@ -23,6 +23,7 @@ from attnkit.zoo.eval.vision import digit_baselines
 from attnkit.zoo.models.vit import ViT, ViTConfig
 from attnkit.zoo.plots import plot_cls_attention
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write, npz_bytes
 from attnkit.zoo.tasks.base import Task
 
 TEST_FILE = "digits_test.npz"  # the held-out digits, so sampling never touches the training data
@@ -73,7 +74,7 @@ class ViTTask(Task):
     def prepare(self, run_dir: Path) -> None:
         self.splits = load_digit_splits(size=8)
         images, labels = self.splits["test"]
-        np.savez_compressed(Path(run_dir) / TEST_FILE, images=images.numpy(), labels=labels.numpy())
+        atomic_write(Path(run_dir) / TEST_FILE, npz_bytes(True, images=images.numpy(), labels=labels.numpy()))
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         images, labels = self.splits[split]
