@@ -27,10 +27,11 @@ from rich.table import Table
 
 from attnkit.generation.beam import beam_search, greedy_decode
 from attnkit.engine.config import SampleConfig, TrainConfig
-from attnkit.zoo.data import speech
+from attnkit.zoo.data import augment, speech
 from attnkit.zoo.data.logmel import HOP_LENGTH, SAMPLE_RATE, log_mel
 from attnkit.errors import UserError
 from attnkit.zoo.eval import asr as asr_eval
+from attnkit.zoo.eval import ctc as ctc_eval
 from attnkit.zoo.models.asr import ASR, PAD_FRAME, ASRConfig
 from attnkit.zoo.tasks.base import Task
 
@@ -58,11 +59,18 @@ class CharVocab:
 class ASROptions:
     train_clips: int | None = field(default=None, metadata={"help": "training clips to synthesise (default: the flavor's)"})
     test_clips: int | None = field(default=None, metadata={"help": "held-out texts, each said by a held-out and a seen voice"})
+    ctc_weight: float | None = field(default=None, metadata={
+        "help": "weight λ of the encoder's CTC loss and score (hybrid CTC/attention); 0 = attention only"})
+    subsample: int | None = field(default=None, metadata={"help": "mel frames per encoder position: 2 or 4"})
+    augment: str | None = field(default=None, metadata={
+        "help": "light (light SpecAugment) | full (dialects, waveform effects, tempo, VTLP, full SpecAugment)"})
 
 
-def _flavor(model: dict, train: dict, train_clips: int, test_clips: int, baseline_clips: int) -> dict:
+def _flavor(model: dict, train: dict, train_clips: int, test_clips: int, baseline_clips: int,
+            ctc_weight: float = 0.0, subsample: int = 2, augment: str = "light") -> dict:
     return {"model": model, "train": train,
-            "options": dict(train_clips=train_clips, test_clips=test_clips),
+            "options": dict(train_clips=train_clips, test_clips=test_clips, ctc_weight=ctc_weight,
+                            subsample=subsample, augment=augment),
             "data": dict(baseline_clips=baseline_clips)}
 
 
@@ -94,14 +102,25 @@ class ASRTask(Task):
         self.n_train = self.opts.train_clips or flavor.get("options", {}).get("train_clips", 6000)
         self.n_test = self.opts.test_clips or flavor.get("options", {}).get("test_clips", 200)
         self.baseline_clips = flavor.get("data", {}).get("baseline_clips", self.n_test)
+        options = flavor.get("options", {})
+        self.ctc_weight = self.opts.ctc_weight if self.opts.ctc_weight is not None else options.get("ctc_weight", 0.0)
+        self.subsample = self.opts.subsample or options.get("subsample", 2)
+        self.augment = self.opts.augment or options.get("augment", "light")
+        if self.augment not in ("light", "full"):
+            raise UserError(f"augment must be light or full, got {self.augment!r}")
+        if not 0.0 <= self.ctc_weight < 1.0:
+            raise UserError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
         self.vocab = CharVocab()
         self.splits: dict[str, speech.Split] = {}
         self.run_dir: Path | None = None
 
     # ---- data ----------------------------------------------------------------------------
     def _spec(self) -> dict:
-        return {"train_clips": self.n_train, "test_clips": self.n_test, "seed": self.cfg.seed,
+        spec = {"train_clips": self.n_train, "test_clips": self.n_test, "seed": self.cfg.seed,
                 "seen_voices": list(speech.SEEN_VOICES), "heldout_voices": list(speech.HELDOUT_VOICES)}
+        if self.augment == "full":  # the light recipe's spec stays as it was, so its old caches still resume
+            spec["train_dialects"] = list(speech.TRAIN_DIALECTS)
+        return spec
 
     def prepare(self, run_dir: Path) -> None:
         """Synthesise the corpus into run_dir (the trainer's staging directory) once; a resumed run reads
@@ -127,7 +146,8 @@ class ASRTask(Task):
         with Progress(transient=True) as progress:
             bar = progress.add_task("synthesising speech with espeak-ng", total=total)
             self.splits = speech.build_corpus(self.n_train, self.n_test, self.cfg.seed,
-                                              lambda done, _: progress.update(bar, completed=done))
+                                              lambda done, _: progress.update(bar, completed=done),
+                                              augment=self.augment == "full")
         speech.save_corpus(self.splits, path, self._spec())
 
     def _collate(self, mels: list[np.ndarray], texts: list[str]) -> dict[str, torch.Tensor]:
@@ -166,7 +186,8 @@ class ASRTask(Task):
         idx = torch.randint(len(data), (batch_size,), generator=generator).tolist()
         mels = [data.features(i) for i in idx]
         if split == "train":
-            mels = [self._spec_augment(m, generator) for m in mels]
+            light = self.augment == "light"
+            mels = [self._spec_augment(m, generator) if light else augment.augment_mel(m, generator) for m in mels]
         return self._collate(mels, [data.clips[i].text for i in idx])
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
@@ -178,21 +199,32 @@ class ASRTask(Task):
         longest = max(len(c.text) for s in self.splits.values() for c in s.clips)
         return dict(super().model_config(), vocab_size=len(self.vocab), pad_id=CharVocab.pad_id,
                     bos_id=CharVocab.bos_id, eos_id=CharVocab.eos_id,
-                    max_frames=int(MAX_SECONDS * SAMPLE_RATE / HOP_LENGTH), max_len=max(128, 2 * longest))
+                    max_frames=int(MAX_SECONDS * SAMPLE_RATE / HOP_LENGTH), max_len=max(128, 2 * longest),
+                    subsample=self.subsample, ctc_head=self.ctc_weight > 0)
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
         return ASR(ASRConfig(**model_config))
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = model(batch["mel"], batch["tgt_in"])  # (B, Lt, V)
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(),
-                               ignore_index=CharVocab.pad_id, label_smoothing=self.cfg.label_smoothing or 0.0)
+        """Cross-entropy of the decoder, or with a CTC head (1 − λ)·CE + λ·CTC (Watanabe et al. 2017)."""
+        memory, mask = model.encode(batch["mel"])                      # (B, T', d), (B, T')
+        logits = model.decode(batch["tgt_in"], memory, mask)           # (B, Lt, V)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(),
+                             ignore_index=CharVocab.pad_id, label_smoothing=self.cfg.label_smoothing or 0.0)
+        if not self.ctc_weight:
+            return ce
+        chars = batch["tgt_out"] > CharVocab.eos_id                    # (B, Lt): the transcript, no EOS/pad
+        # zero_infinity: a clip too short for its transcript (rare, at 25 positions/s) adds no gradient.
+        ctc = F.ctc_loss(model.ctc_log_probs(memory).transpose(0, 1), batch["tgt_out"], mask.sum(1),
+                         chars.sum(1), blank=CharVocab.pad_id, zero_infinity=True)
+        return (1 - self.ctc_weight) * ce + self.ctc_weight * ctc
 
     # ---- decoding and metrics ------------------------------------------------------------
     @torch.no_grad()
     def transcribe(self, model: nn.Module, mels: list[np.ndarray], beam: int = 1, batch_size: int = 32) -> list[str]:
-        """Log-mel clips (n_mels, T_i) → transcripts, greedy (beam=1) or by beam search."""
+        """Log-mel clips (n_mels, T_i) → transcripts: attention greedy (beam=1), CTC best path (beam=0), or
+        beam search, whose n-best a CTC head rescores jointly (`attnkit.zoo.eval.ctc.joint_rescore`)."""
         model.eval()
         device = next(model.parameters()).device
         # Sorted by length so each batch pads little; results come back in the input order.
@@ -203,11 +235,17 @@ class ASRTask(Task):
             mel = self._collate([mels[i] for i in chunk], [""] * len(chunk))["mel"].to(device)
             # espeak's fastest speech is under 25 characters a second (100 frames): no transcript is longer.
             max_len = min(model.cfg.max_len - 1, 8 + mel.shape[2] // 4)
-            if beam <= 1:
-                hyps = greedy_decode(model, mel, max_len)
+            if beam == 0:
+                memory, mask = model.encode(mel)
+                ids = ctc_eval.ctc_greedy(model.ctc_log_probs(memory), mask.sum(1), model.cfg.pad_id)
+            elif beam == 1:
+                ids = [h.tokens for h in greedy_decode(model, mel, max_len)]
+            elif model.cfg.ctc_head and self.ctc_weight > 0:
+                nbest = [[h.tokens for h in hs] for hs in beam_search(model, mel, beam, max_len, ALPHA)]
+                ids = ctc_eval.joint_rescore(model, mel, nbest, self.ctc_weight)
             else:
-                hyps = [nbest[0] for nbest in beam_search(model, mel, beam, max_len, ALPHA)]
-            out.update({i: self.vocab.decode(h.tokens) for i, h in zip(chunk, hyps)})
+                ids = [nbest[0].tokens for nbest in beam_search(model, mel, beam, max_len, ALPHA)]
+            out.update({i: self.vocab.decode(h) for i, h in zip(chunk, ids)})
         return [out[i] for i in range(len(mels))]
 
     def split_metrics(self, model: nn.Module, split: str, beam: int) -> dict[str, Any]:
@@ -226,8 +264,11 @@ class ASRTask(Task):
         summary: dict[str, Any] = {"train_clips": len(self.splits["train"]), "heldout_clips": len(heldout),
                                    "seen_clips": len(seen), "beam_size": BEAM}
         results = {}
+        decodings = [("greedy", 1), (f"beam {BEAM}" + (" + CTC" if model.cfg.ctc_head else ""), BEAM)]
+        if model.cfg.ctc_head:
+            decodings.insert(0, ("CTC best path", 0))
         for split, voices in (("heldout", "held-out"), ("seen", "seen")):
-            for name, beam in (("greedy", 1), (f"beam {BEAM}", BEAM)):
+            for name, beam in decodings:
                 r = results[split, beam] = self.split_metrics(model, split, beam)
                 table.add_row("transformer", voices, name, f"{100 * r['wer']:.1f}%", f"{100 * r['cer']:.1f}%",
                               f"{r['seconds']:.1f}")
@@ -236,6 +277,9 @@ class ASRTask(Task):
                        wer_seen_voices=best["seen"]["wer"], cer_seen_voices=best["seen"]["cer"],
                        wer_heldout_voices_greedy=results["heldout", 1]["wer"],
                        wer_seen_voices_greedy=results["seen", 1]["wer"])
+        if model.cfg.ctc_head:
+            summary.update(wer_heldout_voices_ctc=results["heldout", 0]["wer"],
+                           wer_seen_voices_ctc=results["seen", 0]["wer"])
 
         n = min(self.baseline_clips, len(heldout))
         refs = [c.text for c in heldout.clips[:n]]
@@ -263,7 +307,8 @@ class ASRTask(Task):
         probs = asr_eval.cross_attention(model, torch.from_numpy(mel)[None].to(device), tokens)  # (layers, H, Lt, T')
         labels = list(text) + ["</s>"]
         return asr_eval.plot_attention(mel, probs.mean(dim=(0, 1)).cpu().numpy(), labels, out,
-                                       title or f'"{text}" (decoder cross-attention, mean over layers and heads)')
+                                       title or f'"{text}" (decoder cross-attention, mean over layers and heads)',
+                                       subsample=model.cfg.subsample)
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
