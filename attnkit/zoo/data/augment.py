@@ -164,8 +164,8 @@ def augment_mel(mel: np.ndarray, g: torch.Generator, policy: MelPolicy = MelPoli
         w = _randint(g, 0, policy.freq_width)
         f0 = _randint(g, 0, n_mels - w)
         out[f0:f0 + w] = floor
-    width = max(int(policy.time_width * T2), 1)
-    for _ in range(max(int(round(policy.time_masks_per_second * T2 / 100)), 1)):
+    width = int(policy.time_width * T2)
+    for _ in range(int(round(policy.time_masks_per_second * T2 / 100))):   # 100 frames a second
         w = _randint(g, 0, width)
         t0 = _randint(g, 0, max(T2 - w, 0))
         out[:, t0:t0 + w] = floor
