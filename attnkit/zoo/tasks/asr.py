@@ -113,6 +113,8 @@ class ASRTask(Task):
         self.vocab = CharVocab()
         self.splits: dict[str, speech.Split] = {}
         self.run_dir: Path | None = None
+        self.synth_wall_s: float | None = None     # None when the corpus came from a resumed run's cache
+        self.train_started: float | None = None    # perf_counter at the first training batch
 
     # ---- data ----------------------------------------------------------------------------
     def _spec(self) -> dict:
@@ -143,11 +145,13 @@ class ASRTask(Task):
         from rich.progress import Progress
 
         total = self.n_train + 2 * self.n_test
+        t0 = time.perf_counter()
         with Progress(transient=True) as progress:
             bar = progress.add_task("synthesising speech with espeak-ng", total=total)
             self.splits = speech.build_corpus(self.n_train, self.n_test, self.cfg.seed,
                                               lambda done, _: progress.update(bar, completed=done),
                                               augment=self.augment == "full")
+        self.synth_wall_s = time.perf_counter() - t0
         speech.save_corpus(self.splits, path, self._spec())
 
     def _collate(self, mels: list[np.ndarray], texts: list[str]) -> dict[str, torch.Tensor]:
@@ -183,6 +187,8 @@ class ASRTask(Task):
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         data = self.splits["train" if split == "train" else "heldout"]
+        if split == "train" and self.train_started is None:
+            self.train_started = time.perf_counter()
         idx = torch.randint(len(data), (batch_size,), generator=generator).tolist()
         mels = [data.features(i) for i in idx]
         if split == "train":
@@ -258,11 +264,16 @@ class ASRTask(Task):
 
     def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
         heldout, seen = self.splits["heldout"], self.splits["seen"]
+        # From the first training batch to here: this process's training, evaluations and checkpoints.
+        t_report = time.perf_counter()
+        train_wall_s = t_report - self.train_started if self.train_started is not None else None
         table = Table(title=f"asr: WER / CER on {len(heldout)} held-out texts")
         for col in ("system", "voices", "decoding", "WER", "CER", "seconds"):
             table.add_column(col, justify="left" if col in ("system", "voices", "decoding") else "right")
         summary: dict[str, Any] = {"train_clips": len(self.splits["train"]), "heldout_clips": len(heldout),
-                                   "seen_clips": len(seen), "beam_size": BEAM}
+                                   "seen_clips": len(seen), "beam_size": BEAM, "synth_wall_s": self.synth_wall_s,
+                                   "train_wall_s": train_wall_s, "ctc_weight": self.ctc_weight,
+                                   "subsample": self.subsample, "augment": self.augment}
         results = {}
         decodings = [("greedy", 1), (f"beam {BEAM}" + (" + CTC" if model.cfg.ctc_head else ""), BEAM)]
         if model.cfg.ctc_head:
@@ -297,6 +308,7 @@ class ASRTask(Task):
         console.print(table)
         path = self.attention_png(model, heldout.features(0), Path(run_dir) / "asr_attention.png")
         console.print(f"cross-attention picture: {path}")
+        summary["report_wall_s"] = time.perf_counter() - t_report
         return summary
 
     def attention_png(self, model: nn.Module, mel: np.ndarray, out: Path, title: str | None = None) -> Path:
