@@ -114,7 +114,7 @@ class ASRTask(Task):
         self.splits: dict[str, speech.Split] = {}
         self.run_dir: Path | None = None
         self.synth_wall_s: float | None = None     # None when the corpus came from a resumed run's cache
-        self.train_started: float | None = None    # perf_counter at the first training batch
+        self.train_started: float | None = None    # perf_counter when prepare ended
 
     # ---- data ----------------------------------------------------------------------------
     def _spec(self) -> dict:
@@ -140,6 +140,7 @@ class ASRTask(Task):
             if spec != self._spec():
                 raise UserError(f"cannot resume: {path} was made with other settings ({spec['train_clips']} "
                                 f"training clips, {spec['test_clips']} held-out texts, seed {spec['seed']})")
+            self.train_started = time.perf_counter()
             return
         path = self.run_dir / CORPUS
         from rich.progress import Progress
@@ -153,6 +154,7 @@ class ASRTask(Task):
                                               augment=self.augment == "full")
         self.synth_wall_s = time.perf_counter() - t0
         speech.save_corpus(self.splits, path, self._spec())
+        self.train_started = time.perf_counter()
 
     def _collate(self, mels: list[np.ndarray], texts: list[str]) -> dict[str, torch.Tensor]:
         """Clips (n_mels, T_i) and transcripts → mel (B, n_mels, T) padded with PAD_FRAME,
@@ -187,8 +189,6 @@ class ASRTask(Task):
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         data = self.splits["train" if split == "train" else "heldout"]
-        if split == "train" and self.train_started is None:
-            self.train_started = time.perf_counter()
         idx = torch.randint(len(data), (batch_size,), generator=generator).tolist()
         mels = [data.features(i) for i in idx]
         if split == "train":
@@ -264,7 +264,7 @@ class ASRTask(Task):
 
     def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
         heldout, seen = self.splits["heldout"], self.splits["seen"]
-        # From the first training batch to here: this process's training, evaluations and checkpoints.
+        # From the end of prepare to here: this process's model set-up, training, evaluations and checkpoints.
         t_report = time.perf_counter()
         train_wall_s = t_report - self.train_started if self.train_started is not None else None
         table = Table(title=f"asr: WER / CER on {len(heldout)} held-out texts")
