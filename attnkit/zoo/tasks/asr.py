@@ -38,6 +38,7 @@ from attnkit.zoo.tasks.base import Task
 CORPUS = "speech.npz"
 BEAM, ALPHA = 4, 0.0
 MAX_SECONDS = 20.0
+MIN_RATE, MAX_RATE = 8_000, 48_000
 
 
 class CharVocab:
@@ -384,7 +385,9 @@ class ASRTask(Task):
 
 
 def read_wav(path: str | Path) -> np.ndarray:
-    """A WAV file → mono float32 at 16 kHz. Rates above 16 kHz are resampled; anything else is a UserError."""
+    """A WAV file (8–48 kHz, mono or multi-channel, integer or float samples) → mono float32 at 16 kHz;
+    anything else is a UserError naming the file. Below 16 kHz the band above rate / 2 stays empty (telephone
+    speech), which the training's band-limiting augmentation prepares the model for."""
     from scipy.io import wavfile
 
     path = Path(path)
@@ -396,8 +399,8 @@ def read_wav(path: str | Path) -> np.ndarray:
         raise UserError(f"{path} is not a readable WAV file ({e})") from None
     if data.size == 0:
         raise UserError(f"{path} holds no audio samples")
-    if rate < SAMPLE_RATE:
-        raise UserError(f"{path} is sampled at {rate} Hz; the model needs at least {SAMPLE_RATE} Hz")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise UserError(f"{path} is sampled at {rate} Hz; the model takes {MIN_RATE}–{MAX_RATE} Hz")
     if data.dtype.kind in "iu":
         info = np.iinfo(data.dtype)
         data = (data.astype(np.float32) - (info.max + info.min + 1) / 2) / (info.max - info.min + 1) * 2
