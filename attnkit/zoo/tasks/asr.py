@@ -29,6 +29,7 @@ from attnkit.generation.beam import beam_search, greedy_decode
 from attnkit.engine.config import SampleConfig, TrainConfig
 from attnkit.zoo.data import augment, speech
 from attnkit.zoo.data.logmel import HOP_LENGTH, SAMPLE_RATE, log_mel
+from attnkit.zoo.data.segment import split_at_silences
 from attnkit.errors import UserError
 from attnkit.zoo.eval import asr as asr_eval
 from attnkit.zoo.eval import ctc as ctc_eval
@@ -39,6 +40,7 @@ CORPUS = "speech.npz"
 BEAM, ALPHA = 4, 0.0
 MAX_SECONDS = 20.0
 MIN_RATE, MAX_RATE = 8_000, 48_000
+PIECE_SECONDS = 8.0   # `sample` cuts longer audio at silences: training clips are a few seconds long
 
 
 class CharVocab:
@@ -324,6 +326,48 @@ class ASRTask(Task):
                                        subsample=model.cfg.subsample)
 
     # ---- sampling ------------------------------------------------------------------------
+    def transcribe_waves(self, model: nn.Module, waves: list[np.ndarray], beam: int) -> list[str]:
+        """16 kHz waveforms of any length → transcripts. A wave longer than PIECE_SECONDS is cut at its
+        quietest moments (`attnkit.zoo.data.segment`); all pieces of all waves are decoded as one batch."""
+        pieces, owner = [], []
+        for i, wave in enumerate(waves):
+            for a, b in split_at_silences(wave, PIECE_SECONDS):
+                pieces.append(log_mel(wave[a:b]).numpy())
+                owner.append(i)
+        texts = self.transcribe(model, pieces, beam)
+        joined: list[list[str]] = [[] for _ in waves]
+        for i, text in zip(owner, texts):
+            if text.strip():
+                joined[i].append(text.strip())
+        return [" ".join(t) for t in joined]
+
+    def transcribe_files(self, model: nn.Module, paths: list[Path], beam: int, console: Console) -> dict[str, Any]:
+        """One line per file, `PATH: TRANSCRIPT (SECONDS s)`, all decoded in one batch. A file that
+        cannot be read gets one error line on stderr and the others still print; then the last bad file is
+        raised as the UserError that makes the exit status non-zero."""
+        waves, good, errors = [], [], []
+        for path in paths:
+            try:
+                waves.append(read_wav(path))
+                good.append(path)
+            except UserError as e:
+                errors.append(e)
+        rows = [{"path": str(p), "transcript": t, "seconds": round(len(w) / SAMPLE_RATE, 2)}
+                for p, w, t in zip(good, waves, self.transcribe_waves(model, waves, beam) if waves else [])]
+        for row in rows:
+            console.print(f"{row['path']}: {row['transcript']} ({row['seconds']:.2f} s)", markup=False,
+                          highlight=False, soft_wrap=True)
+        if errors:
+            err = Console(stderr=True, soft_wrap=True)
+            for e in errors[:-1]:
+                err.print(f"error: {e}", markup=False, highlight=False)
+            raise errors[-1]
+        result: dict[str, Any] = {"files": rows}
+        if len(rows) == 1:
+            result.update(source=rows[0]["path"], transcript=rows[0]["transcript"])
+        return result
+
+
     @classmethod
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "ASRTask":
         task = cls(cfg)
@@ -342,25 +386,21 @@ class ASRTask(Task):
         beam = max(cfg.beam, 1)
         if audio and say:
             raise UserError("pass either --audio FILE.wav or --say TEXT, not both")
-        if audio or say:
-            if audio:
-                wave, source = read_wav(audio), str(audio)
-            else:
-                try:
-                    wave = speech.say(say, voice)
-                except ValueError as e:
-                    raise UserError(str(e)) from None
-                source = f"espeak-ng voice {voice}: {say!r}"
-            if len(wave) / SAMPLE_RATE > MAX_SECONDS:
-                raise UserError(f"audio is {len(wave) / SAMPLE_RATE:.1f} s long; the model takes at most {MAX_SECONDS:.0f} s")
-            mel = log_mel(wave).numpy()
-            text = self.transcribe(model, [mel], beam)[0]
+        if audio:
+            return self.transcribe_files(model, audio_paths(audio), beam, console)
+        if say:
+            try:
+                wave = speech.say(say, voice)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            source = f"espeak-ng voice {voice}: {say!r}"
+            text = self.transcribe_waves(model, [wave], beam)[0]
             console.print(f"[dim]{source}[/]\n{text}")
-            result: dict[str, Any] = {"source": source, "transcript": text}
-            if say:
-                result.update(reference=say, wer=asr_eval.wer([say.lower()], [text]))
+            result: dict[str, Any] = {"source": source, "transcript": text, "reference": say,
+                                      "wer": asr_eval.wer([say.lower()], [text])}
             if cfg.attention_png:
                 out_dir.mkdir(parents=True, exist_ok=True)
+                mel = log_mel(wave[:int(PIECE_SECONDS * SAMPLE_RATE)]).numpy()
                 result["attention_png"] = str(self.attention_png(model, mel, out_dir / "asr_attention.png"))
                 console.print(f"cross-attention picture: {result['attention_png']}")
             return result
@@ -382,6 +422,19 @@ class ASRTask(Task):
             out_dir.mkdir(parents=True, exist_ok=True)
             console.print(f"cross-attention picture: {self.attention_png(model, heldout.features(0), out_dir / 'asr_attention.png')}")
         return {"clips": rows, "wer": asr_eval.wer(refs, hyps)}
+
+
+def audio_paths(audio: str | list[str]) -> list[Path]:
+    """--audio values → paths in order; a value with glob characters that names no file is expanded
+    (sorted), and one that matches nothing stays as it is, to fail as 'not found'."""
+    import glob
+
+    out = []
+    for value in [audio] if isinstance(audio, (str, Path)) else audio:
+        value = str(value)
+        matches = sorted(glob.glob(value)) if any(c in value for c in "*?[") and not Path(value).exists() else []
+        out += [Path(m) for m in matches] or [Path(value)]
+    return out
 
 
 def read_wav(path: str | Path) -> np.ndarray:
@@ -410,4 +463,4 @@ def read_wav(path: str | Path) -> np.ndarray:
     return speech.to_16k(data, rate)
 
 
-__all__ = ["ASRTask", "CharVocab", "read_wav"]
+__all__ = ["ASRTask", "CharVocab", "audio_paths", "read_wav"]
