@@ -91,3 +91,53 @@ def test_joint_rescoring_returns_the_best_jointly_scored_candidate():
         from attnkit.generation.beam import sequence_logprob
         assert attention_logprob(model, *model.encode(one), [cands[0]]).item() == \
             pytest.approx(sequence_logprob(model, one, cands[0]), abs=1e-4)
+
+
+def test_prefix_scores_of_a_complete_transcript_equal_its_ctc_probability():
+    from attnkit.zoo.eval.ctc import CTCPrefixScorer
+
+    torch.manual_seed(2)
+    V, blank, eos = 6, 0, 2
+    lp = torch.randn(2, 7, V).log_softmax(-1)
+    lengths = torch.tensor([7, 5])
+    targets = [[3, 3, 4], [5, 4]]
+    scorer = CTCPrefixScorer(lp, lengths, blank, eos)
+    prefix_scores = []
+    for i in range(3):
+        psi, new_n, new_b = scorer.extend()
+        if i == 2:
+            break
+        tok = torch.tensor([t[i] for t in targets])
+        prefix_scores.append(psi.gather(1, tok[:, None])[:, 0])
+        scorer.select(torch.arange(2), tok, new_n, new_b)
+    # row 1 is complete after 2 tokens: its EOS score is log P_ctc(target)
+    assert psi[1, eos].item() == pytest.approx(ctc_logprob(lp[1:], lengths[1:], [targets[1]], blank).item(), abs=1e-5)
+    tok = torch.tensor([4, 4])
+    psi3 = psi.gather(1, tok[:, None])[:, 0]
+    scorer.select(torch.arange(2), tok, new_n, new_b)
+    psi, _, _ = scorer.extend()
+    assert psi[0, eos].item() == pytest.approx(ctc_logprob(lp[:1], lengths[:1], [targets[0]], blank).item(), abs=1e-5)
+    # a prefix's probability only falls as it grows, and covers its completion
+    assert prefix_scores[0][0] >= prefix_scores[1][0] >= psi3[0] >= psi[0, eos]
+    assert psi[:, blank].eq(float("-inf")).all()
+
+
+def test_joint_beam_search_scores_what_it_returns_and_never_loses_to_greedy():
+    from attnkit.generation.beam import greedy_decode, sequence_logprob
+    from attnkit.zoo.eval.ctc import joint_beam_search
+
+    model = tiny()
+    mel = padded(torch.randn(80, 60), torch.randn(80, 44), torch.randn(80, 90))
+    one = lambda b: mel[b:b + 1, :, : int((mel[b, 0] != PAD_FRAME).sum())]
+    # λ = 0, beam 1: the greedy path is always in the search, so its result scores at least as well
+    found = joint_beam_search(model, mel, 1, 12, ctc_weight=0.0)
+    for b, hyp in enumerate(greedy_decode(model, mel, 12)):
+        assert sequence_logprob(model, one(b), found[b][0]) >= hyp.logprob - 1e-4
+    # λ = 0.5, beam 4: the score it reports is the transcript's joint score, computed from scratch
+    found = joint_beam_search(model, mel, 4, 12, ctc_weight=0.5)
+    memory, mask = model.encode(mel)
+    lp = model.ctc_log_probs(memory)
+    for b, (tokens, score) in enumerate(found):
+        ctc = ctc_logprob(lp[b:b + 1], mask.sum(1)[b:b + 1], [tokens], 0).item()
+        assert score == pytest.approx(0.5 * ctc + 0.5 * sequence_logprob(model, one(b), tokens), abs=1e-3)
+        assert score > float("-inf")

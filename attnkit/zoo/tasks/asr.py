@@ -233,7 +233,7 @@ class ASRTask(Task):
     @torch.no_grad()
     def transcribe(self, model: nn.Module, mels: list[np.ndarray], beam: int = 1, batch_size: int = 32) -> list[str]:
         """Log-mel clips (n_mels, T_i) → transcripts: attention greedy (beam=1), CTC best path (beam=0), or
-        beam search, whose n-best a CTC head rescores jointly (`attnkit.zoo.eval.ctc.joint_rescore`)."""
+        beam search, which with a CTC head scores every prefix jointly (`attnkit.zoo.eval.ctc.joint_beam_search`)."""
         model.eval()
         device = next(model.parameters()).device
         # Sorted by length so each batch pads little; results come back in the input order.
@@ -250,8 +250,7 @@ class ASRTask(Task):
             elif beam == 1:
                 ids = [h.tokens for h in greedy_decode(model, mel, max_len)]
             elif model.cfg.ctc_head and self.ctc_weight > 0:
-                nbest = [[h.tokens for h in hs] for hs in beam_search(model, mel, beam, max_len, ALPHA)]
-                ids = ctc_eval.joint_rescore(model, mel, nbest, self.ctc_weight)
+                ids = [tokens for tokens, _ in ctc_eval.joint_beam_search(model, mel, beam, max_len, self.ctc_weight)]
             else:
                 ids = [nbest[0].tokens for nbest in beam_search(model, mel, beam, max_len, ALPHA)]
             out.update({i: self.vocab.decode(h) for i, h in zip(chunk, ids)})
