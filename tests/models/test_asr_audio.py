@@ -83,13 +83,17 @@ def test_a_bad_file_is_one_error_line_and_the_others_still_print(task_and_model,
     d, _, _ = wavs
     (tmp_path / "text.wav").write_text("I am not audio")
     wavfile.write(tmp_path / "empty.wav", 16000, np.zeros(0, np.int16))
+    wavfile.write(tmp_path / "click.wav", 16000, np.ones(80, np.int16))
+    wavfile.write(tmp_path / "nan.wav", 16000, np.full(8000, np.nan, np.float32))
     console = Console(record=True, width=300)
-    paths = [d / "b16.wav", tmp_path / "text.wav", d / "a48.wav", tmp_path / "empty.wav"]
+    paths = [d / "b16.wav", tmp_path / "text.wav", tmp_path / "click.wav", d / "a48.wav", tmp_path / "nan.wav",
+             tmp_path / "empty.wav"]
     with pytest.raises(UserError, match="empty.wav holds no audio"):
         task.transcribe_files(model, paths, 1, console)
     assert [line.split(": ")[0] for line in console.export_text().splitlines()] == [str(d / "b16.wav"), str(d / "a48.wav")]
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "text.wav is not a readable WAV" in err[0]
+    assert len(err) == 3 and "text.wav is not a readable WAV" in err[0]
+    assert "click.wav is 5 ms long" in err[1] and "nan.wav holds samples that are not finite" in err[2]
 
 
 def test_globs_expand_in_order_and_a_missing_file_stays_to_fail(wavs, tmp_path):

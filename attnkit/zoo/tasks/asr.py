@@ -40,6 +40,7 @@ CORPUS = "speech.npz"
 BEAM, ALPHA = 4, 0.0
 MAX_SECONDS = 20.0
 MIN_RATE, MAX_RATE = 8_000, 48_000
+MIN_SECONDS = 0.1
 PIECE_SECONDS = 8.0   # `sample` cuts longer audio at silences: training clips are a few seconds long
 
 
@@ -459,6 +460,10 @@ def read_wav(path: str | Path) -> np.ndarray:
     data = data.astype(np.float32)
     if data.ndim == 2:
         data = data.mean(axis=1)
+    if not np.isfinite(data).all():
+        raise UserError(f"{path} holds samples that are not finite numbers")
+    if len(data) < MIN_SECONDS * rate:
+        raise UserError(f"{path} is {1000 * len(data) / rate:.0f} ms long; the model needs at least {1000 * MIN_SECONDS:.0f} ms")
     return speech.to_16k(data, rate)
 
 
