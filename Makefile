@@ -11,7 +11,7 @@ COMPAT_STAMP  := $(COMPAT)/.installed
 # Triton's interpreter must be chosen before triton is first imported: kernels run on CPU in tests.
 export TRITON_INTERPRET := 1
 
-.PHONY: install test test-compat demo bench clean
+.PHONY: install lint test test-compat demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,15 @@ $(COMPAT_STAMP): $(STAMP)
 
 install: $(STAMP)
 
-# Both runs always happen; the target fails if either failed.
+# ruff, and import-linter's layer contracts (pyproject.toml) on the installed layout; tests/test_layering.py.
+lint: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py
+
+# Lint first; then both runs always happen; the target fails if any failed.
 test: $(STAMP) $(COMPAT_STAMP)
 	@status=0; \
-	$(BIN)/python -m pytest -n 2 tests || status=1; \
+	$(MAKE) --no-print-directory lint || status=1; \
+	$(BIN)/python -m pytest -n 2 tests --ignore=tests/test_layering.py || status=1; \
 	$(COMPAT_RUN) || status=1; \
 	exit $$status
 

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.engine.trainer import run_training
 from attnkit.zoo.data import speech
 

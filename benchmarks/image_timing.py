@@ -82,7 +82,7 @@ def main() -> None:
     device = torch.device(args.device)
     if args.run:
         from attnkit.engine.sample import load_run
-        _, model, _ = load_run(args.run, device)
+        model = load_run(args.run, device).model
     else:
         torch.manual_seed(0)
         model = ImageTransformer(ImageTransformerConfig(image_size=16, n_layer=3, n_head=4, d_model=64)).to(device)

@@ -29,10 +29,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.zoo.data import chorales as ch
 from attnkit.zoo.eval.music import token_nll
-from attnkit.engine.trainer import resolve_device, run_training
+from attnkit.engine.device import resolve_device
+from attnkit.engine.trainer import run_training
 
 PAPER = {"absolute": 0.417, "relative": 0.357}  # JSB Chorales validation NLL (second-hand, see ANCHORS.md)
 MULTIPLES = (1, 2, 4)

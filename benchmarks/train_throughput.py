@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.zoo.data.text import load_text
 from attnkit.zoo.data.tokenizer import CharTokenizer
 from attnkit.zoo.models.gpt import GPT, GPTConfig

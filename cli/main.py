@@ -1,6 +1,11 @@
 """`attnkit` entry point: registers the commands and turns user errors into one line on stderr.
 
-An error prints `error: <message>` on stderr and exits 1; `--debug` (before the command) shows the traceback.
+Errors by kind:
+    usage error (unknown flag or command, a value of the wrong type, no command): the usage line and one
+        `error:` line on stderr, exit 2, no traceback;
+    user error (attnkit.errors.UserError: bad file, bad option, missing extra) and OSError (full disk,
+        read-only folder, permission): one `error:` line naming the thing to fix, exit 1;
+    anything else is a bug and keeps its traceback. `--debug` (before the command) shows the traceback of every kind.
 """
 from __future__ import annotations
 
@@ -14,10 +19,18 @@ from attnkit.cli import average, bench, sample, tokenize, train
 from attnkit.errors import Interrupted, UserError
 from attnkit.extras import missing_extra_message
 
+try:  # typer >= 0.20 raises its bundled click's exceptions, whether or not click itself is installed
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # older typer raises click's
+    from click.exceptions import ClickException, UsageError
+
+PROG = "attnkit"
+COMMANDS = ("tokenize", "train", "sample", "average", "bench-kernels")
+
 app = typer.Typer(
     name="attnkit",
     help="Fused Triton attention and a transformer model zoo: tokenize, train, sample, average, bench-kernels.",
-    no_args_is_help=True,
+    no_args_is_help=False,  # a bare `attnkit` is a usage error: the usage line and the commands, exit 2
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -43,14 +56,47 @@ def _root(
     return None
 
 
-# Errors a user can act on: printed as one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+def usage_error(e: ClickException, argv: list[str]) -> tuple[str, str]:
+    """(usage line, one error line) of a usage error: an unknown flag or command, a value of the wrong type,
+    a missing command. The hint names the --help that lists what is valid."""
+    ctx = getattr(e, "ctx", None) or _context(argv)
+    usage = ctx.get_usage().strip().splitlines()[0] if ctx else f"Usage: {PROG} [OPTIONS] COMMAND [ARGS]..."
+    message = e.format_message().strip().replace("\n", " ") or "missing command"
+    dashed = (getattr(e, "option_name", "") or "").replace("_", "-")
+    if "_" in (getattr(e, "option_name", "") or "") and dashed in (getattr(e, "possibilities", None) or ()):
+        message = f"No such option: {e.option_name}; flags are spelled with dashes: {dashed}"
+    if message == "Missing command.":
+        message = f"missing command; choose from {', '.join(COMMANDS)}"
+    where = ctx.command_path if ctx else PROG
+    return usage, f"error: {message} (see {where} --help)"
+
+
+def _context(argv: list[str]):
+    """The click context of the command named in argv (errors raised while parsing a value carry none)."""
+    group = typer.main.get_command(app)
+    name = next((a for a in argv if a in COMMANDS), None)
+    root = group.make_context(PROG, [], resilient_parsing=True)
+    return group.get_command(root, name).make_context(name, [], parent=root, resilient_parsing=True) if name else root
+
+
+def os_error_line(e: OSError) -> str:
+    """One line naming the file and the cause: `error: cannot write runs/x/model.safetensors: No space left on
+    device`. The operating system's words (strerror) say what to fix: a full disk, a read-only folder, a permission."""
+    path = e.filename if e.filename is not None else None
+    cause = e.strerror or type(e).__name__
+    if path is None:
+        return f"error: {cause}"
+    other = f" → {e.filename2}" if e.filename2 is not None else ""
+    return f"error: {path}{other}: {cause}"
 
 
 def main(argv: list[str] | None = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    """The `attnkit` entry point. Exit codes: 0 done, 1 a user error (one line), 2 a usage error (usage line
+    and one error line), 130 interrupted. Bugs raise with their traceback; `--debug` always shows it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name=PROG, standalone_mode=False)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Interrupted as e:  # the checkpoint is written; the message says how to go on
@@ -64,20 +110,32 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - the one place that decides how errors look
-        try:
-            from click import ClickException
-        except ImportError:  # typer >= 0.2x vendors click as typer._click
-            from typer._click.exceptions import ClickException
-        if isinstance(e, ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        hint = missing_extra_message(e) if isinstance(e, ModuleNotFoundError) else None
-        if debug or not (hint or isinstance(e, USER_ERRORS)):
+    except UsageError as e:  # typer's own (bundled) click's: no traceback unless --debug
+        if debug:
             raise
-        msg = hint or (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-        typer.echo(f"error: {msg}", err=True)
+        for line in usage_error(e, argv):
+            typer.echo(line, err=True)
+        sys.exit(2)
+    except ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (UserError, OSError, ModuleNotFoundError) as e:
+        hint = missing_extra_message(e) if isinstance(e, ModuleNotFoundError) else None
+        if debug or (isinstance(e, ModuleNotFoundError) and hint is None):  # a missing required module: a bug
+            raise
+        if isinstance(e, UserError):
+            line = f"error: {_first_line(e)}"
+        elif isinstance(e, OSError):
+            line = os_error_line(e)
+        else:
+            line = f"error: {hint}"
+        typer.echo(line, err=True)
         sys.exit(1)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`attnkit train`: flags map 1:1 onto `attnkit.engine.config.TrainConfig`; the loop lives in `attnkit.engine.trainer`.
+"""`attnkit train`: flags map 1:1 onto `attnkit.config.TrainConfig`; the loop lives in `attnkit.engine.trainer`.
 
 Model options are `--opt name=value` (repeatable) rather than one flag per option: each model declares
 its own (`Task.Options`), so a new model brings options without a new flag here. `--list-options` shows them.
@@ -11,7 +11,7 @@ import typer
 
 from attnkit.zoo.tasks import TASKS  # the registry only: tasks import lazily
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.errors import UserError
 
 Opt = typer.Option
@@ -59,7 +59,7 @@ def train(
     fsdp: Annotated[Optional[bool], Opt("--fsdp/--no-fsdp", help="Under torchrun: shard with FSDP2 instead of DDP.")] = None,
     eval_interval: Annotated[Optional[int], Opt(help="Steps between evals and checkpoints.")] = None,
     eval_batches: Annotated[Optional[int], Opt(help="Batches per eval.")] = None,
-    config: Annotated[Optional[str], Opt(help="TOML file: a [train] table and an [options] table; flags override it.")] = None,
+    config: Annotated[Optional[str], Opt(help="TOML file: a \\[train] table and an \\[options] table; flags override it.")] = None,
 ) -> None:
     """Train a model and write checkpoints, metrics.jsonl, loss.png and summary.json to the run directory."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "opt", "list_options")}  # before imports
@@ -88,7 +88,15 @@ def print_options(model: str) -> None:
         table.add_row(*row)
     if not rows:
         table.caption = f"{model} has no options of its own"
+    console = Console()
+    console.print(table)
+    flavors = Table(title=escape(f"{model} flavors: --flavor NAME (default {task_cls.default_flavor})"))
+    for col in ("flavor", "model", "training", "options"):
+        flavors.add_column(col)
     for flavor, preset in task_cls.flavors.items():
-        if preset.get("options"):
-            table.caption = (table.caption or "") + f"  flavor {flavor} sets {preset['options']}"
-    Console().print(table)
+        flavors.add_row(flavor, *(escape(_settings(preset.get(part, {}))) for part in ("model", "train", "options")))
+    console.print(flavors)
+
+
+def _settings(values: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in values.items())

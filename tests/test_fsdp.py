@@ -7,7 +7,7 @@ import os
 import torch
 from rich.console import Console
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.engine.sample import load_run, run_sampling
 from attnkit.engine.trainer import run_training
 from multiproc import free_port, run_workers
@@ -38,7 +38,7 @@ def test_fsdp_two_processes_follow_one_process_and_resume(tmp_path):
                                rtol=1e-5, atol=1e-6)
     state = torch.load(tmp_path / "fsdp" / "checkpoints" / "step_0000004.state.pt", weights_only=False)
     assert len(state["rng"]) == 2 and state["config"]["fsdp"]  # really two processes, sharded
-    _, model, cfg = load_run(out)  # one process reads the gathered safetensors
+    loaded = load_run(out)  # one process reads the gathered safetensors
     assert run_sampling(SampleConfig(run=out, prompt="The", max_new_tokens=5, stream=False), QUIET)["samples"]
     for k, v in single.model.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[k], v, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(loaded.model.state_dict()[k], v, rtol=1e-4, atol=1e-5)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from attnkit.nn.masks import (and_masks, block_raster_order, causal_mask, local_1d_mask, local_2d_mask,
-                           pattern_stats, tile_occupancy)
+from attnkit.kernels.occupancy import tile_occupancy
+from attnkit.nn.masks import and_masks, block_raster_order, causal_mask, local_1d_mask, local_2d_mask, pattern_stats
 
 
 def local_2d_by_loops(h, w, query_block, memory_flange):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.errors import UserError
 from attnkit.engine.resolve import resolve_config
 from attnkit.zoo.tasks.npt import NPTTask

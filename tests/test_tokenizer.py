@@ -4,7 +4,7 @@ import pytest
 
 from attnkit.zoo.data.text import load_text
 from attnkit.zoo.data.tokenizer import (CharTokenizer, load_tokenizer, tokenizer_stats, train_sentencepiece)
-from attnkit.zoo.tasks.base import UserError
+from attnkit.errors import UserError
 
 TRICKY = "  Two  spaces,\ttab,\n\nblank lines, ünïcödé, 中文, emoji 🙂, digits 12345 and trailing space "
 

@@ -11,9 +11,9 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from attnkit.engine.checkpoint import average_checkpoints, latest_step, step_checkpoints
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.engine.optim import lr_at, param_groups
-from attnkit.zoo.tasks.base import UserError
+from attnkit.errors import UserError
 from attnkit.zoo.tasks.gpt import GPTTask
 from attnkit.engine.trainer import run_training
 from multiproc import free_port, run_workers

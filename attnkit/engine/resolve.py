@@ -17,10 +17,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from attnkit.engine.config import MODES, TrainConfig, coerce, field_types
+from attnkit.config import MODES, TrainConfig, coerce, field_types
 from attnkit.engine.device import DTYPES
 from attnkit.errors import UserError
 from attnkit.engine.optim import SCHEDULES
+from attnkit.zoo.tasks import get_task
 
 # Trainer fields neither the user nor the flavor set. block_size, dropout, label_smoothing and data stay None
 # unless the flavor sets them (the task decides what None means).
@@ -37,8 +38,6 @@ def flag_name(name: str) -> str:
 
 def resolve_config(cfg: TrainConfig | None = None, *, config_file: str | Path | None = None) -> TrainConfig:
     """The final TrainConfig: every trainer field set, `options` complete and valid for the model."""
-    from attnkit.zoo.tasks import get_task  # tasks import this module's users; keep the import lazy
-
     cfg = cfg or TrainConfig()
     flags = _typed({k: getattr(cfg, k) for k in TRAIN_FIELDS if getattr(cfg, k) is not None}, flag_name)
     flag_opts = dict(cfg.options or {})
@@ -159,8 +158,6 @@ def split_saved(saved: dict[str, Any], task_cls) -> tuple[dict[str, Any], dict[s
 
 
 def _saved_layer(saved: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    from attnkit.zoo.tasks import get_task
-
     fields, options = split_saved(saved, get_task(saved["task"]))
     return _typed(fields, lambda k: f"{path}: train.{k}"), options
 

@@ -1,26 +1,81 @@
 """`attnkit sample`: load a run directory and let its task do what the model does (continue, fill, draw).
 
     RUN/config.json → TrainConfig + model kwargs → Task.load(run_dir) → Task.build_model → weights → task.sample
+
+The same from Python (`attnkit.load_run`):
+    run = attnkit.load_run("runs/demo")            # a Run: .model (eval mode), .task, .config, .tokenizer
+    run.generate("The ", max_new_tokens=50)        # text models: the text `attnkit sample` prints, same seed
+    run.predict(images)                            # classifiers: class probabilities (N, n_class)
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 from rich.console import Console
 
 from attnkit.engine.checkpoint import WEIGHTS, load_weights
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.engine.device import resolve_device
 from attnkit.errors import UserError
-from attnkit.engine.resolve import split_saved
+from attnkit.engine.resolve import flag_name, resolve_config, split_saved
 from attnkit.engine.rundir import CONFIG, LATEST, read_saved_config, real_run_dir
 from attnkit.zoo.tasks import get_task
+from attnkit.zoo.tasks.base import Task
 
 
-def load_run(run: str | Path, device: str | torch.device = "cpu"):
-    """(task, model in eval mode, TrainConfig) of a finished or checkpointed run directory."""
+# SampleConfig fields only some models read; the rest (run, seed, temperature, ...) are generic.
+MODEL_SAMPLE_FLAGS = ("prompt", "beam", "label", "top_p", "target_return", "audio", "say", "voice", "attention_png")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SampleConfig)}
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained run, loaded: its task (data assets, tokenizer), its model in eval mode, its TrainConfig."""
+
+    task: Task
+    model: nn.Module
+    config: TrainConfig
+    run_dir: Path
+
+    @property
+    def tokenizer(self):
+        """The run's tokenizer (text models), or None."""
+        return getattr(self.task, "tokenizer", None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = 200,
+                 top_p: float | None = None, seed: int = 1337) -> str:
+        """The prompt and its continuation, as `attnkit sample --prompt PROMPT --seed SEED` prints it."""
+        tok = self.tokenizer
+        if tok is None or not hasattr(self.model, "generate"):
+            raise UserError(f"a {self.config.model} run does not continue text; use `attnkit sample --run "
+                            f"{self.run_dir}`" + (" or run.predict" if self.config.model == "vit" else ""))
+        ids = tok.encode(prompt)
+        if not ids:
+            raise UserError("the prompt is empty after tokenization; give it some text")
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)  # on CPU, as `attnkit sample` seeds it
+        x = torch.tensor([ids], dtype=torch.long, device=self.device)  # (1, T)
+        with torch.inference_mode():
+            out = self.model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                      generator=generator)  # (1, T + max_new_tokens)
+        return tok.decode(out[0].tolist())
+
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for a batch of inputs (classifiers: vit takes uint8 images (N, S, S))."""
+        with torch.inference_mode():
+            return self.task.predict(self.model, inputs)
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A finished or checkpointed run directory, loaded: task, model in eval mode on `device`, TrainConfig."""
     run_dir = real_run_dir(run)
     config_path = run_dir / CONFIG
     if not run_dir.is_dir():
@@ -34,13 +89,24 @@ def load_run(run: str | Path, device: str | torch.device = "cpu"):
     task_cls = get_task(saved["task"])
     fields, options = split_saved(saved, task_cls)
     train_cfg = TrainConfig(**fields, options=options)
+    if train_cfg.flavor is None:  # a run saved before flavors were recorded: the task's default one
+        train_cfg = resolve_config(dataclasses.replace(train_cfg, model=task_cls.name))
     task = task_cls.load(run_dir, train_cfg)
     model = task_cls.build_model(saved["model"])
     if not (run_dir / WEIGHTS).is_file():
         raise UserError(f"{run} has no {WEIGHTS} yet (training has not reached its first checkpoint)")
     load_weights(model, run_dir / WEIGHTS)
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    return task, model.to(device).eval(), train_cfg
+    return Run(task=task, model=model.to(device).eval(), config=train_cfg, run_dir=run_dir)
+
+
+def check_sample_flags(cfg: SampleConfig, task_cls: type[Task]) -> None:
+    """A model-specific flag the run's model does not read is an error naming the ones it does."""
+    unused = [f for f in MODEL_SAMPLE_FLAGS if f not in task_cls.sample_flags and getattr(cfg, f) != _DEFAULTS[f]]
+    if unused:
+        takes = ", ".join(flag_name(f) for f in task_cls.sample_flags) or "none of its own"
+        raise UserError(f"{flag_name(unused[0])} does not apply to a {task_cls.name} run; its model-specific "
+                        f"sample flags: {takes}")
 
 
 def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str, Any]:
@@ -51,9 +117,12 @@ def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str,
         raise UserError(f"--num-samples must be at least 1, got {cfg.num_samples}")
     if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
         raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p}")
+    if cfg.beam < 1:
+        raise UserError(f"--beam must be at least 1, got {cfg.beam}")
     if cfg.temperature < 0:
         raise UserError(f"--temperature must not be negative, got {cfg.temperature}")
-    task, model, _ = load_run(cfg.run, cfg.device)
+    run = load_run(cfg.run, cfg.device)
+    check_sample_flags(cfg, type(run.task))
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():
-        return task.sample(model, cfg, console)
+        return run.task.sample(run.model, cfg, console)

@@ -17,6 +17,7 @@ import json
 import math
 import random
 import signal
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,19 +31,43 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from attnkit.engine import distributed as D
-from attnkit.engine.checkpoint import (atomic_write_json, atomic_write_text, latest_step, load_checkpoint,
-                                save_checkpoint)
-from attnkit.engine.config import MODES, TrainConfig
+from attnkit.engine.checkpoint import (atomic_write_json, atomic_write_text, average_checkpoints, latest_step,
+                                       load_checkpoint, load_weights, save_checkpoint, step_checkpoints)
+from attnkit.config import MODES, TrainConfig
 from attnkit.engine.device import autocast, resolve_device, resolve_dtype
 from attnkit.errors import Interrupted, UserError
 from attnkit.engine.optim import lr_at, make_optimizer
-from attnkit.zoo.plots import plot_losses
+from attnkit.zoo.plots import can_plot, plot_losses
 from attnkit.engine.resolve import describe, resolve_config
 from attnkit.engine.rundir import CONFIG, check_target, point_latest, publish, real_run_dir, staging_dir
 from attnkit.zoo.tasks import get_task
 
 
-__all__ = ["TrainResult", "Trainer", "resolve_device", "run_training"]  # resolve_device: for old imports
+__all__ = ["StepCheckpoints", "TrainResult", "Trainer", "run_training"]
+
+
+def build_model(task_cls, model_config: dict[str, Any]) -> nn.Module:
+    """The task's model. A model config's own check (ValueError from its __post_init__: a size that does not
+    divide, an unknown position scheme) comes from the user's flags and options, so it becomes one line."""
+    try:
+        return task_cls.build_model(model_config)
+    except ValueError as e:
+        raise UserError(f"these settings build no valid {task_cls.name} model: {e}") from e
+
+
+class StepCheckpoints:
+    """A run's step checkpoints as a task sees them (`Task.checkpoints`): steps, and their averaged weights."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+
+    def steps(self) -> list[int]:
+        return [step for step, _ in step_checkpoints(self.run_dir)]
+
+    def load_average(self, model: nn.Module, steps: list[int]) -> None:
+        paths = dict(step_checkpoints(self.run_dir))
+        with tempfile.TemporaryDirectory() as tmp:
+            load_weights(model, average_checkpoints([paths[s] for s in steps], Path(tmp) / "avg.safetensors"))
 
 
 @dataclass
@@ -119,6 +144,8 @@ class Trainer:
         random.seed(cfg.seed + world.rank)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the same global batch on every rank
         self.task = self.task_cls(cfg)
+        if cfg.resume:
+            self.task.resume_dir, self.task.resume_step = self.run_dir, latest_step(self.run_dir) or 0
         with staging_dir(self.run_dir) as staged:
             self.task.prepare(staged)  # a resumed run keeps its own assets; the staged ones only validate
             self._build()
@@ -132,7 +159,7 @@ class Trainer:
         """Model (restored on --resume), its DDP/FSDP wrapper, optimizer and grad scaler."""
         cfg = self.cfg
         self.model_config = self.task.model_config()
-        model = self.task_cls.build_model(self.model_config)
+        model = build_model(self.task_cls, self.model_config)
         state = self.restore(model) if cfg.resume else None
         self.model = model.to(self.device)
         self.train_model = D.wrap(self.model, self.world, fsdp=self._fsdp, compile=cfg.compile, device=self.device)
@@ -309,6 +336,7 @@ class Trainer:
             model = self._unsharded(weights) if self.world.is_main else self.model
         if self.world.is_main and (stop_after is None or self.step >= self.cfg.max_steps):
             summary = _summary(self.metrics, self.n_params, self.wall_s(), self.cfg)
+            self.task.checkpoints = StepCheckpoints(self.run_dir)
             summary.update(self.task.report(model.to(self.device) if self._fsdp else model,
                                             self.run_dir, self.console) or {})
             atomic_write_json(self.run_dir / "summary.json", summary)
@@ -317,7 +345,7 @@ class Trainer:
 
     def _write_metrics(self, run_dir: Path) -> None:
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.metrics))
-        if self.metrics:
+        if self.metrics and can_plot():  # matplotlib comes with the zoo extra; GPT trains without it
             plot_losses(self.metrics, run_dir / "loss.png", title=f"{self.cfg.model} ({self.cfg.flavor})")
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from attnkit.kernels.occupancy import tile_occupancy  # the kernel's own builder, re-exported here
+from attnkit.kernels.occupancy import tile_occupancy  # the kernel's own builder, so both agree
 
 
 def causal_mask(L: int, device=None) -> torch.Tensor:

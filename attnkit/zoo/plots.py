@@ -1,6 +1,7 @@
 """PNG plots (matplotlib, Agg backend: no display needed): training curves, piano rolls, attention heatmaps."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -9,6 +10,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+
+
+def can_plot() -> bool:
+    """Whether matplotlib (the zoo extra) is installed; without it the trainer skips loss.png."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def save_figure(fig, path: str | Path, dpi: int | None = None) -> Path:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from attnkit.engine.config import SampleConfig
+from attnkit.config import SampleConfig
 from attnkit.engine.sample import run_sampling
 from cli_invoke import invoke, run
 

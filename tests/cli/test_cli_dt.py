@@ -7,7 +7,7 @@ import pytest
 from rich.console import Console
 
 from attnkit.cli.main import main
-from attnkit.engine.config import SampleConfig
+from attnkit.config import SampleConfig
 from attnkit.zoo.data.rl import DATA_FILE, load_or_generate
 from attnkit.engine.sample import load_run
 from cli_invoke import invoke
@@ -62,7 +62,8 @@ def test_cached_dataset_is_reused_not_regenerated(dt_run, tmp_path, monkeypatch)
 def test_sample_rolls_out_each_target_beside_the_baselines_on_the_same_seeds(dt_run, tmp_path):
     run, _ = dt_run
     summary = json.loads((run / "summary.json").read_text())
-    task, model, _ = load_run(run)  # the env's default targets, seed and episodes: as in training
+    run_ = load_run(run)
+    task, model = run_.task, run_.model  # the env's default targets, seed and episodes: as in training
     result = task.sample(model, SampleConfig(run=str(run), out=str(tmp_path)), Console(file=io.StringIO()))
     assert result["return_by_target"] == summary["return_by_target"]
     assert result["bc_return"] == summary["bc_return"] and result["pct_bc_return"] == summary["pct_bc_return"]

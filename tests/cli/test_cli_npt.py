@@ -74,11 +74,12 @@ def test_csv_without_the_target_column_is_a_one_line_error(tmp_path, capsys):
 def test_bad_column_type_override_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "t.csv"
     path.write_text("a,b,label\n1,2,x\n3,4,y\n5,6,x\n")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main(["train", "--model", "npt", "--flavor", "debug", "--data", str(path), "--opt", "column_types=a=float",
               "--out", str(tmp_path / "run")])
-    assert capsys.readouterr().err.strip() == ("error: column type override 'a=float': expected NAME=numeric "
-                                               "or NAME=categorical")
+    assert exit_info.value.code == 1 and not (tmp_path / "run").exists()
+    assert capsys.readouterr().err == ("error: column type override 'a=float': expected NAME=numeric "
+                                       "or NAME=categorical\n")
 
 
 def test_lookup_without_data_runs_the_semi_synthetic_experiment(tmp_path):

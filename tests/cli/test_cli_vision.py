@@ -4,8 +4,7 @@ import math
 
 import pytest
 
-from attnkit.cli.main import app
-from cli_invoke import invoke, runner
+from cli_invoke import invoke, run
 
 
 def png_size(path):
@@ -79,10 +78,12 @@ def test_image_sample_with_label_draws_that_class(image_run, tmp_path):
     assert len([line for line in out.splitlines() if len(line) == 16]) >= 8  # the ASCII digit, 8 rows × 2 chars
 
 
-def test_bad_options_are_one_line_errors(image_run, tmp_path):
-    run, _ = image_run
-    result = runner.invoke(app, ["sample", "--run", str(run), "--label", "12"])
-    assert result.exit_code != 0 and "--label" in str(result.exception) + result.output
-    result = runner.invoke(app, ["train", "--model", "image", "--flavor", "debug", "--out", str(tmp_path),
-                                 "--opt", "attention=sparse"])
-    assert result.exit_code != 0 and "local2d" in str(result.exception) + result.output
+def test_bad_options_are_one_line_errors(image_run, tmp_path, capsys):
+    run_dir, _ = image_run
+    code, out, err = run(["sample", "--run", run_dir, "--label", "12"], capsys)
+    assert (code, out, err) == (1, "", "error: --label must be a class in 0..9, got 12\n")
+    code, out, err = run(["train", "--model", "image", "--flavor", "debug", "--out", tmp_path / "run",
+                          "--opt", "attention=sparse"], capsys)
+    assert (code, out) == (1, "")
+    assert err == "error: attention must be one of full, local1d, local2d for the image model, got 'sparse'\n"
+    assert not (tmp_path / "run").exists()

@@ -183,9 +183,11 @@ def test_latest_is_the_default_of_sample_and_average(tmp_path, capsys, monkeypat
     monkeypatch.chdir(tmp_path)
     assert run(["train", *DEBUG, "--keep-last", "2"], capsys)[0] == 0  # into runs/gpt
     assert os.readlink("runs/latest") == "gpt"
-    code, out, err = run(["sample", "--prompt", "The", "--max-new-tokens", "5", "--target-return", "1,2",
-                          "--audio", "a.wav", "--say", "hi", "--voice", "en"], capsys)  # flags of other models
+    code, out, err = run(["sample", "--prompt", "The", "--max-new-tokens", "5"], capsys)
     assert code == 0 and out.startswith("The"), err
+    code, out, err = run(["sample", "--prompt", "The", "--target-return", "1,2"], capsys)  # another model's flag
+    assert code == 1 and err == ("error: --target-return does not apply to a gpt run; its model-specific sample "
+                                 "flags: --prompt, --top-p\n")
     code, _, err = run(["average", "--last", "2", "--out", "avg.safetensors"], capsys)
     assert code == 0, err
 

@@ -6,7 +6,8 @@ import torch
 from rich.console import Console
 from scipy.io import wavfile
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
+from attnkit.engine.resolve import resolve_config
 from attnkit.errors import UserError
 from attnkit.zoo.data import speech
 from attnkit.zoo.data.segment import split_at_silences
@@ -22,7 +23,7 @@ def task_and_model():
     """A tiny model that has heard the two texts a few times: its transcripts depend on the audio."""
     from attnkit.zoo.data.logmel import log_mel
 
-    task = ASRTask(ASRTask.resolve(TrainConfig(model="asr", flavor="debug")), ASRTask.Options(ctc_weight=0.3))
+    task = ASRTask(resolve_config(TrainConfig(model="asr", flavor="debug")), ASRTask.Options(ctc_weight=0.3))
     torch.manual_seed(3)
     model = ASR(ASRConfig(vocab_size=len(CharVocab()), n_enc_layer=1, n_dec_layer=1, n_head=2, d_model=32,
                           d_ff=64, max_frames=2000, max_len=40, subsample=4, ctc_head=True))

@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.zoo.data import speech
 from attnkit.zoo.data.logmel import log_mel
 from attnkit.errors import UserError
 from attnkit.zoo.tasks.asr import ASRTask
+from attnkit.engine.resolve import resolve_config
 
 
 def test_espeak_speaks_at_22050_and_resamples_to_16k():
@@ -52,7 +53,7 @@ def test_quantised_log_mel_is_within_half_a_step():
 def small_task(resume_from=None, **opts):
     import dataclasses
 
-    cfg = ASRTask.resolve(TrainConfig(model="asr", flavor="debug"))
+    cfg = resolve_config(TrainConfig(model="asr", flavor="debug"))
     if resume_from is not None:
         cfg = dataclasses.replace(cfg, resume=True, out=str(resume_from))
     return ASRTask(cfg, ASRTask.Options(train_clips=opts.get("train_clips", 12), test_clips=opts.get("test_clips", 3)))

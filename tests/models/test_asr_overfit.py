@@ -3,7 +3,8 @@ joint beam rescoring work end to end on speech, not only on random tensors."""
 import pytest
 import torch
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
+from attnkit.engine.resolve import resolve_config
 from attnkit.zoo.data import speech
 from attnkit.zoo.data.logmel import log_mel
 from attnkit.zoo.eval.asr import cer
@@ -18,7 +19,7 @@ VOICES = ["m1", "f1", "m2", "f3", "klatt", "m4", "f4", "m5"]
 @pytest.fixture(scope="module")
 def overfit():
     mels = [log_mel(speech.say(t, v)).numpy() for t, v in zip(TEXTS, VOICES)]
-    cfg = ASRTask.resolve(TrainConfig(model="asr", flavor="debug"))
+    cfg = resolve_config(TrainConfig(model="asr", flavor="debug"))
     task = ASRTask(cfg, ASRTask.Options(ctc_weight=0.3, subsample=4))
     torch.manual_seed(0)
     model = ASR(ASRConfig(vocab_size=len(CharVocab()), n_enc_layer=2, n_dec_layer=1, n_head=2, d_model=64,

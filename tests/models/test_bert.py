@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.zoo.models.bert import BERT, IGNORE, BERTConfig, mask_tokens
 from attnkit.zoo.tasks.bert import BERTTask
+from attnkit.engine.resolve import resolve_config
 
 
 def test_masking_statistics():
@@ -62,7 +63,7 @@ def test_mlm_head_is_tied_to_the_embedding():
 
 @pytest.mark.parametrize("flavor", ["debug", "debug-nsp"])
 def test_task_examples(tmp_path, flavor):
-    task = BERTTask(BERTTask.resolve(TrainConfig(model="bert", flavor=flavor)))
+    task = BERTTask(resolve_config(TrainConfig(model="bert", flavor=flavor)))
     task.prepare(tmp_path)
     assert (tmp_path / "tokenizer.model").is_file()
     batch = task.get_batch("train", 4, torch.Generator().manual_seed(0))
@@ -108,9 +109,9 @@ def test_sample_without_prompt_fills_heldout_sentences(tmp_path):
 
     from rich.console import Console
 
-    from attnkit.engine.config import SampleConfig
+    from attnkit.config import SampleConfig
 
-    cfg = BERTTask.resolve(TrainConfig(model="bert", flavor="debug"))
+    cfg = resolve_config(TrainConfig(model="bert", flavor="debug"))
     BERTTask(cfg).prepare(tmp_path)
     task = BERTTask.load(tmp_path, cfg)
     assert len(task.heldout) >= 5

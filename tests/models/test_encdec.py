@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from attnkit.generation.beam import beam_search, greedy_decode, length_penalty, sequence_logprob
+from attnkit.errors import UserError
 from attnkit.zoo.data.numbers import WordVocab, all_words, make_pair, number_to_words, numbers_source
 from attnkit.zoo.metrics import bleu, exact_match
 from attnkit.zoo.models.encdec import EncDec, EncDecConfig, sinusoidal_positions
 from attnkit.engine.optim import lr_at
+from attnkit.engine.resolve import resolve_config
 
 
 def tiny(pre_ln=False, shared=True, **kw):
@@ -125,7 +127,7 @@ def test_numbers_variants_and_vocab():
     assert src.count(",") == tgt.count(",") >= 1
     assert vocab.decode(vocab.encode(tgt)) == tgt and vocab.unk_id not in vocab.encode(src)
     assert numbers_source("1204, 37", "numbers-reversed") == "4 0 2 1 , 7 3"
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match=r'translates digits, e.g. --prompt "1204"; got \'twelve\''):
         numbers_source("twelve")
 
 
@@ -149,10 +151,10 @@ def test_noam_schedule_values():
 
 
 def test_generated_task_never_trains_on_heldout_sources(tmp_path):
-    from attnkit.engine.config import TrainConfig
+    from attnkit.config import TrainConfig
     from attnkit.zoo.tasks.encdec import EncDecTask
 
-    task = EncDecTask(EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug", data="numbers-reversed")))
+    task = EncDecTask(resolve_config(TrainConfig(model="encdec", flavor="debug", data="numbers-reversed")))
     task.prepare(tmp_path)
     held = {s for s, _ in task.val}
     assert all(sum(c.isdigit() for c in s) >= 4 for s in held)
@@ -167,14 +169,14 @@ def test_generated_task_never_trains_on_heldout_sources(tmp_path):
 
 
 def test_parallel_files_with_char_tokenizer(tmp_path):
-    from attnkit.engine.config import TrainConfig
+    from attnkit.config import TrainConfig
     from attnkit.zoo.tasks.encdec import EncDecTask
 
     src = [f"{i} {'ab' * (i % 3)}".strip() for i in range(40)]
     tgt = [f"<{i}>" for i in range(40)]
     (tmp_path / "s.txt").write_text("\n".join(src) + "\n")
     (tmp_path / "t.txt").write_text("\n".join(tgt) + "\n")
-    cfg = EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug", data=f"{tmp_path}/s.txt,{tmp_path}/t.txt"))
+    cfg = resolve_config(TrainConfig(model="encdec", flavor="debug", data=f"{tmp_path}/s.txt,{tmp_path}/t.txt"))
     task = EncDecTask(cfg)
     task.prepare(tmp_path)
     assert len(task.val) == 4 and len(task.train_pairs) == 36
@@ -189,10 +191,10 @@ def test_sample_without_prompt_translates_heldout_sources(tmp_path):
 
     from rich.console import Console
 
-    from attnkit.engine.config import SampleConfig, TrainConfig
+    from attnkit.config import SampleConfig, TrainConfig
     from attnkit.zoo.tasks.encdec import EncDecTask, heldout_pairs
 
-    cfg = EncDecTask.resolve(TrainConfig(model="encdec", flavor="debug"))
+    cfg = resolve_config(TrainConfig(model="encdec", flavor="debug"))
     task = EncDecTask(cfg)
     task.prepare(tmp_path)
     loaded = EncDecTask.load(tmp_path, cfg)

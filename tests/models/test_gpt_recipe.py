@@ -9,12 +9,13 @@ import pytest
 import torch
 from rich.console import Console
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.generation.generate import generate
 from attnkit.zoo.models.gpt import GPT, GPTConfig
 from attnkit.engine.optim import hidden_matrices
 from attnkit.zoo.tasks.gpt import MODEL_SWITCHES, SPEEDRUN_OPTIONS, GPTTask
 from attnkit.engine.trainer import run_training
+from attnkit.engine.resolve import resolve_config
 
 QUIET = dict(console=Console(file=io.StringIO()))
 RECIPE = dict(position="rotary", bias=False, **{k: SPEEDRUN_OPTIONS[k] for k in MODEL_SWITCHES})
@@ -125,7 +126,7 @@ def test_speedrun_flavor_debug_run_with_window_warmup(tmp_path):
 
 def test_demo_flavor_config_has_no_switch_keys(tmp_path):
     """Switches at their defaults stay out of the saved model config, so older runs resume unchanged."""
-    task = GPTTask(GPTTask.resolve(TrainConfig(flavor="demo", out=str(tmp_path / "x"))))
+    task = GPTTask(resolve_config(TrainConfig(flavor="demo", out=str(tmp_path / "x"))))
     task.prepare(tmp_path)
     assert set(task.model_config()) == {"n_layer", "n_head", "n_embd", "vocab_size", "block_size", "dropout",
                                         "position"}

@@ -3,12 +3,13 @@ the curriculum, the out-of-distribution prompts, and the one-line errors for bad
 import pytest
 import torch
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.zoo.data.icl import Curriculum, ood_prompts, sample_prompts
 from attnkit.errors import UserError
 from attnkit.zoo.eval.icl import baseline_predictions, error_by_k
 from attnkit.zoo.models.icl import ICLConfig, ICLTransformer, interleave
 from attnkit.zoo.tasks.icl import ICLOptions, ICLTask
+from attnkit.engine.resolve import resolve_config
 
 
 def test_interleave_puts_y_in_the_first_coordinate_of_its_own_token():
@@ -69,7 +70,7 @@ def test_ood_prompts():
 
 
 def _task(**opts):
-    cfg = ICLTask.resolve(TrainConfig(model="icl", flavor="debug"))
+    cfg = resolve_config(TrainConfig(model="icl", flavor="debug"))
     return ICLTask(cfg, ICLOptions(**opts))
 
 

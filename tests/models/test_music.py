@@ -6,11 +6,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data import chorales as ch
 from attnkit.zoo.models.music import MusicConfig, MusicTransformer
 from attnkit.ops import relative_attention
 from attnkit.zoo.tasks.music import MusicTask, _aligned_start, mean_nll
+from attnkit.engine.resolve import resolve_config
 
 ROUND_TRIP = ("bach/bwv269", "bach/bwv347")  # chorales no. 1 and 2: a 3/4 and a 4/4 one, with ties
 
@@ -164,7 +165,7 @@ def test_aligned_start_keeps_voice_phase():
 @pytest.fixture(scope="module")
 def prepared(cache, tmp_path_factory):
     run = tmp_path_factory.mktemp("music-run")
-    cfg = MusicTask.resolve(TrainConfig(model="music", flavor="debug", out=str(run)))
+    cfg = resolve_config(TrainConfig(model="music", flavor="debug", out=str(run)))
     task = MusicTask(cfg)
     task.prepare(run)
     return task, cfg, run
@@ -235,7 +236,7 @@ def test_sample_writes_midi_with_four_voices_and_the_right_length(prepared, tmp_
 
 
 def test_sample_from_scratch_and_bad_prompts(prepared, tmp_path):
-    from attnkit.zoo.tasks.base import UserError
+    from attnkit.errors import UserError
 
     task, cfg, run = prepared
     loaded = MusicTask.load(run, cfg)

@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from attnkit.engine.config import TrainConfig
+from attnkit.config import TrainConfig
 from attnkit.zoo.data.tables import load_table
 from attnkit.zoo.models.npt import NPT, NPTConfig, NPTFolds, cell_losses
-from attnkit.zoo.tasks.base import UserError
+from attnkit.errors import UserError
 from attnkit.zoo.tasks.npt import CONTEXT, TEST, TRAIN, NPTTask
+from attnkit.engine.resolve import resolve_config
 
 
 def make_task(tmp_path, **overrides):
     options = {k: overrides.pop(k) for k in ("folds", "probe", "target_shift", "target") if k in overrides}
-    cfg = NPTTask.resolve(TrainConfig(model="npt", flavor="debug", options=options, **overrides))
+    cfg = resolve_config(TrainConfig(model="npt", flavor="debug", options=options, **overrides))
     task = NPTTask(cfg)
     task.prepare(tmp_path)
     return task
@@ -163,8 +164,8 @@ def test_probe_flags_are_checked():
         NPTTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(probe="bogus"))
     with pytest.raises(UserError, match="lookup"):
         NPTTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(target_shift=1.0))
-    assert NPTTask(NPTTask.resolve(TrainConfig(model="npt"))).opts.folds == 10
-    assert NPTTask(NPTTask.resolve(TrainConfig(model="npt", flavor="debug"))).opts.folds == 2
+    assert NPTTask(resolve_config(TrainConfig(model="npt"))).opts.folds == 10
+    assert NPTTask(resolve_config(TrainConfig(model="npt", flavor="debug"))).opts.folds == 2
 
 
 def test_corruption_keeps_the_row_and_shuffles_each_column_of_the_others():

@@ -4,6 +4,7 @@ import torch
 
 from attnkit.zoo.data.digits import load_digit_splits, random_shift
 from attnkit.zoo.models.vit import ViT, ViTConfig, patchify, unpatchify
+from attnkit.engine.resolve import resolve_config
 
 DEBUG = dict(image_size=8, patch_size=2, n_layer=1, n_head=2, d_model=32, mlp_ratio=2, dropout=0.0)
 
@@ -66,10 +67,10 @@ def test_splits_are_fixed_stratified_and_disjoint():
 
 def test_vit_fits_a_batch_of_digits():
     """Gradients reach every part that matters: the debug ViT memorises 64 digits in 80 steps (chance: 10%)."""
-    from attnkit.engine.config import TrainConfig
+    from attnkit.config import TrainConfig
     from attnkit.zoo.tasks.vit import ViTTask, predict
 
-    task = ViTTask(ViTTask.resolve(TrainConfig(model="vit", flavor="debug")))
+    task = ViTTask(resolve_config(TrainConfig(model="vit", flavor="debug")))
     images, labels = load_digit_splits()["train"]
     x, y = images[:64], labels[:64]
     model = ViTTask.build_model(task.model_config())

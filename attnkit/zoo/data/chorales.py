@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from attnkit.errors import UserError
+
 PAD, BOS, EOS, REST, HOLD = 0, 1, 2, 3, 4
 LOWEST, HIGHEST = 21, 108  # MIDI pitches A0..C8
 PITCH0 = 5  # token of MIDI pitch LOWEST
@@ -306,7 +308,7 @@ def parse_data_spec(spec: str | None) -> list[int] | None:
             n = 0
         if 10 <= n <= N_CHORALES:
             return list(range(1, n + 1))
-        raise ValueError(f"--data {spec}: N in chorales:N must be an integer from 10 to {N_CHORALES} "
+        raise UserError(f"--data {spec}: N in chorales:N must be an integer from 10 to {N_CHORALES} "
                          "(the first N chorales; at least one of them must be in each split)")
-    raise ValueError(f"--data {spec!r}: the music model reads Bach chorales from music21; "
+    raise UserError(f"--data {spec!r}: the music model reads Bach chorales from music21; "
                      "use 'chorales' or 'chorales:N' (the first N)")

@@ -18,6 +18,8 @@ import json
 import random
 from pathlib import Path
 
+from attnkit.errors import UserError
+
 ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
        "sixteen seventeen eighteen nineteen".split()
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
@@ -108,7 +110,7 @@ def numbers_source(text: str, variant: str = "numbers") -> str:
     """A user's prompt ("1204", "1204, 37") in the model's source format ("1 2 0 4 , 3 7")."""
     groups = [g.strip().replace(" ", "") for g in text.split(",")]
     if not all(g.isdigit() for g in groups):
-        raise ValueError(f"the numbers task translates digits, e.g. --prompt \"1204\"; got {text!r}")
+        raise UserError(f"the numbers task translates digits, e.g. --prompt \"1204\"; got {text!r}")
     if variant == "numbers-reversed":
         groups = [g[::-1] for g in groups]
     return " , ".join(" ".join(g) for g in groups)

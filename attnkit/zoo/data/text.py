@@ -2,13 +2,13 @@
 
 Named corpora ship inside packages that attnkit already depends on, found at run time:
     "austen" (default)  Jane Austen's *Lady Susan* (127 k chars of clean English prose, 67 distinct
-                        characters), from music21's languageExcerpts; the Gutenberg header/footer is cut.
+                        characters), shipped as austen.txt beside this module (taken from music21's
+                        languageExcerpts with the Gutenberg header/footer cut), so GPT needs no extra.
     "python"            the Python standard library's own source (a few MB of code), found via sysconfig.
 Any other value is a path: a text file, or a folder whose text files are concatenated in sorted order.
 """
 from __future__ import annotations
 
-import importlib.util
 import sysconfig
 from pathlib import Path
 
@@ -20,17 +20,11 @@ TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".text", ".csv", ".tsv", ".json",
 PYTHON_CORPUS_CHARS = 4_000_000  # enough stdlib source for a small model; reading all of it takes seconds
 
 
+AUSTEN = Path(__file__).with_name("austen.txt")
+
+
 def _austen() -> str:
-    spec = importlib.util.find_spec("music21")
-    if spec is None or spec.origin is None:
-        raise UserError("the embedded corpus needs music21 (pip install music21), or pass --data PATH")
-    path = Path(spec.origin).parent / "languageExcerpts" / "trainingData" / "en.txt"
-    if not path.is_file():
-        raise UserError(f"music21's English excerpt is missing ({path}); pass --data PATH")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    # Drop the Project Gutenberg first and last lines, and surrounding blank lines.
-    body = [ln for ln in lines if "Project Gutenberg" not in ln]
-    return "\n".join(body).strip("\n") + "\n"
+    return AUSTEN.read_text(encoding="utf-8")
 
 
 def _python_stdlib() -> str:

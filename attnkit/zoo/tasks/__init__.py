@@ -27,4 +27,4 @@ def get_task(name: str) -> type[Task]:
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["TASKS", "Task", "UserError", "get_task"]
+__all__ = ["TASKS", "get_task"]

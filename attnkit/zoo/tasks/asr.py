@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attnkit.generation.beam import beam_search, greedy_decode
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data import augment, speech
 from attnkit.zoo.data.logmel import HOP_LENGTH, SAMPLE_RATE, log_mel
 from attnkit.zoo.data.segment import split_at_silences
@@ -135,9 +135,7 @@ class ASRTask(Task):
             raise UserError("--model asr synthesises its own speech; it takes no --data")
         self.run_dir = Path(run_dir)
         if self.cfg.resume:
-            from attnkit.engine.rundir import real_run_dir
-
-            path = real_run_dir(self.cfg.out) / CORPUS
+            path = (self.resume_dir or Path(self.cfg.out)) / CORPUS  # resume_dir: set by the trainer
             if not path.is_file():
                 raise UserError(f"cannot resume: {path} is missing (the run's synthesised speech)")
             self.splits, spec = speech.load_corpus(path)
@@ -380,6 +378,7 @@ class ASRTask(Task):
             raise UserError(f"{self.run_dir} has no {CORPUS}: pass --audio FILE.wav or --say \"text\"")
         return speech.load_corpus(path)[0]["heldout"]
 
+    sample_flags = ("audio", "say", "voice", "beam", "attention_png")  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         audio, say, voice = cfg.audio, cfg.say, cfg.voice or speech.HELDOUT_VOICES[0]
         out_dir = Path(cfg.out) if cfg.out else self.run_dir

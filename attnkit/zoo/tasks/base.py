@@ -34,16 +34,24 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn as nn
 from rich.console import Console
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.errors import UserError
 
-__all__ = ["NoOptions", "Task", "UserError"]  # UserError: re-exported for old imports
+
+class RunCheckpoints(Protocol):
+    """The run directory's step checkpoints, as the engine hands them to a task (the zoo never imports the engine)."""
+
+    def steps(self) -> list[int]:
+        """Steps of the kept step checkpoints, oldest first."""
+
+    def load_average(self, model: nn.Module, steps: list[int]) -> None:
+        """Load the element-wise mean of those steps' weights into model."""
 
 
 @dataclasses.dataclass
@@ -59,6 +67,15 @@ class Task:
     # flavor name -> {"model": model kwargs, "train": TrainConfig field defaults}. Must include "debug".
     flavors: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     default_flavor: ClassVar[str] = "small"
+    # The model-specific SampleConfig fields `sample` reads (of MODEL_SAMPLE_FLAGS); `attnkit sample` refuses
+    # the others rather than ignore them.
+    sample_flags: ClassVar[tuple[str, ...]] = ()
+    # Set by the engine, which knows the run directory: on --resume, the run being resumed and the step it
+    # continues from (before `prepare`, whose run_dir is a fresh staging directory); the run's step
+    # checkpoints (before `report`).
+    resume_dir: Path | None = None
+    resume_step: int = 0
+    checkpoints: RunCheckpoints | None = None
 
     def __init__(self, cfg: TrainConfig, opts=None):
         self.cfg = cfg
@@ -69,13 +86,6 @@ class Task:
     def default_flavor_for(cls, options: dict[str, Any], data: str | None) -> str:
         """The flavor when the user names none; a task may pick one that fits the options (NPT's lookup)."""
         return cls.default_flavor
-
-    @classmethod
-    def resolve(cls, cfg: TrainConfig) -> TrainConfig:
-        """cfg for this model, resolved like `attnkit train` does (attnkit.engine.resolve.resolve_config)."""
-        from attnkit.engine.resolve import resolve_config
-
-        return resolve_config(dataclasses.replace(cfg, model=cls.name))
 
     def model_config(self) -> dict[str, Any]:
         """JSON-able kwargs for build_model: the flavor's model kwargs, with `--dropout` overriding the flavor's.
@@ -133,6 +143,10 @@ class Task:
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "Task":
         """A task ready to sample, reading the assets `prepare` wrote; must not re-read training data."""
         return cls(cfg)
+
+    def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Classifiers: class probabilities for a batch of inputs (`attnkit.load_run(...).predict`)."""
+        raise UserError(f"the {self.name} model does not classify; `attnkit sample` shows what it does")
 
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Do what the model naturally does (continue text, fill a mask, translate, draw) and print it."""

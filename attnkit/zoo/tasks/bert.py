@@ -26,7 +26,7 @@ import torch.nn as nn
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.eval.bert import MaskedTokenStats
 from attnkit.zoo.models.bert import BERT, BERTConfig, mask_tokens
 from attnkit.errors import UserError
@@ -230,6 +230,8 @@ class BERTTask(Task):
         probs = model(torch.tensor([ids], device=device))[0].float().softmax(-1)  # (L, V)
         probs[:, self.special_ids.to(device)] = 0  # never propose [MASK], [PAD], ...
         return probs / probs.sum(-1, keepdim=True)
+
+    sample_flags = ("prompt",)  # the model-specific flags `sample` reads
 
     @torch.no_grad()
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:

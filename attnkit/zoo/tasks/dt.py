@@ -10,6 +10,7 @@ out on the same seeded episodes; the DT once per target. The paper's return-trac
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +23,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from attnkit.engine.checkpoint import atomic_write_json
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.rl import Trajectories, get_env_spec, load_or_generate, make_env
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write
 from attnkit.zoo.eval.rl import plot_return_histogram, plot_return_tracking, rank_correlation, rollout
 from attnkit.zoo.models.dt import DTConfig, PolicySet
-from attnkit.engine.rundir import read_json
 from attnkit.zoo.tasks.base import Task
 
 STATS_FILE = "dataset.json"  # what sampling needs to know about the data, so it never reads the episodes
@@ -150,7 +150,7 @@ class DTTask(Task):
                       "min_return": float(returns.min()), "std_return": float(returns.std()),
                       "top_threshold": float(returns[top_train].min()),
                       "returns": returns.tolist()}
-        atomic_write_json(Path(run_dir) / STATS_FILE, self.stats)
+        atomic_write(Path(run_dir) / STATS_FILE, json.dumps(self.stats, indent=2, default=str) + "\n")
         plot_return_histogram(Path(run_dir) / "dataset_returns.png", opts.env, returns)
         self._print_dataset(Console(), Path(self.cfg.out or run_dir))  # where the files will be once published
 
@@ -197,6 +197,8 @@ class DTTask(Task):
         result = self._evaluate_policies(model, targets, self.opts.eval_episodes, self.cfg.seed, console)
         model.train(was_training)
         result["return_tracking_png"] = self._show(result, console, Path(run_dir))
+        console.print(f"val_loss is the sum of the {len(PolicySet.NAMES)} policies' action cross-entropies, trained "
+                      f"together: {' + '.join(f'val_{n}_loss' for n in PolicySet.NAMES)} (metrics.jsonl has each)")
         return result
 
     def _evaluate_policies(self, model: PolicySet, targets: list[float], episodes: int, seed: int,
@@ -241,9 +243,16 @@ class DTTask(Task):
     @classmethod
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "DTTask":
         task = cls(cfg)
-        task.stats = read_json(Path(run_dir) / STATS_FILE, f": was {run_dir} written by `attnkit train --model dt`?")
+        path = Path(run_dir) / STATS_FILE
+        try:
+            task.stats = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{path} not found: was {run_dir} written by `attnkit train --model dt`?") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{path} is corrupt (not JSON: {e})") from None
         return task
 
+    sample_flags = ("target_return",)  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Roll out DT for each --target-return (default: the env's list) and BC, %BC on the same seeds.
 

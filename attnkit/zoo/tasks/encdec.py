@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attnkit.generation.beam import beam_search, greedy_decode
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.numbers import VARIANTS, WordVocab, all_words, make_pair, numbers_source
 from attnkit.zoo.metrics import bleu, exact_match
 from attnkit.zoo.models.encdec import EncDec, EncDecConfig
@@ -243,26 +243,22 @@ class EncDecTask(Task):
         console.print(table)
         if averaged is not None:
             summary["averaged_checkpoints"] = averaged[0]
-            console.print(f"`attnkit average --run {run_dir} --last {self.cfg.keep_last}` makes the averaged "
+            n = len(averaged[2])  # the checkpoints there are (keep_last is a ceiling: a short run keeps fewer)
+            console.print(f"`attnkit average --run {run_dir} --last {n}` makes the averaged "
                           "weights the run's model (what `attnkit sample` loads)")
         else:
             console.print("train with --keep-last N (N ≥ 2) to compare averaged step checkpoints")
         return summary
 
     def _averaged_model(self, model: nn.Module, run_dir: Path):
-        """(label, model with the mean weights of the kept step checkpoints), or None if fewer than 2 are kept."""
-        import tempfile
-
-        from attnkit.engine.checkpoint import average_checkpoints, load_weights, step_checkpoints
-
-        found = step_checkpoints(run_dir)[-(self.cfg.keep_last or 1):]
-        if len(found) < 2:
+        """(label, model with the mean weights of the kept step checkpoints, their steps), or None if fewer than 2
+        are kept."""
+        steps = self.checkpoints.steps()[-(self.cfg.keep_last or 1):] if self.checkpoints else []
+        if len(steps) < 2:
             return None
         averaged = self.build_model(dataclasses.asdict(model.cfg)).to(next(model.parameters()).device)
-        with tempfile.TemporaryDirectory() as tmp:
-            load_weights(averaged, average_checkpoints([p for _, p in found], Path(tmp) / "avg.safetensors"))
-        steps = [s for s, _ in found]
-        return f"avg of {len(steps)} (steps {steps[0]}-{steps[-1]})", averaged
+        self.checkpoints.load_average(averaged, steps)
+        return f"avg of {len(steps)} (steps {steps[0]}-{steps[-1]})", averaged, steps
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
@@ -284,6 +280,7 @@ class EncDecTask(Task):
             task.vocab = ShiftedTokenizer(load_tokenizer(path))
         return task
 
+    sample_flags = ("prompt", "beam")  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Translate --prompt (an n-best table with --beam), or without a prompt the held-out sources."""
         if not cfg.prompt:

@@ -11,11 +11,10 @@ import torch
 import torch.nn as nn
 from rich.console import Console
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.text import load_text
 from attnkit.zoo.data.tokenizer import CharTokenizer, SentencePieceTokenizer, load_tokenizer
 from attnkit.zoo.models.gpt import GPT, PRESETS, GPTConfig
-from attnkit.engine.optim import muon_available
 from attnkit.errors import UserError
 from attnkit.zoo.tasks.base import Task
 
@@ -133,7 +132,7 @@ class GPTTask(Task):
     def prepare(self, run_dir: Path) -> None:
         if self.opts.position not in ("learned", "absolute", "rotary"):
             raise UserError(f"GPT supports position learned or rotary, got {self.opts.position!r}")
-        if self.opts.optimizer == "muon" and not muon_available():
+        if self.opts.optimizer == "muon" and not hasattr(torch.optim, "Muon"):
             raise UserError(f"--opt optimizer=muon (the speedrun flavor's) needs torch.optim.Muon, in torch >= 2.9; "
                             f"this is torch {torch.__version__}: upgrade torch or pass --opt optimizer=adamw")
         try:
@@ -175,6 +174,7 @@ class GPTTask(Task):
                 return task
         raise UserError(f"no tokenizer in {run_dir} (expected tokenizer.json or tokenizer.model)")
 
+    sample_flags = ("prompt", "top_p")  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Continue cfg.prompt (default: a newline); stream each sample as it is generated."""
         tok = self.tokenizer

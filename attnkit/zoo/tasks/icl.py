@@ -18,8 +18,7 @@ import torch.nn as nn
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.engine.checkpoint import latest_step
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.icl import PROBES, Curriculum, Prompts, check_function, ood_prompts, sample_prompts
 from attnkit.errors import UserError
 from attnkit.zoo.eval.icl import (BASELINES, baseline_predictions, error_by_k, evaluate_all, model_predictions,
@@ -84,7 +83,7 @@ class ICLTask(Task):
     def prepare(self, run_dir: Path) -> None:
         """Nothing to load: prompts are drawn fresh. On --resume the curriculum resumes at the checkpoint."""
         if self.cfg.resume:
-            self._train_batches = (latest_step(run_dir) or 0) * self.cfg.grad_accum
+            self._train_batches = self.resume_step * self.cfg.grad_accum
 
     def stage(self) -> tuple[int, int]:
         """(live dimensions, prompt points) at the current optimizer step."""
@@ -179,6 +178,7 @@ class ICLTask(Task):
                 "error_at_2d": tf[min(2 * self.d, self.n - 1)], "error_by_k_png": png}
 
     # ---- sampling ------------------------------------------------------------------------
+    sample_flags = ("prompt",)  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """With --prompt, answer it; else print the error-versus-k table and write error_by_k.png."""
         device = next(model.parameters()).device

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.digits import LEVELS, load_digit_splits, random_shift, save_digit_grid
 from attnkit.nn.masks import causal_mask, pattern_stats
 from attnkit.zoo.models.image import ATTENTION_PATTERNS, ImageTransformer, ImageTransformerConfig
@@ -140,6 +140,7 @@ class ImageTask(Task):
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "ImageTask":
         return cls(cfg)
 
+    sample_flags = ("label",)  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Draw digits: one row per class (or only `cfg.label`), `num_samples` per row (8 when it is 1)."""
         if cfg.label is not None and not 0 <= cfg.label < model.cfg.n_class:

@@ -31,13 +31,13 @@ import torch.nn as nn
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.engine.checkpoint import atomic_write_text
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data import chorales as ch
 from attnkit.zoo.eval.music import mean_nll, window_batch
 from attnkit.zoo.models.music import MusicConfig, MusicTransformer
 from attnkit.zoo.plots import plot_attention, plot_piano_roll
 from attnkit.errors import UserError
+from attnkit.fsio import atomic_write
 from attnkit.zoo.tasks.base import Task
 
 PRIMERS_FILE = "music_primers.json"
@@ -139,7 +139,7 @@ class MusicTask(Task):
         self.primers = [{"number": c.number, "name": c.name, "grid": c.grid.tolist()} for c in splits["test"]]
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / PRIMERS_FILE, json.dumps({  # every DDP rank writes the same file
+        atomic_write(run_dir / PRIMERS_FILE, json.dumps({  # every DDP rank writes the same file
             "encoding": {"version": ch.CACHE_VERSION, "vocab_size": ch.VOCAB_SIZE, "voices": list(ch.VOICES),
                          "steps_per_quarter": ch.STEPS_PER_QUARTER, "specials": ch.SPECIAL_NAMES,
                          "lowest_midi": ch.LOWEST},
@@ -224,6 +224,7 @@ class MusicTask(Task):
             raise UserError(f"--prompt {prompt}: the primer needs at least 1 step")
         return grid[:steps], f"first {min(steps, len(grid))} steps of {source}"
 
+    sample_flags = ("prompt", "top_p", "attention_png")  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Continue a primer by --max-new-tokens (rounded up to whole steps); write MIDI and piano roll."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn

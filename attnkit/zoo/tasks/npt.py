@@ -40,7 +40,7 @@ import torch.nn as nn
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.lookup import LOOKUP_TEST_SHARE, friedman_table, lookup_batch
 from attnkit.zoo.data.tables import Table, cv_splits, load_table, target_stats
 from attnkit.zoo.eval.npt import (classification_metrics, corrupt_other_rows, mean_std, metrics_table,
@@ -118,6 +118,11 @@ class NPTTask(Task):
         self.objective = dict(self.flavors[cfg.flavor].get("objective", {}))
         # The paper's semi-synthetic lookup experiment: probe=lookup without a data set of the user's.
         self.synthetic = self.opts.probe == "lookup" and cfg.data is None
+        if not self.synthetic and not self.objective:  # e.g. --flavor lookup --data iris
+            table_flavors = ", ".join(f for f, preset in self.flavors.items() if preset.get("objective"))
+            raise UserError(f"flavor {cfg.flavor!r} is the semi-synthetic lookup experiment and takes no --data; "
+                            f"for a table of your own choose a flavor from {table_flavors} "
+                            f"(with --opt probe=lookup to duplicate its rows)")
         self.table: Table | None = None
         self.splits: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -142,7 +147,7 @@ class NPTTask(Task):
         run_dir = Path(run_dir)
         if not (run_dir / "table.npz").is_file():
             raise UserError(f"{run_dir} has no table.npz: not an NPT run directory")
-        task = cls(cls.resolve(cfg) if cfg.flavor is None else cfg)
+        task = cls(cfg)
         table = Table.load(run_dir / "table")
         tests = [np.asarray(t, dtype=np.int64) for t in json.loads((run_dir / "splits.json").read_text())]
         everything = np.arange(table.n)
@@ -446,6 +451,7 @@ class NPTTask(Task):
         return f"{float(self._unstandardize(k, out.numpy())):.4g}"
 
     # ---- sampling ---------------------------------------------------------------------------------
+    sample_flags = ()  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Print fold 0's test-row predictions (`--num-samples` rows, at least 10) and the CV metrics table;
         for the semi-synthetic lookup run, the lookup probes and the datapoint-attention picture again."""

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-from attnkit.engine.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.digits import LEVELS, load_digit_splits, random_shift, save_digit_grid
 from attnkit.zoo.eval.vision import digit_baselines
 from attnkit.zoo.models.vit import ViT, ViTConfig
@@ -117,6 +117,10 @@ class ViTTask(Task):
         return {"test_acc": vit_acc, "logreg_test_acc": rows[1][1], "svm_test_acc": rows[2][1],
                 "n_test": len(yte), "n_train": len(ytr)}
 
+    def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, n_class) of uint8 digit images (N, S, S)."""
+        return predict(model, inputs, next(model.parameters()).device)
+
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "ViTTask":
@@ -128,6 +132,7 @@ class ViTTask(Task):
         task.test = (torch.from_numpy(data["images"]), torch.from_numpy(data["labels"]))
         return task
 
+    sample_flags = ()  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
         """Classify the held-out digits; print predictions and accuracy; write predictions.png and attention.png."""
         device = next(model.parameters()).device

@@ -1,5 +1,8 @@
 """One dataclass per CLI job. CLI flags map 1:1 onto these fields; library code reads only these.
 
+A foundation module (it imports only attnkit.errors): the zoo's tasks read these configs and the engine
+resolves and saves them, so it sits below both.
+
 `TrainConfig` holds what the trainer itself uses; a model's own options (music's `position`, NPT's `folds`)
 live in `TrainConfig.options`, declared by the task as `Task.Options`. A field left `None` is decided by
 `attnkit.engine.resolve.resolve_config` (flags > --config TOML > saved config on --resume > flavor > TRAINER_DEFAULTS),
