@@ -112,6 +112,8 @@ class ASRTask(Task):
         self.augment = self.opts.augment or options.get("augment", "light")
         if self.augment not in ("light", "full"):
             raise UserError(f"augment must be light or full, got {self.augment!r}")
+        if self.subsample not in (2, 4):
+            raise UserError(f"subsample must be 2 or 4, got {self.subsample}")
         if not 0.0 <= self.ctc_weight < 1.0:
             raise UserError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
         self.vocab = CharVocab()
