@@ -141,3 +141,19 @@ def test_joint_beam_search_scores_what_it_returns_and_never_loses_to_greedy():
         ctc = ctc_logprob(lp[b:b + 1], mask.sum(1)[b:b + 1], [tokens], 0).item()
         assert score == pytest.approx(0.5 * ctc + 0.5 * sequence_logprob(model, one(b), tokens), abs=1e-3)
         assert score > float("-inf")
+
+
+@pytest.mark.parametrize("opts,message", [(dict(subsample=3), "subsample must be 2 or 4"),
+                                          (dict(ctc_weight=1.0), r"ctc_weight must be in \[0, 1\)"),
+                                          (dict(augment="heavy"), "augment must be light or full")])
+def test_recipe_options_are_checked_by_the_task(opts, message):
+    from attnkit.config import TrainConfig
+    from attnkit.engine.resolve import resolve_config
+    from attnkit.errors import UserError
+    from attnkit.zoo.tasks.asr import ASRTask
+
+    cfg = resolve_config(TrainConfig(model="asr", flavor="debug"))
+    with pytest.raises(UserError, match=message):
+        ASRTask(cfg, ASRTask.Options(**opts))
+    task = ASRTask(cfg, ASRTask.Options(ctc_weight=0.3, subsample=4, augment="full"))
+    assert (task.ctc_weight, task.subsample, task.augment) == (0.3, 4, "full")
