@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("flite") is None:
         print("flite is not installed: apt-get install flite (Debian package flite)", file=sys.stderr)
         return 1
-    task, model, _ = load_run(args.run)
+    run = load_run(args.run)
+    task, model = run.task, run.model
     heldout = task._heldout_from_cache()
     texts = [c.text for c in heldout.clips[:args.clips]]
     decodings = {"beam": BEAM, "greedy": 1, **({"ctc": 0} if model.cfg.ctc_head else {})}
