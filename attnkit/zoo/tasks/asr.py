@@ -2,13 +2,18 @@
 
 Data: `attnkit.zoo.data.speech` synthesises the clips once per run (cached as RUN/speech.npz; synthesis is not
 bit-reproducible, so the cache, not a seed, makes a run repeatable) and `attnkit.zoo.data.logmel` turns them
-into Whisper's log-mel frames. Training adds SpecAugment-style masks (two time bands, one mel band).
+into Whisper's log-mel frames. Training adds SpecAugment-style masks (two time bands, one mel band), or with
+`augment=full` the dialects, waveform effects and log-mel effects of `attnkit.zoo.data.augment`. With
+`ctc_weight=λ > 0` the encoder has a CTC head, trained jointly ((1 − λ)·CE + λ·CTC) and used in a joint
+CTC/attention beam search; `subsample=4` gives the encoder 25 positions a second instead of 50
+(docs/zoo/asr.md has the ablations).
 Targets are lower-case characters. `report` decodes the held-out voices and the seen voices (greedy and
 beam), scores WER/CER with jiwer, runs pocketsphinx on the same held-out clips, and draws the decoder's
 cross-attention over a clip's log-mel (RUN/asr_attention.png).
 
 `attnkit sample --run RUN` transcribes held-out clips (reference, hypothesis, error per clip);
-`--audio FILE.wav` transcribes a WAV file; `--say "text" [--voice NAME]` synthesises and transcribes.
+`--audio A.wav --audio 'B*.wav'` transcribes WAV files in one batch (one line each; long ones cut at
+silences); `--say "text" [--voice NAME]` synthesises and transcribes.
 """
 from __future__ import annotations
 
