@@ -74,7 +74,7 @@ class SampleConfig:
     attention_png: bool = False        # also write an attention heatmap
     stream: bool = True                # print tokens as they are generated
     target_return: str | None = None   # Decision Transformer: comma list of returns to condition on
-    audio: str | None = None           # speech: an audio file to transcribe
+    audio: str | list[str] | None = None  # speech: WAV file(s) or globs to transcribe
     say: str | None = None             # speech: text to synthesise
     voice: str | None = None           # speech: which voice
     extra: dict = field(default_factory=dict)

@@ -30,7 +30,7 @@ def sample(
     attention_png: Annotated[bool, Opt("--attention-png", help="Also write an attention heatmap PNG (music, asr).")] = False,
     stream: Annotated[bool, Opt("--stream/--no-stream", help="Print tokens as they are generated.")] = True,
     target_return: Annotated[Optional[str], Opt(help="Returns to condition on, comma list (Decision Transformer).")] = None,
-    audio: Annotated[Optional[str], Opt(help="Audio file to transcribe (speech models).")] = None,
+    audio: Annotated[Optional[list[str]], Opt(help="WAV file(s) or a glob to transcribe (speech models; repeatable).")] = None,
     say: Annotated[Optional[str], Opt(help="Text to speak (speech models).")] = None,
     voice: Annotated[Optional[str], Opt(help="Voice to speak with (speech models).")] = None,
 ) -> None:

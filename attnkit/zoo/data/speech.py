@@ -3,7 +3,11 @@
 espeak-ng comes from the `espeakng-loader` wheel (the shared library and its voice data), driven through
 ctypes in synchronous mode: `espeak_Synth` calls our callback with 16-bit chunks at 22 050 Hz, which
 `scipy.signal.resample_poly` takes to Whisper's 16 kHz. Speakers vary by voice variant (m1–m8, f1–f5,
-klatt, …), rate and pitch, and every clip gets white noise at a random SNR. Some voices and some texts are
+klatt, …), rate and pitch, and every clip gets white noise at a random SNR. With `augment=True` (the training
+split of the hybrid recipe) a clip also varies by English dialect (US, British RP, Scottish, Caribbean, New
+York, …: other pronunciations and prosody), word gap, and the waveform effects of
+`attnkit.zoo.data.augment.perturb` (speed, reverberation, band-limiting, noise of three colours); the
+held-out splits stay plain US English with white noise, so their WER stays comparable across recipes. Some voices and some texts are
 held out, so the held-out score measures new speakers saying new sentences:
 
     train          seen voices   × training texts
@@ -34,7 +38,7 @@ ESPEAK_RATE = 22_050
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
-ESPEAK_RATE_PARAM, ESPEAK_PITCH_PARAM = 1, 3
+ESPEAK_RATE_PARAM, ESPEAK_PITCH_PARAM, ESPEAK_WORDGAP_PARAM = 1, 3, 7
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 # Voice variants of espeak-ng's English (`en-us+NAME`). Held out: a male, a female, a formant synthesiser
@@ -43,6 +47,8 @@ SEEN_VOICES = ("m1", "m2", "m4", "m5", "m6", "m8", "f1", "f3", "f4", "klatt", "k
                "Alex", "Andy", "Annie", "david", "ed", "edward", "john", "linda", "max", "michel",
                "paul", "robert", "steph", "travis", "zac", "Mr serious", "Denis", "Lee")
 HELDOUT_VOICES = ("m3", "m7", "f2", "f5", "klatt2", "iven", "aunty", "norbert")
+# English dialects of espeak-ng that augmented training clips are drawn from (held-out clips are en-us).
+TRAIN_DIALECTS = ("en-us", "en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan")
 
 
 class Espeak:
@@ -74,15 +80,18 @@ class Espeak:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0  # 0 = continue
 
-    def synth(self, text: str, voice: str = "m1", rate: int = 175, pitch: int = 50) -> np.ndarray:
-        """text → float32 waveform in [-1, 1] at 22 050 Hz. rate in words per minute, pitch 0–100."""
+    def synth(self, text: str, voice: str = "m1", rate: int = 175, pitch: int = 50, dialect: str = "en-us",
+              word_gap: int = 0) -> np.ndarray:
+        """text → float32 waveform in [-1, 1] at 22 050 Hz. rate in words per minute, pitch 0–100,
+        word_gap in units of 10 ms."""
         if voice not in self.variants:
             raise ValueError(f"unknown espeak-ng voice {voice!r}; choose from {', '.join(sorted(self.variants))}")
         with self._lock:
-            if self.lib.espeak_SetVoiceByName(f"en-us+{voice}".encode()) != 0:
-                raise ValueError(f"unknown espeak-ng voice {voice!r}")
+            if self.lib.espeak_SetVoiceByName(f"{dialect}+{voice}".encode()) != 0:
+                raise ValueError(f"unknown espeak-ng voice {dialect}+{voice!r}")
             self.lib.espeak_SetParameter(ESPEAK_RATE_PARAM, int(rate), 0)
             self.lib.espeak_SetParameter(ESPEAK_PITCH_PARAM, int(pitch), 0)
+            self.lib.espeak_SetParameter(ESPEAK_WORDGAP_PARAM, int(word_gap), 0)
             self._chunks = []
             raw = text.encode() + b"\0"
             self.lib.espeak_Synth(raw, len(raw), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
@@ -104,9 +113,10 @@ def to_16k(wave: np.ndarray, rate: int) -> np.ndarray:
     return resample_poly(wave, SAMPLE_RATE // g, rate // g).astype(np.float32)
 
 
-def say(text: str, voice: str = "m1", rate: int = 175, pitch: int = 50) -> np.ndarray:
+def say(text: str, voice: str = "m1", rate: int = 175, pitch: int = 50, dialect: str = "en-us",
+        word_gap: int = 0) -> np.ndarray:
     """text spoken by an espeak-ng voice, float32 at 16 kHz."""
-    return to_16k(espeak().synth(text, voice, rate, pitch), ESPEAK_RATE)
+    return to_16k(espeak().synth(text, voice, rate, pitch, dialect, word_gap), ESPEAK_RATE)
 
 
 # ---- what is said ------------------------------------------------------------------------------
@@ -173,6 +183,9 @@ class Clip:
     rate: int
     pitch: int
     snr_db: float
+    dialect: str = "en-us"
+    word_gap: int = 0
+    effects: str = ""          # the waveform effects of augment.perturb, described; "" = white noise only
 
 
 def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -182,15 +195,26 @@ def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.n
     return np.clip(wave + noise, -1.0, 1.0).astype(np.float32)
 
 
-def synth_clips(texts: list[str], voices: tuple[str, ...], seed: int) -> tuple[list[Clip], list[np.ndarray]]:
+def synth_clips(texts: list[str], voices: tuple[str, ...], seed: int,
+                augment: bool = False) -> tuple[list[Clip], list[np.ndarray]]:
     """Each text once, by a random voice at a random rate (130–210 wpm) and pitch (25–75), plus noise
-    (SNR 10–40 dB). Returns the clip descriptions and their 16 kHz float32 waveforms."""
+    (SNR 10–40 dB). augment: also a random dialect and word gap (0–3), then `augment.perturb`'s effects in
+    place of the plain white noise. Returns the clip descriptions and their 16 kHz float32 waveforms."""
+    from attnkit.zoo.data.augment import perturb
+
     rng, nrng = random.Random(seed), np.random.default_rng(seed)
     clips, waves = [], []
     for text in texts:
         clip = Clip(text, rng.choice(voices), rng.randint(130, 210), rng.randint(25, 75), rng.uniform(10, 40))
+        if augment:
+            clip.dialect, clip.word_gap = rng.choice(TRAIN_DIALECTS), rng.choice((0, 0, 1, 2, 3))
+        wave = say(text, clip.voice, clip.rate, clip.pitch, clip.dialect, clip.word_gap)
+        if augment:
+            wave, clip.effects, clip.snr_db = perturb(wave, nrng)
+        else:
+            wave = add_noise(wave, clip.snr_db, nrng)
         clips.append(clip)
-        waves.append(add_noise(say(text, clip.voice, clip.rate, clip.pitch), clip.snr_db, nrng))
+        waves.append(wave)
     return clips, waves
 
 
@@ -252,9 +276,10 @@ def corpus_texts(n_train: int, n_test: int) -> tuple[list[str], list[str]]:
     return make_texts(n_train, seed=1, exclude=set(test)), list(test)
 
 
-def build_corpus(n_train: int, n_test: int, seed: int, progress=None) -> dict[str, Split]:
+def build_corpus(n_train: int, n_test: int, seed: int, progress=None, augment: bool = False) -> dict[str, Split]:
     """Synthesise the three splits: train (seen voices), heldout (held-out voices), seen (seen voices),
-    the last two saying the same held-out texts. `progress(done, total)` is called as clips are made."""
+    the last two saying the same held-out texts. `progress(done, total)` is called as clips are made.
+    augment: the training split gets dialects, word gaps and waveform effects (`synth_clips`)."""
     train_texts, test_texts = corpus_texts(n_train, n_test)
     jobs = [("train", train_texts, SEEN_VOICES, seed), ("heldout", test_texts, HELDOUT_VOICES, 10_001),
             ("seen", test_texts, SEEN_VOICES, 10_002)]
@@ -262,7 +287,7 @@ def build_corpus(n_train: int, n_test: int, seed: int, progress=None) -> dict[st
     for name, texts, voices, s in jobs:
         clips, waves = [], []
         for start in range(0, len(texts), 250):
-            c, w = synth_clips(texts[start:start + 250], voices, s + start)
+            c, w = synth_clips(texts[start:start + 250], voices, s + start, augment and name == "train")
             clips += c
             waves += w
             done += len(c)

@@ -82,9 +82,10 @@ def cross_attention(model, mel: torch.Tensor, tokens: list[int]) -> torch.Tensor
     return torch.stack(probs)
 
 
-def plot_attention(mel: np.ndarray, probs: np.ndarray, labels: list[str], out: str | Path, title: str = "") -> Path:
+def plot_attention(mel: np.ndarray, probs: np.ndarray, labels: list[str], out: str | Path, title: str = "",
+                   subsample: int = 2) -> Path:
     """Log-mel (top) above the decoder's cross-attention (head- and layer-mean) from each output character
-    to the encoder positions (bottom, stretched ×2 back to mel frames); written atomically."""
+    to the encoder positions (bottom, stretched ×subsample back to mel frames); written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +99,7 @@ def plot_attention(mel: np.ndarray, probs: np.ndarray, labels: list[str], out: s
     ax1.set_ylabel("mel bin")
     ax1.set_title(title)
     ax2.imshow(probs, aspect="auto", cmap="viridis", interpolation="nearest",
-               extent=(0, probs.shape[1] * 2 / 100, len(labels) - 0.5, -0.5))
+               extent=(0, probs.shape[1] * subsample / 100, len(labels) - 0.5, -0.5))
     ax2.set_yticks(range(len(labels)), [repr(c)[1:-1] if c != " " else "␣" for c in labels], fontsize=7)
     ax2.set_ylabel("output character")
     ax2.set_xlabel("time (s)")

@@ -2,13 +2,18 @@
 
 Data: `attnkit.zoo.data.speech` synthesises the clips once per run (cached as RUN/speech.npz; synthesis is not
 bit-reproducible, so the cache, not a seed, makes a run repeatable) and `attnkit.zoo.data.logmel` turns them
-into Whisper's log-mel frames. Training adds SpecAugment-style masks (two time bands, one mel band).
+into Whisper's log-mel frames. Training adds SpecAugment-style masks (two time bands, one mel band), or with
+`augment=full` the dialects, waveform effects and log-mel effects of `attnkit.zoo.data.augment`. With
+`ctc_weight=λ > 0` the encoder has a CTC head, trained jointly ((1 − λ)·CE + λ·CTC) and used in a joint
+CTC/attention beam search; `subsample=4` gives the encoder 25 positions a second instead of 50
+(docs/zoo/asr.md has the ablations).
 Targets are lower-case characters. `report` decodes the held-out voices and the seen voices (greedy and
 beam), scores WER/CER with jiwer, runs pocketsphinx on the same held-out clips, and draws the decoder's
 cross-attention over a clip's log-mel (RUN/asr_attention.png).
 
 `attnkit sample --run RUN` transcribes held-out clips (reference, hypothesis, error per clip);
-`--audio FILE.wav` transcribes a WAV file; `--say "text" [--voice NAME]` synthesises and transcribes.
+`--audio A.wav --audio 'B*.wav'` transcribes WAV files in one batch (one line each; long ones cut at
+silences); `--say "text" [--voice NAME]` synthesises and transcribes.
 """
 from __future__ import annotations
 
@@ -27,16 +32,21 @@ from rich.table import Table
 
 from attnkit.generation.beam import beam_search, greedy_decode
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.data import speech
+from attnkit.zoo.data import augment, speech
 from attnkit.zoo.data.logmel import HOP_LENGTH, SAMPLE_RATE, log_mel
+from attnkit.zoo.data.segment import split_at_silences
 from attnkit.errors import UserError
 from attnkit.zoo.eval import asr as asr_eval
+from attnkit.zoo.eval import ctc as ctc_eval
 from attnkit.zoo.models.asr import ASR, PAD_FRAME, ASRConfig
 from attnkit.zoo.tasks.base import Task
 
 CORPUS = "speech.npz"
 BEAM, ALPHA = 4, 0.0
 MAX_SECONDS = 20.0
+MIN_RATE, MAX_RATE = 8_000, 48_000
+MIN_SECONDS = 0.1
+PIECE_SECONDS = 8.0   # `sample` cuts longer audio at silences: training clips are a few seconds long
 
 
 class CharVocab:
@@ -58,11 +68,18 @@ class CharVocab:
 class ASROptions:
     train_clips: int | None = field(default=None, metadata={"help": "training clips to synthesise (default: the flavor's)"})
     test_clips: int | None = field(default=None, metadata={"help": "held-out texts, each said by a held-out and a seen voice"})
+    ctc_weight: float | None = field(default=None, metadata={
+        "help": "weight λ of the encoder's CTC loss and score (hybrid CTC/attention); 0 = attention only"})
+    subsample: int | None = field(default=None, metadata={"help": "mel frames per encoder position: 2 or 4"})
+    augment: str | None = field(default=None, metadata={
+        "help": "light (light SpecAugment) | full (dialects, waveform effects, tempo, VTLP, full SpecAugment)"})
 
 
-def _flavor(model: dict, train: dict, train_clips: int, test_clips: int, baseline_clips: int) -> dict:
+def _flavor(model: dict, train: dict, train_clips: int, test_clips: int, baseline_clips: int,
+            ctc_weight: float = 0.0, subsample: int = 2, augment: str = "light") -> dict:
     return {"model": model, "train": train,
-            "options": dict(train_clips=train_clips, test_clips=test_clips),
+            "options": dict(train_clips=train_clips, test_clips=test_clips, ctc_weight=ctc_weight,
+                            subsample=subsample, augment=augment),
             "data": dict(baseline_clips=baseline_clips)}
 
 
@@ -94,14 +111,29 @@ class ASRTask(Task):
         self.n_train = self.opts.train_clips or flavor.get("options", {}).get("train_clips", 6000)
         self.n_test = self.opts.test_clips or flavor.get("options", {}).get("test_clips", 200)
         self.baseline_clips = flavor.get("data", {}).get("baseline_clips", self.n_test)
+        options = flavor.get("options", {})
+        self.ctc_weight = self.opts.ctc_weight if self.opts.ctc_weight is not None else options.get("ctc_weight", 0.0)
+        self.subsample = self.opts.subsample or options.get("subsample", 2)
+        self.augment = self.opts.augment or options.get("augment", "light")
+        if self.augment not in ("light", "full"):
+            raise UserError(f"augment must be light or full, got {self.augment!r}")
+        if self.subsample not in (2, 4):
+            raise UserError(f"subsample must be 2 or 4, got {self.subsample}")
+        if not 0.0 <= self.ctc_weight < 1.0:
+            raise UserError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
         self.vocab = CharVocab()
         self.splits: dict[str, speech.Split] = {}
         self.run_dir: Path | None = None
+        self.synth_wall_s: float | None = None     # None when the corpus came from a resumed run's cache
+        self.train_started: float | None = None    # perf_counter when prepare ended
 
     # ---- data ----------------------------------------------------------------------------
     def _spec(self) -> dict:
-        return {"train_clips": self.n_train, "test_clips": self.n_test, "seed": self.cfg.seed,
+        spec = {"train_clips": self.n_train, "test_clips": self.n_test, "seed": self.cfg.seed,
                 "seen_voices": list(speech.SEEN_VOICES), "heldout_voices": list(speech.HELDOUT_VOICES)}
+        if self.augment == "full":  # the light recipe's spec stays as it was, so its old caches still resume
+            spec["train_dialects"] = list(speech.TRAIN_DIALECTS)
+        return spec
 
     def prepare(self, run_dir: Path) -> None:
         """Synthesise the corpus into run_dir (the trainer's staging directory) once; a resumed run reads
@@ -117,16 +149,21 @@ class ASRTask(Task):
             if spec != self._spec():
                 raise UserError(f"cannot resume: {path} was made with other settings ({spec['train_clips']} "
                                 f"training clips, {spec['test_clips']} held-out texts, seed {spec['seed']})")
+            self.train_started = time.perf_counter()
             return
         path = self.run_dir / CORPUS
         from rich.progress import Progress
 
         total = self.n_train + 2 * self.n_test
+        t0 = time.perf_counter()
         with Progress(transient=True) as progress:
             bar = progress.add_task("synthesising speech with espeak-ng", total=total)
             self.splits = speech.build_corpus(self.n_train, self.n_test, self.cfg.seed,
-                                              lambda done, _: progress.update(bar, completed=done))
+                                              lambda done, _: progress.update(bar, completed=done),
+                                              augment=self.augment == "full")
+        self.synth_wall_s = time.perf_counter() - t0
         speech.save_corpus(self.splits, path, self._spec())
+        self.train_started = time.perf_counter()
 
     def _collate(self, mels: list[np.ndarray], texts: list[str]) -> dict[str, torch.Tensor]:
         """Clips (n_mels, T_i) and transcripts → mel (B, n_mels, T) padded with PAD_FRAME,
@@ -164,7 +201,8 @@ class ASRTask(Task):
         idx = torch.randint(len(data), (batch_size,), generator=generator).tolist()
         mels = [data.features(i) for i in idx]
         if split == "train":
-            mels = [self._spec_augment(m, generator) for m in mels]
+            light = self.augment == "light"
+            mels = [self._spec_augment(m, generator) if light else augment.augment_mel(m, generator) for m in mels]
         return self._collate(mels, [data.clips[i].text for i in idx])
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
@@ -176,21 +214,32 @@ class ASRTask(Task):
         longest = max(len(c.text) for s in self.splits.values() for c in s.clips)
         return dict(super().model_config(), vocab_size=len(self.vocab), pad_id=CharVocab.pad_id,
                     bos_id=CharVocab.bos_id, eos_id=CharVocab.eos_id,
-                    max_frames=int(MAX_SECONDS * SAMPLE_RATE / HOP_LENGTH), max_len=max(128, 2 * longest))
+                    max_frames=int(MAX_SECONDS * SAMPLE_RATE / HOP_LENGTH), max_len=max(128, 2 * longest),
+                    subsample=self.subsample, ctc_head=self.ctc_weight > 0)
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
         return ASR(ASRConfig(**model_config))
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = model(batch["mel"], batch["tgt_in"])  # (B, Lt, V)
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(),
-                               ignore_index=CharVocab.pad_id, label_smoothing=self.cfg.label_smoothing or 0.0)
+        """Cross-entropy of the decoder, or with a CTC head (1 − λ)·CE + λ·CTC (Watanabe et al. 2017)."""
+        memory, mask = model.encode(batch["mel"])                      # (B, T', d), (B, T')
+        logits = model.decode(batch["tgt_in"], memory, mask)           # (B, Lt, V)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(),
+                             ignore_index=CharVocab.pad_id, label_smoothing=self.cfg.label_smoothing or 0.0)
+        if not self.ctc_weight:
+            return ce
+        chars = batch["tgt_out"] > CharVocab.eos_id                    # (B, Lt): the transcript, no EOS/pad
+        # zero_infinity: a clip too short for its transcript (rare, at 25 positions/s) adds no gradient.
+        ctc = F.ctc_loss(model.ctc_log_probs(memory).transpose(0, 1), batch["tgt_out"], mask.sum(1),
+                         chars.sum(1), blank=CharVocab.pad_id, zero_infinity=True)
+        return (1 - self.ctc_weight) * ce + self.ctc_weight * ctc
 
     # ---- decoding and metrics ------------------------------------------------------------
     @torch.no_grad()
     def transcribe(self, model: nn.Module, mels: list[np.ndarray], beam: int = 1, batch_size: int = 32) -> list[str]:
-        """Log-mel clips (n_mels, T_i) → transcripts, greedy (beam=1) or by beam search."""
+        """Log-mel clips (n_mels, T_i) → transcripts: attention greedy (beam=1), CTC best path (beam=0), or
+        beam search, which with a CTC head scores every prefix jointly (`attnkit.zoo.eval.ctc.joint_beam_search`)."""
         model.eval()
         device = next(model.parameters()).device
         # Sorted by length so each batch pads little; results come back in the input order.
@@ -201,11 +250,16 @@ class ASRTask(Task):
             mel = self._collate([mels[i] for i in chunk], [""] * len(chunk))["mel"].to(device)
             # espeak's fastest speech is under 25 characters a second (100 frames): no transcript is longer.
             max_len = min(model.cfg.max_len - 1, 8 + mel.shape[2] // 4)
-            if beam <= 1:
-                hyps = greedy_decode(model, mel, max_len)
+            if beam == 0:
+                memory, mask = model.encode(mel)
+                ids = ctc_eval.ctc_greedy(model.ctc_log_probs(memory), mask.sum(1), model.cfg.pad_id)
+            elif beam == 1:
+                ids = [h.tokens for h in greedy_decode(model, mel, max_len)]
+            elif model.cfg.ctc_head and self.ctc_weight > 0:
+                ids = [tokens for tokens, _ in ctc_eval.joint_beam_search(model, mel, beam, max_len, self.ctc_weight)]
             else:
-                hyps = [nbest[0] for nbest in beam_search(model, mel, beam, max_len, ALPHA)]
-            out.update({i: self.vocab.decode(h.tokens) for i, h in zip(chunk, hyps)})
+                ids = [nbest[0].tokens for nbest in beam_search(model, mel, beam, max_len, ALPHA)]
+            out.update({i: self.vocab.decode(h) for i, h in zip(chunk, ids)})
         return [out[i] for i in range(len(mels))]
 
     def split_metrics(self, model: nn.Module, split: str, beam: int) -> dict[str, Any]:
@@ -218,14 +272,22 @@ class ASRTask(Task):
 
     def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
         heldout, seen = self.splits["heldout"], self.splits["seen"]
+        # From the end of prepare to here: this process's model set-up, training, evaluations and checkpoints.
+        t_report = time.perf_counter()
+        train_wall_s = t_report - self.train_started if self.train_started is not None else None
         table = Table(title=f"asr: WER / CER on {len(heldout)} held-out texts")
         for col in ("system", "voices", "decoding", "WER", "CER", "seconds"):
             table.add_column(col, justify="left" if col in ("system", "voices", "decoding") else "right")
         summary: dict[str, Any] = {"train_clips": len(self.splits["train"]), "heldout_clips": len(heldout),
-                                   "seen_clips": len(seen), "beam_size": BEAM}
+                                   "seen_clips": len(seen), "beam_size": BEAM, "synth_wall_s": self.synth_wall_s,
+                                   "train_wall_s": train_wall_s, "ctc_weight": self.ctc_weight,
+                                   "subsample": self.subsample, "augment": self.augment}
         results = {}
+        decodings = [("greedy", 1), (f"beam {BEAM}" + (" + CTC" if model.cfg.ctc_head else ""), BEAM)]
+        if model.cfg.ctc_head:
+            decodings.insert(0, ("CTC best path", 0))
         for split, voices in (("heldout", "held-out"), ("seen", "seen")):
-            for name, beam in (("greedy", 1), (f"beam {BEAM}", BEAM)):
+            for name, beam in decodings:
                 r = results[split, beam] = self.split_metrics(model, split, beam)
                 table.add_row("transformer", voices, name, f"{100 * r['wer']:.1f}%", f"{100 * r['cer']:.1f}%",
                               f"{r['seconds']:.1f}")
@@ -234,6 +296,9 @@ class ASRTask(Task):
                        wer_seen_voices=best["seen"]["wer"], cer_seen_voices=best["seen"]["cer"],
                        wer_heldout_voices_greedy=results["heldout", 1]["wer"],
                        wer_seen_voices_greedy=results["seen", 1]["wer"])
+        if model.cfg.ctc_head:
+            summary.update(wer_heldout_voices_ctc=results["heldout", 0]["wer"],
+                           wer_seen_voices_ctc=results["seen", 0]["wer"])
 
         n = min(self.baseline_clips, len(heldout))
         refs = [c.text for c in heldout.clips[:n]]
@@ -251,6 +316,7 @@ class ASRTask(Task):
         console.print(table)
         path = self.attention_png(model, heldout.features(0), Path(run_dir) / "asr_attention.png")
         console.print(f"cross-attention picture: {path}")
+        summary["report_wall_s"] = time.perf_counter() - t_report
         return summary
 
     def attention_png(self, model: nn.Module, mel: np.ndarray, out: Path, title: str | None = None) -> Path:
@@ -261,9 +327,52 @@ class ASRTask(Task):
         probs = asr_eval.cross_attention(model, torch.from_numpy(mel)[None].to(device), tokens)  # (layers, H, Lt, T')
         labels = list(text) + ["</s>"]
         return asr_eval.plot_attention(mel, probs.mean(dim=(0, 1)).cpu().numpy(), labels, out,
-                                       title or f'"{text}" (decoder cross-attention, mean over layers and heads)')
+                                       title or f'"{text}" (decoder cross-attention, mean over layers and heads)',
+                                       subsample=model.cfg.subsample)
 
     # ---- sampling ------------------------------------------------------------------------
+    def transcribe_waves(self, model: nn.Module, waves: list[np.ndarray], beam: int) -> list[str]:
+        """16 kHz waveforms of any length → transcripts. A wave longer than PIECE_SECONDS is cut at its
+        quietest moments (`attnkit.zoo.data.segment`); all pieces of all waves are decoded as one batch."""
+        pieces, owner = [], []
+        for i, wave in enumerate(waves):
+            for a, b in split_at_silences(wave, PIECE_SECONDS):
+                pieces.append(log_mel(wave[a:b]).numpy())
+                owner.append(i)
+        texts = self.transcribe(model, pieces, beam)
+        joined: list[list[str]] = [[] for _ in waves]
+        for i, text in zip(owner, texts):
+            if text.strip():
+                joined[i].append(text.strip())
+        return [" ".join(t) for t in joined]
+
+    def transcribe_files(self, model: nn.Module, paths: list[Path], beam: int, console: Console) -> dict[str, Any]:
+        """One line per file, `PATH: TRANSCRIPT (SECONDS s)`, all decoded in one batch. A file that
+        cannot be read gets one error line on stderr and the others still print; then the last bad file is
+        raised as the UserError that makes the exit status non-zero."""
+        waves, good, errors = [], [], []
+        for path in paths:
+            try:
+                waves.append(read_wav(path))
+                good.append(path)
+            except UserError as e:
+                errors.append(e)
+        rows = [{"path": str(p), "transcript": t, "seconds": round(len(w) / SAMPLE_RATE, 2)}
+                for p, w, t in zip(good, waves, self.transcribe_waves(model, waves, beam) if waves else [])]
+        for row in rows:
+            console.print(f"{row['path']}: {row['transcript']} ({row['seconds']:.2f} s)", markup=False,
+                          highlight=False, soft_wrap=True)
+        if errors:
+            err = Console(stderr=True, soft_wrap=True)
+            for e in errors[:-1]:
+                err.print(f"error: {e}", markup=False, highlight=False)
+            raise errors[-1]
+        result: dict[str, Any] = {"files": rows}
+        if len(rows) == 1:
+            result.update(source=rows[0]["path"], transcript=rows[0]["transcript"])
+        return result
+
+
     @classmethod
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "ASRTask":
         task = cls(cfg)
@@ -283,25 +392,21 @@ class ASRTask(Task):
         beam = max(cfg.beam, 1)
         if audio and say:
             raise UserError("pass either --audio FILE.wav or --say TEXT, not both")
-        if audio or say:
-            if audio:
-                wave, source = read_wav(audio), str(audio)
-            else:
-                try:
-                    wave = speech.say(say, voice)
-                except ValueError as e:
-                    raise UserError(str(e)) from None
-                source = f"espeak-ng voice {voice}: {say!r}"
-            if len(wave) / SAMPLE_RATE > MAX_SECONDS:
-                raise UserError(f"audio is {len(wave) / SAMPLE_RATE:.1f} s long; the model takes at most {MAX_SECONDS:.0f} s")
-            mel = log_mel(wave).numpy()
-            text = self.transcribe(model, [mel], beam)[0]
+        if audio:
+            return self.transcribe_files(model, audio_paths(audio), beam, console)
+        if say:
+            try:
+                wave = speech.say(say, voice)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            source = f"espeak-ng voice {voice}: {say!r}"
+            text = self.transcribe_waves(model, [wave], beam)[0]
             console.print(f"[dim]{source}[/]\n{text}")
-            result: dict[str, Any] = {"source": source, "transcript": text}
-            if say:
-                result.update(reference=say, wer=asr_eval.wer([say.lower()], [text]))
+            result: dict[str, Any] = {"source": source, "transcript": text, "reference": say,
+                                      "wer": asr_eval.wer([say.lower()], [text])}
             if cfg.attention_png:
                 out_dir.mkdir(parents=True, exist_ok=True)
+                mel = log_mel(wave[:int(PIECE_SECONDS * SAMPLE_RATE)]).numpy()
                 result["attention_png"] = str(self.attention_png(model, mel, out_dir / "asr_attention.png"))
                 console.print(f"cross-attention picture: {result['attention_png']}")
             return result
@@ -325,8 +430,23 @@ class ASRTask(Task):
         return {"clips": rows, "wer": asr_eval.wer(refs, hyps)}
 
 
+def audio_paths(audio: str | list[str]) -> list[Path]:
+    """--audio values → paths in order; a value with glob characters that names no file is expanded
+    (sorted), and one that matches nothing stays as it is, to fail as 'not found'."""
+    import glob
+
+    out = []
+    for value in [audio] if isinstance(audio, (str, Path)) else audio:
+        value = str(value)
+        matches = sorted(glob.glob(value)) if any(c in value for c in "*?[") and not Path(value).exists() else []
+        out += [Path(m) for m in matches] or [Path(value)]
+    return out
+
+
 def read_wav(path: str | Path) -> np.ndarray:
-    """A WAV file → mono float32 at 16 kHz. Rates above 16 kHz are resampled; anything else is a UserError."""
+    """A WAV file (8–48 kHz, mono or multi-channel, integer or float samples) → mono float32 at 16 kHz;
+    anything else is a UserError naming the file. Below 16 kHz the band above rate / 2 stays empty (telephone
+    speech), which the training's band-limiting augmentation prepares the model for."""
     from scipy.io import wavfile
 
     path = Path(path)
@@ -338,15 +458,19 @@ def read_wav(path: str | Path) -> np.ndarray:
         raise UserError(f"{path} is not a readable WAV file ({e})") from None
     if data.size == 0:
         raise UserError(f"{path} holds no audio samples")
-    if rate < SAMPLE_RATE:
-        raise UserError(f"{path} is sampled at {rate} Hz; the model needs at least {SAMPLE_RATE} Hz")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise UserError(f"{path} is sampled at {rate} Hz; the model takes {MIN_RATE}–{MAX_RATE} Hz")
     if data.dtype.kind in "iu":
         info = np.iinfo(data.dtype)
         data = (data.astype(np.float32) - (info.max + info.min + 1) / 2) / (info.max - info.min + 1) * 2
     data = data.astype(np.float32)
     if data.ndim == 2:
         data = data.mean(axis=1)
+    if not np.isfinite(data).all():
+        raise UserError(f"{path} holds samples that are not finite numbers")
+    if len(data) < MIN_SECONDS * rate:
+        raise UserError(f"{path} is {1000 * len(data) / rate:.0f} ms long; the model needs at least {1000 * MIN_SECONDS:.0f} ms")
     return speech.to_16k(data, rate)
 
 
-__all__ = ["ASRTask", "CharVocab", "read_wav"]
+__all__ = ["ASRTask", "CharVocab", "audio_paths", "read_wav"]
