@@ -12,7 +12,6 @@ def test_noise_colours_have_their_spectral_slope(colour, slope):
     n = A.coloured_noise(1 << 16, colour, rng)
     assert n.std() == pytest.approx(1.0, rel=1e-3)
     power = np.abs(np.fft.rfft(n)) ** 2
-    f = np.arange(power.size)
     bands = np.logspace(1.5, 4.2, 12).astype(int)               # mean power in log-spaced bands
     mean = [power[a:b].mean() for a, b in zip(bands[:-1], bands[1:])]
     centre = [np.sqrt(a * b) for a, b in zip(bands[:-1], bands[1:])]
