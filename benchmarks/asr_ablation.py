@@ -62,7 +62,7 @@ def cached_build_corpus(cache: Path, synth_times: dict):
     return build
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arms", default="base,ctc", help=f"comma-separated, from {', '.join(ARMS)}")
     ap.add_argument("--steps", type=int, default=300)
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{pct(r['wer_seen_voices'])} | {pct(r['wer_pocketsphinx'])} |")
         (out / "report.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
+    return rows
 
 
 if __name__ == "__main__":

@@ -44,10 +44,11 @@ def race(out: Path, second: list[str], first: list[str]) -> tuple[bool, str]:
     return codes == [0, 1] and one_line and kind != "-" and step == 4 and not leftovers, kind
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Returns how many races held (exactly one trained, the other was refused in one line)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--races", type=int, default=20)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     ok, kinds, t0 = 0, {}, time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.races):
@@ -59,8 +60,9 @@ def main() -> None:
             print(f"race {i + 1:>2}  {'ok' if held else 'BROKEN':<7} loser: {kind}", flush=True)
     print(f"{ok}/{args.races} races: exactly one trained, the other refused in one line; "
           f"refusals {kinds}; {time.perf_counter() - t0:.0f} s wall")
-    sys.exit(0 if ok == args.races else 1)
+    return ok
 
 
 if __name__ == "__main__":
-    main()
+    races = 20 if "--races" not in sys.argv else int(sys.argv[sys.argv.index("--races") + 1])
+    sys.exit(0 if main() == races else 1)

@@ -116,6 +116,15 @@ def stop_requests() -> Iterator[list[str]]:
             signal.signal(sig, old)
 
 
+def _resume_hint(run_dir: Path) -> int:
+    """The step a resumed run's task may prepare for; restore() picks (and reports) the step really loaded,
+    falling back past a damaged newest checkpoint, so a corrupt latest.json is not an error here."""
+    try:
+        return latest_step(run_dir) or 0
+    except UserError:
+        return max((step for step, _ in step_checkpoints(run_dir)), default=0)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, console: Console, world: D.World):
         self.cfg, self.console, self.world = cfg, console, world
@@ -146,7 +155,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the same global batch on every rank
         self.task = self.task_cls(cfg)
         if cfg.resume:
-            self.task.resume_dir, self.task.resume_step = self.run_dir, latest_step(self.run_dir) or 0
+            self.task.resume_dir, self.task.resume_step = self.run_dir, _resume_hint(self.run_dir)
         with staging_dir(self.run_dir) as staged:
             self.task.prepare(staged)  # a resumed run keeps its own assets; the staged ones only validate
             self._build()

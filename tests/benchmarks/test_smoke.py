@@ -94,3 +94,23 @@ def test_icl_ablation():
                                      "--heads", "1", "--width", "8", "--batch", "4", "--warmup", "1"])
     assert row["arm"] == "smoke" and len(row["ratio_below_d"]) == 1 and math.isfinite(row["err_at_2d"])
     assert set(row["agreement_by_k"]) >= {"least_squares"}
+
+
+def test_run_dir_race():
+    assert load("run_dir_race").main(["--races", "1"]) == 1  # one trained, the other refused in one line
+
+
+def test_asr_ablation(tmp_path):
+    rows = load("asr_ablation").main(["--arms", "base", "--steps", "1", "--flavor", "debug", "--test-clips", "2",
+                                      "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+    assert [(r["arm"], r["steps"]) for r in rows] == [("base", 1)]
+    assert math.isfinite(rows[0]["wer_heldout_voices"]) and (tmp_path / "out" / "report.md").is_file()
+
+
+def test_asr_other_voices_names_its_missing_package(tmp_path, monkeypatch, capsys):
+    """It scores a trained run on flite's voices; without flite it says which package to install."""
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert load("asr_other_voices").main(["--run", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == "flite is not installed: apt-get install flite (Debian package flite)"

@@ -89,7 +89,9 @@ def test_os_error_is_one_line_naming_the_file(tmp_path):
     result = attnkit("train", "--model", "gpt", "--flavor", "debug", "--max-steps", "1",
                      "--out", str(tmp_path / "afile" / "run"))
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [f"error: {tmp_path / 'afile'}: File exists"]
+    run = tmp_path / "afile" / "run"  # the run's lock file, beside the run, is the first thing written
+    assert result.stderr.splitlines() == [f"error: cannot lock {run}: cannot create {run.parent / '.run.lock'}: "
+                                          "File exists (EEXIST)"]
 
 
 def test_debug_shows_the_traceback_of_a_usage_error():
