@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -49,8 +50,13 @@ def process_group(device_name: str) -> Iterator[World]:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
     try:
         yield world
+        if owns:
+            dist.barrier()  # no rank tears its connections down while a peer still has a collective in flight
     finally:
         if owns:
+            # The DDP/FSDP wrappers hold the group; free them (cycles too) now, not in interpreter teardown,
+            # where gloo's worker threads abort the process ("terminate called without an active exception").
+            gc.collect()
             dist.destroy_process_group()
 
 

@@ -89,10 +89,13 @@ def run_training(cfg: TrainConfig, *, console: Console | None = None, stop_after
     cfg = resolve_config(cfg, config_file=config_file)
     with D.process_group(cfg.device) as world, owner_lock(real_run_dir(cfg.out), world.is_main):
         trainer = Trainer(cfg, console or Console(), world)
-        trainer.setup()
-        with stop_requests() as stop:
-            trainer.train(stop, stop_after)
-        return trainer.finish(stop_after)
+        try:
+            trainer.setup()
+            with stop_requests() as stop:
+                trainer.train(stop, stop_after)
+            return trainer.finish(stop_after)
+        finally:
+            trainer.train_model = None  # the DDP wrapper goes before its process group does
 
 
 @contextlib.contextmanager
