@@ -132,3 +132,41 @@ def test_cli_tokenize_vocab_300(tmp_path, capsys):
         main(argv + ["--byte-fallback"])
     assert e.value.code == 1
     assert capsys.readouterr().err.startswith("error: vocab size 300 is too small for this text: the minimum is 339")
+
+
+@pytest.mark.parametrize("distinct", [82, 299, 300])
+def test_cli_tokenize_vocab_300_on_up_to_300_distinct_characters(tmp_path, capsys, distinct):
+    from attnkit.cli.main import main
+
+    text = _text_of(distinct)
+    assert len(set(text)) == distinct
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "t.model"
+    main(["tokenize", "--input", str(tmp_path / "t.txt"), "--vocab-size", "300", "--out", str(out)])
+    printed = capsys.readouterr().out
+    tok = load_tokenizer(out)
+    assert tok.decode(tok.encode(text)) == text
+    # sentencepiece needs <unk> + "\n" is one of the characters: distinct + 1 pieces; below that, characters.
+    assert isinstance(tok, CharTokenizer) == (distinct == 300)
+    assert tok.vocab_size == (300 if distinct < 300 else distinct)
+    assert ("wrote a character tokenizer of 300 ids" in printed) == (distinct == 300)
+
+
+def test_cli_tokenize_below_the_distinct_characters_states_the_minimum(tmp_path, capsys):
+    from attnkit.cli.main import main
+
+    (tmp_path / "t.txt").write_text(_text_of(300), encoding="utf-8")
+    with pytest.raises(SystemExit) as e:
+        main(["tokenize", "--input", str(tmp_path / "t.txt"), "--vocab-size", "299", "--out", str(tmp_path / "t.model")])
+    assert e.value.code == 1 and not (tmp_path / "t.model").exists()
+    assert capsys.readouterr().err == ("error: vocab size 299 is too small for this text: the minimum is 300 (one id "
+                                       "per distinct character); pass --vocab-size 300 or more\n")
+
+
+def test_a_character_tokenizer_file_loads_by_content_and_bert_refuses_it(tmp_path):
+    from attnkit.zoo.data.tokenizer import SentencePieceTokenizer
+
+    path = CharTokenizer.fit("abc\n").save(tmp_path / "c.model")
+    assert isinstance(load_tokenizer(path), CharTokenizer)
+    with pytest.raises(UserError, match="is a character tokenizer .*not a sentencepiece model"):
+        SentencePieceTokenizer.load(path)

@@ -16,7 +16,11 @@ with such a prompt character says so and exits 1), rather than silently becoming
 
 `train_sentencepiece(text, vocab_size, model_type, out, special_tokens=("[MASK]",))` reserves special
 tokens as user-defined symbols (never split); `tok.token_id("[MASK]")` finds them. `load_tokenizer(path)`
-picks the class from the file suffix (.json → char, .model → sentencepiece).
+picks the class from the file's content (JSON → char, else a sentencepiece proto), whatever its suffix.
+
+sentencepiece always keeps an <unk> piece, so its smallest vocabulary is one more than the text's distinct
+characters. `attnkit tokenize` asked for less than that, but not less than the distinct characters, writes a
+CharTokenizer instead (one id per character, nothing unknown) and says so in one line.
 """
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "CharTokenizer":
-        return cls(json.loads(Path(path).read_text())["chars"])
+        return cls(json.loads(Path(path).read_text(encoding="utf-8"))["chars"])
 
 
 class SentencePieceTokenizer:
@@ -115,6 +119,9 @@ class SentencePieceTokenizer:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"tokenizer model not found: {path}")
+        if _is_char_file(path):
+            raise UserError(f"{path} is a character tokenizer (one id per character), not a sentencepiece model; "
+                            f"this model needs sentencepiece: pass a larger --vocab-size to `attnkit tokenize`")
         return cls(path.read_bytes())
 
 
@@ -135,7 +142,7 @@ def train_sentencepiece(text: str, vocab_size: int, model_type: str = "bpe", out
     symbols = ["\n", *[t for t in special_tokens if t != "\n"]]
     # character_coverage=1.0: every distinct character is a piece of its own, on top of <unk> and the symbols.
     chars = len(set(text) - set(symbols))
-    minimum = 1 + len(symbols) + chars
+    minimum = sentencepiece_minimum(text, special_tokens)
     if byte_fallback is None:
         byte_fallback = vocab_size >= minimum + N_BYTE_PIECES
     if byte_fallback:
@@ -164,6 +171,12 @@ def train_sentencepiece(text: str, vocab_size: int, model_type: str = "bpe", out
     return tok
 
 
+def sentencepiece_minimum(text: str, special_tokens: Sequence[str] = ()) -> int:
+    """The smallest vocabulary sentencepiece trains on text without byte fallback: <unk>, the symbols, the characters."""
+    symbols = {"\n", *special_tokens}
+    return 1 + len(symbols) + len(set(text) - symbols)
+
+
 def _too_small(vocab_size: int, needed: int, chars: int, symbols: int, byte_fallback: bool) -> UserError:
     parts = "1 unknown + " + (f"{N_BYTE_PIECES} byte-fallback pieces + " if byte_fallback else "")
     return UserError(f"vocab size {vocab_size} is too small for this text: the minimum is {needed} "
@@ -171,11 +184,16 @@ def _too_small(vocab_size: int, needed: int, chars: int, symbols: int, byte_fall
                      f"or more")
 
 
+def _is_char_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(1) == b"{"  # a sentencepiece proto starts with field tag 0x0a, never "{"
+
+
 def load_tokenizer(path: str | Path) -> CharTokenizer | SentencePieceTokenizer:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"tokenizer not found: {path}")
-    return CharTokenizer.load(path) if path.suffix == ".json" else SentencePieceTokenizer.load(path)
+    return CharTokenizer.load(path) if _is_char_file(path) else SentencePieceTokenizer.load(path)
 
 
 def tokenizer_stats(tok, text: str) -> dict[str, float]:
@@ -210,13 +228,25 @@ def run_tokenize(input: str | None, vocab_size: int, model_type: str, out: str,
     if out_path.suffix != ".model":
         raise UserError(f"--out must end in .model (a sentencepiece model file), got {out}")
     make_dirs(out_path.parent)
-    tok = train_sentencepiece(text, vocab_size, model_type, out_path, byte_fallback=byte_fallback)
+    console = Console()
+    distinct, minimum = len(set(text)), sentencepiece_minimum(text)
+    if vocab_size < distinct and not byte_fallback:
+        raise UserError(f"vocab size {vocab_size} is too small for this text: the minimum is {distinct} (one id per "
+                        f"distinct character); pass --vocab-size {distinct} or more")
+    if vocab_size < minimum and not byte_fallback:
+        tok = CharTokenizer.fit(text)
+        tok.save(out_path)
+        console.print(f"note: sentencepiece needs {minimum} pieces here (its <unk> piece and the "
+                      f"{distinct} characters); wrote a character tokenizer of {distinct} ids instead")
+        title = f"character tokenizer → {out_path}"
+    else:
+        tok = train_sentencepiece(text, vocab_size, model_type, out_path, byte_fallback=byte_fallback)
+        title = f"sentencepiece {model_type}, byte fallback {'on' if tok.byte_fallback else 'off'} → {out_path}"
     stats = tokenizer_stats(tok, text)
-    fallback = "on" if tok.byte_fallback else "off"
-    table = Table(title=f"sentencepiece {model_type}, byte fallback {fallback} → {out_path}")
+    table = Table(title=title)
     for col in ("vocab size", "tokens", "chars / token", "coverage", "exact round-trip"):
         table.add_column(col, justify="right")
     table.add_row(f"{stats['vocab_size']:,}", f"{stats['tokens']:,}", f"{stats['chars_per_token']:.2f}",
                   f"{100 * stats['coverage']:.2f}%", "yes" if stats["round_trip"] else "NO")
-    Console().print(table)
+    console.print(table)
     return stats

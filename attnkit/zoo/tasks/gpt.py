@@ -125,9 +125,9 @@ class GPTTask(Task):
             return CharTokenizer.fit(text)
         path = Path(self.cfg.tokenizer)
         if path.suffix != ".model":
-            raise UserError(f"--tokenizer must be 'char' or a sentencepiece .model file "
-                            f"(make one with `attnkit tokenize`), got {self.cfg.tokenizer}")
-        return SentencePieceTokenizer.load(path)
+            raise UserError(f"--tokenizer must be 'char' or a .model file made by `attnkit tokenize`, "
+                            f"got {self.cfg.tokenizer}")
+        return load_tokenizer(path)
 
     def prepare(self, run_dir: Path) -> None:
         if self.opts.position not in ("learned", "absolute", "rotary"):
