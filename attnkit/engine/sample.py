@@ -10,6 +10,7 @@ The same from Python (`attnkit.load_run`):
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from rich.console import Console
 from attnkit.engine.checkpoint import WEIGHTS, load_weights
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.engine.device import resolve_device
+from attnkit.engine.render import render
 from attnkit.errors import UserError
 from attnkit.engine.resolve import flag_name, resolve_config, split_saved
 from attnkit.engine.rundir import CONFIG, LATEST, read_saved_config, real_run_dir
+from attnkit.zoo.report import Echo
 from attnkit.zoo.tasks import get_task
 from attnkit.zoo.tasks.base import Task
 
@@ -125,4 +128,15 @@ def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str,
     check_sample_flags(cfg, type(run.task))
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():
-        return run.task.sample(run.model, cfg, console)
+        if "console" in inspect.signature(run.task.sample).parameters:  # TRANSITION: tasks not yet returning a Report
+            return run.task.sample(run.model, cfg, console)
+        report = run.task.sample(run.model, cfg, _echo_to(console))
+    render(report, console)
+    return report.metrics
+
+
+def _echo_to(console: Console) -> Echo:
+    def echo(text: str) -> None:  # streamed text goes out as is, flushed, without Rich markup or wrapping
+        console.file.write(text)
+        console.file.flush()
+    return echo

@@ -13,6 +13,7 @@ the run directory (see attnkit.engine.rundir for its rules).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import random
@@ -37,11 +38,15 @@ from attnkit.config import MODES, TrainConfig
 from attnkit.engine.device import autocast, resolve_device, resolve_dtype
 from attnkit.errors import Interrupted, UserError
 from attnkit.engine.optim import lr_at, make_optimizer
+from attnkit.engine.render import render
+from attnkit.nn.modes import mode
 from attnkit.zoo.plots import can_plot, plot_losses
 from attnkit.engine.resolve import describe, resolve_config
 from attnkit.engine.lock import note, owner_lock
 from attnkit.engine.rundir import CONFIG, check_target, point_latest, publish, real_run_dir, staging_dir
+from attnkit.zoo.report import Report
 from attnkit.zoo.tasks import get_task
+from attnkit.zoo.tasks.base import Task
 
 
 __all__ = ["StepCheckpoints", "TrainResult", "Trainer", "run_training"]
@@ -354,8 +359,10 @@ class Trainer:
         if self.world.is_main and (stop_after is None or self.step >= self.cfg.max_steps):
             summary = _summary(self.metrics, self.n_params, self.wall_s(), self.cfg)
             self.task.checkpoints = StepCheckpoints(self.run_dir)
-            summary.update(self.task.report(model.to(self.device) if self._fsdp else model,
-                                            self.run_dir, self.console) or {})
+            report = _final_report(self.task, model.to(self.device) if self._fsdp else model, self.run_dir,
+                                   self.console)
+            render(report, self.console)
+            summary.update(report.metrics)
             atomic_write_json(self.run_dir / "summary.json", summary)
             _print_summary(self.console, summary, self.run_dir)
         return TrainResult(model=model, summary=summary, metrics=self.metrics, run_dir=self.run_dir)
@@ -389,6 +396,14 @@ def _summary(metrics: list[dict], n_params: int, wall: float, cfg: TrainConfig) 
             "best_val_loss": min(vals) if vals else None, "tokens_per_s": last.get("tokens_per_s"),
             "wall_s": round(wall, 2),
             **{k: v for k, v in last.items() if k not in ("step", "train_loss", "val_loss", "lr", "tokens_per_s", "wall_s")}}
+
+
+def _final_report(task: Task, model: nn.Module, run_dir: Path, console: Console) -> Report:
+    """task.report in eval mode without gradients (a report that trains, e.g. a fine-tune, enables them itself)."""
+    with mode(model, training=False), torch.no_grad():
+        if "console" in inspect.signature(task.report).parameters:  # TRANSITION: tasks not yet returning a Report
+            return Report(metrics=task.report(model, run_dir, console) or {})
+        return task.report(model, run_dir)
 
 
 def _print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> None:

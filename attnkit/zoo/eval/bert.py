@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from attnkit.nn.modes import mode
 from attnkit.zoo.models.bert import BERT, IGNORE, BERTClassifier
 
 
@@ -65,21 +66,20 @@ def finetune_accuracy(encoder: BERT, train_ids: torch.Tensor, train_labels: torc
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         clf = BERTClassifier(copy.deepcopy(encoder), int(train_labels.max()) + 1).to(device)
-    clf.train()
     opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
     warmup = max(1, steps // 10)
-    for step in range(steps):
-        scale = (step + 1) / warmup if step < warmup else (steps - step) / (steps - warmup)
-        for group in opt.param_groups:
-            group["lr"] = lr * scale
-        idx = torch.randint(len(train_ids), (batch_size,), generator=g)
-        loss = F.cross_entropy(clf(train_ids[idx].to(device)).float(), train_labels[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    clf.eval()
-    with torch.no_grad():
+    with mode(clf, training=True), torch.enable_grad():  # the engine calls reports under no_grad
+        for step in range(steps):
+            scale = (step + 1) / warmup if step < warmup else (steps - step) / (steps - warmup)
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+            idx = torch.randint(len(train_ids), (batch_size,), generator=g)
+            loss = F.cross_entropy(clf(train_ids[idx].to(device)).float(), train_labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    with mode(clf, training=False), torch.no_grad():
         preds = torch.cat([clf(chunk.to(device)).argmax(-1).cpu() for chunk in test_ids.split(256)])  # (N,)
     return (preds == test_labels).float().mean().item()
 

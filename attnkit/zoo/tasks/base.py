@@ -13,10 +13,15 @@ Lifecycle in `attnkit train`:
     model = Task.build_model(task.model_config())
     loop: batch = task.get_batch("train", batch_size, generator); loss = task.loss(model, batch)
     every eval_interval: task.evaluate(model, "val", n) -> {"val_loss": ..., ...}
-    end:  summary = task.report(model, run_dir, console)   # final metrics, baselines, plots
+    end:  report = task.report(model, run_dir)          # a Report: final metrics, tables beside baselines, plots
 Lifecycle in `attnkit sample`:
     task = Task.load(run_dir, train_cfg); model = Task.build_model(saved model config)
-    task.sample(model, sample_cfg, console)
+    report = task.sample(model, sample_cfg, echo)        # echo(text) streams generated text as it comes
+
+Tasks return results as data (attnkit.zoo.report.Report: metrics, tables, lines, files) and never print; the
+engine renders them (attnkit.engine.render), writes summary.json, and owns the model's mode: `report` runs in
+eval mode under no_grad, `sample` in eval mode under inference_mode. A report that trains something (BERT's
+fine-tune) enables gradients and switches its own copy with `attnkit.nn.modes.mode`.
 
 Optional hooks (defaults below; override only if needed):
     task.batch_tokens(batch) -> int          tokens in a batch, for tokens/s (default: numel of its first tensor)
@@ -38,10 +43,10 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn as nn
-from rich.console import Console
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.errors import UserError
+from attnkit.zoo.report import Echo, Report
 
 
 class RunCheckpoints(Protocol):
@@ -139,9 +144,9 @@ class Task:
             losses.append(self.loss(model, batch).item())
         return {f"{split}_loss": sum(losses) / max(len(losses), 1)}
 
-    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
-        """Final metrics after training (e.g. accuracy beside baselines); merged into summary.json."""
-        return {}
+    def report(self, model: nn.Module, run_dir: Path) -> Report:
+        """Final results after training (e.g. accuracy beside baselines); its metrics go into summary.json."""
+        return Report()
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
@@ -153,6 +158,6 @@ class Task:
         """Classifiers: class probabilities for a batch of inputs (`attnkit.load_run(...).predict`)."""
         raise UserError(f"the {self.name} model does not classify; `attnkit sample` shows what it does")
 
-    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
-        """Do what the model naturally does (continue text, fill a mask, translate, draw) and print it."""
+    def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
+        """Do what the model naturally does (continue text, fill a mask, translate, draw), as a Report."""
         raise NotImplementedError

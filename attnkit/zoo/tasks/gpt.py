@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-from rich.console import Console
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.text import load_text
+from attnkit.nn.modes import model_device
+from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.data.tokenizer import CharTokenizer, SentencePieceTokenizer, load_tokenizer
 from attnkit.zoo.models.gpt import GPT, PRESETS, GPTConfig
 from attnkit.errors import UserError
@@ -175,25 +175,20 @@ class GPTTask(Task):
         raise UserError(f"no tokenizer in {run_dir} (expected tokenizer.json or tokenizer.model)")
 
     sample_flags = ("prompt", "top_p")  # the model-specific flags `sample` reads
-    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
-        """Continue cfg.prompt (default: a newline); stream each sample as it is generated."""
+    def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
+        """Continue cfg.prompt (default: a newline); with cfg.stream, echo each piece as it is generated."""
         tok = self.tokenizer
         prompt = "\n" if cfg.prompt is None else cfg.prompt
         prompt_ids = tok.encode(prompt) if prompt else []
         if not prompt_ids:
             raise UserError("the prompt is empty after tokenization; give --prompt some text")
-        device = next(model.parameters()).device
         generator = torch.Generator().manual_seed(cfg.seed)  # on CPU: same text on every device
-        samples = []
+        report = Report()
         for i in range(cfg.num_samples):
-            if cfg.num_samples > 1:
-                console.rule(f"sample {i + 1}/{cfg.num_samples}")
-            ids = list(prompt_ids)
-            shown = prompt
-            out = sys.stdout
+            header = f"── sample {i + 1}/{cfg.num_samples} ──\n" if cfg.num_samples > 1 else ""
+            ids, shown = list(prompt_ids), prompt
             if cfg.stream:
-                out.write(prompt)
-                out.flush()
+                echo(header + prompt)
 
             def on_token(t: torch.Tensor) -> None:
                 nonlocal shown
@@ -202,18 +197,16 @@ class GPTTask(Task):
                     text = tok.decode(ids)
                     # Byte-fallback pieces decode to text only once a character is complete.
                     if text.startswith(shown) and not text.endswith("\ufffd"):
-                        out.write(text[len(shown):])
-                        out.flush()
+                        echo(text[len(shown):])
                         shown = text
 
-            x = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+            x = torch.tensor([prompt_ids], dtype=torch.long, device=model_device(model))  # (1, T)
             model.generate(x, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                            top_p=cfg.top_p, generator=generator, on_token=on_token)
             text = tok.decode(ids)
             if cfg.stream:
-                out.write(text[len(shown):] + "\n")
-                out.flush()
+                echo(text[len(shown):] + "\n")
             else:
-                console.print(text, markup=False, highlight=False)
-            samples.append(text)
-        return {"samples": samples}
+                report.line(header + text)
+            report.metrics.setdefault("samples", []).append(text)
+        return report
