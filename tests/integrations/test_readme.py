@@ -40,3 +40,75 @@ def test_readme_example_runs(index):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     else:
         assert namespace["tokens"].shape == (2, 20)
+
+
+# ---- the README and docs/ as documents: links that resolve, an architecture picture that matches the tree ----
+ROOT = pathlib.Path(__file__).parents[2]
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)[^)]*\)")  # [text](target) and ![alt](target), an optional "title"
+
+
+def _prose(text: str) -> str:
+    """Markdown without its code: fenced blocks (indented ones too) and inline code hold examples, not links."""
+    text = re.sub(r"^[ \t]*```.*?^[ \t]*```[^\n]*$", "", text, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def relative_links(text: str) -> list[str]:
+    """The file part of every relative link (no scheme, no bare #anchor)."""
+    targets = LINK.findall(_prose(text))
+    return [t.split("#", 1)[0] for t in targets if not re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:|#", t)]
+
+
+def test_relative_links_are_found_outside_code_only():
+    text = ("See [ops](docs/ops.md#contract), ![a plot](../x.png \"title\") and [web](https://example.com), [top](#top).\n"
+            "`[not](a-link.md)`\n```python\nx = y[i](z)\n```\n  ```\n  [indented](code.md)\n  ```\n")
+    assert relative_links(text) == ["docs/ops.md", "../x.png"]
+
+
+DOCUMENTS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_relative_link_points_at_an_existing_file(path):
+    missing = [t for t in relative_links(path.read_text()) if not (path.parent / t).exists()]
+    assert not missing, f"{path.relative_to(ROOT)} links to files that do not exist: {missing}"
+
+
+def _layout_sections() -> dict[str, str]:
+    """The README's architecture picture, one text per directory entry ('kernels/', 'nn/', ...): its line and the
+    description lines under it (indented deeper)."""
+    section = (ROOT / "README.md").read_text().split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```\n(.*?)```", section, flags=re.S)[0]
+    sections: dict[str, str] = {}
+    parent, current = None, None
+    for line in block.splitlines():
+        indent = len(line) - len(line.lstrip())
+        first = line.split()[0]
+        if indent == 0:
+            parent, current = first, first
+            sections[current] = line
+        elif indent == 2:
+            current = f"{parent}{first}" if first.endswith("/") else parent
+            sections[current] = sections.get(current, "") + "\n" + line
+        else:
+            sections[current] += "\n" + line
+    return sections
+
+
+def test_the_architecture_picture_matches_the_tree():
+    sections = _layout_sections()
+    for top in ("kernels/", "attnkit/", "cli/", "tests/", "benchmarks/", "docs/"):
+        assert top in sections and (ROOT / top).is_dir(), top
+    packages = {"kernels/": ROOT / "kernels", "attnkit/": ROOT / "attnkit"}
+    packages |= {f"attnkit/{d.name}/": d for d in (ROOT / "attnkit").iterdir() if (d / "__init__.py").is_file()}
+    for name, directory in packages.items():
+        assert name in sections, f"the README's architecture picture has no entry for {name}"
+        text = sections[name]
+        modules = {f.name for f in directory.glob("*.py") if f.name != "__init__.py"}
+        subpackages = {f"{d.name}/" for d in directory.iterdir() if (d / "__init__.py").is_file()}
+        if name == "attnkit/":  # its subpackages have entries of their own, checked above
+            subpackages = set()
+        unlisted = {m for m in modules | subpackages if not re.search(rf"(?<![\w/]){re.escape(m)}", text)}
+        assert not unlisted, f"{name} in the README's architecture picture misses {sorted(unlisted)}"
+        stale = set(re.findall(r"(?<![\w/])(\w+\.py)\b", text)) - modules
+        assert not stale, f"{name} in the README's architecture picture names files that do not exist: {sorted(stale)}"
