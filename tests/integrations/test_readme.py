@@ -112,3 +112,12 @@ def test_the_architecture_picture_matches_the_tree():
         assert not unlisted, f"{name} in the README's architecture picture misses {sorted(unlisted)}"
         stale = set(re.findall(r"(?<![\w/])(\w+\.py)\b", text)) - modules
         assert not stale, f"{name} in the README's architecture picture names files that do not exist: {sorted(stale)}"
+
+
+def test_the_readme_is_one_screen_of_essentials():
+    """Issue 23: at most 250 lines, and install, the main command and the op API within the first screen."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; move write-ups to docs/"
+    first_screen = "\n".join(lines[:50])
+    missing = [s for s in ("make demo", "make test", "pip install attnkit", "attnkit.attention(") if s not in first_screen]
+    assert not missing, f"not in the README's first 50 lines: {missing}"
