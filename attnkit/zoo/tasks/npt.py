@@ -47,13 +47,17 @@ from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.npt_base import NPTBase, is_lookup_experiment
 from attnkit.zoo.tasks.npt_lookup import NPTLookupTask
 
+
 class NPTTask(NPTBase):
-    def __new__(cls, cfg: TrainConfig, opts=None):
+    """A table of the user's under k-fold CV; for the semi-synthetic lookup config, an NPTLookupTask."""
+
+    def __new__(cls, cfg: TrainConfig | None = None, opts=None):
         # `--model npt` is one name for two experiments; the config says which, so the engine, saved run
-        # configs and `attnkit.load_run` need no second name.
-        probe = opts.probe if opts is not None else cfg.options.get("probe")
-        if cls is NPTTask and is_lookup_experiment(probe, cfg.data):
-            return NPTLookupTask(cfg, opts)
+        # configs and `attnkit.load_run` need no second name. (copy and pickle call __new__ without a config.)
+        if cls is NPTTask and cfg is not None:
+            probe = opts.probe if opts is not None else cfg.options.get("probe")
+            if is_lookup_experiment(probe, cfg.data):
+                return NPTLookupTask(cfg, opts)
         return super().__new__(cls)
 
     def __init__(self, cfg: TrainConfig, opts=None):
