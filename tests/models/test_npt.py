@@ -214,6 +214,7 @@ def test_prediction_in_row_minibatches_when_the_table_does_not_fit(tmp_path):
     torch.testing.assert_close(outs[0].sum(1), torch.ones(50))
     assert seen == [40, 40, 40] and len(seen) * 20 >= 50                   # test rows in chunks, context fills up
     assert torch.equal(task.fold_predictions(model)[0], outs[0])                    # deterministic context sampling
+    assert all(m.training for m in model.modules())  # the engine owns the mode: predicting leaves it as it was
 
 
 # ---- the semi-synthetic lookup experiment (attnkit.zoo.data.lookup, attnkit.zoo.eval.npt_lookup) --------------------
