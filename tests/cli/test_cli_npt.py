@@ -3,6 +3,7 @@ and a one-line error for a CSV without the target column."""
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from attnkit.cli.main import main
@@ -59,9 +60,24 @@ def test_corruption_probe_reports_the_drop(tmp_path):
 def test_lookup_probe_reports_a_correlation(tmp_path):
     out = invoke("train", "--model", "npt", "--flavor", "debug", "--data", "iris", "--opt", "folds=2",
                  "--max-steps", 4, "--opt", "probe=lookup", "--opt", "target_shift=1", "--out", tmp_path)
-    assert "lookup probe (target shift 1)" in out
     lookup = json.loads((tmp_path / "summary.json").read_text())["lookup"]
-    assert lookup["target_shift"] == 1 and -1 <= lookup["correlation"]["mean"] <= 1
+    corr = lookup["correlation"]
+    assert lookup["target_shift"] == 1
+    assert (f"lookup probe (target shift 1): correlation of prediction and true target {corr['mean']:.4f} ± "
+            f"{corr['std']:.4f}") in " ".join(out.split())  # the line as printed, however the terminal wraps it
+    # Each fold's correlation is that of its saved out-of-fold class probabilities (4 decimals in the CSV)
+    # with the one-hot true class, all classes pooled.
+    with (tmp_path / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    classes = ["setosa", "versicolor", "virginica"]
+    for k, fold_corr in enumerate(corr["per_fold"]):
+        fold = [r for r in rows if int(r["fold"]) == k]
+        prob = np.array([[float(r[f"p_{c}"]) for c in classes] for r in fold])           # (R, 3)
+        onehot = np.array([[r["true"] == c for c in classes] for r in fold], dtype=float)  # (R, 3)
+        assert fold_corr == pytest.approx(np.corrcoef(prob.ravel(), onehot.ravel())[0, 1], abs=1e-3)
+    assert corr["mean"] == pytest.approx(np.mean(corr["per_fold"]))
+    # Pinned (seed 1337, 4 steps): the debug model has barely begun to use the duplicates.
+    assert corr["per_fold"] == pytest.approx([0.1001, 0.2064], abs=2e-3)
 
 
 def test_csv_without_the_target_column_is_a_one_line_error(tmp_path, capsys):
@@ -91,9 +107,21 @@ def test_lookup_without_data_runs_the_semi_synthetic_experiment(tmp_path):
     assert "NPT lookup on duplicated rows" in out and "corruption probe" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rows"] == 10_000 and summary["data"].startswith("friedman1")
-    assert -1 <= summary["lookup_correlation"] <= 1
+    assert summary == {**summary, **json.loads((tmp_path / "lookup_metrics.json").read_text())}
+    # Pinned (seed 1337, 12 steps): the debug model predicts from the row's own features and has not found
+    # the duplicates: its predictions ignore the intervention, so they still follow the true target.
+    assert summary["lookup_correlation"] == pytest.approx(0.0228, abs=2e-3)
+    assert summary["intervened_correlation_with_own_target"] == pytest.approx(summary["clean"]["correlation"],
+                                                                              abs=2e-3)
+    assert summary["clean"]["correlation"] == pytest.approx(0.6602, abs=2e-3)
     corruption = summary["corruption"]
     assert set(corruption) == {"rows", "clean", "corrupted", "drop"} and corruption["rows"] == 256
     assert corruption["drop"]["r2"] == pytest.approx(corruption["clean"]["r2"] - corruption["corrupted"]["r2"])
-    assert summary["features_only_gbm"]["r2"] > 0.5                        # the features alone explain a part
-    assert (tmp_path / "datapoint_attention.png").stat().st_size > 10_000
+    assert summary["features_only_gbm"]["r2"] == pytest.approx(0.7139, abs=1e-3)  # the features explain a part
+    png = (tmp_path / "datapoint_attention.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") == 825 and int.from_bytes(png[20:24], "big") == 275  # one ABD panel
+    # The saved config reloads as the lookup experiment: `sample` shows the same probes again.
+    again = invoke("sample", "--run", tmp_path, "--out", tmp_path / "again")
+    assert "NPT lookup on duplicated rows" in again and f"{summary['lookup_correlation']:.4f}" in again
+    assert (tmp_path / "again" / "datapoint_attention.png").read_bytes() == png

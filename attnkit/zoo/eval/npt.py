@@ -1,5 +1,5 @@
-"""Tabular evaluation for the NPT: per-fold metrics, scikit-learn baselines on the same folds, the corruption
-of the corruption probe, and the rich table they are shown in."""
+"""Tabular evaluation for the NPT: predictions of a fold's test rows, per-fold metrics, scikit-learn baselines on
+the same folds, the corruption of the corruption probe, and the rows of the table they are shown in."""
 from __future__ import annotations
 
 import csv
@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table as RichTable
+import torch.nn as nn
 
 from attnkit.fsio import atomic_write
 from attnkit.zoo.data.tables import Table
@@ -57,8 +56,8 @@ def corrupt_other_rows(values: torch.Tensor, mask: torch.Tensor, keep: int, gene
     return v, m
 
 
-def sklearn_baselines(table: Table, splits: list[tuple[np.ndarray, np.ndarray]], seed: int,
-                      console: Console | None = None) -> dict[str, list[dict[str, float]]]:
+def sklearn_baselines(table: Table, splits: list[tuple[np.ndarray, np.ndarray]],
+                      seed: int) -> dict[str, list[dict[str, float]]]:
     """scikit-learn models on the same splits (features standardized, categorical one-hot)."""
     from sklearn import ensemble, linear_model, neighbors
 
@@ -74,37 +73,74 @@ def sklearn_baselines(table: Table, splits: list[tuple[np.ndarray, np.ndarray]],
                   "LinearRegression (ridge)": lambda: linear_model.Ridge()}
     X, y = table.features(), table.raw_target
     results: dict[str, list[dict[str, float]]] = {}
-    from rich.progress import Progress
-    with Progress(console=console or Console(), transient=True) as progress:
-        bar = progress.add_task("baselines", total=len(models) * len(splits))
-        for name, make in models.items():
-            results[name] = []
-            for train_rows, test_rows in splits:
-                progress.update(bar, description=f"baseline {name}")
-                model = make().fit(X[train_rows], y[train_rows].astype(int) if table.target_is_categorical else y[train_rows])
-                if table.target_is_categorical:
-                    prob = np.zeros((len(test_rows), table.n_classes))
-                    prob[:, model.classes_.astype(int)] = model.predict_proba(X[test_rows])
-                    results[name].append(classification_metrics(y[test_rows].astype(int), prob, table.n_classes))
-                else:
-                    results[name].append(regression_metrics(y[test_rows], model.predict(X[test_rows])))
-                progress.advance(bar)
+    for name, make in models.items():
+        results[name] = []
+        for train_rows, test_rows in splits:
+            model = make().fit(X[train_rows], y[train_rows].astype(int) if table.target_is_categorical else y[train_rows])
+            if table.target_is_categorical:
+                prob = np.zeros((len(test_rows), table.n_classes))
+                prob[:, model.classes_.astype(int)] = model.predict_proba(X[test_rows])
+                results[name].append(classification_metrics(y[test_rows].astype(int), prob, table.n_classes))
+            else:
+                results[name].append(regression_metrics(y[test_rows], model.predict(X[test_rows])))
     return results
 
 
-def metrics_table(rows: dict[str, dict[str, dict[str, Any]]], names: list[str], title: str) -> RichTable:
-    """A rich table: one row per model, one column per metric, mean ± std over folds."""
-    table = RichTable(title=title)
-    table.add_column("model")
-    for name in names:
-        table.add_column(name.upper() if name in ("nll", "rmse", "auroc") else name, justify="right")
+def metrics_header(names: list[str]) -> list[str]:
+    return ["model", *(name.upper() if name in ("nll", "rmse", "auroc") else name for name in names)]
+
+
+def metrics_rows(rows: dict[str, dict[str, dict[str, Any]]], names: list[str]) -> list[list[str]]:
+    """One row per model, one cell per metric: mean ± std over folds (accuracy in percent)."""
+    out = []
     for model_name, metrics in rows.items():
         cells = []
         for name in names:
             m, s = metrics[name]["mean"], metrics[name]["std"]
             cells.append(f"{100 * m:.2f} ± {100 * s:.2f} %" if name == "accuracy" else f"{m:.4f} ± {s:.4f}")
-        table.add_row(model_name, *cells)
-    return table
+        out.append([model_name, *cells])
+    return out
+
+
+@torch.no_grad()
+def predict_rows(model: nn.Module, values: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, t: int,
+                 n_classes: int, batch_size: int | None, device: torch.device) -> torch.Tensor:
+    """One NPT's target outputs for `rows` of values, mask (N, d): class probabilities (R, C) when n_classes
+    > 0, else standardized values (R,).
+
+    When the table does not fit in one batch, each chunk of the rows goes in with a random sample of
+    the other rows as context (a fixed generator, so predictions are deterministic).
+    """
+    n_all = values.shape[0]
+    batch_size = batch_size or n_all
+    chunks = [rows] if batch_size >= n_all else list(rows.split(max(batch_size // 2, 1)))
+    g = torch.Generator().manual_seed(0)
+    outs = []
+    for chunk in chunks:
+        if len(chunks) == 1:
+            index, pos = torch.arange(n_all), chunk
+        else:
+            others = torch.ones(n_all, dtype=torch.bool)
+            others[chunk] = False
+            pool = others.nonzero().squeeze(1)
+            context = pool[torch.randperm(len(pool), generator=g)[:batch_size - len(chunk)]]
+            index, pos = torch.cat([chunk, context]), torch.arange(len(chunk))
+        numeric, logits = model(values[index].to(device), mask[index].to(device))  # (B, d), (B, d, C)
+        if n_classes:
+            outs.append(logits[pos, t, :n_classes].float().softmax(-1).cpu())
+        else:
+            outs.append(numeric[pos, t].float().cpu())
+    return torch.cat(outs)
+
+
+def target_correlation(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
+    """Pearson correlation of prediction and true target: of the predicted value for a numeric target
+    (n_classes 0); of the class probabilities (R, C) and the one-hot true class (all classes pooled)."""
+    if n_classes:
+        pred, y = pred.ravel(), np.eye(n_classes)[y.astype(int)].ravel()
+    if np.std(pred) < 1e-12 or np.std(y) < 1e-12:
+        return float("nan")
+    return float(np.corrcoef(pred, y)[0, 1])
 
 
 def write_predictions(path: Path, table: Table, splits: list[tuple[np.ndarray, np.ndarray]], outs: list[torch.Tensor],

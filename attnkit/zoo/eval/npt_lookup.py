@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 
 from attnkit.zoo.data.lookup import hide_masked, pair_rows
-from attnkit.zoo.plots import save_figure
 from attnkit.zoo.eval.npt import corrupt_other_rows
+from attnkit.zoo.plots import save_figure
+from attnkit.zoo.report import Report
 
 CORRUPTION_ROWS = 256  # test rows of the corruption probe: one forward pass each
 
@@ -136,19 +137,25 @@ def plot_datapoint_attention(maps: list[torch.Tensor], query: int, duplicate: in
     return str(save_figure(fig, path))
 
 
+def lookup_validation(model: nn.Module, values: torch.Tensor, rows: torch.Tensor, n: int, t: int, pairs: int,
+                      device: torch.device) -> tuple[float, float]:
+    """(clean MSE of the standardized target, lookup correlation) on `rows`: the evaluation during training."""
+    y = values[rows, t]  # (R,)
+    clean = predict_pairs(model, values, rows, n, t, pairs, device)
+    new = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]
+    moved = predict_pairs(model, values, rows, n, t, pairs, device, duplicate_targets=new)
+    return float(((clean - y) ** 2).mean()), correlation(moved, new)
+
+
 def lookup_report(model: nn.Module, values: torch.Tensor, n: int, t: int, train_rows: torch.Tensor,
                   test_rows: torch.Tensor, pairs: int, device: torch.device, features: np.ndarray,
-                  raw_target: np.ndarray, out_dir: Path, seed: int, console=None) -> dict:
+                  raw_target: np.ndarray, out_dir: Path, seed: int) -> Report:
     """Clean, intervened and corrupted predictions of the test rows, a features-only baseline, the table and
-    the datapoint-attention PNG. values (2n, d): the table twice, target standardized."""
-    from rich.console import Console
-    from rich.table import Table as RichTable
+    the datapoint-attention PNG. values (2n, d): the table twice, target standardized. The model is
+    used as it is (the caller puts it in eval mode)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    console = console or Console()
     g = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
     y = values[test_rows, t]  # (R,) standardized true targets
     clean = predict_pairs(model, values, test_rows, n, t, pairs, device)
     new = y[torch.randperm(len(y), generator=g)]  # the intervention: other rows' targets
@@ -158,7 +165,6 @@ def lookup_report(model: nn.Module, values: torch.Tensor, n: int, t: int, train_
     shown = test_rows[:min(pairs, 64)]  # the pictured batch: at most 64 pairs, so the bars stay readable
     x, mask = pair_batch(values, shown, n, t)
     maps = datapoint_attention(model, x.to(device), mask.to(device))
-    model.train(was_training)
 
     gbm = HistGradientBoostingRegressor(random_state=seed).fit(features[train_rows], raw_target[train_rows])
     y_raw = torch.as_tensor(raw_target[test_rows.numpy()])
@@ -178,22 +184,20 @@ def lookup_report(model: nn.Module, values: torch.Tensor, n: int, t: int, train_
     c = result["corruption"]
     c["drop"] = {k: c["clean"][k] - c["corrupted"][k] for k in ("correlation", "r2")}
 
-    table = RichTable(title=f"NPT lookup on duplicated rows: {len(test_rows)} test rows, {pairs} pairs per batch")
-    for col in ("predictions", "correlation", "R²", "what it shows"):
-        table.add_column(col, justify="right" if col in ("correlation", "R²") else "left")
-    table.add_row("NPT, duplicates show the true target", f"{result['clean']['correlation']:.4f}",
-                  f"{result['clean']['r2']:.4f}", "against the true target")
-    table.add_row("NPT, duplicates' targets intervened", f"{result['lookup_correlation']:.4f}",
-                  f"{r2(moved, new):.4f}", "against the new (intervened) targets: lookup")
-    table.add_row("NPT, other rows' features shuffled", f"{c['corrupted']['correlation']:.4f}",
-                  f"{c['corrupted']['r2']:.4f}", f"corruption probe, {len(probe_rows)} rows (clean R² "
-                  f"{c['clean']['r2']:.4f})")
-    table.add_row("gradient boosting on the row's features", f"{result['features_only_gbm']['correlation']:.4f}",
-                  f"{result['features_only_gbm']['r2']:.4f}", "no lookup possible: the ceiling without it")
-    console.print(table)
+    report = Report(metrics=result)
+    report.table(f"NPT lookup on duplicated rows: {len(test_rows)} test rows, {pairs} pairs per batch",
+                 ["predictions", "correlation", "R²", "what it shows"], [
+                     ["NPT, duplicates show the true target", result["clean"]["correlation"],
+                      result["clean"]["r2"], "against the true target"],
+                     ["NPT, duplicates' targets intervened", result["lookup_correlation"], r2(moved, new),
+                      "against the new (intervened) targets: lookup"],
+                     ["NPT, other rows' features shuffled", c["corrupted"]["correlation"], c["corrupted"]["r2"],
+                      f"corruption probe, {len(probe_rows)} rows (clean R² {c['clean']['r2']:.4f})"],
+                     ["gradient boosting on the row's features", result["features_only_gbm"]["correlation"],
+                      result["features_only_gbm"]["r2"], "no lookup possible: the ceiling without it"]])
     png = plot_datapoint_attention(maps, 0, len(shown), Path(out_dir) / "datapoint_attention.png",
                                    f"attention between datapoints of test row {int(test_rows[0])} "
                                    f"(batch of {2 * len(shown)} rows)")
-    console.print(f"wrote {png}")
     result["datapoint_attention_png"] = png
-    return result
+    report.file("datapoint attention", png)
+    return report
