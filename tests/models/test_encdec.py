@@ -192,18 +192,24 @@ def test_sample_without_prompt_translates_heldout_sources(tmp_path):
     from rich.console import Console
 
     from attnkit.config import SampleConfig, TrainConfig
+    from attnkit.engine.render import render
+    from attnkit.zoo.report import no_echo
     from attnkit.zoo.tasks.encdec import EncDecTask, heldout_pairs
 
     cfg = resolve_config(TrainConfig(model="encdec", flavor="debug"))
     task = EncDecTask(cfg)
     task.prepare(tmp_path)
     loaded = EncDecTask.load(tmp_path, cfg)
-    model = EncDecTask.build_model(task.model_config())
-    out = io.StringIO()
-    r = loaded.sample(model, SampleConfig(run=str(tmp_path), prompt=None, num_samples=12), Console(file=out, width=200))
+    model = EncDecTask.build_model(task.model_config()).eval()  # as `attnkit sample` hands it over
+    with torch.inference_mode():
+        report = loaded.sample(model, SampleConfig(run=str(tmp_path), prompt=None, num_samples=12), no_echo)
+    r = report.metrics
     pairs = heldout_pairs(task.data, 32)[:12]
     assert [(h["source"], h["reference"]) for h in r["heldout"]] == pairs
     assert set(pairs) <= set(task.val)  # the sources really are the held-out ones
     hits = [h["translation"] == h["reference"] for h in r["heldout"]]
     assert r["exact_match"] == sum(hits) / len(hits)
-    assert "held-out" in out.getvalue() and "exact match on these 12" in out.getvalue()
+    assert report.tables[0].column("exact") == ["✓" if hit else "✗" for hit in hits]
+    out = io.StringIO()
+    render(report, Console(file=out, width=200))
+    assert "held-out" in out.getvalue() and f"exact match on these 12: {100 * r['exact_match']:.1f}%" in out.getvalue()
