@@ -143,4 +143,3 @@ class EncDec(EncoderDecoder):
         y = self._embed(self.tgt_embed, tgt_in, offset)  # (B, Lt, d)
         y = self.decoder(y, context=memory, context_mask=src_mask, caches=caches or None)  # (B, Lt, d)
         return self.lm_head(self.dec_norm(y))  # (B, Lt, V)
-
