@@ -1,9 +1,9 @@
-"""`attnkit sample --audio` for ASR (attnkit.zoo.tasks.asr): any WAV a user has, several at once, long ones
-cut at silences (attnkit.zoo.data.segment), bad ones reported by name while the others still print."""
+"""`attnkit sample --audio` for ASR (attnkit.zoo.tasks.asr_sample, attnkit.zoo.data.audio): any WAV a user has,
+several at once, long ones cut at silences (attnkit.zoo.data.segment), bad ones reported by name while the others
+still print."""
 import numpy as np
 import pytest
 import torch
-from rich.console import Console
 from scipy.io import wavfile
 
 from attnkit.config import TrainConfig
@@ -12,7 +12,9 @@ from attnkit.errors import UserError
 from attnkit.zoo.data import speech
 from attnkit.zoo.data.segment import split_at_silences
 from attnkit.zoo.models.asr import ASR, ASRConfig
-from attnkit.zoo.tasks.asr import ASRTask, CharVocab, audio_paths, read_wav
+from attnkit.zoo.data.audio import audio_paths, read_wav
+from attnkit.zoo.report import no_echo
+from attnkit.zoo.tasks.asr import ASRTask, CharVocab
 
 
 TEXTS = ("dial nine one one", "room twelve")
@@ -27,7 +29,7 @@ def task_and_model():
     torch.manual_seed(3)
     model = ASR(ASRConfig(vocab_size=len(CharVocab()), n_enc_layer=1, n_dec_layer=1, n_head=2, d_model=32,
                           d_ff=64, max_frames=2000, max_len=40, subsample=4, ctc_head=True))
-    batch = task._collate([log_mel(speech.say(t, v)).numpy() for t, v in zip(TEXTS, ("m1", "f1"))], list(TEXTS))
+    batch = task.collate([log_mel(speech.say(t, v)).numpy() for t, v in zip(TEXTS, ("m1", "f1"))], list(TEXTS))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(60):
         loss = task.loss(model, batch)
@@ -69,32 +71,35 @@ def test_batched_files_give_what_one_at_a_time_gives(task_and_model, wavs):
     task, model = task_and_model
     d, _, _ = wavs
     paths = sorted(d.glob("*.wav"))
-    console = Console(record=True, width=300)
-    together = task.transcribe_files(model, paths, 1, console)["files"]
-    alone = [task.transcribe_files(model, [p], 1, Console(width=300))["files"][0] for p in paths]
+    echoed = []
+    together = task.transcribe_files(model, paths, 1, echoed.append).metrics["files"]
+    alone = [task.transcribe_files(model, [p], 1, no_echo).metrics["files"][0] for p in paths]
     assert together == alone
     assert len({r["transcript"] for r in together}) > 1          # the untrained model still hears a difference
-    lines = console.export_text().splitlines()
+    lines = "".join(echoed).splitlines()
     assert lines == [f"{r['path']}: {r['transcript']} ({r['seconds']:.2f} s)" for r in together]
     assert [r["path"] for r in together] == [str(p) for p in paths]
 
 
-def test_a_bad_file_is_one_error_line_and_the_others_still_print(task_and_model, wavs, tmp_path, capsys):
+def test_bad_files_are_one_error_line_and_the_others_still_print(task_and_model, wavs, tmp_path):
     task, model = task_and_model
     d, _, _ = wavs
     (tmp_path / "text.wav").write_text("I am not audio")
     wavfile.write(tmp_path / "empty.wav", 16000, np.zeros(0, np.int16))
     wavfile.write(tmp_path / "click.wav", 16000, np.ones(80, np.int16))
     wavfile.write(tmp_path / "nan.wav", 16000, np.full(8000, np.nan, np.float32))
-    console = Console(record=True, width=300)
+    echoed = []
     paths = [d / "b16.wav", tmp_path / "text.wav", tmp_path / "click.wav", d / "a48.wav", tmp_path / "nan.wav",
              tmp_path / "empty.wav"]
-    with pytest.raises(UserError, match="empty.wav holds no audio"):
-        task.transcribe_files(model, paths, 1, console)
-    assert [line.split(": ")[0] for line in console.export_text().splitlines()] == [str(d / "b16.wav"), str(d / "a48.wav")]
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 3 and "text.wav is not a readable WAV" in err[0]
-    assert "click.wav is 5 ms long" in err[1] and "nan.wav holds samples that are not finite" in err[2]
+    with pytest.raises(UserError) as raised:
+        task.transcribe_files(model, paths, 1, echoed.append)
+    assert [line.split(": ")[0] for line in "".join(echoed).splitlines()] == [str(d / "b16.wav"), str(d / "a48.wav")]
+    # one line naming each bad file with its own reason, in the order given
+    error = str(raised.value)
+    assert "\n" not in error and error.startswith("4 of 6 audio files were not transcribed: ")
+    reasons = ["text.wav is not a readable WAV", "click.wav is 5 ms long", "nan.wav holds samples that are not finite",
+               "empty.wav holds no audio"]
+    assert all(r in error for r in reasons) and sorted(reasons, key=error.index) == reasons
 
 
 def test_globs_expand_in_order_and_a_missing_file_stays_to_fail(wavs, tmp_path):

@@ -6,21 +6,12 @@ import pytest
 import torch
 
 from attnkit.zoo.eval.ctc import attention_logprob, ctc_greedy, ctc_logprob, joint_rescore, joint_scores
-from attnkit.zoo.models.asr import ASR, PAD_FRAME, ASRConfig
+from attnkit.zoo.models.asr import PAD_FRAME
+from asr_tiny import padded, tiny_asr
 
 
 def tiny(**kw):
-    torch.manual_seed(0)
-    return ASR(ASRConfig(**dict(dict(vocab_size=12, n_enc_layer=2, n_dec_layer=1, n_head=2, d_model=32, d_ff=64,
-                                     max_frames=200, max_len=24, subsample=4, ctc_head=True), **kw))).eval()
-
-
-def padded(*clips):
-    T = max(c.shape[1] for c in clips)
-    mel = torch.full((len(clips), clips[0].shape[0], T), PAD_FRAME)
-    for b, c in enumerate(clips):
-        mel[b, :, :c.shape[1]] = c
-    return mel
+    return tiny_asr(**dict(dict(subsample=4, ctc_head=True), **kw))
 
 
 def test_4x_stem_quarters_frames_and_padding_does_not_change_the_real_positions():

@@ -4,21 +4,12 @@ import torch
 
 from attnkit.generation.beam import beam_search, greedy_decode, sequence_logprob
 from attnkit.zoo.eval.asr import cross_attention, wer, cer
-from attnkit.zoo.models.asr import ASR, PAD_FRAME, ASRConfig
+from attnkit.zoo.models.asr import PAD_FRAME
+from asr_tiny import padded, tiny_asr
 
 
 def tiny(**kw):
-    torch.manual_seed(0)
-    return ASR(ASRConfig(**dict(dict(vocab_size=12, n_enc_layer=2, n_dec_layer=2, n_head=2, d_model=32, d_ff=64,
-                                     max_frames=200, max_len=24), **kw))).eval()
-
-
-def padded(*clips):
-    T = max(c.shape[1] for c in clips)
-    mel = torch.full((len(clips), clips[0].shape[0], T), PAD_FRAME)
-    for b, c in enumerate(clips):
-        mel[b, :, :c.shape[1]] = c
-    return mel
+    return tiny_asr(**dict(dict(n_dec_layer=2), **kw))
 
 
 def test_stem_halves_frames_and_padding_does_not_change_the_real_frames():

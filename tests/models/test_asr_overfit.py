@@ -25,7 +25,7 @@ def overfit():
     model = ASR(ASRConfig(vocab_size=len(CharVocab()), n_enc_layer=2, n_dec_layer=1, n_head=2, d_model=64,
                           d_ff=128, max_frames=400, max_len=40, subsample=4, ctc_head=True))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batch = task._collate(mels, TEXTS)
+    batch = task.collate(mels, TEXTS)
     first = None
     for _ in range(150):
         model.train()
@@ -34,7 +34,7 @@ def overfit():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return task, model, mels, first, loss.item()
+    return task, model.eval(), mels, first, loss.item()
 
 
 def test_the_hybrid_loss_falls_and_8_clips_are_memorised(overfit):

@@ -192,18 +192,57 @@ def test_sample_without_prompt_translates_heldout_sources(tmp_path):
     from rich.console import Console
 
     from attnkit.config import SampleConfig, TrainConfig
+    from attnkit.engine.render import render
+    from attnkit.zoo.report import no_echo
     from attnkit.zoo.tasks.encdec import EncDecTask, heldout_pairs
 
     cfg = resolve_config(TrainConfig(model="encdec", flavor="debug"))
     task = EncDecTask(cfg)
     task.prepare(tmp_path)
     loaded = EncDecTask.load(tmp_path, cfg)
-    model = EncDecTask.build_model(task.model_config())
-    out = io.StringIO()
-    r = loaded.sample(model, SampleConfig(run=str(tmp_path), prompt=None, num_samples=12), Console(file=out, width=200))
+    model = EncDecTask.build_model(task.model_config()).eval()  # as `attnkit sample` hands it over
+    with torch.inference_mode():
+        report = loaded.sample(model, SampleConfig(run=str(tmp_path), prompt=None, num_samples=12), no_echo)
+    r = report.metrics
     pairs = heldout_pairs(task.data, 32)[:12]
     assert [(h["source"], h["reference"]) for h in r["heldout"]] == pairs
     assert set(pairs) <= set(task.val)  # the sources really are the held-out ones
     hits = [h["translation"] == h["reference"] for h in r["heldout"]]
     assert r["exact_match"] == sum(hits) / len(hits)
-    assert "held-out" in out.getvalue() and "exact match on these 12" in out.getvalue()
+    assert report.tables[0].column("exact") == ["✓" if hit else "✗" for hit in hits]
+    out = io.StringIO()
+    render(report, Console(file=out, width=200))
+    assert "held-out" in out.getvalue() and f"exact match on these 12: {100 * r['exact_match']:.1f}%" in out.getvalue()
+
+
+def test_report_tabulates_greedy_and_beam_for_the_final_and_the_averaged_weights(tmp_path):
+    from attnkit.config import TrainConfig
+    from attnkit.zoo.tasks.encdec import EncDecTask
+
+    task = EncDecTask(resolve_config(TrainConfig(model="encdec", flavor="debug")))
+    task.prepare(tmp_path)
+    model = EncDecTask.build_model(task.model_config()).eval()  # dropout 0.1: eval mode matters
+    modes = []
+
+    class Checkpoints:  # three kept steps whose mean is the final weights
+        def steps(self):
+            return [10, 20, 30]
+
+        def load_average(self, averaged, steps):
+            averaged.load_state_dict(model.state_dict())
+            averaged.dropout.register_forward_pre_hook(lambda m, args: modes.append(m.training))
+
+    task.checkpoints = Checkpoints()
+    with torch.no_grad():
+        report = task.report(model, tmp_path)
+    m, (table,) = report.metrics, report.tables
+    assert modes and not any(modes)  # the task's own averaged copy decodes in eval mode too
+    assert m["averaged_checkpoints"] == "avg of 3 (steps 10-30)" and m["heldout_examples"] == len(task.val) == 32
+    assert table.header == ["weights", "decoding", "exact match", "BLEU", "decode s"]
+    assert [row[:2] for row in table.rows] == [["final", "greedy"], ["final", "beam 4"],
+                                               [m["averaged_checkpoints"], "greedy"], [m["averaged_checkpoints"], "beam 4"]]
+    for row, key in zip(table.rows, ("greedy", "beam", "averaged_greedy", "averaged_beam")):
+        assert row[2:4] == [f"{100 * m[f'{key}_exact_match']:.1f}%", f"{m[f'{key}_bleu']:.2f}"]
+    # the same weights decode the same way
+    assert (m["greedy_bleu"], m["beam_bleu"]) == (m["averaged_greedy_bleu"], m["averaged_beam_bleu"])
+    assert "--last 3" in table.note

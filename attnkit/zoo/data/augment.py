@@ -152,6 +152,22 @@ def warp_frequency(mel: np.ndarray, alpha: float) -> np.ndarray:
     return mel[lo] + (mel[hi] - mel[lo]) * w
 
 
+def light_spec_augment(mel: np.ndarray, g: torch.Generator) -> np.ndarray:
+    """SpecAugment (Park et al. 2019), light (`--opt augment=light`): a copy of the (n_mels, T) log-mel with two time
+    bands of ≤ 10% of the clip and one band of ≤ 8 mels set to the clip's floor (silence)."""
+    mel = mel.copy()
+    n_mels, T = mel.shape
+    floor = mel.min()
+    for _ in range(2):
+        w = int(torch.randint(0, max(T // 10, 1) + 1, (1,), generator=g))
+        t0 = int(torch.randint(0, max(T - w, 1), (1,), generator=g))
+        mel[:, t0:t0 + w] = floor
+    w = int(torch.randint(0, 9, (1,), generator=g))
+    f0 = int(torch.randint(0, n_mels - w, (1,), generator=g))
+    mel[f0:f0 + w] = floor
+    return mel
+
+
 def augment_mel(mel: np.ndarray, g: torch.Generator, policy: MelPolicy = MelPolicy()) -> np.ndarray:
     """(n_mels, T) log-mel → a tempo-changed, frequency-warped and masked copy (n_mels, T'). Masks are set to
     the clip's floor (silence)."""
@@ -173,4 +189,4 @@ def augment_mel(mel: np.ndarray, g: torch.Generator, policy: MelPolicy = MelPoli
 
 
 __all__ = ["MelPolicy", "WaveformPolicy", "add_noise", "augment_mel", "band_limit", "change_speed",
-           "coloured_noise", "perturb", "resample_axis", "reverberate", "warp_frequency"]
+           "coloured_noise", "light_spec_augment", "perturb", "resample_axis", "reverberate", "warp_frequency"]

@@ -9,7 +9,7 @@
 Sources are digits separated by spaces, so both sides are whitespace-tokenised and share one small word
 vocabulary (`WordVocab`), which lets the model tie its source and target embeddings. Numbers have 1 to
 `max_digits` digits with the digit count drawn uniformly, so short and long numbers are equally common.
-The held-out set (`attnkit.zoo.tasks.encdec.heldout_pairs`) is a fixed seeded sample of examples with at least 4
+The held-out set (`heldout_pairs`) is a fixed seeded sample of examples with at least 4
 digits; training examples that collide with it are dropped.
 """
 from __future__ import annotations
@@ -72,6 +72,18 @@ def make_pair(rng: random.Random, variant: str = "numbers", max_digits: int = 9)
     nums = [_random_number(rng, max_digits) for _ in range(count)]
     srcs = [" ".join(str(n)[::-1] if variant == "numbers-reversed" else str(n)) for n in nums]
     return " , ".join(srcs), " , ".join(number_to_words(n) for n in nums)
+
+
+def heldout_pairs(variant: str, n: int, min_digits: int = 4) -> list[tuple[str, str]]:
+    """n distinct generated pairs with at least min_digits digits in all: a fixed set (seed 0, whatever
+    --seed is) that training never sees. Shorter examples (0-999) have too few distinct values to hold out;
+    they stay in training only."""
+    rng, pairs = random.Random(0), {}
+    while len(pairs) < n:
+        src, tgt = make_pair(rng, variant)
+        if sum(c.isdigit() for c in src) >= min_digits:
+            pairs[src] = tgt
+    return list(pairs.items())
 
 
 def all_words() -> list[str]:

@@ -176,6 +176,21 @@ def make_texts(n: int, seed: int, exclude: set[str] = frozenset()) -> list[str]:
 
 
 # ---- the corpus -----------------------------------------------------------------------------------
+class CharVocab:
+    """The transcripts' alphabet: <pad>, <s>, </s>, then space, apostrophe and a–z; `encode` drops the rest."""
+    pad_id, bos_id, eos_id = 0, 1, 2
+    chars = " 'abcdefghijklmnopqrstuvwxyz"
+
+    def __len__(self) -> int:
+        return 3 + len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        return [3 + self.chars.index(c) for c in text.lower() if c in self.chars]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i - 3] for i in ids if i >= 3)
+
+
 @dataclass
 class Clip:
     text: str
@@ -313,6 +328,19 @@ def save_corpus(corpus: dict[str, Split], path, spec: dict) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write(path, buffer.getvalue())
+
+
+def resume_corpus(path: Path, spec: dict) -> dict[str, Split]:
+    """The splits a run cached at path, which must have been made with `spec`; otherwise the run cannot resume."""
+    from attnkit.errors import UserError
+
+    if not Path(path).is_file():
+        raise UserError(f"cannot resume: {path} is missing (the run's synthesised speech)")
+    splits, saved = load_corpus(path)
+    if saved != spec:
+        raise UserError(f"cannot resume: {path} was made with other settings ({saved['train_clips']} "
+                        f"training clips, {saved['test_clips']} held-out texts, seed {saved['seed']})")
+    return splits
 
 
 def load_corpus(path) -> tuple[dict[str, Split], dict]:

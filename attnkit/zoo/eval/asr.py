@@ -1,4 +1,5 @@
-"""Speech recognition: WER/CER (jiwer), the pocketsphinx baseline, and the cross-attention picture.
+"""Speech recognition: WER/CER (jiwer), the pocketsphinx baseline, the cross-attention picture, and
+transcribing audio of any length with a recogniser made for clips of a few seconds.
 
 pocketsphinx 5 ships CMU's en-us acoustic model, a general trigram LM and the CMU dictionary; it decodes
 the first held-out 16 kHz clips with its general LM (what it does out of the box). `words=` restricts it to
@@ -6,12 +7,14 @@ a JSGF grammar looping over given words instead; on CPU that is several times sl
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from attnkit.nn.modes import model_device
 from attnkit.zoo.plots import save_figure
 
 
@@ -55,6 +58,14 @@ def pocketsphinx_transcribe(waves: Sequence[np.ndarray], words: Sequence[str] | 
     return out
 
 
+def pocketsphinx_baseline(refs: Sequence[str], waves: Sequence[np.ndarray]) -> dict[str, float]:
+    """pocketsphinx's WER and CER on 16 kHz clips and the seconds it took, with its general LM only: the word-loop
+    grammar (`pocketsphinx_transcribe(words=...)`) is several times slower still on CPU."""
+    t0 = time.perf_counter()
+    hyps = pocketsphinx_transcribe(waves)
+    return {"wer": wer(refs, hyps), "cer": cer(refs, hyps), "seconds": time.perf_counter() - t0}
+
+
 @torch.no_grad()
 def cross_attention(model, mel: torch.Tensor, tokens: list[int]) -> torch.Tensor:
     """Cross-attention probabilities of every decoder layer while teacher-forcing `tokens` (BOS first):
@@ -80,6 +91,35 @@ def cross_attention(model, mel: torch.Tensor, tokens: list[int]) -> torch.Tensor
         k = mod.kv_proj(context).chunk(2, dim=-1)[0].unflatten(-1, (mod.n_kv_head, -1)).transpose(1, 2)
         probs.append(attention_probs(q, k, key_padding_mask=mask)[0])                # (H, Lt, Lk)
     return torch.stack(probs)
+
+
+def attention_picture(model, mel: np.ndarray, tokens: list[int], labels: list[str], out: str | Path,
+                      title: str) -> Path:
+    """The cross-attention of `tokens` (BOS first; `labels` name the predicted ones, EOS included) over one log-mel
+    clip (n_mels, T), averaged over layers and heads and drawn under the clip (`plot_attention`)."""
+    probs = cross_attention(model, torch.from_numpy(mel)[None].to(model_device(model)), tokens)  # (layers, H, Lt, T')
+    return plot_attention(mel, probs.mean(dim=(0, 1)).cpu().numpy(), labels, out, title,
+                          subsample=model.cfg.subsample)
+
+
+def transcribe_long(waves: Sequence[np.ndarray], transcribe: Callable[[list[np.ndarray]], list[str]],
+                    piece_seconds: float) -> list[str]:
+    """16 kHz waveforms of any length → transcripts. A wave longer than piece_seconds is cut at its quietest
+    moments (`attnkit.zoo.data.segment`); `transcribe` gets the log-mels of all pieces of all waves in one call,
+    and each wave's non-empty piece transcripts are joined by spaces."""
+    from attnkit.zoo.data.logmel import log_mel
+    from attnkit.zoo.data.segment import split_at_silences
+
+    pieces, owner = [], []
+    for i, wave in enumerate(waves):
+        for a, b in split_at_silences(wave, piece_seconds):
+            pieces.append(log_mel(wave[a:b]).numpy())
+            owner.append(i)
+    joined: list[list[str]] = [[] for _ in waves]
+    for i, text in zip(owner, transcribe(pieces)):
+        if text.strip():
+            joined[i].append(text.strip())
+    return [" ".join(t) for t in joined]
 
 
 def plot_attention(mel: np.ndarray, probs: np.ndarray, labels: list[str], out: str | Path, title: str = "",

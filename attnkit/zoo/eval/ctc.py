@@ -49,6 +49,12 @@ def joint_scores(ctc: torch.Tensor, att: torch.Tensor, ctc_weight: float) -> tor
 
 
 
+@torch.no_grad()
+def ctc_best_path(model, mel: torch.Tensor) -> list[list[int]]:
+    """The CTC head's best path (`ctc_greedy`) for each clip of mel (B, n_mels, T): token ids per clip."""
+    memory, mask = model.encode(mel)                                          # (B, T', d), (B, T')
+    return ctc_greedy(model.ctc_log_probs(memory), mask.sum(1), model.cfg.pad_id)
+
 
 @torch.no_grad()
 def attention_logprob(model, memory: torch.Tensor, mem_mask: torch.Tensor,
@@ -191,5 +197,5 @@ def joint_beam_search(model, mel: torch.Tensor, beam: int, max_len: int,
     return [(tokens, score) for score, tokens in best]
 
 
-__all__ = ["CTCPrefixScorer", "attention_logprob", "ctc_greedy", "ctc_logprob", "joint_beam_search", "joint_rescore",
-           "joint_scores"]
+__all__ = ["CTCPrefixScorer", "attention_logprob", "ctc_best_path", "ctc_greedy", "ctc_logprob", "joint_beam_search",
+           "joint_rescore", "joint_scores"]

@@ -5,28 +5,39 @@ second with stride 2, so 100 frames/s become 50 positions/s; `subsample=4` adds 
 positions/s, half the encoder's attention and MLP work), sinusoidal positions, then the zoo's
 encoder stack (the shared `attnkit.nn.blocks.Block`, pre-LN, GELU). The decoder is the zoo's decoder
 stack (causal self-attention → cross-attention over the encoder output → ReLU MLP) with learned positions
-and a `LayerCache` per block, so `attnkit.generation.beam.greedy_decode` / `beam_search` decode it unchanged: `encode`,
-`decode`, `new_caches` and `cfg.{pad,bos,eos}_id` are the same contract as `EncDec`'s.
+and a `LayerCache` per block, so `attnkit.generation.beam.greedy_decode` / `beam_search` decode it unchanged: it is
+an `attnkit.zoo.models.encdec.EncoderDecoder`, like `EncDec`.
 
 `ctc_head=True` adds a linear CTC head on the encoder output (hybrid CTC/attention, Watanabe et al. 2017):
 `ctc_log_probs` gives per-position log-probabilities over the vocabulary with `pad_id` as CTC's blank.
 
 Input: mel (B, n_mels, T) from `attnkit.zoo.data.logmel.log_mel`, a batch of clips padded on the right with
-`PAD_FRAME` (a value log-mel never takes), which `encode` turns into the encoder's key-padding mask.
+`PAD_FRAME` (a value log-mel never takes; `pad_frames` makes such a batch), which `encode` turns into the
+encoder's key-padding mask.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from attnkit.nn.blocks import LayerCache
 from attnkit.nn.init import init_weights
-from attnkit.zoo.models.encdec import decoder_stack, encoder_stack, sinusoidal_positions
+from attnkit.zoo.models.encdec import EncoderDecoder, decoder_stack, encoder_stack, sinusoidal_positions
 
 PAD_FRAME = -100.0  # log-mel values lie in [(peak - 4) / 4, (peak + 4) / 4] with peak ≥ -10
+
+
+def pad_frames(clips: Sequence[np.ndarray | torch.Tensor]) -> torch.Tensor:
+    """Log-mel clips (n_mels, T_i) → one batch mel (B, n_mels, max T_i), padded on the right with PAD_FRAME."""
+    mel = torch.full((len(clips), clips[0].shape[0], max(c.shape[1] for c in clips)), PAD_FRAME)
+    for b, clip in enumerate(clips):
+        mel[b, :, :clip.shape[1]] = torch.as_tensor(clip)
+    return mel
 
 
 class ConvStem(nn.Module):
@@ -74,8 +85,9 @@ class ASRConfig:
     ctc_head: bool = False      # a CTC head on the encoder (hybrid CTC/attention)
 
 
-class ASR(nn.Module):
-    """Encoder over log-mel frames, character decoder with cross-attention; `forward` is teacher-forced."""
+class ASR(EncoderDecoder):
+    """Encoder over log-mel frames, character decoder with cross-attention; `forward(mel, tokens)` is
+    teacher-forced (`EncoderDecoder`)."""
 
     def __init__(self, cfg: ASRConfig):
         super().__init__()
@@ -128,11 +140,3 @@ class ASR(nn.Module):
         y = self.dropout(self.tok_embed(tokens) + self.dec_pe(pos))    # (B, Lt, d)
         y = self.decoder(y, context=memory, context_mask=mem_mask, caches=caches)  # (B, Lt, d)
         return self.lm_head(self.dec_norm(y))                           # (B, Lt, V)
-
-    def new_caches(self) -> list[LayerCache]:
-        return self.decoder.make_caches()
-
-    def forward(self, mel: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: mel (B, n_mels, T), tokens (B, Lt) → next-token logits (B, Lt, V)."""
-        memory, mask = self.encode(mel)
-        return self.decode(tokens, memory, mask)

@@ -57,6 +57,21 @@ def decoder_stack(n_layer: int, d_model: int, n_head: int, d_ff: int, dropout: f
     return stack
 
 
+class EncoderDecoder(nn.Module):
+    """What `attnkit.generation.beam` decodes: a subclass defines `encode(inputs) -> (memory, mask)` and
+    `decode(tokens, memory, mask, caches)`, a `decoder` Stack and `cfg.{pad,bos,eos}_id`. Also ASR's base."""
+
+    decoder: Stack
+
+    def new_caches(self) -> list[LayerCache]:
+        return self.decoder.make_caches()
+
+    def forward(self, inputs: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: inputs (source ids (B, Ls) or frames), tgt_in (B, Lt) → next-token logits (B, Lt, V)."""
+        memory, mask = self.encode(inputs)
+        return self.decode(tgt_in, memory, mask)
+
+
 @dataclass
 class EncDecConfig:
     src_vocab_size: int = 64
@@ -75,7 +90,7 @@ class EncDecConfig:
     pre_ln: bool = False        # False = the paper's post-LN; True = pre-LN (adds final LayerNorms)
 
 
-class EncDec(nn.Module):
+class EncDec(EncoderDecoder):
     """Transformer (base) for sequence-to-sequence; `forward` is teacher-forced, `attnkit.generation.beam` decodes."""
 
     def __init__(self, cfg: EncDecConfig):
@@ -128,12 +143,3 @@ class EncDec(nn.Module):
         y = self._embed(self.tgt_embed, tgt_in, offset)  # (B, Lt, d)
         y = self.decoder(y, context=memory, context_mask=src_mask, caches=caches or None)  # (B, Lt, d)
         return self.lm_head(self.dec_norm(y))  # (B, Lt, V)
-
-    def new_caches(self) -> list[LayerCache]:
-        return self.decoder.make_caches()
-
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: src (B, Ls), tgt_in (B, Lt) → logits (B, Lt, V) for the next target token."""
-        memory, src_mask = self.encode(src)
-        return self.decode(tgt_in, memory, src_mask)
-

@@ -9,69 +9,39 @@ Data (`--data`):
 Recipe (flavor defaults): label smoothing 0.1, Adam β2 = 0.98, inverse-square-root warmup ("noam"),
 dropout 0.1, and `keep_last` step checkpoints for averaging. Post-LN as in the paper; the "*-preln"
 flavors use pre-LN. `report` decodes the held-out set greedily and with beam search (GNMT length
-penalty) and prints exact match and BLEU side by side, for the final weights and, when the trainer kept
-step checkpoints, for their average.
+penalty) and tabulates exact match and BLEU side by side, for the final weights and, when the trainer kept
+step checkpoints, for their average. Loss, batching and decoding: `attnkit.zoo.tasks.seq2seq`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import random
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from rich.console import Console
-from rich.table import Table
 
-from attnkit.generation.beam import beam_search, greedy_decode
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.data.numbers import VARIANTS, WordVocab, all_words, make_pair, numbers_source
-from attnkit.zoo.metrics import bleu, exact_match
-from attnkit.zoo.models.encdec import EncDec, EncDecConfig
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
-from attnkit.zoo.tasks.base import Task
+from attnkit.nn.modes import mode, model_device
+from attnkit.zoo.data.numbers import VARIANTS, WordVocab, all_words, heldout_pairs, make_pair, numbers_source
+from attnkit.zoo.data.parallel import ShiftedTokenizer, read_parallel
+from attnkit.zoo.metrics import bleu, exact_match
+from attnkit.zoo.models.encdec import EncDec, EncDecConfig
+from attnkit.zoo.report import Echo, Report
+from attnkit.zoo.tasks.seq2seq import BOS, EOS, PAD, Seq2SeqTask
 
-N_SPECIAL = 4  # <pad>, <s>, </s>, <unk> come first in every vocabulary here
 BEAM, ALPHA = 4, 0.6  # report's beam: Wu et al. 2016 use alpha in [0.6, 0.7]
 RECIPE = dict(schedule="noam", beta2=0.98, label_smoothing=0.1, dropout=0.1)
 
 
-class ShiftedTokenizer:
-    """A char or sentencepiece tokenizer with ids moved up by 4, so 0..3 are <pad>, <s>, </s>, <unk>."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __len__(self) -> int:
-        return self.inner.vocab_size + N_SPECIAL
-
-    def encode(self, text: str) -> list[int]:
-        return [i + N_SPECIAL for i in self.inner.encode(text)]
-
-    def decode(self, ids: list[int]) -> str:
-        return self.inner.decode([i - N_SPECIAL for i in ids if i >= N_SPECIAL])
-
-
-def heldout_pairs(variant: str, n: int, min_digits: int = 4) -> list[tuple[str, str]]:
-    """n distinct generated pairs with at least min_digits digits in all: a fixed set (seed 0, whatever
-    --seed is) that training never sees. Shorter examples (0-999) have too few distinct values to hold out;
-    they stay in training only."""
-    rng, pairs = random.Random(0), {}
-    while len(pairs) < n:
-        src, tgt = make_pair(rng, variant)
-        if sum(c.isdigit() for c in src) >= min_digits:
-            pairs[src] = tgt
-    return list(pairs.items())
-
-
-class EncDecTask(Task):
+class EncDecTask(Seq2SeqTask):
     name = "encdec"
     default_flavor = "small"
+    beam, alpha = BEAM, ALPHA
     flavors = {
         "debug": {"model": dict(n_enc_layer=1, n_dec_layer=1, n_head=2, d_model=32, d_ff=64, pre_ln=False),
                   "data": dict(heldout=32),
@@ -93,7 +63,6 @@ class EncDecTask(Task):
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
         self.data = cfg.data or "numbers"
-        self.vocab = None
         self.max_len = 64
         self.val: list[tuple[str, str]] = []
         self.train_pairs: list[tuple[str, str]] | None = None  # None = generated on the fly
@@ -118,20 +87,7 @@ class EncDecTask(Task):
         atomic_write(run_dir / "encdec_data.json", json.dumps({"data": self.data, "max_len": self.max_len}))
 
     def _prepare_files(self, run_dir: Path, n_val: int) -> None:
-        parts = self.data.split(",")
-        if len(parts) != 2:
-            raise UserError(f"--data for encdec is one of {', '.join(VARIANTS)} or SRC.txt,TGT.txt; got {self.data!r}")
-        src_path, tgt_path = (Path(p).expanduser() for p in parts)
-        for p in (src_path, tgt_path):
-            if not p.is_file():
-                raise UserError(f"parallel data file not found: {p}")
-        src = src_path.read_text(encoding="utf-8").splitlines()
-        tgt = tgt_path.read_text(encoding="utf-8").splitlines()
-        if len(src) != len(tgt):
-            raise UserError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be parallel")
-        pairs = [(s.strip(), t.strip()) for s, t in zip(src, tgt) if s.strip() and t.strip()]
-        if len(pairs) < 2:
-            raise UserError("parallel data needs at least 2 non-empty line pairs")
+        pairs = read_parallel(self.data)
         from attnkit.zoo.data.tokenizer import CharTokenizer, load_tokenizer
 
         if self.cfg.tokenizer == "char":
@@ -150,116 +106,73 @@ class EncDecTask(Task):
         self.val, self.train_pairs = pairs[:n_val], pairs[n_val:]
         self.max_len = self.cfg.block_size
 
-    def _collate(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    def _batch(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
         """(source, target) strings → src (B, Ls), tgt_in (B, Lt) = <s> y, tgt_out (B, Lt) = y </s>; 0-padded."""
-        src = [self.vocab.encode(s) for s, _ in pairs]
-        tgt = [self.vocab.encode(t) for _, t in pairs]
-        Ls, Lt = max(map(len, src)), max(map(len, tgt)) + 1
-        S = torch.zeros(len(pairs), Ls, dtype=torch.long)
-        Ti, To = torch.zeros(len(pairs), Lt, dtype=torch.long), torch.zeros(len(pairs), Lt, dtype=torch.long)
-        for b, (s, t) in enumerate(zip(src, tgt)):
-            S[b, :len(s)] = torch.tensor(s)
-            Ti[b, :len(t) + 1] = torch.tensor([WordVocab.bos_id, *t])
-            To[b, :len(t) + 1] = torch.tensor([*t, WordVocab.eos_id])
-        return {"src": S, "tgt_in": Ti, "tgt_out": To}
+        return self.collate([self.vocab.encode(s) for s, _ in pairs], [t for _, t in pairs])
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if split != "train":
             idx = torch.randint(len(self.val), (batch_size,), generator=generator).tolist()
-            return self._collate([self.val[i] for i in idx])
+            return self._batch([self.val[i] for i in idx])
         if self.train_pairs is not None:
             idx = torch.randint(len(self.train_pairs), (batch_size,), generator=generator).tolist()
-            return self._collate([self.train_pairs[i] for i in idx])
+            return self._batch([self.train_pairs[i] for i in idx])
         rng = random.Random(torch.randint(2 ** 62, (1,), generator=generator).item())
         pairs = []
         while len(pairs) < batch_size:
             pair = make_pair(rng, self.data)
             if pair[0] not in self._val_sources:  # never train on a held-out source
                 pairs.append(pair)
-        return self._collate(pairs)
-
-    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
-        return int((batch["src"] != WordVocab.pad_id).sum() + (batch["tgt_out"] != WordVocab.pad_id).sum())
+        return self._batch(pairs)
 
     # ---- model ---------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
         V = len(self.vocab)
         return dict(super().model_config(), src_vocab_size=V, tgt_vocab_size=V, shared_vocab=True,
-                    pad_id=WordVocab.pad_id, bos_id=WordVocab.bos_id, eos_id=WordVocab.eos_id, max_len=self.max_len)
+                    pad_id=PAD, bos_id=BOS, eos_id=EOS, max_len=self.max_len)
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
         return EncDec(EncDecConfig(**model_config))
 
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # Through model(...): the trainer may hand us the model wrapped by DDP or torch.compile.
-        logits = model(batch["src"], batch["tgt_in"])  # (B, Lt, V)
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=WordVocab.pad_id,
-                               label_smoothing=self.cfg.label_smoothing or 0.0)
-
     # ---- decoding and metrics ------------------------------------------------------------
-    @torch.no_grad()
-    def translate(self, model: nn.Module, sources: list[str], beam: int = 1, alpha: float = ALPHA,
-                  batch_size: int = 128, max_len: int | None = None) -> list[list[tuple[str, float, float]]]:
-        """Sources in model format → per source an n-best list of (translation, score, log-prob);
-        translations have at most max_len tokens with the end token (default: the model's max_len)."""
-        max_len = min(max_len or model.cfg.max_len, model.cfg.max_len)
-        model.eval()
-        device = next(model.parameters()).device
-        out = []
-        for i in range(0, len(sources), batch_size):
-            chunk = [(s, "") for s in sources[i:i + batch_size]]
-            src = self._collate(chunk)["src"].to(device)
-            if src.shape[1] > model.cfg.max_len:
-                raise UserError(f"source of {src.shape[1]} tokens is longer than the model's {model.cfg.max_len}")
-            if beam == 1:
-                nbest = [[h] for h in greedy_decode(model, src, max_len, alpha)]
-            else:
-                nbest = beam_search(model, src, beam, max_len, alpha)
-            out += [[(self.vocab.decode(h.tokens), h.score, h.logprob) for h in hs] for hs in nbest]
-        return out
+    def decode_limit(self, model: nn.Module, src: torch.Tensor, max_len: int | None) -> int:
+        if src.shape[1] > model.cfg.max_len:
+            raise UserError(f"source of {src.shape[1]} tokens is longer than the model's {model.cfg.max_len}")
+        return super().decode_limit(model, src, max_len)
 
-    def heldout_metrics(self, model: nn.Module, beam: int) -> dict[str, float]:
-        sources, refs = [s for s, _ in self.val], [t for _, t in self.val]
-        t0 = time.perf_counter()
-        hyps = [nbest[0][0] for nbest in self.translate(model, sources, beam)]
-        return {"exact_match": exact_match(hyps, refs), "bleu": bleu(hyps, refs), "seconds": time.perf_counter() - t0}
+    def score(self, refs: list[str], hyps: list[str]) -> dict[str, float]:
+        return {"exact_match": exact_match(hyps, refs), "bleu": bleu(hyps, refs)}
 
-    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
-        rows = {"final": model}
-        averaged = self._averaged_model(model, Path(run_dir))
-        if averaged is not None:
-            rows[averaged[0]] = averaged[1]
-        table = Table(title=f"encdec on {len(self.val)} held-out {self.data} examples")
-        for col in ("weights", "decoding", "exact match", "BLEU", "decode s"):
-            table.add_column(col, justify="right" if col not in ("weights", "decoding") else "left")
-        summary: dict[str, Any] = {"heldout_examples": len(self.val), "beam_size": BEAM, "length_penalty_alpha": ALPHA}
-        for weights, m in rows.items():
-            for name, beam in (("greedy", 1), (f"beam {BEAM}", BEAM)):
-                r = self.heldout_metrics(m, beam)
-                table.add_row(weights, name, f"{100 * r['exact_match']:.1f}%", f"{r['bleu']:.2f}", f"{r['seconds']:.1f}")
-                prefix = ("" if weights == "final" else "averaged_") + ("greedy" if beam == 1 else "beam")
-                summary[f"{prefix}_exact_match"] = r["exact_match"]
-                summary[f"{prefix}_bleu"] = r["bleu"]
-        console.print(table)
-        if averaged is not None:
-            summary["averaged_checkpoints"] = averaged[0]
-            n = len(averaged[2])  # the checkpoints there are (keep_last is a ceiling: a short run keeps fewer)
-            console.print(f"`attnkit average --run {run_dir} --last {n}` makes the averaged "
-                          "weights the run's model (what `attnkit sample` loads)")
-        else:
-            console.print("train with --keep-last N (N ≥ 2) to compare averaged step checkpoints")
-        return summary
+    def cells(self, result: dict[str, Any]) -> list[str]:
+        return [f"{100 * result['exact_match']:.1f}%", f"{result['bleu']:.2f}"]
 
-    def _averaged_model(self, model: nn.Module, run_dir: Path):
-        """(label, model with the mean weights of the kept step checkpoints, their steps), or None if fewer than 2
-        are kept."""
+    def report(self, model: nn.Module, run_dir: Path) -> Report:
+        rep = Report(metrics={"heldout_examples": len(self.val), "beam_size": BEAM, "length_penalty_alpha": ALPHA})
+        table = rep.table(f"encdec on {len(self.val)} held-out {self.data} examples",
+                          ["weights", "decoding", "exact match", "BLEU", "decode s"])
+        sources, refs = [self.vocab.encode(s) for s, _ in self.val], [t for _, t in self.val]
+        self._add_rows(rep, table, "final", model, sources, refs)
         steps = self.checkpoints.steps()[-(self.cfg.keep_last or 1):] if self.checkpoints else []
         if len(steps) < 2:
-            return None
-        averaged = self.build_model(dataclasses.asdict(model.cfg)).to(next(model.parameters()).device)
+            table.note = "train with --keep-last N (N ≥ 2) to compare averaged step checkpoints"
+            return rep
+        averaged = self.build_model(dataclasses.asdict(model.cfg)).to(model_device(model))
         self.checkpoints.load_average(averaged, steps)
-        return f"avg of {len(steps)} (steps {steps[0]}-{steps[-1]})", averaged, steps
+        label = rep.metrics["averaged_checkpoints"] = f"avg of {len(steps)} (steps {steps[0]}-{steps[-1]})"
+        with mode(averaged, training=False):  # a fresh copy: the engine put only `model` in eval mode
+            self._add_rows(rep, table, label, averaged, sources, refs)
+        # The checkpoints there are: keep_last is a ceiling, a short run keeps fewer.
+        table.note = (f"`attnkit average --run {run_dir} --last {len(steps)}` makes the averaged weights the "
+                      "run's model (what `attnkit sample` loads)")
+        return rep
+
+    def _add_rows(self, rep: Report, table, weights: str, model: nn.Module, sources: list, refs: list[str]) -> None:
+        """Greedy and beam rows for one set of weights; metrics greedy_* / beam_* (averaged_* for an average)."""
+        prefix = "" if weights == "final" else "averaged_"
+        for beam, r in self.compare_decodings(table, [weights], model, sources, refs).items():
+            kind = "greedy" if beam == 1 else "beam"
+            rep.metrics.update({f"{prefix}{kind}_exact_match": r["exact_match"], f"{prefix}{kind}_bleu": r["bleu"]})
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
@@ -282,42 +195,40 @@ class EncDecTask(Task):
         return task
 
     sample_flags = ("prompt", "beam")  # the model-specific flags `sample` reads
-    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+    def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """Translate --prompt (an n-best table with --beam), or without a prompt the held-out sources."""
-        if not cfg.prompt:
-            return self._sample_heldout(model, cfg, console)
-        source = numbers_source(cfg.prompt, self.data) if self.generated else cfg.prompt
         alpha = float(cfg.extra.get("alpha", ALPHA))
-        nbest = self.translate(model, [source], beam=max(cfg.beam, 1), alpha=alpha, max_len=cfg.max_new_tokens + 1)[0]
+        if not cfg.prompt:
+            return self._sample_heldout(model, cfg, alpha)
+        source = numbers_source(cfg.prompt, self.data) if self.generated else cfg.prompt
+        nbest = [(self.vocab.decode(h.tokens), h.score, h.logprob) for h in
+                 self.decode(model, [self.vocab.encode(source)], max(cfg.beam, 1), alpha, cfg.max_new_tokens + 1)[0]]
+        rep = Report(metrics={"source": source, "translation": nbest[0][0],
+                              "nbest": [{"translation": t, "score": s, "logprob": lp} for t, s, lp in nbest]})
         if cfg.beam <= 1:
-            console.print(nbest[0][0])
+            rep.line(nbest[0][0])
         else:
-            table = Table(title=f"beam {cfg.beam}, length penalty α={alpha}: {cfg.prompt}")
-            for col in ("#", "translation", "score", "log-prob"):
-                table.add_column(col, justify="left" if col == "translation" else "right")
-            for i, (text, score, logprob) in enumerate(nbest, 1):
-                table.add_row(str(i), text, f"{score:.3f}", f"{logprob:.3f}")
-            console.print(table)
-        return {"source": source, "translation": nbest[0][0],
-                "nbest": [{"translation": t, "score": s, "logprob": lp} for t, s, lp in nbest]}
+            rep.table(f"beam {cfg.beam}, length penalty α={alpha}: {cfg.prompt}",
+                      ["#", "translation", "score", "log-prob"],
+                      [[i, text, f"{score:.3f}", f"{logprob:.3f}"] for i, (text, score, logprob) in enumerate(nbest, 1)])
+        return rep
 
-    def _sample_heldout(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+    def _sample_heldout(self, model: nn.Module, cfg: SampleConfig, alpha: float) -> Report:
         """The first --num-samples (at least 10) held-out examples: source, reference, translation, exact match."""
         if not self.generated:
             raise UserError('this run was trained on files: pass a source sentence with --prompt "..."')
         n_val = self.flavors.get(self.cfg.flavor or self.default_flavor, {}).get("data", {}).get("heldout", 1000)
         pairs = heldout_pairs(self.data, n_val)[:max(cfg.num_samples, 10)]
         beam = max(cfg.beam, 1)
-        hyps = [nbest[0][0] for nbest in self.translate(model, [s for s, _ in pairs], beam=beam,
-                                                        alpha=float(cfg.extra.get("alpha", ALPHA)))]
-        table = Table(title=f"held-out {self.data} examples ({'greedy' if beam == 1 else f'beam {beam}'})")
-        for col in ("source", "reference", "translation", "exact"):
-            table.add_column(col)
-        for (src, ref), hyp in zip(pairs, hyps):
-            ok = hyp == ref
-            table.add_row(src, ref, hyp if ok else f"[red]{hyp}[/red]", "✓" if ok else "✗")
-        console.print(table)
+        hyps = self.best_texts(model, [self.vocab.encode(s) for s, _ in pairs], beam, alpha)
         match = exact_match(hyps, [r for _, r in pairs])
-        console.print(f"exact match on these {len(pairs)}: [bold]{100 * match:.1f}%[/bold]")
-        return {"heldout": [{"source": s, "reference": r, "translation": h} for (s, r), h in zip(pairs, hyps)],
-                "exact_match": match}
+        rep = Report(metrics={"heldout": [{"source": s, "reference": r, "translation": h}
+                                          for (s, r), h in zip(pairs, hyps)], "exact_match": match})
+        rep.table(f"held-out {self.data} examples ({'greedy' if beam == 1 else f'beam {beam}'})",
+                  ["source", "reference", "translation", "exact"],
+                  [[s, r, h, "✓" if h == r else "✗"] for (s, r), h in zip(pairs, hyps)],
+                  note=f"exact match on these {len(pairs)}: {100 * match:.1f}%")
+        return rep
+
+
+__all__ = ["EncDecTask", "ShiftedTokenizer", "heldout_pairs"]
