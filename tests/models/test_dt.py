@@ -9,7 +9,8 @@ import torch
 from attnkit.zoo.data.rl import ENVS, cartpole_controller, generate, get_env_spec, make_env
 from attnkit.errors import UserError
 from attnkit.zoo.models.dt import DecisionTransformer, DTConfig, PolicySet, interleave
-from attnkit.zoo.tasks.dt import Windows, parse_targets, top_episodes
+from attnkit.zoo.data.trajectory_windows import Windows, top_episodes
+from attnkit.zoo.tasks.dt import parse_targets
 
 K, S, A = 6, 4, 3
 

@@ -20,8 +20,7 @@ from attnkit.nn.modes import model_device
 
 
 @torch.no_grad()
-def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: int, seed: int,
-            progress=None, label: str = "") -> np.ndarray:
+def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: int, seed: int) -> np.ndarray:
     """Returns (len(targets), episodes) achieved by `policy` asked for each target (None: no conditioning).
 
     Episode j of every target starts from `env.reset(seed=seed + j)` and samples its actions from the
@@ -44,7 +43,6 @@ def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: in
     alive = np.ones(n, dtype=bool)
     # The zoo's sampler, one CPU generator per episode.
     chooses = [multinomial(torch.Generator().manual_seed(seed + i % episodes)) for i in range(n)]
-    bar = progress.add_task(label or f"rollouts on {env_name}", total=T) if progress else None
     for t in range(T):
         idx = torch.from_numpy(np.flatnonzero(alive)).to(device)
         lo = max(0, t - K + 1)
@@ -60,12 +58,8 @@ def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: in
             elif t + 1 < T:
                 states[i, t + 1] = torch.from_numpy(obs)
                 rtg[i, t + 1] = rtg[i, t] - reward
-        if progress:
-            progress.update(bar, completed=t + 1)
         if not alive.any():
             break
-    if progress:
-        progress.update(bar, completed=T)
     for env in envs:
         env.close()
     return achieved.reshape(len(targets), episodes)
