@@ -21,6 +21,7 @@ import time
 import torch
 
 from attnkit.engine.optim import make_optimizer
+from attnkit.nn.modes import mode
 from attnkit.zoo.data.icl import Curriculum, sample_prompts
 from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
                                   algorithm_predictions, baseline_predictions, error_by_k, fit_algorithms,
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - start
 
     p = sample_prompts(a.function, EVAL_PROMPTS, a.d, a.points, torch.Generator().manual_seed(EVAL_SEED))
-    pred = model_predictions(model, p, torch.device("cpu"))  # (B, n)
+    with mode(model, training=False):  # model_predictions runs in the model's mode
+        pred = model_predictions(model, p, torch.device("cpu"))  # (B, n)
     tf = error_by_k(pred, p)
     fitted = fit_algorithms(sample_prompts(a.function, FIT_PROMPTS, a.d, a.points,
                                            torch.Generator().manual_seed(FIT_SEED)))

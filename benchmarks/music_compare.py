@@ -31,6 +31,7 @@ from rich.table import Table
 
 from attnkit.config import TrainConfig
 from attnkit.zoo.data import chorales as ch
+from attnkit.nn.modes import mode
 from attnkit.zoo.eval.music import token_nll
 from attnkit.engine.device import resolve_device
 from attnkit.engine.trainer import run_training
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
         train_cfg = json.loads((out / arm / "config.json").read_text())["train"]
         L = train_cfg["block_size"]
         by_length = {int(k): v for k, v in run.summary["val_nll_by_length"].items()}
-        curves[arm], past = extra_nll_by_position(run.model, val, L, device, BIN)
+        with mode(run.model, training=False):  # token_nll runs in the model's mode
+            curves[arm], past = extra_nll_by_position(run.model, val, L, device, BIN)
         results[arm] = {"val_nll": by_length[L], "val_nll_by_length": by_length, "params": run.summary["params"],
                         "steps": run.summary["steps"], "batch_size": train_cfg["batch_size"], "block_size": L,
                         "train_tokens": run.summary["steps"] * train_cfg["batch_size"] * L,

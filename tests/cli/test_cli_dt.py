@@ -1,15 +1,14 @@
 """The Decision Transformer end to end on its debug flavor: generate data, train DT + BC + %BC, roll out, sample."""
-import io
 import json
 
 import numpy as np
 import pytest
-from rich.console import Console
 
 from attnkit.cli.main import main
 from attnkit.config import SampleConfig
 from attnkit.zoo.data.rl import DATA_FILE, load_or_generate
 from attnkit.engine.sample import load_run
+from attnkit.zoo.report import no_echo
 from cli_invoke import invoke
 
 SUMMARY_KEYS = {"return_by_target", "bc_return", "pct_bc_return", "dataset_max_return", "dataset_mean_return",
@@ -33,23 +32,17 @@ def test_debug_run_generates_data_trains_three_policies_and_reports_the_paper_ke
     assert summary["dataset_mean_return"] == pytest.approx(np.mean(stats["returns"]))
     targets = [r["target"] for r in summary["return_by_target"]]
     assert targets == [50, 100, 150, 200, 250, 300, 350, 400, 450, 500]
-    n = summary["eval_episodes"]
-    for r in summary["return_by_target"] + [{"mean": summary["bc_return"], "std": summary["bc_return_std"]}]:
-        # CartPole pays 1 per step: each episode's return is a whole number of steps, so n of them sum to one too
-        assert r["mean"] * n == pytest.approx(round(r["mean"] * n), abs=1e-6) and r["std"] >= 0
+    # Pinned (seed 1337, 2 seeded episodes each; the same on 1 and 2 threads): after 20 steps the DT does not
+    # yet read its target, so every target gets the same two episodes (11 and 17 steps) and the rank
+    # correlation is undefined (None). tests/models/test_dt.py checks the rollouts and the correlation on
+    # scripted policies.
+    assert summary["eval_episodes"] == 2
+    assert [(r["mean"], r["std"]) for r in summary["return_by_target"]] == [(14.0, 3.0)] * 10
+    assert (summary["bc_return"], summary["bc_return_std"]) == (39.5, 22.5)
+    assert (summary["pct_bc_return"], summary["pct_bc_return_std"]) == (47.5, 8.5)
+    assert summary["return_rank_correlation"] is None and "rank correlation" not in out
     for name in ("offline dataset", "BC (all episodes)", "%BC (best 10%)"):
         assert name in out
-    # The rank correlation is Spearman's over the targets below the dataset's best return, recomputed here;
-    # None exactly when those targets all gave the same mean return.
-    below = [r for r in summary["return_by_target"] if r["target"] < summary["dataset_max_return"]]
-    rho = summary["return_rank_correlation"]
-    if len({r["mean"] for r in below}) == 1:
-        assert rho is None
-    else:
-        from scipy.stats import spearmanr
-
-        want = spearmanr([r["target"] for r in below], [r["mean"] for r in below]).statistic
-        assert rho == pytest.approx(want) and "rank correlation" in out
     for png in ("dataset_returns.png", "return_tracking.png", "loss.png"):
         assert (run / png).stat().st_size > 10_000
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -75,17 +68,18 @@ def test_sample_rolls_out_each_target_beside_the_baselines_on_the_same_seeds(dt_
     summary = json.loads((run / "summary.json").read_text())
     run_ = load_run(run)
     task, model = run_.task, run_.model  # the env's default targets, seed and episodes: as in training
-    result = task.sample(model, SampleConfig(run=str(run), out=str(tmp_path)), Console(file=io.StringIO()))
+    result = task.sample(model, SampleConfig(run=str(run), out=str(tmp_path)), no_echo).metrics
     assert result["return_by_target"] == summary["return_by_target"]
     assert result["bc_return"] == summary["bc_return"] and result["pct_bc_return"] == summary["pct_bc_return"]
     # Each episode has its own seed and generator: a target alone gives what it gave beside the others.
-    alone = task.sample(model, SampleConfig(run=str(run), out=str(tmp_path), target_return="400"),
-                        Console(file=io.StringIO()))
+    alone = task.sample(model, SampleConfig(run=str(run), out=str(tmp_path), target_return="400"), no_echo).metrics
     assert alone["return_by_target"] == [r for r in summary["return_by_target"] if r["target"] == 400]
     out = invoke("sample", "--run", run, "--target-return", "100,400", "--num-samples", 3, "--out", tmp_path)
-    for row in ("DT │    100", "DT │    400", "BC (all episodes)", "%BC (best 10%)", "mean ± std over 3"):
-        assert row in out
-    assert "DT │    500" not in out and (tmp_path / "return_tracking.png").stat().st_size > 10_000
+    dt_rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│ DT ")]
+    assert [row[1] for row in dt_rows] == ["100", "400"]  # the targets asked for, and no others
+    for text in ("BC (all episodes)", "%BC (best 10%)", "mean ± std over 3"):
+        assert text in out
+    assert (tmp_path / "return_tracking.png").stat().st_size > 10_000
 
 
 def one_line_error(capsys, *argv) -> str:

@@ -20,11 +20,14 @@ def test_encdec_trains_and_reports_greedy_and_beam(encdec_run):
     summary = json.loads((encdec_run / "summary.json").read_text())
     n = summary["heldout_examples"]
     assert summary["steps"] == 30 and n > 0
-    for prefix in ("greedy", "beam", "averaged_greedy", "averaged_beam"):
-        em, bleu = summary[f"{prefix}_exact_match"], summary[f"{prefix}_bleu"]
-        # a share of the n held-out sources (not a percentage): a whole number of them matched
-        assert 0 <= em <= 1 and em * n == pytest.approx(round(em * n), abs=1e-6), prefix
-        assert (bleu == pytest.approx(100.0)) == (em == 1.0), prefix  # corpus BLEU is 100 only when all match
+    # Pinned (seed 1337; the same on 1 and 2 threads): after 30 steps no held-out translation is exact yet,
+    # but greedy decoding already shares some n-grams with the references (corpus BLEU, 0-100).
+    pinned = {"greedy": (0.0, 0.048250579424843267), "beam": (0.0, 0.0),
+              "averaged_greedy": (0.0, 0.12764581943492426), "averaged_beam": (0.0, 0.0)}
+    for prefix, (em, bleu) in pinned.items():
+        assert summary[f"{prefix}_exact_match"] == em, prefix  # a share of the n = 32 sources
+        assert summary[f"{prefix}_bleu"] == pytest.approx(bleu, rel=1e-9), prefix
+    assert n == 32
     cfg = json.loads((encdec_run / "config.json").read_text())["train"]
     assert (cfg["schedule"], cfg["beta2"], cfg["label_smoothing"]) == ("noam", 0.98, 0.1)  # the 2017 recipe
 
@@ -61,8 +64,11 @@ def test_bert_trains_reports_baseline_and_fills_masks(tmp_path, capsys):
     run = tmp_path / "bert"
     invoke("train", "--model", "bert", "--flavor", "debug", "--out", run, "--max-steps", 10)
     summary = json.loads((run / "summary.json").read_text())
-    assert 0 <= summary["mlm_accuracy"] <= 1 and 0 < summary["unigram_accuracy"] < 1
-    assert summary["masked_tokens"] > 100
+    # Shares of the same masked validation tokens: pinned counts (seed 1337; the same on 1 and 2 threads).
+    # The unigram baseline depends on the data and the masking only; the model's on its 10 training steps.
+    n = summary["masked_tokens"]
+    assert n == 1810
+    assert (summary["unigram_accuracy"] * n, summary["mlm_accuracy"] * n) == (pytest.approx(99), pytest.approx(35))
     out = invoke("sample", "--run", run, "--prompt", "She was [MASK] to see him.", "--top-k", 4)
     assert "probability" in out and "top-1 fill: She was" in out
     rows = [line for line in out.splitlines() if line.startswith("│ ")]

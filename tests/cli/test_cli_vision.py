@@ -32,7 +32,8 @@ def test_vit_trains_and_reports_accuracy_beside_baselines(vit_run):
     run, out = vit_run
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 20 and summary["n_test"] == 360
-    assert 0.0 <= summary["test_acc"] <= 1.0
+    # Pinned (seed 1337; the same on 1 and 2 threads): after 20 debug steps the ViT is still at chance, 36 of 360.
+    assert summary["test_acc"] * 360 == pytest.approx(36)
     # Same split, same run: the scikit-learn baselines are strong on these digits.
     assert summary["logreg_test_acc"] > 0.9 and summary["svm_test_acc"] > 0.95
     assert "logistic regression" in out and "SVM" in out

@@ -4,6 +4,7 @@ import torch
 
 from attnkit.config import TrainConfig
 from attnkit.zoo.models.bert import BERT, IGNORE, BERTConfig, mask_tokens
+from attnkit.zoo.data.mlm import encode_masked_prompt
 from attnkit.zoo.tasks.bert import BERTTask
 from attnkit.engine.resolve import resolve_config
 
@@ -82,7 +83,7 @@ def test_task_examples(tmp_path, flavor):
     loss = task.loss(BERTTask.build_model(task.model_config()), batch)
     assert loss.ndim == 0 and torch.isfinite(loss)
     # fill-mask prompts: the [MASK] absorbs the space before it, as sentencepiece pieces carry it
-    prompt = task.encode_prompt("She was [MASK] to see him.")
+    prompt = encode_masked_prompt(task.tok.encode, "She was [MASK] to see him.", task.cls_id, task.sep_id, task.mask_id)
     assert prompt[0] == task.cls_id and prompt[-1] == task.sep_id and prompt.count(task.mask_id) == 1
     before = prompt[1:prompt.index(task.mask_id)]
     assert task.tok.decode(before) == "She was"
@@ -105,25 +106,23 @@ class _Oracle(torch.nn.Module):
 
 
 def test_sample_without_prompt_fills_heldout_sentences(tmp_path):
-    import io
-
-    from rich.console import Console
-
     from attnkit.config import SampleConfig
+    from attnkit.zoo.report import no_echo
 
     cfg = resolve_config(TrainConfig(model="bert", flavor="debug"))
     BERTTask(cfg).prepare(tmp_path)
     task = BERTTask.load(tmp_path, cfg)
     assert len(task.heldout) >= 5
-    out = io.StringIO()
     sample_cfg = SampleConfig(run=str(tmp_path), prompt=None, num_samples=5, seed=0)
-    oracle = task.sample(_Oracle(task, cfg.block_size), sample_cfg, Console(file=out, width=200))
-    assert oracle["accuracy"] == 1.0 and len(oracle["heldout"]) >= 5
-    assert "held-out sentences" in out.getvalue() and "100.0%" in out.getvalue()
+    oracle = task.sample(_Oracle(task, cfg.block_size), sample_cfg, no_echo)
+    assert oracle.metrics["accuracy"] == 1.0 and len(oracle.metrics["heldout"]) >= 5
+    table = oracle.tables[0]
+    assert table.title == "held-out sentences, masked and filled" and len(table.rows) == len(oracle.metrics["heldout"])
+    assert table.column("true") == table.column("top guess") and set(table.column("")) == {"✓"}
+    assert oracle.lines == [f"top-1 accuracy on these {len(table.rows)} masked tokens: 100.0%"]
     untrained = task.sample(BERTTask.build_model(dict(task.flavors["debug"]["model"], vocab_size=task.tok.vocab_size,
-                                                      block_size=cfg.block_size)), sample_cfg,
-                            Console(file=io.StringIO()))
-    assert [r["true"] for r in untrained["heldout"]] == [r["true"] for r in oracle["heldout"]]  # same masks
+                                                      block_size=cfg.block_size)), sample_cfg, no_echo).metrics
+    assert [r["true"] for r in untrained["heldout"]] == [r["true"] for r in oracle.metrics["heldout"]]  # same masks
     assert untrained["accuracy"] < 0.5
 
 

@@ -1,12 +1,16 @@
 """Decision Transformer: token interleaving, what each action prediction may see, padded contexts, the data."""
+import math
+import types
+
 import numpy as np
 import pytest
 import torch
 
-from attnkit.zoo.data.rl import ENVS, generate, get_env_spec
+from attnkit.zoo.data.rl import ENVS, cartpole_controller, generate, get_env_spec, make_env
 from attnkit.errors import UserError
 from attnkit.zoo.models.dt import DecisionTransformer, DTConfig, PolicySet, interleave
-from attnkit.zoo.tasks.dt import Windows, parse_targets, top_episodes
+from attnkit.zoo.data.trajectory_windows import Windows, top_episodes
+from attnkit.zoo.tasks.dt import parse_targets
 
 K, S, A = 6, 4, 3
 
@@ -133,3 +137,55 @@ def test_top_episodes_and_target_parsing():
     with pytest.raises(UserError, match="unknown environment 'Pong-v5'.*CartPole-v1"):
         get_env_spec("Pong-v5")
     assert {"CartPole-v1", "Acrobot-v1"} <= set(ENVS)
+
+
+class _Scripted(torch.nn.Module):
+    """A CartPole policy with a known behaviour: the controller when asked for a return of at least `good_from`
+    (its target is return-to-go + timestep, as CartPole pays 1 per step), else always push left. Logits ±15
+    make the sampled action the scripted one (the other has probability e^-30)."""
+
+    def __init__(self, good_from: float):
+        super().__init__()
+        self.cfg, self.good_from = types.SimpleNamespace(context=3), good_from
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # rollout reads the device off a parameter
+
+    def forward(self, states, actions, returns_to_go, timesteps):
+        target = returns_to_go[:, -1] + timesteps[:, -1]  # (n,)
+        good = torch.tensor([cartpole_controller(s.numpy()) for s in states[:, -1]])  # (n,)
+        action = torch.where(target >= self.good_from, good, torch.zeros_like(good))
+        logits = torch.zeros(*returns_to_go.shape, 2)  # (n, k, 2)
+        logits[:, -1] = torch.nn.functional.one_hot(action, 2) * 30.0 - 15.0
+        return logits
+
+
+def _played(seeds, policy) -> np.ndarray:
+    """Returns of CartPole episodes played directly, without the rollout machinery."""
+    out = []
+    for seed in seeds:
+        env, total, done = make_env("CartPole-v1"), 0.0, False
+        obs, _ = env.reset(seed=seed)
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy(obs))
+            total, done = total + reward, terminated or truncated
+        out.append(total)
+    return np.array(out)
+
+
+def test_rollouts_return_what_the_policies_score_and_the_rank_correlation_follows_the_targets():
+    from attnkit.zoo.eval.rl import evaluate_policies
+
+    good, bad = _played([5, 6], cartpole_controller), _played([5, 6], lambda obs: 0)
+    assert good.mean() > bad.mean()
+    policies = types.SimpleNamespace(dt=_Scripted(good_from=200), bc=_Scripted(math.inf), pct_bc=_Scripted(-math.inf))
+    dataset = {"max_return": 500.0, "mean_return": 9.0}
+    r = evaluate_policies(policies, "CartPole-v1", [50, 100, 300, 400], 2, 5, dataset)
+    assert [(t["target"], t["mean"], t["std"]) for t in r["return_by_target"]] == [
+        (50, bad.mean(), bad.std()), (100, bad.mean(), bad.std()), (300, good.mean(), good.std()),
+        (400, good.mean(), good.std())]
+    assert (r["bc_return"], r["bc_return_std"]) == (bad.mean(), bad.std())
+    assert (r["pct_bc_return"], r["pct_bc_return_std"]) == (good.mean(), good.std())
+    # Spearman of ranks (1, 2, 3, 4) and (1.5, 1.5, 3.5, 3.5): 4 / (√5 · 2)
+    assert r["return_rank_correlation"] == pytest.approx(2 / math.sqrt(5))
+    # A DT that ignores its target gets the same return at every target: no correlation to speak of.
+    policies.dt = _Scripted(good_from=math.inf)
+    assert evaluate_policies(policies, "CartPole-v1", [50, 300], 2, 5, dataset)["return_rank_correlation"] is None

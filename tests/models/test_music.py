@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from rich.console import Console
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data import chorales as ch
@@ -12,6 +11,7 @@ from attnkit.zoo.models.music import MusicConfig, MusicTransformer
 from attnkit.ops import relative_attention
 from attnkit.zoo.tasks.music import MusicTask, _aligned_start, mean_nll
 from attnkit.engine.resolve import resolve_config
+from attnkit.zoo.report import no_echo
 
 ROUND_TRIP = ("bach/bwv269", "bach/bwv347")  # chorales no. 1 and 2: a 3/4 and a 4/4 one, with ties
 
@@ -213,7 +213,7 @@ def test_sample_writes_midi_with_four_voices_and_the_right_length(prepared, tmp_
     model = MusicTask.build_model(task.model_config())
     scfg = SampleConfig(run=str(run), out=str(tmp_path), prompt="test:0:16", max_new_tokens=38,
                         attention_png=True, seed=3)
-    result = loaded.sample(model, scfg, Console(file=open("/dev/null", "w")))["samples"][0]
+    result = loaded.sample(model, scfg, no_echo).metrics["samples"][0]
     assert result["primer_steps"] == 16 and result["steps"] == 16 + 10  # 38 tokens round up to 10 steps
     tokens = result["tokens"]
     assert tokens[0] == ch.BOS and len(tokens) == 1 + 4 * result["steps"]
@@ -241,12 +241,11 @@ def test_sample_from_scratch_and_bad_prompts(prepared, tmp_path):
     task, cfg, run = prepared
     loaded = MusicTask.load(run, cfg)
     model = MusicTask.build_model(task.model_config())
-    quiet = Console(file=open("/dev/null", "w"))
     r = loaded.sample(model, SampleConfig(run=str(run), out=str(tmp_path), prompt="scratch", max_new_tokens=80),
-                      quiet)["samples"][0]
+                      no_echo).metrics["samples"][0]
     assert r["primer_steps"] == 0 and r["steps"] == 20  # 80 tokens > block_size 64: the window slid
     for bad in ("test:99", "nonexistent.mid", "test:x"):
         with pytest.raises(UserError):
-            loaded.sample(model, SampleConfig(run=str(run), out=str(tmp_path), prompt=bad), quiet)
+            loaded.sample(model, SampleConfig(run=str(run), out=str(tmp_path), prompt=bad), no_echo)
     with pytest.raises(UserError, match="missing"):
         MusicTask.load(tmp_path, cfg)

@@ -273,8 +273,10 @@ def load_chorales(numbers=None, console=None, progress: bool = True) -> list[Cho
 
 def _parse(numbers: list[int], console=None, progress: bool = True) -> dict[int, tuple[str, np.ndarray | None, str]]:
     from music21 import corpus
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = console if console is not None else Console(stderr=True)  # stdout stays for results
     names = _corpus_names()
     parsed = {}
     start = time.perf_counter()
@@ -288,7 +290,7 @@ def _parse(numbers: list[int], console=None, progress: bool = True) -> dict[int,
             except ChoraleSkipped as e:
                 parsed[n] = (name, None, str(e) or "skipped")
             bar.advance(job)
-    if console is not None and progress:
+    if progress:
         skipped = sum(1 for v in parsed.values() if v[1] is None)
         console.print(f"parsed {len(numbers)} chorales in {time.perf_counter() - start:.1f}s "
                       f"({skipped} skipped); cached in {cache_path()}")

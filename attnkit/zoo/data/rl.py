@@ -138,6 +138,16 @@ def generate(env_name: str, episodes: int, seed: int, progress=None) -> Trajecto
                         np.asarray(rew_list, dtype=np.float32), np.asarray(starts, dtype=np.int64), epsilons)
 
 
+def stderr_progress():
+    """A transient progress bar on stderr for `load_or_generate(..., progress=...)`: playing a thousand episodes
+    takes a while on a CPU, and stdout stays for results."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+
 def load_or_generate(run_dir: Path, env_name: str, episodes: int, seed: int, progress=None,
                      cached_in: Path | None = None) -> Trajectories:
     """The dataset cached in run_dir (or in `cached_in`) if it was made with the same settings, else a fresh

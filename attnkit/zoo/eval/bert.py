@@ -5,12 +5,13 @@ on the same labels."""
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from attnkit.nn.modes import mode
+from attnkit.nn.modes import mode, model_device
 from attnkit.zoo.models.bert import BERT, IGNORE, BERTClassifier
 
 
@@ -62,7 +63,7 @@ def finetune_accuracy(encoder: BERT, train_ids: torch.Tensor, train_labels: torc
     linear decay, random batches drawn with `seed`, dropout on as in BERT's fine-tuning. Only the private copy
     is switched between training and evaluation mode; `encoder` itself is not changed.
     """
-    device = next(encoder.parameters()).device
+    device = model_device(encoder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         clf = BERTClassifier(copy.deepcopy(encoder), int(train_labels.max()) + 1).to(device)
@@ -114,3 +115,64 @@ def finetune_comparison(pretrained: BERT, scratch: BERT, encode: Callable[[list[
             "finetune_acc_scratch": finetune_accuracy(scratch, *data, **kw),
             "finetune_acc_bow": bag_of_words_accuracy(train_texts, train_y, test_texts, test_y),
             "finetune_labels": labels, "finetune_test_passages": test}
+
+
+def masked_lm_rows(s: dict[str, float]) -> list[list[str]]:
+    """Rows (predictor, accuracy, top-5, loss, perplexity) of the masked-token table, from MaskedTokenStats."""
+    return [[name, f"{100 * s[f'{key}_accuracy']:.1f}%", f"{100 * s[f'{key}_top5']:.1f}%", f"{s[f'{key}_loss']:.3f}",
+             f"{math.exp(min(s[f'{key}_loss'], 50)):.1f}"] for name, key in (("BERT", "mlm"), ("unigram frequency", "unigram"))]
+
+
+def heldout_fills(sentences: list[list[int]], fill: Callable[[list[int]], list[int]], cls_id: int, sep_id: int,
+                  mask_id: int, generator: torch.Generator) -> list[tuple[list[int], list[int], list[int], list[int]]]:
+    """Mask 15% (at least one) of each sentence's tokens (ids without [CLS]/[SEP]) with `generator`, and fill
+    them. fill: [CLS] ids [SEP] with [MASK]s → the top guess at every position. Returns per sentence
+    (true ids, masked ids, guesses), each [CLS] ... [SEP], and the masked positions."""
+    out = []
+    for body in sentences:
+        n_mask = max(1, round(0.15 * len(body)))
+        positions = sorted((torch.randperm(len(body), generator=generator)[:n_mask] + 1).tolist())  # after [CLS]
+        ids = [cls_id, *body, sep_id]
+        masked = [mask_id if i in positions else t for i, t in enumerate(ids)]
+        out.append((ids, masked, fill(masked), positions))
+    return out
+
+
+def top_fills(probs: torch.Tensor, ids: list[int], mask_id: int, k: int,
+              decode: Callable[[list[int]], str]) -> tuple[list[list[dict]], list[int]]:
+    """probs (L, V) over the positions of ids → per [MASK] its top-k {"token": piece, "probability"}, and ids
+    with each [MASK] replaced by its top-1."""
+    filled, candidates = list(ids), []
+    for pos in (i for i, t in enumerate(ids) if t == mask_id):
+        p, idx = probs[pos].topk(min(k, probs.shape[-1]))
+        candidates.append([{"token": decode([i]), "probability": pr} for i, pr in zip(idx.tolist(), p.tolist())])
+        filled[pos] = idx[0].item()
+    return candidates, filled
+
+
+def heldout_rows(sentences: list[str], fills: list, decode: Callable[[list[int]], str]) -> tuple[list[list[str]], list[dict]]:
+    """heldout_fills' result → table rows (masked sentence, true, top guess, ✓/✗) and per masked token
+    {"sentence", "true", "guess"}."""
+    table, rows = [], []
+    for sentence, (ids, masked, guess, positions) in zip(sentences, fills):
+        shown = decode(masked[1:-1])
+        for pos in positions:
+            true, pred = decode([ids[pos]]), decode([guess[pos]])
+            table.append([shown if pos == positions[0] else "", true, pred, "✓" if guess[pos] == ids[pos] else "✗"])
+            rows.append({"sentence": sentence, "true": true, "guess": pred})
+    return table, rows
+
+
+def fill_probabilities(model: torch.nn.Module, ids: list[int], special_ids: torch.Tensor) -> torch.Tensor:
+    """(L, V) fill-in probabilities at every position of ids (one sequence); special tokens are never proposed."""
+    device = model_device(model)
+    probs = model(torch.tensor([ids], device=device))[0].float().softmax(-1)  # (L, V)
+    probs[:, special_ids.to(device)] = 0  # never propose [MASK], [PAD], ...
+    return probs / probs.sum(-1, keepdim=True)
+
+
+def unigram_frequencies(train_ids: torch.Tensor, vocab_size: int, special_ids: torch.Tensor) -> torch.Tensor:
+    """(V,) training-set token frequencies with the special tokens zeroed: the masked-LM baseline."""
+    counts = torch.bincount(train_ids, minlength=vocab_size).float()
+    counts[special_ids] = 0
+    return counts / counts.sum()

@@ -152,11 +152,33 @@ def agreement_rows(agreement: dict[str, list[float]], d: int) -> tuple[list[str]
     return ["k", *(m.replace("_", " ") for m in names)], rows
 
 
+def error_rows(errors: dict[str, list[float]], d: int) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the error-versus-k table: one column per method, then transformer / least squares
+    (where least squares is above 0.001)."""
+    rows = []
+    for k in range(len(errors["transformer"])):
+        tf, ls = errors["transformer"][k], errors["least_squares"][k]
+        rows.append([str(k) + (" (= d)" if k == d else ""), *(f"{errors[name][k]:.4f}" for name in errors),
+                     f"{tf / ls:.2f}" if ls > 1e-3 else "-"])
+    return ["k", *(name.replace("_", " ") for name in errors), "ratio"], rows
+
+
+PROBE_NOTES = {"scaled_query": "every x ×2", "one_orthant": "context in one orthant, query N(0, I)",
+               "noisy_y": "context y + N(0, 0.5²)"}
+
+
+def probe_rows(probes: dict[str, dict[str, list[float]]], d: int, n: int) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the out-of-distribution table: per probe and method, the error / d at a few k."""
+    ks = sorted({1, d // 2, d - 1, d, n - 1})
+    rows = [[f"{probe}: {PROBE_NOTES[probe]}" if i == 0 else "", name.replace("_", " "), *(f"{errs[k]:.4f}" for k in ks)]
+            for probe, curves in probes.items() for i, (name, errs) in enumerate(curves.items())]
+    return ["probe", "method", *(f"k={k}" for k in ks)], rows
+
+
 @torch.no_grad()
 def model_predictions(model: nn.Module, p: Prompts, device: torch.device, batch: int = 512) -> torch.Tensor:
-    """(B, n) transformer predictions; one forward per k when the queries are not the next points."""
-    was_training = model.training
-    model.eval()
+    """(B, n) transformer predictions, in the model's mode (callers run it in eval mode); one forward per k
+    when the queries are not the next points."""
     outs = []
     for i in range(0, len(p.xs), batch):
         xs, ys = p.xs[i:i + batch].to(device), p.ys[i:i + batch].to(device)
@@ -168,7 +190,6 @@ def model_predictions(model: nn.Module, p: Prompts, device: torch.device, batch:
             swapped = torch.cat((xs[:, :k], qs[:, k:k + 1]), 1)  # (b, k+1, d): k pairs, then the query
             cols.append(model(swapped, ys[:, :k + 1])[:, k].float().cpu())
         outs.append(torch.stack(cols, 1))
-    model.train(was_training)
     return torch.cat(outs)
 
 

@@ -30,10 +30,9 @@ def token_nll(model: nn.Module, seqs: list[np.ndarray], length: int, device: tor
 
     Each token is predicted once, from the tokens before it in its window. Returns one (len(seq) - 1,)
     array per sequence (the NLL of seq[1:]), so windows of different lengths can be compared token by
-    token: the same tokens with more context, or at positions an absolute model never trained on.
+    token: the same tokens with more context, or at positions an absolute model never trained on. Runs in the
+    model's mode: callers evaluate in eval mode (the trainer's report does; benchmarks use attnkit.nn.modes.mode).
     """
-    was_training = model.training
-    model.eval()
     out = [np.zeros(len(seq) - 1) for seq in seqs]
     windows = [(i, s) for i, seq in enumerate(seqs) for s in range(0, len(seq) - 1, length)]
     for w in range(0, len(windows), batch_size):
@@ -46,7 +45,6 @@ def token_nll(model: nn.Module, seqs: list[np.ndarray], length: int, device: tor
         for b, (i, s) in enumerate(part):
             n = min(length, len(seqs[i]) - 1 - s)
             out[i][s:s + n] = nll[b, :n]
-    model.train(was_training)
     return out
 
 
@@ -54,3 +52,31 @@ def mean_nll(model: nn.Module, seqs: list[np.ndarray], length: int, device: torc
              batch_size: int = 8) -> float:
     """Mean NLL per token (nats) of all of `seqs`, with windows of `length` tokens (see token_nll)."""
     return float(np.concatenate(token_nll(model, seqs, length, device, batch_size)).mean())
+
+
+def length_rows(by_length: dict[int, float], block_size: int) -> list[list]:
+    """Rows (eval window, NLL) of the NLL-by-window-length table."""
+    rows = []
+    for length, nll in by_length.items():
+        note = "= training length" if length == block_size else f"{length // block_size}x training length"
+        rows.append([f"{length} tokens ({note})", f"{nll:.4f}"])
+    return rows
+
+
+def sample_rows(r: dict, source: str) -> list[list[str]]:
+    """Rows (what, value) describing one sampled piece: primer, length, pitch range and its files."""
+    from music21 import pitch
+
+    rows = [["primer", source],
+            ["length", f"{r['steps']} steps of a 16th = {r['quarters']:g} quarters "
+                       f"({r['primer_steps']} primer + {r['steps'] - r['primer_steps']} generated)"]]
+    if r["pitch_range"]:
+        lo, hi = r["pitch_range"]
+        rows.append(["pitch range", f"{pitch.Pitch(midi=lo).nameWithOctave}–{pitch.Pitch(midi=hi).nameWithOctave} "
+                                    f"(MIDI {lo}–{hi})"])
+    else:
+        rows.append(["pitch range", "no notes (all rests)"])
+    rows += [["MIDI", r["midi"]], ["piano roll", r["piano_roll"]]]
+    if "attention_png" in r:
+        rows.append(["attention", r["attention_png"]])
+    return rows

@@ -6,8 +6,9 @@ step they share one context length and no padding is needed: the model sees the 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -15,11 +16,11 @@ import torch
 from attnkit.zoo.plots import save_figure
 from attnkit.zoo.data.rl import get_env_spec, make_env
 from attnkit.generation.decode import multinomial
+from attnkit.nn.modes import model_device
 
 
 @torch.no_grad()
-def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: int, seed: int,
-            progress=None, label: str = "") -> np.ndarray:
+def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: int, seed: int) -> np.ndarray:
     """Returns (len(targets), episodes) achieved by `policy` asked for each target (None: no conditioning).
 
     Episode j of every target starts from `env.reset(seed=seed + j)` and samples its actions from the
@@ -28,7 +29,7 @@ def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: in
     """
     spec = get_env_spec(env_name)
     K, T = policy.cfg.context, spec.max_episode_steps
-    device = next(policy.parameters()).device
+    device = model_device(policy)
     n = len(targets) * episodes
     envs = [make_env(env_name) for _ in range(n)]
     first = [env.reset(seed=seed + i % episodes)[0] for i, env in enumerate(envs)]
@@ -42,7 +43,6 @@ def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: in
     alive = np.ones(n, dtype=bool)
     # The zoo's sampler, one CPU generator per episode.
     chooses = [multinomial(torch.Generator().manual_seed(seed + i % episodes)) for i in range(n)]
-    bar = progress.add_task(label or f"rollouts on {env_name}", total=T) if progress else None
     for t in range(T):
         idx = torch.from_numpy(np.flatnonzero(alive)).to(device)
         lo = max(0, t - K + 1)
@@ -58,15 +58,38 @@ def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: in
             elif t + 1 < T:
                 states[i, t + 1] = torch.from_numpy(obs)
                 rtg[i, t + 1] = rtg[i, t] - reward
-        if progress:
-            progress.update(bar, completed=t + 1)
         if not alive.any():
             break
-    if progress:
-        progress.update(bar, completed=T)
     for env in envs:
         env.close()
     return achieved.reshape(len(targets), episodes)
+
+
+def evaluate_policies(model, env_name: str, targets: list[float], episodes: int, seed: int,
+                      dataset: dict[str, float]) -> dict[str, Any]:
+    """Roll out a PolicySet (attnkit.zoo.models.dt) on the same seeded episodes: the DT once per target, BC and
+    %BC unconditioned. dataset: the offline data's "max_return" and "mean_return". The rank correlation of
+    target and achieved return is over the targets below the dataset's max (None when those all gave the same)."""
+    dt = rollout(model.dt, env_name, targets, episodes, seed)
+    bc = rollout(model.bc, env_name, [None], episodes, seed)[0]
+    pct = rollout(model.pct_bc, env_name, [None], episodes, seed)[0]
+    by_target = [{"target": float(t), "mean": float(r.mean()), "std": float(r.std())} for t, r in zip(targets, dt)]
+    below = [r for r in by_target if r["target"] < dataset["max_return"]]
+    rho = rank_correlation([r["target"] for r in below], [r["mean"] for r in below])
+    return {"env": env_name, "return_by_target": by_target,
+            "bc_return": float(bc.mean()), "bc_return_std": float(bc.std()),
+            "pct_bc_return": float(pct.mean()), "pct_bc_return_std": float(pct.std()),
+            "dataset_max_return": dataset["max_return"], "dataset_mean_return": dataset["mean_return"],
+            "return_rank_correlation": rho if math.isfinite(rho) else None,  # None: all returns equal
+            "eval_episodes": episodes}
+
+
+def return_rows(r: dict[str, Any]) -> list[list[str]]:
+    """Rows (policy, target, achieved) of the achieved-return table, from evaluate_policies' result."""
+    return [*(["DT", f"{row['target']:g}", f"{row['mean']:.1f} ± {row['std']:.1f}"] for row in r["return_by_target"]),
+            ["BC (all episodes)", "-", f"{r['bc_return']:.1f} ± {r['bc_return_std']:.1f}"],
+            ["%BC (best 10%)", "-", f"{r['pct_bc_return']:.1f} ± {r['pct_bc_return_std']:.1f}"],
+            ["dataset", "-", f"mean {r['dataset_mean_return']:.1f}, max {r['dataset_max_return']:g}"]]
 
 
 def rank_correlation(targets: Sequence[float], achieved: Sequence[float]) -> float:

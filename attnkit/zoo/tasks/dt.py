@@ -19,16 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.data.rl import Trajectories, get_env_spec, load_or_generate, make_env
+from attnkit.zoo.data.rl import get_env_spec, load_or_generate, make_env, stderr_progress
+from attnkit.zoo.data.trajectory_windows import Windows, top_episodes
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
-from attnkit.zoo.eval.rl import plot_return_histogram, plot_return_tracking, rank_correlation, rollout
+from attnkit.zoo.eval.rl import evaluate_policies, plot_return_histogram, plot_return_tracking, return_rows
 from attnkit.zoo.models.dt import DTConfig, PolicySet
+from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Task
 
 STATS_FILE = "dataset.json"  # what sampling needs to know about the data, so it never reads the episodes
@@ -53,41 +52,6 @@ def parse_targets(text: str) -> list[float]:
     if not targets or not all(math.isfinite(t) for t in targets):
         raise UserError(f"--target-return must be comma-separated numbers, e.g. 100,200,300; got {text!r}")
     return targets
-
-
-def top_episodes(returns: np.ndarray, fraction: float) -> np.ndarray:
-    """Indices of the best ceil(fraction·E) episodes by return (ties broken by index)."""
-    k = max(1, math.ceil(fraction * len(returns)))
-    return np.sort(np.argsort(-returns, kind="stable")[:k])
-
-
-class Windows:
-    """Training contexts from a set of episodes: K-step windows ending at a uniformly drawn step.
-
-    Drawing the last step uniformly over all steps weights episodes by length (as the paper samples), and
-    windows that would start before their episode are left-padded, as the first K-1 steps of a rollout are.
-    """
-
-    def __init__(self, data: Trajectories):
-        self.states = torch.from_numpy(data.observations)  # (N, S)
-        self.actions = torch.from_numpy(data.actions)  # (N,)
-        self.rtg = torch.from_numpy(data.returns_to_go())  # (N,)
-        self.timesteps = torch.from_numpy(data.timesteps())  # (N,)
-        self.first = torch.from_numpy(np.repeat(data.starts[:-1], data.lengths()))  # (N,): episode start
-
-    def batch(self, batch_size: int, K: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        last = torch.randint(len(self.actions), (batch_size,), generator=generator)  # (B,)
-        idx = last[:, None] - (K - 1) + torch.arange(K)  # (B, K)
-        mask = idx >= self.first[last][:, None]  # (B, K): False on the left padding
-        idx = torch.where(mask, idx, last[:, None])  # any valid row; zeroed below
-        m = mask.to(self.rtg.dtype)
-        return {"states": self.states[idx] * m[..., None], "actions": self.actions[idx] * mask,
-                "returns_to_go": self.rtg[idx] * m, "timesteps": self.timesteps[idx] * mask, "mask": mask}
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
 
 
 class DTTask(Task):
@@ -132,8 +96,7 @@ class DTTask(Task):
             raise UserError(f"--opt episodes must be at least {2 * VAL_EVERY}, got {opts.episodes}")
         if opts.eval_episodes < 1:
             raise UserError(f"--opt eval_episodes must be at least 1, got {opts.eval_episodes}")
-        console = Console(stderr=True)
-        with _progress(console) as progress:
+        with stderr_progress() as progress:
             # run_dir is a staging directory: a resumed run's own cached episodes are in cfg.out.
             data = load_or_generate(run_dir, opts.env, opts.episodes, opts.data_seed, progress,
                                     cached_in=Path(self.cfg.out) if self.cfg.out else None)
@@ -152,18 +115,17 @@ class DTTask(Task):
                       "returns": returns.tolist()}
         atomic_write(Path(run_dir) / STATS_FILE, json.dumps(self.stats, indent=2, default=str) + "\n")
         plot_return_histogram(Path(run_dir) / "dataset_returns.png", opts.env, returns)
-        self._print_dataset(Console(), Path(self.cfg.out or run_dir))  # where the files will be once published
 
-    def _print_dataset(self, console: Console, run_dir: Path) -> None:
-        s = self.stats
-        table = Table(title=f"offline dataset · {s['env']}",
-                      caption=f"{self.spec.about}; each episode plays the controller with ε ~ U(0, 1) random actions")
-        for col in ("episodes", "steps", "return mean ± std", "min", "max", "best 10% from"):
-            table.add_column(col, justify="right")
-        table.add_row(str(s["episodes"]), f"{s['steps']:,}", f"{s['mean_return']:.1f} ± {s['std_return']:.1f}",
-                      f"{s['min_return']:g}", f"{s['max_return']:g}", f"{s['top_threshold']:g}")
-        console.print(table)
-        console.print(f"dataset cached in {run_dir / 'trajectories.npz'}; histogram {run_dir / 'dataset_returns.png'}")
+    def _dataset_report(self, run_dir: Path) -> Report:
+        """The offline dataset: episodes, steps and returns, and where it is cached."""
+        s, report = self.stats, Report()
+        report.table(f"offline dataset · {s['env']}",
+                     ["episodes", "steps", "return mean ± std", "min", "max", "best 10% from"],
+                     [[s["episodes"], s["steps"], f"{s['mean_return']:.1f} ± {s['std_return']:.1f}",
+                       f"{s['min_return']:g}", f"{s['max_return']:g}", f"{s['top_threshold']:g}"]],
+                     note=f"{self.spec.about}; each episode plays the controller with ε ~ U(0, 1) random actions\n"
+                          f"cached in {run_dir / 'trajectories.npz'}; histogram {run_dir / 'dataset_returns.png'}")
+        return report
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         K = self.flavors[self.cfg.flavor]["model"]["context"]
@@ -189,55 +151,30 @@ class DTTask(Task):
                 totals[name] += value.item() / batches
         return {f"{split}_loss": sum(totals.values()), **{f"{split}_{k}_loss": v for k, v in totals.items()}}
 
-    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
-        """Roll out DT at the env's targets (and the dataset max), BC and %BC; table, plot, summary keys."""
+    def report(self, model: nn.Module, run_dir: Path) -> Report:
+        """The dataset; DT rolled out at the env's targets (and the dataset max), BC and %BC; table, plot, keys."""
         targets = sorted(set(self.spec.targets) | {self.stats["max_return"]})
-        was_training = model.training
-        model.eval()
-        result = self._evaluate_policies(model, targets, self.opts.eval_episodes, self.cfg.seed, console)
-        model.train(was_training)
-        result["return_tracking_png"] = self._show(result, console, Path(run_dir))
-        console.print(f"val_loss is the sum of the {len(PolicySet.NAMES)} policies' action cross-entropies, trained "
-                      f"together: {' + '.join(f'val_{n}_loss' for n in PolicySet.NAMES)} (metrics.jsonl has each)")
-        return result
+        report = self._dataset_report(Path(run_dir))
+        report.extend(self._rollouts(model, targets, self.opts.eval_episodes, self.cfg.seed, Path(run_dir)))
+        report.line(f"val_loss is the sum of the {len(PolicySet.NAMES)} policies' action cross-entropies, trained "
+                    f"together: {' + '.join(f'val_{n}_loss' for n in PolicySet.NAMES)} (metrics.jsonl has each)")
+        return report
 
-    def _evaluate_policies(self, model: PolicySet, targets: list[float], episodes: int, seed: int,
-                           console: Console) -> dict[str, Any]:
-        env = self.opts.env
-        with _progress(console) as progress:
-            dt = rollout(model.dt, env, targets, episodes, seed, progress, "DT rollouts")
-            bc = rollout(model.bc, env, [None], episodes, seed, progress, "BC rollouts")[0]
-            pct = rollout(model.pct_bc, env, [None], episodes, seed, progress, "%BC rollouts")[0]
-        by_target = [{"target": float(t), "mean": float(r.mean()), "std": float(r.std())} for t, r in zip(targets, dt)]
-        below = [r for r in by_target if r["target"] < self.stats["max_return"]]
-        rho = rank_correlation([r["target"] for r in below], [r["mean"] for r in below])
-        return {"env": env, "return_by_target": by_target,
-                "bc_return": float(bc.mean()), "bc_return_std": float(bc.std()),
-                "pct_bc_return": float(pct.mean()), "pct_bc_return_std": float(pct.std()),
-                "dataset_max_return": self.stats["max_return"], "dataset_mean_return": self.stats["mean_return"],
-                "return_rank_correlation": rho if math.isfinite(rho) else None,  # None: all returns equal
-                "eval_episodes": episodes}
-
-    def _show(self, r: dict[str, Any], console: Console, out: Path) -> str:
-        """Print the achieved-return table and write return_tracking.png into `out`."""
-        table = Table(title=f"achieved return on {r['env']} · mean ± std over {r['eval_episodes']} seeded episodes")
-        for col in ("policy", "target", "achieved"):
-            table.add_column(col, justify="right")
-        for row in r["return_by_target"]:
-            table.add_row("DT", f"{row['target']:g}", f"{row['mean']:.1f} ± {row['std']:.1f}")
-        table.add_row("BC (all episodes)", "-", f"{r['bc_return']:.1f} ± {r['bc_return_std']:.1f}")
-        table.add_row("%BC (best 10%)", "-", f"{r['pct_bc_return']:.1f} ± {r['pct_bc_return_std']:.1f}")
-        table.add_row("dataset", "-", f"mean {r['dataset_mean_return']:.1f}, max {r['dataset_max_return']:g}")
-        console.print(table)
-        if r["return_rank_correlation"] is not None:
-            console.print(f"rank correlation of target and achieved return below the dataset max: "
-                          f"[bold]{r['return_rank_correlation']:.3f}[/bold] (Spearman)")
-        png = plot_return_tracking(out / "return_tracking.png", r["env"], r["return_by_target"],
-                                   {"BC": (r["bc_return"], r["bc_return_std"]),
-                                    "%BC": (r["pct_bc_return"], r["pct_bc_return_std"])},
-                                   r["dataset_max_return"], r["dataset_mean_return"])
-        console.print(f"wrote {png}")
-        return png
+    def _rollouts(self, model: PolicySet, targets: list[float], episodes: int, seed: int, out: Path) -> Report:
+        """The achieved-return table and rank correlation as a Report; return_tracking.png written into `out`."""
+        r = evaluate_policies(model, self.opts.env, targets, episodes, seed, self.stats)
+        r["return_tracking_png"] = plot_return_tracking(
+            out / "return_tracking.png", r["env"], r["return_by_target"],
+            {"BC": (r["bc_return"], r["bc_return_std"]), "%BC": (r["pct_bc_return"], r["pct_bc_return_std"])},
+            r["dataset_max_return"], r["dataset_mean_return"])
+        rho = r["return_rank_correlation"]
+        report = Report(r)
+        report.table(f"achieved return on {r['env']} · mean ± std over {r['eval_episodes']} seeded episodes",
+                     ["policy", "target", "achieved"], return_rows(r),
+                     note="" if rho is None else f"rank correlation of target and achieved return below the "
+                                                 f"dataset max: {rho:.3f} (Spearman)")
+        report.file("return tracking", r["return_tracking_png"])
+        return report
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
@@ -253,15 +190,13 @@ class DTTask(Task):
         return task
 
     sample_flags = ("target_return",)  # the model-specific flags `sample` reads
-    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+    def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """Roll out DT for each --target-return (default: the env's list) and BC, %BC on the same seeds.
 
         Episodes per target: --num-samples if above 1, else the run's eval_episodes option.
         """
         targets = parse_targets(cfg.target_return) if cfg.target_return is not None else list(self.spec.targets)
         episodes = cfg.num_samples if cfg.num_samples > 1 else self.opts.eval_episodes
-        result = self._evaluate_policies(model, targets, episodes, cfg.seed, console)
         out = Path(cfg.out or cfg.run)
         out.mkdir(parents=True, exist_ok=True)
-        result["return_tracking_png"] = self._show(result, console, out)
-        return result
+        return self._rollouts(model, targets, episodes, cfg.seed, out)

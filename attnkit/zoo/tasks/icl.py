@@ -16,16 +16,17 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from rich.console import Console
-from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.icl import PROBES, Curriculum, Prompts, check_function, ood_prompts, sample_prompts
 from attnkit.errors import UserError
 from attnkit.zoo.eval.icl import (ALGORITHMS, BASELINES, agreement_by_k, agreement_crossover, agreement_rows,
-                                  algorithm_predictions, baseline_predictions, error_by_k, evaluate_all,
-                                  fit_algorithms, model_predictions, plot_agreement_by_k, plot_error_by_k)
+                                  algorithm_predictions, baseline_predictions, error_by_k, error_rows, evaluate_all,
+                                  fit_algorithms, model_predictions, plot_agreement_by_k, plot_error_by_k,
+                                  probe_rows)
 from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
+from attnkit.nn.modes import model_device
+from attnkit.zoo.report import Echo, Report, Table
 from attnkit.zoo.tasks.base import Task
 
 TEST_PROMPTS, VAL_PROMPTS, TEST_SEED, VAL_SEED = 1280, 256, 2022, 7
@@ -142,92 +143,58 @@ class ICLTask(Task):
         return {"by_k": by_k, "crossover_k": agreement_crossover(by_k), "ridge_alpha": fitted["ridge_alpha"],
                 "gd_etas": fitted["gd_etas"]}
 
-    def _agreement_table(self, agreement: dict[str, Any]) -> Table:
-        headers, rows = agreement_rows(agreement["by_k"], self.d)
-        table = Table(title="which algorithm? squared difference / d between the transformer and each (* closest)",
-                      caption=f"GD step size fitted per k, ridge α = {agreement['ridge_alpha']:g} fitted; "
-                              f"closer to least squares than to one GD step from k = {agreement['crossover_k']}")
-        for h in headers:
-            table.add_column(h, justify="right")
-        for row in rows:
-            table.add_row(*row)
-        return table
-
     def _title(self) -> str:
         fn = "linear" if self.opts.function == "linear" else f"sparse linear ({self.opts.sparsity} non-zero)"
         return f"in-context {fn} regression, d = {self.d}, {self.n_test} test prompts"
 
-    def _error_table(self, errors: dict[str, list[float]]) -> Table:
-        table = Table(title=f"squared error / d against in-context examples k: {self._title()}",
-                      caption="ratio: transformer / least squares (where least squares is above 0.001)")
-        table.add_column("k", justify="right")
-        for name in errors:
-            table.add_column(name.replace("_", " "), justify="right")
-        table.add_column("ratio", justify="right")
-        for k in range(len(errors["transformer"])):
-            tf, ls = errors["transformer"][k], errors["least_squares"][k]
-            ratio = f"{tf / ls:.2f}" if ls > 1e-3 else "-"
-            table.add_row(str(k) + (" (= d)" if k == self.d else ""),
-                          *(f"{errors[name][k]:.4f}" for name in errors), ratio)
-        return table
-
-    def _probe_table(self, probes: dict[str, dict[str, list[float]]]) -> Table:
-        ks = sorted({1, self.d // 2, self.d - 1, self.d, self.n - 1})
-        table = Table(title="out-of-distribution prompts: squared error / d, transformer vs least squares")
-        table.add_column("probe")
-        table.add_column("method")
-        for k in ks:
-            table.add_column(f"k={k}", justify="right")
-        notes = {"scaled_query": "every x ×2", "one_orthant": "context in one orthant, query N(0, I)",
-                 "noisy_y": "context y + N(0, 0.5²)"}
-        for probe, curves in probes.items():
-            for i, (name, errs) in enumerate(curves.items()):
-                table.add_row(f"{probe}: {notes[probe]}" if i == 0 else "", name.replace("_", " "),
-                              *(f"{errs[k]:.4f}" for k in ks))
-        return table
-
-    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
-        device = next(model.parameters()).device
+    def _curves_and_agreement(self, model: nn.Module, out: Path) -> Report:
+        """The error-versus-k table and plot, then the agreement probe's table and plot (written into out)."""
+        device = model_device(model)
         errors = self.curves(model, device)
-        console.print(self._error_table(errors))
-        probes = self.probes(model, device)
-        console.print(self._probe_table(probes))
-        png = plot_error_by_k(errors, self.d, Path(run_dir) / "error_by_k.png", self._title())
-        console.print(f"wrote {png}")
+        report = Report({"d": self.d, "error_by_k": errors})
+        report.table(f"squared error / d against in-context examples k: {self._title()}",
+                     *error_rows(errors, self.d), note="ratio: transformer / least squares "
+                                                       "(where least squares is above 0.001)")
+        report.metrics["error_by_k_png"] = plot_error_by_k(errors, self.d, out / "error_by_k.png", self._title())
         agreement = self.agreement(model, device)
-        console.print(self._agreement_table(agreement))
-        agreement_png = plot_agreement_by_k(agreement["by_k"], self.d, Path(run_dir) / "agreement_by_k.png",
-                                            f"agreement with candidate algorithms: {self._title()}")
-        console.print(f"wrote {agreement_png}")
-        tf, ls = errors["transformer"], errors["least_squares"]
+        report.table("which algorithm? squared difference / d between the transformer and each (* closest)",
+                     *agreement_rows(agreement["by_k"], self.d),
+                     note=f"GD step size fitted per k, ridge α = {agreement['ridge_alpha']:g} fitted; closer to "
+                          f"least squares than to one GD step from k = {agreement['crossover_k']}")
+        png = plot_agreement_by_k(agreement["by_k"], self.d, out / "agreement_by_k.png",
+                                  f"agreement with candidate algorithms: {self._title()}")
+        report.metrics.update({"agreement_by_k": agreement["by_k"], "agreement_crossover_k": agreement["crossover_k"],
+                               "agreement_by_k_png": png,
+                               "agreement_fitted": {"ridge_alpha": agreement["ridge_alpha"],
+                                                    "gd_etas": agreement["gd_etas"]}})
+        report.file("error-versus-k plot", report.metrics["error_by_k_png"])
+        report.file("agreement plot", png)
+        return report
+
+    def report(self, model: nn.Module, run_dir: Path) -> Report:
+        report = self._curves_and_agreement(model, Path(run_dir))
+        probes = self.probes(model, model_device(model))
+        report.tables.insert(1, Table("out-of-distribution prompts: squared error / d, transformer vs least squares",
+                                      *probe_rows(probes, self.d, self.n)))  # after the error table
+        tf, ls = report.metrics["error_by_k"]["transformer"], report.metrics["error_by_k"]["least_squares"]
         below_d = [tf[k] / ls[k] for k in range(1, self.d)]
-        return {"d": self.d, "n_points": self.n, "function": self.opts.function, "error_by_k": errors,
-                "ood": probes, "max_ratio_to_least_squares_below_d": max(below_d, default=float("nan")),
-                "error_at_2d": tf[min(2 * self.d, self.n - 1)], "error_by_k_png": png,
-                "agreement_by_k": agreement["by_k"], "agreement_crossover_k": agreement["crossover_k"],
-                "agreement_fitted": {"ridge_alpha": agreement["ridge_alpha"], "gd_etas": agreement["gd_etas"]},
-                "agreement_by_k_png": agreement_png}
+        report.metrics.update({"n_points": self.n, "function": self.opts.function, "ood": probes,
+                               "max_ratio_to_least_squares_below_d": max(below_d, default=float("nan")),
+                               "error_at_2d": tf[min(2 * self.d, self.n - 1)]})
+        return report
 
     # ---- sampling ------------------------------------------------------------------------
     sample_flags = ("prompt",)  # the model-specific flags `sample` reads
-    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
-        """With --prompt, answer it; else print the error-versus-k table and write error_by_k.png."""
-        device = next(model.parameters()).device
+    def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
+        """With --prompt, answer it; else the error-versus-k and agreement tables, error_by_k.png and
+        agreement_by_k.png."""
         if cfg.prompt:
-            return self._answer(model, cfg.prompt, device, console)
-        errors = self.curves(model, device)
-        console.print(self._error_table(errors))
+            return self._answer(model, cfg.prompt)
         out = Path(cfg.out or cfg.run)
         out.mkdir(parents=True, exist_ok=True)
-        png = plot_error_by_k(errors, self.d, out / "error_by_k.png", self._title())
-        console.print(f"wrote {png}")
-        agreement = self.agreement(model, device)
-        console.print(self._agreement_table(agreement))
-        agreement_png = plot_agreement_by_k(agreement["by_k"], self.d, out / "agreement_by_k.png",
-                                            f"agreement with candidate algorithms: {self._title()}")
-        console.print(f"wrote {agreement_png}")
-        return {"d": self.d, "error_by_k": errors, "error_by_k_png": png, "agreement_by_k": agreement["by_k"],
-                "agreement_crossover_k": agreement["crossover_k"], "agreement_by_k_png": agreement_png}
+        report = self._curves_and_agreement(model, out)
+        del report.metrics["agreement_fitted"]  # sample's result keeps its keys of before
+        return report
 
     def parse_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """"x=y; x=y; …; x_query" (x as d comma-separated numbers) -> xs (1, k, d), ys (1, k), query (1, d)."""
@@ -252,12 +219,13 @@ class ICLTask(Task):
             ys.append(y)
         return torch.tensor([xs]), torch.tensor([ys]), torch.tensor(xs[-1:])
 
-    def _answer(self, model: nn.Module, text: str, device: torch.device, console: Console) -> dict[str, Any]:
+    def _answer(self, model: nn.Module, text: str) -> Report:
         xs, ys, query = self.parse_prompt(text)
         k = xs.shape[1] - 1
-        with torch.no_grad():
-            pred = model(xs.to(device), ys.to(device))[0, -1].item()
+        device = model_device(model)
+        pred = model(xs.to(device), ys.to(device))[0, -1].item()
         p = Prompts(xs, ys, ys)
         ls = baseline_predictions("least_squares", p)[0, -1].item() if k else 0.0
-        console.print(f"f(query) from {k} examples: transformer [bold]{pred:.4f}[/bold], least squares {ls:.4f}")
-        return {"prediction": pred, "least_squares": ls, "k": k}
+        report = Report({"prediction": pred, "least_squares": ls, "k": k})
+        report.line(f"f(query) from {k} examples: transformer {pred:.4f}, least squares {ls:.4f}")
+        return report

@@ -16,15 +16,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.digits import LEVELS, load_digit_splits, random_shift, save_digit_grid
 from attnkit.nn.masks import causal_mask, pattern_stats
 from attnkit.zoo.models.image import ATTENTION_PATTERNS, ImageTransformer, ImageTransformerConfig
 from attnkit.errors import UserError
+from attnkit.nn.modes import model_device
+from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Task
 
 # Kernel tiles (BLOCK_M, BLOCK_N) at which tile sparsity is reported: the interpreter's fixed 64×64 and a
@@ -35,14 +34,11 @@ TILES = ((64, 64), (128, 64))
 @torch.no_grad()
 def bits_per_dim(model: ImageTransformer, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
                  batch: int = 64) -> float:
-    """Mean negative log2-likelihood per pixel over all images, in eval mode."""
-    was_training = model.training
-    model.eval()
+    """Mean negative log2-likelihood per pixel over all images, in the model's mode (the engine sets eval)."""
     total = 0.0
     for i in range(0, len(images), batch):
         x, y = images[i:i + batch].to(device), labels[i:i + batch].to(device)
         total += model.loss(x, y).item() * len(x)
-    model.train(was_training)
     return total / len(images) / math.log(2)
 
 
@@ -109,31 +105,29 @@ class ImageTask(Task):
         bpd = bits_per_dim(model, images.long(), labels, device)
         return {f"{split}_loss": bpd * math.log(2), f"{split}_bpd": bpd}
 
-    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
+    def report(self, model: nn.Module, run_dir: Path) -> Report:
         """Test bits/dim, and how sparse the run's pattern is beside full causal attention (entries and kernel
         tiles). Timing the patterns against each other: benchmarks/image_timing.py --run RUN."""
-        device = next(model.parameters()).device
         images, labels = self.splits["test"]
-        test_bpd = bits_per_dim(model, images.long(), labels, device)
-        console.print(f"test bits/dim ({len(images)} digits, {model.cfg.image_size}×{model.cfg.image_size}, "
-                      f"attention {model.cfg.attention}): [bold]{test_bpd:.4f}[/bold]")
+        test_bpd = bits_per_dim(model, images.long(), labels, model_device(model))
         L = model.cfg.length
         patterns = {"full": causal_mask(L)}
         if model.cfg.attention != "full":
             patterns[model.cfg.attention] = model.attn_mask.cpu()
-        table = Table(title=f"attention pattern vs full causal (L={L})")
-        for col in ("pattern", "visible entries", *(f"tiles {m}×{n}" for m, n in TILES)):
-            table.add_column(col, justify="right")
-        sparsity = {}
+        sparsity, rows = {}, []
         for name, mask in patterns.items():
             stats = {f"{m}x{n}": pattern_stats(mask, m, n) for m, n in TILES}
             sparsity[name] = {"entries": mask.float().mean().item(),
                               **{f"tiles_{k}": s["tiles_computed"] for k, s in stats.items()},
                               **{f"tiles_total_{k}": s["tiles_total"] for k, s in stats.items()}}
-            table.add_row(name, f"{100 * sparsity[name]['entries']:.1f}%",
-                          *(f"{s['tiles_computed']}/{s['tiles_total']}" for s in stats.values()))
-        console.print(table)
-        return {"test_bpd": test_bpd, "attention": model.cfg.attention, "pattern": sparsity}
+            rows.append([name, f"{100 * sparsity[name]['entries']:.1f}%",
+                         *(f"{s['tiles_computed']}/{s['tiles_total']}" for s in stats.values())])
+        report = Report({"test_bpd": test_bpd, "attention": model.cfg.attention, "pattern": sparsity})
+        report.line(f"test bits/dim ({len(images)} digits, {model.cfg.image_size}×{model.cfg.image_size}, "
+                    f"attention {model.cfg.attention}): {test_bpd:.4f}")
+        report.table(f"attention pattern vs full causal (L={L})",
+                     ["pattern", "visible entries", *(f"tiles {m}×{n}" for m, n in TILES)], rows)
+        return report
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
@@ -141,22 +135,16 @@ class ImageTask(Task):
         return cls(cfg)
 
     sample_flags = ("label",)  # the model-specific flags `sample` reads
-    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+    def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """Draw digits: one row per class (or only `cfg.label`), `num_samples` per row (8 when it is 1)."""
         if cfg.label is not None and not 0 <= cfg.label < model.cfg.n_class:
             raise UserError(f"--label must be a class in 0..{model.cfg.n_class - 1}, got {cfg.label}")
-        device = next(model.parameters()).device
+        device = model_device(model)
         classes = [cfg.label] if cfg.label is not None else list(range(model.cfg.n_class))
         per_class = cfg.num_samples if cfg.num_samples > 1 else 8
         labels = torch.tensor(classes, device=device).repeat_interleave(per_class)  # (N,)
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        was_training = model.training
-        model.eval()
-        with Progress(console=console, transient=True) as progress:
-            bar = progress.add_task(f"drawing {len(labels)} digits", total=model.cfg.length)
-            images = model.generate(labels, temperature=cfg.temperature, top_k=cfg.top_k, generator=generator,
-                                    on_pixel=lambda t: progress.update(bar, completed=t + 1))
-        model.train(was_training)
+        images = model.generate(labels, temperature=cfg.temperature, top_k=cfg.top_k, generator=generator)
         images = images.cpu()  # (N, S, S) in 0..levels-1
         out = Path(cfg.out or cfg.run)
         out.mkdir(parents=True, exist_ok=True)
@@ -165,10 +153,11 @@ class ImageTask(Task):
         png = save_digit_grid(out / name, grid, row_labels=[str(c) for c in classes],
                               suptitle=f"Image Transformer ({model.cfg.attention}) samples, "
                                        f"temperature {cfg.temperature}")
+        report = Report({"png": png, "labels": classes, "per_class": per_class, "shape": list(images.shape)})
         if cfg.label is not None:
-            console.print(_ascii(images[0]))
-        console.print(f"wrote {png}")
-        return {"png": png, "labels": classes, "per_class": per_class, "shape": list(images.shape)}
+            report.line(_ascii(images[0]))
+        report.file("samples", png)
+        return report
 
 
 def _ascii(image: torch.Tensor) -> str:

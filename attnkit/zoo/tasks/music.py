@@ -28,20 +28,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from rich.console import Console
-from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data import chorales as ch
-from attnkit.zoo.eval.music import mean_nll, window_batch
+from attnkit.zoo.data.primers import primer_grid
+from attnkit.zoo.eval.music import length_rows, mean_nll, sample_rows, window_batch
 from attnkit.zoo.models.music import MusicConfig, MusicTransformer
 from attnkit.zoo.plots import plot_attention, plot_piano_roll
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
+from attnkit.nn.modes import model_device
+from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Task
 
 PRIMERS_FILE = "music_primers.json"
-DEFAULT_PRIMER_STEPS = 32
 
 
 # ---- sampling helpers ----------------------------------------------------------------------------------
@@ -53,20 +53,17 @@ def sample_tokens(model: MusicTransformer, prefix: list[int], n_new: int, *, win
 
     Two hooks make it music: BOS/EOS/PAD are banned, so the piece has exactly the requested length, and
     when the context is full it restarts on a time-step boundary (a multiple of 4 into the sequence),
-    keeping the voice phase the model was trained with.
+    keeping the voice phase the model was trained with. Runs in the model's mode (`attnkit sample`: eval).
     """
     from attnkit.generation.decode import SlidingWindow, ban, decode_n_tokens, sampling
     from attnkit.generation.generate import lm_step
 
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    device = model_device(model)
     processors, choose = sampling(temperature, top_k, top_p, generator)
     seq = decode_n_tokens(lm_step(model), torch.tensor([prefix], device=device), n_new,
                           new_caches=model.make_caches, processors=[ban([ch.PAD, ch.BOS, ch.EOS]), *processors],
                           choose=choose, window=SlidingWindow(window, align=4, restart_at_full=True),
                           on_token=None if on_token is None else lambda tok, logits: on_token(int(tok[0, 0])))
-    model.train(was_training)
     return seq[0].tolist()
 
 
@@ -128,9 +125,9 @@ class MusicTask(Task):
         return MusicTransformer(MusicConfig(**model_config))
 
     # ---- training ------------------------------------------------------------------------
-    def prepare(self, run_dir: Path, console: Console | None = None) -> None:
+    def prepare(self, run_dir: Path) -> None:
         self.model_config()  # validate --position / --block-size before the slow part
-        splits = ch.corpus_splits(ch.parse_data_spec(self.cfg.data), console=console or Console(stderr=True))
+        splits = ch.corpus_splits(ch.parse_data_spec(self.cfg.data))  # parsing progress on stderr
         for split, chorales in splits.items():
             if not chorales:
                 raise UserError(f"the {split} split of --data {self.cfg.data} is empty; use more chorales")
@@ -165,20 +162,14 @@ class MusicTask(Task):
         return {m * self.cfg.block_size: mean_nll(model, self.seqs[split], m * self.cfg.block_size, device)
                 for m in multiples}
 
-    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
-        device = next(model.parameters()).device
+    def report(self, model: nn.Module, run_dir: Path) -> Report:
         L = self.cfg.block_size
-        by_length = self.length_nll(model, "val", device)
-        table = Table(title=f"music ({model.config.position} positions): exact validation NLL per token "
-                            f"({sum(len(s) - 1 for s in self.seqs['val'])} tokens, "
-                            f"{len(self.seqs['val'])} chorales)")
-        table.add_column("eval window")
-        table.add_column("NLL (nats/token)", justify="right")
-        for length, nll in by_length.items():
-            note = "= training length" if length == L else f"{length // L}x training length"
-            table.add_row(f"{length} tokens ({note})", f"{nll:.4f}")
-        console.print(table)
-        return {"val_nll": by_length[L], "val_nll_by_length": {str(k): v for k, v in by_length.items()}}
+        by_length = self.length_nll(model, "val", model_device(model))
+        report = Report({"val_nll": by_length[L], "val_nll_by_length": {str(k): v for k, v in by_length.items()}})
+        report.table(f"music ({model.config.position} positions): exact validation NLL per token "
+                     f"({sum(len(s) - 1 for s in self.seqs['val'])} tokens, {len(self.seqs['val'])} chorales)",
+                     ["eval window", "NLL (nats/token)"], length_rows(by_length, L))
+        return report
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
@@ -190,60 +181,20 @@ class MusicTask(Task):
         task.primers = json.loads(path.read_text())["test"]
         return task
 
-    def _primer(self, prompt: str | None) -> tuple[np.ndarray, str]:
-        """The primer grid (S, 4) and a description of where it came from."""
-        prompt = "test:0" if prompt in (None, "") else prompt
-        if prompt == "scratch":
-            return np.zeros((0, 4), np.int16), "from scratch"
-        steps = DEFAULT_PRIMER_STEPS
-        if prompt.startswith("test:"):
-            parts = prompt.split(":")
-            k = parts[1]
-            if len(parts) > 3 or not k.isdigit() or int(k) >= len(self.primers) or \
-                    (len(parts) == 3 and not parts[2].isdigit()):
-                raise UserError(f"--prompt {prompt}: use test:K or test:K:STEPS with K in "
-                                f"0..{len(self.primers) - 1} (the held-out chorales)")
-            steps = int(parts[2]) if len(parts) == 3 else steps
-            c = self.primers[int(k)]
-            grid = np.array(c["grid"], dtype=np.int16).reshape(-1, 4)
-            source = f"held-out chorale {c['name']} (no. {c['number']})"
-        else:
-            path = Path(prompt)
-            head, _, tail = prompt.rpartition(":")
-            if not path.is_file() and head and tail.isdigit():
-                path, steps = Path(head), int(tail)
-            if not path.is_file():
-                raise UserError(f"--prompt {prompt!r}: use test:K[:STEPS], scratch, or a 4-part score file[:STEPS]")
-            from music21 import converter
-            try:
-                grid = ch.chorale_to_grid(converter.parse(str(path)))
-            except ch.ChoraleSkipped as e:
-                raise UserError(f"--prompt {path}: not a clean 4-voice score on the 16th grid ({e})") from e
-            source = str(path)
-        if steps < 1:
-            raise UserError(f"--prompt {prompt}: the primer needs at least 1 step")
-        return grid[:steps], f"first {min(steps, len(grid))} steps of {source}"
-
     sample_flags = ("prompt", "top_p", "attention_png")  # the model-specific flags `sample` reads
-    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
+    def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """Continue a primer by --max-new-tokens (rounded up to whole steps); write MIDI and piano roll."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        primer, source = self._primer(cfg.prompt)
+        primer, source = primer_grid(cfg.prompt, self.primers)
         n_new = 4 * math.ceil(max(cfg.max_new_tokens, 0) / 4)
         out_dir = Path(cfg.out or cfg.run)
         out_dir.mkdir(parents=True, exist_ok=True)
         generator = torch.Generator().manual_seed(cfg.seed)  # on CPU: the same piece on every device
         window = model.config.block_size
-        results = []
+        report = Report({"samples": []})
         for i in range(cfg.num_samples):
             prefix = ch.grid_to_tokens(primer, eos=False).tolist()
-            with Progress(TextColumn(f"composing {i + 1}/{cfg.num_samples}"), BarColumn(), MofNCompleteColumn(),
-                          console=console, transient=True) as bar:
-                job = bar.add_task("sample", total=n_new)
-                seq = sample_tokens(model, prefix, n_new, window=window, temperature=cfg.temperature,
-                                    top_k=cfg.top_k, top_p=cfg.top_p, generator=generator,
-                                    on_token=lambda _: bar.advance(job))
+            seq = sample_tokens(model, prefix, n_new, window=window, temperature=cfg.temperature,
+                                top_k=cfg.top_k, top_p=cfg.top_p, generator=generator)
             grid = ch.tokens_to_grid(seq)
             stem = out_dir / (f"music_sample_{i}" if cfg.num_samples > 1 else "music_sample")
             title = f"attnkit music ({model.config.position}), seed {cfg.seed}"
@@ -256,37 +207,16 @@ class MusicTask(Task):
             result["pitch_range"] = list(rng) if rng else None
             if cfg.attention_png:
                 result["attention_png"] = str(self._attention_png(model, seq, stem.with_name(stem.name + "_attention.png")))
-            results.append(result)
-            self._print_summary(console, result, source)
-        return {"samples": results}
+            report.metrics["samples"].append(result)
+            report.table("music sample", ["what", "value"], sample_rows(result, source))
+        return report
 
     def _attention_png(self, model: MusicTransformer, seq: list[int], path: Path) -> Path:
         """Last layer's heads over the last training-length window of the piece (step-aligned)."""
         start = _aligned_start(len(seq), model.config.block_size)
-        idx = torch.tensor([seq[start:]], device=next(model.parameters()).device)
+        idx = torch.tensor([seq[start:]], device=model_device(model))
         maps = model.attention_maps(idx, layer=-1)[0]  # (H, L, L)
         layer = model.config.n_layer - 1
         return plot_attention(maps, path, layer, offset=start,
                               title=f"layer {layer} attention over tokens {start}..{len(seq) - 1} "
                                     f"({model.config.position} positions)")
-
-    @staticmethod
-    def _print_summary(console: Console, r: dict[str, Any], source: str) -> None:
-        from music21 import pitch
-        table = Table(title="music sample", show_header=False)
-        table.add_column("what")
-        table.add_column("value")
-        table.add_row("primer", source)
-        table.add_row("length", f"{r['steps']} steps of a 16th = {r['quarters']:g} quarters "
-                                f"({r['primer_steps']} primer + {r['steps'] - r['primer_steps']} generated)")
-        if r["pitch_range"]:
-            lo, hi = r["pitch_range"]
-            table.add_row("pitch range", f"{pitch.Pitch(midi=lo).nameWithOctave}–{pitch.Pitch(midi=hi).nameWithOctave} "
-                                         f"(MIDI {lo}–{hi})")
-        else:
-            table.add_row("pitch range", "no notes (all rests)")
-        table.add_row("MIDI", r["midi"])
-        table.add_row("piano roll", r["piano_roll"])
-        if "attention_png" in r:
-            table.add_row("attention", r["attention_png"])
-        console.print(table)

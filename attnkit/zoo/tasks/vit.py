@@ -14,8 +14,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from rich.console import Console
-from rich.table import Table
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.digits import LEVELS, load_digit_splits, random_shift, save_digit_grid
@@ -24,6 +22,8 @@ from attnkit.zoo.models.vit import ViT, ViTConfig
 from attnkit.zoo.plots import plot_cls_attention
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write, npz_bytes
+from attnkit.nn.modes import model_device
+from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Task
 
 TEST_FILE = "digits_test.npz"  # the held-out digits, so sampling never touches the training data
@@ -36,12 +36,9 @@ def _as_input(images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
-    """Class probabilities (N, n_class) for uint8 images (N, S, S), in eval mode."""
-    was_training = model.training
-    model.eval()
+    """Class probabilities (N, n_class) for uint8 images (N, S, S), in the model's mode (the engine sets eval)."""
     probs = [torch.softmax(model(_as_input(images[i:i + batch]).to(device)).float(), -1).cpu()
              for i in range(0, len(images), batch)]
-    model.train(was_training)
     return torch.cat(probs)
 
 
@@ -101,26 +98,23 @@ class ViTTask(Task):
         nll = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
         return {f"{split}_loss": nll, f"{split}_acc": (probs.argmax(-1) == labels).float().mean().item()}
 
-    def report(self, model: nn.Module, run_dir: Path, console: Console) -> dict[str, Any]:
+    def report(self, model: nn.Module, run_dir: Path) -> Report:
         """Test accuracy of the ViT beside logistic regression and an SVM on the same split."""
-        device = next(model.parameters()).device
         (xtr, ytr), (xte, yte) = self.splits["train"], self.splits["test"]
         t0 = time.perf_counter()
-        vit_acc = (predict(model, xte, device).argmax(-1) == yte).float().mean().item()
+        vit_acc = (predict(model, xte, model_device(model)).argmax(-1) == yte).float().mean().item()
         rows = [("ViT (attnkit)", vit_acc, time.perf_counter() - t0, "trained above"),
                 *digit_baselines(xtr, ytr, xte, yte, LEVELS)]
-        table = Table(title=f"digits test accuracy ({len(yte)} held-out digits, {len(ytr)} training)")
-        for col in ("model", "test accuracy", "seconds", ""):
-            table.add_column(col)
-        for name, acc, secs, note in rows:
-            table.add_row(name, f"{100 * acc:.2f}%", f"{secs:.2f}", note)
-        console.print(table)
-        return {"test_acc": vit_acc, "logreg_test_acc": rows[1][1], "svm_test_acc": rows[2][1],
-                "n_test": len(yte), "n_train": len(ytr)}
+        report = Report({"test_acc": vit_acc, "logreg_test_acc": rows[1][1], "svm_test_acc": rows[2][1],
+                         "n_test": len(yte), "n_train": len(ytr)})
+        report.table(f"digits test accuracy ({len(yte)} held-out digits, {len(ytr)} training)",
+                     ["model", "test accuracy", "seconds", ""],
+                     [[name, f"{100 * acc:.2f}%", f"{secs:.2f}", note] for name, acc, secs, note in rows])
+        return report
 
     def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, n_class) of uint8 digit images (N, S, S)."""
-        return predict(model, inputs, next(model.parameters()).device)
+        return predict(model, inputs, model_device(model))
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
@@ -134,9 +128,9 @@ class ViTTask(Task):
         return task
 
     sample_flags = ()  # the model-specific flags `sample` reads
-    def sample(self, model: nn.Module, cfg: SampleConfig, console: Console) -> dict[str, Any]:
-        """Classify the held-out digits; print predictions and accuracy; write predictions.png and attention.png."""
-        device = next(model.parameters()).device
+    def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
+        """Classify the held-out digits: predictions, accuracy, predictions.png and attention.png."""
+        device = model_device(model)
         images, labels = self.test
         probs = predict(model, images, device)
         pred = probs.argmax(-1)
@@ -144,18 +138,15 @@ class ViTTask(Task):
         out = Path(cfg.out or cfg.run)
         out.mkdir(parents=True, exist_ok=True)
 
-        shown = max(cfg.num_samples, 16)
-        table = Table(title=f"predictions on the first {min(shown, len(labels))} held-out digits")
-        for col in ("#", "true", "predicted", "confidence", ""):
-            table.add_column(col)
-        for i in range(min(shown, len(labels))):
-            ok = pred[i] == labels[i]
-            table.add_row(str(i), str(labels[i].item()), str(pred[i].item()), f"{probs[i, pred[i]].item():.3f}",
-                          "" if ok else "[red]wrong[/red]")
-        console.print(table)
+        shown = min(max(cfg.num_samples, 16), len(labels))
+        report = Report()
+        report.table(f"predictions on the first {shown} held-out digits",
+                     ["#", "true", "predicted", "confidence", ""],
+                     [[str(i), str(labels[i].item()), str(pred[i].item()), f"{probs[i, pred[i]].item():.3f}",
+                       "" if pred[i] == labels[i] else "wrong"] for i in range(shown)])
         wrong = (pred != labels).nonzero().flatten().tolist()
-        console.print(f"accuracy on {len(labels)} held-out digits: [bold]{100 * acc:.2f}%[/bold] "
-                      f"({len(wrong)} wrong: indices {wrong[:20]}{' ...' if len(wrong) > 20 else ''})")
+        report.line(f"accuracy on {len(labels)} held-out digits: {100 * acc:.2f}% "
+                    f"({len(wrong)} wrong: indices {wrong[:20]}{' ...' if len(wrong) > 20 else ''})")
 
         cols = min(8, len(labels))
         rows = min(8, len(labels) // cols)  # an 8×8 grid of the first 64 held-out digits
@@ -166,11 +157,9 @@ class ViTTask(Task):
                   for r in range(rows)]
         suptitle = f"ViT predictions, accuracy {100 * acc:.1f}% on {len(labels)} held-out digits"
         grid_png = save_digit_grid(out / "predictions.png", grid, titles, colors, suptitle=suptitle)
-        was_training = model.training
-        model.eval()
         maps = model.attention_maps(_as_input(images[:8]).to(device)).float().cpu()  # (layers, B, H, N+1, N+1)
-        model.train(was_training)
         attn_png = plot_cls_attention(maps, images[:8], pred[:8], model.cfg.patch_size, LEVELS, out / "attention.png")
-        console.print(f"wrote {grid_png}")
-        console.print(f"wrote {attn_png}")
-        return {"accuracy": acc, "n": len(labels), "predictions_png": grid_png, "attention_png": attn_png}
+        report.file("predictions", grid_png)
+        report.file("CLS attention", attn_png)
+        report.metrics = {"accuracy": acc, "n": len(labels), "predictions_png": grid_png, "attention_png": attn_png}
+        return report
