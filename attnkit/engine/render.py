@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from attnkit.zoo.report import Report, Table
@@ -30,6 +31,35 @@ def rich_table(table: Table) -> RichTable:
     for row in table.rows:
         out.add_row(*(format_cell(v) for v in row))
     return out
+
+
+class ProgressBars:
+    """A task's `progress(what, done, total)` as Rich bars, one per `what`, drawn while the with-block runs.
+
+    The display starts at the first report, so work that reports nothing prints nothing.
+    """
+
+    def __init__(self, console: Console, enabled: bool = True):
+        self.console, self.enabled, self.bars, self.display = console, enabled, {}, None
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.display is None:
+            self.display = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeElapsedColumn(), console=self.console)
+            self.display.start()
+        if what not in self.bars:
+            self.bars[what] = self.display.add_task(what, total=total)
+        self.display.update(self.bars[what], completed=done, total=total)
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.display is not None:
+            self.display.stop()
+            self.display, self.bars = None, {}
 
 
 def render(report: Report, console: Console) -> None:

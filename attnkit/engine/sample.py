@@ -10,7 +10,6 @@ The same from Python (`attnkit.load_run`):
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from rich.console import Console
 from attnkit.engine.checkpoint import WEIGHTS, load_weights
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.engine.device import resolve_device
-from attnkit.engine.render import render
+from attnkit.engine.render import ProgressBars, render
 from attnkit.errors import UserError
 from attnkit.engine.resolve import flag_name, resolve_config, split_saved
 from attnkit.engine.rundir import CONFIG, LATEST, read_saved_config, real_run_dir
@@ -128,9 +127,8 @@ def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str,
     check_sample_flags(cfg, type(run.task))
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():
-        if "console" in inspect.signature(run.task.sample).parameters:  # TRANSITION: tasks not yet returning a Report
-            return run.task.sample(run.model, cfg, console)
-        report = run.task.sample(run.model, cfg, _echo_to(console))
+        with ProgressBars(console) as run.task.progress:
+            report = run.task.sample(run.model, cfg, _echo_to(console))
     render(report, console)
     return report.metrics
 

@@ -13,7 +13,6 @@ the run directory (see attnkit.engine.rundir for its rules).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import math
 import random
@@ -38,7 +37,7 @@ from attnkit.config import MODES, TrainConfig
 from attnkit.engine.device import autocast, resolve_device, resolve_dtype
 from attnkit.errors import Interrupted, UserError
 from attnkit.engine.optim import lr_at, make_optimizer
-from attnkit.engine.render import render
+from attnkit.engine.render import ProgressBars, render
 from attnkit.nn.modes import mode
 from attnkit.zoo.plots import can_plot, plot_losses
 from attnkit.engine.resolve import describe, resolve_config
@@ -165,7 +164,8 @@ class Trainer:
         if cfg.resume:
             self.task.resume_dir, self.task.resume_step = self.run_dir, _resume_hint(self.run_dir)
         with staging_dir(self.run_dir) as staged:
-            self.task.prepare(staged)  # a resumed run keeps its own assets; the staged ones only validate
+            with ProgressBars(self.console, enabled=world.is_main) as self.task.progress:
+                self.task.prepare(staged)  # a resumed run keeps its own assets; the staged ones only validate
             self._build()
             if world.is_main:  # everything is checked: now write
                 self._write_run(staged)
@@ -400,9 +400,7 @@ def _summary(metrics: list[dict], n_params: int, wall: float, cfg: TrainConfig) 
 
 def _final_report(task: Task, model: nn.Module, run_dir: Path, console: Console) -> Report:
     """task.report in eval mode without gradients (a report that trains, e.g. a fine-tune, enables them itself)."""
-    with mode(model, training=False), torch.no_grad():
-        if "console" in inspect.signature(task.report).parameters:  # TRANSITION: tasks not yet returning a Report
-            return Report(metrics=task.report(model, run_dir, console) or {})
+    with mode(model, training=False), torch.no_grad(), ProgressBars(console) as task.progress:
         return task.report(model, run_dir)
 
 

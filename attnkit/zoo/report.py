@@ -17,6 +17,8 @@ from typing import Any, Callable, Sequence
 
 # Streamed text (GPT's tokens as they are generated): a task writes pieces through an Echo the engine gives it.
 Echo = Callable[[str], None]
+# Long work inside a task (speech synthesis, rollouts): progress(what, done, total); the engine draws the bars.
+Progress = Callable[[str, int, int], None]
 
 
 def no_echo(text: str) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
+from attnkit.zoo.report import Progress
 
 DATA_FILE = "trajectories.npz"
 VERSION = 1  # bump when the generator changes, so cached datasets are regenerated
@@ -111,15 +112,16 @@ class Trajectories:
                             self.epsilons[episodes])
 
 
-def generate(env_name: str, episodes: int, seed: int, progress=None) -> Trajectories:
-    """Play `episodes` seeded episodes, each with its own ε ~ U(0, 1) of random actions; deterministic in seed."""
+def generate(env_name: str, episodes: int, seed: int, progress: Progress | None = None) -> Trajectories:
+    """Play `episodes` seeded episodes, each with its own ε ~ U(0, 1) of random actions; deterministic in seed.
+
+    progress(what, done, total) is called after each episode (the engine draws it as a bar)."""
     spec = get_env_spec(env_name)
     env = make_env(env_name)
     rng = np.random.default_rng(seed)
     epsilons = rng.uniform(0.0, 1.0, episodes).astype(np.float32)
     n_actions = env.action_space.n
     obs_list, act_list, rew_list, starts = [], [], [], [0]
-    bar = progress.add_task(f"playing {episodes} {env_name} episodes", total=episodes) if progress else None
     for e in range(episodes):
         obs, _ = env.reset(seed=seed * 100_003 + e)
         done = False
@@ -132,23 +134,13 @@ def generate(env_name: str, episodes: int, seed: int, progress=None) -> Trajecto
             done = terminated or truncated
         starts.append(len(act_list))
         if progress:
-            progress.advance(bar)
+            progress(f"playing {episodes} {env_name} episodes", e + 1, episodes)
     env.close()
     return Trajectories(np.asarray(obs_list, dtype=np.float32), np.asarray(act_list, dtype=np.int64),
                         np.asarray(rew_list, dtype=np.float32), np.asarray(starts, dtype=np.int64), epsilons)
 
 
-def stderr_progress():
-    """A transient progress bar on stderr for `load_or_generate(..., progress=...)`: playing a thousand episodes
-    takes a while on a CPU, and stdout stays for results."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-
-
-def load_or_generate(run_dir: Path, env_name: str, episodes: int, seed: int, progress=None,
+def load_or_generate(run_dir: Path, env_name: str, episodes: int, seed: int, progress: Progress | None = None,
                      cached_in: Path | None = None) -> Trajectories:
     """The dataset cached in run_dir (or in `cached_in`) if it was made with the same settings, else a fresh
     one; either way it ends up cached in run_dir."""

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,8 +113,6 @@ class ASRTask(ASRSampling, Seq2SeqTask):
         self.run_dir: Path | None = None
         self.synth_wall_s: float | None = None     # None when the corpus came from a resumed run's cache
         self.train_started: float | None = None    # perf_counter when prepare ended
-        # Set by the engine to show the synthesis's progress: progress(what, done, total). Unset, nothing shows.
-        self.progress: Callable[[str, int, int], None] | None = None
 
     # ---- data ----------------------------------------------------------------------------
     def _spec(self) -> dict:

@@ -46,7 +46,7 @@ import torch.nn as nn
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.errors import UserError
-from attnkit.zoo.report import Echo, Report
+from attnkit.zoo.report import Echo, Progress, Report
 
 
 class RunCheckpoints(Protocol):
@@ -81,6 +81,8 @@ class Task:
     resume_dir: Path | None = None
     resume_step: int = 0
     checkpoints: RunCheckpoints | None = None
+    # Set by the engine around prepare/report/sample: progress(what, done, total) draws a bar. None: no bars.
+    progress: Progress | None = None
 
     def __init__(self, cfg: TrainConfig, opts=None):
         self.cfg = cfg

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.data.rl import get_env_spec, load_or_generate, make_env, stderr_progress
+from attnkit.zoo.data.rl import get_env_spec, load_or_generate, make_env
 from attnkit.zoo.data.trajectory_windows import Windows, top_episodes
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
@@ -96,10 +96,9 @@ class DTTask(Task):
             raise UserError(f"--opt episodes must be at least {2 * VAL_EVERY}, got {opts.episodes}")
         if opts.eval_episodes < 1:
             raise UserError(f"--opt eval_episodes must be at least 1, got {opts.eval_episodes}")
-        with stderr_progress() as progress:
-            # run_dir is a staging directory: a resumed run's own cached episodes are in cfg.out.
-            data = load_or_generate(run_dir, opts.env, opts.episodes, opts.data_seed, progress,
-                                    cached_in=Path(self.cfg.out) if self.cfg.out else None)
+        # run_dir is a staging directory: a resumed run's own cached episodes are in cfg.out.
+        data = load_or_generate(run_dir, opts.env, opts.episodes, opts.data_seed, self.progress,
+                                cached_in=Path(self.cfg.out) if self.cfg.out else None)
         returns = data.returns()
         is_val = np.arange(len(data)) % VAL_EVERY == VAL_EVERY - 1
         train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
