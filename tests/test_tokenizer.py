@@ -170,3 +170,18 @@ def test_a_character_tokenizer_file_loads_by_content_and_bert_refuses_it(tmp_pat
     assert isinstance(load_tokenizer(path), CharTokenizer)
     with pytest.raises(UserError, match="is a character tokenizer .*not a sentencepiece model"):
         SentencePieceTokenizer.load(path)
+
+
+def test_every_vocabulary_of_the_zoo_follows_the_one_protocol():
+    from attnkit.zoo.data.numbers import WordVocab, all_words
+    from attnkit.zoo.data.parallel import ShiftedTokenizer
+    from attnkit.zoo.data.speech import CharVocab
+    from attnkit.zoo.data.tokenizer import Tokenizer
+
+    char = CharTokenizer.fit("one two\n")
+    vocabs = [char, train_sentencepiece("one two three\n" * 50, 20), WordVocab(all_words()), ShiftedTokenizer(char), CharVocab()]
+    for vocab in vocabs:
+        assert isinstance(vocab, Tokenizer), type(vocab).__name__
+        assert vocab.decode(vocab.encode("one two")) == "one two"
+        assert max(vocab.encode("one two")) < vocab.vocab_size
+    assert ShiftedTokenizer(char).vocab_size == char.vocab_size + 4

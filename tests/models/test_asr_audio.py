@@ -27,7 +27,7 @@ def task_and_model():
 
     task = ASRTask(resolve_config(TrainConfig(model="asr", flavor="debug")), ASRTask.Options(ctc_weight=0.3))
     torch.manual_seed(3)
-    model = ASR(ASRConfig(vocab_size=len(CharVocab()), n_enc_layer=1, n_dec_layer=1, n_head=2, d_model=32,
+    model = ASR(ASRConfig(vocab_size=CharVocab.vocab_size, n_enc_layer=1, n_dec_layer=1, n_head=2, d_model=32,
                           d_ff=64, max_frames=2000, max_len=40, subsample=4, ctc_head=True))
     batch = task.collate([log_mel(speech.say(t, v)).numpy() for t, v in zip(TEXTS, ("m1", "f1"))], list(TEXTS))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -22,7 +22,7 @@ def overfit():
     cfg = resolve_config(TrainConfig(model="asr", flavor="debug"))
     task = ASRTask(cfg, ASRTask.Options(ctc_weight=0.3, subsample=4))
     torch.manual_seed(0)
-    model = ASR(ASRConfig(vocab_size=len(CharVocab()), n_enc_layer=2, n_dec_layer=1, n_head=2, d_model=64,
+    model = ASR(ASRConfig(vocab_size=CharVocab.vocab_size, n_enc_layer=2, n_dec_layer=1, n_head=2, d_model=64,
                           d_ff=128, max_frames=400, max_len=40, subsample=4, ctc_head=True))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     batch = task.collate(mels, TEXTS)

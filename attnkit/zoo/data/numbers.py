@@ -101,7 +101,8 @@ class WordVocab:
         self.itos = SPECIALS + [w for w in words if w not in SPECIALS]
         self.stoi = {w: i for i, w in enumerate(self.itos)}
 
-    def __len__(self) -> int:
+    @property
+    def vocab_size(self) -> int:
         return len(self.itos)
 
     def encode(self, text: str) -> list[int]:

@@ -15,7 +15,8 @@ class ShiftedTokenizer:
     def __init__(self, inner):
         self.inner = inner
 
-    def __len__(self) -> int:
+    @property
+    def vocab_size(self) -> int:
         return self.inner.vocab_size + N_SPECIAL
 
     def encode(self, text: str) -> list[int]:

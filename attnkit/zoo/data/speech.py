@@ -181,8 +181,7 @@ class CharVocab:
     pad_id, bos_id, eos_id = 0, 1, 2
     chars = " 'abcdefghijklmnopqrstuvwxyz"
 
-    def __len__(self) -> int:
-        return 3 + len(self.chars)
+    vocab_size = 3 + len(chars)
 
     def encode(self, text: str) -> list[int]:
         return [3 + self.chars.index(c) for c in text.lower() if c in self.chars]

@@ -28,7 +28,7 @@ import io
 import re
 import json
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write, make_dirs
@@ -37,12 +37,15 @@ MODEL_TYPES = ("bpe", "unigram", "char")
 N_BYTE_PIECES = 256  # byte fallback adds <0x00>..<0xFF>
 
 
+@runtime_checkable
 class Tokenizer(Protocol):
+    """The one vocabulary interface of the zoo: text ↔ ids. CharTokenizer and SentencePieceTokenizer (language
+    models), and the translation and transcript vocabularies (data/numbers.WordVocab, data/parallel.ShiftedTokenizer,
+    data/speech.CharVocab, whose ids 0–2 are <pad>, <s>, </s>) all follow it; each class saves itself its own way."""
     vocab_size: int
 
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: Sequence[int]) -> str: ...
-    def save(self, path: str | Path) -> Path: ...
 
 
 class CharTokenizer:

@@ -157,7 +157,7 @@ class ASRTask(ASRSampling, Seq2SeqTask):
     # ---- model ---------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
         longest = max(len(c.text) for s in self.splits.values() for c in s.clips)
-        return dict(super().model_config(), vocab_size=len(self.vocab), pad_id=PAD, bos_id=BOS, eos_id=EOS,
+        return dict(super().model_config(), vocab_size=self.vocab.vocab_size, pad_id=PAD, bos_id=BOS, eos_id=EOS,
                     max_frames=int(MAX_SECONDS * SAMPLE_RATE / HOP_LENGTH), max_len=max(128, 2 * longest),
                     subsample=self.subsample, ctc_head=self.ctc_weight > 0)
 

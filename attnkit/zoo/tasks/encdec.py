@@ -127,7 +127,7 @@ class EncDecTask(Seq2SeqTask):
 
     # ---- model ---------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
-        V = len(self.vocab)
+        V = self.vocab.vocab_size
         return dict(super().model_config(), src_vocab_size=V, tgt_vocab_size=V, shared_vocab=True,
                     pad_id=PAD, bos_id=BOS, eos_id=EOS, max_len=self.max_len)
 
