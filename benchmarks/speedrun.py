@@ -72,7 +72,7 @@ def train(arm: str, out: Path, scale: float, seed: int, threads: int, log: Path)
 def _flavor_steps(flavor: str) -> int:
     from attnkit.zoo.tasks.gpt import GPTTask
 
-    return GPTTask.flavors[flavor]["train"]["max_steps"]
+    return GPTTask.flavors[flavor].train["max_steps"]
 
 
 def time_to(rows: list[dict], target: float) -> float | None:

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     text = load_text(None)
     tok = CharTokenizer.fit(text)
     data = torch.tensor(tok.encode(text), dtype=torch.long)
-    mcfg = GPTConfig(**GPTTask.flavors[args.flavor]["model"], vocab_size=tok.vocab_size, block_size=cfg.block_size,
+    mcfg = GPTConfig(**GPTTask.flavors[args.flavor].model, vocab_size=tok.vocab_size, block_size=cfg.block_size,
                      dropout=cfg.dropout or 0.0)
     results: dict[str, list[float]] = {"attnkit": [], "plain": [], "nanogpt": []}
     attnkit_loop(cfg, 1, 1)  # untimed: first-call imports and allocations would otherwise land in one measurement

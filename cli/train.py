@@ -94,7 +94,7 @@ def print_options(model: str) -> None:
     for col in ("flavor", "model", "training", "options"):
         flavors.add_column(col)
     for flavor, preset in task_cls.flavors.items():
-        flavors.add_row(flavor, *(escape(_settings(preset.get(part, {}))) for part in ("model", "train", "options")))
+        flavors.add_row(flavor, *(escape(_settings(part)) for part in (preset.model, preset.train, preset.options)))
     console.print(flavors)
 
 

@@ -4,9 +4,13 @@ import json
 
 import pytest
 
-from attnkit.config import SampleConfig, TrainConfig
+from attnkit.config import SampleConfig, TrainConfig, field_types
 from attnkit.errors import UserError
 from attnkit.engine.resolve import resolve_config
+from attnkit.zoo.tasks import TASKS, get_task
+from attnkit.zoo.tasks.base import Flavor
+from attnkit.zoo.tasks.bert import BERTTask
+from attnkit.zoo.tasks.gpt import GPTOptions
 from attnkit.zoo.tasks.npt import NPTTask
 
 
@@ -82,3 +86,33 @@ def test_a_task_picks_its_flavor_from_the_options_when_none_is_named():
     assert resolve_config(TrainConfig(model="npt", options={"probe": "lookup"}, data="wine")).flavor == "small"
     assert resolve_config(TrainConfig(model="npt", flavor="debug", options={"probe": "lookup"})).flavor == "debug"
     assert resolve_config(TrainConfig(model="npt")).flavor == "small"
+
+
+def test_a_flavor_refuses_a_trainer_field_that_does_not_exist():
+    with pytest.raises(TypeError, match="max_step$"):
+        Flavor(model={}, train=dict(max_step=10))
+
+
+def test_every_flavor_is_a_flavor_whose_options_the_model_has():
+    for name in TASKS:
+        task_cls = get_task(name)
+        assert "debug" in task_cls.flavors and task_cls.default_flavor in task_cls.flavors
+        for flavor, preset in task_cls.flavors.items():
+            assert isinstance(preset, Flavor), (name, flavor)
+            assert set(preset.options) <= set(field_types(task_cls.Options)), (name, flavor)
+
+
+def test_flavor_options_beat_the_options_defaults():
+    assert GPTOptions().position == "learned"
+    assert resolve_config(TrainConfig(model="gpt", flavor="speedrun")).options["position"] == "rotary"
+    cfg = resolve_config(TrainConfig(model="gpt", flavor="speedrun", options={"position": "learned"}))
+    assert cfg.options["position"] == "learned"
+
+
+def test_tasks_read_their_flavors_fixed_settings():
+    """What a flavor fixes for the task alone (not options) reaches the task: NPT's objective, BERT's vocabulary."""
+    npt = NPTTask(resolve_config(TrainConfig(model="npt", flavor="paper", data="iris")))
+    assert npt.objective == dict(feature_mask=0.15, target_mask=0.1, target_weight=0.5)
+    assert BERTTask(resolve_config(TrainConfig(model="bert", flavor="debug-nsp"))).flavor.model["vocab_size"] == 400
+    with pytest.raises(UserError, match="flavor 'lookup' is the semi-synthetic lookup experiment"):
+        NPTTask(resolve_config(TrainConfig(model="npt", flavor="lookup", data="iris")))

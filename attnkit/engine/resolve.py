@@ -4,7 +4,7 @@ Each field, trainer field or model option alike, takes the first value set in:
     1. flags (the fields set on the TrainConfig passed in; `options` from repeated `--opt name=value`)
     2. the `--config` TOML file ([train] table, or top-level keys, plus an [options] table)
     3. the saved RUN/config.json, on --resume
-    4. the flavor (`Task.flavors[flavor]["train"]` and `["options"]`)
+    4. the flavor (`Task.flavors[flavor].train` and `.options`, a `attnkit.zoo.tasks.base.Flavor`)
     5. TRAINER_DEFAULTS (options: the `Task.Options` dataclass defaults), then the derived defaults
        min_lr = lr/10, warmup_steps = min(100, max_steps/10), eval_interval = max_steps/10, out = runs/MODEL.
 Values are type-checked where they come from, so an error names the flag, the file and the field.
@@ -70,17 +70,13 @@ def resolve_config(cfg: TrainConfig | None = None, *, config_file: str | Path | 
 
     option_types = field_types(task_cls.Options)
     preset = task_cls.flavors[flavor]
-    flavor_train = {k: v for k, v in preset.get("train", {}).items() if k not in option_types}
-    # A flavor may still list an option among its "train" defaults; it counts as a flavor option.
-    flavor_opts = {**{k: v for k, v in preset.get("train", {}).items() if k in option_types},
-                   **preset.get("options", {})}
-    layers += [flavor_train, TRAINER_DEFAULTS]
+    layers += [preset.train, TRAINER_DEFAULTS]
     values = {name: _first(layers, name) for name in TRAIN_FIELDS}
     values.update(model=model, flavor=flavor)
     _derive(values)
 
     options: dict[str, Any] = {}
-    for layer, where in reversed([*opt_layers, (flavor_opts, "flavor option {}")]):
+    for layer, where in reversed([*opt_layers, (preset.options, "flavor option {}")]):
         options.update(_typed_options(layer, option_types, where, task_cls))
     options = dataclasses.asdict(task_cls.Options(**options))
     out = TrainConfig(**values, options=options, resume=cfg.resume, overwrite=cfg.overwrite)

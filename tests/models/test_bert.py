@@ -120,7 +120,7 @@ def test_sample_without_prompt_fills_heldout_sentences(tmp_path):
     assert table.title == "held-out sentences, masked and filled" and len(table.rows) == len(oracle.metrics["heldout"])
     assert table.column("true") == table.column("top guess") and set(table.column("")) == {"✓"}
     assert oracle.lines == [f"top-1 accuracy on these {len(table.rows)} masked tokens: 100.0%"]
-    untrained = task.sample(BERTTask.build_model(dict(task.flavors["debug"]["model"], vocab_size=task.tok.vocab_size,
+    untrained = task.sample(BERTTask.build_model(dict(task.flavors["debug"].model, vocab_size=task.tok.vocab_size,
                                                       block_size=cfg.block_size)), sample_cfg, no_echo).metrics
     assert [r["true"] for r in untrained["heldout"]] == [r["true"] for r in oracle.metrics["heldout"]]  # same masks
     assert untrained["accuracy"] < 0.5

@@ -42,6 +42,7 @@ from attnkit.zoo.eval import ctc as ctc_eval
 from attnkit.zoo.models.asr import ASR, PAD_FRAME, ASRConfig, pad_frames
 from attnkit.zoo.report import Report
 from attnkit.zoo.tasks.asr_sample import CORPUS, ASRSampling
+from attnkit.zoo.tasks.base import Flavor
 from attnkit.zoo.tasks.seq2seq import BOS, EOS, PAD, Seq2SeqTask
 
 BEAM, ALPHA = 4, 0.0
@@ -59,12 +60,17 @@ class ASROptions:
         "help": "light (light SpecAugment) | full (dialects, waveform effects, tempo, VTLP, full SpecAugment)"})
 
 
+@dataclass(frozen=True)
+class ASRSettings:
+    baseline_clips: int  # held-out clips pocketsphinx transcribes beside the model (it is slow)
+
+
 def _flavor(model: dict, train: dict, train_clips: int, test_clips: int, baseline_clips: int,
-            ctc_weight: float = 0.0, subsample: int = 2, augment: str = "light") -> dict:
-    return {"model": model, "train": train,
-            "options": dict(train_clips=train_clips, test_clips=test_clips, ctc_weight=ctc_weight,
-                            subsample=subsample, augment=augment),
-            "data": dict(baseline_clips=baseline_clips)}
+            ctc_weight: float = 0.0, subsample: int = 2, augment: str = "light") -> Flavor:
+    return Flavor(model=model, train=train,
+                  options=dict(train_clips=train_clips, test_clips=test_clips, ctc_weight=ctc_weight,
+                               subsample=subsample, augment=augment),
+                  fixed=ASRSettings(baseline_clips=baseline_clips))
 
 
 class ASRTask(ASRSampling, Seq2SeqTask):
@@ -92,16 +98,15 @@ class ASRTask(ASRSampling, Seq2SeqTask):
 
     def __init__(self, cfg: TrainConfig, opts=None):
         super().__init__(cfg, opts)
-        flavor = self.flavors.get(cfg.flavor or self.default_flavor, {})
-        # An unset option takes the flavor's value (the small flavor's for an unknown one): runs saved before an
-        # option existed load with it unset (None).
-        o = {**self.flavors["small"]["options"], **flavor.get("options", {})}
+        # An unset option takes the flavor's value (the default flavor's for an unknown one): runs saved before
+        # an option existed load with it unset (None).
+        o = self.flavor.options
         self.n_train = self.opts.train_clips or o["train_clips"]
         self.n_test = self.opts.test_clips or o["test_clips"]
         self.ctc_weight = o["ctc_weight"] if self.opts.ctc_weight is None else self.opts.ctc_weight
         self.subsample = self.opts.subsample or o["subsample"]
         self.augment = self.opts.augment or o["augment"]
-        self.baseline_clips = flavor.get("data", {}).get("baseline_clips", self.n_test)
+        self.baseline_clips = self.flavor.fixed.baseline_clips
         if self.augment not in ("light", "full"):
             raise UserError(f"augment must be light or full, got {self.augment!r}")
         if self.subsample not in (2, 4):

@@ -32,8 +32,9 @@ Trainer notes (attnkit.engine.trainer): `loss` receives the model wrapped by DDP
 so call it as `model(...)`; `evaluate` gets the plain (under --fsdp: sharded) model on every rank, `report`
 the plain model on rank 0. `get_batch` returns tensors with the batch first (ranks take slices of one
 global batch). Fields neither user nor flavor set get attnkit.engine.resolve.TRAINER_DEFAULTS; block_size,
-dropout, label_smoothing and data stay None unless the flavor sets them. A flavor sets options under
-"options" (e.g. `"options": dict(folds=2)`).
+dropout, label_smoothing and data stay None unless the flavor sets them. A flavor is a `Flavor`: model kwargs,
+trainer defaults, option defaults (`Flavor(model=..., options=dict(folds=2))`) and, for settings the user does not
+choose (ICL's curriculum, NPT's masking objective), `fixed`: a small dataclass of the task's own.
 """
 from __future__ import annotations
 
@@ -59,6 +60,25 @@ class RunCheckpoints(Protocol):
         """Load the element-wise mean of those steps' weights into model."""
 
 
+_TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavor:
+    """A size preset of a model: what `--flavor NAME` sets, below flags, the TOML file and a resumed run."""
+
+    model: dict[str, Any]                                      # kwargs of the model's config (build_model)
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)    # TrainConfig field defaults
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # Task.Options field defaults
+    fixed: Any = None  # the task's own settings the user does not choose (a dataclass of the task), or None
+
+    def __post_init__(self):
+        # A misspelt trainer field would be silently ignored; options are checked by the resolver (it knows Options).
+        unknown = sorted(set(self.train) - _TRAIN_FIELDS)
+        if unknown:
+            raise TypeError(f"flavor train defaults name no TrainConfig field: {', '.join(unknown)}")
+
+
 @dataclasses.dataclass
 class NoOptions:
     """A model with no options of its own."""
@@ -69,8 +89,8 @@ class Task:
     # The model's own options (e.g. music's `position`), a dataclass whose fields have defaults and
     # `metadata={"help": ...}`. The task reads them as `self.opts`; `TrainConfig` holds only trainer fields.
     Options: ClassVar[type] = NoOptions
-    # flavor name -> {"model": model kwargs, "train": TrainConfig field defaults}. Must include "debug".
-    flavors: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    # flavor name -> Flavor. Must include "debug".
+    flavors: ClassVar[dict[str, Flavor]] = {}
     default_flavor: ClassVar[str] = "small"
     # The model-specific SampleConfig fields `sample` reads (of MODEL_SAMPLE_FLAGS); `attnkit sample` refuses
     # the others rather than ignore them.
@@ -89,6 +109,12 @@ class Task:
         self.opts = opts if opts is not None else self.Options(**cfg.options)
 
     # ---- configuration -------------------------------------------------------------------
+    @property
+    def flavor(self) -> Flavor:
+        """The run's flavor. A loaded run whose flavor no longer exists (or was saved before flavors were
+        recorded) gets the default one; `attnkit train` refuses an unknown flavor before a task exists."""
+        return self.flavors.get(self.cfg.flavor, self.flavors[self.default_flavor])
+
     @classmethod
     def default_flavor_for(cls, options: dict[str, Any], data: str | None) -> str:
         """The flavor when the user names none; a task may pick one that fits the options (NPT's lookup)."""
@@ -99,7 +125,7 @@ class Task:
 
         Tasks extend this (`dict(super().model_config(), vocab_size=...)`) with data-derived sizes.
         """
-        cfg = dict(self.flavors[self.cfg.flavor]["model"])
+        cfg = dict(self.flavor.model)
         if self.cfg.dropout is not None:
             cfg["dropout"] = self.cfg.dropout
         return cfg

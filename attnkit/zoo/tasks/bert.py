@@ -1,30 +1,29 @@
 """`--model bert`: masked-language-model pre-training on the text corpus, and fill-mask sampling.
 
-Data: the same corpus as GPT (`attnkit.zoo.data.text.load_text`: the embedded Austen text by default, or
-`--data PATH`) with hard line wraps joined, first 90% for training, last 10% for validation
-(`attnkit.zoo.data.mlm`). The tokenizer is sentencepiece with the special tokens [PAD] [CLS] [SEP] [MASK]:
-trained on the training split into RUN/tokenizer.model (the default `--tokenizer char` means "train one"),
-or `--tokenizer FILE.model` if that model already defines the four tokens.
+Data: the same corpus as GPT (`attnkit.zoo.data.text.load_text`: the embedded Austen text by default, or `--data
+PATH`) with hard line wraps joined, first 90% for training, last 10% for validation (`attnkit.zoo.data.mlm`). The
+tokenizer is sentencepiece with the special tokens [PAD] [CLS] [SEP] [MASK]: trained on the training split into
+RUN/tokenizer.model (the default `--tokenizer char` means "train one"), or `--tokenizer FILE.model` if that model
+already defines the four tokens.
 
-An example is [CLS] + a random window of the token stream + [SEP]; with next-sentence prediction (the
-"*-nsp" flavors) it is [CLS] A [SEP] B [SEP], B following A half of the time and drawn from elsewhere
-otherwise. Masking follows BERT (see `attnkit.zoo.models.bert.mask_tokens`). `report` gives masked-token
-accuracy on validation beside a unigram-frequency baseline (always predict the most frequent training
-token; its loss is the unigram entropy) measured on the very same masked positions.
+An example is [CLS] + a random window of the token stream + [SEP]; with next-sentence prediction (the "*-nsp"
+flavors) it is [CLS] A [SEP] B [SEP], B following A half of the time and drawn from elsewhere otherwise. Masking
+follows BERT (see `attnkit.zoo.models.bert.mask_tokens`). `report` gives masked-token accuracy on validation beside
+a unigram-frequency baseline (always predict the most frequent training token; its loss is the unigram entropy)
+measured on the very same masked positions.
 
-Then the claim that matters, that pretraining helps: a fine-tuning phase (`--opt finetune_*`; off with
-`--opt finetune_labels=0`) on the word-order task of `attnkit.zoo.data.word_order` (was the passage left as
-written, or were two of its words swapped?), with a few labelled passages from the training text and a test
-set from the validation text. The pretrained model and the same architecture from scratch are fine-tuned
-alike (`attnkit.zoo.eval.bert.finetune_comparison`); a bag-of-words logistic regression, at chance by
-construction, is the surface-statistics baseline. summary.json: finetune_acc_pretrained, finetune_acc_scratch,
-finetune_acc_bow.
+Then the claim that matters, that pretraining helps: a fine-tuning phase (`--opt finetune_*`; off with `--opt
+finetune_labels=0`) on the word-order task of `attnkit.zoo.data.word_order` (was the passage left as written, or
+were two of its words swapped?), with a few labelled passages from the training text and a test set from the
+validation text. The pretrained model and the same architecture from scratch are fine-tuned alike
+(`attnkit.zoo.eval.bert.finetune_comparison`); a bag-of-words logistic regression, at chance by construction, is the
+surface-statistics baseline. summary.json: finetune_acc_pretrained, finetune_acc_scratch, finetune_acc_bow.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report
-from attnkit.zoo.tasks.base import Task
+from attnkit.zoo.tasks.base import Flavor, Task
 
 MASK_PROB = 0.15
 HELDOUT_FILE = "bert_data.json"
@@ -58,26 +57,25 @@ class BERTOptions:
     finetune_lr: float = field(default=3e-4, metadata={"help": "peak fine-tuning learning rate (each arm)"})
     finetune_batch_size: int = field(default=32, metadata={"help": "fine-tuning batch size"})
 
-
 class BERTTask(Task):
     name = "bert"
     Options = BERTOptions
     default_flavor = "small"
     _train = dict(schedule="cosine", beta2=0.98, dropout=0.1)
+    # model vocab_size: the sentencepiece vocabulary trained on the corpus (the default `--tokenizer char`); the
+    # model's embedding takes the tokenizer's real size (a `--tokenizer FILE.model` brings its own).
     flavors = {
-        "debug": {"model": dict(n_layer=1, n_head=2, d_model=32, d_ff=64, nsp=False),
-                  "data": dict(vocab_size=400),
-                  "options": dict(finetune_labels=32, finetune_test=64, finetune_steps=5),
-                  "train": dict(_train, max_steps=20, batch_size=8, block_size=32, lr=1e-3, warmup_steps=5,
-                                eval_interval=10, eval_batches=2)},
+        "debug": Flavor(model=dict(n_layer=1, n_head=2, d_model=32, d_ff=64, nsp=False, vocab_size=400),
+                        options=dict(finetune_labels=32, finetune_test=64, finetune_steps=5),
+                        train=dict(_train, max_steps=20, batch_size=8, block_size=32, lr=1e-3, warmup_steps=5,
+                                   eval_interval=10, eval_batches=2)),
         # CPU-sized: about 0.9 M parameters (half of them the 2000-token embedding).
-        "small": {"model": dict(n_layer=4, n_head=4, d_model=128, d_ff=512, nsp=False),
-                  "data": dict(vocab_size=2000),
-                  "train": dict(_train, max_steps=1000, batch_size=32, block_size=64, lr=1e-3, warmup_steps=100,
-                                eval_interval=200, eval_batches=8)},
+        "small": Flavor(model=dict(n_layer=4, n_head=4, d_model=128, d_ff=512, nsp=False, vocab_size=2000),
+                        train=dict(_train, max_steps=1000, batch_size=32, block_size=64, lr=1e-3, warmup_steps=100,
+                                   eval_interval=200, eval_batches=8)),
     }
     # Each size also with next-sentence prediction on [CLS].
-    flavors.update({f"{name}-nsp": dict(f, model=dict(f["model"], nsp=True)) for name, f in list(flavors.items())})
+    flavors.update({f"{name}-nsp": replace(f, model=dict(f.model, nsp=True)) for name, f in list(flavors.items())})
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
@@ -107,7 +105,7 @@ class BERTTask(Task):
         if self.opts.finetune_labels > 0 and short:
             raise UserError(f"the {short[0]} split has fewer than {words} words, too few for fine-tuning passages of "
                             f"{self.opts.finetune_words}; use more text, or --opt finetune_labels=0")
-        tok = mlm_tokenizer(self.cfg.tokenizer, parts["train"], self.flavors[self.cfg.flavor]["data"]["vocab_size"])
+        tok = mlm_tokenizer(self.cfg.tokenizer, parts["train"], self.flavor.model["vocab_size"])
         self._set_tokenizer(tok)
         tok.save(Path(run_dir) / "tokenizer.model")
         self.ids = {k: torch.tensor(tok.encode(v), dtype=torch.long) for k, v in parts.items()}
@@ -121,7 +119,7 @@ class BERTTask(Task):
                                                                "heldout": heldout_sentences(parts["val"])}))
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        nsp = self.flavors[self.cfg.flavor]["model"].get("nsp", False)
+        nsp = self.flavor.model.get("nsp", False)
         batch = window_examples(self.ids[split], batch_size, self.cfg.block_size, nsp, self.cls_id, self.sep_id,
                                 generator)
         ids = batch.pop("ids")  # (B, L)

@@ -28,7 +28,7 @@ from attnkit.fsio import atomic_write
 from attnkit.zoo.eval.rl import evaluate_policies, plot_return_histogram, plot_return_tracking, return_rows
 from attnkit.zoo.models.dt import DTConfig, PolicySet
 from attnkit.zoo.report import Echo, Report
-from attnkit.zoo.tasks.base import Task
+from attnkit.zoo.tasks.base import Flavor, Task
 
 STATS_FILE = "dataset.json"  # what sampling needs to know about the data, so it never reads the episodes
 TOP_FRACTION = 0.1           # %BC trains on the best 10% of episodes (the paper's Table 3)
@@ -59,19 +59,19 @@ class DTTask(Task):
     default_flavor = "paper"
     Options = DTOptions
     flavors = {
-        "debug": {
-            "model": dict(context=5, n_layer=1, n_head=1, d_model=32, dropout=0.0),
-            "train": dict(max_steps=20, batch_size=16, lr=1e-3, warmup_steps=2, eval_interval=10,
-                          eval_batches=1, weight_decay=1e-4),
-            "options": dict(episodes=40, eval_episodes=2),
-        },
+        "debug": Flavor(
+            model=dict(context=5, n_layer=1, n_head=1, d_model=32, dropout=0.0),
+            train=dict(max_steps=20, batch_size=16, lr=1e-3, warmup_steps=2, eval_interval=10,
+                       eval_batches=1, weight_decay=1e-4),
+            options=dict(episodes=40, eval_episodes=2),
+        ),
         # The paper's network (K 20, 3 layers, 1 head, width 128, dropout 0.1, weight decay 1e-4); batch 32 and
         # 600 steps (the paper: 64 and 100k) fit a few CPU minutes, and CartPole needs no more.
-        "paper": {
-            "model": dict(context=20, n_layer=3, n_head=1, d_model=128, dropout=0.1),
-            "train": dict(max_steps=600, batch_size=32, lr=6e-4, min_lr=6e-5, warmup_steps=60,
-                          eval_interval=150, eval_batches=4, weight_decay=1e-4),
-        },
+        "paper": Flavor(
+            model=dict(context=20, n_layer=3, n_head=1, d_model=128, dropout=0.1),
+            train=dict(max_steps=600, batch_size=32, lr=6e-4, min_lr=6e-5, warmup_steps=60,
+                       eval_interval=150, eval_batches=4, weight_decay=1e-4),
+        ),
     }
 
     def __init__(self, cfg: TrainConfig, opts=None):
@@ -127,7 +127,7 @@ class DTTask(Task):
         return report
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        K = self.flavors[self.cfg.flavor]["model"]["context"]
+        K = self.flavor.model["context"]
         batch = self.windows[split].batch(batch_size, K, generator)
         top = self.windows[f"top_{split}"].batch(batch_size, K, generator)
         return {**batch, **{f"top_{k}": v for k, v in top.items()}}

@@ -32,10 +32,17 @@ from attnkit.zoo.data.parallel import ShiftedTokenizer, read_parallel
 from attnkit.zoo.metrics import bleu, exact_match
 from attnkit.zoo.models.encdec import EncDec, EncDecConfig
 from attnkit.zoo.report import Echo, Report
+from attnkit.zoo.tasks.base import Flavor
 from attnkit.zoo.tasks.seq2seq import BOS, EOS, PAD, Seq2SeqTask
 
 BEAM, ALPHA = 4, 0.6  # report's beam: Wu et al. 2016 use alpha in [0.6, 0.7]
 RECIPE = dict(schedule="noam", beta2=0.98, label_smoothing=0.1, dropout=0.1)
+HELDOUT = 1000  # held-out pairs of a generated task, unless the flavor fixes fewer
+
+
+@dataclasses.dataclass(frozen=True)
+class EncDecSettings:
+    heldout: int = HELDOUT
 
 
 class EncDecTask(Seq2SeqTask):
@@ -43,21 +50,21 @@ class EncDecTask(Seq2SeqTask):
     default_flavor = "small"
     beam, alpha = BEAM, ALPHA
     flavors = {
-        "debug": {"model": dict(n_enc_layer=1, n_dec_layer=1, n_head=2, d_model=32, d_ff=64, pre_ln=False),
-                  "data": dict(heldout=32),
-                  "train": dict(RECIPE, max_steps=40, batch_size=16, block_size=64, lr=2e-3, warmup_steps=10,
-                                eval_interval=10, eval_batches=2, keep_last=3)},
+        "debug": Flavor(model=dict(n_enc_layer=1, n_dec_layer=1, n_head=2, d_model=32, d_ff=64, pre_ln=False),
+                        fixed=EncDecSettings(heldout=32),
+                        train=dict(RECIPE, max_steps=40, batch_size=16, block_size=64, lr=2e-3, warmup_steps=10,
+                                   eval_interval=10, eval_batches=2, keep_last=3)),
         # CPU-sized: about 1.4 M parameters; the numbers task is learned in ~1000 steps.
-        "small": {"model": dict(n_enc_layer=3, n_dec_layer=3, n_head=4, d_model=128, d_ff=512, pre_ln=False),
-                  "train": dict(RECIPE, max_steps=1000, batch_size=64, block_size=128, lr=1e-3,
-                                warmup_steps=200, eval_interval=50, eval_batches=4, keep_last=5)},
-        "small-preln": {"model": dict(n_enc_layer=3, n_dec_layer=3, n_head=4, d_model=128, d_ff=512, pre_ln=True),
-                        "train": dict(RECIPE, max_steps=1000, batch_size=64, block_size=128, lr=1e-3,
-                                      warmup_steps=200, eval_interval=50, eval_batches=4, keep_last=5)},
+        "small": Flavor(model=dict(n_enc_layer=3, n_dec_layer=3, n_head=4, d_model=128, d_ff=512, pre_ln=False),
+                        train=dict(RECIPE, max_steps=1000, batch_size=64, block_size=128, lr=1e-3,
+                                   warmup_steps=200, eval_interval=50, eval_batches=4, keep_last=5)),
+        "small-preln": Flavor(model=dict(n_enc_layer=3, n_dec_layer=3, n_head=4, d_model=128, d_ff=512, pre_ln=True),
+                              train=dict(RECIPE, max_steps=1000, batch_size=64, block_size=128, lr=1e-3,
+                                         warmup_steps=200, eval_interval=50, eval_batches=4, keep_last=5)),
         # Transformer (base): for real parallel data on a GPU.
-        "base": {"model": dict(n_enc_layer=6, n_dec_layer=6, n_head=8, d_model=512, d_ff=2048, pre_ln=False),
-                 "train": dict(RECIPE, max_steps=100_000, batch_size=128, block_size=256, lr=7e-4,
-                               warmup_steps=4000, eval_interval=1000, eval_batches=20, keep_last=5)},
+        "base": Flavor(model=dict(n_enc_layer=6, n_dec_layer=6, n_head=8, d_model=512, d_ff=2048, pre_ln=False),
+                       train=dict(RECIPE, max_steps=100_000, batch_size=128, block_size=256, lr=7e-4,
+                                  warmup_steps=4000, eval_interval=1000, eval_batches=20, keep_last=5)),
     }
 
     def __init__(self, cfg: TrainConfig):
@@ -69,12 +76,18 @@ class EncDecTask(Seq2SeqTask):
 
     # ---- data ----------------------------------------------------------------------------
     @property
+    def heldout(self) -> int:
+        """Held-out pairs of a generated task (its validation set, and `sample`'s examples)."""
+        fixed: EncDecSettings | None = self.flavor.fixed
+        return fixed.heldout if fixed else HELDOUT
+
+    @property
     def generated(self) -> bool:
         return self.data in VARIANTS
 
     def prepare(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
-        n_val = self.flavors[self.cfg.flavor].get("data", {}).get("heldout", 1000)
+        n_val = self.heldout
         if self.generated:
             self.vocab = WordVocab(all_words())
             self.val = heldout_pairs(self.data, n_val)
@@ -217,8 +230,7 @@ class EncDecTask(Seq2SeqTask):
         """The first --num-samples (at least 10) held-out examples: source, reference, translation, exact match."""
         if not self.generated:
             raise UserError('this run was trained on files: pass a source sentence with --prompt "..."')
-        n_val = self.flavors.get(self.cfg.flavor or self.default_flavor, {}).get("data", {}).get("heldout", 1000)
-        pairs = heldout_pairs(self.data, n_val)[:max(cfg.num_samples, 10)]
+        pairs = heldout_pairs(self.data, self.heldout)[:max(cfg.num_samples, 10)]
         beam = max(cfg.beam, 1)
         hyps = self.best_texts(model, [self.vocab.encode(s) for s, _ in pairs], beam, alpha)
         match = exact_match(hyps, [r for _, r in pairs])

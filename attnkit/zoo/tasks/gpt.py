@@ -16,7 +16,7 @@ from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.data.tokenizer import CharTokenizer, SentencePieceTokenizer, load_tokenizer
 from attnkit.zoo.models.gpt import GPT, PRESETS, GPTConfig
 from attnkit.errors import UserError
-from attnkit.zoo.tasks.base import Task
+from attnkit.zoo.tasks.base import Flavor, Task
 
 VAL_FRACTION = 0.1
 # Batch 16 × 128 tokens, 200 steps, Muon at 0.05 on the matrices and AdamW at 0.008 on embeddings, head and gains,
@@ -62,26 +62,24 @@ class GPTTask(Task):
     default_flavor = "demo"
     flavors = {
         # Trains in seconds on one core: for tests and smoke runs.
-        "debug": {"model": PRESETS["debug"],
-                  "train": dict(max_steps=20, batch_size=4, block_size=32, lr=3e-3, warmup_steps=2,
-                                eval_interval=10, eval_batches=2, dropout=0.0, beta2=0.99)},
+        "debug": Flavor(model=PRESETS["debug"],
+                        train=dict(max_steps=20, batch_size=4, block_size=32, lr=3e-3, warmup_steps=2,
+                                   eval_interval=10, eval_batches=2, dropout=0.0, beta2=0.99)),
         # nanoGPT's CPU recipe (4 layers × 4 heads × 128, block 64, batch 12, lr 1e-3): `make demo`.
-        "demo": {"model": PRESETS["demo"],
-                 "train": dict(max_steps=2000, batch_size=12, block_size=64, lr=1e-3, min_lr=1e-4,
-                               warmup_steps=100, eval_interval=250, eval_batches=20, dropout=0.0, beta2=0.99)},
+        "demo": Flavor(model=PRESETS["demo"],
+                       train=dict(max_steps=2000, batch_size=12, block_size=64, lr=1e-3, min_lr=1e-4,
+                                  warmup_steps=100, eval_interval=250, eval_batches=20, dropout=0.0, beta2=0.99)),
         # nanoGPT's char-level Shakespeare GPU recipe (6 × 6 × 384, block 256).
-        "small": {"model": PRESETS["small"],
-                  "train": dict(max_steps=5000, batch_size=64, block_size=256, lr=1e-3, min_lr=1e-4,
-                                warmup_steps=100, eval_interval=250, eval_batches=200, dropout=0.2, beta2=0.99)},
+        "small": Flavor(model=PRESETS["small"],
+                        train=dict(max_steps=5000, batch_size=64, block_size=256, lr=1e-3, min_lr=1e-4,
+                                   warmup_steps=100, eval_interval=250, eval_batches=200, dropout=0.2, beta2=0.99)),
         # The modern small-model recipe at the demo's size (see attnkit.zoo.models.gpt), tuned to reach the demo's
         # final val loss soonest on the CPU (benchmarks/speedrun.py). Needs torch.optim.Muon (torch >= 2.9).
-        "speedrun": {"model": dict(PRESETS["demo"], bias=False),
-                     "train": SPEEDRUN_TRAIN,
-                     "options": SPEEDRUN_OPTIONS},
-        "gpt2": {"model": PRESETS["gpt2"],
-                 "train": dict(max_steps=600000, batch_size=12, block_size=1024, lr=6e-4, min_lr=6e-5,
-                               warmup_steps=2000, eval_interval=2000, eval_batches=200, dropout=0.0,
-                               beta2=0.95, grad_accum=40)},
+        "speedrun": Flavor(model=dict(PRESETS["demo"], bias=False), train=SPEEDRUN_TRAIN, options=SPEEDRUN_OPTIONS),
+        "gpt2": Flavor(model=PRESETS["gpt2"],
+                       train=dict(max_steps=600000, batch_size=12, block_size=1024, lr=6e-4, min_lr=6e-5,
+                                  warmup_steps=2000, eval_interval=2000, eval_batches=200, dropout=0.0,
+                                  beta2=0.95, grad_accum=40)),
     }
 
     Options = GPTOptions
@@ -97,7 +95,7 @@ class GPTTask(Task):
         # Switches at their GPT-2 default are left out, so runs saved before they existed resume unchanged.
         defaults = GPTConfig()
         switches = {k: getattr(self.opts, k) for k in MODEL_SWITCHES if getattr(self.opts, k) != getattr(defaults, k)}
-        return dict(self.flavors[self.cfg.flavor]["model"], vocab_size=self.tokenizer.vocab_size,
+        return dict(self.flavor.model, vocab_size=self.tokenizer.vocab_size,
                     block_size=self.cfg.block_size, dropout=self.cfg.dropout or 0.0,
                     position={"absolute": "learned"}.get(self.opts.position, self.opts.position), **switches)
 

@@ -27,7 +27,7 @@ from attnkit.zoo.eval.icl import (ALGORITHMS, BASELINES, agreement_by_k, agreeme
 from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report, Table
-from attnkit.zoo.tasks.base import Task
+from attnkit.zoo.tasks.base import Flavor, Task
 
 TEST_PROMPTS, VAL_PROMPTS, TEST_SEED, VAL_SEED = 1280, 256, 2022, 7
 FIT_PROMPTS, FIT_SEED = 2048, 11  # training-distribution prompts that fit the agreement probe's GD step and α
@@ -39,28 +39,34 @@ class ICLOptions:
     sparsity: int = field(default=3, metadata={"help": "sparse_linear: non-zero weights per function"})
 
 
+@dataclass(frozen=True)
+class ICLSettings:
+    """What a flavor fixes: the curriculum (live dims and points start small and grow every `interval` steps)
+    and how many prompts the test averages over."""
+    curriculum: Curriculum
+    test_prompts: int = TEST_PROMPTS
+
+
 class ICLTask(Task):
     name = "icl"
     default_flavor = "small"
     Options = ICLOptions
-    # "curriculum": Curriculum kwargs (live dims and points start small and grow every `interval` steps).
     # small: CPU probes on 2026-12-01 (shared machine) left lr 1e-3 on the loss plateau at d = 3-4 after 3,000
     # steps (train loss 0.81, least squares 0.28), where lr 3e-4 was at 0.59; a 500-step curriculum interval
     # moved on before the plateau broke.
     flavors = {
-        "debug": {
-            "model": dict(n_dims=4, n_points=9, n_layer=1, n_head=2, n_embd=32, mlp_ratio=2, dropout=0.0),
-            "train": dict(max_steps=30, batch_size=32, lr=1e-3, warmup_steps=3, schedule="cosine", beta2=0.99,
-                          weight_decay=0.0, eval_interval=15, eval_batches=1),
-            "curriculum": dict(d_start=2, n_start=5, interval=5),
-            "test_prompts": 64,
-        },
-        "small": {
-            "model": dict(n_dims=8, n_points=17, n_layer=4, n_head=2, n_embd=64, mlp_ratio=4, dropout=0.0),
-            "train": dict(max_steps=12000, batch_size=64, lr=3e-4, warmup_steps=200, schedule="cosine",
-                          beta2=0.99, weight_decay=0.0, eval_interval=500, eval_batches=1),
-            "curriculum": dict(d_start=2, n_start=5, interval=1000),
-        },
+        "debug": Flavor(
+            model=dict(n_dims=4, n_points=9, n_layer=1, n_head=2, n_embd=32, mlp_ratio=2, dropout=0.0),
+            train=dict(max_steps=30, batch_size=32, lr=1e-3, warmup_steps=3, schedule="cosine", beta2=0.99,
+                       weight_decay=0.0, eval_interval=15, eval_batches=1),
+            fixed=ICLSettings(Curriculum(d_start=2, n_start=5, interval=5), test_prompts=64),
+        ),
+        "small": Flavor(
+            model=dict(n_dims=8, n_points=17, n_layer=4, n_head=2, n_embd=64, mlp_ratio=4, dropout=0.0),
+            train=dict(max_steps=12000, batch_size=64, lr=3e-4, warmup_steps=200, schedule="cosine",
+                       beta2=0.99, weight_decay=0.0, eval_interval=500, eval_batches=1),
+            fixed=ICLSettings(Curriculum(d_start=2, n_start=5, interval=1000)),
+        ),
     }
 
     def __init__(self, cfg: TrainConfig, opts=None):
@@ -68,10 +74,9 @@ class ICLTask(Task):
         check_function(self.opts.function)
         if self.opts.sparsity < 1:
             raise UserError(f"sparsity must be at least 1, got {self.opts.sparsity}")
-        flavor = self.flavors[cfg.flavor]
-        self.curriculum = Curriculum(**flavor["curriculum"])
-        self.n_test = flavor.get("test_prompts", TEST_PROMPTS)
-        self.d, self.n = flavor["model"]["n_dims"], flavor["model"]["n_points"]
+        fixed: ICLSettings = self.flavor.fixed
+        self.curriculum, self.n_test = fixed.curriculum, fixed.test_prompts
+        self.d, self.n = self.flavor.model["n_dims"], self.flavor.model["n_points"]
         self._train_batches = 0  # the curriculum's clock: optimizer step = batches // grad_accum
 
     @classmethod

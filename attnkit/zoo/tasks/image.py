@@ -24,7 +24,7 @@ from attnkit.zoo.models.image import ATTENTION_PATTERNS, ImageTransformer, Image
 from attnkit.errors import UserError
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report
-from attnkit.zoo.tasks.base import Task
+from attnkit.zoo.tasks.base import Flavor, Task
 
 # Kernel tiles (BLOCK_M, BLOCK_N) at which tile sparsity is reported: the interpreter's fixed 64×64 and a
 # typical CUDA forward config (kernels/attention.py autotunes among 128×64, 128×128, 64×64, 128×32, 64×32).
@@ -53,18 +53,18 @@ class ImageTask(Task):
     default_flavor = "small"
     max_shift = 1  # augmentation: every training digit moves by up to 1 pixel of 16 (shifted digits are digits)
     flavors = {
-        "debug": {
-            "model": dict(image_size=8, n_layer=1, n_head=2, d_model=32, dropout=0.0, attention="local2d",
-                          query_block=(2, 4), memory_flange=(2, 2), block_1d=8, memory_1d=16),
-            "train": dict(max_steps=20, batch_size=16, lr=2e-3, warmup_steps=2, schedule="cosine", beta2=0.99,
-                          eval_interval=10, eval_batches=1),
-        },
-        "small": {
-            "model": dict(image_size=16, n_layer=3, n_head=4, d_model=64, dropout=0.1, attention="local2d",
-                          query_block=(4, 8), memory_flange=(4, 4), block_1d=32, memory_1d=64),
-            "train": dict(max_steps=500, batch_size=16, lr=2e-3, warmup_steps=50, schedule="cosine", beta2=0.99,
-                          eval_interval=100, eval_batches=1),
-        },
+        "debug": Flavor(
+            model=dict(image_size=8, n_layer=1, n_head=2, d_model=32, dropout=0.0, attention="local2d",
+                       query_block=(2, 4), memory_flange=(2, 2), block_1d=8, memory_1d=16),
+            train=dict(max_steps=20, batch_size=16, lr=2e-3, warmup_steps=2, schedule="cosine", beta2=0.99,
+                       eval_interval=10, eval_batches=1),
+        ),
+        "small": Flavor(
+            model=dict(image_size=16, n_layer=3, n_head=4, d_model=64, dropout=0.1, attention="local2d",
+                       query_block=(4, 8), memory_flange=(4, 4), block_1d=32, memory_1d=64),
+            train=dict(max_steps=500, batch_size=16, lr=2e-3, warmup_steps=50, schedule="cosine", beta2=0.99,
+                       eval_interval=100, eval_batches=1),
+        ),
     }
 
     Options = ImageOptions

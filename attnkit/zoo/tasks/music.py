@@ -39,7 +39,7 @@ from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report
-from attnkit.zoo.tasks.base import Task
+from attnkit.zoo.tasks.base import Flavor, Task
 
 PRIMERS_FILE = "music_primers.json"
 
@@ -85,18 +85,19 @@ class MusicTask(Task):
     Options = MusicOptions
     flavors = {
         # Seconds on one core; 12 chorales so tests parse little (numbers 1..12: train, val and test).
-        "debug": {"model": dict(n_layer=2, n_head=2, d_model=32, max_relative_fraction=0.5),
-                  "train": dict(data="chorales:12", max_steps=20, batch_size=4, block_size=64, lr=3e-3,
-                                warmup_steps=2, eval_interval=10, eval_batches=2, dropout=0.0, beta2=0.99,
-                                position="relative")},
+        "debug": Flavor(model=dict(n_layer=2, n_head=2, d_model=32, max_relative_fraction=0.5),
+                        train=dict(data="chorales:12", max_steps=20, batch_size=4, block_size=64, lr=3e-3,
+                                   warmup_steps=2, eval_interval=10, eval_batches=2, dropout=0.0, beta2=0.99),
+                        options=dict(position="relative")),
         # 0.17 M params. About 4 min per 400 steps on one CPU core (relative; absolute is ~2x faster on CPU,
         # where the relative op runs in torch): benchmarks/music_compare.py trains both arms for 400 steps.
         # max_relative_fraction 0.5: 64 learned distances, farther keys share the last embedding, which is
         # then trained on distances 63..127 (not just 127), so windows longer than training stay in range.
-        "small": {"model": dict(n_layer=3, n_head=4, d_model=64, max_relative_fraction=0.5),
-                  "train": dict(data="chorales", max_steps=2000, batch_size=16, block_size=128, lr=2e-3,
-                                min_lr=2e-4, warmup_steps=100, eval_interval=200, eval_batches=10,
-                                dropout=0.1, beta2=0.98, position="relative")},
+        "small": Flavor(model=dict(n_layer=3, n_head=4, d_model=64, max_relative_fraction=0.5),
+                        train=dict(data="chorales", max_steps=2000, batch_size=16, block_size=128, lr=2e-3,
+                                   min_lr=2e-4, warmup_steps=100, eval_interval=200, eval_batches=10,
+                                   dropout=0.1, beta2=0.98),
+                        options=dict(position="relative")),
     }
 
     def __init__(self, cfg: TrainConfig, opts=None):
@@ -113,7 +114,7 @@ class MusicTask(Task):
         if self.cfg.block_size % 4:
             raise UserError(f"--block-size must be a multiple of 4 (one time step = 4 voices), "
                             f"got {self.cfg.block_size}")
-        model = dict(self.flavors[self.cfg.flavor]["model"])
+        model = dict(self.flavor.model)
         # Learned distances 0..R-1 with R a fraction of the training window (default 1 = the paper's R = L).
         fraction = model.pop("max_relative_fraction", 1.0)
         return dict(model, vocab_size=ch.VOCAB_SIZE, block_size=self.cfg.block_size,

@@ -24,6 +24,7 @@ Probes (`--probe`):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -62,12 +63,12 @@ class NPTTask(NPTBase):
 
     def __init__(self, cfg: TrainConfig, opts=None):
         super().__init__(cfg, opts)
-        self.objective = dict(self.flavors[cfg.flavor].get("objective", {}))
-        if not self.objective:  # e.g. --flavor lookup --data iris
-            table_flavors = ", ".join(f for f, preset in self.flavors.items() if preset.get("objective"))
+        if self.flavor.fixed is None:  # e.g. --flavor lookup --data iris
+            table_flavors = ", ".join(f for f, preset in self.flavors.items() if preset.fixed is not None)
             raise UserError(f"flavor {cfg.flavor!r} is the semi-synthetic lookup experiment and takes no --data; "
                             f"for a table of your own choose a flavor from {table_flavors} "
                             f"(with --opt probe=lookup to duplicate its rows)")
+        self.objective = dataclasses.asdict(self.flavor.fixed)  # masked_cell_batch's keyword arguments
 
     def prepare(self, run_dir: Path) -> None:
         table = load_table(self.cfg.data, self.opts.target, self.opts.column_types)

@@ -24,7 +24,7 @@ from attnkit.fsio import atomic_write
 from attnkit.zoo.data.masked_cells import CONTEXT, TEST, TRAIN
 from attnkit.zoo.data.tables import Table, target_stats
 from attnkit.zoo.models.npt import NPTConfig, NPTFolds, cell_losses
-from attnkit.zoo.tasks.base import Task
+from attnkit.zoo.tasks.base import Flavor, Task
 
 PROBES = ("corruption", "lookup")
 Splits = list[tuple[np.ndarray, np.ndarray]]  # per fold: (training rows, test rows)
@@ -41,38 +41,46 @@ class NPTOptions:
         "help": "override detected column kinds, 'a=categorical,b=numeric'"})
 
 
-# "objective" holds the masking probabilities and λ (not TrainConfig fields: they belong to NPT alone).
+@dataclass(frozen=True)
+class Objective:
+    """A table flavor's masked-cell objective (fixed by the flavor: not options, they define the recipe)."""
+    feature_mask: float   # probability of masking a feature cell
+    target_mask: float    # probability of masking a training row's target
+    target_weight: float  # λ: the target loss's share of the total
+
+
+# A table flavor's `fixed` is its Objective; the lookup experiment's is None (it takes no --data).
 FLAVORS = {
-    "debug": {
-        "model": dict(embed_dim=4, n_layer=2, n_head_abd=2, n_head_aba=1, ff_mult=2, dropout=0.0, head_scale=5.0),
-        "train": dict(max_steps=12, batch_size=4096, lr=3e-3, warmup_steps=2, schedule="cosine",
-                      eval_interval=6, eval_batches=1, dropout=0.0),
-        "options": dict(folds=2),
-        "objective": dict(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
-    },
+    "debug": Flavor(
+        model=dict(embed_dim=4, n_layer=2, n_head_abd=2, n_head_aba=1, ff_mult=2, dropout=0.0, head_scale=5.0),
+        train=dict(max_steps=12, batch_size=4096, lr=3e-3, warmup_steps=2, schedule="cosine",
+                   eval_interval=6, eval_batches=1, dropout=0.0),
+        options=dict(folds=2),
+        fixed=Objective(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
+    ),
     # The CPU reproduction on Breast Cancer: 0.25 M params per fold; 10 folds × 100 steps ≈ 100 s of one core.
-    "small": {
-        "model": dict(embed_dim=4, n_layer=4, n_head_abd=2, n_head_aba=1, ff_mult=2, dropout=0.1, head_scale=5.0),
-        "train": dict(max_steps=100, batch_size=4096, lr=2e-3, warmup_steps=10, schedule="cosine",
-                      eval_interval=25, eval_batches=1, dropout=0.1),
-        "objective": dict(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
-    },
+    "small": Flavor(
+        model=dict(embed_dim=4, n_layer=4, n_head_abd=2, n_head_aba=1, ff_mult=2, dropout=0.1, head_scale=5.0),
+        train=dict(max_steps=100, batch_size=4096, lr=2e-3, warmup_steps=10, schedule="cosine",
+                   eval_interval=25, eval_batches=1, dropout=0.1),
+        fixed=Objective(feature_mask=0.15, target_mask=0.3, target_weight=0.5),
+    ),
     # The semi-synthetic lookup experiment (Kossen et al. §4.1) on 10k duplicated Friedman #1 rows. batch_size
     # counts rows: 32 originals and their 32 duplicates. In small batches the duplicate is easy to find
     # early: with 32 pairs lookup appeared after ~400 steps, with 256 pairs after ~1,000 (CPU probes).
-    "lookup": {
-        "model": dict(embed_dim=16, n_layer=4, n_head_abd=4, n_head_aba=1, ff_mult=2, dropout=0.0, head_scale=5.0),
-        "train": dict(max_steps=5000, batch_size=64, lr=3e-3, warmup_steps=50, schedule="cosine", beta2=0.99,
-                      weight_decay=0.0, eval_interval=500, eval_batches=1, dropout=0.0),
-        "options": dict(probe="lookup"),
-    },
+    "lookup": Flavor(
+        model=dict(embed_dim=16, n_layer=4, n_head_abd=4, n_head_aba=1, ff_mult=2, dropout=0.0, head_scale=5.0),
+        train=dict(max_steps=5000, batch_size=64, lr=3e-3, warmup_steps=50, schedule="cosine", beta2=0.99,
+                   weight_decay=0.0, eval_interval=500, eval_batches=1, dropout=0.0),
+        options=dict(probe="lookup"),
+    ),
     # The paper's Breast Cancer setup (ANCHORS.md): 47 M params per fold on Breast Cancer, GPU-sized.
-    "paper": {
-        "model": dict(embed_dim=32, n_layer=8, n_head_abd=8, n_head_aba=8, ff_mult=4, dropout=0.1, head_scale=1.0),
-        "train": dict(max_steps=2000, batch_size=4096, lr=5e-4, warmup_steps=100, schedule="cosine",
-                      eval_interval=200, eval_batches=1, dropout=0.1),
-        "objective": dict(feature_mask=0.15, target_mask=0.1, target_weight=0.5),
-    },
+    "paper": Flavor(
+        model=dict(embed_dim=32, n_layer=8, n_head_abd=8, n_head_aba=8, ff_mult=4, dropout=0.1, head_scale=1.0),
+        train=dict(max_steps=2000, batch_size=4096, lr=5e-4, warmup_steps=100, schedule="cosine",
+                   eval_interval=200, eval_batches=1, dropout=0.1),
+        fixed=Objective(feature_mask=0.15, target_mask=0.1, target_weight=0.5),
+    ),
 }
 
 

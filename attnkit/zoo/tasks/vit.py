@@ -24,7 +24,7 @@ from attnkit.errors import UserError
 from attnkit.fsio import atomic_write, npz_bytes
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report
-from attnkit.zoo.tasks.base import Task
+from attnkit.zoo.tasks.base import Flavor, Task
 
 TEST_FILE = "digits_test.npz"  # the held-out digits, so sampling never touches the training data
 
@@ -50,16 +50,16 @@ class ViTTask(Task):
     # at 3,000 steps shift_prob 0.3 ended with the better validation accuracy (96.7% vs 96.1% unshifted).
     max_shift, shift_prob = 1, 0.3
     flavors = {
-        "debug": {
-            "model": dict(image_size=8, patch_size=2, n_layer=1, n_head=2, d_model=32, mlp_ratio=2, dropout=0.0),
-            "train": dict(max_steps=20, batch_size=32, lr=2e-3, warmup_steps=2, schedule="cosine", beta2=0.99,
-                          eval_interval=10, eval_batches=1, label_smoothing=0.0),
-        },
-        "small": {
-            "model": dict(image_size=8, patch_size=2, n_layer=4, n_head=4, d_model=64, mlp_ratio=2, dropout=0.1),
-            "train": dict(max_steps=3000, batch_size=64, lr=2e-3, warmup_steps=100, schedule="cosine", beta2=0.99,
-                          eval_interval=250, eval_batches=1, label_smoothing=0.1),
-        },
+        "debug": Flavor(
+            model=dict(image_size=8, patch_size=2, n_layer=1, n_head=2, d_model=32, mlp_ratio=2, dropout=0.0),
+            train=dict(max_steps=20, batch_size=32, lr=2e-3, warmup_steps=2, schedule="cosine", beta2=0.99,
+                       eval_interval=10, eval_batches=1, label_smoothing=0.0),
+        ),
+        "small": Flavor(
+            model=dict(image_size=8, patch_size=2, n_layer=4, n_head=4, d_model=64, mlp_ratio=2, dropout=0.1),
+            train=dict(max_steps=3000, batch_size=64, lr=2e-3, warmup_steps=100, schedule="cosine", beta2=0.99,
+                       eval_interval=250, eval_batches=1, label_smoothing=0.1),
+        ),
     }
 
     # ---- configuration -------------------------------------------------------------------
