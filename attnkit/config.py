@@ -59,29 +59,27 @@ MODES = ("resume", "overwrite")
 
 @dataclass
 class SampleConfig:
+    """What every model's `sample` reads; a model's own settings (--prompt, --beam, ...) are `options`, its
+    `Task.SampleOptions` fields."""
     run: str = "runs/latest"           # run directory written by `attnkit train` (runs/latest: the newest)
-    prompt: str | None = None          # text to continue / fill / translate
     max_new_tokens: int = 200
     temperature: float = 0.8
     top_k: int | None = 200
-    top_p: float | None = None
     num_samples: int = 1
     seed: int = 1337
     device: str = "auto"
-    beam: int = 1                      # beam size (encoder-decoder)
-    label: int | None = None           # class to condition on (image)
     out: str | None = None             # where to write files (MIDI, PNG); default: the run directory
-    attention_png: bool = False        # also write an attention heatmap
     stream: bool = True                # print tokens as they are generated
-    target_return: str | None = None   # Decision Transformer: comma list of returns to condition on
-    audio: str | list[str] | None = None  # speech: WAV file(s) or globs to transcribe
-    say: str | None = None             # speech: text to synthesise
-    voice: str | None = None           # speech: which voice
-    extra: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # the model's sample options: --opt name=value, or their flags
+
+
+# `attnkit sample` flags that set the model's sample option of the same name (`--opt name=value` sets any).
+MODEL_SAMPLE_FLAGS = ("prompt", "beam", "label", "top_p", "target_return", "audio", "say", "voice", "attention_png")
 
 
 # ---- typed values ----------------------------------------------------------------------------
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table"}
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a table",
+               list: "a list"}
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
@@ -107,6 +105,8 @@ def coerce(value: Any, kind: type, optional: bool, where: str) -> Any:
         text = value.strip()
         if optional and text.lower() in ("none", ""):
             return None
+        if kind is list:  # `--opt audio=a.wav`: a list of one
+            return [value]
         try:
             if kind is bool:
                 if text.lower() not in _TRUE | _FALSE:

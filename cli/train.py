@@ -18,7 +18,8 @@ Opt = typer.Option
 
 
 def parse_opts(pairs: list[str]) -> dict[str, str]:
-    """["position=rotary", ...] -> {"position": "rotary"}; values are typed later against the model's Options."""
+    """["position=rotary", ...] -> {"position": "rotary"}; values are typed later against the model's Options
+    (`attnkit sample --opt` against its SampleOptions)."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -71,25 +72,35 @@ def train(
     run_training(TrainConfig(**flags, options=parse_opts(opt or [])), config_file=config)
 
 
+def options_table(options_cls: type, title: str, empty: str):
+    """A Rich table of an options dataclass's fields (name, type, default, help); `empty` captions one without."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from attnkit.engine.resolve import option_rows
+
+    rows = option_rows(options_cls)
+    table = Table(title=escape(title))
+    for col in ("name", "type", "default", "help"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    if not rows:
+        table.caption = empty
+    return table
+
+
 def print_options(model: str) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from attnkit.engine.resolve import option_rows
     from attnkit.zoo.tasks import get_task
 
     task_cls = get_task(model)
-    rows = option_rows(task_cls)
-    table = Table(title=escape(f"{model} options: --opt NAME=VALUE, or [options] in --config"))
-    for col in ("name", "type", "default", "help"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*row)
-    if not rows:
-        table.caption = f"{model} has no options of its own"
     console = Console()
-    console.print(table)
+    console.print(options_table(task_cls.Options, f"{model} options: --opt NAME=VALUE, or [options] in --config",
+                                f"{model} has no options of its own"))
     flavors = Table(title=escape(f"{model} flavors: --flavor NAME (default {task_cls.default_flavor})"))
     for col in ("flavor", "model", "training", "options"):
         flavors.add_column(col)

@@ -39,6 +39,6 @@ def test_fsdp_two_processes_follow_one_process_and_resume(tmp_path):
     state = torch.load(tmp_path / "fsdp" / "checkpoints" / "step_0000004.state.pt", weights_only=False)
     assert len(state["rng"]) == 2 and state["config"]["fsdp"]  # really two processes, sharded
     loaded = load_run(out)  # one process reads the gathered safetensors
-    assert run_sampling(SampleConfig(run=out, prompt="The", max_new_tokens=5, stream=False), QUIET)["samples"]
+    assert run_sampling(SampleConfig(run=out, options={"prompt": "The"}, max_new_tokens=5, stream=False), QUIET)["samples"]
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[k], v, rtol=1e-4, atol=1e-5)

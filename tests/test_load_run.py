@@ -31,8 +31,8 @@ def test_generate_is_what_sample_prints(gpt_run):
     assert not run.model.training and run.config.model == "gpt" and run.tokenizer is not None
     for seed, prompt in ((1337, "The "), (7, "My dear")):
         text = run.generate(prompt, max_new_tokens=30, seed=seed)
-        printed = run_sampling(SampleConfig(run=str(gpt_run), prompt=prompt, max_new_tokens=30, seed=seed,
-                                            stream=False), QUIET)["samples"]
+        printed = run_sampling(SampleConfig(run=str(gpt_run), options={"prompt": prompt}, max_new_tokens=30,
+                                            seed=seed, stream=False), QUIET)["samples"]
         assert text == printed[0] and text.startswith(prompt)
         assert len(run.tokenizer.encode(text)) == len(run.tokenizer.encode(prompt)) + 30
     assert run.generate("The ", max_new_tokens=30, seed=1) != run.generate("The ", max_new_tokens=30, seed=2)
@@ -64,6 +64,7 @@ def test_readme_example_runs(gpt_run, monkeypatch):
     code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
     namespace = {}
     exec(compile(code.replace('"runs/demo"', repr(str(gpt_run))), "README.md", "exec"), namespace)
-    want = run_sampling(SampleConfig(run=str(gpt_run), prompt="My dear Alicia", max_new_tokens=50, stream=False),
+    want = run_sampling(SampleConfig(run=str(gpt_run), options={"prompt": "My dear Alicia"}, max_new_tokens=50,
+                                     stream=False),
                         QUIET)["samples"][0]
     assert namespace["text"] == want

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from attnkit.config import SampleConfig, TrainConfig, field_types
+from attnkit.config import TrainConfig, field_types
 from attnkit.errors import UserError
 from attnkit.engine.resolve import resolve_config
 from attnkit.zoo.tasks import TASKS, get_task
@@ -63,11 +63,6 @@ def test_toml_errors_name_the_file_and_field(tmp_path, text, message):
     (tmp_path / "c.toml").write_text(text)
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         resolve_config(TrainConfig(), config_file=tmp_path / "c.toml")
-
-
-def test_sample_config_has_the_new_models_fields():
-    cfg = SampleConfig(target_return="1,2", audio="a.wav", say="hi", voice="en")
-    assert (cfg.target_return, cfg.audio, cfg.say, cfg.voice) == ("1,2", "a.wav", "hi", "en")
 
 
 def test_saved_run_sits_between_flags_and_flavor(tmp_path):

@@ -77,7 +77,7 @@ def resolve_config(cfg: TrainConfig | None = None, *, config_file: str | Path | 
 
     options: dict[str, Any] = {}
     for layer, where in reversed([*opt_layers, (preset.options, "flavor option {}")]):
-        options.update(_typed_options(layer, option_types, where, task_cls))
+        options.update(typed_options(layer, option_types, where, task_cls))
     options = dataclasses.asdict(task_cls.Options(**options))
     out = TrainConfig(**values, options=options, resume=cfg.resume, overwrite=cfg.overwrite)
     check(out)
@@ -107,15 +107,19 @@ def _typed(raw: dict[str, Any], where) -> dict[str, Any]:
     return {k: coerce(v, *_TYPES[k], where(k)) for k, v in raw.items() if v is not None}
 
 
-def _typed_options(raw: dict[str, Any], types: dict[str, tuple[type, bool]], where: str, task_cls) -> dict[str, Any]:
+def typed_options(raw: dict[str, Any], types: dict[str, tuple[type, bool]], where: str, task_cls,
+                  kind: str = "option") -> dict[str, Any]:
+    """raw checked against `types` (field_types of an options dataclass): an unknown name or a value of the
+    wrong type is one line naming the valid ones. `where.format(name)` says where a value came from; `kind`
+    names the options ("option" of `train`, "sample option" of `sample`)."""
     unknown = sorted(set(raw) - set(types))
     if unknown:
-        valid = ", ".join(types) or "none (this model has no options)"
-        raise UserError(f"unknown option {unknown[0]!r} for model {task_cls.name}; valid options: {valid}")
+        valid = ", ".join(types) or f"none (this model has no {kind}s)"
+        raise UserError(f"unknown {kind} {unknown[0]!r} for model {task_cls.name}; valid {kind}s: {valid}")
     try:
         return {k: coerce(v, *types[k], where.format(k)) for k, v in raw.items()}
     except UserError as e:
-        raise UserError(f"{e} (valid options: {', '.join(types)})") from None
+        raise UserError(f"{e} (valid {kind}s: {', '.join(types)})") from None
 
 
 def read_toml(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -193,11 +197,12 @@ def describe(cfg: TrainConfig, shown: dict[str, str] | None = None) -> str:
     return " ".join(parts)
 
 
-def option_rows(task_cls) -> list[tuple[str, str, str, str]]:
-    """(name, type, default, help) of a model's options, for `attnkit train --list-options`."""
-    types = field_types(task_cls.Options)
+def option_rows(options_cls: type) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, help) of an options dataclass (`Task.Options`, `Task.SampleOptions`), for
+    `--list-options`."""
+    types = field_types(options_cls)
     rows = []
-    for f in dataclasses.fields(task_cls.Options):
+    for f in dataclasses.fields(options_cls):
         kind, optional = types[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         rows.append((f.name, kind.__name__ + (" | None" if optional else ""), repr(default),

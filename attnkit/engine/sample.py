@@ -18,20 +18,15 @@ import torch.nn as nn
 from rich.console import Console
 
 from attnkit.engine.checkpoint import WEIGHTS, load_weights
-from attnkit.config import SampleConfig, TrainConfig
+from attnkit.config import MODEL_SAMPLE_FLAGS, SampleConfig, TrainConfig, field_types
 from attnkit.engine.device import resolve_device
 from attnkit.engine.render import ProgressBars, render
 from attnkit.errors import UserError
-from attnkit.engine.resolve import flag_name, resolve_config, split_saved
+from attnkit.engine.resolve import flag_name, resolve_config, split_saved, typed_options
 from attnkit.engine.rundir import CONFIG, LATEST, read_saved_config, real_run_dir
 from attnkit.zoo.report import Echo
 from attnkit.zoo.tasks import get_task
 from attnkit.zoo.tasks.base import Task
-
-
-# SampleConfig fields only some models read; the rest (run, seed, temperature, ...) are generic.
-MODEL_SAMPLE_FLAGS = ("prompt", "beam", "label", "top_p", "target_return", "audio", "say", "voice", "attention_png")
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SampleConfig)}
 
 
 @dataclasses.dataclass
@@ -76,18 +71,27 @@ class Run:
             return self.task.predict(self.model, inputs)
 
 
-def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
-    """A finished or checkpointed run directory, loaded: task, model in eval mode on `device`, TrainConfig."""
+def read_run_config(run: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(run directory with links resolved, its config.json), or a UserError saying what is missing."""
     run_dir = real_run_dir(run)
-    config_path = run_dir / CONFIG
     if not run_dir.is_dir():
         if Path(run).name == LATEST:
             raise UserError(f"run directory not found: {run} (no run trained yet; train one with `attnkit train`, "
                             f"or pass --run)")
         raise UserError(f"run directory not found: {run} (train one with `attnkit train --out {run}`)")
-    if not config_path.is_file():
+    if not (run_dir / CONFIG).is_file():
         raise UserError(f"{run} is not a run directory: no config.json (train one with `attnkit train`)")
-    saved = read_saved_config(run_dir)
+    return run_dir, read_saved_config(run_dir)
+
+
+def run_task(run: str | Path) -> type[Task]:
+    """The task class of a run directory's model, read from its config.json (nothing loaded)."""
+    return get_task(read_run_config(run)[1]["task"])
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A finished or checkpointed run directory, loaded: task, model in eval mode on `device`, TrainConfig."""
+    run_dir, saved = read_run_config(run)
     task_cls = get_task(saved["task"])
     fields, options = split_saved(saved, task_cls)
     train_cfg = TrainConfig(**fields, options=options)
@@ -102,13 +106,19 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
     return Run(task=task, model=model.to(device).eval(), config=train_cfg, run_dir=run_dir)
 
 
-def check_sample_flags(cfg: SampleConfig, task_cls: type[Task]) -> None:
-    """A model-specific flag the run's model does not read is an error naming the ones it does."""
-    unused = [f for f in MODEL_SAMPLE_FLAGS if f not in task_cls.sample_flags and getattr(cfg, f) != _DEFAULTS[f]]
+def resolve_sample_options(options: dict[str, Any], task_cls: type[Task]) -> dict[str, Any]:
+    """`options` (from --opt and the model-specific flags) as the run's model's complete sample options.
+
+    A model-specific flag the model does not read is an error naming the settings it does, an unknown
+    `--opt` name one naming its sample options; values are typed and checked (Task.SampleOptions)."""
+    types = field_types(task_cls.SampleOptions)
+    unused = [f for f in MODEL_SAMPLE_FLAGS if f in options and f not in types]
     if unused:
-        takes = ", ".join(flag_name(f) for f in task_cls.sample_flags) or "none of its own"
+        takes = ", ".join(flag_name(f) if f in MODEL_SAMPLE_FLAGS else f"--opt {f}=VALUE" for f in types)
         raise UserError(f"{flag_name(unused[0])} does not apply to a {task_cls.name} run; its model-specific "
-                        f"sample flags: {takes}")
+                        f"sample settings: {takes or 'none of its own'}")
+    typed = typed_options(options, types, "--opt {}", task_cls, kind="sample option")
+    return dataclasses.asdict(task_cls.SampleOptions(**typed))
 
 
 def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str, Any]:
@@ -117,14 +127,10 @@ def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str,
         raise UserError(f"--max-new-tokens must not be negative, got {cfg.max_new_tokens}")
     if cfg.num_samples < 1:
         raise UserError(f"--num-samples must be at least 1, got {cfg.num_samples}")
-    if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], got {cfg.top_p}")
-    if cfg.beam < 1:
-        raise UserError(f"--beam must be at least 1, got {cfg.beam}")
     if cfg.temperature < 0:
         raise UserError(f"--temperature must not be negative, got {cfg.temperature}")
+    cfg = dataclasses.replace(cfg, options=resolve_sample_options(cfg.options, run_task(cfg.run)))
     run = load_run(cfg.run, cfg.device)
-    check_sample_flags(cfg, type(run.task))
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():
         with ProgressBars(console) as run.task.progress:

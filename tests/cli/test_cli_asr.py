@@ -61,7 +61,7 @@ def test_sample_transcribes_a_wav_file_and_synthesised_text(asr_run, tmp_path):
     run, _ = asr_run
     # 22 050 Hz is resampled; the run's model (untrained here) returns a string either way.
     path = write_wav(tmp_path / "clip.wav", say("four two")[:16000] * 0.9, 22050)
-    result = run_sampling(SampleConfig(run=str(run), audio=str(path)), console())
+    result = run_sampling(SampleConfig(run=str(run), options={"audio": str(path)}), console())
     assert isinstance(result["transcript"], str) and result["source"] == str(path)
     out = invoke("sample", "--run", run, "--say", "one two three", "--voice", "f2", "--out", tmp_path, "--attention-png")
     assert "espeak-ng voice f2" in out and (tmp_path / "asr_attention.png").is_file()

@@ -72,7 +72,7 @@ def test_sample_rolls_out_each_target_beside_the_baselines_on_the_same_seeds(dt_
     assert result["return_by_target"] == summary["return_by_target"]
     assert result["bc_return"] == summary["bc_return"] and result["pct_bc_return"] == summary["pct_bc_return"]
     # Each episode has its own seed and generator: a target alone gives what it gave beside the others.
-    alone = task.sample(model, SampleConfig(run=str(run), out=str(tmp_path), target_return="400"), no_echo).metrics
+    alone = task.sample(model, SampleConfig(run=str(run), out=str(tmp_path), options={"target_return": "400"}), no_echo).metrics
     assert alone["return_by_target"] == [r for r in summary["return_by_target"] if r["target"] == 400]
     out = invoke("sample", "--run", run, "--target-return", "100,400", "--num-samples", 3, "--out", tmp_path)
     dt_rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│ DT ")]

@@ -41,6 +41,26 @@ def test_sample_streams_the_prompt_and_is_seeded(trained, capsys):
     assert quiet.strip() == out1.strip()
 
 
+
+def test_sample_opt_is_the_flag_of_that_name(trained, capsys):
+    args = ["sample", "--run", trained, "--max-new-tokens", "20", "--seed", "3"]
+    _, by_flag, _ = run(args + ["--prompt", "Lady Susan", "--top-p", "0.9"], capsys)
+    code, by_opt, _ = run(args + ["--opt", "prompt=Lady Susan", "--opt", "top_p=0.9"], capsys)
+    assert code == 0 and by_opt == by_flag and by_opt.startswith("Lady Susan")
+    code, _, err = run(args + ["--opt", "beam=2"], capsys)
+    assert code == 1 and err == "error: --beam does not apply to a gpt run; its model-specific sample settings: " \
+                                "--prompt, --top-p\n"
+    code, _, err = run(args + ["--opt", "top_p=most"], capsys)
+    assert code == 1 and err == "error: --opt top_p must be a number, got 'most' (valid sample options: prompt, top_p)\n"
+
+
+def test_sample_list_options_lists_the_runs_model(trained, capsys):
+    code, out, _ = run(["sample", "--run", trained, "--list-options"], capsys)
+    assert code == 0 and "gpt sample options: --opt NAME=VALUE" in out
+    rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert [r for r in rows if r] == ["prompt", "top_p"]
+
+
 def test_average_command(trained, tmp_path, capsys):
     code, out, err = run(["average", "--run", trained, "--last", "3", "--out", tmp_path / "avg.safetensors"], capsys)
     assert code == 0, err

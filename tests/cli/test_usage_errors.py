@@ -70,7 +70,7 @@ def test_usage_error_is_the_usage_line_and_one_error_line(argv, usage, error):
     ("train --model gpt --flavor huge", "error: unknown flavor 'huge' for model 'gpt'; choose from "),
     ("sample --run no/such/run", "error: run directory not found: no/such/run (train one with "
                                  "`attnkit train --out no/such/run`)"),
-    ("sample --run no/such/run --beam 0", "error: --beam must be at least 1, got 0"),
+    ("sample --run no/such/run --opt beam", "error: --opt takes name=value, got 'beam' (see --list-options)"),
     ("train --model npt --flavor lookup --data iris", "error: flavor 'lookup' is the semi-synthetic lookup "
      "experiment and takes no --data; for a table of your own choose a flavor from debug, small, paper "
      "(with --opt probe=lookup to duplicate its rows)"),

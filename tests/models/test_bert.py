@@ -113,7 +113,7 @@ def test_sample_without_prompt_fills_heldout_sentences(tmp_path):
     BERTTask(cfg).prepare(tmp_path)
     task = BERTTask.load(tmp_path, cfg)
     assert len(task.heldout) >= 5
-    sample_cfg = SampleConfig(run=str(tmp_path), prompt=None, num_samples=5, seed=0)
+    sample_cfg = SampleConfig(run=str(tmp_path), num_samples=5, seed=0)
     oracle = task.sample(_Oracle(task, cfg.block_size), sample_cfg, no_echo)
     assert oracle.metrics["accuracy"] == 1.0 and len(oracle.metrics["heldout"]) >= 5
     table = oracle.tables[0]

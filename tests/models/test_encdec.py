@@ -202,7 +202,7 @@ def test_sample_without_prompt_translates_heldout_sources(tmp_path):
     loaded = EncDecTask.load(tmp_path, cfg)
     model = EncDecTask.build_model(task.model_config()).eval()  # as `attnkit sample` hands it over
     with torch.inference_mode():
-        report = loaded.sample(model, SampleConfig(run=str(tmp_path), prompt=None, num_samples=12), no_echo)
+        report = loaded.sample(model, SampleConfig(run=str(tmp_path), num_samples=12), no_echo)
     r = report.metrics
     pairs = heldout_pairs(task.data, 32)[:12]
     assert [(h["source"], h["reference"]) for h in r["heldout"]] == pairs

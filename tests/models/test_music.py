@@ -211,8 +211,8 @@ def test_sample_writes_midi_with_four_voices_and_the_right_length(prepared, tmp_
     task, cfg, run = prepared
     loaded = MusicTask.load(run, cfg)  # reads only the assets prepare wrote
     model = MusicTask.build_model(task.model_config())
-    scfg = SampleConfig(run=str(run), out=str(tmp_path), prompt="test:0:16", max_new_tokens=38,
-                        attention_png=True, seed=3)
+    scfg = SampleConfig(run=str(run), out=str(tmp_path), max_new_tokens=38, seed=3,
+                        options={"prompt": "test:0:16", "attention_png": True})
     result = loaded.sample(model, scfg, no_echo).metrics["samples"][0]
     assert result["primer_steps"] == 16 and result["steps"] == 16 + 10  # 38 tokens round up to 10 steps
     tokens = result["tokens"]
@@ -241,11 +241,11 @@ def test_sample_from_scratch_and_bad_prompts(prepared, tmp_path):
     task, cfg, run = prepared
     loaded = MusicTask.load(run, cfg)
     model = MusicTask.build_model(task.model_config())
-    r = loaded.sample(model, SampleConfig(run=str(run), out=str(tmp_path), prompt="scratch", max_new_tokens=80),
-                      no_echo).metrics["samples"][0]
+    scfg = SampleConfig(run=str(run), out=str(tmp_path), options={"prompt": "scratch"}, max_new_tokens=80)
+    r = loaded.sample(model, scfg, no_echo).metrics["samples"][0]
     assert r["primer_steps"] == 0 and r["steps"] == 20  # 80 tokens > block_size 64: the window slid
     for bad in ("test:99", "nonexistent.mid", "test:x"):
         with pytest.raises(UserError):
-            loaded.sample(model, SampleConfig(run=str(run), out=str(tmp_path), prompt=bad), no_echo)
+            loaded.sample(model, SampleConfig(run=str(run), out=str(tmp_path), options={"prompt": bad}), no_echo)
     with pytest.raises(UserError, match="missing"):
         MusicTask.load(tmp_path, cfg)

@@ -14,6 +14,7 @@ from attnkit.zoo.data.audio import audio_paths, read_wavs
 from attnkit.zoo.data.logmel import SAMPLE_RATE, log_mel
 from attnkit.zoo.eval import asr as asr_eval
 from attnkit.zoo.report import Echo, Report
+from attnkit.zoo.tasks.sample_options import ASRSampleOptions
 from attnkit.zoo.tasks.seq2seq import BOS
 
 CORPUS = "speech.npz"  # the run's synthesised clips (`attnkit.zoo.data.speech.save_corpus`)
@@ -61,10 +62,11 @@ class ASRSampling:
             raise UserError(f"{self.run_dir} has no {CORPUS}: pass --audio FILE.wav or --say \"text\"")
         return speech.load_corpus(path)[0]["heldout"]
 
-    sample_flags = ("audio", "say", "voice", "beam", "attention_png")  # the model-specific flags `sample` reads
+    SampleOptions = ASRSampleOptions
     def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
-        audio, say, voice = cfg.audio, cfg.say, cfg.voice or speech.HELDOUT_VOICES[0]
-        beam = max(cfg.beam, 1)
+        o = self.sample_options(cfg)
+        audio, say, voice = o.audio, o.say, o.voice or speech.HELDOUT_VOICES[0]
+        beam = max(o.beam, 1)
         if audio and say:
             raise UserError("pass either --audio FILE.wav or --say TEXT, not both")
         if audio:
@@ -90,7 +92,7 @@ class ASRSampling:
                       ["voice", "reference", "hypothesis", "WER"],
                       [[r["voice"], r["reference"], r["hypothesis"], f"{100 * r['wer']:.0f}%"] for r in rows],
                       note=f"WER over these clips: {100 * rep.metrics['wer']:.1f}%")
-        if cfg.attention_png:
+        if o.attention_png:
             out_dir = Path(cfg.out) if cfg.out else self.run_dir
             out_dir.mkdir(parents=True, exist_ok=True)
             mel = log_mel(wave[:int(PIECE_SECONDS * SAMPLE_RATE)]).numpy() if say else heldout.features(0)

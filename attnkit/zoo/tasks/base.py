@@ -16,7 +16,8 @@ Lifecycle in `attnkit train`:
     end:  report = task.report(model, run_dir)          # a Report: final metrics, tables beside baselines, plots
 Lifecycle in `attnkit sample`:
     task = Task.load(run_dir, train_cfg); model = Task.build_model(saved model config)
-    report = task.sample(model, sample_cfg, echo)        # echo(text) streams generated text as it comes
+    report = task.sample(model, sample_cfg, echo)        # echo(text) streams generated text as it comes;
+                                                         # task.sample_options(sample_cfg): its typed options
 
 Tasks return results as data (attnkit.zoo.report.Report: metrics, tables, lines, files) and never print; the
 engine renders them (attnkit.engine.render), writes summary.json, and owns the model's mode: `report` runs in
@@ -48,6 +49,7 @@ import torch.nn as nn
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.errors import UserError
 from attnkit.zoo.report import Echo, Progress, Report
+from attnkit.zoo.tasks.sample_options import NoSampleOptions
 
 
 class RunCheckpoints(Protocol):
@@ -92,9 +94,9 @@ class Task:
     # flavor name -> Flavor. Must include "debug".
     flavors: ClassVar[dict[str, Flavor]] = {}
     default_flavor: ClassVar[str] = "small"
-    # The model-specific SampleConfig fields `sample` reads (of MODEL_SAMPLE_FLAGS); `attnkit sample` refuses
-    # the others rather than ignore them.
-    sample_flags: ClassVar[tuple[str, ...]] = ()
+    # What `sample` takes beyond SampleConfig's generic fields (attnkit.zoo.tasks.sample_options): `attnkit
+    # sample --opt name=value` or the flag of that name; the engine refuses the others rather than ignore them.
+    SampleOptions: ClassVar[type] = NoSampleOptions
     # Set by the engine, which knows the run directory: on --resume, the run being resumed and the step it
     # continues from (before `prepare`, whose run_dir is a fresh staging directory); the run's step
     # checkpoints (before `report`).
@@ -185,6 +187,10 @@ class Task:
     def predict(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """Classifiers: class probabilities for a batch of inputs (`attnkit.load_run(...).predict`)."""
         raise UserError(f"the {self.name} model does not classify; `attnkit sample` shows what it does")
+
+    def sample_options(self, cfg: SampleConfig) -> Any:
+        """cfg.options as this model's SampleOptions (`attnkit sample` has checked and typed them)."""
+        return self.SampleOptions(**cfg.options)
 
     def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """Do what the model naturally does (continue text, fill a mask, translate, draw), as a Report."""

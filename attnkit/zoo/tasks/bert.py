@@ -41,6 +41,7 @@ from attnkit.fsio import atomic_write
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Flavor, Task
+from attnkit.zoo.tasks.sample_options import BERTSampleOptions
 
 MASK_PROB = 0.15
 HELDOUT_FILE = "bert_data.json"
@@ -208,14 +209,15 @@ class BERTTask(Task):
         task.heldout = json.loads(meta.read_text()).get("heldout", []) if meta.is_file() else []
         return task
 
-    sample_flags = ("prompt",)  # the model-specific flags `sample` reads
+    SampleOptions = BERTSampleOptions
     def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """Fill the [MASK]s of --prompt (top-k table per mask), or without a prompt held-out sentences."""
-        if not cfg.prompt:
+        prompt = self.sample_options(cfg).prompt
+        if not prompt:
             return self._sample_heldout(model, cfg)
-        if "[MASK]" not in cfg.prompt:
+        if "[MASK]" not in prompt:
             raise UserError('BERT fills masks: pass a prompt with [MASK], e.g. --prompt "The [MASK] was very kind."')
-        ids = encode_masked_prompt(self.tok.encode, cfg.prompt, self.cls_id, self.sep_id, self.mask_id)
+        ids = encode_masked_prompt(self.tok.encode, prompt, self.cls_id, self.sep_id, self.mask_id)
         if len(ids) > model.cfg.block_size:
             raise UserError(f"prompt is {len(ids)} tokens; this model reads at most {model.cfg.block_size}")
         k = FILL_TOP_K if cfg.top_k in (None, SampleConfig.top_k) else max(1, cfg.top_k)
@@ -227,7 +229,7 @@ class BERTTask(Task):
                          [[str(r), repr(c["token"]), f"{c['probability']:.3f}"] for r, c in enumerate(cands, 1)])
         text = self.tok.decode([t for t in filled if t not in (self.cls_id, self.sep_id)])
         report.line(f"top-1 fill: {text}")
-        report.metrics = {"prompt": cfg.prompt, "filled": text, "candidates": candidates}
+        report.metrics = {"prompt": prompt, "filled": text, "candidates": candidates}
         return report
 
     def _sample_heldout(self, model: nn.Module, cfg: SampleConfig) -> Report:

@@ -29,6 +29,7 @@ from attnkit.zoo.eval.rl import evaluate_policies, plot_return_histogram, plot_r
 from attnkit.zoo.models.dt import DTConfig, PolicySet
 from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Flavor, Task
+from attnkit.zoo.tasks.sample_options import DTSampleOptions
 
 STATS_FILE = "dataset.json"  # what sampling needs to know about the data, so it never reads the episodes
 TOP_FRACTION = 0.1           # %BC trains on the best 10% of episodes (the paper's Table 3)
@@ -188,13 +189,14 @@ class DTTask(Task):
             raise UserError(f"{path} is corrupt (not JSON: {e})") from None
         return task
 
-    sample_flags = ("target_return",)  # the model-specific flags `sample` reads
+    SampleOptions = DTSampleOptions
     def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """Roll out DT for each --target-return (default: the env's list) and BC, %BC on the same seeds.
 
         Episodes per target: --num-samples if above 1, else the run's eval_episodes option.
         """
-        targets = parse_targets(cfg.target_return) if cfg.target_return is not None else list(self.spec.targets)
+        target_return = self.sample_options(cfg).target_return
+        targets = parse_targets(target_return) if target_return is not None else list(self.spec.targets)
         episodes = cfg.num_samples if cfg.num_samples > 1 else self.opts.eval_episodes
         out = Path(cfg.out or cfg.run)
         out.mkdir(parents=True, exist_ok=True)

@@ -33,9 +33,10 @@ from attnkit.zoo.metrics import bleu, exact_match
 from attnkit.zoo.models.encdec import EncDec, EncDecConfig
 from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Flavor
+from attnkit.zoo.tasks.sample_options import LENGTH_PENALTY, EncDecSampleOptions
 from attnkit.zoo.tasks.seq2seq import BOS, EOS, PAD, Seq2SeqTask
 
-BEAM, ALPHA = 4, 0.6  # report's beam: Wu et al. 2016 use alpha in [0.6, 0.7]
+BEAM, ALPHA = 4, LENGTH_PENALTY  # report's beam: Wu et al. 2016 use alpha in [0.6, 0.7]
 RECIPE = dict(schedule="noam", beta2=0.98, label_smoothing=0.1, dropout=0.1)
 HELDOUT = 1000  # held-out pairs of a generated task, unless the flavor fixes fewer
 
@@ -207,31 +208,31 @@ class EncDecTask(Seq2SeqTask):
             task.vocab = ShiftedTokenizer(load_tokenizer(path))
         return task
 
-    sample_flags = ("prompt", "beam")  # the model-specific flags `sample` reads
+    SampleOptions = EncDecSampleOptions
     def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """Translate --prompt (an n-best table with --beam), or without a prompt the held-out sources."""
-        alpha = float(cfg.extra.get("alpha", ALPHA))
-        if not cfg.prompt:
-            return self._sample_heldout(model, cfg, alpha)
-        source = numbers_source(cfg.prompt, self.data) if self.generated else cfg.prompt
+        o = self.sample_options(cfg)
+        beam, alpha = max(o.beam, 1), o.alpha
+        if not o.prompt:
+            return self._sample_heldout(model, cfg, beam, alpha)
+        source = numbers_source(o.prompt, self.data) if self.generated else o.prompt
         nbest = [(self.vocab.decode(h.tokens), h.score, h.logprob) for h in
-                 self.decode(model, [self.vocab.encode(source)], max(cfg.beam, 1), alpha, cfg.max_new_tokens + 1)[0]]
+                 self.decode(model, [self.vocab.encode(source)], beam, alpha, cfg.max_new_tokens + 1)[0]]
         rep = Report(metrics={"source": source, "translation": nbest[0][0],
                               "nbest": [{"translation": t, "score": s, "logprob": lp} for t, s, lp in nbest]})
-        if cfg.beam <= 1:
+        if beam <= 1:
             rep.line(nbest[0][0])
         else:
-            rep.table(f"beam {cfg.beam}, length penalty α={alpha}: {cfg.prompt}",
+            rep.table(f"beam {beam}, length penalty α={alpha}: {o.prompt}",
                       ["#", "translation", "score", "log-prob"],
                       [[i, text, f"{score:.3f}", f"{logprob:.3f}"] for i, (text, score, logprob) in enumerate(nbest, 1)])
         return rep
 
-    def _sample_heldout(self, model: nn.Module, cfg: SampleConfig, alpha: float) -> Report:
+    def _sample_heldout(self, model: nn.Module, cfg: SampleConfig, beam: int, alpha: float) -> Report:
         """The first --num-samples (at least 10) held-out examples: source, reference, translation, exact match."""
         if not self.generated:
             raise UserError('this run was trained on files: pass a source sentence with --prompt "..."')
         pairs = heldout_pairs(self.data, self.heldout)[:max(cfg.num_samples, 10)]
-        beam = max(cfg.beam, 1)
         hyps = self.best_texts(model, [self.vocab.encode(s) for s, _ in pairs], beam, alpha)
         match = exact_match(hyps, [r for _, r in pairs])
         rep = Report(metrics={"heldout": [{"source": s, "reference": r, "translation": h}

@@ -17,6 +17,7 @@ from attnkit.zoo.data.tokenizer import CharTokenizer, SentencePieceTokenizer, lo
 from attnkit.zoo.models.gpt import GPT, PRESETS, GPTConfig
 from attnkit.errors import UserError
 from attnkit.zoo.tasks.base import Flavor, Task
+from attnkit.zoo.tasks.sample_options import GPTSampleOptions
 
 VAL_FRACTION = 0.1
 # Batch 16 × 128 tokens, 200 steps, Muon at 0.05 on the matrices and AdamW at 0.008 on embeddings, head and gains,
@@ -172,11 +173,11 @@ class GPTTask(Task):
                 return task
         raise UserError(f"no tokenizer in {run_dir} (expected tokenizer.json or tokenizer.model)")
 
-    sample_flags = ("prompt", "top_p")  # the model-specific flags `sample` reads
+    SampleOptions = GPTSampleOptions
     def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
-        """Continue cfg.prompt (default: a newline); with cfg.stream, echo each piece as it is generated."""
-        tok = self.tokenizer
-        prompt = "\n" if cfg.prompt is None else cfg.prompt
+        """Continue the prompt (default: a newline); with cfg.stream, echo each piece as it is generated."""
+        tok, o = self.tokenizer, self.sample_options(cfg)
+        prompt = "\n" if o.prompt is None else o.prompt
         prompt_ids = tok.encode(prompt) if prompt else []
         if not prompt_ids:
             raise UserError("the prompt is empty after tokenization; give --prompt some text")
@@ -200,7 +201,7 @@ class GPTTask(Task):
 
             x = torch.tensor([prompt_ids], dtype=torch.long, device=model_device(model))  # (1, T)
             model.generate(x, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                           top_p=cfg.top_p, generator=generator, on_token=on_token)
+                           top_p=o.top_p, generator=generator, on_token=on_token)
             text = tok.decode(ids)
             if cfg.stream:
                 echo(text[len(shown):] + "\n")

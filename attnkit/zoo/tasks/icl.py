@@ -28,6 +28,7 @@ from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report, Table
 from attnkit.zoo.tasks.base import Flavor, Task
+from attnkit.zoo.tasks.sample_options import ICLSampleOptions
 
 TEST_PROMPTS, VAL_PROMPTS, TEST_SEED, VAL_SEED = 1280, 256, 2022, 7
 FIT_PROMPTS, FIT_SEED = 2048, 11  # training-distribution prompts that fit the agreement probe's GD step and α
@@ -189,12 +190,13 @@ class ICLTask(Task):
         return report
 
     # ---- sampling ------------------------------------------------------------------------
-    sample_flags = ("prompt",)  # the model-specific flags `sample` reads
+    SampleOptions = ICLSampleOptions
     def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """With --prompt, answer it; else the error-versus-k and agreement tables, error_by_k.png and
         agreement_by_k.png."""
-        if cfg.prompt:
-            return self._answer(model, cfg.prompt)
+        prompt = self.sample_options(cfg).prompt
+        if prompt:
+            return self._answer(model, prompt)
         out = Path(cfg.out or cfg.run)
         out.mkdir(parents=True, exist_ok=True)
         report = self._curves_and_agreement(model, out)

@@ -25,6 +25,7 @@ from attnkit.errors import UserError
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Flavor, Task
+from attnkit.zoo.tasks.sample_options import ImageSampleOptions
 
 # Kernel tiles (BLOCK_M, BLOCK_N) at which tile sparsity is reported: the interpreter's fixed 64×64 and a
 # typical CUDA forward config (kernels/attention.py autotunes among 128×64, 128×128, 64×64, 128×32, 64×32).
@@ -134,13 +135,14 @@ class ImageTask(Task):
     def load(cls, run_dir: Path, cfg: TrainConfig) -> "ImageTask":
         return cls(cfg)
 
-    sample_flags = ("label",)  # the model-specific flags `sample` reads
+    SampleOptions = ImageSampleOptions
     def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
-        """Draw digits: one row per class (or only `cfg.label`), `num_samples` per row (8 when it is 1)."""
-        if cfg.label is not None and not 0 <= cfg.label < model.cfg.n_class:
-            raise UserError(f"--label must be a class in 0..{model.cfg.n_class - 1}, got {cfg.label}")
+        """Draw digits: one row per class (or only `label`), `num_samples` per row (8 when it is 1)."""
+        label = self.sample_options(cfg).label
+        if label is not None and not 0 <= label < model.cfg.n_class:
+            raise UserError(f"--label must be a class in 0..{model.cfg.n_class - 1}, got {label}")
         device = model_device(model)
-        classes = [cfg.label] if cfg.label is not None else list(range(model.cfg.n_class))
+        classes = [label] if label is not None else list(range(model.cfg.n_class))
         per_class = cfg.num_samples if cfg.num_samples > 1 else 8
         labels = torch.tensor(classes, device=device).repeat_interleave(per_class)  # (N,)
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -148,13 +150,13 @@ class ImageTask(Task):
         images = images.cpu()  # (N, S, S) in 0..levels-1
         out = Path(cfg.out or cfg.run)
         out.mkdir(parents=True, exist_ok=True)
-        name = "samples.png" if cfg.label is None else f"samples_label{cfg.label}.png"
+        name = "samples.png" if label is None else f"samples_label{label}.png"
         grid = images.reshape(len(classes), per_class, *images.shape[1:])
         png = save_digit_grid(out / name, grid, row_labels=[str(c) for c in classes],
                               suptitle=f"Image Transformer ({model.cfg.attention}) samples, "
                                        f"temperature {cfg.temperature}")
         report = Report({"png": png, "labels": classes, "per_class": per_class, "shape": list(images.shape)})
-        if cfg.label is not None:
+        if label is not None:
             report.line(_ascii(images[0]))
         report.file("samples", png)
         return report

@@ -40,6 +40,7 @@ from attnkit.fsio import atomic_write
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Flavor, Task
+from attnkit.zoo.tasks.sample_options import MusicSampleOptions
 
 PRIMERS_FILE = "music_primers.json"
 
@@ -182,10 +183,11 @@ class MusicTask(Task):
         task.primers = json.loads(path.read_text())["test"]
         return task
 
-    sample_flags = ("prompt", "top_p", "attention_png")  # the model-specific flags `sample` reads
+    SampleOptions = MusicSampleOptions
     def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """Continue a primer by --max-new-tokens (rounded up to whole steps); write MIDI and piano roll."""
-        primer, source = primer_grid(cfg.prompt, self.primers)
+        o = self.sample_options(cfg)
+        primer, source = primer_grid(o.prompt, self.primers)
         n_new = 4 * math.ceil(max(cfg.max_new_tokens, 0) / 4)
         out_dir = Path(cfg.out or cfg.run)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -195,7 +197,7 @@ class MusicTask(Task):
         for i in range(cfg.num_samples):
             prefix = ch.grid_to_tokens(primer, eos=False).tolist()
             seq = sample_tokens(model, prefix, n_new, window=window, temperature=cfg.temperature,
-                                top_k=cfg.top_k, top_p=cfg.top_p, generator=generator)
+                                top_k=cfg.top_k, top_p=o.top_p, generator=generator)
             grid = ch.tokens_to_grid(seq)
             stem = out_dir / (f"music_sample_{i}" if cfg.num_samples > 1 else "music_sample")
             title = f"attnkit music ({model.config.position}), seed {cfg.seed}"
@@ -206,7 +208,7 @@ class MusicTask(Task):
                       "quarters": len(grid) / ch.STEPS_PER_QUARTER, "tokens": seq}
             rng = ch.pitch_range(grid)
             result["pitch_range"] = list(rng) if rng else None
-            if cfg.attention_png:
+            if o.attention_png:
                 result["attention_png"] = str(self._attention_png(model, seq, stem.with_name(stem.name + "_attention.png")))
             report.metrics["samples"].append(result)
             report.table("music sample", ["what", "value"], sample_rows(result, source))

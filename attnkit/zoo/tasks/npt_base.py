@@ -94,7 +94,6 @@ class NPTBase(Task):
     default_flavor = "small"
     flavors = FLAVORS
     Options = NPTOptions
-    sample_flags = ()  # the model-specific flags `sample` reads
 
     @classmethod
     def default_flavor_for(cls, options: dict[str, Any], data: str | None) -> str:

@@ -127,7 +127,6 @@ class ViTTask(Task):
         task.test = (torch.from_numpy(data["images"]), torch.from_numpy(data["labels"]))
         return task
 
-    sample_flags = ()  # the model-specific flags `sample` reads
     def sample(self, model: nn.Module, cfg: SampleConfig, echo: Echo) -> Report:
         """Classify the held-out digits: predictions, accuracy, predictions.png and attention.png."""
         device = model_device(model)
