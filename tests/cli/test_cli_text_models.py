@@ -41,6 +41,15 @@ def test_encdec_samples_greedy_and_n_best(encdec_run):
     assert len(rows) == 3
 
 
+
+def test_encdec_length_penalty_is_a_sample_option(encdec_run):
+    """`--opt alpha=A` (once SampleConfig.extra, unreachable from the CLI) sets beam search's length penalty."""
+    assert "length penalty α=0.6: 1204" in invoke("sample", "--run", encdec_run, "--prompt", "1204", "--beam", 3)
+    out = invoke("sample", "--run", encdec_run, "--prompt", "1204", "--beam", 3, "--opt", "alpha=0")
+    assert "length penalty α=0.0: 1204" in out
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│ ")]
+    assert len(rows) == 3 and all(score == logprob for _, _, score, logprob in rows)  # α = 0: lp(Y) = 1
+
 def test_average_of_kept_checkpoints_is_the_mean(encdec_run, tmp_path):
     out = tmp_path / "avg.safetensors"
     invoke("average", "--run", encdec_run, "--last", 3, "--out", out)
