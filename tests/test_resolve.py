@@ -86,6 +86,8 @@ def test_a_task_picks_its_flavor_from_the_options_when_none_is_named():
 def test_a_flavor_refuses_a_trainer_field_that_does_not_exist():
     with pytest.raises(TypeError, match="max_step$"):
         Flavor(model={}, train=dict(max_step=10))
+    with pytest.raises(TypeError, match="options$"):
+        Flavor(model={}, train=dict(options=dict(folds=2)))  # options go in Flavor.options
 
 
 def test_every_flavor_is_a_flavor_whose_options_the_model_has():

@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 import torch.nn as nn
 
-from attnkit.config import SampleConfig, TrainConfig
+from attnkit.config import MODES, SampleConfig, TrainConfig
 from attnkit.errors import UserError
 from attnkit.zoo.report import Echo, Progress, Report
 from attnkit.zoo.tasks.sample_options import NoSampleOptions
@@ -62,7 +62,7 @@ class RunCheckpoints(Protocol):
         """Load the element-wise mean of those steps' weights into model."""
 
 
-_TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+_TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"options", *MODES}
 
 
 @dataclasses.dataclass(frozen=True)
