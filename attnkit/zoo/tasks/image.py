@@ -146,7 +146,9 @@ class ImageTask(Task):
         per_class = cfg.num_samples if cfg.num_samples > 1 else 8
         labels = torch.tensor(classes, device=device).repeat_interleave(per_class)  # (N,)
         generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        images = model.generate(labels, temperature=cfg.temperature, top_k=cfg.top_k, generator=generator)
+        drawn = None if self.progress is None else lambda t: self.progress(f"drawing {len(labels)} digits", t + 1, model.cfg.length)
+        images = model.generate(labels, temperature=cfg.temperature, top_k=cfg.top_k, generator=generator,
+                                on_pixel=drawn)
         images = images.cpu()  # (N, S, S) in 0..levels-1
         out = Path(cfg.out or cfg.run)
         out.mkdir(parents=True, exist_ok=True)
