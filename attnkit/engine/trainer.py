@@ -37,7 +37,7 @@ from attnkit.config import MODES, TrainConfig
 from attnkit.engine.device import autocast, resolve_device, resolve_dtype
 from attnkit.errors import Interrupted, UserError
 from attnkit.engine.optim import lr_at, make_optimizer
-from attnkit.engine.render import ProgressBars, render
+from attnkit.engine.render import ProgressBars, format_cell, render
 from attnkit.nn.modes import mode
 from attnkit.zoo.plots import can_plot, plot_losses
 from attnkit.engine.resolve import describe, resolve_config
@@ -409,11 +409,8 @@ def _print_summary(console: Console, summary: dict[str, Any], run_dir: Path) -> 
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in summary.items():
-        if isinstance(v, float):
-            v = f"{v:.4f}" if abs(v) < 100 else f"{v:,.0f}"
-        elif isinstance(v, int) and not isinstance(v, bool):
-            v = f"{v:,}"
-        elif isinstance(v, (dict, list)):
+        if isinstance(v, (dict, list)):
             continue
-        table.add_row(k, str(v))
+        numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+        table.add_row(k, format_cell(v) if numeric else str(v))  # the renderer's number format
     console.print(table)
