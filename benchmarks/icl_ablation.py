@@ -51,7 +51,27 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--function", default="linear")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--time-steps", type=int, default=0,
+                    help="only time this many full-size steps (after 10 warm-up steps), print ms/step and stop")
     return ap.parse_args(argv)
+
+
+def time_steps(model: torch.nn.Module, opt, a: argparse.Namespace, g: torch.Generator) -> float:
+    """Milliseconds per full-size training step (d = a.d, all points), after 10 untimed warm-up steps."""
+    def step() -> None:
+        p = sample_prompts(a.function, a.batch, a.d, a.points, g)
+        loss = (model(p.xs, p.ys) - p.ys).pow(2).mean() / a.d
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for _ in range(10):
+        step()
+    start = time.perf_counter()
+    for _ in range(a.time_steps):
+        step()
+    ms = 1000 * (time.perf_counter() - start) / a.time_steps
+    print(f"{a.arm}: {a.layers} layers × {a.width} wide, {a.heads} heads, batch {a.batch}: {ms:.1f} ms/step", flush=True)
+    return round(ms, 1)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -62,6 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     opt = make_optimizer(model, a.lr, 0.0, (0.9, 0.99), torch.device("cpu"), optimizer=a.optimizer)
     curriculum = Curriculum(a.d_start, a.n_start, a.interval) if a.interval > 0 else None
     g = torch.Generator().manual_seed(a.seed + 1)
+    if a.time_steps:
+        return {"arm": a.arm, "ms_per_step": time_steps(model, opt, a, g)}
     start, loss = time.perf_counter(), float("nan")
     for step in range(a.steps):
         frac = (step + 1) / (a.warmup + 1) if step < a.warmup else \

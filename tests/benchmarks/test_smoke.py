@@ -94,6 +94,17 @@ def test_icl_ablation():
                                      "--heads", "1", "--width", "8", "--batch", "4", "--warmup", "1"])
     assert row["arm"] == "smoke" and len(row["ratio_below_d"]) == 1 and math.isfinite(row["err_at_2d"])
     assert set(row["agreement_by_k"]) >= {"least_squares"}
+    timed = load("icl_ablation").main(["--arm", "t", "--time-steps", "2", "--d", "2", "--points", "5", "--layers", "1",
+                                       "--heads", "1", "--width", "8", "--batch", "4"])
+    assert timed["ms_per_step"] > 0
+
+
+def test_vit_ablation():
+    row = load("vit_ablation").main(["--arm", "smoke", "--steps", "2", "--layers", "1", "--heads", "1",
+                                     "--width", "8", "--batch", "4", "--warmup", "1", "--mixup", "0.2",
+                                     "--seeds", "0", "1"])
+    assert row["arm"] == "smoke" and len(row["final"]) == len(row["ema"]) == 2
+    assert row["svm"] > 0.95  # the RBF SVM on the same split (98.3%), fitted in the same run
 
 
 def test_run_dir_race():
