@@ -44,7 +44,7 @@ from attnkit.engine.resolve import describe, resolve_config
 from attnkit.engine.lock import note, owner_lock
 from attnkit.engine.rundir import CONFIG, check_target, point_latest, publish, real_run_dir, staging_dir
 from attnkit.zoo.report import Report
-from attnkit.zoo.tasks import get_task
+from attnkit.zoo.tasks import task_for
 from attnkit.zoo.tasks.base import Task
 
 
@@ -135,7 +135,7 @@ def _resume_hint(run_dir: Path) -> int:
 class Trainer:
     def __init__(self, cfg: TrainConfig, console: Console, world: D.World):
         self.cfg, self.console, self.world = cfg, console, world
-        self.task_cls = get_task(cfg.model)
+        self.task_cls = task_for(cfg)  # the model's task class for this config (Task.for_config)
         self.run_dir = real_run_dir(cfg.out)
         self.step, self.metrics = 0, []
         self.interval_losses: list[float] = []

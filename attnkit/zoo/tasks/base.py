@@ -7,14 +7,17 @@ to the zoo means writing a model file (`attnkit/zoo/models/NAME.py`, pure nn.Mod
 
 Lifecycle in `attnkit train`:
     cfg   = resolve_config(cfg)             # flags > TOML > saved run > flavor > defaults; options validated
+    Task  = get_task(cfg.model).for_config(cfg)   # the concrete class (NPT's lookup experiment is its own)
     task  = Task(cfg)                       # task.opts = Task.Options(**cfg.options)
-    task.prepare(run_dir)                   # load/generate data, fit tokenizer; write assets to run_dir
-                                            # (a staging directory: write nothing outside it)
+    shown = task.prepare(run_dir)           # load/generate data, fit tokenizer; write assets to run_dir
+                                            # (a staging directory: write nothing outside it); an optional
+                                            # Report about the data, rendered before the first step
     model = Task.build_model(task.model_config())
     loop: batch = task.get_batch("train", batch_size, generator); loss = task.loss(model, batch)
     every eval_interval: task.evaluate(model, "val", n) -> {"val_loss": ..., ...}
     end:  report = task.report(model, run_dir)          # a Report: final metrics, tables beside baselines, plots
 Lifecycle in `attnkit sample`:
+    Task = get_task(saved task).for_config(train_cfg)   # from RUN/config.json, read once
     task = Task.load(run_dir, train_cfg); model = Task.build_model(saved model config)
     report = task.sample(model, sample_cfg, echo)        # echo(text) streams generated text as it comes;
                                                          # task.sample_options(sample_cfg): its typed options
@@ -28,6 +31,7 @@ Optional hooks (defaults below; override only if needed):
     task.batch_tokens(batch) -> int          tokens in a batch, for tokens/s (default: numel of its first tensor)
     task.optimizer_options() -> dict         e.g. {"optimizer": "muon", ...} for attnkit.engine.optim (default: AdamW)
     task.on_step(step) -> None               called before each optimizer step (e.g. GPT's window warmup)
+    Task.for_config(cfg) -> type[Task]       the class for a resolved config (default: the class itself)
 
 Trainer notes (attnkit.engine.trainer): `loss` receives the model wrapped by DDP/torch.compile when those are on,
 so call it as `model(...)`; `evaluate` gets the plain (under --fsdp: sharded) model on every rank, `report`
@@ -116,6 +120,13 @@ class Task:
         """The run's flavor. A loaded run whose flavor no longer exists (or was saved before flavors were
         recorded) gets the default one; `attnkit train` refuses an unknown flavor before a task exists."""
         return self.flavors.get(self.cfg.flavor, self.flavors[self.default_flavor])
+
+    @classmethod
+    def for_config(cls, cfg: TrainConfig) -> type["Task"]:
+        """The class that runs this resolved config. One model name may cover experiments different enough to
+        be classes of their own (NPT's lookup experiment): the engine asks here, so `--model` names, saved run
+        configs and `attnkit.load_run` keep one name per model."""
+        return cls
 
     @classmethod
     def default_flavor_for(cls, options: dict[str, Any], data: str | None) -> str:
