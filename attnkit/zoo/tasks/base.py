@@ -148,8 +148,12 @@ class Task:
         raise NotImplementedError
 
     # ---- training ------------------------------------------------------------------------
-    def prepare(self, run_dir: Path) -> None:
-        """Load or generate the data; write whatever sampling needs (tokenizer, vocab) into run_dir."""
+    def prepare(self, run_dir: Path) -> Report | None:
+        """Load or generate the data; write whatever sampling needs (tokenizer, vocab) into run_dir.
+
+        May return a Report about the data (DT's offline-dataset table): the engine renders it once the run
+        directory is in place, before the first step, and adds its metrics to summary.json. run_dir is a
+        staging directory, so paths a Report names belong under cfg.out, where the files will be."""
         raise NotImplementedError
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
