@@ -5,8 +5,9 @@ Data: `attnkit.zoo.data.rl` plays seeded episodes of a hand-written controller w
 by a table (shown before the first step) and `dataset_returns.png`. One training loop fits three policies on
 the same batches (`attnkit.zoo.models.dt.PolicySet`): the return-conditioned DT, behaviour cloning (BC) on all
 episodes and BC on the best 10% (%BC). At the end, and in `attnkit sample --target-return 100,200,...`, each
-is rolled out on the same seeded episodes (a progress bar per policy); the DT once per target. The paper's return-tracking plot
-(`return_tracking.png`) shows achieved vs target return with the dataset's max and the baselines.
+is rolled out on the same seeded episodes (a progress bar per policy); the DT once per target. The paper's
+return-tracking plot (`return_tracking.png`) shows achieved vs target return with the dataset's max and the
+baselines.
 """
 from __future__ import annotations
 
@@ -163,7 +164,7 @@ class DTTask(Task):
 
     def _rollouts(self, model: PolicySet, targets: list[float], episodes: int, seed: int, out: Path) -> Report:
         """The achieved-return table and rank correlation as a Report; return_tracking.png written into `out`."""
-        r = evaluate_policies(model, self.opts.env, targets, episodes, seed, self.stats)
+        r = evaluate_policies(model, self.opts.env, targets, episodes, seed, self.stats, self.progress)
         r["return_tracking_png"] = plot_return_tracking(
             out / "return_tracking.png", r["env"], r["return_by_target"],
             {"BC": (r["bc_return"], r["bc_return_std"]), "%BC": (r["pct_bc_return"], r["pct_bc_return_std"])},
