@@ -84,6 +84,22 @@ class Flavor:
         if unknown:
             raise TypeError(f"flavor train defaults name no TrainConfig field: {', '.join(unknown)}")
 
+    def fixed_settings(self) -> dict[str, Any]:
+        """`fixed` as flat name -> value pairs, nested dataclasses as dotted names (ICL's curriculum.interval),
+        for `--list-options`; {} when the flavor fixes nothing."""
+        return _flat(self.fixed) if self.fixed is not None else {}
+
+
+def _flat(settings: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_flat(value, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = value
+    return out
+
 
 @dataclasses.dataclass
 class NoOptions:
