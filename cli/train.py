@@ -33,7 +33,7 @@ def train(
     model: Annotated[Optional[str], Opt(help=f"Model family: {', '.join(TASKS)} (default gpt).")] = None,
     flavor: Annotated[Optional[str], Opt(help="Size preset of the model; every model has 'debug'.")] = None,
     opt: Annotated[Optional[list[str]], Opt("--opt", help="A model option, name=value (repeatable); see --list-options.")] = None,
-    list_options: Annotated[bool, Opt("--list-options", help="Print the model's options and exit.")] = False,
+    list_options: Annotated[bool, Opt("--list-options", help="Print the model's options and its flavors (what each sets and fixes), and exit.")] = False,
     data: Annotated[Optional[str], Opt(help="Dataset path or name; default: the model's embedded data.")] = None,
     tokenizer: Annotated[Optional[str], Opt(help="'char' or a sentencepiece .model file (text models).")] = None,
     out: Annotated[Optional[str], Opt(help="Run directory (default runs/MODEL; runs/latest links to the newest).")] = None,
@@ -102,12 +102,19 @@ def print_options(model: str) -> None:
     console.print(options_table(task_cls.Options, f"{model} options: --opt NAME=VALUE, or [options] in --config",
                                 f"{model} has no options of its own"))
     flavors = Table(title=escape(f"{model} flavors: --flavor NAME (default {task_cls.default_flavor})"))
-    for col in ("flavor", "model", "training", "options"):
+    # One line per part, so a long setting wraps between words on a narrow terminal instead of being cut.
+    # "fixed": what the flavor pins that no flag or option changes (NPT's masking objective, ICL's curriculum).
+    for col in ("flavor", "sets", "settings"):
         flavors.add_column(col)
     for flavor, preset in task_cls.flavors.items():
-        flavors.add_row(flavor, *(escape(_settings(part)) for part in (preset.model, preset.train, preset.options)))
+        parts = {"model": _settings(preset.model), "training": _settings(preset.train),
+                 "options": _settings(preset.options), "fixed": _settings(preset.fixed_settings())}
+        rows = [(part, text) for part, text in parts.items() if text] or [("model", "")]
+        for i, (part, text) in enumerate(rows):
+            flavors.add_row(flavor if i == 0 else "", part, escape(text), end_section=i == len(rows) - 1)
     console.print(flavors)
 
 
 def _settings(values: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in values.items())
+

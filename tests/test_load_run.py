@@ -68,3 +68,19 @@ def test_readme_example_runs(gpt_run, monkeypatch):
                                      stream=False),
                         QUIET)["samples"][0]
     assert namespace["text"] == want
+
+
+def test_sample_reads_the_run_config_once(gpt_run, monkeypatch):
+    """`attnkit sample` checks its options against the run's model and loads the run from one read of
+    config.json (it used to read it twice)."""
+    reads = []
+    read_text = pathlib.Path.read_text
+
+    def counting(path, *args, **kwargs):
+        if path.name == "config.json":
+            reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", counting)
+    run_sampling(SampleConfig(run=str(gpt_run), max_new_tokens=5, stream=False), QUIET)
+    assert reads == [gpt_run / "config.json"]

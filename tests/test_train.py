@@ -52,6 +52,29 @@ def test_a_run_shorter_than_its_eval_interval_logs_start_and_end(tmp_path):
     assert [m["step"] for m in result.metrics] == [0, 3]
 
 
+def test_a_report_from_prepare_is_shown_before_the_first_step(tmp_path, monkeypatch):
+    """Task.prepare may return a Report about its data (DT's dataset table): rendered once, after the run's
+    start lines and before step 0's evaluation; its metrics reach summary.json."""
+    from attnkit.zoo.report import Report
+
+    gpt_prepare = GPTTask.prepare
+
+    def prepare(self, run_dir):
+        gpt_prepare(self, run_dir)
+        report = Report({"corpus_note": 7})
+        report.table("the corpus", ["characters"], [[len(self.data["train"])]])
+        return report
+
+    monkeypatch.setattr(GPTTask, "prepare", prepare)
+    console = Console(file=io.StringIO(), width=120)
+    result = run_training(cfg(tmp_path, max_steps=2, eval_interval=2), console=console)
+    out = console.file.getvalue()
+    assert out.count("the corpus") == 1
+    assert out.index("flavor debug") < out.index("the corpus") < out.index("step      0")
+    assert result.summary["corpus_note"] == 7
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["corpus_note"] == 7
+
+
 def test_resume_is_exact(tmp_path):
     """k steps, 'killed' (steps after the last checkpoint lost), resumed to N == N steps uninterrupted."""
     kw = dict(max_steps=12, eval_interval=4, dropout=0.1, grad_accum=2)

@@ -1,6 +1,7 @@
 """`attnkit sample`: load a run directory and let its task do what the model does (continue, fill, draw).
 
-    RUN/config.json → TrainConfig + model kwargs → Task.load(run_dir) → Task.build_model → weights → task.sample
+    RUN/config.json (read once) → TrainConfig + model kwargs → Task.for_config → .load(run_dir) → .build_model
+    → weights → task.sample
 
 The same from Python (`attnkit.load_run`):
     run = attnkit.load_run("runs/demo")            # a Run: .model (eval mode), .task, .config, .tokenizer
@@ -84,19 +85,30 @@ def read_run_config(run: str | Path) -> tuple[Path, dict[str, Any]]:
     return run_dir, read_saved_config(run_dir)
 
 
-def run_task(run: str | Path) -> type[Task]:
-    """The task class of a run directory's model, read from its config.json (nothing loaded)."""
-    return get_task(read_run_config(run)[1]["task"])
-
-
-def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
-    """A finished or checkpointed run directory, loaded: task, model in eval mode on `device`, TrainConfig."""
-    run_dir, saved = read_run_config(run)
+def saved_task(saved: dict[str, Any]) -> tuple[type[Task], TrainConfig]:
+    """(task class, TrainConfig) of a run's config.json, as read by read_run_config; the class is the one
+    `Task.for_config` picks for the saved config (NPT's lookup experiment)."""
     task_cls = get_task(saved["task"])
     fields, options = split_saved(saved, task_cls)
     train_cfg = TrainConfig(**fields, options=options)
     if train_cfg.flavor is None:  # a run saved before flavors were recorded: the task's default one
         train_cfg = resolve_config(dataclasses.replace(train_cfg, model=task_cls.name))
+    return task_cls.for_config(train_cfg), train_cfg
+
+
+def run_task(run: str | Path) -> type[Task]:
+    """The task class of a run directory's model, read from its config.json (nothing loaded)."""
+    return saved_task(read_run_config(run)[1])[0]
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A finished or checkpointed run directory, loaded: task, model in eval mode on `device`, TrainConfig."""
+    return _load(run, *read_run_config(run), device)
+
+
+def _load(run: str | Path, run_dir: Path, saved: dict[str, Any], device: str | torch.device) -> Run:
+    """load_run on a config.json already read (`attnkit sample` reads it once); `run` as the user named it."""
+    task_cls, train_cfg = saved_task(saved)
     task = task_cls.load(run_dir, train_cfg)
     model = task_cls.build_model(saved["model"])
     if not (run_dir / WEIGHTS).is_file():
@@ -129,8 +141,9 @@ def run_sampling(cfg: SampleConfig, console: Console | None = None) -> dict[str,
         raise UserError(f"--num-samples must be at least 1, got {cfg.num_samples}")
     if cfg.temperature < 0:
         raise UserError(f"--temperature must not be negative, got {cfg.temperature}")
-    cfg = dataclasses.replace(cfg, options=resolve_sample_options(cfg.options, run_task(cfg.run)))
-    run = load_run(cfg.run, cfg.device)
+    run_dir, saved = read_run_config(cfg.run)  # once: the options are checked before the run loads
+    cfg = dataclasses.replace(cfg, options=resolve_sample_options(cfg.options, saved_task(saved)[0]))
+    run = _load(cfg.run, run_dir, saved, cfg.device)
     torch.manual_seed(cfg.seed)
     with torch.inference_mode():
         with ProgressBars(console) as run.task.progress:

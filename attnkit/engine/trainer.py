@@ -44,7 +44,7 @@ from attnkit.engine.resolve import describe, resolve_config
 from attnkit.engine.lock import note, owner_lock
 from attnkit.engine.rundir import CONFIG, check_target, point_latest, publish, real_run_dir, staging_dir
 from attnkit.zoo.report import Report
-from attnkit.zoo.tasks import get_task
+from attnkit.zoo.tasks import task_for
 from attnkit.zoo.tasks.base import Task
 
 
@@ -135,7 +135,7 @@ def _resume_hint(run_dir: Path) -> int:
 class Trainer:
     def __init__(self, cfg: TrainConfig, console: Console, world: D.World):
         self.cfg, self.console, self.world = cfg, console, world
-        self.task_cls = get_task(cfg.model)
+        self.task_cls = task_for(cfg)  # the model's task class for this config (Task.for_config)
         self.run_dir = real_run_dir(cfg.out)
         self.step, self.metrics = 0, []
         self.interval_losses: list[float] = []
@@ -165,7 +165,8 @@ class Trainer:
             self.task.resume_dir, self.task.resume_step = self.run_dir, _resume_hint(self.run_dir)
         with staging_dir(self.run_dir) as staged:
             with ProgressBars(self.console, enabled=world.is_main) as self.task.progress:
-                self.task.prepare(staged)  # a resumed run keeps its own assets; the staged ones only validate
+                # a resumed run keeps its own assets; the staged ones only validate
+                self.prepared = self.task.prepare(staged) or Report()  # shown once the run dir is in place
             self._build()
             if world.is_main:  # everything is checked: now write
                 self._write_run(staged)
@@ -213,6 +214,7 @@ class Trainer:
         self.console.print(f"[dim]config: {escape(describe(cfg, self.task.shown_settings()))}[/]", highlight=False)
         if cfg.fsdp and self.world.size == 1:
             self.console.print("[yellow]--fsdp shards across processes: run under torchrun to use it[/]")
+        render(self.prepared, self.console)  # what the task says about its data (DT's offline dataset)
 
     @property
     def _fsdp(self) -> bool:
@@ -358,6 +360,7 @@ class Trainer:
             model = self._unsharded(weights) if self.world.is_main else self.model
         if self.world.is_main and (stop_after is None or self.step >= self.cfg.max_steps):
             summary = _summary(self.metrics, self.n_params, self.wall_s(), self.cfg)
+            summary.update(self.prepared.metrics)  # the final report's metrics win
             self.task.checkpoints = StepCheckpoints(self.run_dir)
             report = _final_report(self.task, model.to(self.device) if self._fsdp else model, self.run_dir,
                                    self.console)

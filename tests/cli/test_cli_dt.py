@@ -1,5 +1,6 @@
 """The Decision Transformer end to end on its debug flavor: generate data, train DT + BC + %BC, roll out, sample."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -43,6 +44,13 @@ def test_debug_run_generates_data_trains_three_policies_and_reports_the_paper_ke
     assert summary["return_rank_correlation"] is None and "rank correlation" not in out
     for name in ("offline dataset", "BC (all episodes)", "%BC (best 10%)"):
         assert name in out
+    # The dataset's table comes once, after the run's start line and before the first step; the rollouts
+    # after training draw the engine's bars, each policy's ending at the episode limit.
+    assert out.count("offline dataset") == 1
+    assert out.index("dt flavor debug") < out.index("offline dataset") < out.index("step      0")
+    assert f"cachedin{run / 'trajectories.npz'}" in re.sub(r"\s", "", out)  # the run's path, not the staging one
+    for bar in ("DT rollouts (10 targets × 2 episodes)", "BC rollouts (2 episodes)", "%BC rollouts (2 episodes)"):
+        assert re.search(re.escape(bar) + r".* 500/500 ", out), bar
     for png in ("dataset_returns.png", "return_tracking.png", "loss.png"):
         assert (run / png).stat().st_size > 10_000
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -77,7 +85,7 @@ def test_sample_rolls_out_each_target_beside_the_baselines_on_the_same_seeds(dt_
     out = invoke("sample", "--run", run, "--target-return", "100,400", "--num-samples", 3, "--out", tmp_path)
     dt_rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│ DT ")]
     assert [row[1] for row in dt_rows] == ["100", "400"]  # the targets asked for, and no others
-    for text in ("BC (all episodes)", "%BC (best 10%)", "mean ± std over 3"):
+    for text in ("BC (all episodes)", "%BC (best 10%)", "mean ± std over 3", "DT rollouts (2 targets × 3 episodes)"):
         assert text in out
     assert (tmp_path / "return_tracking.png").stat().st_size > 10_000
 

@@ -42,6 +42,13 @@ def test_sample_prints_paths_and_summary_and_writes_a_readable_midi(music_run, t
     assert len(score.parts) == 4
     assert score.highestTime <= 40 / 4 + 4  # 40 steps of a 16th = 10 quarters, padded to a whole bar at most
     assert re.search(r"MIDI \d+–\d+", out)
+    assert re.search(r"composing 8 steps .* 32/32 ", out)  # the engine's bar, one tick per new token
+
+
+def test_composing_several_pieces_draws_one_bar_over_all_their_tokens(music_run, tmp_path):
+    out = invoke("sample", "--run", music_run, "--out", tmp_path, "--max-new-tokens", 8, "--num-samples", 2)
+    assert re.search(r"composing 2 steps × 2 pieces .* 16/16 ", out)
+    assert (tmp_path / "music_sample_1.mid").stat().st_size > 0
 
 
 def test_bad_position_is_one_line_error(tmp_path):

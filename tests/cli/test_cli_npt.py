@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from attnkit.cli.main import main
+from attnkit.engine.sample import load_run
+from attnkit.zoo.tasks.npt_lookup import NPTLookupTask
 from cli_invoke import invoke
 
 
@@ -125,3 +127,6 @@ def test_lookup_without_data_runs_the_semi_synthetic_experiment(tmp_path):
     again = invoke("sample", "--run", tmp_path, "--out", tmp_path / "again")
     assert "NPT lookup on duplicated rows" in again and f"{summary['lookup_correlation']:.4f}" in again
     assert (tmp_path / "again" / "datapoint_attention.png").read_bytes() == png
+    # One model name on disk; `Task.for_config` picks the lookup task when the run is loaded.
+    assert json.loads((tmp_path / "config.json").read_text())["task"] == "npt"
+    assert type(load_run(tmp_path).task) is NPTLookupTask

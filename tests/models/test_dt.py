@@ -189,3 +189,23 @@ def test_rollouts_return_what_the_policies_score_and_the_rank_correlation_follow
     # A DT that ignores its target gets the same return at every target: no correlation to speak of.
     policies.dt = _Scripted(good_from=math.inf)
     assert evaluate_policies(policies, "CartPole-v1", [50, 300], 2, 5, dataset)["return_rank_correlation"] is None
+
+
+def test_rollout_progress_counts_each_policys_time_steps_and_changes_nothing():
+    """progress(what, t, T): one bar per policy, a call per time step until its last episode ends, then (T, T)."""
+    from attnkit.zoo.eval.rl import evaluate_policies
+
+    good, bad = _played([5, 6], cartpole_controller), _played([5, 6], lambda obs: 0)
+    policies = types.SimpleNamespace(dt=_Scripted(good_from=200), bc=_Scripted(math.inf), pct_bc=_Scripted(-math.inf))
+    dataset = {"max_return": 500.0, "mean_return": 9.0}
+    calls: dict[str, list[tuple[int, int]]] = {}
+    r = evaluate_policies(policies, "CartPole-v1", [50, 300], 2, 5, dataset,
+                          progress=lambda what, done, total: calls.setdefault(what, []).append((done, total)))
+    assert r == evaluate_policies(policies, "CartPole-v1", [50, 300], 2, 5, dataset)
+    assert list(calls) == ["DT rollouts (2 targets × 2 episodes)", "BC rollouts (2 episodes)",
+                           "%BC rollouts (2 episodes)"]
+    T = get_env_spec("CartPole-v1").max_episode_steps
+    longest = {"DT rollouts (2 targets × 2 episodes)": good.max(), "BC rollouts (2 episodes)": bad.max(),
+               "%BC rollouts (2 episodes)": good.max()}  # CartPole pays 1 per step: a return is a length
+    for what, steps in calls.items():
+        assert steps == [(t, T) for t in range(1, int(longest[what]) + 1)] + [(T, T)], what

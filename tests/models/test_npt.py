@@ -1,6 +1,8 @@
 """NPT: masking statistics of the training objective, row-permutation equivariance, no leak through masked
 cells, column typing of CSVs, and the lookup probe's duplicated rows."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -161,19 +163,42 @@ def test_lookup_probe_duplicates_rows_with_shifted_visible_targets(tmp_path):
 
 
 def test_the_config_picks_the_table_task_or_the_lookup_experiment():
-    """`--model npt` is one name for two tasks: probe=lookup without --data is the semi-synthetic experiment."""
+    """`--model npt` is one name for two tasks: probe=lookup without --data is the semi-synthetic experiment.
+    `Task.for_config` picks the class; the registry's `task_for` is what the trainer calls."""
+    from attnkit.zoo.tasks import task_for
     from attnkit.zoo.tasks.npt_lookup import NPTLookupTask
 
-    def task(**kw):
-        return NPTTask(resolve_config(TrainConfig(model="npt", **kw)))
+    def picked(**kw):
+        cfg = resolve_config(TrainConfig(model="npt", **kw))
+        assert task_for(cfg) is NPTTask.for_config(cfg)
+        return NPTTask.for_config(cfg)
 
-    assert type(task(options={"probe": "lookup"})) is NPTLookupTask                  # flavor "lookup"
-    assert type(task(flavor="debug", options={"probe": "lookup"})) is NPTLookupTask
-    assert type(task(flavor="debug", data="iris", options={"probe": "lookup"})) is NPTTask  # the table's rows
-    assert type(task(flavor="debug", options={"probe": "corruption"})) is NPTTask
-    assert type(NPTTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(probe="lookup"))) is NPTLookupTask
+    assert picked(options={"probe": "lookup"}) is NPTLookupTask                  # flavor "lookup"
+    assert picked(flavor="debug", options={"probe": "lookup"}) is NPTLookupTask
+    assert picked(flavor="debug", data="iris", options={"probe": "lookup"}) is NPTTask  # the table's rows
+    assert picked(flavor="debug", options={"probe": "corruption"}) is NPTTask
+    assert picked(flavor="debug") is NPTTask
+    assert NPTLookupTask.for_config(resolve_config(TrainConfig(model="npt"))) is NPTLookupTask  # its own
+    cfg = resolve_config(TrainConfig(model="npt", flavor="lookup", data="iris"))
+    assert NPTTask.for_config(cfg) is NPTTask
     with pytest.raises(UserError, match="takes no --data"):
-        task(flavor="lookup", data="iris")
+        NPTTask(cfg)
+
+
+def test_a_saved_lookup_run_loads_as_the_lookup_experiment():
+    """Run directories keep the one model name "npt"; `attnkit sample` and `load_run` pick the class from the
+    saved config, including one saved before options had their own table (flat keys of "train")."""
+    from attnkit.engine.sample import saved_task
+    from attnkit.zoo.tasks.npt_lookup import NPTLookupTask
+
+    cfg = resolve_config(TrainConfig(model="npt", flavor="debug", options={"probe": "lookup"}))
+    saved = {"task": "npt", "train": dataclasses.asdict(cfg), "model": {}}
+    assert saved_task(saved)[0] is NPTLookupTask
+    old = {"task": "npt", "train": {"model": "npt", "flavor": "debug", "probe": "lookup", "folds": 2}, "model": {}}
+    task_cls, train_cfg = saved_task(old)
+    assert task_cls is NPTLookupTask and train_cfg.options["probe"] == "lookup"
+    table = {"task": "npt", "train": {**old["train"], "data": "iris"}, "model": {}}
+    assert saved_task(table)[0] is NPTTask
 
 
 def test_probe_flags_are_checked():

@@ -7,8 +7,9 @@ step they share one context length and no padding is needed: the model sees the 
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,11 +18,15 @@ from attnkit.zoo.plots import save_figure
 from attnkit.zoo.data.rl import get_env_spec, make_env
 from attnkit.generation.decode import multinomial
 from attnkit.nn.modes import model_device
+from attnkit.zoo.report import Progress
 
 
 @torch.no_grad()
-def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: int, seed: int) -> np.ndarray:
+def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: int, seed: int,
+            on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Returns (len(targets), episodes) achieved by `policy` asked for each target (None: no conditioning).
+
+    on_step(t, T) is called after each of the at most T time steps, and with (T, T) when every episode ended.
 
     Episode j of every target starts from `env.reset(seed=seed + j)` and samples its actions from the
     policy's distribution (as the paper's Atari rollouts) with its own generator, seeded `seed + j` too. So
@@ -58,21 +63,30 @@ def rollout(policy, env_name: str, targets: Sequence[float | None], episodes: in
             elif t + 1 < T:
                 states[i, t + 1] = torch.from_numpy(obs)
                 rtg[i, t + 1] = rtg[i, t] - reward
+        if on_step:
+            on_step(t + 1, T)
         if not alive.any():
             break
+    if on_step:
+        on_step(T, T)  # episodes that end early finish the bar
     for env in envs:
         env.close()
     return achieved.reshape(len(targets), episodes)
 
 
 def evaluate_policies(model, env_name: str, targets: list[float], episodes: int, seed: int,
-                      dataset: dict[str, float]) -> dict[str, Any]:
+                      dataset: dict[str, float], progress: Progress | None = None) -> dict[str, Any]:
     """Roll out a PolicySet (attnkit.zoo.models.dt) on the same seeded episodes: the DT once per target, BC and
     %BC unconditioned. dataset: the offline data's "max_return" and "mean_return". The rank correlation of
-    target and achieved return is over the targets below the dataset's max (None when those all gave the same)."""
-    dt = rollout(model.dt, env_name, targets, episodes, seed)
-    bc = rollout(model.bc, env_name, [None], episodes, seed)[0]
-    pct = rollout(model.pct_bc, env_name, [None], episodes, seed)[0]
+    target and achieved return is over the targets below the dataset's max (None when those all gave the same).
+    progress(what, t, T): each policy's rollout, one time step at a time (the engine draws a bar per policy)."""
+    def steps(what: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else partial(progress, what)
+
+    dt = rollout(model.dt, env_name, targets, episodes, seed,
+                 steps(f"DT rollouts ({len(targets)} targets × {episodes} episodes)"))
+    bc = rollout(model.bc, env_name, [None], episodes, seed, steps(f"BC rollouts ({episodes} episodes)"))[0]
+    pct = rollout(model.pct_bc, env_name, [None], episodes, seed, steps(f"%BC rollouts ({episodes} episodes)"))[0]
     by_target = [{"target": float(t), "mean": float(r.mean()), "std": float(r.std())} for t, r in zip(targets, dt)]
     below = [r for r in by_target if r["target"] < dataset["max_return"]]
     rho = rank_correlation([r["target"] for r in below], [r["mean"] for r in below])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 
+from attnkit.config import TrainConfig
 from attnkit.errors import UserError
 from attnkit.zoo.tasks.base import Task
 
@@ -27,4 +28,9 @@ def get_task(name: str) -> type[Task]:
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["TASKS", "get_task"]
+def task_for(cfg: TrainConfig) -> type[Task]:
+    """The class that runs a resolved config: the model's task, or the one its `Task.for_config` picks."""
+    return get_task(cfg.model).for_config(cfg)
+
+
+__all__ = ["TASKS", "get_task", "task_for"]

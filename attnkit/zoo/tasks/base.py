@@ -7,14 +7,17 @@ to the zoo means writing a model file (`attnkit/zoo/models/NAME.py`, pure nn.Mod
 
 Lifecycle in `attnkit train`:
     cfg   = resolve_config(cfg)             # flags > TOML > saved run > flavor > defaults; options validated
+    Task  = get_task(cfg.model).for_config(cfg)   # the concrete class (NPT's lookup experiment is its own)
     task  = Task(cfg)                       # task.opts = Task.Options(**cfg.options)
-    task.prepare(run_dir)                   # load/generate data, fit tokenizer; write assets to run_dir
-                                            # (a staging directory: write nothing outside it)
+    shown = task.prepare(run_dir)           # load/generate data, fit tokenizer; write assets to run_dir
+                                            # (a staging directory: write nothing outside it); an optional
+                                            # Report about the data, rendered before the first step
     model = Task.build_model(task.model_config())
     loop: batch = task.get_batch("train", batch_size, generator); loss = task.loss(model, batch)
     every eval_interval: task.evaluate(model, "val", n) -> {"val_loss": ..., ...}
     end:  report = task.report(model, run_dir)          # a Report: final metrics, tables beside baselines, plots
 Lifecycle in `attnkit sample`:
+    Task = get_task(saved task).for_config(train_cfg)   # from RUN/config.json, read once
     task = Task.load(run_dir, train_cfg); model = Task.build_model(saved model config)
     report = task.sample(model, sample_cfg, echo)        # echo(text) streams generated text as it comes;
                                                          # task.sample_options(sample_cfg): its typed options
@@ -28,6 +31,7 @@ Optional hooks (defaults below; override only if needed):
     task.batch_tokens(batch) -> int          tokens in a batch, for tokens/s (default: numel of its first tensor)
     task.optimizer_options() -> dict         e.g. {"optimizer": "muon", ...} for attnkit.engine.optim (default: AdamW)
     task.on_step(step) -> None               called before each optimizer step (e.g. GPT's window warmup)
+    Task.for_config(cfg) -> type[Task]       the class for a resolved config (default: the class itself)
 
 Trainer notes (attnkit.engine.trainer): `loss` receives the model wrapped by DDP/torch.compile when those are on,
 so call it as `model(...)`; `evaluate` gets the plain (under --fsdp: sharded) model on every rank, `report`
@@ -80,6 +84,22 @@ class Flavor:
         if unknown:
             raise TypeError(f"flavor train defaults name no TrainConfig field: {', '.join(unknown)}")
 
+    def fixed_settings(self) -> dict[str, Any]:
+        """`fixed` as flat name -> value pairs, nested dataclasses as dotted names (ICL's curriculum.interval),
+        for `--list-options`; {} when the flavor fixes nothing."""
+        return _flat(self.fixed) if self.fixed is not None else {}
+
+
+def _flat(settings: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_flat(value, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = value
+    return out
+
 
 @dataclasses.dataclass
 class NoOptions:
@@ -118,6 +138,13 @@ class Task:
         return self.flavors.get(self.cfg.flavor, self.flavors[self.default_flavor])
 
     @classmethod
+    def for_config(cls, cfg: TrainConfig) -> type["Task"]:
+        """The class that runs this resolved config. One model name may cover experiments different enough to
+        be classes of their own (NPT's lookup experiment): the engine asks here, so `--model` names, saved run
+        configs and `attnkit.load_run` keep one name per model."""
+        return cls
+
+    @classmethod
     def default_flavor_for(cls, options: dict[str, Any], data: str | None) -> str:
         """The flavor when the user names none; a task may pick one that fits the options (NPT's lookup)."""
         return cls.default_flavor
@@ -137,8 +164,12 @@ class Task:
         raise NotImplementedError
 
     # ---- training ------------------------------------------------------------------------
-    def prepare(self, run_dir: Path) -> None:
-        """Load or generate the data; write whatever sampling needs (tokenizer, vocab) into run_dir."""
+    def prepare(self, run_dir: Path) -> Report | None:
+        """Load or generate the data; write whatever sampling needs (tokenizer, vocab) into run_dir.
+
+        May return a Report about the data (DT's offline-dataset table): the engine renders it once the run
+        directory is in place, before the first step, and adds its metrics to summary.json. run_dir is a
+        staging directory, so paths a Report names belong under cfg.out, where the files will be."""
         raise NotImplementedError
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

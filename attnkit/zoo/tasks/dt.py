@@ -2,11 +2,12 @@
 
 Data: `attnkit.zoo.data.rl` plays seeded episodes of a hand-written controller with ε ~ U(0, 1) random actions
 (CartPole-v1 by default, or Acrobot-v1: `--opt env=Acrobot-v1`), cached in the run directory and described
-by a table and `dataset_returns.png`. One training loop fits three policies on the same batches
-(`attnkit.zoo.models.dt.PolicySet`): the return-conditioned DT, behaviour cloning (BC) on all episodes and
-BC on the best 10% (%BC). At the end, and in `attnkit sample --target-return 100,200,...`, each is rolled
-out on the same seeded episodes; the DT once per target. The paper's return-tracking plot
-(`return_tracking.png`) shows achieved vs target return with the dataset's max and the baselines.
+by a table (shown before the first step) and `dataset_returns.png`. One training loop fits three policies on
+the same batches (`attnkit.zoo.models.dt.PolicySet`): the return-conditioned DT, behaviour cloning (BC) on all
+episodes and BC on the best 10% (%BC). At the end, and in `attnkit sample --target-return 100,200,...`, each
+is rolled out on the same seeded episodes (a progress bar per policy); the DT once per target. The paper's
+return-tracking plot (`return_tracking.png`) shows achieved vs target return with the dataset's max and the
+baselines.
 """
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ class DTTask(Task):
         return PolicySet(DTConfig(**model_config))
 
     # ---- training ------------------------------------------------------------------------
-    def prepare(self, run_dir: Path) -> None:
+    def prepare(self, run_dir: Path) -> Report:
+        """Generate (or reuse) the episodes; return the dataset's table for the engine to show before training."""
         opts = self.opts
         if opts.episodes < 2 * VAL_EVERY:
             raise UserError(f"--opt episodes must be at least {2 * VAL_EVERY}, got {opts.episodes}")
@@ -115,6 +117,7 @@ class DTTask(Task):
                       "returns": returns.tolist()}
         atomic_write(Path(run_dir) / STATS_FILE, json.dumps(self.stats, indent=2, default=str) + "\n")
         plot_return_histogram(Path(run_dir) / "dataset_returns.png", opts.env, returns)
+        return self._dataset_report(Path(self.cfg.out or run_dir))  # where the files are once published
 
     def _dataset_report(self, run_dir: Path) -> Report:
         """The offline dataset: episodes, steps and returns, and where it is cached."""
@@ -152,17 +155,16 @@ class DTTask(Task):
         return {f"{split}_loss": sum(totals.values()), **{f"{split}_{k}_loss": v for k, v in totals.items()}}
 
     def report(self, model: nn.Module, run_dir: Path) -> Report:
-        """The dataset; DT rolled out at the env's targets (and the dataset max), BC and %BC; table, plot, keys."""
+        """DT rolled out at the env's targets (and the dataset max), BC and %BC; table, plot, keys."""
         targets = sorted(set(self.spec.targets) | {self.stats["max_return"]})
-        report = self._dataset_report(Path(run_dir))
-        report.extend(self._rollouts(model, targets, self.opts.eval_episodes, self.cfg.seed, Path(run_dir)))
+        report = self._rollouts(model, targets, self.opts.eval_episodes, self.cfg.seed, Path(run_dir))
         report.line(f"val_loss is the sum of the {len(PolicySet.NAMES)} policies' action cross-entropies, trained "
                     f"together: {' + '.join(f'val_{n}_loss' for n in PolicySet.NAMES)} (metrics.jsonl has each)")
         return report
 
     def _rollouts(self, model: PolicySet, targets: list[float], episodes: int, seed: int, out: Path) -> Report:
         """The achieved-return table and rank correlation as a Report; return_tracking.png written into `out`."""
-        r = evaluate_policies(model, self.opts.env, targets, episodes, seed, self.stats)
+        r = evaluate_policies(model, self.opts.env, targets, episodes, seed, self.stats, self.progress)
         r["return_tracking_png"] = plot_return_tracking(
             out / "return_tracking.png", r["env"], r["return_by_target"],
             {"BC": (r["bc_return"], r["bc_return_std"]), "%BC": (r["pct_bc_return"], r["pct_bc_return_std"])},

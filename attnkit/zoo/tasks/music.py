@@ -8,7 +8,8 @@ Training windows start on a time-step boundary (a multiple of 4 tokens into [BOS
 so token k of every window is the same voice: the absolute arm can read the voice off its position
 exactly as the relative arm reads it off distances, and neither gets an unfair start.
 
-`attnkit sample --run DIR` continues a primer and writes MIDI + piano roll (+ attention heatmap):
+`attnkit sample --run DIR` continues a primer (a progress bar over the new tokens) and writes MIDI + piano roll
+(+ attention heatmap):
     --prompt            (default) the first 32 steps (2 bars of 4/4) of held-out chorale 0
     --prompt test:K     held-out (test split) chorale K;  test:K:S  its first S steps
     --prompt scratch    from BOS alone
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -197,7 +199,8 @@ class MusicTask(Task):
         for i in range(cfg.num_samples):
             prefix = ch.grid_to_tokens(primer, eos=False).tolist()
             seq = sample_tokens(model, prefix, n_new, window=window, temperature=cfg.temperature,
-                                top_k=cfg.top_k, top_p=o.top_p, generator=generator)
+                                top_k=cfg.top_k, top_p=o.top_p, generator=generator,
+                                on_token=self._composing(i, cfg.num_samples, n_new))
             grid = ch.tokens_to_grid(seq)
             stem = out_dir / (f"music_sample_{i}" if cfg.num_samples > 1 else "music_sample")
             title = f"attnkit music ({model.config.position}), seed {cfg.seed}"
@@ -213,6 +216,14 @@ class MusicTask(Task):
             report.metrics["samples"].append(result)
             report.table("music sample", ["what", "value"], sample_rows(result, source))
         return report
+
+    def _composing(self, i: int, n_samples: int, n_new: int):
+        """sample_tokens' on_token hook for piece i: one bar over the new tokens of every piece, or None."""
+        if self.progress is None:
+            return None
+        what = f"composing {n_new // 4} steps" + (f" × {n_samples} pieces" if n_samples > 1 else "")
+        done = itertools.count(i * n_new + 1)  # tokens composed so far, this one included
+        return lambda token: self.progress(what, next(done), n_samples * n_new)
 
     def _attention_png(self, model: MusicTransformer, seq: list[int], path: Path) -> Path:
         """Last layer's heads over the last training-length window of the piece (step-aligned)."""

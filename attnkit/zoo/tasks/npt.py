@@ -20,7 +20,7 @@ Probes (`--probe`):
               shift). The correlation of prediction and true target is reported (on small tables the small
               flavor memorizes instead: on diabetes it stays at the features-only correlation, 0.61–0.68).
               Without `--data` this is the paper's semi-synthetic experiment, a task of its own
-              (attnkit.zoo.tasks.npt_lookup): `NPTTask(cfg)` returns an `NPTLookupTask` for that config.
+              (attnkit.zoo.tasks.npt_lookup), which `NPTTask.for_config(cfg)` picks for that config.
 """
 from __future__ import annotations
 
@@ -50,16 +50,13 @@ from attnkit.zoo.tasks.npt_lookup import NPTLookupTask
 
 
 class NPTTask(NPTBase):
-    """A table of the user's under k-fold CV; for the semi-synthetic lookup config, an NPTLookupTask."""
+    """A table of the user's under k-fold CV (the semi-synthetic lookup config runs an NPTLookupTask: for_config)."""
 
-    def __new__(cls, cfg: TrainConfig | None = None, opts=None):
+    @classmethod
+    def for_config(cls, cfg: TrainConfig) -> type[NPTBase]:
         # `--model npt` is one name for two experiments; the config says which, so the engine, saved run
-        # configs and `attnkit.load_run` need no second name. (copy and pickle call __new__ without a config.)
-        if cls is NPTTask and cfg is not None:
-            probe = opts.probe if opts is not None else cfg.options.get("probe")
-            if is_lookup_experiment(probe, cfg.data):
-                return NPTLookupTask(cfg, opts)
-        return super().__new__(cls)
+        # configs and `attnkit.load_run` need no second name.
+        return NPTLookupTask if is_lookup_experiment(cfg.options.get("probe"), cfg.data) else cls
 
     def __init__(self, cfg: TrainConfig, opts=None):
         super().__init__(cfg, opts)

@@ -3,8 +3,8 @@ per-fold input arrays, the model and its masked-cell loss.
 
 `--model npt` names two tasks: `attnkit.zoo.tasks.npt.NPTTask` (a table of the user's under k-fold CV,
 beside scikit-learn baselines) and `attnkit.zoo.tasks.npt_lookup.NPTLookupTask` (the paper's
-semi-synthetic lookup experiment, `--opt probe=lookup` without `--data`). `NPTTask(cfg)` returns the
-one the config asks for (`is_lookup_experiment`), so the engine, the saved run configs and every command
+semi-synthetic lookup experiment, `--opt probe=lookup` without `--data`). `NPTTask.for_config(cfg)` picks
+the one the config asks for (`is_lookup_experiment`), so the engine, the saved run configs and every command
 keep the one model name.
 """
 from __future__ import annotations
@@ -122,7 +122,7 @@ class NPTBase(Task):
         run_dir = Path(run_dir)
         if not (run_dir / "table.npz").is_file():
             raise UserError(f"{run_dir} has no table.npz: not an NPT run directory")
-        task = cls(cfg)  # NPTTask(cfg) is the lookup task for a lookup run's config
+        task = cls(cfg)  # the engine calls load on the class NPTTask.for_config picked
         table = Table.load(run_dir / "table")
         tests = [np.asarray(t, dtype=np.int64) for t in json.loads((run_dir / "splits.json").read_text())]
         everything = np.arange(table.n)
