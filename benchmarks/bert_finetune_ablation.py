@@ -1,0 +1,109 @@
+"""BERT's fine-tuning ablation (issue 28, item 3): one pretraining, many fine-tuning arms.
+
+Pretrains once (`attnkit train --model bert` with the fine-tuning phase off) into --pretrained, or reuses that
+run directory if it is already there, then fine-tunes each arm from its weights: the pretrained encoder, the same
+architecture from scratch (seeded as the task seeds it) and bag-of-words logistic regression, all on the same
+labelled passages (`attnkit.zoo.eval.bert.finetune_comparison`). An arm is NAME:KEY=VALUE,... over the knobs
+below; each arm and seed prints one JSON line, appended to --out if given (the table in docs/zoo/bert.md):
+
+    flock /work/heavy.lock .venv/bin/python benchmarks/bert_finetune_ablation.py --pretrained /tmp/bert-pre-s0 \\
+        --arm replaced:task=replaced_word --arm order:task=word_order,pooling=max --seeds 0,1,2
+
+Knobs: task (attnkit.zoo.eval.bert.DOWNSTREAM), labels, test, words, steps, lr, batch_size, pooling (POOLINGS),
+body_lr (the pretrained encoder's lr as a fraction of the head's; the scratch arm keeps 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from attnkit.config import TrainConfig
+from attnkit.engine.sample import load_run
+from attnkit.engine.trainer import run_training
+from attnkit.zoo.data.mlm import split_prose
+from attnkit.zoo.data.text import load_text
+from attnkit.zoo.eval.bert import finetune_comparison
+
+
+@dataclass
+class Arm:
+    name: str
+    task: str = "replaced_word"
+    labels: int = 256
+    test: int = 1000
+    words: int = 16
+    steps: int = 300
+    lr: float = 3e-4
+    batch_size: int = 32
+    pooling: str = "mean"
+    body_lr: float = 1.0
+
+
+def parse_arm(spec: str) -> Arm:
+    """NAME:KEY=VALUE,KEY=VALUE → Arm, values typed as the field's default."""
+    name, _, rest = spec.partition(":")
+    types = {f.name: type(f.default) for f in fields(Arm) if f.name != "name"}
+    kw = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise SystemExit(f"unknown knob {key!r} in arm {spec!r}; knobs: {', '.join(types)}")
+        kw[key] = types[key](value)
+    return Arm(name, **kw)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pretrained", required=True, help="run directory: reused if present, else pretrained into")
+    ap.add_argument("--flavor", default="small")
+    ap.add_argument("--pretrain-steps", type=int, default=None, help="default: the flavor's max_steps")
+    ap.add_argument("--pretrain-seed", type=int, default=0)
+    ap.add_argument("--arm", action="append", default=[], help="NAME:KEY=VALUE,... (repeatable)")
+    ap.add_argument("--seeds", default="0", help="fine-tuning seeds, comma-separated")
+    ap.add_argument("--out", default=None, help="append each JSON line to this file")
+    return ap.parse_args(argv)
+
+
+def pretrain(run_dir: Path, flavor: str, steps: int | None, seed: int) -> float:
+    """Pretrain into run_dir (fine-tuning phase off) unless it holds a finished run; its wall seconds."""
+    if not (run_dir / "summary.json").is_file():
+        cfg = TrainConfig(model="bert", flavor=flavor, out=str(run_dir), max_steps=steps, seed=seed, device="cpu",
+                          options={"finetune_labels": 0})
+        run_training(cfg, console=Console(stderr=True))
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    a = parse(argv)
+    summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed)
+    run = load_run(a.pretrained)
+    texts = split_prose(load_text(run.config.data))
+    rows = []
+    for arm in map(parse_arm, a.arm or ["default"]):
+        for seed in map(int, a.seeds.split(",")):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(run.config.seed + 1)  # as BERTTask.finetune seeds its scratch model
+                scratch = type(run.task).build_model(asdict(run.model.cfg))
+            start = time.perf_counter()
+            knobs = {k: v for k, v in asdict(arm).items() if k != "name"}
+            result = finetune_comparison(run.model, scratch, run.task.encode_passages, texts["train"], texts["val"],
+                                         seed=seed, **knobs)
+            row = {"arm": arm.name, "seed": seed, **knobs, **result, "wall_s": round(time.perf_counter() - start, 1),
+                   "pretrain_steps": summary["steps"], "mlm_accuracy": summary["mlm_accuracy"],
+                   "unigram_accuracy": summary["unigram_accuracy"], "pretrained": str(a.pretrained)}
+            print(json.dumps(row), flush=True)
+            if a.out:
+                with open(a.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
