@@ -48,7 +48,8 @@ FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to somethin
 
 @dataclass
 class BERTOptions:
-    """The fine-tuning phase after pretraining (attnkit.zoo.eval.bert.finetune_comparison): few labels."""
+    """The masking rate, and the fine-tuning phase after pretraining (attnkit.zoo.eval.bert.finetune_comparison)."""
+    mask_prob: float = field(default=MASK_PROB, metadata={"help": "fraction of tokens selected for prediction"})
     finetune_task: str = field(default="replaced_word", metadata={"help": "replaced_word, word_order or adjacent_swap"})
     finetune_labels: int = field(default=256, metadata={"help": "labelled passages to fine-tune on (0: no fine-tuning phase)"})
     finetune_test: int = field(default=1000, metadata={"help": "held-out passages to test on"})
@@ -80,9 +81,7 @@ class BERTTask(Task):
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
-        self.tok = None
-        self.ids: dict[str, torch.Tensor] = {}
-        self.heldout: list[str] = []
+        self.tok, self.ids, self.heldout = None, {}, []
 
     # ---- tokenizer and data --------------------------------------------------------------
     def _set_tokenizer(self, tok) -> None:
@@ -129,7 +128,7 @@ class BERTTask(Task):
         maskable = ~torch.isin(ids, self.special_ids)
         batch["input_ids"], batch["labels"] = mask_tokens(ids, maskable=maskable, mask_id=self.mask_id,
                                                           random_ids=self.random_ids, generator=generator,
-                                                          mask_prob=MASK_PROB)
+                                                          mask_prob=self.opts.mask_prob)
         return batch
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
@@ -186,7 +185,7 @@ class BERTTask(Task):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed + 1)
             scratch = self.build_model(self.model_config()).to(model_device(model))
-        knobs = {k.removeprefix("finetune_"): v for k, v in asdict(self.opts).items()}  # its keyword names
+        knobs = {k.removeprefix("finetune_"): v for k, v in asdict(self.opts).items() if k.startswith("finetune_")}
         return finetune_comparison(model, scratch, self.encode_passages, self.texts["train"], self.texts["val"],
                                    seed=self.cfg.seed, **knobs)
 
