@@ -10,7 +10,8 @@ below; each arm and seed prints one JSON line, appended to --out if given (the t
         --arm replaced:task=replaced_word --arm order:task=word_order,pooling=max --seeds 0,1,2
 
 Knobs: task (attnkit.zoo.eval.bert.DOWNSTREAM), labels, test, words, steps, lr, batch_size, pooling (POOLINGS),
-body_lr (the pretrained encoder's lr as a fraction of the head's; the scratch arm keeps 1).
+body_lr (the pretrained encoder's lr as a fraction of the head's; the scratch arm keeps 1), corrupt (words
+replaced or swaps made in a corrupted passage).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Arm:
     batch_size: int = 32
     pooling: str = "mean"
     body_lr: float = 1.0
+    corrupt: int = 1
 
 
 def parse_arm(spec: str) -> Arm:

@@ -17,17 +17,18 @@ def zipf_text(n: int, vocab: int, seed: int) -> str:
     return " ".join(r.choices([f"w{i}" for i in range(vocab)], weights=[1 / (i + 1) for i in range(vocab)], k=n))
 
 
-def test_replaced_passages_differ_from_a_run_of_the_text_in_exactly_one_word():
-    text = " ".join(f"w{i}" for i in range(3000))  # every word distinct: a passage's start is its first word
+@pytest.mark.parametrize("k", [1, 3])
+def test_replaced_passages_differ_from_a_run_of_the_text_in_exactly_k_words(k):
+    text = " ".join(f"w{i}" for i in range(3000))  # every word distinct
     tokens = text.split()
-    texts, labels = replaced_word_examples(text, 101, 12, seed=3)
+    texts, labels = replaced_word_examples(text, 101, 12, seed=3, replaced=k)
     assert Counter(labels) == {ORIGINAL: 51, REPLACED: 50}
     for t, y in zip(texts, labels):
         words = t.split()
         distance = min(sum(a != b for a, b in zip(words, tokens[s:s + 12])) for s in range(len(tokens) - 11))
-        assert distance == (0 if y == ORIGINAL else 1)
-    assert replaced_word_examples(text, 101, 12, seed=3) == (texts, labels)  # deterministic given the seed
-    assert replaced_word_examples(text, 101, 12, seed=4) != (texts, labels)
+        assert distance == (0 if y == ORIGINAL else k)
+    assert replaced_word_examples(text, 101, 12, seed=3, replaced=k) == (texts, labels)  # deterministic given the seed
+    assert replaced_word_examples(text, 101, 12, seed=4, replaced=k) != (texts, labels)
 
 
 def test_replace_words_changes_k_positions_to_words_of_the_vocabulary():
@@ -57,11 +58,22 @@ def test_adjacent_swaps_exchange_neighbours():
         assert j == i + 1 and out[i] == words[j] and out[j] == words[i]
 
 
-@pytest.mark.parametrize("task", DOWNSTREAM)
-def test_bag_of_words_stays_near_chance(task):
+def test_repeated_swaps_keep_the_words():
+    text = " ".join(f"w{i}" for i in range(3000))
+    texts, labels = word_order_examples(text, 40, 12, seed=0, adjacent=True, swaps=3)
+    for t, y in zip(texts, labels):
+        words = t.split()
+        run = sorted(words, key=lambda w: int(w[1:]))
+        assert [int(w[1:]) for w in run] == list(range(int(run[0][1:]), int(run[0][1:]) + 12))  # a run, reordered
+        assert (words == run) == (y == ORIGINAL)  # swaps that undo each other are redrawn
+
+
+@pytest.mark.parametrize("task,corrupt", [(t, 1) for t in DOWNSTREAM] + [("replaced_word", 4), ("word_order", 4)])
+def test_bag_of_words_stays_near_chance(task, corrupt):
     """Word order keeps the words; a replaced word is distributed like the one it removes: no count tells."""
     text = zipf_text(20000, 300, seed=0)
-    train, test = downstream_examples(task, text, 400, 12, seed=0), downstream_examples(task, text, 2000, 12, seed=1)
+    train = downstream_examples(task, text, 400, 12, seed=0, corrupt=corrupt)
+    test = downstream_examples(task, text, 2000, 12, seed=1, corrupt=corrupt)
     assert abs(bag_of_words_accuracy(*train, *test) - 0.5) < 0.05  # 2000 test passages: ± 4.5 standard errors
 
 

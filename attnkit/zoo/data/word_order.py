@@ -33,10 +33,10 @@ def swap_two_words(words: list[str], rng: random.Random, adjacent: bool = False)
             return out
 
 
-def word_order_examples(text: str, n: int, words: int, seed: int, adjacent: bool = False
+def word_order_examples(text: str, n: int, words: int, seed: int, adjacent: bool = False, swaps: int = 1
                         ) -> tuple[list[str], list[int]]:
-    """n passages of `words` words from text and their labels (ORIGINAL or SWAPPED), half of each; with
-    adjacent, the two swapped words are neighbours."""
+    """n passages of `words` words from text and their labels (ORIGINAL or SWAPPED), half of each; a SWAPPED
+    passage has had `swaps` swaps made one after the other (two neighbours each time if adjacent)."""
     tokens = text.split()
     if len(tokens) < 2 * words:
         raise ValueError(f"the text has {len(tokens)} words; passages of {words} need at least {2 * words}")
@@ -50,5 +50,9 @@ def word_order_examples(text: str, n: int, words: int, seed: int, adjacent: bool
             passage = tokens[start:start + words]
             if len(set(passage)) >= 2:
                 break
-        texts.append(" ".join(passage if label == ORIGINAL else swap_two_words(passage, rng, adjacent)))
+        swapped = passage
+        while label == SWAPPED and swapped == passage:  # repeated swaps may undo each other: draw again
+            for _ in range(swaps):
+                swapped = swap_two_words(swapped, rng, adjacent)
+        texts.append(" ".join(swapped))
     return texts, labels

@@ -102,15 +102,17 @@ def bag_of_words_accuracy(train_texts: list[str], train_labels: list[int], test_
     return float(clf.score(vectorizer.transform(test_texts), test_labels))
 
 
-def downstream_examples(task: str, text: str, n: int, words: int, seed: int) -> tuple[list[str], list[int]]:
-    """n labelled passages of `words` words from text for one of DOWNSTREAM's tasks, half of each label."""
+def downstream_examples(task: str, text: str, n: int, words: int, seed: int, corrupt: int = 1
+                        ) -> tuple[list[str], list[int]]:
+    """n labelled passages of `words` words from text for one of DOWNSTREAM's tasks, half of each label; a
+    corrupted passage has `corrupt` words replaced, or swaps made."""
     from attnkit.zoo.data.replaced_word import replaced_word_examples
     from attnkit.zoo.data.word_order import word_order_examples
 
     if task == "replaced_word":
-        return replaced_word_examples(text, n, words, seed)
+        return replaced_word_examples(text, n, words, seed, corrupt)
     if task in ("word_order", "adjacent_swap"):
-        return word_order_examples(text, n, words, seed, adjacent=task == "adjacent_swap")
+        return word_order_examples(text, n, words, seed, adjacent=task == "adjacent_swap", swaps=corrupt)
     raise ValueError(f"downstream task must be one of {DOWNSTREAM}, got {task!r}")
 
 
@@ -120,7 +122,7 @@ DOWNSTREAM = ("replaced_word", "word_order", "adjacent_swap")
 def finetune_comparison(pretrained: BERT, scratch: BERT, encode: Callable[[list[str]], torch.Tensor],
                         train_text: str, test_text: str, *, task: str, labels: int, test: int, words: int,
                         steps: int, lr: float, batch_size: int, seed: int, pooling: str = "mean",
-                        body_lr: float = 1.0) -> dict[str, float]:
+                        body_lr: float = 1.0, corrupt: int = 1) -> dict[str, float]:
     """BERT's claim: on a downstream task (DOWNSTREAM), with `labels` labelled passages from train_text, the
     pretrained encoder fine-tunes to a higher accuracy on `test` passages from test_text than the same
     architecture from scratch, with the same labels, steps, head and seed; bag-of-words on the same labels is
@@ -128,8 +130,8 @@ def finetune_comparison(pretrained: BERT, scratch: BERT, encode: Callable[[list[
 
     encode: passages -> (N, L) ids, [CLS] ... [SEP] then [PAD].
     """
-    train_texts, train_y = downstream_examples(task, train_text, labels, words, seed)
-    test_texts, test_y = downstream_examples(task, test_text, test, words, seed + 1)
+    train_texts, train_y = downstream_examples(task, train_text, labels, words, seed, corrupt)
+    test_texts, test_y = downstream_examples(task, test_text, test, words, seed + 1, corrupt)
     data = (encode(train_texts), torch.tensor(train_y), encode(test_texts), torch.tensor(test_y))
     kw = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, pooling=pooling)
     return {"finetune_acc_pretrained": finetune_accuracy(pretrained, *data, **kw, body_lr=body_lr),

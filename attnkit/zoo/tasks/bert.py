@@ -59,6 +59,7 @@ class BERTOptions:
     finetune_batch_size: int = field(default=32, metadata={"help": "fine-tuning batch size"})
     finetune_pooling: str = field(default="mean", metadata={"help": "classifier head: mean, max, cls or surprise"})
     finetune_body_lr: float = field(default=1.0, metadata={"help": "pretrained encoder's lr / the head's"})
+    finetune_corrupt: int = field(default=1, metadata={"help": "words replaced (or swaps made) in a corrupted passage"})
 
 class BERTTask(Task):
     name = "bert"
