@@ -62,7 +62,8 @@ def parse_arm(spec: str) -> Arm:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pretrained", required=True, help="run directory: reused if present, else pretrained into")
+    ap.add_argument("--pretrained", help="run directory: reused if present, else pretrained into")
+    ap.add_argument("--table", default=None, help="only print the markdown table of this JSON-lines file")
     ap.add_argument("--flavor", default="small")
     ap.add_argument("--pretrain-steps", type=int, default=None, help="default: the flavor's max_steps")
     ap.add_argument("--pretrain-seed", type=int, default=0)
@@ -83,8 +84,36 @@ def pretrain(run_dir: Path, flavor: str, steps: int | None, seed: int, mask_prob
     return json.loads((run_dir / "summary.json").read_text())
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The ablation table of docs/zoo/bert.md: one line per (pretrained run, arm), accuracies as mean ± std over
+    its seeds, each knob that differs from Arm's defaults."""
+    import statistics
+
+    defaults = {k: v for k, v in asdict(Arm("")).items() if k != "name"}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["pretrained"], r["arm"]), []).append(r)
+    lines = ["| pretraining (steps, mask, MLM acc) | arm | changed knobs | seeds | pretrained | scratch | bag-of-words |",
+             "|---|---|---|---|---|---|---|"]
+    for (_, arm), rs in groups.items():
+        def cell(key):
+            xs = [100 * r[key] for r in rs]
+            return f"{statistics.mean(xs):.1f}" + (f" ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else "")
+        r = rs[0]
+        knobs = ", ".join(f"{k}={r[k]}" for k, v in defaults.items() if r.get(k, v) != v) or "defaults"
+        pre = f"{r['pretrain_steps']}, {r.get('mask_prob', 0.15)}, {100 * r['mlm_accuracy']:.1f}%"
+        lines.append(f"| {pre} | {arm} | {knobs} | {len(rs)} | {cell('finetune_acc_pretrained')} | "
+                     f"{cell('finetune_acc_scratch')} | {cell('finetune_acc_bow')} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     a = parse(argv)
+    if a.table:
+        print(markdown_table([json.loads(line) for line in Path(a.table).read_text().splitlines() if line.strip()]))
+        return []
+    if not a.pretrained:
+        raise SystemExit("--pretrained RUN_DIR is required (or --table FILE)")
     summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed, a.mask_prob)
     run = load_run(a.pretrained)
     texts = split_prose(load_text(run.config.data))
