@@ -49,7 +49,7 @@ FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to somethin
 @dataclass
 class BERTOptions:
     """The masking rate, and the fine-tuning phase after pretraining (attnkit.zoo.eval.bert.finetune_comparison)."""
-    mask_prob: float = field(default=MASK_PROB, metadata={"help": "fraction of tokens selected for prediction"})
+    mask_prob: float = field(default=MASK_PROB, metadata={"help": "fraction of training tokens to predict (eval: 0.15)"})
     finetune_task: str = field(default="replaced_word", metadata={"help": "replaced_word, word_order or adjacent_swap"})
     finetune_labels: int = field(default=256, metadata={"help": "labelled passages to fine-tune on (0: no fine-tuning phase)"})
     finetune_test: int = field(default=1000, metadata={"help": "held-out passages to test on"})
@@ -129,7 +129,7 @@ class BERTTask(Task):
         maskable = ~torch.isin(ids, self.special_ids)
         batch["input_ids"], batch["labels"] = mask_tokens(ids, maskable=maskable, mask_id=self.mask_id,
                                                           random_ids=self.random_ids, generator=generator,
-                                                          mask_prob=self.opts.mask_prob)
+                                                          mask_prob=self.opts.mask_prob if split == "train" else MASK_PROB)
         return batch
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
