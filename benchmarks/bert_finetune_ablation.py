@@ -68,16 +68,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pretrain-steps", type=int, default=None, help="default: the flavor's max_steps")
     ap.add_argument("--pretrain-seed", type=int, default=0)
     ap.add_argument("--mask-prob", type=float, default=None, help="pretraining masking rate (default: the task's)")
+    ap.add_argument("--pre-ln", action="store_true", help="pretrain a pre-LN encoder")
     ap.add_argument("--arm", action="append", default=[], help="NAME:KEY=VALUE,... (repeatable)")
     ap.add_argument("--seeds", default="0", help="fine-tuning seeds, comma-separated")
     ap.add_argument("--out", default=None, help="append each JSON line to this file")
     return ap.parse_args(argv)
 
 
-def pretrain(run_dir: Path, flavor: str, steps: int | None, seed: int, mask_prob: float | None) -> dict:
+def pretrain(run_dir: Path, flavor: str, steps: int | None, seed: int, mask_prob: float | None, pre_ln: bool) -> dict:
     """Pretrain into run_dir (fine-tuning phase off) unless it holds a finished run; its summary.json."""
     if not (run_dir / "summary.json").is_file():
-        options = {"finetune_labels": 0, **({"mask_prob": mask_prob} if mask_prob is not None else {})}
+        options = {"finetune_labels": 0, "pre_ln": pre_ln, **({"mask_prob": mask_prob} if mask_prob is not None else {})}
         cfg = TrainConfig(model="bert", flavor=flavor, out=str(run_dir), max_steps=steps, seed=seed, device="cpu",
                           options=options)
         run_training(cfg, console=Console(stderr=True))
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return []
     if not a.pretrained:
         raise SystemExit("--pretrained RUN_DIR is required (or --table FILE)")
-    summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed, a.mask_prob)
+    summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed, a.mask_prob, a.pre_ln)
     run = load_run(a.pretrained)
     texts = split_prose(load_text(run.config.data))
     rows = []
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             result = finetune_comparison(run.model, scratch, run.task.encode_passages, texts["train"], texts["val"],
                                          seed=seed, **knobs)
             row = {"arm": arm.name, "seed": seed, **knobs, **result, "wall_s": round(time.perf_counter() - start, 1),
-                   "pretrain_steps": summary["steps"], "mask_prob": run.task.opts.mask_prob,
+                   "pretrain_steps": summary["steps"], "mask_prob": run.task.opts.mask_prob, "pre_ln": run.model.cfg.pre_ln,
                    "mlm_accuracy": summary["mlm_accuracy"],
                    "unigram_accuracy": summary["unigram_accuracy"], "pretrained": str(a.pretrained)}
             print(json.dumps(row), flush=True)

@@ -48,7 +48,8 @@ FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to somethin
 
 @dataclass
 class BERTOptions:
-    """The masking rate, and the fine-tuning phase after pretraining (attnkit.zoo.eval.bert.finetune_comparison)."""
+    """Pretraining knobs, then the fine-tuning phase after it (attnkit.zoo.eval.bert.finetune_comparison)."""
+    pre_ln: bool = field(default=False, metadata={"help": "pre-LN encoder blocks (BERT is post-LN)"})
     mask_prob: float = field(default=MASK_PROB, metadata={"help": "fraction of training tokens to predict (eval: 0.15)"})
     finetune_task: str = field(default="replaced_word", metadata={"help": "replaced_word, word_order or adjacent_swap"})
     finetune_labels: int = field(default=256, metadata={"help": "labelled passages to fine-tune on (0: no fine-tuning phase)"})
@@ -138,7 +139,7 @@ class BERTTask(Task):
     # ---- model ---------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
         return dict(super().model_config(), vocab_size=self.tok.vocab_size, block_size=self.cfg.block_size,
-                    pad_id=self.pad_id)
+                    pad_id=self.pad_id, **({"pre_ln": True} if self.opts.pre_ln else {}))
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
