@@ -102,7 +102,8 @@ def markdown_table(rows: list[dict]) -> str:
             return f"{statistics.mean(xs):.1f}" + (f" ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else "")
         r = rs[0]
         knobs = ", ".join(f"{k}={r[k]}" for k, v in defaults.items() if r.get(k, v) != v) or "defaults"
-        pre = f"{r['pretrain_steps']}, {r.get('mask_prob', 0.15)}, {100 * r['mlm_accuracy']:.1f}%"
+        ln = ", pre-LN" if r.get("pre_ln") else ""
+        pre = f"{r['pretrain_steps']}, {r.get('mask_prob', 0.15)}{ln}, {100 * r['mlm_accuracy']:.1f}%"
         lines.append(f"| {pre} | {arm} | {knobs} | {len(rs)} | {cell('finetune_acc_pretrained')} | "
                      f"{cell('finetune_acc_scratch')} | {cell('finetune_acc_bow')} |")
     return "\n".join(lines)

@@ -41,8 +41,7 @@ from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Flavor, Task
 from attnkit.zoo.tasks.sample_options import BERTSampleOptions
 
-MASK_PROB = 0.15
-HELDOUT_FILE = "bert_data.json"
+MASK_PROB, HELDOUT_FILE = 0.15, "bert_data.json"  # BERT's masking rate; the held-out sentences `sample` fills
 FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to something other than its default
 
 
