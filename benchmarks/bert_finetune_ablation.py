@@ -64,6 +64,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pretrained", help="run directory: reused if present, else pretrained into")
     ap.add_argument("--table", default=None, help="only print the markdown table of this JSON-lines file")
+    ap.add_argument("--baselines", action="store_true", help="only the linear baselines of each arm: bag of words "
+                    "and bag of bigrams (no model, no --pretrained)")
     ap.add_argument("--flavor", default="small")
     ap.add_argument("--pretrain-steps", type=int, default=None, help="default: the flavor's max_steps")
     ap.add_argument("--pretrain-seed", type=int, default=0)
@@ -109,11 +111,29 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def baselines(arms: list[Arm], seeds) -> list[dict]:
+    """Bag-of-words and bag-of-bigrams logistic regression on each arm's passages (the embedded text)."""
+    from attnkit.zoo.eval.bert import bag_of_words_accuracy, downstream_examples
+
+    texts, rows = split_prose(load_text(None)), []
+    for seed in seeds:
+        for arm in arms:
+            train = downstream_examples(arm.task, texts["train"], arm.labels, arm.words, seed, arm.corrupt)
+            test = downstream_examples(arm.task, texts["val"], arm.test, arm.words, seed + 1, arm.corrupt)
+            row = {"arm": arm.name, "seed": seed, "task": arm.task, "corrupt": arm.corrupt, "labels": arm.labels,
+                   "bow": bag_of_words_accuracy(*train, *test), "bigrams": bag_of_words_accuracy(*train, *test, ngram=2)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     a = parse(argv)
     if a.table:
         print(markdown_table([json.loads(line) for line in Path(a.table).read_text().splitlines() if line.strip()]))
         return []
+    if a.baselines:
+        return baselines([parse_arm(spec) for spec in a.arm or ["default"]], map(int, a.seeds.split(",")))
     if not a.pretrained:
         raise SystemExit("--pretrained RUN_DIR is required (or --table FILE)")
     summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed, a.mask_prob, a.pre_ln)

@@ -135,3 +135,5 @@ def test_bert_finetune_ablation(tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 4 and table[2].startswith("| 2, 0.15, ") and "| rw | labels=8, test=8, steps=1 | 2 |" in table[2]
     assert "task=word_order, labels=8, test=8, steps=1, pooling=surprise | 2 |" in table[3]
+    lines = load("bert_finetune_ablation").main(["--baselines", "--arm", "rw:labels=8,test=8,corrupt=4"])
+    assert [(r["arm"], r["corrupt"]) for r in lines] == [("rw", 4)] and 0 <= lines[0]["bigrams"] <= 1

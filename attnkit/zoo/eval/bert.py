@@ -92,12 +92,13 @@ def finetune_accuracy(encoder: BERT, train_ids: torch.Tensor, train_labels: torc
 
 
 def bag_of_words_accuracy(train_texts: list[str], train_labels: list[int], test_texts: list[str],
-                          test_labels: list[int]) -> float:
-    """Test accuracy of logistic regression on word counts (scikit-learn), trained on the same labels."""
+                          test_labels: list[int], ngram: int = 1) -> float:
+    """Test accuracy of logistic regression on word counts (scikit-learn), trained on the same labels; with
+    ngram=2, on counts of word pairs (bigrams) instead: the simplest model of word order."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    vectorizer = CountVectorizer(token_pattern=r"\S+")
+    vectorizer = CountVectorizer(token_pattern=r"\S+", ngram_range=(ngram, ngram))
     clf = LogisticRegression(max_iter=2000).fit(vectorizer.fit_transform(train_texts), train_labels)
     return float(clf.score(vectorizer.transform(test_texts), test_labels))
 
