@@ -96,8 +96,8 @@ def markdown_table(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["pretrained"], r["arm"]), []).append(r)
-    lines = ["| pretraining (steps, mask, MLM acc) | arm | changed knobs | seeds | pretrained | scratch | bag-of-words |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| pretraining (steps, mask, MLM acc) | arm | changed knobs | seeds | pretrained | scratch | bag-of-words "
+             "| zero-shot AUC |", "|---|---|---|---|---|---|---|---|"]
     for (_, arm), rs in groups.items():
         def cell(key):
             xs = [100 * r[key] for r in rs]
@@ -106,8 +106,9 @@ def markdown_table(rows: list[dict]) -> str:
         knobs = ", ".join(f"{k}={r[k]}" for k, v in defaults.items() if r.get(k, v) != v) or "defaults"
         ln = ", pre-LN" if r.get("pre_ln") else ""
         pre = f"{r['pretrain_steps']}, {r.get('mask_prob', 0.15)}{ln}, {100 * r['mlm_accuracy']:.1f}%"
+        auc = f"{r['finetune_zero_shot_auc']:.2f}" if "finetune_zero_shot_auc" in r else "–"  # older rows lack it
         lines.append(f"| {pre} | {arm} | {knobs} | {len(rs)} | {cell('finetune_acc_pretrained')} | "
-                     f"{cell('finetune_acc_scratch')} | {cell('finetune_acc_bow')} |")
+                     f"{cell('finetune_acc_scratch')} | {cell('finetune_acc_bow')} | {auc} |")
     return "\n".join(lines)
 
 

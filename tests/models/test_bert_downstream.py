@@ -82,3 +82,27 @@ def test_downstream_tasks_are_named():
     assert downstream_examples("word_order", text, 10, 8, seed=0) == word_order_examples(text, 10, 8, seed=0)
     with pytest.raises(ValueError, match="downstream task must be one of"):
         downstream_examples("sentiment", text, 10, 8, seed=0)
+
+
+def test_zero_shot_auc_ranks_passages_by_the_mlm_s_log_probabilities():
+    """A model whose logits favour token 5 everywhere scores passages with more 5s higher."""
+    import torch
+
+    from attnkit.zoo.eval.bert import zero_shot_auc
+
+    class Fives(torch.nn.Module):
+        cfg = type("cfg", (), {"pad_id": 0})
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))  # tells model_device where the model lives
+
+        def forward(self, ids):
+            return torch.nn.functional.one_hot(torch.full_like(ids, 5), 8).float() * 4  # (B, L, V)
+
+    CLS, SEP = 1, 2
+    ids = torch.tensor([[CLS, 5, 5, 5, SEP, 0], [CLS, 5, 5, 6, SEP, 0], [CLS, 5, 6, 6, 6, SEP], [CLS, 6, 6, 6, SEP, 0]])
+    assert zero_shot_auc(Fives(), ids, torch.tensor([1, 1, 0, 0])) == 1.0
+    assert zero_shot_auc(Fives(), ids, torch.tensor([0, 0, 1, 1])) == 0.0
+    # original rows 0 and 2 against corrupted 1 and 3: 0 > 1, 0 > 3, 2 > 3 but not 2 > 1
+    assert zero_shot_auc(Fives(), ids, torch.tensor([1, 0, 1, 0])) == 0.75

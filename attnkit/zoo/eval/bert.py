@@ -91,6 +91,28 @@ def finetune_accuracy(encoder: BERT, train_ids: torch.Tensor, train_labels: torc
     return (preds == test_labels).float().mean().item()
 
 
+@torch.no_grad()
+def zero_shot_auc(model: BERT, ids: torch.Tensor, labels: torch.Tensor) -> float:
+    """Before any fine-tuning: how well the masked LM's own mean log-probability of a passage's tokens, as they
+    stand (unmasked), ranks label-1 (original) passages above label-0 (corrupted) ones. The area under the ROC
+    curve: 0.5 is no signal. The caller sets the model's mode (eval: no dropout).
+
+    ids: (N, L) [CLS] ... [SEP] [PAD]...; labels: (N,) 0 or 1.
+    """
+    device, pad = model_device(model), model.cfg.pad_id
+    scores = []
+    for chunk in ids.split(256):
+        chunk = chunk.to(device)
+        logp = model(chunk).float().log_softmax(-1).gather(-1, chunk[..., None])[..., 0]  # (n, L)
+        inner = chunk != pad  # (n, L)
+        inner[:, 0] = False  # [CLS]
+        inner[torch.arange(len(chunk)), inner.sum(1)] = False  # [SEP], after the last token
+        scores.append(((logp * inner).sum(1) / inner.sum(1)).cpu())  # (n,)
+    score = torch.cat(scores)  # (N,)
+    pos, neg = score[labels == 1], score[labels == 0]
+    return ((pos[:, None] > neg[None]).float().mean() + 0.5 * (pos[:, None] == neg[None]).float().mean()).item()
+
+
 def bag_of_words_accuracy(train_texts: list[str], train_labels: list[int], test_texts: list[str],
                           test_labels: list[int], ngram: int = 1) -> float:
     """Test accuracy of logistic regression on word counts (scikit-learn), trained on the same labels; with
@@ -135,10 +157,12 @@ def finetune_comparison(pretrained: BERT, scratch: BERT, encode: Callable[[list[
     test_texts, test_y = downstream_examples(task, test_text, test, words, seed + 1, corrupt)
     data = (encode(train_texts), torch.tensor(train_y), encode(test_texts), torch.tensor(test_y))
     kw = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, pooling=pooling)
+    with mode(pretrained, training=False):
+        auc = zero_shot_auc(pretrained, data[2], data[3])
     return {"finetune_acc_pretrained": finetune_accuracy(pretrained, *data, **kw, body_lr=body_lr),
             "finetune_acc_scratch": finetune_accuracy(scratch, *data, **kw),
             "finetune_acc_bow": bag_of_words_accuracy(train_texts, train_y, test_texts, test_y),
-            "finetune_labels": labels, "finetune_test_passages": test}
+            "finetune_zero_shot_auc": auc, "finetune_labels": labels, "finetune_test_passages": test}
 
 
 def masked_lm_rows(s: dict[str, float]) -> list[list[str]]:
