@@ -71,17 +71,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pretrain-seed", type=int, default=0)
     ap.add_argument("--mask-prob", type=float, default=None, help="pretraining masking rate (default: the task's)")
     ap.add_argument("--pre-ln", action="store_true", help="pretrain a pre-LN encoder")
+    ap.add_argument("--pretrain-lr", type=float, default=None, help="default: the flavor's")
     ap.add_argument("--arm", action="append", default=[], help="NAME:KEY=VALUE,... (repeatable)")
     ap.add_argument("--seeds", default="0", help="fine-tuning seeds, comma-separated")
     ap.add_argument("--out", default=None, help="append each JSON line to this file")
     return ap.parse_args(argv)
 
 
-def pretrain(run_dir: Path, flavor: str, steps: int | None, seed: int, mask_prob: float | None, pre_ln: bool) -> dict:
+def pretrain(run_dir: Path, flavor: str, steps: int | None, seed: int, mask_prob: float | None, pre_ln: bool,
+             lr: float | None) -> dict:
     """Pretrain into run_dir (fine-tuning phase off) unless it holds a finished run; its summary.json."""
     if not (run_dir / "summary.json").is_file():
         options = {"finetune_labels": 0, "pre_ln": pre_ln, **({"mask_prob": mask_prob} if mask_prob is not None else {})}
-        cfg = TrainConfig(model="bert", flavor=flavor, out=str(run_dir), max_steps=steps, seed=seed, device="cpu",
+        cfg = TrainConfig(model="bert", flavor=flavor, out=str(run_dir), max_steps=steps, seed=seed, lr=lr, device="cpu",
                           options=options)
         run_training(cfg, console=Console(stderr=True))
     return json.loads((run_dir / "summary.json").read_text())
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return baselines([parse_arm(spec) for spec in a.arm or ["default"]], map(int, a.seeds.split(",")))
     if not a.pretrained:
         raise SystemExit("--pretrained RUN_DIR is required (or --table FILE)")
-    summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed, a.mask_prob, a.pre_ln)
+    summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed, a.mask_prob, a.pre_ln,
+                       a.pretrain_lr)
     run = load_run(a.pretrained)
     texts = split_prose(load_text(run.config.data))
     rows = []
