@@ -125,3 +125,26 @@ def test_asr_other_voices_names_its_missing_package(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert load("asr_other_voices").main(["--run", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == "flite is not installed: apt-get install flite (Debian package flite)"
+
+
+def test_bert_finetune_ablation(tmp_path, capsys):
+    # One debug pretraining, reused by the second call; arms differ in task and head.
+    argv = ["--pretrained", str(tmp_path / "pre"), "--flavor", "debug", "--pretrain-steps", "2", "--seeds", "0,1",
+            "--arm", "rw:steps=1,labels=8,test=8", "--arm", "order:task=word_order,pooling=surprise,steps=1,labels=8,test=8",
+            "--out", str(tmp_path / "rows.jsonl")]
+    rows = load("bert_finetune_ablation").main(argv)
+    assert [(r["arm"], r["seed"], r["task"]) for r in rows] == [("rw", 0, "replaced_word"), ("rw", 1, "replaced_word"),
+                                                               ("order", 0, "word_order"), ("order", 1, "word_order")]
+    assert all(r["pretrain_steps"] == 2 and 0 <= r["finetune_acc_pretrained"] <= 1 for r in rows)
+    weights = (tmp_path / "pre" / "model.safetensors").stat().st_mtime_ns
+    again = load("bert_finetune_ablation").main(argv[:8] + ["--arm", "rw:steps=1,labels=8,test=8"])
+    assert again[0] == dict(rows[0], wall_s=again[0]["wall_s"])  # same seeds, same numbers
+    assert (tmp_path / "pre" / "model.safetensors").stat().st_mtime_ns == weights  # the pretraining was reused
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 4
+    capsys.readouterr()
+    assert load("bert_finetune_ablation").main(["--table", str(tmp_path / "rows.jsonl")]) == []
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 4 and table[2].startswith("| 2, 0.15, ") and "| rw | labels=8, test=8, steps=1 | 2 |" in table[2]
+    assert "task=word_order, labels=8, test=8, steps=1, pooling=surprise | 2 |" in table[3]
+    lines = load("bert_finetune_ablation").main(["--baselines", "--arm", "rw:labels=8,test=8,corrupt=4"])
+    assert [(r["arm"], r["corrupt"]) for r in lines] == [("rw", 4)] and 0 <= lines[0]["bigrams"] <= 1

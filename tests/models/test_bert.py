@@ -137,3 +137,22 @@ def test_the_config_line_names_the_tokenizer_bert_trains(tmp_path):
     line = describe(cfg, task.shown_settings())
     assert f"tokenizer=sentencepiece(bpe,vocab={task.tok.vocab_size},trained-on-data)" in line
     assert "tokenizer=char" not in line
+
+
+def test_mask_prob_sets_the_training_rate_and_evaluation_keeps_bert_s(tmp_path):
+    task = BERTTask(resolve_config(TrainConfig(model="bert", flavor="debug", options={"mask_prob": 0.4})))
+    task.prepare(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    rate = {split: (task.get_batch(split, 256, g)["labels"] != IGNORE).float().mean().item() * 32 / 30
+            for split in ("train", "val")}  # 30 maskable tokens between [CLS] and [SEP]
+    assert rate["train"] == pytest.approx(0.4, abs=0.01) and rate["val"] == pytest.approx(0.15, abs=0.01)
+
+
+def test_pre_ln_option_builds_a_pre_ln_encoder(tmp_path):
+    task = BERTTask(resolve_config(TrainConfig(model="bert", flavor="debug", options={"pre_ln": True})))
+    task.prepare(tmp_path)
+    model = BERTTask.build_model(task.model_config())
+    assert model.cfg.pre_ln and isinstance(model.final_norm, torch.nn.LayerNorm)
+    task = BERTTask(resolve_config(TrainConfig(model="bert", flavor="debug")))
+    task.prepare(tmp_path)
+    assert "pre_ln" not in task.model_config()  # the default keeps the saved config as before

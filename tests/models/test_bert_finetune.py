@@ -11,7 +11,7 @@ import torch
 from attnkit.config import TrainConfig
 from attnkit.zoo.data.word_order import ORIGINAL, SWAPPED, swap_two_words, word_order_examples
 from attnkit.zoo.eval.bert import bag_of_words_accuracy, finetune_accuracy
-from attnkit.zoo.models.bert import BERT, BERTClassifier, BERTConfig, mask_tokens
+from attnkit.zoo.models.bert import BERT, POOLINGS, BERTClassifier, BERTConfig, mask_tokens
 
 PAD, CLS, SEP, MASK, FIRST = 0, 1, 2, 3, 4
 
@@ -44,13 +44,16 @@ def test_bag_of_words_is_at_chance_on_word_order():
     assert abs(acc - 0.5) < 0.05  # 2000 balanced test passages: chance ± 4.5 standard errors
 
 
-def test_the_classifier_pools_real_tokens_only():
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_the_classifier_pools_real_tokens_only(pooling):
     torch.manual_seed(0)
     clf = BERTClassifier(BERT(BERTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, d_model=16, d_ff=32,
-                                         dropout=0.0)), 3).eval()
+                                         dropout=0.0)), 3, pooling).eval()
     ids = torch.tensor([[CLS, 5, 6, SEP, PAD, PAD]])
     assert clf(ids).shape == (1, 3)
     torch.testing.assert_close(clf(ids), clf(ids[:, :4]))  # padding changes nothing
+    other = torch.tensor([[CLS, 7, 6, SEP]])
+    assert not torch.allclose(clf(ids[:, :4]), clf(other))  # but the tokens do
 
 
 # ---- pretraining must help -------------------------------------------------------------------------

@@ -16,20 +16,27 @@ import random
 ORIGINAL, SWAPPED = 1, 0
 
 
-def swap_two_words(words: list[str], rng: random.Random) -> list[str]:
-    """A copy of words with two different words at two random positions exchanged."""
+def swap_two_words(words: list[str], rng: random.Random, adjacent: bool = False) -> list[str]:
+    """A copy of words with two different words at two random positions (next to each other if adjacent)
+    exchanged."""
     if len(set(words)) < 2:
         raise ValueError("a passage needs two different words to swap")
     while True:
-        i, j = rng.sample(range(len(words)), 2)
+        if adjacent:
+            i = rng.randrange(len(words) - 1)
+            j = i + 1
+        else:
+            i, j = rng.sample(range(len(words)), 2)
         if words[i] != words[j]:
             out = list(words)
             out[i], out[j] = out[j], out[i]
             return out
 
 
-def word_order_examples(text: str, n: int, words: int, seed: int) -> tuple[list[str], list[int]]:
-    """n passages of `words` words from text and their labels (ORIGINAL or SWAPPED), half of each."""
+def word_order_examples(text: str, n: int, words: int, seed: int, adjacent: bool = False, swaps: int = 1
+                        ) -> tuple[list[str], list[int]]:
+    """n passages of `words` words from text and their labels (ORIGINAL or SWAPPED), half of each; a SWAPPED
+    passage has had `swaps` swaps made one after the other (two neighbours each time if adjacent)."""
     tokens = text.split()
     if len(tokens) < 2 * words:
         raise ValueError(f"the text has {len(tokens)} words; passages of {words} need at least {2 * words}")
@@ -43,5 +50,9 @@ def word_order_examples(text: str, n: int, words: int, seed: int) -> tuple[list[
             passage = tokens[start:start + words]
             if len(set(passage)) >= 2:
                 break
-        texts.append(" ".join(passage if label == ORIGINAL else swap_two_words(passage, rng)))
+        swapped = passage
+        while label == SWAPPED and swapped == passage:  # repeated swaps may undo each other: draw again
+            for _ in range(swaps):
+                swapped = swap_two_words(swapped, rng, adjacent)
+        texts.append(" ".join(swapped))
     return texts, labels

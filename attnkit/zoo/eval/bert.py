@@ -56,65 +56,113 @@ class MaskedTokenStats:
 
 
 def finetune_accuracy(encoder: BERT, train_ids: torch.Tensor, train_labels: torch.Tensor, test_ids: torch.Tensor,
-                      test_labels: torch.Tensor, *, steps: int, lr: float, batch_size: int, seed: int) -> float:
-    """Test accuracy of a copy of `encoder` fine-tuned, all weights, with a fresh classification head.
+                      test_labels: torch.Tensor, *, steps: int, lr: float, batch_size: int, seed: int,
+                      pooling: str = "mean", body_lr: float = 1.0) -> float:
+    """Test accuracy of a copy of `encoder` fine-tuned, all weights, with a fresh BERTClassifier head
+    (its `pooling`).
 
     ids: (N, L) [CLS] ... [SEP] [PAD]...; labels: (N,). AdamW (weight decay 0.01), 10% linear warmup then
-    linear decay, random batches drawn with `seed`, dropout on as in BERT's fine-tuning. Only the private copy
-    is switched between training and evaluation mode; `encoder` itself is not changed.
+    linear decay, the encoder's learning rate body_lr × lr (the head's lr), random batches drawn with `seed`,
+    dropout on as in BERT's fine-tuning. Only the private copy is switched between training and evaluation
+    mode; `encoder` itself is not changed.
     """
     device = model_device(encoder)
-    with torch.random.fork_rng(devices=[]):
+    # Dropout draws from the global generators: seeded here and restored after, so a result depends on `seed` only.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        clf = BERTClassifier(copy.deepcopy(encoder), int(train_labels.max()) + 1).to(device)
-    opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=0.01)
-    g = torch.Generator().manual_seed(seed)
-    warmup = max(1, steps // 10)
-    with mode(clf, training=True), torch.enable_grad():  # the engine calls reports under no_grad
-        for step in range(steps):
-            scale = (step + 1) / warmup if step < warmup else (steps - step) / (steps - warmup)
-            for group in opt.param_groups:
-                group["lr"] = lr * scale
-            idx = torch.randint(len(train_ids), (batch_size,), generator=g)
-            loss = F.cross_entropy(clf(train_ids[idx].to(device)).float(), train_labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        clf = BERTClassifier(copy.deepcopy(encoder), int(train_labels.max()) + 1, pooling).to(device)
+        head = [p for n, p in clf.named_parameters() if not n.startswith("encoder.")]
+        opt = torch.optim.AdamW([{"params": list(clf.encoder.parameters()), "scale": body_lr},
+                                 {"params": head, "scale": 1.0}], lr=lr, weight_decay=0.01)
+        g = torch.Generator().manual_seed(seed)
+        warmup = max(1, steps // 10)
+        with mode(clf, training=True), torch.enable_grad():  # the engine calls reports under no_grad
+            for step in range(steps):
+                scale = (step + 1) / warmup if step < warmup else (steps - step) / (steps - warmup)
+                for group in opt.param_groups:
+                    group["lr"] = lr * scale * group["scale"]
+                idx = torch.randint(len(train_ids), (batch_size,), generator=g)
+                loss = F.cross_entropy(clf(train_ids[idx].to(device)).float(), train_labels[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
     with mode(clf, training=False), torch.no_grad():
         preds = torch.cat([clf(chunk.to(device)).argmax(-1).cpu() for chunk in test_ids.split(256)])  # (N,)
     return (preds == test_labels).float().mean().item()
 
 
+@torch.no_grad()
+def zero_shot_auc(model: BERT, ids: torch.Tensor, labels: torch.Tensor) -> float:
+    """Before any fine-tuning: how well the masked LM's own mean log-probability of a passage's tokens, as they
+    stand (unmasked), ranks label-1 (original) passages above label-0 (corrupted) ones. The area under the ROC
+    curve: 0.5 is no signal. The caller sets the model's mode (eval: no dropout).
+
+    ids: (N, L) [CLS] ... [SEP] [PAD]...; labels: (N,) 0 or 1.
+    """
+    device, pad = model_device(model), model.cfg.pad_id
+    scores = []
+    for chunk in ids.split(256):
+        chunk = chunk.to(device)
+        logp = model(chunk).float().log_softmax(-1).gather(-1, chunk[..., None])[..., 0]  # (n, L)
+        inner = chunk != pad  # (n, L)
+        inner[:, 0] = False  # [CLS]
+        inner[torch.arange(len(chunk)), inner.sum(1)] = False  # [SEP], after the last token
+        scores.append(((logp * inner).sum(1) / inner.sum(1)).cpu())  # (n,)
+    score = torch.cat(scores)  # (N,)
+    pos, neg = score[labels == 1], score[labels == 0]
+    return ((pos[:, None] > neg[None]).float().mean() + 0.5 * (pos[:, None] == neg[None]).float().mean()).item()
+
+
 def bag_of_words_accuracy(train_texts: list[str], train_labels: list[int], test_texts: list[str],
-                          test_labels: list[int]) -> float:
-    """Test accuracy of logistic regression on word counts (scikit-learn), trained on the same labels."""
+                          test_labels: list[int], ngram: int = 1) -> float:
+    """Test accuracy of logistic regression on word counts (scikit-learn), trained on the same labels; with
+    ngram=2, on counts of word pairs (bigrams) instead: the simplest model of word order."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    vectorizer = CountVectorizer(token_pattern=r"\S+")
+    vectorizer = CountVectorizer(token_pattern=r"\S+", ngram_range=(ngram, ngram))
     clf = LogisticRegression(max_iter=2000).fit(vectorizer.fit_transform(train_texts), train_labels)
     return float(clf.score(vectorizer.transform(test_texts), test_labels))
 
 
+def downstream_examples(task: str, text: str, n: int, words: int, seed: int, corrupt: int = 1
+                        ) -> tuple[list[str], list[int]]:
+    """n labelled passages of `words` words from text for one of DOWNSTREAM's tasks, half of each label; a
+    corrupted passage has `corrupt` words replaced, or swaps made."""
+    from attnkit.zoo.data.replaced_word import replaced_word_examples
+    from attnkit.zoo.data.word_order import word_order_examples
+
+    if task == "replaced_word":
+        return replaced_word_examples(text, n, words, seed, corrupt)
+    if task in ("word_order", "adjacent_swap"):
+        return word_order_examples(text, n, words, seed, adjacent=task == "adjacent_swap", swaps=corrupt)
+    raise ValueError(f"downstream task must be one of {DOWNSTREAM}, got {task!r}")
+
+
+DOWNSTREAM = ("replaced_word", "word_order", "adjacent_swap")
+
+
 def finetune_comparison(pretrained: BERT, scratch: BERT, encode: Callable[[list[str]], torch.Tensor],
-                        train_text: str, test_text: str, *, labels: int, test: int, words: int, steps: int,
-                        lr: float, batch_size: int, seed: int) -> dict[str, float]:
-    """BERT's claim: on the word-order task (attnkit.zoo.data.word_order), with `labels` labelled passages from
-    train_text, the pretrained encoder fine-tunes to a higher accuracy on `test` passages from test_text than
-    the same architecture from scratch, with the same labels, steps and seed; bag-of-words is at chance.
+                        train_text: str, test_text: str, *, task: str, labels: int, test: int, words: int,
+                        steps: int, lr: float, batch_size: int, seed: int, pooling: str = "mean",
+                        body_lr: float = 1.0, corrupt: int = 1) -> dict[str, float]:
+    """BERT's claim: on a downstream task (DOWNSTREAM), with `labels` labelled passages from train_text, the
+    pretrained encoder fine-tunes to a higher accuracy on `test` passages from test_text than the same
+    architecture from scratch, with the same labels, steps, head and seed; bag-of-words on the same labels is
+    the surface-statistics baseline.
 
     encode: passages -> (N, L) ids, [CLS] ... [SEP] then [PAD].
     """
-    from attnkit.zoo.data.word_order import word_order_examples
-
-    train_texts, train_y = word_order_examples(train_text, labels, words, seed)
-    test_texts, test_y = word_order_examples(test_text, test, words, seed + 1)
+    train_texts, train_y = downstream_examples(task, train_text, labels, words, seed, corrupt)
+    test_texts, test_y = downstream_examples(task, test_text, test, words, seed + 1, corrupt)
     data = (encode(train_texts), torch.tensor(train_y), encode(test_texts), torch.tensor(test_y))
-    kw = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed)
-    return {"finetune_acc_pretrained": finetune_accuracy(pretrained, *data, **kw),
+    kw = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, pooling=pooling)
+    with mode(pretrained, training=False):
+        auc = zero_shot_auc(pretrained, data[2], data[3])
+    return {"finetune_acc_pretrained": finetune_accuracy(pretrained, *data, **kw, body_lr=body_lr),
             "finetune_acc_scratch": finetune_accuracy(scratch, *data, **kw),
             "finetune_acc_bow": bag_of_words_accuracy(train_texts, train_y, test_texts, test_y),
-            "finetune_labels": labels, "finetune_test_passages": test}
+            "finetune_zero_shot_auc": auc, "finetune_labels": labels, "finetune_test_passages": test}
 
 
 def masked_lm_rows(s: dict[str, float]) -> list[list[str]]:

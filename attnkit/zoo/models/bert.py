@@ -129,23 +129,47 @@ class BERT(nn.Module):
         return out
 
 
-class BERTClassifier(nn.Module):
-    """Sequence classification on a BERT encoder: the mean of the hidden states of the real tokens (no [PAD]),
-    a tanh pooler, then a linear layer. Mean pooling rather than BERT's [CLS]: without next-sentence
-    prediction (the default flavors) pretraining never trains [CLS] as a summary of the sequence, while every
-    token's state is trained. The encoder is used as given: pretrained, or fresh for the from-scratch arm."""
+POOLINGS = ("mean", "max", "cls", "surprise")
 
-    def __init__(self, encoder: BERT, n_classes: int):
+
+class BERTClassifier(nn.Module):
+    """Sequence classification on a BERT encoder (pretrained, or fresh for a from-scratch arm), pooling its
+    hidden states one of POOLINGS' ways:
+
+    mean / max / cls: the mean or element-wise max of the real tokens' states (no [PAD]), or [CLS]'s, then a
+        tanh pooler and a linear layer (BERT's classification head). Mean rather than BERT's [CLS] by default:
+        without next-sentence prediction pretraining never trains [CLS] as a summary of the sequence;
+    surprise: the MLM head's log-probability of each real token as it stands (unmasked), its minimum and mean
+        over the passage, then a linear layer: the head that pretraining trained, read as "does this token fit".
+    """
+
+    def __init__(self, encoder: BERT, n_classes: int, pooling: str = "mean"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         d = encoder.cfg.d_model
-        self.encoder = encoder
-        self.pooler, self.head = nn.Linear(d, d), nn.Linear(d, n_classes)
-        init_weights(self.pooler)
-        init_weights(self.head)
+        self.encoder, self.pooling = encoder, pooling
+        self.pooler = nn.Linear(d, d) if pooling != "surprise" else nn.Identity()
+        self.head = nn.Linear(2 if pooling == "surprise" else d, n_classes)
+        self.pooler.apply(init_weights)
+        self.head.apply(init_weights)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: (B, L), [CLS] first, [PAD] after the end → logits (B, n_classes)."""
+        """ids: (B, L), [CLS] first, [SEP] after the last token, [PAD] after that → logits (B, n_classes)."""
         h = self.encoder.encode(ids)  # (B, L, d)
-        real = (ids != self.encoder.cfg.pad_id).unsqueeze(-1).to(h.dtype)  # (B, L, 1)
-        pooled = (h * real).sum(1) / real.sum(1)  # (B, d)
+        real = ids != self.encoder.cfg.pad_id  # (B, L)
+        if self.pooling == "surprise":
+            logp = self.encoder.mlm(h).float().log_softmax(-1).gather(-1, ids[..., None])[..., 0]  # (B, L)
+            inner = real.clone()
+            inner[:, 0] = False  # [CLS]
+            inner[torch.arange(len(ids)), real.sum(1) - 1] = False  # [SEP]
+            lowest = logp.masked_fill(~inner, 0.0).min(1).values  # (B,)
+            mean = (logp * inner).sum(1) / inner.sum(1)  # (B,)
+            return self.head(torch.stack((lowest, mean), 1) / 10)  # (B, n_classes); /10: log-probs are ~ -10
+        if self.pooling == "cls":
+            pooled = h[:, 0]  # (B, d)
+        elif self.pooling == "max":
+            pooled = h.masked_fill(~real[..., None], float("-inf")).max(1).values  # (B, d)
+        else:
+            pooled = (h * real[..., None]).sum(1) / real.sum(1, keepdim=True)  # (B, d)
         return self.head(torch.tanh(self.pooler(pooled)))  # (B, n_classes)

@@ -1,10 +1,9 @@
 """`--model bert`: masked-language-model pre-training on the text corpus, and fill-mask sampling.
 
-Data: the same corpus as GPT (`attnkit.zoo.data.text.load_text`: the embedded Austen text by default, or `--data
-PATH`) with hard line wraps joined, first 90% for training, last 10% for validation (`attnkit.zoo.data.mlm`). The
-tokenizer is sentencepiece with the special tokens [PAD] [CLS] [SEP] [MASK]: trained on the training split into
-RUN/tokenizer.model (the default `--tokenizer char` means "train one"), or `--tokenizer FILE.model` if that model
-already defines the four tokens.
+Data: GPT's corpus (`attnkit.zoo.data.text.load_text`: the embedded Austen text, or `--data PATH`), line wraps
+joined, 90% training, 10% validation (`attnkit.zoo.data.mlm`). Tokenizer: sentencepiece with [PAD] [CLS] [SEP]
+[MASK], trained on the training split into RUN/tokenizer.model (the default `--tokenizer char` means "train one"),
+or `--tokenizer FILE.model` if that model defines the four tokens.
 
 An example is [CLS] + a random window of the token stream + [SEP]; with next-sentence prediction (the "*-nsp"
 flavors) it is [CLS] A [SEP] B [SEP], B following A half of the time and drawn from elsewhere otherwise. Masking
@@ -12,18 +11,17 @@ follows BERT (see `attnkit.zoo.models.bert.mask_tokens`). `report` gives masked-
 a unigram-frequency baseline (always predict the most frequent training token; its loss is the unigram entropy)
 measured on the very same masked positions.
 
-Then the claim that matters, that pretraining helps: a fine-tuning phase (`--opt finetune_*`; off with `--opt
-finetune_labels=0`) on the word-order task of `attnkit.zoo.data.word_order` (was the passage left as written, or
-were two of its words swapped?), with a few labelled passages from the training text and a test set from the
-validation text. The pretrained model and the same architecture from scratch are fine-tuned alike
-(`attnkit.zoo.eval.bert.finetune_comparison`); a bag-of-words logistic regression, at chance by construction, is the
-surface-statistics baseline. summary.json: finetune_acc_pretrained, finetune_acc_scratch, finetune_acc_bow.
+Then the claim that matters, that pretraining helps: fine-tuning (`--opt finetune_*`; off with `--opt
+finetune_labels=0`) on a downstream task (`finetune_task`: `attnkit.zoo.data.replaced_word` or `.word_order`), few
+labelled passages from the training text, a test set from the validation text. The pretrained model and the same
+architecture from scratch are fine-tuned alike (`attnkit.zoo.eval.bert.finetune_comparison`) beside bag-of-words
+logistic regression, near chance by construction. summary.json: finetune_acc_pretrained, _scratch, _bow.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +31,9 @@ import torch.nn as nn
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.mlm import (encode_masked_prompt, heldout_sentences, mlm_tokenizer, pad_rows, special_token_ids,
                                   split_prose, window_examples)
-from attnkit.zoo.eval.bert import (MaskedTokenStats, fill_probabilities, finetune_comparison, heldout_fills,
-                                   heldout_rows, masked_lm_rows, top_fills, unigram_frequencies)
-from attnkit.zoo.models.bert import BERT, BERTConfig, mask_tokens
+from attnkit.zoo.eval.bert import (DOWNSTREAM, MaskedTokenStats, fill_probabilities, finetune_comparison,
+                                   heldout_fills, heldout_rows, masked_lm_rows, top_fills, unigram_frequencies)
+from attnkit.zoo.models.bert import BERT, POOLINGS, BERTConfig, mask_tokens
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
 from attnkit.nn.modes import model_device
@@ -43,34 +41,38 @@ from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Flavor, Task
 from attnkit.zoo.tasks.sample_options import BERTSampleOptions
 
-MASK_PROB = 0.15
-HELDOUT_FILE = "bert_data.json"
+MASK_PROB, HELDOUT_FILE = 0.15, "bert_data.json"  # BERT's masking rate; the held-out sentences `sample` fills
 FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to something other than its default
 
 
 @dataclass
 class BERTOptions:
-    """The fine-tuning phase after pretraining (attnkit.zoo.eval.bert.finetune_comparison): word order, few labels."""
+    """Pretraining knobs, then the fine-tuning phase after it (attnkit.zoo.eval.bert.finetune_comparison)."""
+    pre_ln: bool = field(default=False, metadata={"help": "pre-LN encoder blocks (BERT is post-LN)"})
+    mask_prob: float = field(default=MASK_PROB, metadata={"help": "fraction of training tokens to predict (eval: 0.15)"})
+    finetune_task: str = field(default="replaced_word", metadata={"help": "replaced_word, word_order or adjacent_swap"})
     finetune_labels: int = field(default=256, metadata={"help": "labelled passages to fine-tune on (0: no fine-tuning phase)"})
     finetune_test: int = field(default=1000, metadata={"help": "held-out passages to test on"})
     finetune_words: int = field(default=16, metadata={"help": "words per passage"})
     finetune_steps: int = field(default=300, metadata={"help": "fine-tuning steps (each arm)"})
     finetune_lr: float = field(default=3e-4, metadata={"help": "peak fine-tuning learning rate (each arm)"})
     finetune_batch_size: int = field(default=32, metadata={"help": "fine-tuning batch size"})
+    finetune_pooling: str = field(default="mean", metadata={"help": "classifier head: mean, max, cls or surprise"})
+    finetune_body_lr: float = field(default=1.0, metadata={"help": "pretrained encoder's lr / the head's"})
+    finetune_corrupt: int = field(default=1, metadata={"help": "words replaced (or swaps made) in a corrupted passage"})
 
 class BERTTask(Task):
     name = "bert"
     Options = BERTOptions
     default_flavor = "small"
     _train = dict(schedule="cosine", beta2=0.98, dropout=0.1)
-    # model vocab_size: the sentencepiece vocabulary trained on the corpus (the default `--tokenizer char`); the
-    # model's embedding takes the tokenizer's real size (a `--tokenizer FILE.model` brings its own).
+    # vocab_size: of the sentencepiece model trained on the corpus; a `--tokenizer FILE.model` brings its own size.
     flavors = {
         "debug": Flavor(model=dict(n_layer=1, n_head=2, d_model=32, d_ff=64, nsp=False, vocab_size=400),
                         options=dict(finetune_labels=32, finetune_test=64, finetune_steps=5),
                         train=dict(_train, max_steps=20, batch_size=8, block_size=32, lr=1e-3, warmup_steps=5,
                                    eval_interval=10, eval_batches=2)),
-        # CPU-sized: about 0.9 M parameters (half of them the 2000-token embedding).
+        # CPU-sized: about 1.1 M parameters (a quarter of them the 2000-token embedding).
         "small": Flavor(model=dict(n_layer=4, n_head=4, d_model=128, d_ff=512, nsp=False, vocab_size=2000),
                         train=dict(_train, max_steps=1000, batch_size=32, block_size=64, lr=1e-3, warmup_steps=100,
                                    eval_interval=200, eval_batches=8)),
@@ -80,9 +82,7 @@ class BERTTask(Task):
 
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg)
-        self.tok = None
-        self.ids: dict[str, torch.Tensor] = {}
-        self.heldout: list[str] = []
+        self.tok, self.ids, self.heldout = None, {}, []
 
     # ---- tokenizer and data --------------------------------------------------------------
     def _set_tokenizer(self, tok) -> None:
@@ -101,6 +101,8 @@ class BERTTask(Task):
         from attnkit.zoo.data.text import load_text
 
         self.texts = parts = split_prose(load_text(self.cfg.data))
+        if self.opts.finetune_task not in DOWNSTREAM or self.opts.finetune_pooling not in POOLINGS:
+            raise UserError(f"--opt finetune_task takes {', '.join(DOWNSTREAM)}; finetune_pooling {', '.join(POOLINGS)}")
         words = 2 * self.opts.finetune_words  # checked now rather than after training
         short = [split for split, part in parts.items() if len(part.split()) < words]
         if self.opts.finetune_labels > 0 and short:
@@ -127,7 +129,7 @@ class BERTTask(Task):
         maskable = ~torch.isin(ids, self.special_ids)
         batch["input_ids"], batch["labels"] = mask_tokens(ids, maskable=maskable, mask_id=self.mask_id,
                                                           random_ids=self.random_ids, generator=generator,
-                                                          mask_prob=MASK_PROB)
+                                                          mask_prob=self.opts.mask_prob if split == "train" else MASK_PROB)
         return batch
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
@@ -136,7 +138,7 @@ class BERTTask(Task):
     # ---- model ---------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
         return dict(super().model_config(), vocab_size=self.tok.vocab_size, block_size=self.cfg.block_size,
-                    pad_id=self.pad_id)
+                    pad_id=self.pad_id, **({"pre_ln": True} if self.opts.pre_ln else {}))
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
@@ -184,11 +186,9 @@ class BERTTask(Task):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed + 1)
             scratch = self.build_model(self.model_config()).to(model_device(model))
-        o = self.opts
+        knobs = {k.removeprefix("finetune_"): v for k, v in asdict(self.opts).items() if k.startswith("finetune_")}
         return finetune_comparison(model, scratch, self.encode_passages, self.texts["train"], self.texts["val"],
-                                   labels=o.finetune_labels, test=o.finetune_test, words=o.finetune_words,
-                                   steps=o.finetune_steps, lr=o.finetune_lr, batch_size=o.finetune_batch_size,
-                                   seed=self.cfg.seed)
+                                   seed=self.cfg.seed, **knobs)
 
     def encode_passages(self, texts: list[str]) -> torch.Tensor:
         """Passages → (N, L) ids: [CLS] tokens [SEP], cut to block_size, then [PAD] to the longest."""
