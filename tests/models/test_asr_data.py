@@ -110,3 +110,15 @@ def test_batches_are_padded_and_shifted():
         text = task.vocab.decode(tout[b].tolist())
         assert text in ("one two", "three hundred four")
         assert (tout[b] == 2).sum() == 1
+
+
+def test_parallel_synthesis_draws_the_same_corpus_as_one_process(monkeypatch):
+    # 300 training clips are two chunks: two worker processes. Texts, voices, rates, pitches, dialects and
+    # waveform effects must not depend on how the chunks were shared out, nor on the audio's exact length.
+    many = speech.build_corpus(300, 4, seed=3, augment=True)
+    monkeypatch.setattr(speech.os, "sched_getaffinity", lambda pid: {0})
+    one = speech.build_corpus(300, 4, seed=3, augment=True)
+    for name in ("train", "heldout", "seen"):
+        assert many[name].clips == one[name].clips
+        assert abs(many[name].mel.shape[1] - one[name].mel.shape[1]) <= 0.01 * one[name].mel.shape[1]
+    assert len({c.effects for c in one["train"].clips}) > 10

@@ -19,9 +19,13 @@ processes), so a run generates its clips once and caches them (`build_corpus` â†
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import multiprocessing
+import os
 import random
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -216,9 +220,11 @@ def synth_clips(texts: list[str], voices: tuple[str, ...], seed: int,
     place of the plain white noise. Returns the clip descriptions and their 16 kHz float32 waveforms."""
     from attnkit.zoo.data.augment import perturb
 
-    rng, nrng = random.Random(seed), np.random.default_rng(seed)
-    clips, waves = [], []
-    for text in texts:
+    rng, clips, waves = random.Random(seed), [], []
+    for i, text in enumerate(texts):
+        # Each clip's own noise stream: espeak-ng's waveforms differ by a few samples from call to call, and
+        # one shared stream would let that shift every later clip's effects.
+        nrng = np.random.default_rng((seed, i))
         clip = Clip(text, rng.choice(voices), rng.randint(130, 210), rng.randint(25, 75), rng.uniform(10, 40))
         if augment:
             clip.dialect, clip.word_gap = rng.choice(TRAIN_DIALECTS), rng.choice((0, 0, 1, 2, 3))
@@ -293,22 +299,33 @@ def corpus_texts(n_train: int, n_test: int) -> tuple[list[str], list[str]]:
 def build_corpus(n_train: int, n_test: int, seed: int, progress=None, augment: bool = False) -> dict[str, Split]:
     """Synthesise the three splits: train (seen voices), heldout (held-out voices), seen (seen voices),
     the last two saying the same held-out texts. `progress(done, total)` is called as clips are made.
-    augment: the training split gets dialects, word gaps and waveform effects (`synth_clips`)."""
+    augment: the training split gets dialects, word gaps and waveform effects (`synth_clips`).
+
+    Chunks of 250 clips are seeded by their position, so they are synthesised in parallel, one process per
+    core: the texts, voices and effects are the same whatever the number of processes (espeak-ng's audio
+    itself varies by a few samples from call to call)."""
     train_texts, test_texts = corpus_texts(n_train, n_test)
-    jobs = [("train", train_texts, SEEN_VOICES, seed), ("heldout", test_texts, HELDOUT_VOICES, 10_001),
-            ("seen", test_texts, SEEN_VOICES, 10_002)]
-    total, done, out = n_train + 2 * n_test, 0, {}
-    for name, texts, voices, s in jobs:
-        clips, waves = [], []
-        for start in range(0, len(texts), 250):
-            c, w = synth_clips(texts[start:start + 250], voices, s + start, augment and name == "train")
-            clips += c
-            waves += w
+    splits = [("train", train_texts, SEEN_VOICES, seed), ("heldout", test_texts, HELDOUT_VOICES, 10_001),
+              ("seen", test_texts, SEEN_VOICES, 10_002)]
+    chunks = [(name, (texts[start:start + 250], voices, s + start, augment and name == "train"))
+              for name, texts, voices, s in splits for start in range(0, len(texts), 250)]
+    workers = min(len(os.sched_getaffinity(0)), len(chunks))
+    total, done, clips, waves = n_train + 2 * n_test, 0, {}, {}
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            # fork, not spawn: the workers need nothing re-imported, and a user's script needs no __main__ guard.
+            # They run espeak-ng and numpy/scipy only, never torch's thread pool, which fork would not carry.
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")))
+            results = pool.map(synth_clips, *zip(*(job for _, job in chunks)))
+        else:
+            results = (synth_clips(*job) for _, job in chunks)
+        for (name, _), (c, w) in zip(chunks, results):
+            clips.setdefault(name, []).extend(c)
+            waves.setdefault(name, []).extend(w)
             done += len(c)
             if progress:
                 progress(done, total)
-        out[name] = make_split(clips, waves, keep_wave=name != "train")
-    return out
+    return {name: make_split(clips[name], waves[name], keep_wave=name != "train") for name, *_ in splits}
 
 
 def save_corpus(corpus: dict[str, Split], path, spec: dict) -> None:
