@@ -206,6 +206,10 @@ def test_probe_flags_are_checked():
         NPTTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(probe="bogus"))
     with pytest.raises(UserError, match="lookup"):
         NPTTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(target_shift=1.0))
+    with pytest.raises(UserError, match="noise"):   # a table of the user's has its own noise
+        NPTTask(TrainConfig(model="npt", flavor="debug", data="iris"), NPTTask.Options(probe="lookup", noise=6.0))
+    with pytest.raises(UserError, match="noise"):
+        NPTTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(probe="lookup", noise=-1.0))
     assert NPTTask(resolve_config(TrainConfig(model="npt"))).opts.folds == 10
     assert NPTTask(resolve_config(TrainConfig(model="npt", flavor="debug"))).opts.folds == 2
 
@@ -318,3 +322,18 @@ def test_lookup_onset_is_the_first_evaluation_at_the_threshold():
                {"step": 1000, "val_lookup_corr": 0.95}, {"step": 1500, "val_lookup_corr": 0.85}]
     assert lookup_onset(history) == 1000 and lookup_onset(history, threshold=0.99) is None
     assert lookup_onset([{"step": 0, "val_loss": 1.0}]) is None
+
+
+def test_lookup_noise_option_sets_the_friedman_noise(tmp_path):
+    from attnkit.zoo.tasks.npt_lookup import NPTLookupTask
+
+    cfg = resolve_config(TrainConfig(model="npt", options={"probe": "lookup", "noise": 6.0}))
+    task = NPTLookupTask(cfg)
+    task.prepare(tmp_path)
+    assert task.table.name == "friedman1 (10000 rows, noise 6)"
+    quiet = NPTLookupTask(resolve_config(TrainConfig(model="npt", options={"probe": "lookup"})))
+    quiet.prepare(tmp_path / "quiet")
+    # Same features, noisier targets: the same seeded normal draws scaled by 6 instead of 3 differ by 3·z.
+    assert np.array_equal(task.table.values[:, :10], quiet.table.values[:, :10])
+    ratio = np.std(task.table.raw_target - quiet.table.raw_target) / 3.0
+    assert 0.95 < ratio < 1.05

@@ -37,6 +37,8 @@ class NPTOptions:
     probe: str | None = field(default=None, metadata={"help": "corruption or lookup"})
     target_shift: float | None = field(default=None, metadata={
         "help": "lookup probe: shift added to the duplicated rows' targets"})
+    noise: float | None = field(default=None, metadata={
+        "help": "lookup experiment: standard deviation of Friedman #1's noise (the flavor's by default)"})
     column_types: str | None = field(default=None, metadata={
         "help": "override detected column kinds, 'a=categorical,b=numeric'"})
 
@@ -106,6 +108,10 @@ class NPTBase(Task):
             raise UserError(f"unknown probe {self.opts.probe!r}; choose from {', '.join(PROBES)}")
         if self.opts.target_shift is not None and self.opts.probe != "lookup":
             raise UserError("target_shift applies to the duplicated rows of probe=lookup only")
+        if self.opts.noise is not None and not (is_lookup_experiment(self.opts.probe, cfg.data)
+                                                and self.opts.noise >= 0):
+            raise UserError(f"noise must be ≥ 0 and applies to the lookup experiment (--opt probe=lookup without "
+                            f"--data) only, got {self.opts.noise:g}")
         self.table: Table | None = None
         self.splits: Splits = []
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 from attnkit.config import SampleConfig
 from attnkit.fsio import atomic_write
 from attnkit.nn.modes import model_device
-from attnkit.zoo.data.lookup import LOOKUP_TEST_SHARE, friedman_table, lookup_batch
+from attnkit.zoo.data.lookup import LOOKUP_NOISE, LOOKUP_TEST_SHARE, friedman_table, lookup_batch
 from attnkit.zoo.eval.npt_lookup import lookup_onset, lookup_report, lookup_validation
 from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.npt_base import NPTBase
@@ -32,7 +32,7 @@ VALIDATION_ROWS = 256  # test rows scored at every evaluation during training
 
 class NPTLookupTask(NPTBase):
     def prepare(self, run_dir: Path) -> None:
-        table = friedman_table()
+        table = friedman_table(noise=LOOKUP_NOISE if self.opts.noise is None else self.opts.noise)
         order = np.random.default_rng(self.cfg.seed).permutation(table.n)
         n_test = int(round(LOOKUP_TEST_SHARE * table.n))
         self.save_data(table, [(np.sort(order[n_test:]), np.sort(order[:n_test]))], run_dir)
