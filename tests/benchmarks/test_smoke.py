@@ -119,12 +119,14 @@ def test_asr_ablation(tmp_path):
 
 
 def test_asr_other_voices_names_its_missing_package(tmp_path, monkeypatch, capsys):
-    """It scores a trained run on flite's voices; without flite it says which package to install."""
+    """It scores a trained run on flite's and festival's voices; a missing synthesiser is named, one line a voice."""
     import shutil
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert load("asr_other_voices").main(["--run", str(tmp_path)]) == 1
-    assert capsys.readouterr().err.strip() == "flite is not installed: apt-get install flite (Debian package flite)"
+    assert load("asr_other_voices").main(["--run", str(tmp_path), "--voices", "flite:slt,festival:ked"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["skipped flite", "skipped festival"]
+    assert all("Debian packages flite, festival" in line for line in lines)
 
 
 def test_bert_finetune_ablation(tmp_path, capsys):

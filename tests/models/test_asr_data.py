@@ -1,4 +1,6 @@
 """espeak-ng speech (attnkit.zoo.data.speech): synthesis, splits that hold out voices and texts, and the run cache."""
+import shutil
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,20 @@ def test_parallel_synthesis_draws_the_same_corpus_as_one_process(monkeypatch):
         assert many[name].clips == one[name].clips
         assert abs(many[name].mel.shape[1] - one[name].mel.shape[1]) <= 0.01 * one[name].mel.shape[1]
     assert len({c.effects for c in one["train"].clips}) > 10
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite (Debian package) is not installed")
+def test_flite_says_a_share_of_the_training_clips():
+    clips, waves = speech.synth_clips([f"call {n}" for n in range(200)], speech.SEEN_VOICES, seed=0,
+                                      augment=True, flite_share=speech.FLITE_SHARE)
+    flite = [c for c in clips if c.voice.startswith("flite:")]
+    assert 0.15 < len(flite) / len(clips) < 0.35 and {c.voice for c in flite} == {f"flite:{v}" for v in speech.FLITE_VOICES}
+    assert all(c.dialect == "" and c.word_gap == 0 for c in flite)
+    slow, fast = speech.flite_say("four five six seven", "awb", 130), speech.flite_say("four five six seven", "awb", 210)
+    assert fast.size < 0.8 * slow.size and np.abs(slow).max() > 0.05
+
+
+def test_flite_missing_is_one_line_naming_the_package(monkeypatch):
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match="Debian package flite"):
+        speech.flite_say("one", "awb")

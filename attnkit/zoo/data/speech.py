@@ -24,6 +24,9 @@ import ctypes
 import multiprocessing
 import os
 import random
+import shutil
+import subprocess
+import tempfile
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -119,8 +122,33 @@ def to_16k(wave: np.ndarray, rate: int) -> np.ndarray:
 
 def say(text: str, voice: str = "m1", rate: int = 175, pitch: int = 50, dialect: str = "en-us",
         word_gap: int = 0) -> np.ndarray:
-    """text spoken by an espeak-ng voice, float32 at 16 kHz."""
+    """text spoken by an espeak-ng voice (or "flite:NAME", which ignores pitch, dialect and word gap),
+    float32 at 16 kHz."""
+    if voice.startswith("flite:"):
+        return flite_say(text, voice.removeprefix("flite:"), rate)
     return to_16k(espeak().synth(text, voice, rate, pitch, dialect, word_gap), ESPEAK_RATE)
+
+
+# flite (CMU's synthesiser; Debian package `flite`) is the second training synthesiser of `synths=espeak+flite`:
+# its voices awb, rms (recorded speakers) and kal16 (diphones). Its voice slt and festival's voices stay
+# held out (benchmarks/asr_other_voices.py).
+FLITE_VOICES = ("awb", "rms", "kal16")
+FLITE_SHARE = 0.25  # of the training clips
+
+
+def flite_say(text: str, voice: str, rate: int = 175) -> np.ndarray:
+    """text spoken by a flite voice at about `rate` words per minute (175 = flite's own pace), float32 at 16 kHz."""
+    from attnkit.errors import UserError
+    from attnkit.zoo.data.audio import read_wav
+
+    exe = shutil.which("flite")
+    if exe is None:
+        raise UserError("speech from flite needs the Debian package flite (apt-get install flite)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "clip.wav"
+        subprocess.run([exe, "-voice", voice, "--setf", f"duration_stretch={175 / rate:.3f}", "-t", text,
+                        "-o", str(out)], check=True, capture_output=True)
+        return read_wav(out)
 
 
 # ---- what is said ------------------------------------------------------------------------------
@@ -213,11 +241,12 @@ def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.n
     return np.clip(wave + noise, -1.0, 1.0).astype(np.float32)
 
 
-def synth_clips(texts: list[str], voices: tuple[str, ...], seed: int,
-                augment: bool = False) -> tuple[list[Clip], list[np.ndarray]]:
+def synth_clips(texts: list[str], voices: tuple[str, ...], seed: int, augment: bool = False,
+                flite_share: float = 0.0) -> tuple[list[Clip], list[np.ndarray]]:
     """Each text once, by a random voice at a random rate (130–210 wpm) and pitch (25–75), plus noise
     (SNR 10–40 dB). augment: also a random dialect and word gap (0–3), then `augment.perturb`'s effects in
-    place of the plain white noise. Returns the clip descriptions and their 16 kHz float32 waveforms."""
+    place of the plain white noise. flite_share: that share of the clips is said by a flite voice instead.
+    Returns the clip descriptions and their 16 kHz float32 waveforms."""
     from attnkit.zoo.data.augment import perturb
 
     rng, clips, waves = random.Random(seed), [], []
@@ -228,6 +257,8 @@ def synth_clips(texts: list[str], voices: tuple[str, ...], seed: int,
         clip = Clip(text, rng.choice(voices), rng.randint(130, 210), rng.randint(25, 75), rng.uniform(10, 40))
         if augment:
             clip.dialect, clip.word_gap = rng.choice(TRAIN_DIALECTS), rng.choice((0, 0, 1, 2, 3))
+        if flite_share and rng.random() < flite_share:
+            clip.voice, clip.dialect, clip.word_gap = "flite:" + rng.choice(FLITE_VOICES), "", 0
         wave = say(text, clip.voice, clip.rate, clip.pitch, clip.dialect, clip.word_gap)
         if augment:
             wave, clip.effects, clip.snr_db = perturb(wave, nrng)
@@ -296,10 +327,12 @@ def corpus_texts(n_train: int, n_test: int) -> tuple[list[str], list[str]]:
     return make_texts(n_train, seed=1, exclude=set(test)), list(test)
 
 
-def build_corpus(n_train: int, n_test: int, seed: int, progress=None, augment: bool = False) -> dict[str, Split]:
+def build_corpus(n_train: int, n_test: int, seed: int, progress=None, augment: bool = False,
+                 flite_share: float = 0.0) -> dict[str, Split]:
     """Synthesise the three splits: train (seen voices), heldout (held-out voices), seen (seen voices),
     the last two saying the same held-out texts. `progress(done, total)` is called as clips are made.
-    augment: the training split gets dialects, word gaps and waveform effects (`synth_clips`).
+    augment: the training split gets dialects, word gaps and waveform effects (`synth_clips`); flite_share:
+    that share of its clips is said by flite.
 
     Chunks of 250 clips are seeded by their position, so they are synthesised in parallel, one process per
     core: the texts, voices and effects are the same whatever the number of processes (espeak-ng's audio
@@ -307,7 +340,8 @@ def build_corpus(n_train: int, n_test: int, seed: int, progress=None, augment: b
     train_texts, test_texts = corpus_texts(n_train, n_test)
     splits = [("train", train_texts, SEEN_VOICES, seed), ("heldout", test_texts, HELDOUT_VOICES, 10_001),
               ("seen", test_texts, SEEN_VOICES, 10_002)]
-    chunks = [(name, (texts[start:start + 250], voices, s + start, augment and name == "train"))
+    chunks = [(name, (texts[start:start + 250], voices, s + start, augment and name == "train",
+                      flite_share if name == "train" else 0.0))
               for name, texts, voices, s in splits for start in range(0, len(texts), 250)]
     workers = min(len(os.sched_getaffinity(0)), len(chunks))
     total, done, clips, waves = n_train + 2 * n_test, 0, {}, {}

@@ -1,9 +1,9 @@
-"""`--model asr`: Whisper-style speech recognition of espeak-ng speech (numbers, dates, short commands).
+"""`--model asr`: Whisper-style speech recognition of synthesised speech (numbers, dates, short commands).
 
-Data: `attnkit.zoo.data.speech` synthesises the clips once per run (cached as RUN/speech.npz; synthesis is not
-bit-reproducible, so the cache, not a seed, makes a run repeatable) and `attnkit.zoo.data.logmel` turns them
-into Whisper's log-mel frames. Training adds SpecAugment-style masks (two time bands, one mel band), or with
-`augment=full` the dialects, waveform effects and log-mel effects of `attnkit.zoo.data.augment`. With
+Data: `attnkit.zoo.data.speech` synthesises the clips once per run with espeak-ng (and flite with
+`synths=espeak+flite`), cached as RUN/speech.npz: synthesis is not bit-reproducible, so the cache makes a run
+repeatable. `attnkit.zoo.data.logmel` gives Whisper's log-mel frames. Training adds SpecAugment-style masks, or
+with `augment=full` the dialects, waveform effects and log-mel effects of `attnkit.zoo.data.augment`. With
 `ctc_weight=λ > 0` the encoder has a CTC head, trained jointly ((1 − λ)·CE + λ·CTC) and used in a joint
 CTC/attention beam search; `subsample=4` gives the encoder 25 positions a second instead of 50
 (docs/zoo/asr.md has the ablations).
@@ -18,34 +18,31 @@ silences); `--say "text" [--voice NAME]` synthesises and transcribes (`attnkit.z
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from attnkit.config import TrainConfig
 from attnkit.errors import UserError
-from attnkit.generation.beam import Hypothesis
 from attnkit.zoo.data import augment, speech
 from attnkit.zoo.data.audio import audio_paths, read_wav
 from attnkit.zoo.data.speech import CharVocab
 from attnkit.zoo.data.logmel import HOP_LENGTH, SAMPLE_RATE
 from attnkit.zoo.eval import asr as asr_eval
-from attnkit.zoo.eval import ctc as ctc_eval
 from attnkit.zoo.models.asr import ASR, PAD_FRAME, ASRConfig, pad_frames
 from attnkit.zoo.report import Report
+from attnkit.zoo.tasks.asr_decode import BEAM, ASRDecoding
 from attnkit.zoo.tasks.asr_sample import CORPUS, ASRSampling
 from attnkit.zoo.tasks.base import Flavor
 from attnkit.zoo.tasks.seq2seq import BOS, EOS, PAD, Seq2SeqTask
 
-BEAM, ALPHA = 4, 0.0
+ALPHA = 0.0
 MAX_SECONDS = 20.0
 
 
@@ -58,6 +55,8 @@ class ASROptions:
     subsample: int | None = field(default=None, metadata={"help": "mel frames per encoder position: 2 or 4"})
     augment: str | None = field(default=None, metadata={
         "help": "light (light SpecAugment) | full (dialects, waveform effects, tempo, VTLP, full SpecAugment)"})
+    synths: str | None = field(default=None, metadata={
+        "help": "espeak | espeak+flite (a quarter of the training clips said by flite: Debian package flite)"})
 
 
 @dataclass(frozen=True)
@@ -66,14 +65,14 @@ class ASRSettings:
 
 
 def _flavor(model: dict, train: dict, train_clips: int, test_clips: int, baseline_clips: int,
-            ctc_weight: float = 0.0, subsample: int = 2, augment: str = "light") -> Flavor:
+            ctc_weight: float = 0.0, subsample: int = 2, augment: str = "light", synths: str = "espeak") -> Flavor:
     return Flavor(model=model, train=train,
                   options=dict(train_clips=train_clips, test_clips=test_clips, ctc_weight=ctc_weight,
-                               subsample=subsample, augment=augment),
+                               subsample=subsample, augment=augment, synths=synths),
                   fixed=ASRSettings(baseline_clips=baseline_clips))
 
 
-class ASRTask(ASRSampling, Seq2SeqTask):
+class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
     name = "asr"
     input_key, beam, alpha, decode_batch_size = "mel", BEAM, ALPHA, 32
     Options = ASROptions
@@ -107,11 +106,12 @@ class ASRTask(ASRSampling, Seq2SeqTask):
         self.ctc_weight = o["ctc_weight"] if self.opts.ctc_weight is None else self.opts.ctc_weight
         self.subsample = self.opts.subsample or o["subsample"]
         self.augment = self.opts.augment or o["augment"]
+        self.synths = self.opts.synths or o.get("synths", "espeak")
         self.baseline_clips = self.flavor.fixed.baseline_clips
-        if self.augment not in ("light", "full"):
-            raise UserError(f"augment must be light or full, got {self.augment!r}")
-        if self.subsample not in (2, 4):
-            raise UserError(f"subsample must be 2 or 4, got {self.subsample}")
+        for name, allowed in (("augment", ("light", "full")), ("synths", ("espeak", "espeak+flite")),
+                              ("subsample", (2, 4))):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name} must be {' or '.join(map(str, allowed))}, got {getattr(self, name)}")
         if not 0.0 <= self.ctc_weight < 1.0:
             raise UserError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
         self.vocab = CharVocab()
@@ -126,6 +126,8 @@ class ASRTask(ASRSampling, Seq2SeqTask):
                 "seen_voices": list(speech.SEEN_VOICES), "heldout_voices": list(speech.HELDOUT_VOICES)}
         if self.augment == "full":  # the light recipe's spec stays as it was, so its old caches still resume
             spec["train_dialects"] = list(speech.TRAIN_DIALECTS)
+        if self.synths != "espeak":
+            spec["flite_voices"], spec["flite_share"] = list(speech.FLITE_VOICES), speech.FLITE_SHARE
         return spec
 
     def prepare(self, run_dir: Path) -> None:
@@ -140,8 +142,8 @@ class ASRTask(ASRSampling, Seq2SeqTask):
             return
         show = self.progress and partial(self.progress, "synthesising speech with espeak-ng")
         t0 = time.perf_counter()
-        self.splits = speech.build_corpus(self.n_train, self.n_test, self.cfg.seed, show,
-                                          augment=self.augment == "full")
+        self.splits = speech.build_corpus(self.n_train, self.n_test, self.cfg.seed, show, augment=self.augment == "full",
+                                          flite_share=speech.FLITE_SHARE if self.synths == "espeak+flite" else 0.0)
         self.synth_wall_s = time.perf_counter() - t0
         speech.save_corpus(self.splits, self.run_dir / CORPUS, self._spec())
         self.train_started = time.perf_counter()
@@ -183,32 +185,7 @@ class ASRTask(ASRSampling, Seq2SeqTask):
                          chars.sum(1), blank=PAD, zero_infinity=True)
         return (1 - self.ctc_weight) * ce + self.ctc_weight * ctc
 
-    # ---- decoding and metrics ------------------------------------------------------------
-    def batch_order(self, mels: list[np.ndarray]) -> list[int]:
-        return sorted(range(len(mels)), key=lambda i: mels[i].shape[1])
-
-    def decode_limit(self, model: nn.Module, mel: torch.Tensor, max_len: int | None) -> int:
-        # espeak's fastest speech is under 25 characters a second (100 frames): no transcript is longer.
-        return min(model.cfg.max_len - 1, 8 + mel.shape[2] // 4)
-
-    def decode_batch(self, model: nn.Module, mel: torch.Tensor, beam: int, alpha: float,
-                     max_len: int) -> list[list[Hypothesis]]:
-        """Also CTC best path (beam=0) and, with a CTC head, beam search scoring every prefix jointly
-        (`attnkit.zoo.eval.ctc.joint_beam_search`); those hypotheses have no attention log-probability (nan)."""
-        if beam == 0:
-            return [[Hypothesis(tokens, math.nan, math.nan)] for tokens in ctc_eval.ctc_best_path(model, mel)]
-        if beam > 1 and model.cfg.ctc_head and self.ctc_weight > 0:
-            found = ctc_eval.joint_beam_search(model, mel, beam, max_len, self.ctc_weight)
-            return [[Hypothesis(tokens, math.nan, score)] for tokens, score in found]
-        return super().decode_batch(model, mel, beam, alpha, max_len)
-
-    # Log-mel clips (n_mels, T_i) → transcripts: CTC best path (beam=0), attention greedy (1) or beam search.
-    transcribe = Seq2SeqTask.best_texts
-
-    def decodings(self, model: nn.Module) -> list[tuple[str, int]]:
-        ctc = model.cfg.ctc_head
-        return [("CTC best path", 0)] * ctc + [("greedy", 1), (f"beam {BEAM}" + (" + CTC" if ctc else ""), BEAM)]
-
+    # ---- metrics -------------------------------------------------------------------------
     def score(self, refs: list[str], hyps: list[str]) -> dict[str, float]:
         return {"wer": asr_eval.wer(refs, hyps), "cer": asr_eval.cer(refs, hyps)}
 
@@ -223,7 +200,7 @@ class ASRTask(ASRSampling, Seq2SeqTask):
         rep = Report(metrics={"train_clips": len(self.splits["train"]), "heldout_clips": len(heldout),
                               "seen_clips": len(seen), "beam_size": BEAM, "synth_wall_s": self.synth_wall_s,
                               "train_wall_s": train_wall_s, "ctc_weight": self.ctc_weight,
-                              "subsample": self.subsample, "augment": self.augment})
+                              "subsample": self.subsample, "augment": self.augment, "synths": self.synths})
         table = rep.table(f"asr: WER / CER on {len(heldout)} held-out texts",
                           ["system", "voices", "decoding", "WER", "CER", "seconds"])
         h, s = (self.compare_decodings(table, ["transformer", voices], model,
