@@ -24,6 +24,7 @@ class Claim:
     margin: float = 0.0           # metric must beat baseline by this much (negative: within this much)
     target: float | None = None   # without a baseline: the value to reach
     unit: str = ""                # "%" (shown ×100), "×", or a unit name
+    every_seed: bool = False      # met only if each seed's value reaches the target (not just their mean)
 
     def met(self, value: float | None, baseline: float | None) -> bool | None:
         """None when it could not be measured (a key missing, a speedup that never happened)."""
@@ -145,10 +146,14 @@ SPECS: dict[str, ModelSpec] = {s.model: s for s in (
         Claim("local 2D attention costs little against full attention (Image Transformer)",
               "within 0.02 bits/dim of full attention", "main:test_bpd", better="lower", baseline="full:test_bpd",
               margin=-0.02, unit="bits/dim"),)),
-    ModelSpec("npt", claims=(
+    ModelSpec("npt", arms={"main": {}, "lookup": {"flavor": "lookup", "options": {"probe": "lookup"}}}, claims=(
         Claim("NPT is competitive with gradient boosting on Breast Cancer", "within 1 point of gradient boosting's "
               "accuracy", "main:npt.accuracy.mean", baseline="main:baselines.GradientBoosting.accuracy.mean",
-              margin=-0.01, unit="%"),)),
+              margin=-0.01, unit="%"),
+        Claim("NPT looks a row's answer up in its duplicate (Kossen et al. §4.1)", "lookup correlation ≥ 0.99 on "
+              "every seed", "lookup:lookup_correlation", target=0.99, every_seed=True),
+        Claim("the lookup needs the other rows", "R² ≤ 0.2 with the other rows' features shuffled",
+              "lookup:corruption.corrupted.r2", better="lower", target=0.2))),
     ModelSpec("dt", claims=(
         Claim("at the top target DT reaches the dataset's best return", "≥ 95% of the dataset's best",
               "dt_top_fraction", target=0.95, unit="%"),

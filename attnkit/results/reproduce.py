@@ -182,4 +182,5 @@ def evaluate_claim(claim: Claim, runs_by_seed: dict[int, dict[str, dict]]) -> di
     b_mean, b_std = mean_std([v for v in bases if v is not None])
     return {**dataclasses.asdict(claim), "per_seed": values, "mean": mean, "std": std,
             "baseline_per_seed": bases, "baseline_mean": b_mean, "baseline_std": b_std,
-            "measured_seeds": sum(v is not None for v in values), "met": claim.met(mean, b_mean)}
+            "measured_seeds": sum(v is not None for v in values),
+            "met": all(claim.met(v, None) for v in values) if claim.every_seed and values else claim.met(mean, b_mean)}

@@ -208,8 +208,9 @@ def test_probe_flags_are_checked():
         NPTTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(target_shift=1.0))
     with pytest.raises(UserError, match="noise"):   # a table of the user's has its own noise
         NPTTask(TrainConfig(model="npt", flavor="debug", data="iris"), NPTTask.Options(probe="lookup", noise=6.0))
-    with pytest.raises(UserError, match="noise"):
-        NPTTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(probe="lookup", noise=-1.0))
+    from attnkit.zoo.tasks.npt_lookup import NPTLookupTask
+    with pytest.raises(UserError, match="noise must be"):
+        NPTLookupTask(TrainConfig(model="npt", flavor="debug"), NPTTask.Options(probe="lookup", noise=-1.0))
     assert NPTTask(resolve_config(TrainConfig(model="npt"))).opts.folds == 10
     assert NPTTask(resolve_config(TrainConfig(model="npt", flavor="debug"))).opts.folds == 2
 
@@ -327,11 +328,11 @@ def test_lookup_onset_is_the_first_evaluation_at_the_threshold():
 def test_lookup_noise_option_sets_the_friedman_noise(tmp_path):
     from attnkit.zoo.tasks.npt_lookup import NPTLookupTask
 
-    cfg = resolve_config(TrainConfig(model="npt", options={"probe": "lookup", "noise": 6.0}))
+    cfg = resolve_config(TrainConfig(model="npt", options={"probe": "lookup"}))   # the lookup flavor: noise 6
     task = NPTLookupTask(cfg)
     task.prepare(tmp_path)
     assert task.table.name == "friedman1 (10000 rows, noise 6)"
-    quiet = NPTLookupTask(resolve_config(TrainConfig(model="npt", options={"probe": "lookup"})))
+    quiet = NPTLookupTask(resolve_config(TrainConfig(model="npt", options={"probe": "lookup", "noise": 3.0})))
     quiet.prepare(tmp_path / "quiet")
     # Same features, noisier targets: the same seeded normal draws scaled by 6 instead of 3 differ by 3·z.
     assert np.array_equal(task.table.values[:, :10], quiet.table.values[:, :10])

@@ -186,3 +186,13 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.startswith(message) and err.count("\n") == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_an_every_seed_claim_fails_on_one_low_seed_whatever_the_mean():
+    claim = Claim("lookup", "≥ 0.99 on every seed", "lookup:corr", target=0.99, every_seed=True)
+    runs = {s: {"lookup": {"corr": c}} for s, c in enumerate((0.999, 0.999, 0.985))}
+    out = R.evaluate_claim(claim, runs)
+    assert out["mean"] > 0.99 and out["met"] is False
+    runs[2]["lookup"]["corr"] = 0.991
+    assert R.evaluate_claim(claim, runs)["met"] is True
+    assert R.evaluate_claim(Claim("mean", "≥ 0.99", "lookup:corr", target=0.99), runs)["met"] is True

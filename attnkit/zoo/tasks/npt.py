@@ -65,6 +65,9 @@ class NPTTask(NPTBase):
             raise UserError(f"flavor {cfg.flavor!r} is the semi-synthetic lookup experiment and takes no --data; "
                             f"for a table of your own choose a flavor from {table_flavors} "
                             f"(with --opt probe=lookup to duplicate its rows)")
+        if self.opts.noise is not None:
+            raise UserError("noise sets the lookup experiment's Friedman noise (--opt probe=lookup without --data); "
+                            "a table of your own has its own")
         self.objective = dataclasses.asdict(self.flavor.fixed)  # masked_cell_batch's keyword arguments
 
     def prepare(self, run_dir: Path) -> None:

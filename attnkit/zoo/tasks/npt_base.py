@@ -70,11 +70,13 @@ FLAVORS = {
     # The semi-synthetic lookup experiment (Kossen et al. §4.1) on 10k duplicated Friedman #1 rows. batch_size
     # counts rows: 32 originals and their 32 duplicates. In small batches the duplicate is easy to find
     # early: with 32 pairs lookup appeared after ~400 steps, with 256 pairs after ~1,000 (CPU probes).
+    # Noise 6 (sklearn's σ; 3 before): the features explain less of the target, so looking the answer up pays
+    # more, and lookup reached ≥ 0.995 on 3 of 3 seeds where noise 3 gave 0.986–0.998 (docs/zoo/npt.md).
     "lookup": Flavor(
         model=dict(embed_dim=16, n_layer=4, n_head_abd=4, n_head_aba=1, ff_mult=2, dropout=0.0, head_scale=5.0),
         train=dict(max_steps=5000, batch_size=64, lr=3e-3, warmup_steps=50, schedule="cosine", beta2=0.99,
                    weight_decay=0.0, eval_interval=500, eval_batches=1, dropout=0.0),
-        options=dict(probe="lookup"),
+        options=dict(probe="lookup", noise=6.0),
     ),
     # The paper's Breast Cancer setup (ANCHORS.md): 47 M params per fold on Breast Cancer, GPU-sized.
     "paper": Flavor(
@@ -108,10 +110,6 @@ class NPTBase(Task):
             raise UserError(f"unknown probe {self.opts.probe!r}; choose from {', '.join(PROBES)}")
         if self.opts.target_shift is not None and self.opts.probe != "lookup":
             raise UserError("target_shift applies to the duplicated rows of probe=lookup only")
-        if self.opts.noise is not None and not (is_lookup_experiment(self.opts.probe, cfg.data)
-                                                and self.opts.noise >= 0):
-            raise UserError(f"noise must be ≥ 0 and applies to the lookup experiment (--opt probe=lookup without "
-                            f"--data) only, got {self.opts.noise:g}")
         self.table: Table | None = None
         self.splits: Splits = []
 

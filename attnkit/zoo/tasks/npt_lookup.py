@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.config import SampleConfig
+from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
 from attnkit.nn.modes import model_device
 from attnkit.zoo.data.lookup import LOOKUP_NOISE, LOOKUP_TEST_SHARE, friedman_table, lookup_batch
@@ -31,7 +32,13 @@ VALIDATION_ROWS = 256  # test rows scored at every evaluation during training
 
 
 class NPTLookupTask(NPTBase):
+    def __init__(self, cfg, opts=None):
+        super().__init__(cfg, opts)
+        if self.opts.noise is not None and self.opts.noise < 0:
+            raise UserError(f"noise must be ≥ 0, got {self.opts.noise:g}")
+
     def prepare(self, run_dir: Path) -> None:
+        # Unset in runs saved before the option existed: they were trained at noise 3.
         table = friedman_table(noise=LOOKUP_NOISE if self.opts.noise is None else self.opts.noise)
         order = np.random.default_rng(self.cfg.seed).permutation(table.n)
         n_test = int(round(LOOKUP_TEST_SHARE * table.n))
