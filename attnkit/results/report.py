@@ -34,6 +34,12 @@ def claim_rows(data: dict[str, Any]) -> list[list[str]]:
     return [[data["model"], c["text"], c["goal"], result_text(c), verdict(c["met"])] for c in data.get("claims", [])]
 
 
+def claim_arm(claim: dict[str, Any]) -> str:
+    """The arm whose row shows the claim's per-seed value: its metric's ("ARM:key"), main for a derived one."""
+    arm, sep, _ = claim["metric"].partition(":")
+    return arm if sep else "main"
+
+
 def model_markdown(data: dict[str, Any], pictures: list[Path]) -> str:
     model, rows = data["model"], data["rows"]
     lines = [f"# {model}: results", "",
@@ -47,7 +53,7 @@ def model_markdown(data: dict[str, Any], pictures: list[Path]) -> str:
         if r["seed"] not in data["seeds"]:
             continue
         i = data["seeds"].index(r["seed"])
-        vals = [fmt(c["per_seed"][i], c["unit"]) if r["arm"] == "main" else "" for c in data["claims"]]
+        vals = [fmt(c["per_seed"][i], c["unit"]) if r["arm"] == claim_arm(c) else "" for c in data["claims"]]
         lines.append(f"| {r['seed']} | {r['arm']} | " + " | ".join(vals) + f" | {r['wall_s']:.0f} | {r['date']} "
                      f"| `{r['commit']}` |")
     lines += ["", f"Total training wall time: {data['wall_s']:.0f} s.", "", "## Commands", ""]
