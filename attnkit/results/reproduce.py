@@ -124,8 +124,14 @@ class Reproduction:
                           out=str(job.run_dir), overwrite=True)
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        with open(job.run_dir.with_suffix(".log"), "w") as log:
+        # The new log replaces the old one only with the run it describes: a failed or interrupted run
+        # leaves the kept run directory and its log as they were, and its own log beside them (.log.new).
+        log_path = job.run_dir.with_suffix(".log")
+        new_log = log_path.with_suffix(".log.new")
+        with open(new_log, "w") as log:
             result = run_training(cfg, console=Console(file=log, width=120))
+        atomic_write(log_path, new_log.read_bytes())
+        new_log.unlink()
         row = {"arm": job.arm, "seed": job.seed, "flavor": job.flavor, "options": job.options,
                "code_hash": code_hash(job.model), "command": job.command,
                "wall_s": round(time.perf_counter() - t0, 1),

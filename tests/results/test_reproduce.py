@@ -196,3 +196,20 @@ def test_an_every_seed_claim_fails_on_one_low_seed_whatever_the_mean():
     runs[2]["lookup"]["corr"] = 0.991
     assert R.evaluate_claim(claim, runs)["met"] is True
     assert R.evaluate_claim(Claim("mean", "≥ 0.99", "lookup:corr", target=0.99), runs)["met"] is True
+
+
+def test_a_failed_run_leaves_the_kept_runs_log_as_it_was(tmp_path, monkeypatch):
+    rep = R.Reproduction(results_dir=tmp_path / "res", runs_dir=tmp_path / "runs", seeds=1, flavor="debug")
+    job = rep.jobs("vit")[0]
+    job.run_dir.parent.mkdir(parents=True)
+    job.run_dir.with_suffix(".log").write_text("the kept run's log")
+
+    def failing(cfg, console):
+        console.print("step 1 failed")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("attnkit.engine.trainer.run_training", failing)
+    with pytest.raises(RuntimeError):
+        rep.run(job)
+    assert job.run_dir.with_suffix(".log").read_text() == "the kept run's log"
+    assert "step 1 failed" in job.run_dir.with_suffix(".log.new").read_text()
