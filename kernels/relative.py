@@ -124,16 +124,11 @@ def _tile_logits(q, kT, Pos, Thr, offs_m, offs_n, start_m, start_n, OFF, R, slop
             e = tl.load(Pos + r_lo * stride_pr + offs_d, mask=offs_d < HEAD_DIM_REAL, other=0.0)
             qe = tl.sum(q.to(tl.float32) * e.to(tl.float32)[None, :], axis=1)  # (BLOCK,)
             qk = qk + qe[:, None]
-        else:
-            t = tl.arange(0, 2 * BLOCK)
-            rows = _rel_index(dmin + t, R, CAUSAL)  # (2·BLOCK,) embedding row of band row t
-            band_e = tl.load(Pos + rows[:, None] * stride_pr + offs_d[None, :],
-                             mask=offs_d[None, :] < HEAD_DIM_REAL, other=0.0)  # (2·BLOCK, D)
-            if UPCAST:
-                band_e = band_e.to(tl.float32)
-            band = tl.dot(q, tl.trans(band_e), input_precision=INPUT_PRECISION)  # (BLOCK, 2·BLOCK)
-            skew = tl.arange(0, BLOCK)[:, None] - tl.arange(0, BLOCK)[None, :] + BLOCK - 1
-            qk = qk + tl.gather(band, skew, 1)  # tile[r, c] = band[r, r − c + BLOCK − 1]
+        else:  # the band in two (BLOCK, D) halves: half the live band product, the same FLOPs
+            for half in tl.static_range(2):
+                band_e = _band_half(Pos, dmin, half, R, stride_pr, offs_d, HEAD_DIM_REAL, CAUSAL, BLOCK, UPCAST)
+                band = tl.dot(q, tl.trans(band_e), input_precision=INPUT_PRECISION)  # (BLOCK, BLOCK)
+                qk = qk + _skew_half(band, half, BLOCK, _opaque_zero(dmin))
         z = qk * scale
     else:
         z = qk * scale
@@ -167,9 +162,41 @@ def _visible(offs_m, offs_n, KPM, N_CTX_Q, N_CTX_K, OFF, CAUSAL: tl.constexpr, H
 
 
 @triton.jit
-def _unskew(ds, BLOCK: tl.constexpr):
-    """Inverse of the band skew: (BLOCK, BLOCK) → (BLOCK, 2·BLOCK), out[r, t] = ds[r, r + BLOCK − 1 − t] (or 0)."""
-    c = tl.arange(0, BLOCK)[:, None] + BLOCK - 1 - tl.arange(0, 2 * BLOCK)[None, :]
+def _band_half(Pos, dmin, HALF: tl.constexpr, R, stride_pr, offs_d, HEAD_DIM_REAL, CAUSAL: tl.constexpr,
+               BLOCK: tl.constexpr, UPCAST: tl.constexpr):
+    """Band rows t = HALF·BLOCK … HALF·BLOCK + BLOCK − 1 (distance dmin + t) as a (BLOCK, HEAD_DIM) tile."""
+    rows = _rel_index(dmin + HALF * BLOCK + tl.arange(0, BLOCK), R, CAUSAL)  # (BLOCK,) embedding rows
+    band_e = tl.load(Pos + rows[:, None] * stride_pr + offs_d[None, :], mask=offs_d[None, :] < HEAD_DIM_REAL,
+                     other=0.0)
+    if UPCAST:
+        band_e = band_e.to(tl.float32)
+    return band_e
+
+
+@triton.jit
+def _opaque_zero(x):
+    """0, computed from the loop-variant scalar x in a way the compiler cannot fold. The skew's (BLOCK, BLOCK)
+    index and mask tensors are loop-invariant; built from this zero they are rebuilt per tile, a few integer ops,
+    instead of hoisted out of the loop and held in registers through it (64 per thread at 8 warps, the bulk of
+    the relative kernels' spills on sm_90a)."""
+    a = tl.abs(x)
+    return a // (a + 1)
+
+
+@triton.jit
+def _skew_half(band, HALF: tl.constexpr, BLOCK: tl.constexpr, zero):
+    """One band half's share of the tile: (BLOCK, BLOCK) → (BLOCK, BLOCK), tile[r, c] = band[r, t − HALF·BLOCK]
+    with t = r − c + BLOCK − 1 (the lower half fills r ≤ c, the upper r > c; 0 elsewhere). zero: `_opaque_zero`."""
+    t = tl.arange(0, BLOCK)[:, None] - tl.arange(0, BLOCK)[None, :] + BLOCK - 1 - HALF * BLOCK + zero
+    ok = (t >= 0) & (t < BLOCK)
+    return tl.where(ok, tl.gather(band, tl.where(ok, t, 0), 1), 0.0)
+
+
+@triton.jit
+def _unskew_half(ds, HALF: tl.constexpr, BLOCK: tl.constexpr, zero):
+    """Inverse of the skew, one band half: (BLOCK, BLOCK) → (BLOCK, BLOCK), out[r, s] = ds[r, c] with
+    c = r + BLOCK − 1 − (HALF·BLOCK + s) (or 0 when c is outside the tile). zero: `_opaque_zero`."""
+    c = tl.arange(0, BLOCK)[:, None] + BLOCK - 1 - HALF * BLOCK - tl.arange(0, BLOCK)[None, :] + zero
     ok = (c >= 0) & (c < BLOCK)
     return tl.where(ok, tl.gather(ds, tl.where(ok, c, 0), 1), 0.0)
 
@@ -368,13 +395,11 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph
                 e = tl.load(Pos + r_lo * stride_pr + offs_d, mask=d_ok, other=0.0).to(tl.float32)
                 dq += tl.sum(dz, 1)[:, None] * e[None, :]
             else:
-                t = tl.arange(0, 2 * BLOCK)
-                rows = _rel_index(dmin + t, R, CAUSAL)
-                band_e = tl.load(Pos + rows[:, None] * stride_pr + offs_d[None, :],
-                                 mask=d_ok[None, :], other=0.0)  # (2·BLOCK, D)
-                if UPCAST:
-                    band_e = band_e.to(tl.float32)
-                dq = tl.dot(_unskew(dz, BLOCK).to(band_e.dtype), band_e, dq, input_precision=INPUT_PRECISION)
+                for half in tl.static_range(2):
+                    band_e = _band_half(Pos, dmin, half, R, stride_pr, offs_d, HEAD_DIM_REAL, CAUSAL, BLOCK,
+                                        UPCAST)
+                    dq = tl.dot(_unskew_half(dz, half, BLOCK, _opaque_zero(dmin)).to(band_e.dtype), band_e, dq,
+                                input_precision=INPUT_PRECISION)
         else:
             # logits = scale·q·k + bias(δ): dq gets scale·dZ @ k; the bias parameter gets Σ dZ per bucket / slope.
             dq = tl.dot(dz.to(k.dtype), k, dq, input_precision=INPUT_PRECISION)
@@ -387,10 +412,11 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph
                 if uniform:
                     dpos += tl.where(bucket_ids == b_lo, tl.sum(dz), 0.0)
                 else:
-                    diag = tl.sum(_unskew(dz, BLOCK), 0)  # (2·BLOCK,): Σ dZ along each distance of the tile
-                    band_bucket = _t5_bucket(dmin + tl.arange(0, 2 * BLOCK), Thr, NBX, MAX_EXACT, BIDIRECTIONAL)
-                    onehot = band_bucket[:, None] == bucket_ids[None, :]  # (2·BLOCK, NB_PAD)
-                    dpos += tl.sum(tl.where(onehot, diag[:, None], 0.0), 0)
+                    for half in tl.static_range(2):  # band rows t = half·BLOCK + s, distance dmin + t
+                        diag = tl.sum(_unskew_half(dz, half, BLOCK, _opaque_zero(dmin)), 0)  # (BLOCK,): Σ dZ along each distance
+                        t = half * BLOCK + tl.arange(0, BLOCK)
+                        onehot = _t5_bucket(dmin + t, Thr, NBX, MAX_EXACT, BIDIRECTIONAL)[:, None] == bucket_ids[None, :]
+                        dpos += tl.sum(tl.where(onehot, diag[:, None], 0.0), 0)  # onehot: (BLOCK, NB_PAD)
             else:
                 dist = tl.abs(offs_m[:, None] + OFF - offs_n[None, :]).to(tl.float32)
                 dpos += tl.where(bucket_ids == 0, -tl.sum(dz * dist), 0.0)
@@ -415,14 +441,15 @@ def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand, stride_ph, stri
     n_qblocks = tl.cdiv(N_CTX_Q, BLOCK)
     diag = u - (n_kblocks - 1)  # m − n in blocks
     offs_d = tl.arange(0, HEAD_DIM)
-    t = tl.arange(0, 2 * BLOCK)
+    t = tl.arange(0, BLOCK)
     Q += off_bh * N_CTX_Q * HEAD_DIM_REAL
     DO += off_bh * N_CTX_Q * HEAD_DIM_REAL
     K += off_bhk * N_CTX_K * HEAD_DIM_REAL
     V += off_bhk * N_CTX_K * HEAD_DIM_REAL
     Pos += (off_bh % H) * stride_ph
     KPM += (off_bh // H) * N_CTX_K
-    acc = tl.zeros((2 * BLOCK, HEAD_DIM), tl.float32)
+    acc_lo = tl.zeros((BLOCK, HEAD_DIM), tl.float32)  # band rows 0 … BLOCK − 1
+    acc_hi = tl.zeros((BLOCK, HEAD_DIM), tl.float32)  # band rows BLOCK … 2·BLOCK − 1
     first = tl.maximum(diag, 0)
     last = tl.minimum(n_qblocks, n_kblocks + diag)
     if CAUSAL:  # a diagonal entirely above the causal boundary has nothing visible
@@ -447,12 +474,15 @@ def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand, stride_ph, stri
         if _rel_index(dmin, R, CAUSAL) == _rel_index(dmax, R, CAUSAL):
             # one embedding for the whole tile: put Σ_r (Σ_c dZ_rc) q_r on band row 0 (whose index it is)
             g = tl.sum(tl.sum(dz, 1)[:, None] * q.to(tl.float32), 0)  # (D,)
-            acc += tl.where(t[:, None] == 0, g[None, :], 0.0)
+            acc_lo += tl.where(t[:, None] == 0, g[None, :], 0.0)
         else:
-            acc = tl.dot(tl.trans(_unskew(dz, BLOCK)).to(q.dtype), q, acc, input_precision=INPUT_PRECISION)
-    acc = acc * scale
-    tl.store(DBand + ((off_bh * tl.num_programs(0) + u) * 2 * BLOCK + t[:, None]) * HEAD_DIM + offs_d[None, :],
-             acc)
+            acc_lo = tl.dot(tl.trans(_unskew_half(dz, 0, BLOCK, _opaque_zero(dmin))).to(q.dtype), q, acc_lo,
+                            input_precision=INPUT_PRECISION)
+            acc_hi = tl.dot(tl.trans(_unskew_half(dz, 1, BLOCK, _opaque_zero(dmin))).to(q.dtype), q, acc_hi,
+                            input_precision=INPUT_PRECISION)
+    DBand += ((off_bh * tl.num_programs(0) + u) * 2 * BLOCK + t[:, None]) * HEAD_DIM + offs_d[None, :]
+    tl.store(DBand, acc_lo * scale)
+    tl.store(DBand + BLOCK * HEAD_DIM, acc_hi * scale)
 
 
 # --------------------------------------------------------------------------------------------
