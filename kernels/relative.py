@@ -44,13 +44,12 @@ import torch
 import triton
 import triton.language as tl
 
-from attnkit.kernels import runtime
+from attnkit.kernels.attention import _LOG2E as LOG2E  # the one constexpr of runtime.LOG2E
 from attnkit.kernels.attention import DK_ONLY, DKDV_BOTH, DV_ONLY
 from attnkit.kernels.reference import t5_bucket
 from attnkit.kernels.runtime import INTERPRET, input_precision, prepare_interpreter
 
 prepare_interpreter()
-LOG2E = tl.constexpr(runtime.LOG2E)  # read inside @triton.jit: a global there must be a constexpr
 POS_RELATIVE, POS_T5, POS_ALIBI = 0, 1, 2
 
 # --------------------------------------------------------------------------------------------
