@@ -14,9 +14,10 @@ How the relative term is fused (the part FlashAttention and FlexAttention cannot
     A (BLOCK, BLOCK) tile with query block m and key block n only meets the 2·BLOCK − 1 distances
     δ = base − (BLOCK − 1) … base + BLOCK − 1, base = m0 + (Lk − Lq) − n0. The kernel loads those embedding rows
     (a "band", (2·BLOCK, D), clipped indices, so distances past R − 1 reuse the last row), computes
-    q_tile @ bandᵀ (BLOCK, 2·BLOCK) with one tl.dot, and skews it into the tile with tl.gather:
-    tile[r, c] = band[r, r − c + BLOCK − 1]. Tiles whose distances all clip to one embedding (far from the
-    diagonal when R < L) skip the band and add q·rel[idx] per row.
+    q_tile @ bandᵀ (BLOCK, 2·BLOCK) as two (BLOCK, BLOCK) tl.dots, one per band half, and skews them into the
+    tile with tl.gather: tile[r, c] = band[r, r − c + BLOCK − 1] (the lower half fills r ≤ c, the upper r > c).
+    Tiles whose distances all clip to one embedding (far from the diagonal when R < L) skip the band and add
+    q·rel[idx] per row.
     Backward: dQ gets scale · skew⁻¹(dS) @ band; dK, dV as in FlashAttention-2. drel: tiles on one block
     diagonal (m − n fixed) share the same band, so a third pass has one program per (b, h, block diagonal)
     walk its tiles and accumulate skew⁻¹(dS)ᵀ @ q in registers: one (2·BLOCK, D) partial per diagonal, a
@@ -61,8 +62,8 @@ NUM_WARPS = 4
 NUM_STAGES = 1 if INTERPRET else 2
 # (BLOCK, BLOCK, num_warps, num_stages) → head dims (padded) it is kept for: the fewest spill bytes, every dot a
 # wgmma, on sm_90a (benchmarks/gpu_static_report.py). The launchers run the first kept entry for their head dim.
-# 8 warps: the relative / T5 kernels hold the (BLOCK, 2·BLOCK) band product besides the FlashAttention state, and
-# with 4 warps they spill 64–3184 bytes; with 8 the T5 and ALiBi kernels are spill-free at D = 64. At D = 128 a
+# 8 warps: the relative / T5 kernels hold a band product besides the FlashAttention state, and with 4 warps
+# they spilled 64–3184 bytes (2026-12-02); with 8 every kept config is spill-free (2026-12-03). At D = 128 a
 # second pipeline stage's buffers tip every position kernel into spilling (rel fwd 12 B, T5 dK/dV 32 B, ...), so
 # D = 128 runs unpipelined (1 stage); at D ≤ 64 one stage would make rel dQ spill more (152 → 176 B).
 POS_SHAPES = {(64, 64, 8, 2): (16, 32, 64), (64, 64, 8, 1): (128,), (64, 64, 4, 2): ()}
