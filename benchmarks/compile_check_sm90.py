@@ -61,11 +61,14 @@ POS_COMMON = dict(HAS_KPM=True, BLOCK=Rel.BLOCK, HEAD_DIM=64, UPCAST=False)
 REL = dict(POS_COMMON, POS_KIND=Rel.POS_RELATIVE, CAUSAL=True, BIDIRECTIONAL=False, NBX=2, MAX_EXACT=1)
 T5 = dict(POS_COMMON, POS_KIND=Rel.POS_T5, CAUSAL=False, BIDIRECTIONAL=True, NBX=16, MAX_EXACT=8)
 ALIBI = dict(POS_COMMON, POS_KIND=Rel.POS_ALIBI, CAUSAL=True, BIDIRECTIONAL=False, NBX=2, MAX_EXACT=1)
-POS_JOBS = ([(k, REL, "fp16", "fp16", {}) for k in (Rel._pos_attn_fwd, Rel._pos_attn_bwd_dkdv)]
-            + [(Rel._pos_attn_bwd_dq, REL, "fp16", "fp16", dict(NB_PAD=1))]
-            + [(Rel._rel_attn_bwd_drel, {k: REL[k] for k in ("CAUSAL", "HAS_KPM", "BLOCK", "HEAD_DIM", "UPCAST")},
-                "bf16", "bf16", {})]
-            + [(Rel._pos_attn_fwd, T5, "bf16", "fp32", {}), (Rel._pos_attn_bwd_dq, T5, "bf16", "fp32", dict(NB_PAD=32))]
+DREL = {k: REL[k] for k in ("CAUSAL", "HAS_KPM", "BLOCK", "HEAD_DIM", "UPCAST")}
+# The learned-relative backward joint (as at D ≤ 64) and split (as from Rel.SPLIT_HEAD_DIM up: Rel._split).
+POS_JOBS = ([(Rel._pos_attn_fwd, REL, "fp16", "fp16", {})]
+            + [(Rel._pos_attn_bwd_dkdv, REL, "fp16", "fp16", dict(PART=p.value)) for p in (A.DKDV_BOTH, A.DV_ONLY)]
+            + [(Rel._pos_attn_bwd_dq, REL, "fp16", "fp16", dict(NB_PAD=1, DQ_CHUNKS=c)) for c in (1, 4)]
+            + [(Rel._rel_attn_bwd_drel, DREL, "bf16", "bf16", dict(BAND_SPLIT=s)) for s in (1, 2)]
+            + [(Rel._pos_attn_fwd, T5, "bf16", "fp32", {}),
+               (Rel._pos_attn_bwd_dq, T5, "bf16", "fp32", dict(NB_PAD=32, DQ_CHUNKS=1))]
             + [(Rel._pos_attn_fwd, ALIBI, "fp16", "fp32", {})])
 
 for kernel, flags, dtype, pos_dtype, extra in (POS_JOBS if WHICH in ("all", "positions") else ()):

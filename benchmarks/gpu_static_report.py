@@ -145,6 +145,8 @@ ATTN_KERNELS = {"fwd": (A._attn_fwd, A.FWD_SHAPES), "dkdv": (A._attn_bwd_dkdv, A
 POS_KERNELS = {
     "rel_fwd": (Rel._pos_attn_fwd, Rel.POS_RELATIVE, None, {}),
     "rel_dkdv": (Rel._pos_attn_bwd_dkdv, Rel.POS_RELATIVE, None, {}),
+    "rel_dk": (Rel._pos_attn_bwd_dkdv, Rel.POS_RELATIVE, None, dict(PART=A.DK_ONLY.value)),
+    "rel_dv": (Rel._pos_attn_bwd_dkdv, Rel.POS_RELATIVE, None, dict(PART=A.DV_ONLY.value)),
     "rel_dq": (Rel._pos_attn_bwd_dq, Rel.POS_RELATIVE, None, dict(NB_PAD=1)),
     "rel_drel": (Rel._rel_attn_bwd_drel, Rel.POS_RELATIVE, None, {}),
     "t5_fwd": (Rel._pos_attn_fwd, Rel.POS_T5, "fp32", {}),
@@ -214,9 +216,12 @@ def _build(job: Job):
         fn = _unwrap(kernel)
         causal = job.mask == "causal"
         t5 = kind == Rel.POS_T5
+        _, dq_chunks, band_split = Rel._split(kind, job.head_dim)
         consts = dict(POS_KIND=kind, CAUSAL=causal, BIDIRECTIONAL=t5 and not causal, HAS_KPM=job.mask == "kpm",
                       NBX=16 if t5 else 2, MAX_EXACT=8 if t5 else 1, BLOCK=job.block_m, HEAD_DIM=job.head_dim,
-                      UPCAST=False, INPUT_PRECISION="tf32", **extra)
+                      UPCAST=False, INPUT_PRECISION="tf32", PART=A.DKDV_BOTH.value, DQ_CHUNKS=dq_chunks,
+                      BAND_SPLIT=band_split)
+        consts.update(extra)
         consts = {k: v for k, v in consts.items() if k in fn.arg_names}
         return fn, pos_signature(fn, job.dtype, pos_dtype or job.dtype, consts), consts
     fn = Rot._rotary_kernel
@@ -306,6 +311,10 @@ def _launched(kernel: str, head_dim: int) -> bool:
         return head_dim < A.SPLIT_DKDV_HEAD_DIM
     if kernel in ("dk", "dv"):
         return head_dim >= A.SPLIT_DKDV_HEAD_DIM
+    if kernel == "rel_dkdv":
+        return len(Rel._split(Rel.POS_RELATIVE, head_dim)[0]) == 1
+    if kernel in ("rel_dk", "rel_dv"):
+        return len(Rel._split(Rel.POS_RELATIVE, head_dim)[0]) == 2
     return True
 
 

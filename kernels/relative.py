@@ -14,9 +14,10 @@ How the relative term is fused (the part FlashAttention and FlexAttention cannot
     A (BLOCK, BLOCK) tile with query block m and key block n only meets the 2·BLOCK − 1 distances
     δ = base − (BLOCK − 1) … base + BLOCK − 1, base = m0 + (Lk − Lq) − n0. The kernel loads those embedding rows
     (a "band", (2·BLOCK, D), clipped indices, so distances past R − 1 reuse the last row), computes
-    q_tile @ bandᵀ (BLOCK, 2·BLOCK) with one tl.dot, and skews it into the tile with tl.gather:
-    tile[r, c] = band[r, r − c + BLOCK − 1]. Tiles whose distances all clip to one embedding (far from the
-    diagonal when R < L) skip the band and add q·rel[idx] per row.
+    q_tile @ bandᵀ (BLOCK, 2·BLOCK) as two (BLOCK, BLOCK) tl.dots, one per band half, and skews them into the
+    tile with tl.gather: tile[r, c] = band[r, r − c + BLOCK − 1] (the lower half fills r ≤ c, the upper r > c).
+    Tiles whose distances all clip to one embedding (far from the diagonal when R < L) skip the band and add
+    q·rel[idx] per row.
     Backward: dQ gets scale · skew⁻¹(dS) @ band; dK, dV as in FlashAttention-2. drel: tiles on one block
     diagonal (m − n fixed) share the same band, so a third pass has one program per (b, h, block diagonal)
     walk its tiles and accumulate skew⁻¹(dS)ᵀ @ q in registers: one (2·BLOCK, D) partial per diagonal, a
@@ -44,12 +45,12 @@ import torch
 import triton
 import triton.language as tl
 
-from attnkit.kernels import runtime
+from attnkit.kernels.attention import _LOG2E as LOG2E  # the one constexpr of runtime.LOG2E
+from attnkit.kernels.attention import DK_ONLY, DKDV_BOTH, DV_ONLY
 from attnkit.kernels.reference import t5_bucket
 from attnkit.kernels.runtime import INTERPRET, input_precision, prepare_interpreter
 
 prepare_interpreter()
-LOG2E = tl.constexpr(runtime.LOG2E)  # read inside @triton.jit: a global there must be a constexpr
 POS_RELATIVE, POS_T5, POS_ALIBI = 0, 1, 2
 
 # --------------------------------------------------------------------------------------------
@@ -61,11 +62,28 @@ NUM_WARPS = 4
 NUM_STAGES = 1 if INTERPRET else 2
 # (BLOCK, BLOCK, num_warps, num_stages) → head dims (padded) it is kept for: the fewest spill bytes, every dot a
 # wgmma, on sm_90a (benchmarks/gpu_static_report.py). The launchers run the first kept entry for their head dim.
-# 8 warps: the relative / T5 kernels hold the (BLOCK, 2·BLOCK) band product besides the FlashAttention state, and
-# with 4 warps they spill 64–3184 bytes; with 8 the T5 and ALiBi kernels are spill-free at D = 64. At D = 128 a
+# 8 warps: the relative / T5 kernels hold a band product besides the FlashAttention state, and with 4 warps
+# they spilled 64–3184 bytes (2026-12-02); with 8 every kept config is spill-free (2026-12-03). At D = 128 a
 # second pipeline stage's buffers tip every position kernel into spilling (rel fwd 12 B, T5 dK/dV 32 B, ...), so
 # D = 128 runs unpipelined (1 stage); at D ≤ 64 one stage would make rel dQ spill more (152 → 176 B).
 POS_SHAPES = {(64, 64, 8, 2): (16, 32, 64), (64, 64, 8, 1): (128,), (64, 64, 4, 2): ()}
+# From this padded head dim up the learned-relative backward runs split passes (`_split`): the joint ones spill
+# on sm_90a at D = 128 (dK/dV 68 B, dQ 96 B, drel 48 B), the split ones do not (BENCHMARKS.md).
+SPLIT_HEAD_DIM = 128
+
+
+def _split(kind: int, head_dim: int) -> tuple[tuple, int, int]:
+    """(dK/dV parts, dQ column chunks, drel programs per block diagonal) for a kind and padded head dim.
+
+    The cost, per (BLOCK, BLOCK) tile that meets the band, in BLOCK²·D multiply-adds (one dot over D = 1; the
+    band products q·bandᵀ and skew⁻¹(dZ)·band are 2 each, one per half): recomputing dZ is QKᵀ 1 + band 2 + dP 1
+    = 4 (P alone 3). dK/dV 6 → dK 5 + dV 4 = 9; dQ 7 (dZ·K 1, band 2) → 4 chunks × (4 + 0.25 + 0.5) = 19 (2
+    chunks, 11, still spill 32–48 B); drel 6 → 2 halves × (4 + 1) = 10. The backward goes 19 → 38 (×2),
+    forward (4) + backward 23 → 42 (×1.8): the price of 0 spill bytes, to be weighed against them on a GPU.
+    """
+    if kind == POS_RELATIVE and head_dim >= SPLIT_HEAD_DIM:
+        return (DK_ONLY, DV_ONLY), 4, 2
+    return (DKDV_BOTH,), 1, 1
 
 
 def _launch_shape(head_dim: int) -> tuple[int, int]:
@@ -124,16 +142,11 @@ def _tile_logits(q, kT, Pos, Thr, offs_m, offs_n, start_m, start_n, OFF, R, slop
             e = tl.load(Pos + r_lo * stride_pr + offs_d, mask=offs_d < HEAD_DIM_REAL, other=0.0)
             qe = tl.sum(q.to(tl.float32) * e.to(tl.float32)[None, :], axis=1)  # (BLOCK,)
             qk = qk + qe[:, None]
-        else:
-            t = tl.arange(0, 2 * BLOCK)
-            rows = _rel_index(dmin + t, R, CAUSAL)  # (2·BLOCK,) embedding row of band row t
-            band_e = tl.load(Pos + rows[:, None] * stride_pr + offs_d[None, :],
-                             mask=offs_d[None, :] < HEAD_DIM_REAL, other=0.0)  # (2·BLOCK, D)
-            if UPCAST:
-                band_e = band_e.to(tl.float32)
-            band = tl.dot(q, tl.trans(band_e), input_precision=INPUT_PRECISION)  # (BLOCK, 2·BLOCK)
-            skew = tl.arange(0, BLOCK)[:, None] - tl.arange(0, BLOCK)[None, :] + BLOCK - 1
-            qk = qk + tl.gather(band, skew, 1)  # tile[r, c] = band[r, r − c + BLOCK − 1]
+        else:  # the band in two (BLOCK, D) halves: half the live band product, the same FLOPs
+            for half in tl.static_range(2):
+                band_e = _band_half(Pos, dmin, half, R, stride_pr, offs_d, HEAD_DIM_REAL, CAUSAL, BLOCK, UPCAST)
+                band = tl.dot(q, tl.trans(band_e), input_precision=INPUT_PRECISION)  # (BLOCK, BLOCK)
+                qk = qk + _skew_half(band, half, BLOCK, _opaque_zero(dmin))
         z = qk * scale
     else:
         z = qk * scale
@@ -167,9 +180,41 @@ def _visible(offs_m, offs_n, KPM, N_CTX_Q, N_CTX_K, OFF, CAUSAL: tl.constexpr, H
 
 
 @triton.jit
-def _unskew(ds, BLOCK: tl.constexpr):
-    """Inverse of the band skew: (BLOCK, BLOCK) → (BLOCK, 2·BLOCK), out[r, t] = ds[r, r + BLOCK − 1 − t] (or 0)."""
-    c = tl.arange(0, BLOCK)[:, None] + BLOCK - 1 - tl.arange(0, 2 * BLOCK)[None, :]
+def _band_half(Pos, dmin, HALF: tl.constexpr, R, stride_pr, offs_d, HEAD_DIM_REAL, CAUSAL: tl.constexpr,
+               BLOCK: tl.constexpr, UPCAST: tl.constexpr):
+    """Band rows t = HALF·BLOCK … HALF·BLOCK + BLOCK − 1 (distance dmin + t) as a (BLOCK, HEAD_DIM) tile."""
+    rows = _rel_index(dmin + HALF * BLOCK + tl.arange(0, BLOCK), R, CAUSAL)  # (BLOCK,) embedding rows
+    band_e = tl.load(Pos + rows[:, None] * stride_pr + offs_d[None, :], mask=offs_d[None, :] < HEAD_DIM_REAL,
+                     other=0.0)
+    if UPCAST:
+        band_e = band_e.to(tl.float32)
+    return band_e
+
+
+@triton.jit
+def _opaque_zero(x):
+    """0, computed from the loop-variant scalar x in a way the compiler cannot fold. The skew's (BLOCK, BLOCK)
+    index and mask tensors are loop-invariant; built from this zero they are rebuilt per tile, a few integer ops,
+    instead of hoisted out of the loop and held in registers through it (64 per thread at 8 warps, the bulk of
+    the relative kernels' spills on sm_90a)."""
+    a = tl.abs(x)
+    return a // (a + 1)
+
+
+@triton.jit
+def _skew_half(band, HALF: tl.constexpr, BLOCK: tl.constexpr, zero):
+    """One band half's share of the tile: (BLOCK, BLOCK) → (BLOCK, BLOCK), tile[r, c] = band[r, t − HALF·BLOCK]
+    with t = r − c + BLOCK − 1 (the lower half fills r ≤ c, the upper r > c; 0 elsewhere). zero: `_opaque_zero`."""
+    t = tl.arange(0, BLOCK)[:, None] - tl.arange(0, BLOCK)[None, :] + BLOCK - 1 - HALF * BLOCK + zero
+    ok = (t >= 0) & (t < BLOCK)
+    return tl.where(ok, tl.gather(band, tl.where(ok, t, 0), 1), 0.0)
+
+
+@triton.jit
+def _unskew_half(ds, HALF, BLOCK: tl.constexpr, zero):
+    """Inverse of the skew, one band half: (BLOCK, BLOCK) → (BLOCK, BLOCK), out[r, s] = ds[r, c] with
+    c = r + BLOCK − 1 − (HALF·BLOCK + s) (or 0 when c is outside the tile). zero: `_opaque_zero`."""
+    c = tl.arange(0, BLOCK)[:, None] + BLOCK - 1 - HALF * BLOCK - tl.arange(0, BLOCK)[None, :] + zero
     ok = (c >= 0) & (c < BLOCK)
     return tl.where(ok, tl.gather(ds, tl.where(ok, c, 0), 1), 0.0)
 
@@ -279,8 +324,9 @@ def _pos_attn_bwd_dkdv(Q, K, V, DO, DK, DV, Pos, Thr, KPM, LSE, Delta, stride_ph
                        POS_KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
                        BIDIRECTIONAL: tl.constexpr, NBX: tl.constexpr, MAX_EXACT: tl.constexpr,
                        BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
-                       INPUT_PRECISION: tl.constexpr):
-    """One program per (key block, b, kv head): loops over its GQA group's query heads and query blocks."""
+                       INPUT_PRECISION: tl.constexpr, PART: tl.constexpr):
+    """One program per (key block, b, kv head): loops over its GQA group's query heads and query blocks.
+    PART: DKDV_BOTH, or DK_ONLY / DV_ONLY (one accumulator per launch: the split pass, `_split`)."""
     start_n = tl.program_id(0) * BLOCK
     off_bhk = tl.program_id(1).to(tl.int64)
     off_z = off_bhk // (H // GROUPS)
@@ -311,11 +357,14 @@ def _pos_attn_bwd_dkdv(Q, K, V, DO, DK, DV, Pos, Thr, KPM, LSE, Delta, stride_ph
             p, dz = _tile_dz(q, k, v, do, lse, delta, Posh, Thr, KPM, offs_m, offs_n, start_m, start_n, OFF, R,
                              slope, scale, stride_pr, offs_d, HEAD_DIM_REAL, N_CTX_Q, N_CTX_K, POS_KIND, CAUSAL,
                              HAS_KPM, BIDIRECTIONAL, NBX, MAX_EXACT, BLOCK, UPCAST, INPUT_PRECISION)
-            dv = tl.dot(tl.trans(p).to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
-            dk = tl.dot(tl.trans(dz).to(q.dtype), q, dk, input_precision=INPUT_PRECISION)
-    dk = dk * scale
-    _store_rows(DK + kv_base, dk, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL)
-    _store_rows(DV + kv_base, dv, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL)
+            if PART != DK_ONLY:
+                dv = tl.dot(tl.trans(p).to(do.dtype), do, dv, input_precision=INPUT_PRECISION)
+            if PART != DV_ONLY:  # (a DV_ONLY pass never uses dz: dP and its V loads are dead code)
+                dk = tl.dot(tl.trans(dz).to(q.dtype), q, dk, input_precision=INPUT_PRECISION)
+    if PART != DV_ONLY:
+        _store_rows(DK + kv_base, dk * scale, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL)
+    if PART != DK_ONLY:
+        _store_rows(DV + kv_base, dv, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL)
 
 
 @triton.jit
@@ -324,17 +373,18 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph
                      POS_KIND: tl.constexpr, CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr,
                      BIDIRECTIONAL: tl.constexpr, NBX: tl.constexpr, MAX_EXACT: tl.constexpr,
                      NB_PAD: tl.constexpr, BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
-                     INPUT_PRECISION: tl.constexpr):
-    """One program per (query block, b, h), looping over key blocks. Also reduces the T5 / ALiBi parameter
-    gradient of its rows into DPos[b, h, query block, :]."""
-    pid_m = tl.program_id(0)
+                     INPUT_PRECISION: tl.constexpr, DQ_CHUNKS: tl.constexpr):
+    """One program per (query block, dQ column chunk, b, h), looping over key blocks. DQ_CHUNKS > 1 (relative
+    only, `_split`): each program recomputes the tile's dZ in full but accumulates HEAD_DIM / DQ_CHUNKS columns of
+    dQ. Also reduces the T5 / ALiBi parameter gradient of its rows into DPos[b, h, query block, :]."""
+    pid_m = tl.program_id(0) // DQ_CHUNKS
     start_m = pid_m * BLOCK
+    offs_c = (tl.program_id(0) % DQ_CHUNKS) * (HEAD_DIM // DQ_CHUNKS) + tl.arange(0, HEAD_DIM // DQ_CHUNKS)
     off_bh = tl.program_id(1).to(tl.int64)
     off_bhk = (off_bh // H) * (H // GROUPS) + (off_bh % H) // GROUPS
     OFF = N_CTX_K - N_CTX_Q
     offs_m = start_m + tl.arange(0, BLOCK)
     offs_d = tl.arange(0, HEAD_DIM)
-    d_ok = offs_d < HEAD_DIM_REAL
     q_base = off_bh * N_CTX_Q * HEAD_DIM_REAL
     q = _load_rows(Q + q_base, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)
     do = _load_rows(DO + q_base, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL, UPCAST)
@@ -344,7 +394,7 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph
     V += off_bhk * N_CTX_K * HEAD_DIM_REAL
     Pos, slope = _head(Pos, (off_bh % H) * stride_ph, POS_KIND)
     KPM += (off_bh // H) * N_CTX_K
-    dq = tl.zeros((BLOCK, HEAD_DIM), tl.float32)
+    dq = tl.zeros((BLOCK, HEAD_DIM // DQ_CHUNKS), tl.float32)  # columns offs_c
     dpos = tl.zeros((NB_PAD,), tl.float32)  # T5: per bucket; ALiBi: entry 0
     bucket_ids = tl.arange(0, NB_PAD)
     hi = N_CTX_K
@@ -361,20 +411,22 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph
         dmax = start_m + OFF - start_n + (BLOCK - 1)
         if POS_KIND == 0:
             # logits = scale·q·(k_j + e_idx): dq gets scale·dZ @ k and scale·Σ_j dZ_ij e_idx(i,j).
-            dq = tl.dot(dz.to(k.dtype), k, dq, input_precision=INPUT_PRECISION)
+            if DQ_CHUNKS == 1:
+                dq = tl.dot(dz.to(k.dtype), k, dq, input_precision=INPUT_PRECISION)
+            else:
+                k_c = _load_rows(K, offs_n, N_CTX_K, offs_c, HEAD_DIM_REAL, UPCAST)  # (BLOCK, D / DQ_CHUNKS)
+                dq = tl.dot(dz.to(k_c.dtype), k_c, dq, input_precision=INPUT_PRECISION)
             r_lo = _rel_index(dmin, R, CAUSAL)
             r_hi = _rel_index(dmax, R, CAUSAL)
             if r_lo == r_hi:
-                e = tl.load(Pos + r_lo * stride_pr + offs_d, mask=d_ok, other=0.0).to(tl.float32)
+                e = tl.load(Pos + r_lo * stride_pr + offs_c, mask=offs_c < HEAD_DIM_REAL, other=0.0).to(tl.float32)
                 dq += tl.sum(dz, 1)[:, None] * e[None, :]
             else:
-                t = tl.arange(0, 2 * BLOCK)
-                rows = _rel_index(dmin + t, R, CAUSAL)
-                band_e = tl.load(Pos + rows[:, None] * stride_pr + offs_d[None, :],
-                                 mask=d_ok[None, :], other=0.0)  # (2·BLOCK, D)
-                if UPCAST:
-                    band_e = band_e.to(tl.float32)
-                dq = tl.dot(_unskew(dz, BLOCK).to(band_e.dtype), band_e, dq, input_precision=INPUT_PRECISION)
+                for half in tl.static_range(2):
+                    band_e = _band_half(Pos, dmin, half, R, stride_pr, offs_c, HEAD_DIM_REAL, CAUSAL, BLOCK,
+                                        UPCAST)
+                    dq = tl.dot(_unskew_half(dz, half, BLOCK, _opaque_zero(dmin)).to(band_e.dtype), band_e, dq,
+                                input_precision=INPUT_PRECISION)
         else:
             # logits = scale·q·k + bias(δ): dq gets scale·dZ @ k; the bias parameter gets Σ dZ per bucket / slope.
             dq = tl.dot(dz.to(k.dtype), k, dq, input_precision=INPUT_PRECISION)
@@ -387,16 +439,17 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph
                 if uniform:
                     dpos += tl.where(bucket_ids == b_lo, tl.sum(dz), 0.0)
                 else:
-                    diag = tl.sum(_unskew(dz, BLOCK), 0)  # (2·BLOCK,): Σ dZ along each distance of the tile
-                    band_bucket = _t5_bucket(dmin + tl.arange(0, 2 * BLOCK), Thr, NBX, MAX_EXACT, BIDIRECTIONAL)
-                    onehot = band_bucket[:, None] == bucket_ids[None, :]  # (2·BLOCK, NB_PAD)
-                    dpos += tl.sum(tl.where(onehot, diag[:, None], 0.0), 0)
+                    for half in tl.static_range(2):  # band rows t = half·BLOCK + s, distance dmin + t
+                        diag = tl.sum(_unskew_half(dz, half, BLOCK, _opaque_zero(dmin)), 0)  # (BLOCK,): Σ dZ along each distance
+                        t = half * BLOCK + tl.arange(0, BLOCK)
+                        onehot = _t5_bucket(dmin + t, Thr, NBX, MAX_EXACT, BIDIRECTIONAL)[:, None] == bucket_ids[None, :]
+                        dpos += tl.sum(tl.where(onehot, diag[:, None], 0.0), 0)  # onehot: (BLOCK, NB_PAD)
             else:
                 dist = tl.abs(offs_m[:, None] + OFF - offs_n[None, :]).to(tl.float32)
                 dpos += tl.where(bucket_ids == 0, -tl.sum(dz * dist), 0.0)
     dq = dq * scale
-    _store_rows(DQ + q_base, dq, offs_m, N_CTX_Q, offs_d, HEAD_DIM_REAL)
-    if POS_KIND != 0:
+    _store_rows(DQ + q_base, dq, offs_m, N_CTX_Q, offs_c, HEAD_DIM_REAL)
+    if POS_KIND != 0:  # (DQ_CHUNKS = 1)
         tl.store(DPos + (off_bh * tl.num_programs(0) + pid_m) * NB_PAD + bucket_ids, dpos)
 
 
@@ -404,10 +457,13 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph
 def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand, stride_ph, stride_pr,
                        H, GROUPS, N_CTX_Q, N_CTX_K, R, scale, HEAD_DIM_REAL,
                        CAUSAL: tl.constexpr, HAS_KPM: tl.constexpr, BLOCK: tl.constexpr,
-                       HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr):
+                       HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                       BAND_SPLIT: tl.constexpr):
     """One program per (block diagonal u, b, h): walks the tiles (m, n) with m − n = u − (n_key_blocks − 1),
-    which all touch the same 2·BLOCK distances, and writes scale·Σ skew⁻¹(dZ)ᵀ @ q as DBand[b, h, u]."""
-    u = tl.program_id(0)
+    which all touch the same 2·BLOCK distances, and writes scale·Σ skew⁻¹(dZ)ᵀ @ q as DBand[b, h, u].
+    BAND_SPLIT = 2 (`_split`): two programs per diagonal, each recomputing dZ and owning one band half."""
+    u = tl.program_id(0) // BAND_SPLIT
+    half0 = tl.program_id(0) % BAND_SPLIT  # the first band half this program owns
     off_bh = tl.program_id(1).to(tl.int64)
     off_bhk = (off_bh // H) * (H // GROUPS) + (off_bh % H) // GROUPS
     OFF = N_CTX_K - N_CTX_Q
@@ -415,14 +471,15 @@ def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand, stride_ph, stri
     n_qblocks = tl.cdiv(N_CTX_Q, BLOCK)
     diag = u - (n_kblocks - 1)  # m − n in blocks
     offs_d = tl.arange(0, HEAD_DIM)
-    t = tl.arange(0, 2 * BLOCK)
+    t = tl.arange(0, BLOCK)
     Q += off_bh * N_CTX_Q * HEAD_DIM_REAL
     DO += off_bh * N_CTX_Q * HEAD_DIM_REAL
     K += off_bhk * N_CTX_K * HEAD_DIM_REAL
     V += off_bhk * N_CTX_K * HEAD_DIM_REAL
     Pos += (off_bh % H) * stride_ph
     KPM += (off_bh // H) * N_CTX_K
-    acc = tl.zeros((2 * BLOCK, HEAD_DIM), tl.float32)
+    acc_a = tl.zeros((BLOCK, HEAD_DIM), tl.float32)  # band rows half0·BLOCK + t
+    acc_b = tl.zeros((BLOCK, HEAD_DIM), tl.float32)  # band rows BLOCK + t (BAND_SPLIT = 1)
     first = tl.maximum(diag, 0)
     last = tl.minimum(n_qblocks, n_kblocks + diag)
     if CAUSAL:  # a diagonal entirely above the causal boundary has nothing visible
@@ -446,13 +503,20 @@ def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand, stride_ph, stri
         dmax = start_m + OFF - start_n + (BLOCK - 1)
         if _rel_index(dmin, R, CAUSAL) == _rel_index(dmax, R, CAUSAL):
             # one embedding for the whole tile: put Σ_r (Σ_c dZ_rc) q_r on band row 0 (whose index it is)
-            g = tl.sum(tl.sum(dz, 1)[:, None] * q.to(tl.float32), 0)  # (D,)
-            acc += tl.where(t[:, None] == 0, g[None, :], 0.0)
+            if half0 == 0:
+                g = tl.sum(tl.sum(dz, 1)[:, None] * q.to(tl.float32), 0)  # (D,)
+                acc_a += tl.where(t[:, None] == 0, g[None, :], 0.0)
         else:
-            acc = tl.dot(tl.trans(_unskew(dz, BLOCK)).to(q.dtype), q, acc, input_precision=INPUT_PRECISION)
-    acc = acc * scale
-    tl.store(DBand + ((off_bh * tl.num_programs(0) + u) * 2 * BLOCK + t[:, None]) * HEAD_DIM + offs_d[None, :],
-             acc)
+            acc_a = tl.dot(tl.trans(_unskew_half(dz, half0, BLOCK, _opaque_zero(dmin))).to(q.dtype), q, acc_a,
+                           input_precision=INPUT_PRECISION)
+            if BAND_SPLIT == 1:
+                acc_b = tl.dot(tl.trans(_unskew_half(dz, 1, BLOCK, _opaque_zero(dmin))).to(q.dtype), q, acc_b,
+                               input_precision=INPUT_PRECISION)
+    U = tl.num_programs(0) // BAND_SPLIT
+    DBand += ((off_bh * U + u) * 2 * BLOCK + t[:, None]) * HEAD_DIM + offs_d[None, :]
+    tl.store(DBand + half0 * BLOCK * HEAD_DIM, acc_a * scale)
+    if BAND_SPLIT == 1:
+        tl.store(DBand + BLOCK * HEAD_DIM, acc_b * scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,17 +643,21 @@ def _backward(meta, do, q, k, v, pos, kpm, o, lse):
     dv = torch.empty_like(v)
     shared = (*extra, *meta.sizes())
     consts = meta.consts()
-    _pos_attn_bwd_dkdv[(triton.cdiv(meta.Lk, BLOCK), meta.B * meta.Hkv)](
-        q, k, v, do, dk, dv, pos_x, thr, kpm_x, lse, delta, *shared, **consts)
+    parts, dq_chunks, band_split = _split(meta.kind, meta.head_dim)
+    for part in parts:
+        _pos_attn_bwd_dkdv[(triton.cdiv(meta.Lk, BLOCK), meta.B * meta.Hkv)](
+            q, k, v, do, dk, dv, pos_x, thr, kpm_x, lse, delta, *shared, PART=part, **consts)
     n_qblocks = triton.cdiv(meta.Lq, BLOCK)
     dpos_partial = torch.empty((meta.B, meta.H, n_qblocks, meta.nb_pad), device=q.device, dtype=torch.float32)
-    _pos_attn_bwd_dq[(n_qblocks, meta.B * meta.H)](
-        q, k, v, do, dq, pos_x, thr, kpm_x, lse, delta, dpos_partial, *shared, NB_PAD=meta.nb_pad, **consts)
+    _pos_attn_bwd_dq[(n_qblocks * dq_chunks, meta.B * meta.H)](
+        q, k, v, do, dq, pos_x, thr, kpm_x, lse, delta, dpos_partial, *shared, NB_PAD=meta.nb_pad,
+        DQ_CHUNKS=dq_chunks, **consts)
     if meta.kind == POS_RELATIVE:
         U = n_qblocks + triton.cdiv(meta.Lk, BLOCK) - 1
         dband = torch.empty((meta.B, meta.H, U, 2 * BLOCK, meta.head_dim), device=q.device, dtype=torch.float32)
         consts.pop("POS_KIND"), consts.pop("BIDIRECTIONAL"), consts.pop("NBX"), consts.pop("MAX_EXACT")
-        _rel_attn_bwd_drel[(U, meta.B * meta.H)](q, k, v, do, pos_x, kpm_x, lse, delta, dband, *shared, **consts)
+        _rel_attn_bwd_drel[(U * band_split, meta.B * meta.H)](q, k, v, do, pos_x, kpm_x, lse, delta, dband, *shared,
+                                                              BAND_SPLIT=band_split, **consts)
         dpos = _fold_bands(dband, meta.shared, meta.R, meta.D, meta.Lq, meta.Lk, meta.causal)
     elif meta.kind == POS_T5:
         dpos = dpos_partial.sum(dim=(0, 2))[:, :meta.num_buckets]  # (H, num_buckets)

@@ -6,6 +6,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import attnkit
+from attnkit.kernels import relative as relative_kernels
 from attnkit.kernels.reference import (alibi_attention_reference, alibi_slopes, relative_attention_reference,
                                        relative_attention_skewed, t5_attention_reference, t5_bucket)
 from attnkit.kernels.torch_path import position_attention_chunked, relative_attention_chunked
@@ -150,6 +151,15 @@ def test_relative_kernel_fp16(causal):
     check_against_reference(
         lambda *t: attnkit.relative_attention(*t, causal=causal, key_padding_mask=kpm, backend="triton"),
         lambda *t: relative_attention_reference(*t, causal=causal, key_padding_mask=kpm), tensors, FP16_TOL)
+
+
+@pytest.mark.parametrize("causal,B,H,Hkv,Lq,Lk,R,Hr,padding", [REL_CASES[1], REL_CASES[3]])
+def test_relative_kernel_split_backward_passes(monkeypatch, causal, B, H, Hkv, Lq, Lk, R, Hr, padding):
+    # The split passes (dK and dV apart, dQ in column chunks, drel per band half) run from SPLIT_HEAD_DIM up
+    # (D = 128 on a GPU); lowered here to the tests' padded head dim so the interpreter runs them.
+    monkeypatch.setattr(relative_kernels, "SPLIT_HEAD_DIM", 16)
+    assert relative_kernels._split(relative_kernels.POS_RELATIVE, 16) != ((relative_kernels.DKDV_BOTH,), 1, 1)
+    test_relative_kernel_fp32(causal, B, H, Hkv, Lq, Lk, R, Hr, padding)
 
 
 def test_relative_kernel_empty_rows_are_zero_and_backward_is_deterministic():
