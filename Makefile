@@ -11,7 +11,7 @@ COMPAT_STAMP  := $(COMPAT)/.installed
 # Triton's interpreter must be chosen before triton is first imported: kernels run on CPU in tests.
 export TRITON_INTERPRET := 1
 
-.PHONY: install lint test test-compat demo bench clean
+.PHONY: install system-deps lint test test-compat demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,16 @@ $(COMPAT_STAMP): $(STAMP)
 	$(COMPAT)/bin/python -c "import triton; assert triton.__version__ == '$(COMPAT_TRITON)', triton.__version__"
 	touch $(COMPAT_STAMP)
 
-install: $(STAMP)
+# Debian packages the zoo uses at run time: flite, the ASR default's second synthesiser. Installed when missing
+# and this user can (root with apt-get); otherwise one line says what to install (`--opt synths=espeak` works
+# without it).
+DEBIAN_DEPS := flite
+system-deps:
+	@for pkg in $(DEBIAN_DEPS); do command -v $$pkg >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get install -y -q $$pkg >/dev/null 2>&1; } || { command -v $$pkg >/dev/null \
+	  || echo "note: the Debian package $$pkg is missing (apt-get install $$pkg): attnkit train --model asr needs it"; }; done
+
+install: $(STAMP) system-deps
 
 # ruff, and import-linter's layer contracts (pyproject.toml) on the installed layout; tests/test_layering.py.
 LINT = $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layering.py
@@ -41,7 +50,7 @@ lint: $(STAMP)
 	$(LINT)
 
 # Lint first; then both runs always happen; the target fails if any failed.
-test: $(STAMP) $(COMPAT_STAMP)
+test: $(STAMP) $(COMPAT_STAMP) system-deps
 	@status=0; \
 	$(LINT) || status=1; \
 	$(BIN)/python -m pytest -n 2 tests --ignore=tests/test_layering.py || status=1; \

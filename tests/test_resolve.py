@@ -42,7 +42,7 @@ def test_flavor_options_and_string_values_are_typed():
 
 @pytest.mark.parametrize("cfg,message", [
     (TrainConfig(model="npt", options={"fold": "2"}),
-     "unknown option 'fold' for model npt; valid options: target, folds, probe, target_shift, column_types"),
+     "unknown option 'fold' for model npt; valid options: target, folds, probe, target_shift, noise, column_types"),
     (TrainConfig(model="npt", options={"folds": "many"}), "--opt folds must be an integer, got 'many' (valid options:"),
     (TrainConfig(model="vit", options={"position": "x"}),
      "unknown option 'position' for model vit; valid options: none (this model has no options)"),
