@@ -45,8 +45,8 @@ def cartpole_controller(obs: np.ndarray) -> int:
 
 
 def cartpole_quitter(obs: np.ndarray) -> int:
-    """Push the pole over: the controller's opposite action. From any state the controller keeps, the pole
-    falls 8 to 10 steps later (8.8 ± 0.5 over 200 episodes), so quitting at step g ends the episode near g + 9."""
+    """Push the pole over: the controller's opposite action. From a state the controller keeps, the pole falls
+    about 9 steps later, so an episode that quits at step g ends near step g + 9."""
     return 1 - cartpole_controller(obs)
 
 

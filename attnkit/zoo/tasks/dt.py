@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.rl import describe_recipe, get_env_spec, load_or_generate, make_env
-from attnkit.zoo.data.trajectory_windows import Windows, top_episodes
+from attnkit.zoo.data.trajectory_windows import END_STEPS, Windows, top_episodes
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
 from attnkit.zoo.eval.rl import evaluate_policies, plot_return_histogram, plot_return_tracking, return_rows
@@ -48,7 +48,7 @@ class DTOptions:
     quit: bool | None = field(default=None, metadata={
         "help": "episodes quit (push the pole over) from a random step (default: on for CartPole)"})
     end_share: float = field(default=0.5, metadata={
-        "help": "share of each batch's contexts that end in an episode's last 16 steps (0: uniform, the paper)"})
+        "help": f"share of each batch's contexts that end in an episode's last {END_STEPS} steps (0: uniform, the paper)"})
     return_embedding: str = field(default="symlog", metadata={
         "help": "what the return token embeds: symlog (sign·log(1+|R|)) or linear (R / 500, the paper)"})
     context: int | None = field(default=None, metadata={"help": "K, steps the model sees (default: the flavor's)"})
@@ -78,8 +78,8 @@ class DTTask(Task):
             options=dict(episodes=40, eval_episodes=2),
         ),
         # The paper's network (3 layers, 1 head, width 128, dropout 0.1, weight decay 1e-4) on K = 5 steps (the
-        # paper: 20; CartPole tracks its target as well on 5 and rolls out 4× faster: docs/zoo/dt.md); batch 32
-        # and 600 steps (the paper: 64 and 100k) fit a few CPU minutes, and CartPole needs no more.
+        # paper: 20; CartPole's state is Markov, and a forward pass reads 15 tokens instead of 60); batch 32 and
+        # 600 steps (the paper: 64 and 100k) fit a few CPU minutes, and CartPole needs no more (docs/zoo/dt.md).
         "paper": Flavor(
             model=dict(context=5, n_layer=3, n_head=1, d_model=128, dropout=0.1),
             train=dict(max_steps=600, batch_size=32, lr=6e-4, min_lr=6e-5, warmup_steps=60,
