@@ -150,3 +150,11 @@ def test_bert_finetune_ablation(tmp_path, capsys):
     assert "task=word_order, labels=8, test=8, steps=1, pooling=surprise | 2 |" in table[3]
     lines = load("bert_finetune_ablation").main(["--baselines", "--arm", "rw:labels=8,test=8,corrupt=4"])
     assert [(r["arm"], r["corrupt"]) for r in lines] == [("rw", 4)] and 0 <= lines[0]["bigrams"] <= 1
+
+
+def test_dt_ablation():
+    out = load("dt_ablation").main(["--episodes", "20", "--steps", "3", "--context", "3", "--layers", "1",
+                                    "--d-model", "16", "--eval-episodes", "2", "--targets", "20,60",
+                                    "--return-embedding", "symlog", "--end-share", "0.5"])
+    assert [r["target"] for r in out["rows"]] == [20, 60] and all(r["mean"] >= 1 for r in out["rows"])
+    assert out["worst_gap"] == max(abs(r["mean"] - r["target"]) for r in out["rows"]) / 500

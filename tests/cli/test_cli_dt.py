@@ -33,14 +33,13 @@ def test_debug_run_generates_data_trains_three_policies_and_reports_the_paper_ke
     assert summary["dataset_mean_return"] == pytest.approx(np.mean(stats["returns"]))
     targets = [r["target"] for r in summary["return_by_target"]]
     assert targets == [50, 100, 150, 200, 250, 300, 350, 400, 450, 500]
-    # Pinned (seed 1337, 2 seeded episodes each; the same on 1 and 2 threads): after 20 steps the DT does not
-    # yet read its target, so every target gets the same two episodes (11 and 17 steps) and the rank
-    # correlation is undefined (None). tests/models/test_dt.py checks the rollouts and the correlation on
+    # Pinned (seed 1337, 2 seeded episodes each): after 20 steps the DT does not yet read its target, so every
+    # target gets the same two episodes (11 steps each) and the rank correlation is undefined (None). tests/models/test_dt.py checks the rollouts and the correlation on
     # scripted policies.
     assert summary["eval_episodes"] == 2
-    assert [(r["mean"], r["std"]) for r in summary["return_by_target"]] == [(14.0, 3.0)] * 10
-    assert (summary["bc_return"], summary["bc_return_std"]) == (39.5, 22.5)
-    assert (summary["pct_bc_return"], summary["pct_bc_return_std"]) == (47.5, 8.5)
+    assert [(r["mean"], r["std"], r["se"]) for r in summary["return_by_target"]] == [(11.0, 0.0, 0.0)] * 10
+    assert (summary["bc_return"], summary["bc_return_std"]) == (11.0, 0.0)
+    assert (summary["pct_bc_return"], summary["pct_bc_return_std"]) == (28.0, 11.0)
     assert summary["return_rank_correlation"] is None and "rank correlation" not in out
     for name in ("offline dataset", "BC (all episodes)", "%BC (best 10%)"):
         assert name in out
@@ -110,3 +109,14 @@ def test_unknown_environment_is_a_one_line_error(tmp_path, capsys):
     assert err == ("error: unknown environment 'Pong-v5' for the Decision Transformer; choose from CartPole-v1, "
                    "Acrobot-v1 (each needs a data-generating controller)")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["env=Acrobot-v1", "quit=true"], "Acrobot-v1 has no quitter to play from a quit step; use --opt quit=false"),
+    (["end_share=1.5"], "--opt end_share must be in [0, 1], got 1.5"),
+    (["return_embedding=log"], "--opt return_embedding must be one of linear, symlog, got 'log'"),
+])
+def test_bad_data_and_model_options_are_one_line_errors(opts, message, tmp_path, capsys):
+    argv = ["train", "--model", "dt", "--flavor", "debug", "--out", tmp_path / "run"]
+    err = one_line_error(capsys, *argv, *[x for o in opts for x in ("--opt", o)])
+    assert err == f"error: {message}" and not (tmp_path / "run").exists()

@@ -108,11 +108,30 @@ def test_generated_cartpole_data_spans_poor_to_expert_and_is_reproducible():
     again = generate("CartPole-v1", 30, seed=3)
     assert np.array_equal(data.actions, again.actions) and np.array_equal(data.observations, again.observations)
     returns = data.returns()
-    assert returns.max() == 500 and returns.min() < 50  # ε ~ U(0, 1): experts and near-random play
     assert np.array_equal(data.lengths(), returns.astype(int))  # +1 per step
     rtg, t = data.returns_to_go(), data.timesteps()
     first = data.starts[:-1]
     assert np.array_equal(rtg[first], returns) and (t[first] == 0).all() and (rtg[data.starts[1:] - 1] == 1).all()
+    # ε alone (the old recipe): experts and near-random play, and the returns say nothing about a quit step.
+    eps_only = generate("CartPole-v1", 30, seed=3, max_epsilon=1.0, quit=False)
+    assert eps_only.returns().max() == 500 and eps_only.returns().min() < 50 and (eps_only.quit_steps == 500).all()
+
+
+def test_cartpole_episodes_end_soon_after_they_quit_so_returns_cover_the_range():
+    """The default CartPole recipe: an episode that quits at step g falls at about g + 9, so the returns are
+    spread over [0, 500] (not bimodal as with ε alone) and the return-to-go at the quit step is small."""
+    data = generate("CartPole-v1", 60, seed=0)
+    returns, quit = data.returns(), data.quit_steps
+    assert (data.epsilons <= get_env_spec("CartPole-v1").max_epsilon).all()
+    quitters = quit < 480
+    assert quitters.sum() >= 40 and (returns == 500).sum() >= 5
+    assert ((returns - quit)[quitters] >= 5).all() and ((returns - quit)[quitters] <= 16).all()
+    assert np.histogram(returns, bins=5, range=(0, 500))[0].min() >= 6  # every fifth of the range is covered
+    # Without quitting the same seed draws the same ε, and its first episode is the same up to its quit step
+    # (the random actions share one stream, so the later episodes differ).
+    kept = generate("CartPole-v1", 60, seed=0, quit=False)
+    assert np.array_equal(kept.epsilons, data.epsilons) and quit[0] < data.lengths()[0] < kept.lengths()[0]
+    assert np.array_equal(data.actions[:quit[0]], kept.actions[:quit[0]])
 
 
 def test_windows_are_left_padded_at_episode_starts():
@@ -182,6 +201,8 @@ def test_rollouts_return_what_the_policies_score_and_the_rank_correlation_follow
     assert [(t["target"], t["mean"], t["std"]) for t in r["return_by_target"]] == [
         (50, bad.mean(), bad.std()), (100, bad.mean(), bad.std()), (300, good.mean(), good.std()),
         (400, good.mean(), good.std())]
+    assert [t["se"] for t in r["return_by_target"]] == pytest.approx([bad.std(ddof=1) / math.sqrt(2)] * 2
+                                                                     + [good.std(ddof=1) / math.sqrt(2)] * 2)
     assert (r["bc_return"], r["bc_return_std"]) == (bad.mean(), bad.std())
     assert (r["pct_bc_return"], r["pct_bc_return_std"]) == (good.mean(), good.std())
     # Spearman of ranks (1, 2, 3, 4) and (1.5, 1.5, 3.5, 3.5): 4 / (√5 · 2)
@@ -209,3 +230,39 @@ def test_rollout_progress_counts_each_policys_time_steps_and_changes_nothing():
                "%BC rollouts (2 episodes)": good.max()}  # CartPole pays 1 per step: a return is a length
     for what, steps in calls.items():
         assert steps == [(t, T) for t in range(1, int(longest[what]) + 1)] + [(T, T)], what
+
+
+def test_a_tiny_dt_trained_on_quitting_episodes_quits_when_its_return_to_go_runs_out():
+    """What return-tracking needs on CartPole: at the step an episode quit (return-to-go ≈ 9), the DT plays the
+    quitter's push; asked for the most the episode could still get from the same states, it keeps balancing."""
+    data = generate("CartPole-v1", 60, seed=0)
+    torch.manual_seed(0)
+    k = 3
+    model = DecisionTransformer(DTConfig(context=k, max_timestep=500, n_layer=1, n_head=1, d_model=32, dropout=0.0,
+                                         return_embedding="symlog", state_mean=data.observations.mean(0).tolist(),
+                                         state_std=data.observations.std(0).tolist()))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    windows, g = Windows(data), torch.Generator().manual_seed(0)
+    for _ in range(600):
+        b = windows.batch(64, k, g, end_share=0.5)
+        loss = model.action_loss(model(b["states"], b["actions"], b["returns_to_go"], b["timesteps"], b["mask"]),
+                                 b["actions"], b["mask"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    # The k steps up to each quit step (episodes that quit after step k), as a batch of contexts.
+    quitting = [e for e in range(len(data)) if k <= data.quit_steps[e] < data.lengths()[e]]
+    idx = torch.tensor([data.starts[e] + data.quit_steps[e] for e in quitting])[:, None] - k + 1 + torch.arange(k)
+    states, actions = torch.from_numpy(data.observations)[idx], torch.from_numpy(data.actions)[idx]
+    rtg, t = torch.from_numpy(data.returns_to_go())[idx], torch.from_numpy(data.timesteps())[idx]
+    quit_action = torch.tensor([1 - cartpole_controller(s) for s in states[:, -1].numpy()])  # (n,)
+
+    def p_quit(returns_to_go):
+        with torch.no_grad():
+            probs = model(states, actions, returns_to_go, t)[:, -1].softmax(-1)  # (n, 2)
+        return probs.gather(1, quit_action[:, None]).mean().item()
+
+    assert len(quitting) >= 30 and (rtg[:, -1] <= 16).all()
+    # 500 - t: the return-to-go of an episode that never quits (measured: 0.83 against 0.55)
+    assert p_quit(rtg) > 0.75 and p_quit(rtg) - p_quit(500 - t) > 0.2

@@ -137,6 +137,15 @@ def test_values_are_read_by_path_and_derived():
     assert value(runs, "gpt_speedup") is None  # never reached
 
 
+def test_dt_claims_read_the_top_target_and_the_worst_target_up_to_the_best():
+    rows = [{"target": 50, "mean": 60, "se": 1}, {"target": 500, "mean": 480, "se": 6},
+            {"target": 600, "mean": 480, "se": 0}, {"target": 300, "mean": 270, "se": 2}]
+    runs = {"main": {"return_by_target": rows, "dataset_max_return": 500.0}}
+    assert value(runs, "dt_top_return") == 480 and value(runs, "dt_top_fraction") == pytest.approx(0.96)
+    assert value(runs, "dt_top_se_fraction") == 0  # the top target asked for, even above the best
+    assert value(runs, "dt_worst_tracking_gap") == pytest.approx(30 / 500)  # 600 is above the best: not counted
+
+
 def test_mean_and_std_over_seeds():
     claim = Claim("t", "g", "main:a", baseline="main:b")
     runs = {s: {"main": {"a": a, "b": 0.5}} for s, a in enumerate([0.6, 0.8, 1.0])}

@@ -87,7 +87,8 @@ def evaluate_policies(model, env_name: str, targets: list[float], episodes: int,
                  steps(f"DT rollouts ({len(targets)} targets × {episodes} episodes)"))
     bc = rollout(model.bc, env_name, [None], episodes, seed, steps(f"BC rollouts ({episodes} episodes)"))[0]
     pct = rollout(model.pct_bc, env_name, [None], episodes, seed, steps(f"%BC rollouts ({episodes} episodes)"))[0]
-    by_target = [{"target": float(t), "mean": float(r.mean()), "std": float(r.std())} for t, r in zip(targets, dt)]
+    by_target = [{"target": float(t), "mean": float(r.mean()), "std": float(r.std()), "se": standard_error(r)}
+                 for t, r in zip(targets, dt)]
     below = [r for r in by_target if r["target"] < dataset["max_return"]]
     rho = rank_correlation([r["target"] for r in below], [r["mean"] for r in below])
     return {"env": env_name, "return_by_target": by_target,
@@ -98,9 +99,15 @@ def evaluate_policies(model, env_name: str, targets: list[float], episodes: int,
             "eval_episodes": episodes}
 
 
+def standard_error(returns: np.ndarray) -> float:
+    """The standard error of the mean return: the sample std (n − 1) over √n; 0 for a single episode."""
+    return float(returns.std(ddof=1) / math.sqrt(len(returns))) if len(returns) > 1 else 0.0
+
+
 def return_rows(r: dict[str, Any]) -> list[list[str]]:
     """Rows (policy, target, achieved) of the achieved-return table, from evaluate_policies' result."""
-    return [*(["DT", f"{row['target']:g}", f"{row['mean']:.1f} ± {row['std']:.1f}"] for row in r["return_by_target"]),
+    return [*(["DT", f"{row['target']:g}", f"{row['mean']:.1f} ± {row['std']:.1f} (se {row['se']:.1f})"]
+              for row in r["return_by_target"]),
             ["BC (all episodes)", "-", f"{r['bc_return']:.1f} ± {r['bc_return_std']:.1f}"],
             ["%BC (best 10%)", "-", f"{r['pct_bc_return']:.1f} ± {r['pct_bc_return_std']:.1f}"],
             ["dataset", "-", f"mean {r['dataset_mean_return']:.1f}, max {r['dataset_max_return']:g}"]]
@@ -151,8 +158,8 @@ def plot_return_tracking(path: Path, env_name: str, return_by_target: list[dict]
     return _save(fig, path)
 
 
-def plot_return_histogram(path: Path, env_name: str, returns: np.ndarray) -> str:
-    """Histogram of the dataset's episode returns, with its mean and max marked."""
+def plot_return_histogram(path: Path, env_name: str, returns: np.ndarray, recipe: str) -> str:
+    """Histogram of the dataset's episode returns, with its mean and max marked; recipe: how they were played."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,6 +171,6 @@ def plot_return_histogram(path: Path, env_name: str, returns: np.ndarray) -> str
     ax.axvline(returns.max(), color="black", ls="--", label=f"max {returns.max():g}")
     ax.set_xlabel("episode return")
     ax.set_ylabel("episodes")
-    ax.set_title(f"{env_name}: {len(returns)} generated episodes (ε ~ U(0, 1) random actions)")
+    ax.set_title(f"{env_name}: {len(returns)} generated episodes\n({recipe})", fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -35,6 +35,9 @@ def interleave(*streams: torch.Tensor) -> torch.Tensor:
     return torch.stack(streams, dim=2).reshape(B, len(streams) * K, d)  # (B, n·K, d)
 
 
+RETURN_EMBEDDINGS = ("linear", "symlog")
+
+
 @dataclass
 class DTConfig:
     state_dim: int = 4
@@ -47,13 +50,16 @@ class DTConfig:
     d_model: int = 128
     dropout: float = 0.1
     returns: bool = True                # False: behaviour cloning on (s, a) tokens
-    return_scale: float = 1.0           # returns-to-go are divided by this before embedding
+    return_scale: float = 1.0           # "linear": returns-to-go are divided by this before embedding
+    return_embedding: str = "linear"    # "linear" (the paper): R̂ / return_scale; "symlog": sign(R̂)·log(1 + |R̂|)
     state_mean: list[float] | None = None  # states are standardised with the dataset's statistics
     state_std: list[float] | None = None
 
     def __post_init__(self):
         if self.d_model % self.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if self.return_embedding not in RETURN_EMBEDDINGS:
+            raise ValueError(f"return_embedding must be one of {RETURN_EMBEDDINGS}, got {self.return_embedding!r}")
         for name in ("state_mean", "state_std"):
             v = getattr(self, name)
             if v is not None and len(v) != self.state_dim:
@@ -80,6 +86,13 @@ class DecisionTransformer(nn.Module):
         self.predict_action = nn.Linear(d, cfg.act_dim)
         self.apply(init_weights)
 
+    def return_feature(self, returns_to_go: torch.Tensor) -> torch.Tensor:
+        """What the return token embeds: R̂ / return_scale, or symlog(R̂), which resolves the last few steps of
+        reward to come as finely as a linear scale resolves the whole range."""
+        if self.cfg.return_embedding == "symlog":
+            return torch.sign(returns_to_go) * torch.log1p(returns_to_go.abs())
+        return returns_to_go / self.cfg.return_scale
+
     @property
     def tokens_per_step(self) -> int:
         return 3 if self.cfg.returns else 2
@@ -101,7 +114,7 @@ class DecisionTransformer(nn.Module):
         a = self.embed_action(actions if self.cfg.discrete else actions.to(s.dtype)) + time  # (B, K, d)
         streams = [s, a]
         if self.cfg.returns:
-            r = self.embed_return(returns_to_go[..., None].to(s.dtype) / self.cfg.return_scale) + time
+            r = self.embed_return(self.return_feature(returns_to_go)[..., None].to(s.dtype)) + time
             streams = [r, s, a]  # (B, K, d) each
         x = self.drop(self.embed_ln(interleave(*streams)))  # (B, n·K, d)
         key_mask = None if mask is None else mask.repeat_interleave(len(streams), dim=1)  # (B, n·K)

@@ -1,6 +1,7 @@
 """`--model dt`: the Decision Transformer on offline trajectories generated here, beside BC and %BC.
 
-Data: `attnkit.zoo.data.rl` plays seeded episodes of a hand-written controller with ε ~ U(0, 1) random actions
+Data: `attnkit.zoo.data.rl` plays seeded episodes of a hand-written controller with ε random actions, which on
+CartPole quit (push the pole over) from a random step so that returns cover [9, 500] evenly
 (CartPole-v1 by default, or Acrobot-v1: `--opt env=Acrobot-v1`), cached in the run directory and described
 by a table (shown before the first step) and `dataset_returns.png`. One training loop fits three policies on
 the same batches (`attnkit.zoo.models.dt.PolicySet`): the return-conditioned DT, behaviour cloning (BC) on all
@@ -22,12 +23,12 @@ import torch
 import torch.nn as nn
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.data.rl import get_env_spec, load_or_generate, make_env
-from attnkit.zoo.data.trajectory_windows import Windows, top_episodes
+from attnkit.zoo.data.rl import describe_recipe, get_env_spec, load_or_generate, make_env
+from attnkit.zoo.data.trajectory_windows import END_STEPS, Windows, top_episodes
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
 from attnkit.zoo.eval.rl import evaluate_policies, plot_return_histogram, plot_return_tracking, return_rows
-from attnkit.zoo.models.dt import DTConfig, PolicySet
+from attnkit.zoo.models.dt import RETURN_EMBEDDINGS, DTConfig, PolicySet
 from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Flavor, Task
 from attnkit.zoo.tasks.sample_options import DTSampleOptions
@@ -42,7 +43,16 @@ class DTOptions:
     env: str = field(default="CartPole-v1", metadata={"help": "gymnasium environment: CartPole-v1 or Acrobot-v1"})
     episodes: int = field(default=1000, metadata={"help": "episodes in the generated dataset"})
     data_seed: int = field(default=0, metadata={"help": "seed of the dataset's episodes and their ε"})
-    eval_episodes: int = field(default=10, metadata={"help": "seeded rollouts per target return and baseline"})
+    max_epsilon: float | None = field(default=None, metadata={
+        "help": "each episode's share of random actions is drawn from U(0, max_epsilon) (default: the env's)"})
+    quit: bool | None = field(default=None, metadata={
+        "help": "episodes quit (push the pole over) from a random step (default: on for CartPole)"})
+    end_share: float = field(default=0.5, metadata={
+        "help": f"share of each batch's contexts that end in an episode's last {END_STEPS} steps (0: uniform, the paper)"})
+    return_embedding: str = field(default="symlog", metadata={
+        "help": "what the return token embeds: symlog (sign·log(1+|R|)) or linear (R / 500, the paper)"})
+    context: int | None = field(default=None, metadata={"help": "K, steps the model sees (default: the flavor's)"})
+    eval_episodes: int = field(default=30, metadata={"help": "seeded rollouts per target return and baseline"})
 
 
 def parse_targets(text: str) -> list[float]:
@@ -67,10 +77,11 @@ class DTTask(Task):
                        eval_batches=1, weight_decay=1e-4),
             options=dict(episodes=40, eval_episodes=2),
         ),
-        # The paper's network (K 20, 3 layers, 1 head, width 128, dropout 0.1, weight decay 1e-4); batch 32 and
-        # 600 steps (the paper: 64 and 100k) fit a few CPU minutes, and CartPole needs no more.
+        # The paper's network (3 layers, 1 head, width 128, dropout 0.1, weight decay 1e-4) on K = 5 steps (the
+        # paper: 20; CartPole's state is Markov, and a forward pass reads 15 tokens instead of 60); batch 32 and
+        # 600 steps (the paper: 64 and 100k) fit a few CPU minutes, and CartPole needs no more (docs/zoo/dt.md).
         "paper": Flavor(
-            model=dict(context=20, n_layer=3, n_head=1, d_model=128, dropout=0.1),
+            model=dict(context=5, n_layer=3, n_head=1, d_model=128, dropout=0.1),
             train=dict(max_steps=600, batch_size=32, lr=6e-4, min_lr=6e-5, warmup_steps=60,
                        eval_interval=150, eval_batches=4, weight_decay=1e-4),
         ),
@@ -79,13 +90,25 @@ class DTTask(Task):
     def __init__(self, cfg: TrainConfig, opts=None):
         super().__init__(cfg, opts)
         self.spec = get_env_spec(self.opts.env)  # an unknown env fails here, before any work
+        if self.opts.quit and self.spec.quitter is None:
+            raise UserError(f"{self.spec.name} has no quitter to play from a quit step; use --opt quit=false")
+        for name in ("max_epsilon", "end_share"):
+            if (value := getattr(self.opts, name)) is not None and not 0 <= value <= 1:
+                raise UserError(f"--opt {name} must be in [0, 1], got {value}")
+        if self.opts.return_embedding not in RETURN_EMBEDDINGS:
+            raise UserError(f"--opt return_embedding must be one of {', '.join(RETURN_EMBEDDINGS)}, "
+                            f"got {self.opts.return_embedding!r}")
+        if self.opts.context is not None and self.opts.context < 1:
+            raise UserError(f"--opt context must be at least 1, got {self.opts.context}")
 
     # ---- configuration -------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
         env = make_env(self.spec.name)
         return dict(super().model_config(), state_dim=env.observation_space.shape[0],
                     act_dim=int(env.action_space.n), max_timestep=self.spec.max_episode_steps,
-                    return_scale=self.spec.return_scale, state_mean=self.state_mean, state_std=self.state_std)
+                    return_scale=self.spec.return_scale, return_embedding=self.opts.return_embedding,
+                    state_mean=self.state_mean, state_std=self.state_std,
+                    **({} if self.opts.context is None else {"context": self.opts.context}))
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
@@ -101,7 +124,8 @@ class DTTask(Task):
             raise UserError(f"--opt eval_episodes must be at least 1, got {opts.eval_episodes}")
         # run_dir is a staging directory: a resumed run's own cached episodes are in cfg.out.
         data = load_or_generate(run_dir, opts.env, opts.episodes, opts.data_seed, self.progress,
-                                cached_in=Path(self.cfg.out) if self.cfg.out else None)
+                                cached_in=Path(self.cfg.out) if self.cfg.out else None,
+                                max_epsilon=opts.max_epsilon, quit=opts.quit)
         returns = data.returns()
         is_val = np.arange(len(data)) % VAL_EVERY == VAL_EVERY - 1
         train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
@@ -114,9 +138,10 @@ class DTTask(Task):
                       "max_return": float(returns.max()), "mean_return": float(returns.mean()),
                       "min_return": float(returns.min()), "std_return": float(returns.std()),
                       "top_threshold": float(returns[top_train].min()),
+                      "recipe": describe_recipe(opts.env, opts.max_epsilon, opts.quit),
                       "returns": returns.tolist()}
         atomic_write(Path(run_dir) / STATS_FILE, json.dumps(self.stats, indent=2, default=str) + "\n")
-        plot_return_histogram(Path(run_dir) / "dataset_returns.png", opts.env, returns)
+        plot_return_histogram(Path(run_dir) / "dataset_returns.png", opts.env, returns, self.stats["recipe"])
         return self._dataset_report(Path(self.cfg.out or run_dir))  # where the files are once published
 
     def _dataset_report(self, run_dir: Path) -> Report:
@@ -126,14 +151,14 @@ class DTTask(Task):
                      ["episodes", "steps", "return mean ± std", "min", "max", "best 10% from"],
                      [[s["episodes"], s["steps"], f"{s['mean_return']:.1f} ± {s['std_return']:.1f}",
                        f"{s['min_return']:g}", f"{s['max_return']:g}", f"{s['top_threshold']:g}"]],
-                     note=f"{self.spec.about}; each episode plays the controller with ε ~ U(0, 1) random actions\n"
+                     note=f"{self.spec.about}; each episode plays the controller with {s['recipe']}\n"
                           f"cached in {run_dir / 'trajectories.npz'}; histogram {run_dir / 'dataset_returns.png'}")
         return report
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        K = self.flavor.model["context"]
-        batch = self.windows[split].batch(batch_size, K, generator)
-        top = self.windows[f"top_{split}"].batch(batch_size, K, generator)
+        K, share = self.opts.context or self.flavor.model["context"], self.opts.end_share
+        batch = self.windows[split].batch(batch_size, K, generator, share)
+        top = self.windows[f"top_{split}"].batch(batch_size, K, generator, share)
         return {**batch, **{f"top_{k}": v for k, v in top.items()}}
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
