@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.nn.layers import KVCache, MultiHeadAttention
+from attnkit.nn.layers import KVCache, MultiHeadAttention, new_kv_cache
 from attnkit.nn.blocks import ACTIVATIONS, NORMS, Block, make_norm, old_names_hook
 from attnkit.nn.init import init_weights
 from attnkit.ops import attention
@@ -169,9 +169,10 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding and self.wpe is not None else n
 
-    def make_caches(self) -> list[KVCache]:
-        """One empty KV cache per layer, for `forward(..., caches=...)` and `attnkit.generation.generate`."""
-        return [KVCache() for _ in self.blocks]
+    def make_caches(self, max_len: int | None = None) -> list[KVCache]:
+        """One empty KV cache per layer, for `forward(..., caches=...)` and `attnkit.generation.generate`:
+        a StaticKVCache(max_len) when max_len is given (the longest context decoding will reach), else a KVCache."""
+        return [new_kv_cache(max_len) for _ in self.blocks]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 caches: list[KVCache] | None = None, label_smoothing: float = 0.0, window: int | None = None):
@@ -220,9 +221,12 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
-                 use_cache: bool = True, on_token=None) -> torch.Tensor:
-        """Continue idx (B, T) by max_new_tokens sampled tokens; returns (B, T + max_new_tokens)."""
+                 use_cache: bool = True, static_cache: bool = True, compile: bool = False,
+                 on_token=None) -> torch.Tensor:
+        """Continue idx (B, T) by max_new_tokens sampled tokens; returns (B, T + max_new_tokens).
+        static_cache, compile: see `attnkit.generation.generate`."""
         from attnkit.generation.generate import generate
 
         return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                        generator=generator, use_cache=use_cache, on_token=on_token)
+                        generator=generator, use_cache=use_cache, static_cache=static_cache, compile=compile,
+                        on_token=on_token)
