@@ -5,10 +5,11 @@ cache with the one-token step compiled (torch.compile), at several prompt length
 Each arm decodes the same prompt with the same model; all arms must give the same tokens (checked). Decode
 tokens/s is timed from the first new token to the last (prefill excluded, as it is the same work in every arm);
 end-to-end seconds include the prefill. Arms alternate for `--rounds` rounds after one untimed warm-up each
-(the compiled arm compiles there; its compile time is reported). The model is the GPT demo preset with rotary
-positions and random weights, its block size just above the context, so the window never restarts.
+(the compiled arm compiles there; its compile time is reported). The model is the GPT demo preset (what
+`attnkit train --model gpt` trains: learned positions by default) with random weights, its block size just above
+the context, so the window never restarts.
 
-    OMP_NUM_THREADS=1 python benchmarks/sample_speed.py [--contexts 256,2048,8192] [--tokens 64] [--rounds 2]
+    OMP_NUM_THREADS=1 python benchmarks/sample_speed.py [--contexts 256,2048,8192] [--tokens 128] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def run_arm(model: GPT, prompt: torch.Tensor, tokens: int, arm: dict) -> tuple[t
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--contexts", default="256,2048,8192", help="prompt lengths, comma-separated")
-    p.add_argument("--tokens", type=int, default=64, help="new tokens per run (at least 2)")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--tokens", type=int, default=128, help="new tokens per run (at least 2)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--position", default="learned", choices=("learned", "rotary"))
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS))
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     p.add_argument("--vocab-size", type=int, default=67)
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for context in (int(c) for c in a.contexts.split(",")):
         torch.manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=a.vocab_size, block_size=context + a.tokens, position="rotary",
+        model = GPT(GPTConfig(vocab_size=a.vocab_size, block_size=context + a.tokens, position=a.position,
                               **PRESETS[a.preset])).eval()
         prompt = torch.randint(0, a.vocab_size, (1, context), generator=torch.Generator().manual_seed(1))
         rec = {arm: {"tokens_per_s": [], "seconds": []} for arm in arms}
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
         same = all(torch.equal(outs[arm], outs[arms[0]]) for arm in arms)
         results[context] = {"arms": rec, "same_tokens": same}
         base = statistics.median(rec[arms[0]]["tokens_per_s"])
-        print(f"context {context}, {a.tokens} new tokens, {a.preset} GPT, {torch.get_num_threads()} thread(s); "
+        print(f"context {context}, {a.tokens} new tokens, {a.preset} GPT ({a.position} positions), "
+              f"{torch.get_num_threads()} thread(s); "
               f"same tokens in every arm: {'yes' if same else 'NO'}")
         for arm in arms:
             tps = rec[arm]["tokens_per_s"]

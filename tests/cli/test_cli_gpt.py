@@ -96,12 +96,24 @@ def test_train_with_sentencepiece_and_toml_config(tmp_path, capsys):
     assert code == 0 and out.startswith("My dear ünï")
 
 
+def test_packed_training_on_python_functions(tmp_path, capsys):
+    code, _, err = run(["train", "--flavor", "debug", "--opt", "pack=true", "--max-steps", "2", "--eval-interval", "2",
+                        "--block-size", "64", "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["options"]["pack"] is True
+    code, out, _ = run(["train", "--model", "gpt", "--list-options"], capsys)
+    assert code == 0 and "pack" in out
+
+
 @pytest.mark.parametrize("argv,message", [
     (["train", "--data", "{tmp}/missing.txt"], "data not found"),
     (["train", "--data", "{tmp}/empty.txt"], "data is empty"),
     (["train", "--max-steps", "-5"], "--max-steps must be positive"),
     (["train", "--flavor", "debug", "--block-size", "200000"], "block size 200000 is larger than the data"),
     (["train", "--model", "nope"], "unknown model 'nope'"),
+    (["train", "--flavor", "debug", "--opt", "pack=maybe"], "pack"),
+    (["train", "--flavor", "debug", "--opt", "pack=true", "--data", "austen"], "pack=true packs documents"),
     (["train", "--flavor", "huge"], "unknown flavor 'huge'"),
     (["train", "--flavor", "debug", "--resume"], "nothing to resume"),
     (["sample", "--run", "{tmp}/no-such-run"], "run directory not found"),
