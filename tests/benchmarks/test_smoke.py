@@ -56,6 +56,12 @@ def test_sample_speed():
     assert all(len(a["tokens_per_s"]) == 1 and a["tokens_per_s"][0] > 0 for r in out.values() for a in r["arms"].values())
 
 
+def test_pack_speed():
+    out = load("pack_speed").main(["--tokens", "300", "--rows", "4", "--block-size", "64", "--flavor", "debug"])
+    assert 0 < out["fill"] <= 1 and out["packed"]["rows"] <= out["padded"]["rows"]
+    assert all(out[a]["real_tokens"] >= 300 and out[a]["val_loss"] > 0 for a in ("packed", "padded"))
+
+
 def test_image_timing():
     rows = load("image_timing").main(["--batch", "1", "--repeats", "1"])
     from attnkit.zoo.models.image import ATTENTION_PATTERNS

@@ -49,9 +49,18 @@ def test_sample_opt_is_the_flag_of_that_name(trained, capsys):
     assert code == 0 and by_opt == by_flag and by_opt.startswith("Lady Susan")
     code, _, err = run(args + ["--opt", "beam=2"], capsys)
     assert code == 1 and err == "error: --beam does not apply to a gpt run; its model-specific sample settings: " \
-                                "--prompt, --top-p\n"
+                                "--prompt, --top-p, --opt compile=VALUE\n"
     code, _, err = run(args + ["--opt", "top_p=most"], capsys)
-    assert code == 1 and err == "error: --opt top_p must be a number, got 'most' (valid sample options: prompt, top_p)\n"
+    assert code == 1 and err == ("error: --opt top_p must be a number, got 'most' (valid sample options: prompt, "
+                                 "top_p, compile)\n")
+
+
+@pytest.mark.slow
+def test_sample_with_a_compiled_decode_step_gives_the_same_text(trained, capsys):
+    args = ["sample", "--run", trained, "--max-new-tokens", "12", "--temperature", "0", "--prompt", "Lady"]
+    _, eager, _ = run(args, capsys)
+    code, compiled, err = run(args + ["--opt", "compile=true"], capsys)
+    assert code == 0 and compiled == eager, err
 
 
 def test_sample_list_options_lists_the_runs_model(trained, capsys):

@@ -233,7 +233,7 @@ class GPTTask(Task):
 
             x = torch.tensor([prompt_ids], dtype=torch.long, device=model_device(model))  # (1, T)
             model.generate(x, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                           top_p=o.top_p, generator=generator, on_token=on_token)
+                           top_p=o.top_p, generator=generator, compile=o.compile, on_token=on_token)
             text = tok.decode(ids)
             if cfg.stream:
                 echo(text[len(shown):] + "\n")
