@@ -53,7 +53,8 @@ def test_sample_speed():
     out = load("sample_speed").main(["--contexts", "8,12", "--tokens", "3", "--rounds", "1", "--preset", "debug",
                                      "--arms", "cat,static", "--vocab-size", "11"])
     assert list(out) == [8, 12] and all(r["same_tokens"] for r in out.values())
-    assert all(len(a["tokens_per_s"]) == 1 and a["tokens_per_s"][0] > 0 for r in out.values() for a in r["arms"].values())
+    arms = [a for r in out.values() for a in r["arms"].values()]
+    assert len(arms) == 4 and all(len(a["tokens_per_s"]) == 1 and a["tokens_per_s"][0] > 0 for a in arms)
 
 
 def test_pack_speed():
