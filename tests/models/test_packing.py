@@ -78,3 +78,16 @@ def test_python_functions_corpus_is_deterministic_and_bounded():
     assert all(FUNCTION_CHARS[0] <= len(d) <= FUNCTION_CHARS[1] for d in a)
     assert all(d.startswith(("def ", "async def ")) for d in a)
     assert load_documents("austen") is None
+
+
+def test_best_fit_cuts_only_a_gap_no_pooled_document_fits():
+    """Long and short documents: rows are filled with whole documents; a cut one fills only a gap shorter than the
+    short documents (cutting each row's last document would cut most of the long ones)."""
+    g = torch.Generator().manual_seed(3)
+    docs = [torch.randint(0, 30, (41 if i % 2 else 5,), generator=g) for i in range(20)]  # 40 or 4 predictions
+    batch = pack_rows(docs, 8, 50, torch.Generator().manual_seed(4))
+    for r in range(8):
+        segs = _segments(batch, r)
+        lengths = [b - a for a, b in segs]
+        assert all(n in (4, 40) for n in lengths[:-1])  # whole documents
+        assert lengths[-1] in (4, 40) or lengths[-1] < 4
