@@ -91,3 +91,23 @@ def test_best_fit_cuts_only_a_gap_no_pooled_document_fits():
         lengths = [b - a for a, b in segs]
         assert all(n in (4, 40) for n in lengths[:-1])  # whole documents
         assert lengths[-1] in (4, 40) or lengths[-1] < 4
+
+
+def test_a_packed_rows_gradient_is_the_sum_of_its_documents_gradients():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=32))
+    batch = pack_rows(_docs(), 2, 32, torch.Generator().manual_seed(5))
+
+    def summed_loss(logits, y):
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, 30), y.reshape(-1), reduction="sum")
+
+    logits, _ = model(batch["x"], batch["y"], document_ids=batch["document_ids"], positions=batch["positions"])
+    summed_loss(logits, batch["y"]).backward()
+    packed = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    for r in range(2):
+        for a, b in _segments(batch, r):
+            alone, _ = model(batch["x"][r:r + 1, a:b], batch["y"][r:r + 1, a:b])
+            summed_loss(alone, batch["y"][r:r + 1, a:b]).backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(packed[n], p.grad, atol=1e-4, rtol=1e-4)
