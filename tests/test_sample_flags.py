@@ -58,7 +58,8 @@ def test_opt_values_are_typed_and_checked_as_trains_are():
     assert resolve_sample_options({"audio": "a.wav"}, get_task("asr"))["audio"] == ["a.wav"]
     with pytest.raises(UserError) as e:
         resolve_sample_options({"temperature": "0.5"}, GPTTask)
-    assert str(e.value) == "unknown sample option 'temperature' for model gpt; valid sample options: prompt, top_p"
+    assert str(e.value) == ("unknown sample option 'temperature' for model gpt; valid sample options: prompt, top_p, "
+                            "compile")
     with pytest.raises(UserError) as e:
         resolve_sample_options({"beam": "wide"}, EncDecTask)
     assert str(e.value) == "--opt beam must be an integer, got 'wide' (valid sample options: prompt, beam, alpha)"

@@ -57,9 +57,9 @@ def greedy_decode(model, src: torch.Tensor, max_len: int, alpha: float = 0.0) ->
         logprob.add_(torch.where(tok[:, 0] == cfg.pad_id, 0.0, logp.gather(1, tok)[:, 0]))
 
     bos = torch.full((B, 1), cfg.bos_id, dtype=torch.long, device=src.device)
-    out = decode_n_tokens(seq2seq_step(model, memory, src_mask), bos, max_len, new_caches=model.new_caches,
-                          processors=seq2seq_processors(cfg, max_len), choose=greedy,
-                          stop=stop_at(cfg.eos_id), pad_id=cfg.pad_id, on_token=score)[:, 1:]
+    out = decode_n_tokens(seq2seq_step(model, memory, src_mask), bos, max_len,
+                          new_caches=lambda: model.new_caches(max_len), processors=seq2seq_processors(cfg, max_len),
+                          choose=greedy, stop=stop_at(cfg.eos_id), pad_id=cfg.pad_id, on_token=score)[:, 1:]
     hyps = []
     for b in range(B):
         row = out[b].tolist()
@@ -85,7 +85,7 @@ def beam_search(model, src: torch.Tensor, beam: int, max_len: int, alpha: float 
     alive_logp = torch.full((B, K), float("-inf"), device=dev)
     alive_logp[:, 0] = 0.0  # all K rows start identical; expanding one of them avoids K duplicate hypotheses
     ids = torch.full((B * K, 1), cfg.bos_id, dtype=torch.long, device=dev)
-    caches, logits = prefill(step, ids, 0, model.new_caches)
+    caches, logits = prefill(step, ids, 0, lambda: model.new_caches(max_len))  # BOS + at most max_len − 1 tokens
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     done = [False] * B
     rank = torch.arange(2 * K, device=dev)

@@ -149,6 +149,17 @@ class SlidingWindow:
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------------
+def compile_decode_step(step: Step) -> Step:
+    """The step with its one-token cached calls (the decode steps) through torch.compile; prefills and uncached
+    calls stay eager. With a StaticKVCache the graph is reused from token to token (one dynamic cache length)."""
+    compiled = torch.compile(step, dynamic=True)
+
+    def decode_step(tokens: torch.Tensor, caches, offset: int) -> torch.Tensor:
+        one = tokens.shape[1] == 1 and caches is not None
+        return (compiled if one else step)(tokens, caches, offset)
+    return decode_step
+
+
 def prefill(step: Step, seq: torch.Tensor, start: int, new_caches: Callable | None):
     """Fresh caches (or None) and the logits after seq[:, start:]."""
     caches = new_caches() if new_caches is not None else None

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.nn.layers import KVCache, MultiHeadAttention
+from attnkit.nn.layers import KVCache, MultiHeadAttention, new_kv_cache
 
 ACTIVATIONS = ("gelu", "relu", "relu2", "swiglu")
 NORMS = ("layer", "rms")
@@ -165,9 +165,12 @@ class Stack(nn.ModuleList):
     def __init__(self, n_layer: int, d_model: int, n_head: int, **block_kwargs):
         super().__init__(Block(d_model, n_head, **block_kwargs) for _ in range(n_layer))
 
-    def make_caches(self) -> list[KVCache] | list[LayerCache]:
-        """One empty cache per block: KVCaches for self-attention stacks, LayerCaches with cross-attention."""
-        return [LayerCache(KVCache(), KVCache()) if block.cross else KVCache() for block in self]
+    def make_caches(self, max_len: int | None = None) -> list[KVCache] | list[LayerCache]:
+        """One empty cache per block: self-attention caches for self-attention stacks, LayerCaches with
+        cross-attention. With max_len (the longest context decoding will reach) self-attention writes into a
+        StaticKVCache(max_len), else a KVCache grown by concatenation; the cross-attention context is a KVCache."""
+        return [LayerCache(new_kv_cache(max_len), KVCache()) if block.cross else new_kv_cache(max_len)
+                for block in self]
 
     def forward(self, x: torch.Tensor, *, caches: list | None = None, **kwargs) -> torch.Tensor:
         """x: (B, L, d) → (B, L, d); kwargs go to every Block (masks, context); caches: one per block."""

@@ -84,6 +84,11 @@ class StaticKVCache:
             self._v.copy_(self._v.index_select(0, index))
 
 
+def new_kv_cache(max_len: int | None = None) -> KVCache | StaticKVCache:
+    """A self-attention cache: StaticKVCache(max_len) when the longest context is known (decoding), else KVCache."""
+    return KVCache() if max_len is None else StaticKVCache(max_len)
+
+
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with n_head query heads sharing n_kv_head key/value heads.
 

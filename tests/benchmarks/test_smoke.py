@@ -49,6 +49,20 @@ def test_static_cache_speed():
     assert all(x > 0 for xs in out.values() for x in xs)
 
 
+def test_sample_speed():
+    out = load("sample_speed").main(["--contexts", "8,12", "--tokens", "3", "--rounds", "1", "--preset", "debug",
+                                     "--arms", "cat,static", "--vocab-size", "11"])
+    assert list(out) == [8, 12] and all(r["same_tokens"] for r in out.values())
+    arms = [a for r in out.values() for a in r["arms"].values()]
+    assert len(arms) == 4 and all(len(a["tokens_per_s"]) == 1 and a["tokens_per_s"][0] > 0 for a in arms)
+
+
+def test_pack_speed():
+    out = load("pack_speed").main(["--tokens", "300", "--rows", "4", "--block-size", "64", "--flavor", "debug"])
+    assert 0 < out["fill"] <= 1 and out["packed"]["rows"] <= out["padded"]["rows"]
+    assert all(out[a]["real_tokens"] >= 300 and out[a]["val_loss"] > 0 for a in ("packed", "padded"))
+
+
 def test_image_timing():
     rows = load("image_timing").main(["--batch", "1", "--repeats", "1"])
     from attnkit.zoo.models.image import ATTENTION_PATTERNS

@@ -49,9 +49,18 @@ def test_sample_opt_is_the_flag_of_that_name(trained, capsys):
     assert code == 0 and by_opt == by_flag and by_opt.startswith("Lady Susan")
     code, _, err = run(args + ["--opt", "beam=2"], capsys)
     assert code == 1 and err == "error: --beam does not apply to a gpt run; its model-specific sample settings: " \
-                                "--prompt, --top-p\n"
+                                "--prompt, --top-p, --opt compile=VALUE\n"
     code, _, err = run(args + ["--opt", "top_p=most"], capsys)
-    assert code == 1 and err == "error: --opt top_p must be a number, got 'most' (valid sample options: prompt, top_p)\n"
+    assert code == 1 and err == ("error: --opt top_p must be a number, got 'most' (valid sample options: prompt, "
+                                 "top_p, compile)\n")
+
+
+@pytest.mark.slow
+def test_sample_with_a_compiled_decode_step_gives_the_same_text(trained, capsys):
+    args = ["sample", "--run", trained, "--max-new-tokens", "12", "--temperature", "0", "--prompt", "Lady"]
+    _, eager, _ = run(args, capsys)
+    code, compiled, err = run(args + ["--opt", "compile=true"], capsys)
+    assert code == 0 and compiled == eager, err
 
 
 def test_sample_list_options_lists_the_runs_model(trained, capsys):
@@ -96,12 +105,24 @@ def test_train_with_sentencepiece_and_toml_config(tmp_path, capsys):
     assert code == 0 and out.startswith("My dear ünï")
 
 
+def test_packed_training_on_python_functions(tmp_path, capsys):
+    code, _, err = run(["train", "--flavor", "debug", "--opt", "pack=true", "--max-steps", "2", "--eval-interval", "2",
+                        "--block-size", "64", "--out", tmp_path / "run"], capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["train"]["options"]["pack"] is True
+    code, out, _ = run(["train", "--model", "gpt", "--list-options"], capsys)
+    assert code == 0 and "pack" in out
+
+
 @pytest.mark.parametrize("argv,message", [
     (["train", "--data", "{tmp}/missing.txt"], "data not found"),
     (["train", "--data", "{tmp}/empty.txt"], "data is empty"),
     (["train", "--max-steps", "-5"], "--max-steps must be positive"),
     (["train", "--flavor", "debug", "--block-size", "200000"], "block size 200000 is larger than the data"),
     (["train", "--model", "nope"], "unknown model 'nope'"),
+    (["train", "--flavor", "debug", "--opt", "pack=maybe"], "pack"),
+    (["train", "--flavor", "debug", "--opt", "pack=true", "--data", "austen"], "pack=true packs documents"),
     (["train", "--flavor", "huge"], "unknown flavor 'huge'"),
     (["train", "--flavor", "debug", "--resume"], "nothing to resume"),
     (["sample", "--run", "{tmp}/no-such-run"], "run directory not found"),

@@ -6,9 +6,15 @@ Named corpora ship inside packages that attnkit already depends on, found at run
                         languageExcerpts with the Gutenberg header/footer cut), so GPT needs no extra.
     "python"            the Python standard library's own source (a few MB of code), found via sysconfig.
 Any other value is a path: a text file, or a folder whose text files are concatenated in sorted order.
+
+Document corpora are lists of separate texts (for packed training, `attnkit.zoo.tasks.gpt`):
+    "python-functions"  every function and method of the standard library's top-level modules whose source
+                        (unindented, decorators left out) has 32 to 512 characters: ~4.7 k documents, ~0.9 M chars,
+                        in file order then source order (deterministic for one Python version).
 """
 from __future__ import annotations
 
+import ast
 import sysconfig
 from pathlib import Path
 
@@ -16,6 +22,8 @@ from attnkit.errors import UserError
 
 DEFAULT_CORPUS = "austen"
 CORPORA = ("austen", "python")
+DOCUMENT_CORPORA = ("python-functions",)
+FUNCTION_CHARS = (32, 512)  # the python-functions corpus: functions of this many characters, inclusive
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".text", ".csv", ".tsv", ".json", ".html", ".tex", ""}
 PYTHON_CORPUS_CHARS = 4_000_000  # enough stdlib source for a small model; reading all of it takes seconds
 
@@ -27,21 +35,60 @@ def _austen() -> str:
     return AUSTEN.read_text(encoding="utf-8")
 
 
-def _python_stdlib() -> str:
+def _stdlib_sources():
+    """(path, source) of the standard library's top-level modules, in sorted order (no tests, no vendored packages)."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    parts, total = [], 0
-    for path in sorted(root.glob("*.py")):  # top-level modules only: no tests, no vendored packages
+    for path in sorted(root.glob("*.py")):
         try:
-            text = path.read_text(encoding="utf-8")
+            yield path, path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
+
+
+def _python_stdlib() -> str:
+    parts, total = [], 0
+    for _, text in _stdlib_sources():
         parts.append(text)
         total += len(text)
         if total >= PYTHON_CORPUS_CHARS:
             break
     if not parts:
-        raise UserError(f"no Python source found under {root}; pass --data PATH")
+        raise UserError(f"no Python source found under {sysconfig.get_paths()['stdlib']}; pass --data PATH")
     return "\n".join(parts)
+
+
+def _functions(tree: ast.AST):
+    """Module-level functions and methods (not functions nested in functions), in source order."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+        elif isinstance(node, ast.ClassDef):
+            yield from _functions(node)
+
+
+def _python_functions() -> list[str]:
+    lo, hi = FUNCTION_CHARS
+    docs = []
+    for _, text in _stdlib_sources():
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        lines = text.splitlines()
+        for node in _functions(tree):
+            col = node.col_offset  # a method's indentation; string lines indented less keep theirs
+            doc = "\n".join(line[col:] if not line[:col].strip() else line
+                            for line in lines[node.lineno - 1:node.end_lineno])
+            if lo <= len(doc) <= hi:
+                docs.append(doc)
+    if not docs:
+        raise UserError(f"no Python functions found under {sysconfig.get_paths()['stdlib']}; pass --data PATH")
+    return docs
+
+
+def load_documents(data: str | None) -> list[str] | None:
+    """The documents of a document corpus (`DOCUMENT_CORPORA`), or None when `data` names a running text."""
+    return _python_functions() if data == "python-functions" else None
 
 
 def _read_file(path: Path) -> str:
@@ -57,10 +104,12 @@ def load_text(data: str | None) -> str:
         return _austen()
     if data == "python":
         return _python_stdlib()
+    if data in DOCUMENT_CORPORA:
+        return "\n".join(load_documents(data))
     path = Path(data).expanduser()
     if not path.exists():
         raise UserError(f"data not found: {data} (a text file, a folder of text files, or one of "
-                        f"{', '.join(CORPORA)})")
+                        f"{', '.join(CORPORA + DOCUMENT_CORPORA)})")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))

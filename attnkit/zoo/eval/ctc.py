@@ -161,7 +161,7 @@ def joint_beam_search(model, mel: torch.Tensor, beam: int, max_len: int,
     memory, mask = memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)      # (B·K, T', d)
     step, processors = seq2seq_step(model, memory, mask), seq2seq_processors(cfg, max_len)
     ids = torch.full((B * K, 1), cfg.bos_id, dtype=torch.long, device=dev)
-    caches, logits = prefill(step, ids, 0, model.new_caches)
+    caches, logits = prefill(step, ids, 0, lambda: model.new_caches(max_len))  # BOS + at most max_len − 1 tokens
     alive = torch.zeros(B * K, 0, dtype=torch.long, device=dev)
     att = torch.zeros(B, K, device=dev)                                                # cumulative log P_att
     score = torch.full((B, K), float("-inf"), device=dev)

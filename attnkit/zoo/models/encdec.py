@@ -63,8 +63,9 @@ class EncoderDecoder(nn.Module):
 
     decoder: Stack
 
-    def new_caches(self) -> list[LayerCache]:
-        return self.decoder.make_caches()
+    def new_caches(self, max_len: int | None = None) -> list[LayerCache]:
+        """The decoder's caches; max_len: the most target tokens decoding feeds it (see `Stack.make_caches`)."""
+        return self.decoder.make_caches(max_len)
 
     def forward(self, inputs: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: inputs (source ids (B, Ls) or frames), tgt_in (B, Lt) → next-token logits (B, Lt, V)."""

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.nn.layers import KVCache, MultiHeadAttention
+from attnkit.nn.layers import KVCache, MultiHeadAttention, new_kv_cache
 from attnkit.nn.blocks import ACTIVATIONS, NORMS, Block, make_norm, old_names_hook
 from attnkit.nn.init import init_weights
 from attnkit.ops import attention
@@ -54,9 +54,10 @@ class CausalSelfAttention(MultiHeadAttention):
         self.value_lambdas = nn.Parameter(torch.tensor([0.5, 0.5])) if value_embed else None
 
     def forward(self, x: torch.Tensor, *, cache: KVCache | None = None, window: int | None = None,
-                value_embed: torch.Tensor | None = None, key_padding_mask=None, attn_mask=None,
-                need_weights: bool = False) -> torch.Tensor:
-        """x: (B, L, C) → (B, L, C). value_embed: (B, L, C) for a layer built with value_embed=True."""
+                value_embed: torch.Tensor | None = None, document_ids: torch.Tensor | None = None,
+                key_padding_mask=None, attn_mask=None, need_weights: bool = False) -> torch.Tensor:
+        """x: (B, L, C) → (B, L, C). value_embed: (B, L, C) for a layer built with value_embed=True.
+        document_ids: (B, L) int, packed documents: a query sees only keys of its own document."""
         if key_padding_mask is not None or attn_mask is not None or need_weights:
             raise ValueError("GPT's attention takes no masks and returns no weights")
         B, L, C = x.shape
@@ -73,7 +74,8 @@ class CausalSelfAttention(MultiHeadAttention):
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, Lk, hd)
         w = self.window if window is None else window
-        y = attention(q, k, v, causal=True, window=(w - 1, -1) if w > 0 else (-1, -1))  # (B, H, L, hd)
+        y = attention(q, k, v, causal=True, window=(w - 1, -1) if w > 0 else (-1, -1),
+                      document_ids=document_ids)  # (B, H, L, hd)
         y = y.transpose(1, 2).reshape(B, L, C)  # (B, L, C)
         return self.resid_dropout(self.out_proj(y))
 
@@ -169,14 +171,19 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding and self.wpe is not None else n
 
-    def make_caches(self) -> list[KVCache]:
-        """One empty KV cache per layer, for `forward(..., caches=...)` and `attnkit.generation.generate`."""
-        return [KVCache() for _ in self.blocks]
+    def make_caches(self, max_len: int | None = None) -> list[KVCache]:
+        """One empty KV cache per layer, for `forward(..., caches=...)` and `attnkit.generation.generate`:
+        a StaticKVCache(max_len) when max_len is given (the longest context decoding will reach), else a KVCache."""
+        return [new_kv_cache(max_len) for _ in self.blocks]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                caches: list[KVCache] | None = None, label_smoothing: float = 0.0, window: int | None = None):
+                caches: list[KVCache] | None = None, label_smoothing: float = 0.0, window: int | None = None,
+                document_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None):
         """idx: (B, T) token ids. With caches, idx holds only new tokens, placed after the cached ones.
         window: attend over at most that many keys this call (window warmup); None = config.window.
+        Packed documents (training): document_ids (B, T) int, attention stays inside each document; positions
+        (B, T), each token's position in its document, for learned positions (rotary needs none: within one
+        document its scores depend only on the distance, the same with or without restarting).
 
         Returns (logits, loss): logits (B, T, V) and the mean cross-entropy against targets (B, T),
         or, without targets, logits (B, 1, V) for the last position only (as nanoGPT) and loss None.
@@ -188,8 +195,8 @@ class GPT(nn.Module):
             raise ValueError(f"sequence length {start + T} exceeds block_size {c.block_size}")
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
-            pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-            x = x + self.wpe(pos)  # (B, T, C)
+            pos = torch.arange(start, start + T, device=idx.device) if positions is None else positions
+            x = x + self.wpe(pos)  # (T,) or (B, T) positions → (B, T, C)
         if self.ln_emb is not None:
             x = self.ln_emb(x)  # (B, T, C)
         x = self.drop(x)
@@ -199,7 +206,7 @@ class GPT(nn.Module):
             if self.skip_weights is not None and i >= c.n_layer - len(self.skip_weights):
                 x = x + self.skip_weights[c.n_layer - 1 - i] * skips.pop()  # (B, T, C)
             table = self._value_table(i)
-            x = block(x, cache=None if caches is None else caches[i], window=window,
+            x = block(x, cache=None if caches is None else caches[i], window=window, document_ids=document_ids,
                       value_embed=None if table is None else ve[table])  # (B, T, C)
             if self.skip_weights is not None and i < len(self.skip_weights):
                 skips.append(x)
@@ -220,9 +227,12 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
-                 use_cache: bool = True, on_token=None) -> torch.Tensor:
-        """Continue idx (B, T) by max_new_tokens sampled tokens; returns (B, T + max_new_tokens)."""
+                 use_cache: bool = True, static_cache: bool = True, compile: bool = False,
+                 on_token=None) -> torch.Tensor:
+        """Continue idx (B, T) by max_new_tokens sampled tokens; returns (B, T + max_new_tokens).
+        static_cache, compile: see `attnkit.generation.generate`."""
         from attnkit.generation.generate import generate
 
         return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                        generator=generator, use_cache=use_cache, on_token=on_token)
+                        generator=generator, use_cache=use_cache, static_cache=static_cache, compile=compile,
+                        on_token=on_token)

@@ -150,7 +150,8 @@ class ImageTransformer(nn.Module):
         processors, choose = sampling(temperature, top_k, None, generator)
         counter = iter(range(self.cfg.length))
         start = torch.full((N, 1), self.start, dtype=torch.long, device=labels.device)
-        seq = decode_n_tokens(step, start, self.cfg.length, new_caches=self.blocks.make_caches,
+        seq = decode_n_tokens(step, start, self.cfg.length,
+                              new_caches=lambda: self.blocks.make_caches(self.cfg.length),
                               processors=processors, choose=choose,
                               on_token=None if on_pixel is None else lambda tok, logits: on_pixel(next(counter)))
         return self.to_image(seq[:, 1:])  # (N, S, S)

@@ -82,8 +82,8 @@ class MusicTransformer(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def make_caches(self) -> list[KVCache]:
-        return self.blocks.make_caches()
+    def make_caches(self, max_len: int | None = None) -> list[KVCache]:
+        return self.blocks.make_caches(max_len)
 
     def embed(self, idx: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """(B, L) tokens at positions offset.. -> (B, L, d_model) block input."""

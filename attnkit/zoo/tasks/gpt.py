@@ -1,4 +1,10 @@
-"""GPT language modelling on text: the embedded corpus or --data, a char or sentencepiece tokenizer."""
+"""GPT language modelling on text: the embedded corpus or --data, a char or sentencepiece tokenizer.
+
+A running text is cut into random windows of block_size tokens. A corpus of documents (`--data python-functions`,
+attnkit.zoo.data.text) trains on whole documents, one per row and padded, or with `--opt pack=true` packed end to
+end into full rows with document ids (attnkit.zoo.data.documents): no padding, attention never crosses a
+document, positions restart in each.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.data.text import load_text
+from attnkit.zoo.data.documents import IGNORE, pack_rows, pad_rows
+from attnkit.zoo.data.text import DOCUMENT_CORPORA, load_documents, load_text
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.data.tokenizer import CharTokenizer, SentencePieceTokenizer, load_tokenizer
@@ -47,6 +54,8 @@ class GPTOptions:
     window_warmup: bool = _opt(False, "grow the window from a quarter of it to all of it during training")
     optimizer: str = _opt("adamw", "adamw, or muon (torch.optim.Muon on hidden matrices, AdamW on the rest)")
     muon_lr: float = _opt(0.05, "Muon's peak learning rate (it follows --schedule)")
+    pack: bool = _opt(False, "pack whole documents into full rows with document ids (no padding); needs a "
+                             "document corpus, by default --data python-functions")
 
 
 # GPTOptions that are model switches (GPTConfig fields), as opposed to training ones.
@@ -89,6 +98,7 @@ class GPTTask(Task):
         super().__init__(cfg, opts)
         self.tokenizer: CharTokenizer | SentencePieceTokenizer | None = None
         self.data: dict[str, torch.Tensor] = {}
+        self.docs: dict[str, list[torch.Tensor]] = {}  # a document corpus: token ids per document, per split
         self.window: int | None = None  # set by on_step under window warmup
 
     # ---- configuration -------------------------------------------------------------------
@@ -138,9 +148,21 @@ class GPTTask(Task):
             GPTConfig(**{k: getattr(self.opts, k) for k in MODEL_SWITCHES})
         except ValueError as e:
             raise UserError(f"--opt: {e}") from None
-        text = load_text(self.cfg.data)
+        data = "python-functions" if self.opts.pack and self.cfg.data is None else self.cfg.data
+        docs = load_documents(data)
+        if self.opts.pack and docs is None:
+            raise UserError(f"--opt pack=true packs documents; --data {data} is a running text (use one of "
+                            f"{', '.join(DOCUMENT_CORPORA)})")
+        text = load_text(data)
         self.tokenizer = self._make_tokenizer(text)
         self.tokenizer.save(Path(run_dir) / f"tokenizer{self.tokenizer.suffix}")
+        if docs is not None:
+            ids = [torch.tensor(self.tokenizer.encode(d), dtype=torch.long) for d in docs]
+            ids = [d for d in ids if len(d) >= 2]  # a document predicts len − 1 tokens
+            every = round(1 / VAL_FRACTION)  # every 10th document is held out
+            self.docs = {"train": [d for i, d in enumerate(ids) if i % every != every - 1],
+                         "val": [d for i, d in enumerate(ids) if i % every == every - 1]}
+            return
         ids = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
         n_val = int(len(ids) * VAL_FRACTION)
         self.data = {"train": ids[: len(ids) - n_val], "val": ids[len(ids) - n_val:]}
@@ -151,6 +173,11 @@ class GPTTask(Task):
                                 f"{len(d)} tokens (use a smaller --block-size or more --data)")
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        if self.docs:
+            docs, T = self.docs[split], self.cfg.block_size
+            if self.opts.pack:
+                return pack_rows(docs, batch_size, T, generator)
+            return pad_rows(docs, torch.randint(len(docs), (batch_size,), generator=generator), T)
         data, T = self.data[split], self.cfg.block_size
         ix = torch.randint(len(data) - T, (batch_size,), generator=generator)  # (B,)
         offsets = ix[:, None] + torch.arange(T + 1)  # (B, T + 1)
@@ -160,8 +187,13 @@ class GPTTask(Task):
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         # Window warmup narrows attention in training only; evaluation sees the model's own window.
         extra = {"window": self.window} if self.window is not None and model.training else {}
-        _, loss = model(batch["x"], batch["y"], label_smoothing=self.cfg.label_smoothing or 0.0, **extra)
+        packed = {k: batch[k] for k in ("document_ids", "positions") if k in batch}
+        _, loss = model(batch["x"], batch["y"], label_smoothing=self.cfg.label_smoothing or 0.0, **extra, **packed)
         return loss
+
+    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Real tokens: the predicted ones (padding is not counted)."""
+        return int((batch["y"] != IGNORE).sum())
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
@@ -201,7 +233,7 @@ class GPTTask(Task):
 
             x = torch.tensor([prompt_ids], dtype=torch.long, device=model_device(model))  # (1, T)
             model.generate(x, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                           top_p=o.top_p, generator=generator, on_token=on_token)
+                           top_p=o.top_p, generator=generator, compile=o.compile, on_token=on_token)
             text = tok.decode(ids)
             if cfg.stream:
                 echo(text[len(shown):] + "\n")

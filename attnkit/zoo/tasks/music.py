@@ -63,8 +63,9 @@ def sample_tokens(model: MusicTransformer, prefix: list[int], n_new: int, *, win
 
     device = model_device(model)
     processors, choose = sampling(temperature, top_k, top_p, generator)
+    max_len = min(window, len(prefix) + n_new)  # the most tokens a window holds
     seq = decode_n_tokens(lm_step(model), torch.tensor([prefix], device=device), n_new,
-                          new_caches=model.make_caches, processors=[ban([ch.PAD, ch.BOS, ch.EOS]), *processors],
+                          new_caches=lambda: model.make_caches(max_len), processors=[ban([ch.PAD, ch.BOS, ch.EOS]), *processors],
                           choose=choose, window=SlidingWindow(window, align=4, restart_at_full=True),
                           on_token=None if on_token is None else lambda tok, logits: on_token(int(tok[0, 0])))
     return seq[0].tolist()

@@ -35,12 +35,18 @@ class NoSampleOptions:
 
 
 @dataclass
-class GPTSampleOptions:
+class TopPSampleOptions:
     prompt: str | None = _opt(None, "text to continue (default a newline)")
     top_p: float | None = _opt(None, "nucleus sampling: keep the smallest set of tokens with mass p")
 
     def __post_init__(self):
         _check_top_p(self.top_p)
+
+
+@dataclass
+class GPTSampleOptions(TopPSampleOptions):
+    compile: bool = _opt(False, "torch.compile the one-token decode step (seconds to compile; then faster on "
+                                "long contexts, see BENCHMARKS.md)")
 
 
 @dataclass
@@ -59,7 +65,7 @@ class EncDecSampleOptions:
 
 
 @dataclass
-class MusicSampleOptions(GPTSampleOptions):  # GPT's top_p, its own prompt
+class MusicSampleOptions(TopPSampleOptions):  # GPT's top_p, its own prompt
     prompt: str | None = _opt(None, "test:K (held-out chorale K; test:K:S its first S steps), scratch, "
                                     "or a MusicXML/MIDI/kern FILE[:S]")
     attention_png: bool = _opt(False, "also write an attention heatmap PNG")

@@ -1,0 +1,113 @@
+"""Packed GPT training (attnkit.zoo.data.documents, `--opt pack=true`): packed rows hold only real predictions,
+each document's positions restart, and attention never crosses a document: a packed row gives each document
+exactly the logits it gets alone. Padded rows hold one document each; the python-functions corpus is
+deterministic."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnkit.zoo.data.documents import IGNORE, pack_rows, pad_rows
+from attnkit.zoo.data.text import FUNCTION_CHARS, load_documents
+from attnkit.zoo.models.gpt import GPT, GPTConfig
+
+
+def _docs(n=12, V=30, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, V, (int(torch.randint(2, 20, (1,), generator=g)),), generator=g) for _ in range(n)]
+
+
+def _segments(row: dict, r: int):
+    """(start, end) of each document in row r, from its document ids."""
+    ids = row["document_ids"][r].tolist()
+    cuts = [0] + [i for i in range(1, len(ids)) if ids[i] != ids[i - 1]] + [len(ids)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def test_packed_rows_are_whole_documents_with_restarting_positions_and_no_padding():
+    docs = _docs()
+    batch = pack_rows(docs, 4, 32, torch.Generator().manual_seed(1))
+    assert all(t.shape == (4, 32) for t in batch.values())
+    assert not (batch["y"] == IGNORE).any()  # every position is a real prediction
+    for r in range(4):
+        segs = _segments(batch, r)
+        assert len(segs) > 1 and batch["document_ids"][r].tolist() == sorted(batch["document_ids"][r].tolist())
+        for k, (a, b) in enumerate(segs):
+            x, y = batch["x"][r, a:b], batch["y"][r, a:b]
+            assert batch["document_ids"][r, a] == k
+            assert torch.equal(batch["positions"][r, a:b], torch.arange(b - a))  # positions restart
+            # inputs and targets are a prefix of one document, shifted by one (the last one may be cut)
+            assert any(len(d) > b - a and torch.equal(d[:b - a], x) and torch.equal(d[1:b - a + 1], y) for d in docs)
+            if b < 32:  # a document that ends inside the row is whole
+                assert any(len(d) == b - a + 1 and torch.equal(d[:-1], x) for d in docs)
+
+
+def test_padded_rows_hold_one_document_each():
+    docs = _docs()
+    batch = pad_rows(docs, torch.tensor([3, 0, 7]), 16, pad_id=5)
+    for r, i in enumerate([3, 0, 7]):
+        n = min(len(docs[i]), 17) - 1
+        assert torch.equal(batch["x"][r, :n], docs[i][:n]) and torch.equal(batch["y"][r, :n], docs[i][1:n + 1])
+        assert (batch["y"][r, n:] == IGNORE).all() and (batch["x"][r, n:] == 5).all()
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_attention_never_crosses_a_document(position):
+    """Each document of a packed row gets the logits of the document run alone (positions from 0)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=32, position=position)).eval()
+    batch = pack_rows(_docs(), 2, 32, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        packed, _ = model(batch["x"], batch["y"], document_ids=batch["document_ids"], positions=batch["positions"])
+        for r in range(2):
+            for a, b in _segments(batch, r):
+                alone, _ = model(batch["x"][r:r + 1, a:b], batch["y"][r:r + 1, a:b])
+                torch.testing.assert_close(packed[r, a:b], alone[0], atol=1e-5, rtol=1e-5)
+        unmasked, _ = model(batch["x"], batch["y"], positions=batch["positions"])
+    assert not torch.allclose(unmasked, packed, atol=1e-3)  # without document ids, documents would mix
+
+
+def test_short_documents_are_refused():
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        pack_rows([torch.tensor([1])], 1, 4, torch.Generator())
+
+
+def test_python_functions_corpus_is_deterministic_and_bounded():
+    a, b = load_documents("python-functions"), load_documents("python-functions")
+    assert a == b and len(a) > 1000
+    assert all(FUNCTION_CHARS[0] <= len(d) <= FUNCTION_CHARS[1] for d in a)
+    assert all(d.startswith(("def ", "async def ")) for d in a)
+    assert load_documents("austen") is None
+
+
+def test_best_fit_cuts_only_a_gap_no_pooled_document_fits():
+    """Long and short documents: rows are filled with whole documents; a cut one fills only a gap shorter than the
+    short documents (cutting each row's last document would cut most of the long ones)."""
+    g = torch.Generator().manual_seed(3)
+    docs = [torch.randint(0, 30, (41 if i % 2 else 5,), generator=g) for i in range(20)]  # 40 or 4 predictions
+    batch = pack_rows(docs, 8, 50, torch.Generator().manual_seed(4))
+    for r in range(8):
+        segs = _segments(batch, r)
+        lengths = [b - a for a, b in segs]
+        assert all(n in (4, 40) for n in lengths[:-1])  # whole documents
+        assert lengths[-1] in (4, 40) or lengths[-1] < 4
+
+
+def test_a_packed_rows_gradient_is_the_sum_of_its_documents_gradients():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=32))
+    batch = pack_rows(_docs(), 2, 32, torch.Generator().manual_seed(5))
+
+    def summed_loss(logits, y):
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, 30), y.reshape(-1), reduction="sum")
+
+    logits, _ = model(batch["x"], batch["y"], document_ids=batch["document_ids"], positions=batch["positions"])
+    summed_loss(logits, batch["y"]).backward()
+    packed = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    for r in range(2):
+        for a, b in _segments(batch, r):
+            alone, _ = model(batch["x"][r:r + 1, a:b], batch["y"][r:r + 1, a:b])
+            summed_loss(alone, batch["y"][r:r + 1, a:b]).backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(packed[n], p.grad, atol=1e-4, rtol=1e-4)
