@@ -133,10 +133,26 @@ DBIAS_CONFIGS = _configs(DBIAS_SHAPES)
 # --------------------------------------------------------------------------------------------
 
 @triton.jit
-def _key_block_range(start_m, N_CTX_Q, N_CTX_K, window_left, window_right,
+def _snap_band(lo_vis, lo_full, hi_full, hi_vis, BLOCK: tl.constexpr):
+    """(lo, full_lo, full_hi, hi) in multiples of BLOCK from the visible range [lo_vis, hi_vis) and the fully visible
+    one [lo_full, hi_full) (all ≥ 0, so // is a floor on the GPU and in the interpreter alike):
+    lo ≤ full_lo ≤ full_hi ≤ hi."""
+    lo = (lo_vis // BLOCK) * BLOCK
+    hi = tl.maximum(tl.cdiv(hi_vis, BLOCK) * BLOCK, lo)
+    full_lo = tl.minimum(tl.maximum(tl.cdiv(lo_full, BLOCK) * BLOCK, lo), hi)
+    full_hi = tl.minimum(tl.maximum((hi_full // BLOCK) * BLOCK, full_lo), hi)
+    return lo, full_lo, full_hi, hi
+
+
+@triton.jit
+def _key_block_range(start_m, sizes, window,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr):
-    """Key blocks that query block `start_m` must visit: [lo, full_lo) and [full_hi, hi) need the position mask,
-    [full_lo, full_hi) are visible to every row of the block. All four are multiples of BLOCK_N."""
+    """Key blocks that query block `start_m` must visit, as the band (lo, full_lo, full_hi, hi): [lo, full_lo) and
+    [full_hi, hi) need the position mask, [full_lo, full_hi) are visible to every row of the block. The kernels
+    walk it in three stages under tl.static_range(3), stage s over [band[s], band[s + 1]): the near edge (0), the
+    fully visible middle (1, no position mask) and the far edge (2), as the tutorial's STAGE."""
+    _, _, N_CTX_Q, N_CTX_K = sizes
+    window_left, window_right = window
     first_i = start_m * BLOCK_M + N_CTX_K - N_CTX_Q  # i' of the block's first row
     last_i = tl.minimum(start_m * BLOCK_M + BLOCK_M, N_CTX_Q) - 1 + N_CTX_K - N_CTX_Q  # ... and of its last row
     lo_vis = first_i * 0
@@ -149,18 +165,15 @@ def _key_block_range(start_m, N_CTX_Q, N_CTX_K, window_left, window_right,
     if HAS_RIGHT:  # j ≤ i' + right
         hi_vis = tl.minimum(tl.maximum(last_i + window_right + 1, 0), N_CTX_K)
         hi_full = tl.minimum(tl.maximum(first_i + window_right + 1, 0), N_CTX_K)
-    # Everything is ≥ 0 here, so // is a floor on the GPU (truncation) and in the interpreter alike.
-    lo = (lo_vis // BLOCK_N) * BLOCK_N
-    hi = tl.maximum(tl.cdiv(hi_vis, BLOCK_N) * BLOCK_N, lo)
-    full_lo = tl.minimum(tl.maximum(tl.cdiv(lo_full, BLOCK_N) * BLOCK_N, lo), hi)
-    full_hi = tl.minimum(tl.maximum((hi_full // BLOCK_N) * BLOCK_N, full_lo), hi)
-    return lo, full_lo, full_hi, hi
+    return _snap_band(lo_vis, lo_full, hi_full, hi_vis, BLOCK_N)
 
 
 @triton.jit
-def _query_block_range(start_n, N_CTX_Q, N_CTX_K, window_left, window_right,
+def _query_block_range(start_n, sizes, window,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr):
-    """Query blocks that can see key block `start_n`, split like `_key_block_range` (multiples of BLOCK_M)."""
+    """Query blocks that can see key block `start_n`, the band of `_key_block_range` in multiples of BLOCK_M."""
+    _, _, N_CTX_Q, N_CTX_K = sizes
+    window_left, window_right = window
     first_j = start_n * BLOCK_N
     last_j = tl.minimum(first_j + BLOCK_N, N_CTX_K) - 1
     shift = N_CTX_K - N_CTX_Q  # i = i' − shift
@@ -174,11 +187,20 @@ def _query_block_range(start_n, N_CTX_Q, N_CTX_K, window_left, window_right,
     if HAS_LEFT:  # i' ≤ j + left
         hi_vis = tl.minimum(tl.maximum(last_j + window_left - shift + 1, 0), N_CTX_Q)
         hi_full = tl.minimum(tl.maximum(first_j + window_left - shift + 1, 0), N_CTX_Q)
-    lo = (lo_vis // BLOCK_M) * BLOCK_M
-    hi = tl.maximum(tl.cdiv(hi_vis, BLOCK_M) * BLOCK_M, lo)
-    full_lo = tl.minimum(tl.maximum(tl.cdiv(lo_full, BLOCK_M) * BLOCK_M, lo), hi)
-    full_hi = tl.minimum(tl.maximum((hi_full // BLOCK_M) * BLOCK_M, full_lo), hi)
-    return lo, full_lo, full_hi, hi
+    return _snap_band(lo_vis, lo_full, hi_full, hi_vis, BLOCK_M)
+
+
+@triton.jit
+def _query_program(Q, K, V, stride_q, stride_k, stride_v, H, GROUPS, BLOCK_M: tl.constexpr):
+    """Where a forward or dQ program works: the start of its query block, its (b, h) grid index off_hz, b and h
+    (int64), and q, k, v advanced to them (GQA: query head h reads kv head h // G)."""
+    start_m = tl.program_id(0) * BLOCK_M
+    off_hz = tl.program_id(1)
+    off_z = (off_hz // H).to(tl.int64)
+    off_h = (off_hz % H).to(tl.int64)
+    off_hk = off_h // GROUPS
+    return (start_m, off_hz, off_z, off_h, Q + off_z * stride_q[0] + off_h * stride_q[1],
+            K + off_z * stride_k[0] + off_hk * stride_k[1], V + off_z * stride_v[0] + off_hk * stride_v[1])
 
 
 @triton.jit
@@ -203,10 +225,11 @@ def _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z, off_h, N
 
 
 @triton.jit
-def _tile_live(Occ, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
+def _tile_live(Occ, DocRange, stride_occ, start_m, start_n, sizes,
                HAS_MASK: tl.constexpr, HAS_DOCS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Whether the tile (query rows [start_m, +BLOCK_M), keys [start_n, +BLOCK_N)) can hold a visible entry:
     attn_mask has one there (occupancy table) and the rows and keys share a document. True without either."""
+    _, _, N_CTX_Q, N_CTX_K = sizes
     live = True
     if HAS_MASK:
         live = _tile_occupied(Occ, stride_occ[2], stride_occ[3], start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M,
@@ -224,6 +247,33 @@ def _load_T(Ptr, offs, stride, N, offs_d, HEAD_DIM_REAL, UPCAST: tl.constexpr):
     if UPCAST:
         xT = xT.to(tl.float32)
     return xT
+
+
+@triton.jit
+def _load_q_do(Q, DO, offs_m, row_ok, stride_q, offs_d, HEAD_DIM_REAL, UPCAST: tl.constexpr):
+    """(mask, q, dO) of the query rows offs_m (valid where row_ok): q through its row stride, dO contiguous (·, D)."""
+    q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
+    q = tl.load(Q + offs_m[:, None] * stride_q[2] + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(DO + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :], mask=q_mask, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
+    return q_mask, q, do
+
+
+@triton.jit
+def _block_T(Ptr, start, stride, N, offs_d, HEAD_DIM_REAL, UPCAST: tl.constexpr, BLOCK: tl.constexpr):
+    """The rows [start, start + BLOCK) of a (·, D) tensor as `_load_T` reads them, and their indices."""
+    offs = start + tl.arange(0, BLOCK)
+    return offs, _load_T(Ptr, offs, stride, N, offs_d, HEAD_DIM_REAL, UPCAST)
+
+
+@triton.jit
+def _kv_block_T(K, V, start_n, stride_k, stride_v, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST: tl.constexpr,
+                BLOCK_N: tl.constexpr):
+    """The key indices [start_n, start_n + BLOCK_N) and those keys and values transposed: (D, BLOCK_N) each."""
+    offs_n, kT = _block_T(K, start_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST, BLOCK_N)
+    return offs_n, kT, _load_T(V, offs_n, stride_v[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
 
 
 @triton.jit
@@ -269,7 +319,7 @@ def _docs_overlap(DocRange, start_m, start_n, N_CTX_Q, N_CTX_K, BLOCK_M: tl.cons
 
 @triton.jit
 def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM, stride_bias, stride_mask,
-                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                N_CTX_Q, N_CTX_K, window, softcap2, Doc,
                 POS_MASK: tl.constexpr, HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr,
                 HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                 HAS_DOCS: tl.constexpr):
@@ -289,6 +339,7 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM, stride_bias, stri
         visible = in_bounds
         if POS_MASK:
             i_shift = offs_i + (N_CTX_K - N_CTX_Q)  # i' (bottom-right alignment)
+            window_left, window_right = window
             if HAS_LEFT:
                 visible = visible & (offs_j >= i_shift - window_left)
             if HAS_RIGHT:
@@ -311,21 +362,6 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM, stride_bias, stri
 # Forward
 # --------------------------------------------------------------------------------------------
 
-@triton.jit
-def _stage(STAGE: tl.constexpr, lo, full_lo, full_hi, hi):
-    """[start, stop) of one stage of the band walk: 0 the near edge and 2 the far edge (they need the position
-    mask), 1 the fully visible middle (none). Every kernel walks the three with one loop under a static range."""
-    start = lo
-    stop = full_lo
-    if STAGE == 1:
-        start = full_lo
-        stop = full_hi
-    if STAGE == 2:
-        start = full_hi
-        stop = hi
-    return start, stop
-
-
 @triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(FWD_SHAPES))
 @triton.jit
 def _attn_fwd(Q, K, V, Out, LSE, extras,
@@ -338,16 +374,8 @@ def _attn_fwd(Q, K, V, Out, LSE, extras,
     """One program per (query block, b, h): online softmax over the key blocks the block can see. Out and LSE are
     contiguous (B, Hq, Lq, D) / (B, Hq, Lq); the head dim of q, k, v has unit stride (the launcher ensures it)."""
     H, GROUPS, N_CTX_Q, N_CTX_K = sizes
-    window_left, window_right = window
     drop_seed, drop_p = dropout
-    start_m = tl.program_id(0) * BLOCK_M
-    off_hz = tl.program_id(1)
-    off_z = (off_hz // H).to(tl.int64)
-    off_h = (off_hz % H).to(tl.int64)
-    off_hk = off_h // GROUPS  # GQA: query head h reads kv head h // G
-    Q += off_z * stride_q[0] + off_h * stride_q[1]
-    K += off_z * stride_k[0] + off_hk * stride_k[1]
-    V += off_z * stride_v[0] + off_hk * stride_v[1]
+    start_m, off_hz, off_z, off_h, Q, K, V = _query_program(Q, K, V, stride_q, stride_k, stride_v, H, GROUPS, BLOCK_M)
     Out += off_hz.to(tl.int64) * N_CTX_Q * HEAD_DIM_REAL
     LSE += off_hz.to(tl.int64) * N_CTX_Q
     Bias, Mask, KPM, Occ, Doc, DocRange = _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z, off_h,
@@ -364,20 +392,15 @@ def _attn_fwd(Q, K, V, Out, LSE, extras,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
-    lo, full_lo, full_hi, hi = _key_block_range(start_m // BLOCK_M, N_CTX_Q, N_CTX_K, window_left, window_right,
-                                                BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
+    band = _key_block_range(start_m // BLOCK_M, sizes, window, BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
     for stage in tl.static_range(3):
-        start, stop = _stage(stage, lo, full_lo, full_hi, hi)
-        for start_n in range(start, stop, BLOCK_N):
+        for start_n in range(band[stage], band[stage + 1], BLOCK_N):
             start_n = tl.multiple_of(start_n, BLOCK_N)
-            live = _tile_live(Occ, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
-                              HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
-            if live:
-                offs_n = start_n + tl.arange(0, BLOCK_N)
-                kT = _load_T(K, offs_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_N)
-                qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
+            if _tile_live(Occ, DocRange, stride_occ, start_m, start_n, sizes, HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N):
+                offs_n, kT = _block_T(K, start_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST, BLOCK_N)
+                qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N), kT: (D, BLOCK_N)
                 s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM, stride_bias, stride_mask,
-                                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                                N_CTX_Q, N_CTX_K, window, softcap2, Doc,
                                 stage != 1, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
                 m_ij = tl.maximum(m_i, tl.max(s, 1))
                 # A row with nothing visible yet keeps m = −inf; subtract 0 instead so exp2 gives 0, not NaN.
@@ -437,7 +460,6 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, extras,
     contiguous (B, Hq, Lq[, D]); dK and dV contiguous (B, Hkv, Lk, D). The tile is computed in the transposed
     (keys, queries) frame: the resident k, v are the A operands, P and dS come out already transposed."""
     H, GROUPS, N_CTX_Q, N_CTX_K = sizes
-    window_left, window_right = window
     drop_seed, drop_p = dropout
     start_n = tl.program_id(0) * BLOCK_N
     off_hkz = tl.program_id(1)
@@ -458,8 +480,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, extras,
     # float32 accumulators spill on sm_90a in every config; one pass each costs one more Q·Kᵀ instead.
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    lo, full_lo, full_hi, hi = _query_block_range(start_n // BLOCK_N, N_CTX_Q, N_CTX_K, window_left, window_right,
-                                                  BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
+    band = _query_block_range(start_n // BLOCK_N, sizes, window, BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
     for g in range(0, GROUPS):
         off_h = off_hk * GROUPS + g
         off_hz = off_z * H + off_h
@@ -470,12 +491,11 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, extras,
         Biash, Maskh, KPM, Occh, Doc, DocRange = _mask_pointers(extras, stride_bias, stride_mask, stride_occ, off_z,
                                                                 off_h, N_CTX_K)
         seed = drop_seed + off_hz.to(tl.int32)
-        for stage in tl.static_range(3):
-            start, stop = _stage(stage, lo, full_lo, full_hi, hi)
-            for start_m in range(start, stop, BLOCK_M):
+        for stage in tl.static_range(3):  # as in _attn_fwd, over query blocks
+            for start_m in range(band[stage], band[stage + 1], BLOCK_M):
                 start_m = tl.multiple_of(start_m, BLOCK_M)
-                live = _tile_live(Occh, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
-                                  HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
+                live = _tile_live(Occh, DocRange, stride_occ, start_m, start_n, sizes, HAS_MASK, HAS_DOCS, BLOCK_M,
+                                  BLOCK_N)
                 if live:
                     offs_m = start_m + tl.arange(0, BLOCK_M)
                     row_ok = offs_m < N_CTX_Q
@@ -487,7 +507,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, extras,
                     lse = tl.load(LSEh + offs_m, mask=row_ok, other=float("inf"))
                     qkT = tl.dot(k, qT, input_precision=INPUT_PRECISION)  # (BLOCK_N, BLOCK_M)
                     sT = _score_tile(qkT, offs_m[None, :], offs_n[:, None], qk_scale, Biash, Maskh, KPM, stride_bias, stride_mask,
-                                     N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                                     N_CTX_Q, N_CTX_K, window, softcap2, Doc,
                                      stage != 1, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP,
                                      HAS_DOCS)
                     pT = tl.math.exp2(sT - lse[None, :])
@@ -524,16 +544,8 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, extras,
     """One program per (query block, b, h), looping over key blocks. dO, dQ, LSE and delta are contiguous
     (B, Hq, Lq[, D])."""
     H, GROUPS, N_CTX_Q, N_CTX_K = sizes
-    window_left, window_right = window
     drop_seed, drop_p = dropout
-    start_m = tl.program_id(0) * BLOCK_M
-    off_hz = tl.program_id(1)
-    off_z = (off_hz // H).to(tl.int64)
-    off_h = (off_hz % H).to(tl.int64)
-    off_hk = off_h // GROUPS
-    Q += off_z * stride_q[0] + off_h * stride_q[1]
-    K += off_z * stride_k[0] + off_hk * stride_k[1]
-    V += off_z * stride_v[0] + off_hk * stride_v[1]
+    start_m, off_hz, off_z, off_h, Q, K, V = _query_program(Q, K, V, stride_q, stride_k, stride_v, H, GROUPS, BLOCK_M)
     DO += off_hz.to(tl.int64) * N_CTX_Q * HEAD_DIM_REAL
     DQ += off_hz.to(tl.int64) * N_CTX_Q * HEAD_DIM_REAL
     LSE += off_hz.to(tl.int64) * N_CTX_Q
@@ -545,30 +557,20 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, extras,
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < N_CTX_Q
-    q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
-    q = tl.load(Q + offs_m[:, None] * stride_q[2] + offs_d[None, :], mask=q_mask, other=0.0)
-    do = tl.load(DO + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :], mask=q_mask, other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
-        do = do.to(tl.float32)
+    q_mask, q, do = _load_q_do(Q, DO, offs_m, row_ok, stride_q, offs_d, HEAD_DIM_REAL, UPCAST)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     lse = tl.load(LSE + offs_m, mask=row_ok, other=float("inf"))
     delta = tl.load(Delta + offs_m, mask=row_ok, other=0.0)
-    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    lo, full_lo, full_hi, hi = _key_block_range(start_m // BLOCK_M, N_CTX_Q, N_CTX_K, window_left, window_right,
-                                                BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
-    for stage in tl.static_range(3):
-        start, stop = _stage(stage, lo, full_lo, full_hi, hi)
-        for start_n in range(start, stop, BLOCK_N):
+    band = _key_block_range(start_m // BLOCK_M, sizes, window, BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
+    for stage in tl.static_range(3):  # as in _attn_fwd
+        for start_n in range(band[stage], band[stage + 1], BLOCK_N):
             start_n = tl.multiple_of(start_n, BLOCK_N)
-            live = _tile_live(Occ, DocRange, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
-                              HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
-            if live:
-                offs_n = start_n + tl.arange(0, BLOCK_N)
-                kT = _load_T(K, offs_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)  # (D, BLOCK_N)
-                vT = _load_T(V, offs_n, stride_v[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+            if _tile_live(Occ, DocRange, stride_occ, start_m, start_n, sizes, HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N):
+                offs_n, kT, vT = _kv_block_T(K, V, start_n, stride_k, stride_v, N_CTX_K, offs_d, HEAD_DIM_REAL,
+                                             UPCAST, BLOCK_N)
                 qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
                 s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Bias, Mask, KPM, stride_bias, stride_mask,
-                                N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Doc,
+                                N_CTX_Q, N_CTX_K, window, softcap2, Doc,
                                 stage != 1, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
                 p = tl.math.exp2(s - lse[:, None])
                 dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)  # (BLOCK_M, BLOCK_N)
@@ -587,18 +589,17 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, extras,
 def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, DBias, extras,
                     stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,
                     sizes, LQ_BUCKET, LK_BUCKET, qk_scale, window, softcap2, dropout, bias_loops,
-                    HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr,
+                    ROWS_BCAST: tl.constexpr, COLS_BCAST: tl.constexpr, HEAD_DIM: tl.constexpr,
+                    HEAD_DIM_REAL: tl.constexpr,
                     HAS_LEFT: tl.constexpr, HAS_RIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                     HAS_KPM: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_DOCS: tl.constexpr,
                     HAS_DROPOUT: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                    ROWS_BCAST: tl.constexpr, COLS_BCAST: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """dbias = Σ over broadcast dims of dS, dS = P ∘ (dP − delta). One program per tile of the bias's own shape
     (Bb, Hb, Lqb, Lkb), DBias contiguous float32: it owns a BLOCK_M × BLOCK_N tile (or a row / column / scalar
     when the bias broadcasts over Lq and/or Lk) and loops, in a fixed order, over the batches, heads, query and
     key blocks that map onto it. The sum stays in registers: deterministic, no scratch beyond dbias itself."""
     H, GROUPS, N_CTX_Q, N_CTX_K = sizes
-    window_left, window_right = window
     drop_seed, drop_p = dropout
     BIAS_H, N_B_LOOP, N_H_LOOP = bias_loops
     n_tiles_n = tl.cdiv(N_CTX_K, BLOCK_N)
@@ -630,31 +631,25 @@ def _attn_bwd_dbias(Q, K, V, DO, LSE, Delta, DBias, extras,
             for start_m in range(m_first, m_last, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
                 row_ok = offs_m < N_CTX_Q
-                q_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM_REAL)
-                q = tl.load(Qh + offs_m[:, None] * stride_q[2] + offs_d[None, :], mask=q_mask, other=0.0)
-                do = tl.load(DOh + offs_m[:, None] * HEAD_DIM_REAL + offs_d[None, :], mask=q_mask, other=0.0)
-                if UPCAST:
-                    q = q.to(tl.float32)
-                    do = do.to(tl.float32)
+                _, q, do = _load_q_do(Qh, DOh, offs_m, row_ok, stride_q, offs_d, HEAD_DIM_REAL, UPCAST)
                 lse = tl.load(LSE + off_hz * N_CTX_Q + offs_m, mask=row_ok, other=float("inf"))
                 delta = tl.load(Delta + off_hz * N_CTX_Q + offs_m, mask=row_ok, other=0.0)
-                lo, full_lo, full_hi, hi = _key_block_range(start_m // BLOCK_M, N_CTX_Q, N_CTX_K, window_left,
-                                                            window_right, BLOCK_M, BLOCK_N, HAS_LEFT, HAS_RIGHT)
+                lo, _, _, hi = _key_block_range(start_m // BLOCK_M, sizes, window, BLOCK_M, BLOCK_N, HAS_LEFT,
+                                                HAS_RIGHT)
                 n_first = tl.maximum(tile_n * BLOCK_N, lo)
                 n_last = tl.minimum(tile_n * BLOCK_N + 1, hi)
                 if COLS_BCAST:
                     n_first = lo
                     n_last = hi
                 for start_n in range(n_first, n_last, BLOCK_N):
-                    live = _tile_live(Occh, DocRangez, stride_occ, start_m, start_n, N_CTX_Q, N_CTX_K,
-                                      HAS_MASK, HAS_DOCS, BLOCK_M, BLOCK_N)
+                    live = _tile_live(Occh, DocRangez, stride_occ, start_m, start_n, sizes, HAS_MASK, HAS_DOCS,
+                                      BLOCK_M, BLOCK_N)
                     if live:
-                        offs_n = start_n + tl.arange(0, BLOCK_N)
-                        kT = _load_T(Kh, offs_n, stride_k[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
-                        vT = _load_T(Vh, offs_n, stride_v[2], N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
+                        offs_n, kT, vT = _kv_block_T(Kh, Vh, start_n, stride_k, stride_v, N_CTX_K, offs_d,
+                                                     HEAD_DIM_REAL, UPCAST, BLOCK_N)
                         qk = tl.dot(q, kT, input_precision=INPUT_PRECISION)
                         s = _score_tile(qk, offs_m[:, None], offs_n[None, :], qk_scale, Biash, Maskh, KPMz, stride_bias, stride_mask,
-                                        N_CTX_Q, N_CTX_K, window_left, window_right, softcap2, Docz,
+                                        N_CTX_Q, N_CTX_K, window, softcap2, Docz,
                                         True, HAS_LEFT, HAS_RIGHT, HAS_BIAS, HAS_MASK, HAS_KPM, HAS_SOFTCAP, HAS_DOCS)
                         p = tl.math.exp2(s - lse[:, None])
                         dp = tl.dot(do, vT, input_precision=INPUT_PRECISION)

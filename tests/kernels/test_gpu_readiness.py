@@ -1,7 +1,9 @@
 """GPU readiness without a GPU: a slice of the sm_90a static report holds the bar (0 spill bytes, every dot a
-wgmma) and benchmarks/gpu_check.sh runs its whole control flow on CPU (`--dry-run`, kernels interpreted).
+wgmma), benchmarks/gpu_check.sh runs its whole control flow on CPU (`--dry-run`, kernels interpreted), and the TTIR
+identity check of kernel refactors (benchmarks/ttir_identity.py) tells apart what it should and nothing else.
 
-Both run in fresh processes: the static report must not see TRITON_INTERPRET, the dry run sets it itself."""
+They run in fresh processes: the static report must not see TRITON_INTERPRET, the dry run sets it itself."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -46,3 +48,24 @@ def test_gpu_check_dry_run(tmp_path):
     decode = json.loads((tmp_path / "decode.json").read_text())
     assert {r["provider"] for r in decode if r["status"] == "ok"} >= {"attnkit-triton", "attnkit-triton-plain"}
     assert "attnkit-triton" in (tmp_path / "summary.md").read_text() and "× sdpa-flash" in result.stdout
+
+
+def _ttir_identity():
+    spec = importlib.util.spec_from_file_location("bench_ttir_identity", BENCH / "ttir_identity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ttir_identity_ignores_names_locations_and_constant_order_only():
+    normalize = _ttir_identity().normalize
+    base = ('  %c0_i32 = arith.constant 0 : i32 loc(#loc1)\n  %c63_i32 = arith.constant 63 : i32 loc(#loc2)\n'
+            '  %lo = arith.addi %x, %c63_i32 : i32 loc(#loc3)\n  %hi = arith.maxsi %lo, %c0_i32 : i32 loc(#loc4)\n'
+            '#loc1 = loc("attention.py":10:5)')
+    renamed = ('  %band = arith.constant 63 : i32 loc(#loc7)\n  %band_1 = arith.constant 0 : i32 loc(#loc8)\n'
+               '  %start = arith.addi %y, %band : i32 loc(#loc9)\n  %stop = arith.maxsi %start, %band_1 : i32\n')
+    assert normalize(base) == normalize(renamed)
+    swapped = renamed.replace("arith.maxsi %start, %band_1", "arith.maxsi %band_1, %start")  # an operand order
+    other_constant = renamed.replace("constant 0 :", "constant 1 :")
+    assert normalize(base) != normalize(swapped) and normalize(base) != normalize(other_constant)
+
