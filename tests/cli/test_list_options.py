@@ -38,7 +38,7 @@ def test_list_options_shows_every_flavor(model, capsys):
 def test_a_flavors_options_are_listed(capsys):
     main(["train", "--model", "npt", "--list-options"])
     lookup = flavor_table(capsys.readouterr().out)["lookup"]
-    assert lookup["options"] == "probe=lookup"
+    assert lookup["options"] == "probe=lookup noise=6.0"
     assert "max_steps=5000" in lookup["training"].split() and "embed_dim=16" in lookup["model"].split()
 
 

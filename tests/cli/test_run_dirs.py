@@ -268,4 +268,4 @@ def test_list_options(capsys):
     code, out, _ = run(["train", "--model", "npt", "--list-options"], capsys)
     assert code == 0 and "folds" in out and "cross-validation splits" in out and "10" in out
     code, _, err = run(["train", "--model", "npt", "--opt", "fold=2"], capsys)
-    assert code == 1 and one_line(err).endswith("valid options: target, folds, probe, target_shift, column_types")
+    assert code == 1 and one_line(err).endswith("valid options: target, folds, probe, target_shift, noise, column_types")
