@@ -67,7 +67,7 @@ def test_sample_list_options_lists_the_runs_model(trained, capsys):
     code, out, _ = run(["sample", "--run", trained, "--list-options"], capsys)
     assert code == 0 and "gpt sample options: --opt NAME=VALUE" in out
     rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
-    assert [r for r in rows if r] == ["prompt", "top_p"]
+    assert [r for r in rows if r] == ["prompt", "top_p", "compile"]
 
 
 def test_average_command(trained, tmp_path, capsys):

@@ -255,7 +255,7 @@ def test_a_cut_short_corpus_cache_is_rebuilt_not_trusted(tmp_path):
     good = tmp_path / "rl.npz"
     np.savez_compressed(good, meta=json.dumps(meta), observations=np.zeros((3, 4), np.float32),
                         actions=np.zeros(3, np.int64), rewards=np.ones(3, np.float32),
-                        starts=np.array([0, 3]), epsilons=np.zeros(1))
+                        starts=np.array([0, 3]), epsilons=np.zeros(1), quit_steps=np.full(1, 500))
     assert rl._read_cache(good, meta).rewards.sum() == 3
     cut = tmp_path / "cut.npz"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # what a kill -9 mid-write used to leave

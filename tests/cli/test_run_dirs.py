@@ -251,7 +251,7 @@ def test_latest_is_the_default_of_sample_and_average(tmp_path, capsys, monkeypat
     assert code == 0 and out.startswith("The"), err
     code, out, err = run(["sample", "--prompt", "The", "--target-return", "1,2"], capsys)  # another model's flag
     assert code == 1 and err == ("error: --target-return does not apply to a gpt run; its model-specific sample "
-                                 "settings: --prompt, --top-p\n")
+                                 "settings: --prompt, --top-p, --opt compile=VALUE\n")
     code, _, err = run(["average", "--last", "2", "--out", "avg.safetensors"], capsys)
     assert code == 0, err
 
