@@ -46,15 +46,21 @@ class Job:
                            str(self.seed), *opts, "--out", str(self.run_dir), "--overwrite"])
 
 
+# What `reproduce` itself writes: a difference there does not make the measured code dirty.
+GENERATED = (":(top,exclude)docs/results", ":(top,exclude)README.md")
+
+
 def git_commit() -> str:
-    """HEAD of the checkout attnkit runs from, "+dirty" when tracked files differ from it; "unknown" outside git."""
+    """HEAD of the checkout attnkit runs from, "+dirty" when tracked files other than the generated results
+    differ from it; "unknown" outside git."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=PACKAGE, capture_output=True, text=True, timeout=30)
     try:
         head = git("rev-parse", "--short=12", "HEAD")
         if head.returncode != 0:
             return "unknown"
-        return head.stdout.strip() + ("" if git("diff", "--quiet", "HEAD").returncode == 0 else "+dirty")
+        clean = git("diff", "--quiet", "HEAD", "--", ":(top)", *GENERATED).returncode == 0
+        return head.stdout.strip() + ("" if clean else "+dirty")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

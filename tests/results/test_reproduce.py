@@ -222,3 +222,26 @@ def test_a_failed_run_leaves_the_kept_runs_log_as_it_was(tmp_path, monkeypatch):
         rep.run(job)
     assert job.run_dir.with_suffix(".log").read_text() == "the kept run's log"
     assert "step 1 failed" in job.run_dir.with_suffix(".log.new").read_text()
+
+
+def test_commit_is_dirty_for_code_not_for_the_results_reproduce_writes(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    (tmp_path / "attnkit").mkdir()
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    for f in ("attnkit/code.py", "docs/results/asr.md", "README.md"):
+        (tmp_path / f).write_text("0\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    monkeypatch.setattr(R, "PACKAGE", tmp_path / "attnkit")
+    head = R.git_commit()
+    assert len(head) == 12 and "+" not in head
+    (tmp_path / "docs/results/asr.md").write_text("1\n")
+    (tmp_path / "README.md").write_text("1\n")
+    assert R.git_commit() == head                      # reproduce's own outputs
+    (tmp_path / "attnkit/code.py").write_text("1\n")
+    assert R.git_commit() == head + "+dirty"           # the measured code
