@@ -1,7 +1,7 @@
 """One arm of the in-context regression ablation (issue 25): train an ICL transformer, print its error curve.
 
 The loop is the task's (same prompts, same loss = squared error / live dims, same curriculum, AdamW with
-linear warmup and cosine decay to lr/10) with every recipe knob as a flag, so arms differ in one thing:
+linear warmup and cosine decay to --min-lr × lr, lr/10 unless set) with every recipe knob as a flag, so arms differ in one thing:
 
     flock /work/heavy.lock .venv/bin/python benchmarks/icl_ablation.py --arm base --steps 3000
     flock /work/heavy.lock .venv/bin/python benchmarks/icl_ablation.py --arm own_y --y-token own --steps 3000
@@ -43,6 +43,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--min-lr", type=float, default=0.1, help="end of the cosine decay, as a fraction of --lr")
     ap.add_argument("--optimizer", default="adamw", choices=("adamw", "muon"))
     ap.add_argument("--y-token", default="padded", choices=("padded", "own"))
     ap.add_argument("--d-start", type=int, default=2)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     start, loss = time.perf_counter(), float("nan")
     for step in range(a.steps):
         frac = (step + 1) / (a.warmup + 1) if step < a.warmup else \
-            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - a.warmup) / max(a.steps - a.warmup, 1)))
+            a.min_lr + (1 - a.min_lr) * 0.5 * (1 + math.cos(math.pi * (step - a.warmup) / max(a.steps - a.warmup, 1)))
         for group in opt.param_groups:
             group["lr"] = a.lr * frac * group.get("lr_scale", 1.0)
         d_active, n = curriculum.at(step, a.d, a.points) if curriculum else (a.d, a.points)
