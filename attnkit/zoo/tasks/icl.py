@@ -21,9 +21,9 @@ from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.icl import PROBES, Curriculum, Prompts, check_function, ood_prompts, sample_prompts
 from attnkit.errors import UserError
 from attnkit.zoo.eval.icl import (ALGORITHMS, BASELINES, agreement_by_k, agreement_crossover, agreement_rows,
-                                  algorithm_predictions, baseline_predictions, error_by_k, error_rows, evaluate_all,
-                                  fit_algorithms, model_predictions, plot_agreement_by_k, plot_error_by_k,
-                                  probe_rows)
+                                  algorithm_predictions, baseline_predictions, error_by_k, error_rows,
+                                  error_standard_error, evaluate_all, fit_algorithms, model_predictions,
+                                  plot_agreement_by_k, plot_error_by_k, probe_rows)
 from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report, Table
@@ -186,9 +186,12 @@ class ICLTask(Task):
                                       *probe_rows(probes, self.d, self.n)))  # after the error table
         tf, ls = report.metrics["error_by_k"]["transformer"], report.metrics["error_by_k"]["least_squares"]
         below_d = [tf[k] / ls[k] for k in range(1, self.d)]
+        k_2d, p = min(2 * self.d, self.n - 1), self._prompts(self.n_test, TEST_SEED)
+        se = error_standard_error(model_predictions(model, p, model_device(model)), p, k_2d)
+        report.line(f"error / d at k = {k_2d}: {tf[k_2d]:.4f} ± {se:.4f} (standard error over {self.n_test} prompts)")
         report.metrics.update({"n_points": self.n, "function": self.opts.function, "ood": probes,
                                "max_ratio_to_least_squares_below_d": max(below_d, default=float("nan")),
-                               "error_at_2d": tf[min(2 * self.d, self.n - 1)]})
+                               "error_at_2d": tf[k_2d], "error_at_2d_se": se})
         return report
 
     # ---- sampling ------------------------------------------------------------------------
