@@ -1,7 +1,7 @@
 """One arm of the in-context regression ablation (issue 25): train an ICL transformer, print its error curve.
 
 The loop is the task's (same prompts, same loss = squared error / live dims, same curriculum, AdamW with
-linear warmup and cosine decay to lr/10) with every recipe knob as a flag, so arms differ in one thing:
+linear warmup and cosine decay to --min-lr × lr, lr/10 unless set) with every recipe knob as a flag, so arms differ in one thing:
 
     flock /work/heavy.lock .venv/bin/python benchmarks/icl_ablation.py --arm base --steps 3000
     flock /work/heavy.lock .venv/bin/python benchmarks/icl_ablation.py --arm own_y --y-token own --steps 3000
@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import torch
 
-from attnkit.engine.optim import make_optimizer
+from attnkit.engine.optim import lr_at, make_optimizer
 from attnkit.nn.modes import mode
 from attnkit.zoo.data.icl import Curriculum, sample_prompts
 from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
@@ -43,6 +42,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--min-lr", type=float, default=0.1, help="end of the cosine decay, as a fraction of --lr")
     ap.add_argument("--optimizer", default="adamw", choices=("adamw", "muon"))
     ap.add_argument("--y-token", default="padded", choices=("padded", "own"))
     ap.add_argument("--d-start", type=int, default=2)
@@ -85,11 +85,12 @@ def main(argv: list[str] | None = None) -> dict:
     if a.time_steps:
         return {"arm": a.arm, "ms_per_step": time_steps(model, opt, a, g)}
     start, loss = time.perf_counter(), float("nan")
+    lr = a.lr
     for step in range(a.steps):
-        frac = (step + 1) / (a.warmup + 1) if step < a.warmup else \
-            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - a.warmup) / max(a.steps - a.warmup, 1)))
+        lr = lr_at(step, schedule="cosine", lr=a.lr, min_lr=a.min_lr * a.lr, warmup_steps=a.warmup,
+                   max_steps=a.steps)  # the trainer's schedule
         for group in opt.param_groups:
-            group["lr"] = a.lr * frac * group.get("lr_scale", 1.0)
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         d_active, n = curriculum.at(step, a.d, a.points) if curriculum else (a.d, a.points)
         p = sample_prompts(a.function, a.batch, a.d, n, g, d_active=d_active)
         pred = model(p.xs, p.ys)  # (B, n)
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     ls = error_by_k(baseline_predictions("least_squares", p), p)
     row = {"arm": a.arm, "args": vars(a), "wall_s": round(wall, 1),
            "params": sum(q.numel() for q in model.parameters()), "final_train_loss": round(loss, 4),
+           "final_lr": lr,
            "ratio_below_d": [round(tf[k] / ls[k], 3) for k in range(1, a.d)],
            "err_at_d": round(tf[a.d], 4), "err_at_2d": round(tf[min(2 * a.d, a.points - 1)], 4),
            "agreement_by_k": {m: [round(v, 4) for v in vals] for m, vals in agree.items()},

@@ -109,6 +109,11 @@ def test_icl_ablation():
                                      "--heads", "1", "--width", "8", "--batch", "4", "--warmup", "1"])
     assert row["arm"] == "smoke" and len(row["ratio_below_d"]) == 1 and math.isfinite(row["err_at_2d"])
     assert set(row["agreement_by_k"]) >= {"least_squares"}
+    tiny = ["--steps", "4", "--d", "2", "--points", "5", "--layers", "1", "--heads", "1", "--width", "8", "--batch", "4",
+            "--warmup", "1", "--lr", "1e-3"]
+    to_tenth, to_zero = (load("icl_ablation").main(["--arm", "s", *tiny, *extra])["final_lr"]
+                         for extra in ([], ["--min-lr", "0"]))
+    assert 1e-4 < to_tenth < 1e-3 and 0 < to_zero < to_tenth  # the cosine's floor moved from lr/10 to 0
     timed = load("icl_ablation").main(["--arm", "t", "--time-steps", "2", "--d", "2", "--points", "5", "--layers", "1",
                                        "--heads", "1", "--width", "8", "--batch", "4"])
     assert timed["ms_per_step"] > 0

@@ -31,6 +31,7 @@ def test_train_reports_error_by_k_beside_the_baselines(icl_run):
     first = agreement["least_squares"][0]                          # k = 0: every algorithm predicts 0
     assert all(len(a) == 9 and a[0] == pytest.approx(first) for a in agreement.values()) and first > 0
     assert "which algorithm?" in out and (run_dir / "agreement_by_k.png").stat().st_size > 10_000
+    assert 0 < summary["error_at_2d_se"] < summary["error_at_2d"] and "standard error over 64 prompts" in out
 
 
 def test_sample_prints_the_table_and_writes_the_plot(icl_run, tmp_path):

@@ -167,3 +167,19 @@ def test_a_tiny_model_learns_two_dimensional_regression_in_context():
                                       error_by_k(baseline_predictions("knn3", p), p))]
     assert tf[1] < 1.5 * ls[1]
     assert all(tf[k] < weak[k] for k in range(d, n))
+
+
+def test_standard_error_of_the_error_matches_its_spread_over_fresh_prompt_sets():
+    """The error at k is a mean over prompts; its standard error from one set of prompts predicts how much
+    that mean moves between independent sets (averaging's error at k = 2, d = 4: 32 sets of 128 prompts)."""
+    from attnkit.zoo.eval.icl import error_standard_error
+
+    means, ses = [], []
+    for seed in range(32):
+        p = sample_prompts("linear", 128, 4, 9, torch.Generator().manual_seed(100 + seed))
+        pred = baseline_predictions("averaging", p)
+        means.append(error_by_k(pred, p)[2])
+        ses.append(error_standard_error(pred, p, 2))
+    spread = torch.tensor(means).std().item()
+    assert 0.7 < sum(ses) / len(ses) / spread < 1.4  # measured 0.98
+    assert error_standard_error(p.targets, p, 2) == 0.0  # exact predictions: no spread at all

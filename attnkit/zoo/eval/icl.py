@@ -198,6 +198,12 @@ def error_by_k(pred: torch.Tensor, p: Prompts) -> list[float]:
     return ((pred - p.targets) ** 2).mean(0).div(p.xs.shape[-1]).tolist()
 
 
+def error_standard_error(pred: torch.Tensor, p: Prompts, k: int) -> float:
+    """The standard error of error_by_k's mean at k: the spread of the per-prompt squared error / d over √B."""
+    per_prompt = ((pred[:, k] - p.targets[:, k]) ** 2).div(p.xs.shape[-1])  # (B,)
+    return (per_prompt.std() / len(per_prompt) ** 0.5).item()
+
+
 def evaluate_all(model: nn.Module, p: Prompts, device: torch.device, baselines=BASELINES) -> dict[str, list[float]]:
     """{method: error/d per k} for the transformer and each baseline on the same prompts."""
     out = {"transformer": error_by_k(model_predictions(model, p, device), p)}
