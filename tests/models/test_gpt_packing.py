@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnkit.zoo.data.documents import IGNORE, pack_rows, pad_rows
+from attnkit.zoo.data.documents import IGNORE, DocumentPacker, pad_rows
 from attnkit.zoo.data.text import FUNCTION_CHARS, load_documents
 from attnkit.zoo.models.gpt import GPT, GPTConfig
 
@@ -26,7 +26,7 @@ def _segments(row: dict, r: int):
 
 def test_packed_rows_are_whole_documents_with_restarting_positions_and_no_padding():
     docs = _docs()
-    batch = pack_rows(docs, 4, 32, torch.Generator().manual_seed(1))
+    batch = DocumentPacker(docs, 32).rows(4, torch.Generator().manual_seed(1))
     assert all(t.shape == (4, 32) for t in batch.values())
     assert not (batch["y"] == IGNORE).any()  # every position is a real prediction
     for r in range(4):
@@ -56,7 +56,7 @@ def test_attention_never_crosses_a_document(position):
     """Each document of a packed row gets the logits of the document run alone (positions from 0)."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=32, position=position)).eval()
-    batch = pack_rows(_docs(), 2, 32, torch.Generator().manual_seed(2))
+    batch = DocumentPacker(_docs(), 32).rows(2, torch.Generator().manual_seed(2))
     with torch.no_grad():
         packed, _ = model(batch["x"], batch["y"], document_ids=batch["document_ids"], positions=batch["positions"])
         for r in range(2):
@@ -69,7 +69,7 @@ def test_attention_never_crosses_a_document(position):
 
 def test_short_documents_are_refused():
     with pytest.raises(ValueError, match="at least 2 tokens"):
-        pack_rows([torch.tensor([1])], 1, 4, torch.Generator())
+        DocumentPacker([torch.tensor([1])], 4)
 
 
 def test_python_functions_corpus_is_deterministic_and_bounded():
@@ -85,7 +85,7 @@ def test_best_fit_cuts_only_a_gap_no_pooled_document_fits():
     short documents (cutting each row's last document would cut most of the long ones)."""
     g = torch.Generator().manual_seed(3)
     docs = [torch.randint(0, 30, (41 if i % 2 else 5,), generator=g) for i in range(20)]  # 40 or 4 predictions
-    batch = pack_rows(docs, 8, 50, torch.Generator().manual_seed(4))
+    batch = DocumentPacker(docs, 50).rows(8, torch.Generator().manual_seed(4))
     for r in range(8):
         segs = _segments(batch, r)
         lengths = [b - a for a, b in segs]
@@ -96,7 +96,7 @@ def test_best_fit_cuts_only_a_gap_no_pooled_document_fits():
 def test_a_packed_rows_gradient_is_the_sum_of_its_documents_gradients():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=32))
-    batch = pack_rows(_docs(), 2, 32, torch.Generator().manual_seed(5))
+    batch = DocumentPacker(_docs(), 32).rows(2, torch.Generator().manual_seed(5))
 
     def summed_loss(logits, y):
         return torch.nn.functional.cross_entropy(logits.reshape(-1, 30), y.reshape(-1), reduction="sum")
