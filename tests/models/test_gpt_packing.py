@@ -14,9 +14,9 @@ from attnkit.zoo.models.gpt import GPT, GPTConfig
 from attnkit.zoo.tasks.gpt import GPTOptions, GPTTask
 
 
-def _docs(n=12, V=30, seed=0):
+def _docs(n=12, V=30, seed=0, longest=20):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, V, (int(torch.randint(2, 20, (1,), generator=g)),), generator=g) for _ in range(n)]
+    return [torch.randint(0, V, (int(torch.randint(2, longest, (1,), generator=g)),), generator=g) for _ in range(n)]
 
 
 def _segments(row: dict, r: int):
@@ -115,10 +115,12 @@ def test_packed_documents_are_uniform_draws_as_in_padded_rows():
     assert _long_share(afresh) < 0.4  # what carrying the pool over fixes
 
 
-def test_a_packed_rows_gradient_is_the_sum_of_its_documents_gradients():
+@pytest.mark.parametrize("T,longest", [(32, 20), (512, 300)])
+def test_a_packed_rows_gradient_is_the_sum_of_its_documents_gradients(T, longest):
+    """T = 512 runs the CPU path's SDPA in two checkpointed 256-query chunks (pack_speed.py's block)."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=32))
-    batch = DocumentPacker(_docs(), 32).rows(2, torch.Generator().manual_seed(5))
+    model = GPT(GPTConfig(vocab_size=30, block_size=T, n_layer=2, n_head=2, n_embd=32))
+    batch = DocumentPacker(_docs(longest=longest), T).rows(2, torch.Generator().manual_seed(5))
 
     def summed_loss(logits, y):
         return torch.nn.functional.cross_entropy(logits.reshape(-1, 30), y.reshape(-1), reduction="sum")
