@@ -4,9 +4,10 @@
                         evaluate_and_checkpoint at step 0, every eval_interval and at the end → finish
 
 Exact resume: a checkpoint holds the weights, optimizer and grad-scaler state, every rank's RNG states
-(torch, CUDA, Python and the data generator), the task's data state (Task.data_state) and the losses of the unfinished log interval, so `--resume`
-from step k replays steps k+1.. exactly as an uninterrupted run would (on CPU, same seed). SIGINT/SIGTERM
-finish the current step, write such a checkpoint and raise `Interrupted` (the CLI exits 130).
+(torch, CUDA, Python and the data generator), the task's data state (Task.data_state: GPT's packing pool) and
+the losses of the unfinished log interval, so `--resume` from step k replays steps k+1.. exactly as an
+uninterrupted run would (on CPU, same seed). SIGINT/SIGTERM finish the current step, write such a checkpoint
+and raise `Interrupted` (the CLI exits 130).
 Several processes (`torchrun`) run DDP or, with --fsdp, FSDP2 (see attnkit.engine.distributed); rank 0 writes
 the run directory (see attnkit.engine.rundir for its rules).
 """

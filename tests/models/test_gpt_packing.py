@@ -143,7 +143,8 @@ def test_packed_loss_equals_the_padded_loss_of_the_same_documents():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=32)).eval()
     packed = DocumentPacker(_docs(), 32).rows(2, torch.Generator().manual_seed(7))
-    segments = [torch.cat([packed["x"][r, a:b], packed["y"][r, b - 1:b]]) for r in range(2) for a, b in _segments(packed, r)]
+    segments = [torch.cat([packed["x"][r, a:b], packed["y"][r, b - 1:b]])  # each document as the row holds it
+                for r in range(2) for a, b in _segments(packed, r)]
     padded = pad_rows(segments, torch.arange(len(segments)), 32)
     with torch.no_grad():
         _, packed_loss = model(packed["x"], packed["y"], document_ids=packed["document_ids"],

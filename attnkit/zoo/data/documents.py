@@ -2,19 +2,20 @@
 
 A document d of n tokens gives n − 1 predictions, inputs d[:-1] and targets d[1:], in both layouts:
 
-    padded   one document per row, cut to T + 1 tokens (in both layouts); the rest of the row is `pad_id` inputs with target
-             IGNORE, so a fraction of every row is wasted (the mean document length over T is what is used).
+    padded   one document per row, cut to T + 1 tokens (as in the packed layout); the rest of the row is `pad_id`
+             inputs with target IGNORE, so a fraction of every row is wasted (the mean document length over T is
+             what is used).
     packed   documents fill each row end to end, whole, from a stream of uniform draws (`DocumentPacker`): of a
              pool of `pool` drawn documents, the longest that fits the row's remaining space goes next (best fit)
              and a fresh draw takes its place in the pool. The pool carries over from batch to batch, so every
              drawn document is placed whole in the end and the documents trained on are the uniform draws of the
              padded layout. (A pool drawn afresh for each batch and dropped after it keeps its short documents
-             and trains on its long ones: 414 instead of 280 tokens per document, token-weighted, on
-             python-functions at T = 512.) Only a gap shorter than every pooled document is cut: it takes the
-             start of one more fresh draw, so which documents are cut does not depend on their length. Every
-             position is a real prediction (no padding), `document_ids` (B, T) number the documents of a row, so
-             attention (`attnkit.ops.attention(document_ids=...)`) never crosses one, and `positions` (B, T)
-             restart at 0 in each document.
+             and trains on its long ones: 417 instead of 280 predictions per document, token-weighted, on
+             python-functions at T = 512, benchmarks/pack_mix.py.) Only a gap shorter than every pooled document
+             is cut: it takes the start of one more fresh draw, so which documents are cut does not depend on
+             their length. Every position is a real prediction (no padding), `document_ids` (B, T) number the
+             documents of a row, so attention (`attnkit.ops.attention(document_ids=...)`) never crosses one, and
+             `positions` (B, T) restart at 0 in each document.
 
         row 0   x: a0 a1 a2 b0 b1 c0 c1 c2 …      document_ids: 0 0 0 1 1 2 2 2 …   positions: 0 1 2 0 1 0 1 2 …
                 y: a1 a2 a3 b1 b2 c1 c2 c3 …
