@@ -193,12 +193,15 @@ class Task:
         """Called before each optimizer step, for schedules of the task's own (GPT's window warmup)."""
 
     def data_state(self) -> dict[str, Any]:
-        """What the training batches carry over from one to the next, beyond the generator (GPT's pool of packed
-        documents): saved in each checkpoint, given back to `load_data_state` on --resume."""
+        """What the training batches carry over from one to the next, beyond the generator, as {attribute: its
+        state_dict()} (GPT's packer: its pool of drawn documents): saved in each checkpoint, restored on --resume
+        by `load_data_state`."""
         return {}
 
     def load_data_state(self, state: dict[str, Any]) -> None:
-        """Restore `data_state()` (called after `prepare`, before the first batch of a resumed run)."""
+        """Restore `data_state()` (after `prepare`, before a resumed run's first batch)."""
+        for name, saved in state.items():
+            getattr(self, name).load_state_dict(saved)
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         """Tokens (or pixels, rows...) in a batch, for the tokens/s the trainer reports."""

@@ -3,8 +3,7 @@
 A running text is cut into random windows of block_size tokens. A corpus of documents (`--data python-functions`,
 attnkit.zoo.data.text) trains on whole documents, one per row and padded, or with `--opt pack=true` packed end to
 end into full rows with document ids (attnkit.zoo.data.documents): no padding, attention never crosses a
-document, positions restart in each. Validation is one held-out document per row in both layouts, so packed
-and padded runs report the same loss: the mean cross-entropy per real token.
+document, positions restart in each. Validation is one held-out document per row in both layouts.
 """
 from __future__ import annotations
 
@@ -164,8 +163,7 @@ class GPTTask(Task):
             every = round(1 / VAL_FRACTION)  # every 10th document is held out
             self.docs = {"train": [d for i, d in enumerate(ids) if i % every != every - 1],
                          "val": [d for i, d in enumerate(ids) if i % every == every - 1]}
-            if self.opts.pack:
-                self.packer = DocumentPacker(self.docs["train"], self.cfg.block_size)
+            self.packer = DocumentPacker(self.docs["train"], self.cfg.block_size) if self.opts.pack else None
             return
         ids = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
         n_val = int(len(ids) * VAL_FRACTION)
@@ -201,10 +199,6 @@ class GPTTask(Task):
 
     def data_state(self) -> dict[str, Any]:
         return {"packer": self.packer.state_dict()} if self.packer is not None else {}
-
-    def load_data_state(self, state: dict[str, Any]) -> None:
-        if self.packer is not None and "packer" in state:
-            self.packer.load_state_dict(state["packer"])
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
