@@ -75,9 +75,11 @@ def test_a_report_from_prepare_is_shown_before_the_first_step(tmp_path, monkeypa
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["corpus_note"] == 7
 
 
-def test_resume_is_exact(tmp_path):
-    """k steps, 'killed' (steps after the last checkpoint lost), resumed to N == N steps uninterrupted."""
-    kw = dict(max_steps=12, eval_interval=4, dropout=0.1, grad_accum=2)
+@pytest.mark.parametrize("data", [{}, dict(options={"pack": True}, block_size=64)], ids=["text", "packed"])
+def test_resume_is_exact(tmp_path, data):
+    """k steps, 'killed' (steps after the last checkpoint lost), resumed to N == N steps uninterrupted. Packed
+    documents: the packer's pool is restored too (Task.data_state)."""
+    kw = dict(max_steps=12, eval_interval=4, dropout=0.1, grad_accum=2, **data)
     full = run_training(cfg(tmp_path, "full", **kw), **QUIET)
     run_training(cfg(tmp_path, "split", **kw), stop_after=6, **QUIET)  # checkpoint at 4; steps 5-6 lost
     assert latest_step(tmp_path / "split") == 4

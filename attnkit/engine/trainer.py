@@ -4,9 +4,10 @@
                         evaluate_and_checkpoint at step 0, every eval_interval and at the end → finish
 
 Exact resume: a checkpoint holds the weights, optimizer and grad-scaler state, every rank's RNG states
-(torch, CUDA, Python and the data generator) and the losses of the unfinished log interval, so `--resume`
-from step k replays steps k+1.. exactly as an uninterrupted run would (on CPU, same seed). SIGINT/SIGTERM
-finish the current step, write such a checkpoint and raise `Interrupted` (the CLI exits 130).
+(torch, CUDA, Python and the data generator), the task's data state (Task.data_state: GPT's packing pool) and
+the losses of the unfinished log interval, so `--resume` from step k replays steps k+1.. exactly as an
+uninterrupted run would (on CPU, same seed). SIGINT/SIGTERM finish the current step, write such a checkpoint
+and raise `Interrupted` (the CLI exits 130).
 Several processes (`torchrun`) run DDP or, with --fsdp, FSDP2 (see attnkit.engine.distributed); rank 0 writes
 the run directory (see attnkit.engine.rundir for its rules).
 """
@@ -247,6 +248,7 @@ class Trainer:
         self.step, self.metrics = state["step"], state["metrics"]
         self.wall_offset = self.metrics[-1].get("wall_s", 0.0) if self.metrics else 0.0
         self.interval_losses = list(state.get("interval_losses", []))
+        self.task.load_data_state(state.get("data", {}))
         self.last_good = self.step
         return state
 
@@ -339,7 +341,7 @@ class Trainer:
         if self.world.is_main:
             state = {"step": self.step, "optimizer": optim_state, "scaler": self.scaler.state_dict(),
                      "metrics": self.metrics, "interval_losses": self.interval_losses, "rng": rng,
-                     "config": asdict(self.cfg)}
+                     "data": self.task.data_state(), "config": asdict(self.cfg)}
             save_checkpoint(self.run_dir, self.step, self._unsharded(weights), state, keep_last=self.cfg.keep_last)
         D.barrier(self.world)
         self.last_good = self.step

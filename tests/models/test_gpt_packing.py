@@ -7,14 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnkit.zoo.data.documents import IGNORE, pack_rows, pad_rows
+from attnkit.config import TrainConfig
+from attnkit.zoo.data.documents import IGNORE, DocumentPacker, pad_rows
 from attnkit.zoo.data.text import FUNCTION_CHARS, load_documents
 from attnkit.zoo.models.gpt import GPT, GPTConfig
+from attnkit.zoo.tasks.gpt import GPTOptions, GPTTask
 
 
-def _docs(n=12, V=30, seed=0):
+def _docs(n=12, V=30, seed=0, longest=20):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, V, (int(torch.randint(2, 20, (1,), generator=g)),), generator=g) for _ in range(n)]
+    return [torch.randint(0, V, (int(torch.randint(2, longest, (1,), generator=g)),), generator=g) for _ in range(n)]
 
 
 def _segments(row: dict, r: int):
@@ -26,7 +28,7 @@ def _segments(row: dict, r: int):
 
 def test_packed_rows_are_whole_documents_with_restarting_positions_and_no_padding():
     docs = _docs()
-    batch = pack_rows(docs, 4, 32, torch.Generator().manual_seed(1))
+    batch = DocumentPacker(docs, 32).rows(4, torch.Generator().manual_seed(1))
     assert all(t.shape == (4, 32) for t in batch.values())
     assert not (batch["y"] == IGNORE).any()  # every position is a real prediction
     for r in range(4):
@@ -56,7 +58,7 @@ def test_attention_never_crosses_a_document(position):
     """Each document of a packed row gets the logits of the document run alone (positions from 0)."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=32, position=position)).eval()
-    batch = pack_rows(_docs(), 2, 32, torch.Generator().manual_seed(2))
+    batch = DocumentPacker(_docs(), 32).rows(2, torch.Generator().manual_seed(2))
     with torch.no_grad():
         packed, _ = model(batch["x"], batch["y"], document_ids=batch["document_ids"], positions=batch["positions"])
         for r in range(2):
@@ -69,7 +71,7 @@ def test_attention_never_crosses_a_document(position):
 
 def test_short_documents_are_refused():
     with pytest.raises(ValueError, match="at least 2 tokens"):
-        pack_rows([torch.tensor([1])], 1, 4, torch.Generator())
+        DocumentPacker([torch.tensor([1])], 4)
 
 
 def test_python_functions_corpus_is_deterministic_and_bounded():
@@ -85,7 +87,7 @@ def test_best_fit_cuts_only_a_gap_no_pooled_document_fits():
     short documents (cutting each row's last document would cut most of the long ones)."""
     g = torch.Generator().manual_seed(3)
     docs = [torch.randint(0, 30, (41 if i % 2 else 5,), generator=g) for i in range(20)]  # 40 or 4 predictions
-    batch = pack_rows(docs, 8, 50, torch.Generator().manual_seed(4))
+    batch = DocumentPacker(docs, 50).rows(8, torch.Generator().manual_seed(4))
     for r in range(8):
         segs = _segments(batch, r)
         lengths = [b - a for a, b in segs]
@@ -93,10 +95,32 @@ def test_best_fit_cuts_only_a_gap_no_pooled_document_fits():
         assert lengths[-1] in (4, 40) or lengths[-1] < 4
 
 
-def test_a_packed_rows_gradient_is_the_sum_of_its_documents_gradients():
+def _long_share(batches) -> float:
+    """Of the documents started in `batches`, the share that are long (their first token is 1)."""
+    firsts = torch.cat([b["x"][b["positions"] == 0] for b in batches])
+    return float((firsts == 1).float().mean())
+
+
+def test_packed_documents_are_uniform_draws_as_in_padded_rows():
+    """Half the documents are long (40 predictions, first token 1), half short (4, first token 2): padded rows
+    start as many of each, and so must packed rows over many batches. A pool drawn afresh for each batch and
+    dropped after it (the first packer) places its long documents first and drops short ones."""
+    g = torch.Generator().manual_seed(3)
+    docs = [torch.cat([torch.tensor([1 if i % 2 else 2]), torch.randint(3, 30, (40 if i % 2 else 4,), generator=g)])
+            for i in range(20)]
+    packer, g = DocumentPacker(docs, 50), torch.Generator().manual_seed(6)
+    carried = [packer.rows(4, g) for _ in range(150)]
+    afresh = [DocumentPacker(docs, 50).rows(4, g) for _ in range(150)]
+    assert abs(_long_share(carried) - 0.5) < 0.03
+    assert _long_share(afresh) < 0.4  # what carrying the pool over fixes
+
+
+@pytest.mark.parametrize("T,longest", [(32, 20), (512, 300)])
+def test_a_packed_rows_gradient_is_the_sum_of_its_documents_gradients(T, longest):
+    """T = 512 runs the CPU path's SDPA in two checkpointed 256-query chunks (pack_speed.py's block)."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=32))
-    batch = pack_rows(_docs(), 2, 32, torch.Generator().manual_seed(5))
+    model = GPT(GPTConfig(vocab_size=30, block_size=T, n_layer=2, n_head=2, n_embd=32))
+    batch = DocumentPacker(_docs(longest=longest), T).rows(2, torch.Generator().manual_seed(5))
 
     def summed_loss(logits, y):
         return torch.nn.functional.cross_entropy(logits.reshape(-1, 30), y.reshape(-1), reduction="sum")
@@ -111,3 +135,60 @@ def test_a_packed_rows_gradient_is_the_sum_of_its_documents_gradients():
             summed_loss(alone, batch["y"][r:r + 1, a:b]).backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(packed[n], p.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_packed_loss_equals_the_padded_loss_of_the_same_documents():
+    """Both layouts average the cross-entropy over real predictions: a packed batch and the same documents padded
+    one per row (the cut one as the prefix the row holds) give the same loss, for learned and reset positions."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=32, n_layer=2, n_head=2, n_embd=32)).eval()
+    packed = DocumentPacker(_docs(), 32).rows(2, torch.Generator().manual_seed(7))
+    segments = [torch.cat([packed["x"][r, a:b], packed["y"][r, b - 1:b]])  # each document as the row holds it
+                for r in range(2) for a, b in _segments(packed, r)]
+    padded = pad_rows(segments, torch.arange(len(segments)), 32)
+    with torch.no_grad():
+        _, packed_loss = model(packed["x"], packed["y"], document_ids=packed["document_ids"],
+                               positions=packed["positions"])
+        _, padded_loss = model(padded["x"], padded["y"])
+    assert int((padded["y"] != IGNORE).sum()) == packed["y"].numel()  # the same predictions
+    torch.testing.assert_close(packed_loss, padded_loss, atol=1e-5, rtol=1e-5)
+
+
+def _generator_at(state: torch.Tensor) -> torch.Generator:
+    g = torch.Generator()
+    g.set_state(state)
+    return g
+
+
+def test_a_restored_packer_draws_the_rows_the_uninterrupted_one_draws():
+    """The pool carries over between batches, so it is state: restored with the generator, the rows continue."""
+    docs = _docs()
+    packer, g = DocumentPacker(docs, 32), torch.Generator().manual_seed(8)
+    packer.rows(3, g)
+    state, g_state = packer.state_dict(), g.get_state()
+    later = [packer.rows(3, g) for _ in range(2)]
+    resumed, g = DocumentPacker(docs, 32), _generator_at(g_state)
+    resumed.load_state_dict(state)
+    for a in later:
+        b = resumed.rows(3, g)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    unrestored = DocumentPacker(docs, 32).rows(3, _generator_at(g_state))
+    assert not torch.equal(unrestored["x"], later[0]["x"])
+
+
+def test_packed_and_padded_runs_validate_alike(tmp_path):
+    """Validation is one held-out document per row in both layouts: the same model gets the same val loss (a
+    packed run's own rows would weigh long documents more). Training rows are packed only with pack=true."""
+    cfg = TrainConfig(model="gpt", flavor="debug", data="python-functions", tokenizer="char", block_size=512,
+                      batch_size=4, dropout=0.0)
+    tasks = [GPTTask(cfg, GPTOptions(pack=pack)) for pack in (False, True)]
+    for task in tasks:
+        task.prepare(tmp_path)
+    torch.manual_seed(0)
+    model = GPTTask.build_model(tasks[0].model_config())
+    padded, packed = (task.evaluate(model, "val", 2, torch.device("cpu"))["val_loss"] for task in tasks)
+    assert padded == packed
+    val = tasks[1].get_batch("val", 4, torch.Generator().manual_seed(0))
+    train = tasks[1].get_batch("train", 4, torch.Generator().manual_seed(0))
+    assert "document_ids" not in val and (val["y"] == IGNORE).any()
+    assert "document_ids" in train and not (train["y"] == IGNORE).any()

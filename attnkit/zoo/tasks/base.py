@@ -173,7 +173,8 @@ class Task:
         raise NotImplementedError
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """A batch on CPU; the trainer moves tensors to the device. Deterministic given the generator."""
+        """A batch on CPU; the trainer moves tensors to the device. Deterministic given the generator (and
+        `data_state`, for a task whose batches carry something over, such as GPT's packed documents)."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -190,6 +191,17 @@ class Task:
 
     def on_step(self, step: int) -> None:
         """Called before each optimizer step, for schedules of the task's own (GPT's window warmup)."""
+
+    def data_state(self) -> dict[str, Any]:
+        """What the training batches carry over from one to the next, beyond the generator, as {attribute: its
+        state_dict()} (GPT's packer: its pool of drawn documents): saved in each checkpoint, restored on --resume
+        by `load_data_state`."""
+        return {}
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        """Restore `data_state()` (after `prepare`, before a resumed run's first batch)."""
+        for name, saved in state.items():
+            getattr(self, name).load_state_dict(saved)
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         """Tokens (or pixels, rows...) in a batch, for the tokens/s the trainer reports."""

@@ -3,7 +3,7 @@
 A running text is cut into random windows of block_size tokens. A corpus of documents (`--data python-functions`,
 attnkit.zoo.data.text) trains on whole documents, one per row and padded, or with `--opt pack=true` packed end to
 end into full rows with document ids (attnkit.zoo.data.documents): no padding, attention never crosses a
-document, positions restart in each.
+document, positions restart in each. Validation is one held-out document per row in both layouts.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.data.documents import IGNORE, pack_rows, pad_rows
+from attnkit.zoo.data.documents import IGNORE, DocumentPacker, pad_rows
 from attnkit.zoo.data.text import DOCUMENT_CORPORA, load_documents, load_text
 from attnkit.nn.modes import model_device
 from attnkit.zoo.report import Echo, Report
@@ -99,6 +99,7 @@ class GPTTask(Task):
         self.tokenizer: CharTokenizer | SentencePieceTokenizer | None = None
         self.data: dict[str, torch.Tensor] = {}
         self.docs: dict[str, list[torch.Tensor]] = {}  # a document corpus: token ids per document, per split
+        self.packer: DocumentPacker | None = None  # packs the training documents (--opt pack=true)
         self.window: int | None = None  # set by on_step under window warmup
 
     # ---- configuration -------------------------------------------------------------------
@@ -162,6 +163,7 @@ class GPTTask(Task):
             every = round(1 / VAL_FRACTION)  # every 10th document is held out
             self.docs = {"train": [d for i, d in enumerate(ids) if i % every != every - 1],
                          "val": [d for i, d in enumerate(ids) if i % every == every - 1]}
+            self.packer = DocumentPacker(self.docs["train"], self.cfg.block_size) if self.opts.pack else None
             return
         ids = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
         n_val = int(len(ids) * VAL_FRACTION)
@@ -175,8 +177,8 @@ class GPTTask(Task):
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if self.docs:
             docs, T = self.docs[split], self.cfg.block_size
-            if self.opts.pack:
-                return pack_rows(docs, batch_size, T, generator)
+            if self.packer is not None and split == "train":
+                return self.packer.rows(batch_size, generator)
             return pad_rows(docs, torch.randint(len(docs), (batch_size,), generator=generator), T)
         data, T = self.data[split], self.cfg.block_size
         ix = torch.randint(len(data) - T, (batch_size,), generator=generator)  # (B,)
@@ -194,6 +196,9 @@ class GPTTask(Task):
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         """Real tokens: the predicted ones (padding is not counted)."""
         return int((batch["y"] != IGNORE).sum())
+
+    def data_state(self) -> dict[str, Any]:
+        return {"packer": self.packer.state_dict()} if self.packer is not None else {}
 
     # ---- sampling ------------------------------------------------------------------------
     @classmethod
