@@ -19,7 +19,8 @@ import keyword
 import random
 import re
 
-ORIGINAL, REPLACED = 1, 0
+from attnkit.zoo.data.replaced_word import ORIGINAL, balanced_labels
+
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CHUNK = re.compile(r"\S+")
 
@@ -56,9 +57,7 @@ def replaced_name_examples(text: str, n: int, words: int, seed: int, replaced: i
     if len(set(vocabulary)) < 2:
         raise ValueError("the text needs two different names to replace one by another")
     rng = random.Random(seed)
-    labels = [ORIGINAL] * (n - n // 2) + [REPLACED] * (n // 2)
-    rng.shuffle(labels)
-    texts = []
+    texts, labels = [], balanced_labels(n, rng)
     for label in labels:
         while True:
             start = rng.randrange(len(chunks) - words + 1)
