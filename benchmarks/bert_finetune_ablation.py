@@ -27,8 +27,7 @@ from rich.console import Console
 from attnkit.config import TrainConfig
 from attnkit.engine.sample import load_run
 from attnkit.engine.trainer import run_training
-from attnkit.zoo.data.mlm import split_prose
-from attnkit.zoo.data.text import load_text
+from attnkit.zoo.data.mlm import corpus_splits
 from attnkit.zoo.eval.bert import finetune_comparison
 
 
@@ -118,7 +117,7 @@ def baselines(arms: list[Arm], seeds) -> list[dict]:
     """Bag-of-words and bag-of-bigrams logistic regression on each arm's passages (the embedded text)."""
     from attnkit.zoo.eval.bert import bag_of_words_accuracy, downstream_examples
 
-    texts, rows = split_prose(load_text(None)), []
+    texts, rows = corpus_splits(None), []
     for seed in seeds:
         for arm in arms:
             train = downstream_examples(arm.task, texts["train"], arm.labels, arm.words, seed, arm.corrupt)
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed, a.mask_prob, a.pre_ln,
                        a.pretrain_lr)
     run = load_run(a.pretrained)
-    texts = split_prose(load_text(run.config.data))
+    texts = corpus_splits(run.config.data)
     rows = []
     for arm in map(parse_arm, a.arm or ["default"]):
         for seed in map(int, a.seeds.split(",")):

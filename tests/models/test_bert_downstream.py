@@ -1,11 +1,16 @@
-"""BERT's downstream tasks: replaced-word detection and word order (adjacent or not), built from any text."""
+"""BERT's downstream tasks: replaced-word and replaced-name detection and word order (adjacent or not), built
+from any text; the file-wise split of a corpus of files."""
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 
 import pytest
 
+from attnkit.errors import UserError
+from attnkit.zoo.data.mlm import split_files
+from attnkit.zoo.data.replaced_name import names, replace_names, replaced_name_examples
 from attnkit.zoo.data.replaced_word import ORIGINAL, REPLACED, replace_words, replaced_word_examples
 from attnkit.zoo.data.word_order import swap_two_words, word_order_examples
 from attnkit.zoo.eval.bert import DOWNSTREAM, bag_of_words_accuracy, downstream_examples
@@ -75,6 +80,65 @@ def test_bag_of_words_stays_near_chance(task, corrupt):
     train = downstream_examples(task, text, 400, 12, seed=0, corrupt=corrupt)
     test = downstream_examples(task, text, 2000, 12, seed=1, corrupt=corrupt)
     assert abs(bag_of_words_accuracy(*train, *test) - 0.5) < 0.05  # 2000 test passages: ± 4.5 standard errors
+
+
+def code_text(n_functions: int, seed: int) -> str:
+    """Python-like source: functions whose names are used consistently (assigned, then read)."""
+    r = random.Random(seed)
+    out = []
+    for f in range(n_functions):
+        a, b = r.sample([f"v{i}" for i in range(40)], 2)
+        out.append(f"def f{f}({a}, {b}):\n    if {a} is None:\n        return {b}\n    {a}.update(k{f % 9})\n"
+                   f"    return {a} + {b}\n\n")
+    return "".join(out)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_replaced_name_snippets_keep_the_code_as_written_but_k_names(k):
+    text = code_text(300, seed=0)
+    spans = [m.span() for m in re.finditer(r"\S+", text)]
+    windows = [text[spans[i][0]:spans[i + 11][1]] for i in range(len(spans) - 11)]  # every run of 12 chunks
+
+    def skeleton(code):  # the code with each name blanked: what a replacement must leave alone
+        return "".join(code[i:m.start()] + "#" for i, m in zip([0] + [m.end() for m in names(code)], names(code)))
+
+    by_skeleton = {}
+    for w in windows:
+        by_skeleton.setdefault(skeleton(w), []).append(w)
+    texts, labels = replaced_name_examples(text, 101, 12, seed=3, replaced=k)
+    assert Counter(labels) == {ORIGINAL: 51, REPLACED: 50}
+    for t, y in zip(texts, labels):
+        # An original snippet is a run of the source as written (line breaks, indentation); a replaced one is a run
+        # with exactly k names changed, everything else kept.
+        changed = min(sum(a.group() != b.group() for a, b in zip(names(w), names(t))) for w in by_skeleton[skeleton(t)])
+        assert changed == (0 if y == ORIGINAL else k) and (t in windows) == (y == ORIGINAL)
+    assert replaced_name_examples(text, 101, 12, seed=3, replaced=k) == (texts, labels)  # deterministic given the seed
+
+
+def test_names_leave_keywords_and_numbers_alone():
+    assert [m.group() for m in names("if x1 is not None: return 0x1f + self.y")] == ["x1", "self", "y"]  # None is a keyword
+    r = random.Random(0)
+    for _ in range(50):
+        out = replace_names("for i in range(n):", ["a", "b", "i"], 1, r)
+        assert out.startswith("for ") and " in " in out and out != "for i in range(n):"
+    with pytest.raises(ValueError, match="cannot replace 2 of 1 names"):
+        replace_names("return x", ["a"], 2, r)
+
+
+def test_bag_of_words_stays_near_chance_on_replaced_names():
+    text = code_text(2000, seed=0)
+    train = replaced_name_examples(text, 400, 12, seed=0)
+    test = replaced_name_examples(text, 2000, 12, seed=1)
+    assert abs(bag_of_words_accuracy(*train, *test) - 0.5) < 0.05  # 2000 test passages: ± 4.5 standard errors
+
+
+def test_split_files_holds_whole_files_out():
+    files = [f"file {i}" for i in range(25)]
+    parts = split_files(files)
+    assert parts["val"] == "file 9\nfile 19"
+    assert parts["train"].split("\n") == [f for f in files if f not in ("file 9", "file 19")]
+    with pytest.raises(UserError, match="3 files are too few"):
+        split_files(files[:3])
 
 
 def test_downstream_tasks_are_named():

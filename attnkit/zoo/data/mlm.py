@@ -75,16 +75,38 @@ def split_prose(text: str, train_fraction: float = 0.9) -> dict[str, str]:
     return {"train": text[:cut], "val": text[cut:]}
 
 
+def split_files(files: list[str], every: int = 10) -> dict[str, str]:
+    """{"train", "val"} of a corpus of separate files (source code, kept as written): every `every`-th file
+    held out whole, so no validation passage comes from a file seen in pretraining or fine-tuning."""
+    if len(files) < every:
+        raise UserError(f"{len(files)} files are too few to hold one file in {every} out; use more files")
+    held = {i for i in range(every - 1, len(files), every)}
+    return {"train": "\n".join(f for i, f in enumerate(files) if i not in held),
+            "val": "\n".join(f for i, f in enumerate(files) if i in held)}
+
+
+def corpus_splits(data: str | None) -> dict[str, str]:
+    """BERT's {"train", "val"} texts of `--data`: a corpus of files split by file (`split_files`), a running
+    text by position (`split_prose`)."""
+    from attnkit.zoo.data.text import load_files, load_text
+
+    files = load_files(data)
+    return split_files(files) if files is not None else split_prose(load_text(data))
+
+
 SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 
 
+TOKENIZER_CHARS = 1_000_000  # sentencepiece trains on at most this much of the training text (seconds, not minutes)
+
+
 def mlm_tokenizer(spec: str, train_text: str, vocab_size: int):
-    """BERT's sentencepiece tokenizer: `--tokenizer char` (the default) trains one with SPECIALS on train_text,
-    `--tokenizer FILE.model` loads one."""
+    """BERT's sentencepiece tokenizer: `--tokenizer char` (the default) trains one with SPECIALS on the first
+    TOKENIZER_CHARS characters of train_text, `--tokenizer FILE.model` loads one."""
     from attnkit.zoo.data.tokenizer import SentencePieceTokenizer, train_sentencepiece
 
     if spec == "char":
-        return train_sentencepiece(train_text, vocab_size, "bpe", special_tokens=SPECIALS)
+        return train_sentencepiece(train_text[:TOKENIZER_CHARS], vocab_size, "bpe", special_tokens=SPECIALS)
     if spec.endswith(".model"):
         return SentencePieceTokenizer.load(spec)
     raise UserError(f"BERT needs a sentencepiece tokenizer (.model), got {spec!r}")

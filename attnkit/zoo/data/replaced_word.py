@@ -31,6 +31,13 @@ def replace_words(words: list[str], vocabulary: list[str], k: int, rng: random.R
     return out
 
 
+def balanced_labels(n: int, rng: random.Random) -> list[int]:
+    """n labels in random order, ORIGINAL for half (one more when n is odd) and corrupted (0) for the rest."""
+    labels = [ORIGINAL] * (n - n // 2) + [REPLACED] * (n // 2)
+    rng.shuffle(labels)
+    return labels
+
+
 def replaced_word_examples(text: str, n: int, words: int, seed: int, replaced: int = 1) -> tuple[list[str], list[int]]:
     """n passages of `words` words from text and their labels (ORIGINAL or REPLACED), half of each."""
     tokens = text.split()
@@ -39,9 +46,7 @@ def replaced_word_examples(text: str, n: int, words: int, seed: int, replaced: i
     if len(set(tokens)) < 2:
         raise ValueError("the text needs two different words to replace one by another")
     rng = random.Random(seed)
-    labels = [ORIGINAL] * (n - n // 2) + [REPLACED] * (n // 2)
-    rng.shuffle(labels)
-    texts = []
+    texts, labels = [], balanced_labels(n, rng)
     for label in labels:
         start = rng.randrange(len(tokens) - words + 1)
         passage = tokens[start:start + words]

@@ -45,16 +45,23 @@ def _stdlib_sources():
             continue
 
 
-def _python_stdlib() -> str:
+def python_files(chars: int = PYTHON_CORPUS_CHARS) -> list[str]:
+    """The sources of the standard library's top-level modules, one string a file, in sorted order, until they
+    hold `chars` characters in all (the "python" corpus, file by file: BERT splits it by file)."""
     parts, total = [], 0
     for _, text in _stdlib_sources():
         parts.append(text)
         total += len(text)
-        if total >= PYTHON_CORPUS_CHARS:
+        if total >= chars:
             break
     if not parts:
         raise UserError(f"no Python source found under {sysconfig.get_paths()['stdlib']}; pass --data PATH")
-    return "\n".join(parts)
+    return parts
+
+
+def load_files(data: str | None) -> list[str] | None:
+    """The separate files of a corpus that has them ("python"), or None for a running text."""
+    return python_files() if data == "python" else None
 
 
 def _functions(tree: ast.AST):
@@ -103,7 +110,7 @@ def load_text(data: str | None) -> str:
     if data is None or data == "austen":
         return _austen()
     if data == "python":
-        return _python_stdlib()
+        return "\n".join(python_files())
     if data in DOCUMENT_CORPORA:
         return "\n".join(load_documents(data))
     path = Path(data).expanduser()

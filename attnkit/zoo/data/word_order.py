@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import random
 
+from attnkit.zoo.data.replaced_word import balanced_labels
+
 ORIGINAL, SWAPPED = 1, 0
 
 
@@ -41,9 +43,7 @@ def word_order_examples(text: str, n: int, words: int, seed: int, adjacent: bool
     if len(tokens) < 2 * words:
         raise ValueError(f"the text has {len(tokens)} words; passages of {words} need at least {2 * words}")
     rng = random.Random(seed)
-    labels = [ORIGINAL] * (n - n // 2) + [SWAPPED] * (n // 2)
-    rng.shuffle(labels)
-    texts = []
+    texts, labels = [], balanced_labels(n, rng)
     for label in labels:
         while True:
             start = rng.randrange(len(tokens) - words + 1)

@@ -140,7 +140,8 @@ class BERTClassifier(nn.Module):
         tanh pooler and a linear layer (BERT's classification head). Mean rather than BERT's [CLS] by default:
         without next-sentence prediction pretraining never trains [CLS] as a summary of the sequence;
     surprise: the MLM head's log-probability of each real token as it stands (unmasked), its minimum and mean
-        over the passage, then a linear layer: the head that pretraining trained, read as "does this token fit".
+        over the passage, standardised (a BatchNorm without affine weights: the two numbers are on no fixed scale),
+        then a linear layer: the head that pretraining trained, read as "does this token fit".
     """
 
     def __init__(self, encoder: BERT, n_classes: int, pooling: str = "mean"):
@@ -149,7 +150,7 @@ class BERTClassifier(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         d = encoder.cfg.d_model
         self.encoder, self.pooling = encoder, pooling
-        self.pooler = nn.Linear(d, d) if pooling != "surprise" else nn.Identity()
+        self.pooler = nn.Linear(d, d) if pooling != "surprise" else nn.BatchNorm1d(2, affine=False)
         self.head = nn.Linear(2 if pooling == "surprise" else d, n_classes)
         self.pooler.apply(init_weights)
         self.head.apply(init_weights)
@@ -165,7 +166,7 @@ class BERTClassifier(nn.Module):
             inner[torch.arange(len(ids)), real.sum(1) - 1] = False  # [SEP]
             lowest = logp.masked_fill(~inner, 0.0).min(1).values  # (B,)
             mean = (logp * inner).sum(1) / inner.sum(1)  # (B,)
-            return self.head(torch.stack((lowest, mean), 1) / 10)  # (B, n_classes); /10: log-probs are ~ -10
+            return self.head(self.pooler(torch.stack((lowest, mean), 1)))  # (B, n_classes)
         if self.pooling == "cls":
             pooled = h[:, 0]  # (B, d)
         elif self.pooling == "max":

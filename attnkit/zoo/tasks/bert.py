@@ -1,21 +1,21 @@
-"""`--model bert`: masked-language-model pre-training on the text corpus, and fill-mask sampling.
+"""`--model bert`: masked-language-model pre-training on a text corpus, fill-mask sampling, and fine-tuning.
 
-Data: GPT's corpus (`attnkit.zoo.data.text.load_text`: the embedded Austen text, or `--data PATH`), line wraps
-joined, 90% training, 10% validation (`attnkit.zoo.data.mlm`). Tokenizer: sentencepiece with [PAD] [CLS] [SEP]
-[MASK], trained on the training split into RUN/tokenizer.model (the default `--tokenizer char` means "train one"),
-or `--tokenizer FILE.model` if that model defines the four tokens.
+Data (`attnkit.zoo.data.mlm.corpus_splits`): GPT's corpus (`attnkit.zoo.data.text`: the embedded Austen text, or
+`--data PATH`), line wraps joined, 90% training, 10% validation; `--data python` (the "code" flavor's): the
+standard library's source, every tenth file held out whole. Tokenizer: sentencepiece with [PAD] [CLS] [SEP]
+[MASK], trained on the training split's first 1M characters (`--tokenizer char`, the default) or a
+`--tokenizer FILE.model` that defines the four tokens.
 
 An example is [CLS] + a random window of the token stream + [SEP]; with next-sentence prediction (the "*-nsp"
 flavors) it is [CLS] A [SEP] B [SEP], B following A half of the time and drawn from elsewhere otherwise. Masking
 follows BERT (see `attnkit.zoo.models.bert.mask_tokens`). `report` gives masked-token accuracy on validation beside
-a unigram-frequency baseline (always predict the most frequent training token; its loss is the unigram entropy)
-measured on the very same masked positions.
+a unigram-frequency baseline (always predict the most frequent training token) on the same masked positions.
 
 Then the claim that matters, that pretraining helps: fine-tuning (`--opt finetune_*`; off with `--opt
-finetune_labels=0`) on a downstream task (`finetune_task`: `attnkit.zoo.data.replaced_word` or `.word_order`), few
-labelled passages from the training text, a test set from the validation text. The pretrained model and the same
-architecture from scratch are fine-tuned alike (`attnkit.zoo.eval.bert.finetune_comparison`) beside bag-of-words
-logistic regression, near chance by construction. summary.json: finetune_acc_pretrained, _scratch, _bow.
+finetune_labels=0`) on a downstream task (`finetune_task`: `attnkit.zoo.data.replaced_word`, `.replaced_name` or
+`.word_order`), few labelled passages from the training text, a test set from the validation text, the pretrained
+model and the same architecture from scratch fine-tuned alike (`attnkit.zoo.eval.bert.finetune_comparison`) beside
+bag-of-words logistic regression. summary.json: finetune_acc_pretrained, _scratch, _bow.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.data.mlm import (encode_masked_prompt, heldout_sentences, mlm_tokenizer, pad_rows, special_token_ids,
-                                  split_prose, window_examples)
+from attnkit.zoo.data.mlm import (corpus_splits, encode_masked_prompt, heldout_sentences, mlm_tokenizer, pad_rows, special_token_ids,
+                                  window_examples)
 from attnkit.zoo.eval.bert import (DOWNSTREAM, MaskedTokenStats, fill_probabilities, finetune_comparison,
                                    heldout_fills, heldout_rows, masked_lm_rows, top_fills, unigram_frequencies)
 from attnkit.zoo.models.bert import BERT, POOLINGS, BERTConfig, mask_tokens
@@ -50,7 +50,7 @@ class BERTOptions:
     """Pretraining knobs, then the fine-tuning phase after it (attnkit.zoo.eval.bert.finetune_comparison)."""
     pre_ln: bool = field(default=False, metadata={"help": "pre-LN encoder blocks (BERT is post-LN)"})
     mask_prob: float = field(default=MASK_PROB, metadata={"help": "fraction of training tokens to predict (eval: 0.15)"})
-    finetune_task: str = field(default="replaced_word", metadata={"help": "replaced_word, word_order or adjacent_swap"})
+    finetune_task: str = field(default="replaced_word", metadata={"help": "one of attnkit.zoo.eval.bert.DOWNSTREAM"})
     finetune_labels: int = field(default=256, metadata={"help": "labelled passages to fine-tune on (0: no fine-tuning phase)"})
     finetune_test: int = field(default=1000, metadata={"help": "held-out passages to test on"})
     finetune_words: int = field(default=16, metadata={"help": "words per passage"})
@@ -77,6 +77,8 @@ class BERTTask(Task):
                         train=dict(_train, max_steps=1000, batch_size=32, block_size=64, lr=1e-3, warmup_steps=100,
                                    eval_interval=200, eval_batches=8)),
     }
+    flavors["code"] = replace(flavors["small"], options=dict(finetune_task="replaced_name", finetune_words=20),  # stdlib
+                              train=dict(flavors["small"].train, data="python", batch_size=16, block_size=128))
     # Each size also with next-sentence prediction on [CLS].
     flavors.update({f"{name}-nsp": replace(f, model=dict(f.model, nsp=True)) for name, f in list(flavors.items())})
 
@@ -98,9 +100,7 @@ class BERTTask(Task):
         return {}
 
     def prepare(self, run_dir: Path) -> None:
-        from attnkit.zoo.data.text import load_text
-
-        self.texts = parts = split_prose(load_text(self.cfg.data))
+        self.texts = parts = corpus_splits(self.cfg.data)
         if self.opts.finetune_task not in DOWNSTREAM or self.opts.finetune_pooling not in POOLINGS:
             raise UserError(f"--opt finetune_task takes {', '.join(DOWNSTREAM)}; finetune_pooling {', '.join(POOLINGS)}")
         words = 2 * self.opts.finetune_words  # checked now rather than after training
