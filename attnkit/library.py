@@ -49,8 +49,7 @@ def _grad_leaf(t):
 # attention(q, k, v, masks, bias)
 # --------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("attnkit::attention_fwd", mutates_args=())
-def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
+def attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: Optional[torch.Tensor],
                      attn_mask: Optional[torch.Tensor], bias: Optional[torch.Tensor], causal: bool, window_left: int,
                      window_right: int, scale: Optional[float], backend: str, softcap: Optional[float] = None,
                      need_lse: bool = False, document_ids: Optional[torch.Tensor] = None, dropout_p: float = 0.0,
@@ -72,6 +71,11 @@ def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padd
         out = attention_torch(q, k, v, key_padding_mask, attn_mask, bias, causal, window, scale, softcap,
                               document_ids=document_ids, dropout=dropout)
     return out.contiguous(), q.new_empty(_EMPTY, dtype=torch.float32)
+
+
+# The op runs `attention_fwd` below the dispatcher; eager inference on the torch path calls it directly
+# (`attnkit.ops.attention`), which skips the custom-op dispatch where no graph is recorded or traced.
+attention_fwd_op = torch.library.custom_op("attnkit::attention_fwd", attention_fwd, mutates_args=())
 
 
 @attention_fwd_op.register_fake
@@ -240,8 +244,7 @@ position_attention_fwd_op.register_autograd(_position_backward, setup_context=_p
 # Rotary: the backward is the inverse rotation, i.e. the same op with `inverse` flipped
 # --------------------------------------------------------------------------------------------
 
-@torch.library.custom_op("attnkit::rotary", mutates_args=())
-def rotary_op(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, inverse: bool,
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, inverse: bool,
               backend: str) -> torch.Tensor:
     """x (B, H, L, D) rotated by the angles of (cos, sin) (L, rot/2), or by their negatives if inverse."""
     if backend == "triton":
@@ -250,6 +253,10 @@ def rotary_op(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved
         sin = sin.to(device=x.device, dtype=torch.float32).contiguous()
         return (rotary_bwd if inverse else rotary_fwd)(x, cos, sin, interleaved).contiguous()
     return apply_rotary_reference(x, cos, -sin if inverse else sin, interleaved=interleaved).contiguous()
+
+
+# As attention_fwd: eager inference on the torch path calls `rotary` directly (`attnkit.ops.apply_rotary`).
+rotary_op = torch.library.custom_op("attnkit::rotary", rotary, mutates_args=())
 
 
 @rotary_op.register_fake

@@ -13,7 +13,10 @@ treats it as one node with a registered backward.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from attnkit import library
 from attnkit.kernels.reference import (alibi_slopes, masked_softmax, relative_index, rotary_cos_sin, t5_bucket,
@@ -38,6 +41,17 @@ def resolve_backend(backend: str, q: torch.Tensor) -> str:
     return backend
 
 
+def _eager() -> bool:
+    """Whether this call runs now, rather than being recorded by a compiler (dynamo) or a tracer (make_fx, fake
+    tensors: a dispatch mode), which must see the registered ops and build every table in the graph."""
+    return not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None
+
+
+def _needs_grad(*tensors) -> bool:
+    """Whether autograd records a graph through an op on these tensors (None entries are absent arguments)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _attention_backend(backend, q, k, v, window, key_padding_mask, attn_mask, bias, document_ids,
                        dropout_p) -> str:
     """The one backend decision of `attention`: "torch", "triton", or "split_kv" when decoding (Lq ≤ 16 queries,
@@ -47,7 +61,7 @@ def _attention_backend(backend, q, k, v, window, key_padding_mask, attn_mask, bi
     if backend == "torch":
         return backend
     check_triton_inputs(q)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+    if _needs_grad(q, k, v):
         return backend
     from attnkit.kernels.attention import split_kv_supported
     if split_kv_supported(q, k, window=window, key_padding_mask=key_padding_mask, attn_mask=attn_mask, bias=bias,
@@ -114,9 +128,13 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
         out, lse = library.attention_decode_op(q, k, v, bool(causal), _float(scale), _float(softcap))
         return (out, lse) if return_lse else out
     left, right = window
-    out, lse = library.attention_fwd_op(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left),
-                                        int(right), _float(scale), backend, _float(softcap), return_lse, document_ids,
-                                        float(dropout_p), dropout_seed_for(dropout_p, dropout_seed))
+    # Eager inference on the torch path (decoding on CPU) calls the op's implementation directly: the custom-op
+    # dispatch costs about as much as a one-token attention itself, and it only matters to autograd and compile.
+    direct = backend == "torch" and _eager() and not _needs_grad(q, k, v, bias)
+    fwd = library.attention_fwd if direct else library.attention_fwd_op
+    out, lse = fwd(q, k, v, key_padding_mask, attn_mask, bias, bool(causal), int(left), int(right), _float(scale),
+                   backend, _float(softcap), return_lse, document_ids, float(dropout_p),
+                   dropout_seed_for(dropout_p, dropout_seed))
     if not return_lse:
         return out
     return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / LOG2E))  # base 2 → natural log
@@ -205,10 +223,26 @@ def apply_rotary(x, *, offset=0, base=10000.0, interleaved=False, rotary_dim=Non
     Returns a new tensor like x; differentiable (the backward is the inverse rotation).
     """
     rotary_dim = check_rotary_args(x, offset, base, rotary_dim)
-    positions = torch.arange(offset, offset + x.shape[2], device=x.device)
+    L, eager = x.shape[2], _eager()
     table_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    cos, sin = rotary_cos_sin(positions, rotary_dim, base, dtype=table_dtype)  # (L, rotary_dim / 2)
-    return library.rotary_op(x, cos, sin, bool(interleaved), False, resolve_backend(backend, x))
+    if eager:  # rows of a table built once per length bucket: the same bits as building these rows alone
+        n = max(256, 1 << (offset + L - 1).bit_length())
+        cos, sin = (t[offset:offset + L] for t in _rotary_table(n, rotary_dim, float(base), x.device, table_dtype))
+    else:  # compiled or traced: the table is part of the graph
+        positions = torch.arange(offset, offset + L, device=x.device)
+        cos, sin = rotary_cos_sin(positions, rotary_dim, base, dtype=table_dtype)  # (L, rotary_dim / 2)
+    backend = resolve_backend(backend, x)
+    # Decoding (eager, torch path, no gradient) calls the op's implementation without the custom-op dispatch.
+    rotate = library.rotary if eager and backend == "torch" and not _needs_grad(x) else library.rotary_op
+    return rotate(x, cos, sin, bool(interleaved), False, backend)
+
+
+@functools.lru_cache(maxsize=16)
+def _rotary_table(n: int, rotary_dim: int, base: float, device: torch.device, dtype: torch.dtype):
+    """`rotary_cos_sin` at positions 0 .. n − 1: (n, rotary_dim / 2) each. Built outside inference mode, so the
+    tables of a call made while decoding can also be saved for a later backward."""
+    with torch.inference_mode(False):
+        return rotary_cos_sin(torch.arange(n, device=device), rotary_dim, base, dtype=dtype)
 
 
 def attention_probs(q, k, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,

@@ -882,30 +882,29 @@ def attention_decode_split(q, k, v, *, causal=False, scale=None, softcap=None, c
     """Forward only (inference): (out (B, Hq, Lq, D), lse (B, Hq, Lq) natural log). flash-attn's split-KV /
     FlexAttention's flex-decoding: with Lq = 1 the plain forward runs B·Hq programs, a handful of SMs for one
     long cache; here the keys [0, P) that every query sees (P = Lk − Lq + 1 when causal) are cut into S splits of
-    `chunk` keys, and one launch of the forward kernel treats (kv head, split) as S·Hkv heads, so B·Hq·S programs
-    share the work. The splits merge through their LSEs (lse = logsumexp_s lse_s, out = Σ_s e^{lse_s − lse}·out_s).
-    Causal: the last Lq − 1 keys, which only some queries see, are one more part through the causal kernel
-    (bottom-right alignment makes its visibility exactly the global one).
-    Known cost: (kv head, split) merge into one head stride only when the splits tile a contiguous cache
-    exactly; otherwise (a cache view of a longer buffer, Lk not a multiple of the split) `reshape` copies the
-    first S·C keys once per call. A split index in the kernel's own head arithmetic would remove that copy."""
+    `chunk` keys, and one launch of the forward kernel treats the splits as its batch and (b, kv head) as its
+    heads, so B·Hq·S programs share the work. The splits merge through their LSEs (lse = logsumexp_s lse_s,
+    out = Σ_s e^{lse_s − lse}·out_s). Causal: the last Lq − 1 keys, which only some queries see, are one more part
+    through the causal kernel (bottom-right alignment makes its visibility exactly the global one).
+    No copy of the cache: split s is rows [s·C, (s + 1)·C) of every (b, kv head), a strided view of k and v
+    whenever their batch and head dims merge into one stride (a contiguous cache, or a `StaticKVCache` view of its
+    longer buffer), whether or not the splits tile Lk; the remainder is read in place too."""
     q, k, v = _unit_stride(q, k, v)
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
-    G = Hq // Hkv
     P = Lk - Lq + 1 if causal else Lk
     S = max(1, P // (chunk or SPLIT_KV_CHUNK))
     C = P // S  # keys per split; the remainder [S·C, P) joins the tail
     parts = []
-    kv = lambda t: t[:, :, :S * C].reshape(B, Hkv * S, C, D)  # noqa: E731  (kv head hk, split s) → head hk·S + s
-    q_split = q.reshape(B, Hkv, 1, G, Lq, D).expand(B, Hkv, S, G, Lq, D).reshape(B, Hkv * S * G, Lq, D)
-    o, lse = attention_fwd(q_split, kv(k), kv(v), scale=scale, softcap=softcap)
-    parts.append((o.reshape(B, Hkv, S, G, Lq, D).transpose(1, 2).reshape(B, S, Hq, Lq, D),
-                  lse_natural(lse).reshape(B, Hkv, S, G, Lq).transpose(1, 2).reshape(B, S, Hq, Lq)))
+
+    def kv(t):  # (b, kv head hk, split s) → kernel batch s, head b·Hkv + hk; query head b·Hq + h reads h // G
+        return t.reshape(B * Hkv, Lk, D)[:, :S * C].unflatten(1, (S, C)).transpose(0, 1)  # (S, B·Hkv, C, D)
+    q_split = q.reshape(1, B * Hq, Lq, D).expand(S, B * Hq, Lq, D)  # every split sees every query (stride 0)
+    o, lse = attention_fwd(q_split, kv(k), kv(v), scale=scale, softcap=softcap)  # (S, B·Hq, Lq, D), (S, B·Hq, Lq)
+    parts.append((o.unflatten(1, (B, Hq)).transpose(0, 1),  # (B, S, Hq, Lq, D)
+                  lse_natural(lse).unflatten(1, (B, Hq)).transpose(0, 1)))  # (B, S, Hq, Lq)
     if S * C < Lk:  # the remainder of the prefix (no mask) and, when causal, the partly visible tail
-        rest_k, rest_v = k[:, :, S * C:], v[:, :, S * C:]
-        o, lse = attention_fwd(q, rest_k.contiguous(), rest_v.contiguous(), causal=causal, scale=scale,
-                               softcap=softcap)
+        o, lse = attention_fwd(q, k[:, :, S * C:], v[:, :, S * C:], causal=causal, scale=scale, softcap=softcap)
         parts.append((o[:, None], lse_natural(lse)[:, None]))
     outs = torch.cat([p[0] for p in parts], dim=1).float()  # (B, parts, Hq, Lq, D)
     lses = torch.cat([p[1] for p in parts], dim=1)  # (B, parts, Hq, Lq)

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.nn.layers import KVCache, MultiHeadAttention, new_kv_cache
+from attnkit.nn.layers import KVCache, MultiHeadAttention, dropout, new_kv_cache
 
 ACTIVATIONS = ("gelu", "relu", "relu2", "swiglu")
 NORMS = ("layer", "rms")
@@ -74,7 +74,7 @@ class MLP(nn.Module):
         else:
             gate, value = h.chunk(2, dim=-1)
             h = F.silu(gate) * value  # (..., hidden)
-        return self.proj(self.dropout(h))  # (..., d)
+        return self.proj(dropout(self.dropout, h))  # (..., d)
 
 
 @dataclass
@@ -123,8 +123,8 @@ class Block(nn.Module):
 
     def _sublayer(self, x: torch.Tensor, norm: nn.Module, f) -> torch.Tensor:
         if self.pre_ln:
-            return x + self.dropout(f(norm(x)))
-        return norm(x + self.dropout(f(x)))
+            return x + dropout(self.dropout, f(norm(x)))
+        return norm(x + dropout(self.dropout, f(x)))
 
     def forward(self, x: torch.Tensor, *, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None,

@@ -16,6 +16,12 @@ from attnkit.ops import (alibi_attention, alibi_slopes, apply_rotary, attention,
 POSITIONS = ("none", "rotary", "relative", "alibi", "t5")
 
 
+def dropout(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+    """module(x), skipping the call where dropout is the identity (eval, or p = 0, where torch returns x itself
+    and draws no random numbers): decoding one token at a time pays a module call per use otherwise."""
+    return module(x) if module.training and module.p > 0 else x
+
+
 @dataclass
 class KVCache:
     """Keys and values seen so far by one attention layer: (B, Hkv, L, D) each, grown by concatenation."""
@@ -59,11 +65,11 @@ class StaticKVCache:
 
     @property
     def k(self) -> torch.Tensor | None:
-        return None if self._k is None else self._k[:, :, :self.pos]
+        return None if self._k is None else self._k.narrow(2, 0, self.pos)  # (B, Hkv, pos, D) view
 
     @property
     def v(self) -> torch.Tensor | None:
-        return None if self._v is None else self._v[:, :, :self.pos]
+        return None if self._v is None else self._v.narrow(2, 0, self.pos)  # (B, Hkv, pos, D) view
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = k.shape[2]
@@ -72,8 +78,8 @@ class StaticKVCache:
         if self._k is None:
             B, H, _, D = k.shape
             self._k, self._v = k.new_empty(B, H, self.max_len, D), v.new_empty(B, H, self.max_len, D)
-        self._k[:, :, self.pos:self.pos + n] = k
-        self._v[:, :, self.pos:self.pos + n] = v
+        self._k.narrow(2, self.pos, n).copy_(k)  # narrow + copy_: one op each, cheaper than slice assignment
+        self._v.narrow(2, self.pos, n).copy_(v)
         self.pos += n
         return self.k, self.v
 
@@ -185,7 +191,7 @@ class MultiHeadAttention(nn.Module):
             y = attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
                           attn_mask=attn_mask, bias=bias)  # (B, Hq, Lq, hd)
         y = y.transpose(1, 2).reshape(B, Lq, C)  # (B, Lq, d_model)
-        y = self.resid_dropout(self.out_proj(y))
+        y = dropout(self.resid_dropout, self.out_proj(y))
         if not need_weights:
             return y
         rel = self.rel if self.position == "relative" and context is None else None

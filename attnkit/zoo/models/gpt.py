@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnkit.nn.layers import KVCache, MultiHeadAttention, new_kv_cache
+from attnkit.nn.layers import KVCache, MultiHeadAttention, dropout, new_kv_cache
 from attnkit.nn.blocks import ACTIVATIONS, NORMS, Block, make_norm, old_names_hook
 from attnkit.nn.init import init_weights
 from attnkit.ops import attention
@@ -77,7 +77,7 @@ class CausalSelfAttention(MultiHeadAttention):
         y = attention(q, k, v, causal=True, window=(w - 1, -1) if w > 0 else (-1, -1),
                       document_ids=document_ids)  # (B, H, L, hd)
         y = y.transpose(1, 2).reshape(B, L, C)  # (B, L, C)
-        return self.resid_dropout(self.out_proj(y))
+        return dropout(self.resid_dropout, self.out_proj(y))
 
 
 @dataclass
@@ -199,7 +199,7 @@ class GPT(nn.Module):
             x = x + self.wpe(pos)  # (T,) or (B, T) positions → (B, T, C)
         if self.ln_emb is not None:
             x = self.ln_emb(x)  # (B, T, C)
-        x = self.drop(x)
+        x = dropout(self.drop, x)
         ve = [table(idx) for table in self.value_embeds]  # value_embeds × (B, T, C)
         skips = []
         for i, block in enumerate(self.blocks):
