@@ -7,7 +7,8 @@ random one-pixel shifts) with each recipe knob as a flag, so arms differ in one 
     flock /work/heavy.lock .venv/bin/python benchmarks/vit_ablation.py --arm long --steps 6000 --seeds 0 1 2
 
 For each seed it reports the test accuracy of the final weights and of their exponential moving average
-(`--ema`), beside the RBF SVM fitted on the same training digits in the same run, and prints one JSON line
+(`--ema`), each also with test-time augmentation (the softmax averaged over the digit and its four one-pixel
+translates, the task's TTA_SHIFTS), beside the RBF SVM fitted on the same training digits in the same run, and prints one JSON line
 per arm (`--out FILE` appends it): mean ± std over the seeds, each seed's value, the wall time.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from attnkit.nn.modes import mode
 from attnkit.zoo.data.digits import LEVELS, load_digit_splits, random_shift
 from attnkit.zoo.eval.vision import digit_baselines
 from attnkit.zoo.models.vit import ViT, ViTConfig
-from attnkit.zoo.tasks.vit import predict
+from attnkit.zoo.tasks.vit import TTA_SHIFTS, predict
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,14 +56,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, shifts=((0, 0),)) -> float:
     with mode(model, False):  # the task's predict runs in the model's mode
-        probs = predict(model, images, torch.device("cpu"))  # (N, n_class)
+        probs = predict(model, images, torch.device("cpu"), shifts=shifts)  # (N, n_class)
     return (probs.argmax(-1) == labels).float().mean().item()
 
 
-def train_one(a: argparse.Namespace, seed: int, splits) -> tuple[float, float]:
-    """(test accuracy of the final weights, of their moving average) for one seed."""
+SCORES = ("final", "ema", "final_tta", "ema_tta")  # weights (final or averaged) × views (the digit or TTA)
+
+
+def train_one(a: argparse.Namespace, seed: int, splits) -> dict[str, float]:
+    """Test accuracy of the final weights and of their moving average, each on the digit alone and averaged
+    over the task's test-time shifts (TTA_SHIFTS, scaled to the image size), for one seed."""
     torch.manual_seed(seed)
     model = ViT(ViTConfig(image_size=a.size, patch_size=a.patch, n_layer=a.layers, n_head=a.heads,
                           d_model=a.width, mlp_ratio=a.mlp_ratio, dropout=a.dropout))
@@ -90,7 +95,9 @@ def train_one(a: argparse.Namespace, seed: int, splits) -> tuple[float, float]:
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - a.ema)
     test = splits["test"]
-    return accuracy(model, *test), accuracy(ema, *test)
+    tta = tuple((dy * a.size // 8, dx * a.size // 8) for dy, dx in TTA_SHIFTS)
+    return {"final": accuracy(model, *test), "ema": accuracy(ema, *test),
+            "final_tta": accuracy(model, *test, tta), "ema_tta": accuracy(ema, *test, tta)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -98,18 +105,17 @@ def main(argv: list[str] | None = None) -> dict:
     splits = load_digit_splits(size=a.size)
     native = splits if a.size == 8 else load_digit_splits(size=8)  # the SVM sees the native 8×8 pixels
     svm = digit_baselines(*native["train"], *native["test"], LEVELS)[1][1]
-    start, final, averaged = time.perf_counter(), [], []
+    start, scores = time.perf_counter(), {k: [] for k in SCORES}
     for seed in a.seeds:
-        f, e = train_one(a, seed, splits)
-        final.append(f)
-        averaged.append(e)
-        print(f"{a.arm} seed {seed}: test {100 * f:.2f}%  ema {100 * e:.2f}%  (SVM {100 * svm:.2f}%)", flush=True)
+        for k, acc in train_one(a, seed, splits).items():
+            scores[k].append(acc)
+        print(f"{a.arm} seed {seed}: " + "  ".join(f"{k} {100 * v[-1]:.2f}%" for k, v in scores.items())
+              + f"  (SVM {100 * svm:.2f}%)", flush=True)
 
     def stats(xs: list[float]) -> str:
         return f"{100 * statistics.mean(xs):.2f} ± {100 * (statistics.stdev(xs) if len(xs) > 1 else 0.0):.2f}"
 
-    line = {"arm": a.arm, "args": vars(a), "svm": svm, "final": final, "ema": averaged,
-            "final_mean_std": stats(final), "ema_mean_std": stats(averaged),
+    line = {"arm": a.arm, "args": vars(a), "svm": svm, **scores, **{f"{k}_mean_std": stats(v) for k, v in scores.items()},
             "wall_s_per_seed": round((time.perf_counter() - start) / len(a.seeds), 1),
             "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(line), flush=True)

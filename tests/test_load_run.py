@@ -44,7 +44,7 @@ def test_a_language_model_does_not_predict_classes(gpt_run):
 
 
 def test_predict_gives_the_vit_tasks_probabilities(tmp_path):
-    from attnkit.zoo.tasks.vit import predict
+    from attnkit.zoo.tasks.vit import TTA_SHIFTS, predict
 
     run_training(TrainConfig(model="vit", flavor="debug", max_steps=2, device="cpu", out=str(tmp_path)),
                  console=QUIET)
@@ -53,7 +53,9 @@ def test_predict_gives_the_vit_tasks_probabilities(tmp_path):
     probs = run.predict(images[:32])
     assert probs.shape == (32, 10)
     torch.testing.assert_close(probs.sum(-1), torch.ones(32))
-    torch.testing.assert_close(probs, predict(run.model, images[:32], run.device))
+    # The run's own recipe: test-time augmentation is on by default, so five views a digit.
+    torch.testing.assert_close(probs, predict(run.model, images[:32], run.device, shifts=TTA_SHIFTS))
+    assert not torch.allclose(probs, predict(run.model, images[:32], run.device))
     with pytest.raises(UserError, match="a vit run does not continue text"):
         run.generate("The ")
 

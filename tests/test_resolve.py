@@ -44,8 +44,9 @@ def test_flavor_options_and_string_values_are_typed():
     (TrainConfig(model="npt", options={"fold": "2"}),
      "unknown option 'fold' for model npt; valid options: target, folds, probe, target_shift, noise, column_types"),
     (TrainConfig(model="npt", options={"folds": "many"}), "--opt folds must be an integer, got 'many' (valid options:"),
-    (TrainConfig(model="vit", options={"position": "x"}),
-     "unknown option 'position' for model vit; valid options: none (this model has no options)"),
+    (TrainConfig(model="encdec", options={"position": "x"}),
+     "unknown option 'position' for model encdec; valid options: none (this model has no options)"),
+    (TrainConfig(model="vit", options={"position": "x"}), "unknown option 'position' for model vit; valid options: tta"),
     (TrainConfig(max_steps="many"), "--max-steps must be an integer, got 'many'"),
 ])
 def test_bad_values_name_the_option(cfg, message):

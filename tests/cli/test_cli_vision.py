@@ -39,6 +39,17 @@ def test_vit_trains_and_reports_accuracy_beside_baselines(vit_run):
     assert "logistic regression" in out and "SVM" in out
 
 
+def test_vit_tta_changes_inference_only(vit_run, tmp_path):
+    """--opt tta=false trains the same weights and classifies each digit from itself alone."""
+    run, out = vit_run
+    tta = json.loads((run / "summary.json").read_text())
+    assert "the digit alone" in out and "5 views a digit" in out
+    one = invoke("train", "--model", "vit", "--flavor", "debug", "--opt", "tta=false", "--out", tmp_path / "one")
+    single = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert single["test_acc"] == single["test_acc_one_view"] == tta["test_acc_one_view"]
+    assert "the digit alone" not in one and "1 view a digit" in one
+
+
 def test_vit_sample_prints_predictions_and_writes_pngs(vit_run, tmp_path):
     run, _ = vit_run
     out = invoke("sample", "--run", run, "--out", tmp_path)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from attnkit.zoo.data.digits import load_digit_splits, random_shift
+from attnkit.zoo.data.digits import load_digit_splits, random_shift, translate
 from attnkit.zoo.models.vit import ViT, ViTConfig, patchify, unpatchify
 from attnkit.engine.resolve import resolve_config
 
@@ -53,6 +53,32 @@ def test_random_shift_moves_digits_without_cropping_them():
     some = random_shift(images[:400], 1, g, p=0.3)
     moved = (some != images[:400]).flatten(1).any(1).float().mean()
     assert 0.15 < moved < 0.35  # 30% drawn, minus the 1/9 drawn as (0, 0)
+
+
+def test_translate_moves_every_digit_by_the_same_offset_and_drops_what_falls_off():
+    images = torch.arange(2 * 4 * 4, dtype=torch.uint8).reshape(2, 4, 4)
+    assert torch.equal(translate(images, 0, 0), images)
+    down = translate(images, 1, 0)  # one row down: row 0 empty, row r is the old row r - 1
+    assert torch.equal(down[:, 1:], images[:, :-1]) and not down[:, 0].any()
+    left = translate(images, 0, -2)  # two columns left
+    assert torch.equal(left[:, :, :2], images[:, :, 2:]) and not left[:, :, 2:].any()
+    assert torch.equal(translate(translate(images, 1, 1), -1, -1)[:, :3, :3], images[:, :3, :3])
+
+
+def test_predict_averages_the_softmax_over_its_views():
+    """Test-time augmentation is the mean of the single-view predictions of the translated digits."""
+    from attnkit.zoo.tasks.vit import TTA_SHIFTS, predict
+
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(**DEBUG)).eval()
+    images, _ = load_digit_splits()["test"]
+    images = images[:20]
+    cpu = torch.device("cpu")
+    views = [predict(model, translate(images, dy, dx), cpu) for dy, dx in TTA_SHIFTS]
+    tta = predict(model, images, cpu, batch=7, shifts=TTA_SHIFTS)  # batches that do not divide 20
+    torch.testing.assert_close(tta, torch.stack(views).mean(0))
+    torch.testing.assert_close(tta.sum(-1), torch.ones(20))
+    assert not torch.allclose(tta, views[0])  # the translates do change the answer of an untrained model
 
 
 def test_splits_are_fixed_stratified_and_disjoint():

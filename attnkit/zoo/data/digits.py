@@ -82,6 +82,16 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     return padded[n, rows[:, :, None], cols[:, None, :]]  # (N, S, S)
 
 
+def translate(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Move every image (N, S, S) by dy rows down and dx columns right, filling with 0 (what falls off is lost)."""
+    m = max(abs(dy), abs(dx))
+    if m == 0:
+        return images
+    S = images.shape[-1]
+    padded = F.pad(images, (m, m, m, m))  # (N, S + 2m, S + 2m)
+    return padded[:, m - dy:m - dy + S, m - dx:m - dx + S]  # (N, S, S)
+
+
 def mosaic(images: torch.Tensor, gap: tuple[int, int] = (1, 1), fill: float = float("nan")) -> torch.Tensor:
     """(rows, cols, h, w[, C]) -> one canvas (rows·(h+gy)−gy, cols·(w+gx)−gx[, C]), `fill` in the gaps."""
     rows, cols, h, w = images.shape[:4]
