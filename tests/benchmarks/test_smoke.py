@@ -64,6 +64,14 @@ def test_pack_speed():
     assert all(out[a]["real_tokens"] >= 300 and out[a]["val_loss"] > 0 for a in ("packed", "padded"))
 
 
+def test_pack_mix():
+    out = load("pack_mix").main(["--batches", "3", "--rows", "4", "--block-size", "64"])
+    assert set(out) == {"padded", "packed, pool carried over", "packed, pool drawn afresh"}
+    # Every arm's trained tokens sit inside a row: positions below the block size, some at its start.
+    assert all(0 <= r["position"] < 64 and 0 < r["first_32"] <= 1 for r in out.values())
+    assert out["packed, pool carried over"]["tokens_per_step"] > 0
+
+
 def test_image_timing():
     rows = load("image_timing").main(["--batch", "1", "--repeats", "1"])
     from attnkit.zoo.models.image import ATTENTION_PATTERNS
