@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     run = load_run(args.run)
     task, model = run.task, run.model
     heldout = task._heldout_from_cache()
-    heard = speech.FLITE_VOICES if task.synths == "espeak+flite" else ()
+    heard = speech.FLITE_VOICES if task.synths != "espeak" else ()
     texts = [c.text for c in heldout.clips[:args.clips]]
     decodings = {"beam": BEAM, "greedy": 1, **({"ctc": 0} if model.cfg.ctc_head else {})}
     rows = []

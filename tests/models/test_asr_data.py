@@ -137,6 +137,31 @@ def test_flite_says_a_share_of_the_training_clips():
     assert fast.size < 0.8 * slow.size and np.abs(slow).max() > 0.05
 
 
+def median_pitch_hz(wave: np.ndarray, sr: int = 16_000) -> float:
+    """The median autocorrelation pitch of a clip's voiced 40 ms frames, 70–400 Hz."""
+    pitches = []
+    for start in range(0, wave.size - 640, 320):
+        x = wave[start:start + 640] - wave[start:start + 640].mean()
+        ac = np.correlate(x, x, "full")[639:]
+        lag = sr // 400 + int(np.argmax(ac[sr // 400:sr // 70]))
+        if np.sqrt(np.mean(x ** 2)) > 0.02 and ac[lag] > 0.3 * ac[0]:
+            pitches.append(sr / lag)
+    return float(np.median(pitches))
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="flite (Debian package) is not installed")
+def test_shifted_flite_speaker_is_higher_and_as_long():
+    text = "remind me on march third nineteen ninety"
+    own, shifted = speech.flite_say(text, "awb"), speech.flite_say(text, "awb", f0_hz=210, formant=1.15)
+    assert abs(shifted.size - own.size) < 0.03 * own.size
+    assert median_pitch_hz(own) < 150 and 180 < median_pitch_hz(shifted) < 240
+    clips, _ = speech.synth_clips([f"dial {n}" for n in range(120)], speech.SEEN_VOICES, seed=0, augment=True,
+                                  flite_share=0.5, flite_shift=True)
+    shifted = [c for c in clips if c.formant != 1.0]
+    assert shifted and all(c.voice.removeprefix("flite:") in speech.FLITE_SHIFTABLE for c in shifted)
+    assert all(speech.SHIFT_F0_HZ[0] <= c.f0_hz <= speech.SHIFT_F0_HZ[1] for c in shifted)
+
+
 def test_flite_missing_is_one_line_naming_the_package(monkeypatch):
     monkeypatch.setattr(speech.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="Debian package flite"):

@@ -121,11 +121,11 @@ def to_16k(wave: np.ndarray, rate: int) -> np.ndarray:
 
 
 def say(text: str, voice: str = "m1", rate: int = 175, pitch: int = 50, dialect: str = "en-us",
-        word_gap: int = 0) -> np.ndarray:
-    """text spoken by an espeak-ng voice (or "flite:NAME", which ignores pitch, dialect and word gap),
-    float32 at 16 kHz."""
+        word_gap: int = 0, f0_hz: int = 0, formant: float = 1.0) -> np.ndarray:
+    """text spoken by an espeak-ng voice (or "flite:NAME", which ignores pitch, dialect and word gap and
+    takes f0_hz and formant instead: see `flite_say`), float32 at 16 kHz."""
     if voice.startswith("flite:"):
-        return flite_say(text, voice.removeprefix("flite:"), rate)
+        return flite_say(text, voice.removeprefix("flite:"), rate, f0_hz, formant)
     return to_16k(espeak().synth(text, voice, rate, pitch, dialect, word_gap), ESPEAK_RATE)
 
 
@@ -134,21 +134,36 @@ def say(text: str, voice: str = "m1", rate: int = 175, pitch: int = 50, dialect:
 # held out (benchmarks/asr_other_voices.py).
 FLITE_VOICES = ("awb", "rms", "kal16")
 FLITE_SHARE = 0.25  # of the training clips
+# All three are men (F0 100–135 Hz). `synths=espeak+flite+shift` turns half of the awb and kal16 clips into
+# higher voices (rms ignores flite's pitch target): F0 170–250 Hz and formants 1.08–1.22× higher, about
+# where women's voices sit, so recorded-voice prosody is heard at women's pitch too.
+FLITE_SHIFTABLE = ("awb", "kal16")
+SHIFT_F0_HZ = (170, 250)
+SHIFT_FORMANT = (1.08, 1.22)
 
 
-def flite_say(text: str, voice: str, rate: int = 175) -> np.ndarray:
-    """text spoken by a flite voice at about `rate` words per minute (175 = flite's own pace), float32 at 16 kHz."""
+def flite_say(text: str, voice: str, rate: int = 175, f0_hz: int = 0, formant: float = 1.0) -> np.ndarray:
+    """text spoken by a flite voice at about `rate` words per minute (175 = flite's own pace), float32 at 16 kHz.
+
+    f0_hz: the voice's mean pitch (0 = its own). formant > 1: the clip is said `formant`× slower with its pitch
+    at f0_hz / formant, then played `formant`× faster (`augment.change_speed`), which restores its length and
+    pitch and moves every formant up by that factor, like a shorter vocal tract."""
     from attnkit.errors import UserError
     from attnkit.zoo.data.audio import read_wav
+    from attnkit.zoo.data.augment import change_speed
 
     exe = shutil.which("flite")
     if exe is None:
         raise UserError("speech from flite needs the Debian package flite (apt-get install flite)")
+    settings = [f"duration_stretch={175 / rate * formant:.3f}"]
+    if f0_hz:
+        settings += [f"int_f0_target_mean={f0_hz / formant:.1f}", f"int_f0_target_stddev={0.15 * f0_hz / formant:.1f}"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "clip.wav"
-        subprocess.run([exe, "-voice", voice, "--setf", f"duration_stretch={175 / rate:.3f}", "-t", text,
+        subprocess.run([exe, "-voice", voice, *(a for kv in settings for a in ("--setf", kv)), "-t", text,
                         "-o", str(out)], check=True, capture_output=True)
-        return read_wav(out)
+        wave = read_wav(out)
+    return change_speed(wave, formant) if formant != 1.0 else wave
 
 
 # ---- what is said ------------------------------------------------------------------------------
@@ -232,6 +247,8 @@ class Clip:
     dialect: str = "en-us"
     word_gap: int = 0
     effects: str = ""          # the waveform effects of augment.perturb, described; "" = white noise only
+    f0_hz: int = 0             # flite only: the shifted speaker's pitch (0 = the voice's own)
+    formant: float = 1.0       # flite only: the shifted speaker's formant factor
 
 
 def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -242,10 +259,11 @@ def add_noise(wave: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.n
 
 
 def synth_clips(texts: list[str], voices: tuple[str, ...], seed: int, augment: bool = False,
-                flite_share: float = 0.0) -> tuple[list[Clip], list[np.ndarray]]:
+                flite_share: float = 0.0, flite_shift: bool = False) -> tuple[list[Clip], list[np.ndarray]]:
     """Each text once, by a random voice at a random rate (130–210 wpm) and pitch (25–75), plus noise
     (SNR 10–40 dB). augment: also a random dialect and word gap (0–3), then `augment.perturb`'s effects in
-    place of the plain white noise. flite_share: that share of the clips is said by a flite voice instead.
+    place of the plain white noise. flite_share: that share of the clips is said by a flite voice instead;
+    flite_shift: half of those said by a `FLITE_SHIFTABLE` voice move to a higher pitch and formants.
     Returns the clip descriptions and their 16 kHz float32 waveforms."""
     from attnkit.zoo.data.augment import perturb
 
@@ -259,7 +277,9 @@ def synth_clips(texts: list[str], voices: tuple[str, ...], seed: int, augment: b
             clip.dialect, clip.word_gap = rng.choice(TRAIN_DIALECTS), rng.choice((0, 0, 1, 2, 3))
         if flite_share and rng.random() < flite_share:
             clip.voice, clip.dialect, clip.word_gap = "flite:" + rng.choice(FLITE_VOICES), "", 0
-        wave = say(text, clip.voice, clip.rate, clip.pitch, clip.dialect, clip.word_gap)
+            if flite_shift and clip.voice.removeprefix("flite:") in FLITE_SHIFTABLE and rng.random() < 0.5:
+                clip.f0_hz, clip.formant = rng.randint(*SHIFT_F0_HZ), round(rng.uniform(*SHIFT_FORMANT), 2)
+        wave = say(text, clip.voice, clip.rate, clip.pitch, clip.dialect, clip.word_gap, clip.f0_hz, clip.formant)
         if augment:
             wave, clip.effects, clip.snr_db = perturb(wave, nrng)
         else:
@@ -328,11 +348,11 @@ def corpus_texts(n_train: int, n_test: int) -> tuple[list[str], list[str]]:
 
 
 def build_corpus(n_train: int, n_test: int, seed: int, progress=None, augment: bool = False,
-                 flite_share: float = 0.0) -> dict[str, Split]:
+                 flite_share: float = 0.0, flite_shift: bool = False) -> dict[str, Split]:
     """Synthesise the three splits: train (seen voices), heldout (held-out voices), seen (seen voices),
     the last two saying the same held-out texts. `progress(done, total)` is called as clips are made.
     augment: the training split gets dialects, word gaps and waveform effects (`synth_clips`); flite_share:
-    that share of its clips is said by flite.
+    that share of its clips is said by flite (flite_shift: half of some of them at women's pitch, `synth_clips`).
 
     Chunks of 250 clips are seeded by their position, so they are synthesised in parallel, one process per
     core: the texts, voices and effects are the same whatever the number of processes (espeak-ng's audio
@@ -341,7 +361,7 @@ def build_corpus(n_train: int, n_test: int, seed: int, progress=None, augment: b
     splits = [("train", train_texts, SEEN_VOICES, seed), ("heldout", test_texts, HELDOUT_VOICES, 10_001),
               ("seen", test_texts, SEEN_VOICES, 10_002)]
     chunks = [(name, (texts[start:start + 250], voices, s + start, augment and name == "train",
-                      flite_share if name == "train" else 0.0))
+                      flite_share if name == "train" else 0.0, flite_shift and name == "train"))
               for name, texts, voices, s in splits for start in range(0, len(texts), 250)]
     workers = min(len(os.sched_getaffinity(0)), len(chunks))
     total, done, clips, waves = n_train + 2 * n_test, 0, {}, {}

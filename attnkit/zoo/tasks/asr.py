@@ -56,7 +56,8 @@ class ASROptions:
     augment: str | None = field(default=None, metadata={
         "help": "light (light SpecAugment) | full (dialects, waveform effects, tempo, VTLP, full SpecAugment)"})
     synths: str | None = field(default=None, metadata={
-        "help": "espeak | espeak+flite (a quarter of the training clips said by flite: Debian package flite)"})
+        "help": "espeak | espeak+flite (a quarter of the training clips said by flite: Debian package flite) | "
+                "espeak+flite+shift (half of those flite clips that can be shifted, at women's pitch and formants)"})
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
         self.augment = self.opts.augment or o["augment"]
         self.synths = self.opts.synths or o.get("synths", "espeak")
         self.baseline_clips = self.flavor.fixed.baseline_clips
-        for name, allowed in (("augment", ("light", "full")), ("synths", ("espeak", "espeak+flite")),
+        for name, allowed in (("augment", ("light", "full")), ("synths", ("espeak", "espeak+flite", "espeak+flite+shift")),
                               ("subsample", (2, 4))):
             if getattr(self, name) not in allowed:
                 raise UserError(f"{name} must be {' or '.join(map(str, allowed))}, got {getattr(self, name)}")
@@ -129,6 +130,9 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
             spec["train_dialects"] = list(speech.TRAIN_DIALECTS)
         if self.synths != "espeak":
             spec["flite_voices"], spec["flite_share"] = list(speech.FLITE_VOICES), speech.FLITE_SHARE
+        if self.synths.endswith("+shift"):
+            spec["flite_shift"] = {"voices": list(speech.FLITE_SHIFTABLE), "f0_hz": list(speech.SHIFT_F0_HZ),
+                                   "formant": list(speech.SHIFT_FORMANT)}
         return spec
 
     def prepare(self, run_dir: Path) -> None:
@@ -144,7 +148,8 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
         show = self.progress and partial(self.progress, "synthesising speech with espeak-ng")
         t0 = time.perf_counter()
         self.splits = speech.build_corpus(self.n_train, self.n_test, self.cfg.seed, show, augment=self.augment == "full",
-                                          flite_share=speech.FLITE_SHARE if self.synths == "espeak+flite" else 0.0)
+                                          flite_share=speech.FLITE_SHARE if self.synths != "espeak" else 0.0,
+                                          flite_shift=self.synths.endswith("+shift"))
         self.synth_wall_s = time.perf_counter() - t0
         speech.save_corpus(self.splits, self.run_dir / CORPUS, self._spec())
         self.train_started = time.perf_counter()
