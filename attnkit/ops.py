@@ -22,6 +22,7 @@ from attnkit import library
 from attnkit.kernels.reference import (alibi_slopes, masked_softmax, relative_index, rotary_cos_sin, t5_bucket,
                                        visible_mask)
 from attnkit.kernels.runtime import INTERPRET, LOG2E
+from attnkit.kernels.torch_path import attention_sdpa
 from attnkit.kernels.validate import (check_attention_args, check_position_args, check_qkv, check_rel,
                                       check_rotary_args, check_slopes, check_t5, check_triton_inputs,
                                       dropout_seed_for)
@@ -138,6 +139,19 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
     if not return_lse:
         return out
     return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / LOG2E))  # base 2 → natural log
+
+
+def attention_step(q, k, v, *, causal=False, window=(-1, -1)):
+    """`attention(q, k, v, causal=causal, window=window)` for the calls after the first in a decode loop over one
+    KV cache: q (B, Hq, Lq, D) comes from the layer's own projection and k, v (B, Hkv, Lk, D) from the cache, so
+    dtype, device, batch, heads and head dim are those the first call (the prefill, through `attention`) checked,
+    and the cache checks each write against its layout. A one-token step over the whole cache in eager inference
+    on the torch backend then runs what `attention` would run, torch SDPA, without the per-call argument checks
+    and dispatch (a few percent of a CPU decode step, per layer per token); any other call is `attention`'s."""
+    if (q.shape[2] == 1 and tuple(window) == (-1, -1) and resolve_backend("auto", q) == "torch" and _eager()
+            and not _needs_grad(q, k, v)):
+        return attention_sdpa(q, k, v, causal=causal)  # (B, Hq, 1, D): the torch path's call, bit for bit
+    return attention(q, k, v, causal=causal, window=window)
 
 
 def document_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int | None = None) -> torch.Tensor:

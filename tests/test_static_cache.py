@@ -62,3 +62,17 @@ def test_compiled_decode_step_does_not_recompile_per_token():
         for _ in range(10):
             step(torch.randn(1, 1, 32))
     assert len(frames) <= 2, f"{len(frames)} graphs for 10 tokens"  # the first, then one with a dynamic length
+
+
+@pytest.mark.parametrize("bad", ["batch", "heads", "head dim", "dtype", "v"])
+def test_a_write_that_does_not_match_the_cache_raises(bad):
+    """Decode steps after the first skip the attention op's checks (`attnkit.ops.attention_step`), so the cache
+    rejects what copy_ would otherwise cast or broadcast into its buffers."""
+    cache = StaticKVCache(8)
+    cache.append(torch.zeros(2, 2, 3, 8), torch.zeros(2, 2, 3, 8))
+    k = {"batch": torch.zeros(1, 2, 1, 8), "heads": torch.zeros(2, 1, 1, 8), "head dim": torch.zeros(2, 2, 1, 4),
+         "dtype": torch.zeros(2, 2, 1, 8, dtype=torch.float64)}.get(bad, torch.zeros(2, 2, 1, 8))
+    v = torch.zeros(2, 2, 1, 8, dtype=torch.float16) if bad == "v" else k
+    with pytest.raises(ValueError, match="^k and v must match the cache"):
+        cache.append(k, v)
+    assert cache.length == 3

@@ -121,10 +121,14 @@ class Block(nn.Module):
         self.mlp = MLP(d_model, d_ff or 4 * d_model, activation=activation, inner_dropout=inner_dropout, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def _sublayer(self, x: torch.Tensor, norm: nn.Module, f) -> torch.Tensor:
-        if self.pre_ln:
-            return x + dropout(self.dropout, f(norm(x)))
-        return norm(x + dropout(self.dropout, f(x)))
+    def _input(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """A sublayer's input: norm(x) with pre-LN, x itself with post-LN."""
+        return norm(x) if self.pre_ln else x
+
+    def _residual(self, x: torch.Tensor, y: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """The residual stream after a sublayer's output y: x + drop(y), normed with post-LN."""
+        x = x + dropout(self.dropout, y)
+        return x if self.pre_ln else norm(x)
 
     def forward(self, x: torch.Tensor, *, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None,
@@ -138,22 +142,17 @@ class Block(nn.Module):
         """
         self_cache, cross_cache = (cache.self_attn, cache.cross_attn) if isinstance(cache, LayerCache) \
             else (cache, None)
-        probs = []
-
-        def self_attention(h: torch.Tensor) -> torch.Tensor:
-            out = self.attn(h, key_padding_mask=key_padding_mask, attn_mask=attn_mask, cache=self_cache,
-                            need_weights=need_weights, **attn_inputs)
-            if need_weights:
-                out, p = out
-                probs.append(p)
-            return out
-
-        x = self._sublayer(x, self.ln_1, self_attention)  # (B, L, d)
+        # The sublayers are written out, not passed as closures: a decode step runs this once per layer per token.
+        y = self.attn(self._input(x, self.ln_1), key_padding_mask=key_padding_mask, attn_mask=attn_mask,
+                      cache=self_cache, need_weights=need_weights, **attn_inputs)  # (B, L, d)
+        y, probs = y if need_weights else (y, None)
+        x = self._residual(x, y, self.ln_1)  # (B, L, d)
         if self.cross:
-            x = self._sublayer(x, self.ln_cross, lambda h: self.cross_attn(
-                h, context, key_padding_mask=context_mask, cache=cross_cache))  # (B, L, d)
-        x = self._sublayer(x, self.ln_2, self.mlp)  # (B, L, d)
-        return (x, probs[0]) if need_weights else x
+            y = self.cross_attn(self._input(x, self.ln_cross), context, key_padding_mask=context_mask,
+                                cache=cross_cache)  # (B, L, d)
+            x = self._residual(x, y, self.ln_cross)
+        x = self._residual(x, self.mlp(self._input(x, self.ln_2)), self.ln_2)  # (B, L, d)
+        return (x, probs) if need_weights else x
 
 
 class Stack(nn.ModuleList):

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from attnkit.ops import (alibi_attention, alibi_slopes, apply_rotary, attention, attention_probs, relative_attention,
-                         t5_attention, t5_bucket)
+from attnkit.ops import (alibi_attention, alibi_slopes, apply_rotary, attention, attention_probs, attention_step,
+                         relative_attention, t5_attention, t5_bucket)
 
 POSITIONS = ("none", "rotary", "relative", "alibi", "t5")
 
@@ -58,6 +58,7 @@ class StaticKVCache:
         self.max_len, self.pos = max_len, 0
         self._k: torch.Tensor | None = None
         self._v: torch.Tensor | None = None
+        self._layout: tuple | None = None  # (B, Hkv, D, dtype, device) of the first write
 
     @property
     def length(self) -> int:
@@ -78,16 +79,27 @@ class StaticKVCache:
         if self._k is None:
             B, H, _, D = k.shape
             self._k, self._v = k.new_empty(B, H, self.max_len, D), v.new_empty(B, H, self.max_len, D)
+            self._layout = _layout(k)
+        # copy_ would cast, broadcast or move what does not match; the layer's later steps rely on every write
+        # having the layout of the first one (which the attention op checked)
+        if not _layout(k) == _layout(v) == self._layout:
+            raise ValueError(f"k and v must match the cache's (B, Hkv, D, dtype, device) = {self._layout}, got "
+                             f"{_layout(k)} and {_layout(v)}")
         self._k.narrow(2, self.pos, n).copy_(k)  # narrow + copy_: one op each, cheaper than slice assignment
         self._v.narrow(2, self.pos, n).copy_(v)
         self.pos += n
-        return self.k, self.v
+        return self._k.narrow(2, 0, self.pos), self._v.narrow(2, 0, self.pos)  # (B, Hkv, pos, D) views
 
     def reorder(self, index: torch.Tensor) -> None:
         """Select batch rows in place (beam search keeps the surviving hypotheses)."""
         if self._k is not None:
             self._k.copy_(self._k.index_select(0, index))
             self._v.copy_(self._v.index_select(0, index))
+
+
+def _layout(t: torch.Tensor) -> tuple:
+    """What a KV cache's writes must share: (B, H, D, dtype, device) of a (B, H, L, D) tensor."""
+    return t.shape[0], t.shape[1], t.shape[3], t.dtype, t.device
 
 
 def new_kv_cache(max_len: int | None = None) -> KVCache | StaticKVCache:
@@ -160,6 +172,7 @@ class MultiHeadAttention(nn.Module):
         """
         B, Lq, C = x.shape
         q = self._heads(self.q_proj(x), self.n_head)  # (B, Hq, Lq, hd)
+        stepping = cache is not None and cache.length > 0  # the first call on this cache checked the layout
         offset = 0
         if context is not None and cache is not None and cache.k is not None:
             k, v = cache.k, cache.v  # cross-attention: context already projected
@@ -187,6 +200,8 @@ class MultiHeadAttention(nn.Module):
                 y = t5_attention(q, k, v, self.t5_table, num_buckets=self.t5_num_buckets,
                                  max_distance=self.t5_max_distance, causal=causal,
                                  key_padding_mask=key_padding_mask)  # (B, Hq, Lq, hd)
+        elif stepping and key_padding_mask is None and attn_mask is None and bias is None:
+            y = attention_step(q, k, v, causal=causal)  # (B, Hq, Lq, hd)
         else:
             y = attention(q, k, v, causal=causal, key_padding_mask=key_padding_mask,
                           attn_mask=attn_mask, bias=bias)  # (B, Hq, Lq, hd)

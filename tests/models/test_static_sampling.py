@@ -86,6 +86,31 @@ def test_sampling_on_the_static_cache_gives_the_concatenating_caches_tokens(name
     assert static == decode() if not isinstance(static, torch.Tensor) else torch.equal(static, decode())
 
 
+@pytest.mark.parametrize("cache", ["static", "cat"])
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_decode_steps_check_once_and_keep_the_checked_ops_bits(monkeypatch, cache, position):
+    """GPT checks attention's arguments on a cache's first call only (`attnkit.ops.attention_step` afterwards),
+    and its logits are those of the checked op at every step, bit for bit."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=32, position=position)).eval()
+    prompt = torch.randint(0, 40, (2, 5), generator=torch.Generator().manual_seed(1))
+    checks = []
+    monkeypatch.setattr(attnkit.ops, "check_attention_args", lambda *a, **kw: checks.append(1))
+
+    def logits():
+        caches = model.make_caches(16 if cache == "static" else None)
+        with torch.inference_mode():
+            out = [model(prompt, caches=caches)[0]]
+            for _ in range(8):
+                out.append(model(out[-1].argmax(-1), caches=caches)[0])
+        return torch.cat(out, dim=1)  # (B, 9, V)
+    fast = logits()
+    assert len(checks) == model.config.n_layer  # the prefill's, one per layer
+    monkeypatch.setattr(gpt, "attention_step", attnkit.attention)
+    assert torch.equal(fast, logits())
+    assert len(checks) == model.config.n_layer * (1 + 9)
+
+
 def test_compiled_decode_step_gives_the_same_tokens():
     torch._dynamo.reset()
     torch.manual_seed(0)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from attnkit.nn.layers import KVCache, MultiHeadAttention, dropout, new_kv_cache
 from attnkit.nn.blocks import ACTIVATIONS, NORMS, Block, make_norm, old_names_hook
 from attnkit.nn.init import init_weights
-from attnkit.ops import attention
+from attnkit.ops import attention, attention_step
 
 
 # Checkpoints written before the zoo shared one block (issue 13) named the MLP c_fc / c_proj.
@@ -74,8 +74,11 @@ class CausalSelfAttention(MultiHeadAttention):
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, Lk, hd)
         w = self.window if window is None else window
-        y = attention(q, k, v, causal=True, window=(w - 1, -1) if w > 0 else (-1, -1),
-                      document_ids=document_ids)  # (B, H, L, hd)
+        win = (w - 1, -1) if w > 0 else (-1, -1)
+        if offset > 0 and document_ids is None:  # a decode step: the first call on this cache checked the layout
+            y = attention_step(q, k, v, causal=True, window=win)  # (B, H, L, hd)
+        else:
+            y = attention(q, k, v, causal=True, window=win, document_ids=document_ids)  # (B, H, L, hd)
         y = y.transpose(1, 2).reshape(B, L, C)  # (B, L, C)
         return dropout(self.resid_dropout, self.out_proj(y))
 
