@@ -39,6 +39,8 @@ class TrainConfig:
     beta2: float | None = None         # Adam beta2 (0.95 for GPT-style, 0.98 for the 2017 Transformer)
     label_smoothing: float | None = None
     keep_last: int | None = None       # also keep the last N step checkpoints (for checkpoint averaging)
+    ema_decay: float | None = None     # moving average of the weights, e.g. 0.999; 0 = off. When on, it is
+                                       # what evaluation, the final report and RUN/model.safetensors use
     dropout: float | None = None
     seed: int | None = None
     device: str | None = None          # auto | cpu | cuda

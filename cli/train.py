@@ -52,6 +52,7 @@ def train(
     beta2: Annotated[Optional[float], Opt(help="Adam beta2.")] = None,
     label_smoothing: Annotated[Optional[float], Opt(help="Label smoothing of the cross-entropy.")] = None,
     keep_last: Annotated[Optional[int], Opt(help="Also keep the last N step checkpoints.")] = None,
+    ema_decay: Annotated[Optional[float], Opt(help="Keep a moving average of the weights with this decay (e.g. 0.999; 0 = off); evaluation and the saved model use it.")] = None,
     dropout: Annotated[Optional[float], Opt(help="Dropout probability.")] = None,
     seed: Annotated[Optional[int], Opt(help="Random seed.")] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu or cuda.")] = None,

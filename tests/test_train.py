@@ -15,7 +15,7 @@ from attnkit.config import TrainConfig
 from attnkit.engine.optim import lr_at, param_groups
 from attnkit.errors import UserError
 from attnkit.zoo.tasks.gpt import GPTTask
-from attnkit.engine.trainer import run_training
+from attnkit.engine.trainer import run_training, weight_ema
 from multiproc import free_port, run_workers
 
 QUIET = dict(console=Console(file=io.StringIO()))
@@ -75,10 +75,12 @@ def test_a_report_from_prepare_is_shown_before_the_first_step(tmp_path, monkeypa
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["corpus_note"] == 7
 
 
-@pytest.mark.parametrize("data", [{}, dict(options={"pack": True}, block_size=64)], ids=["text", "packed"])
+@pytest.mark.parametrize("data", [{}, dict(options={"pack": True}, block_size=64), dict(ema_decay=0.9)],
+                         ids=["text", "packed", "ema"])
 def test_resume_is_exact(tmp_path, data):
     """k steps, 'killed' (steps after the last checkpoint lost), resumed to N == N steps uninterrupted. Packed
-    documents: the packer's pool is restored too (Task.data_state)."""
+    documents: the packer's pool is restored too (Task.data_state). EMA: the moving average is restored, not
+    restarted from the step-4 weights (its validation and its weights would differ)."""
     kw = dict(max_steps=12, eval_interval=4, dropout=0.1, grad_accum=2, **data)
     full = run_training(cfg(tmp_path, "full", **kw), **QUIET)
     run_training(cfg(tmp_path, "split", **kw), stop_after=6, **QUIET)  # checkpoint at 4; steps 5-6 lost
@@ -91,6 +93,38 @@ def test_resume_is_exact(tmp_path, data):
     assert strip(resumed.metrics) == strip(full.metrics)
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
+    for name in ("model.safetensors", "checkpoints/step_0000012.safetensors"):  # published and trained weights
+        a, b = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "split" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_weight_ema_pinned():
+    """decay 0.5 over weights 1, 3, 5: the first update copies, then ema = 0.5·ema + 0.5·w → 1, 2, 3.5."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = weight_ema(model, 0.5)
+    seen = []
+    for w in (1.0, 3.0, 5.0):
+        model.weight.data.fill_(w)
+        ema.update_parameters(model)
+        seen.append(ema.module.weight.item())
+    assert seen == [1.0, 2.0, 3.5]
+    assert not ema.module.training and model.weight.item() == 5.0
+
+
+def test_ema_weights_are_published_and_evaluated(tmp_path):
+    """With --ema-decay 0.5, RUN/model.safetensors after 3 steps is 0.25·w1 + 0.25·w2 + 0.5·w3 of the step
+    checkpoints' trained weights, the run's final model is that average, and summary.json says so."""
+    result = run_training(cfg(tmp_path, max_steps=3, eval_interval=1, keep_last=3, ema_decay=0.5), **QUIET)
+    run = tmp_path / "run"
+    w1, w2, w3 = (load_file(str(p)) for _, p in step_checkpoints(run))
+    published = load_file(str(run / "model.safetensors"))
+    for k in published:
+        torch.testing.assert_close(published[k], 0.25 * w1[k] + 0.25 * w2[k] + 0.5 * w3[k])
+    assert any(not torch.equal(published[k], w3[k]) for k in published)
+    final = result.model.state_dict()
+    assert all(torch.equal(final[k], published[k]) for k in published)
+    assert result.summary["weights"] == "ema"
+    assert json.loads((run / "summary.json").read_text())["weights"] == "ema"
 
 
 def test_grad_accum_matches_a_bigger_batch(tmp_path):
@@ -139,6 +173,8 @@ def test_user_errors(tmp_path):
         run_training(cfg(tmp_path, block_size=5000, data=_write(tmp_path / "small.txt", "hello " * 100)), **QUIET)
     with pytest.raises(UserError, match="nothing to resume"):
         run_training(cfg(tmp_path, "missing", resume=True), **QUIET)
+    with pytest.raises(UserError, match=r"--ema-decay must be in \[0, 1\) \(0: off\), got 1.0"):
+        run_training(cfg(tmp_path, ema_decay=1.0), **QUIET)
 
 
 def _write(path, text):

@@ -2,7 +2,8 @@
 
 Layout written by `attnkit.engine.trainer` (every file is written to a temp file, then os.replace'd):
     RUN/config.json                          {"task", "train": TrainConfig, "model": model kwargs}
-    RUN/model.safetensors                    latest weights (what `attnkit sample` loads)
+    RUN/model.safetensors                    latest weights (what `attnkit sample` loads; their moving
+                                             average when the run keeps one, --ema-decay)
     RUN/checkpoints/step_0000500.safetensors weights at step 500
     RUN/checkpoints/step_0000500.state.pt    optimizer, scaler, RNG states, step, metrics so far
     RUN/checkpoints/latest.json              {"step": 500}: written last, so it always names a complete pair
@@ -94,15 +95,16 @@ def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, state: dict[str, Any],
-                    keep_last: int = 1) -> None:
-    """Write step weights + state, then latest.json, then RUN/model.safetensors; prune old steps."""
+                    keep_last: int = 1, published: nn.Module | None = None) -> None:
+    """Write step weights + state, then latest.json, then RUN/model.safetensors (`published`'s weights if
+    given: the moving average of `model`'s); prune old steps."""
     run_dir = Path(run_dir)
     make_dirs(run_dir / CKPT_DIR)
     weights, state_path = step_paths(run_dir, step)
     save_weights(model, weights, metadata={"step": str(step)})
     atomic_torch_save(state, state_path)
     atomic_write_json(run_dir / CKPT_DIR / "latest.json", {"step": step})
-    save_weights(model, run_dir / WEIGHTS, metadata={"step": str(step)})
+    save_weights(published or model, run_dir / WEIGHTS, metadata={"step": str(step)})
     for old_step, old in step_checkpoints(run_dir)[:-max(keep_last, 1)]:
         old.unlink(missing_ok=True)
         step_paths(run_dir, old_step)[1].unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from attnkit.zoo.tasks import get_task
 # unless the flavor sets them (the task decides what None means).
 TRAINER_DEFAULTS: dict[str, Any] = dict(
     tokenizer="char", max_steps=1000, batch_size=16, lr=3e-4, grad_clip=1.0, grad_accum=1, schedule="cosine",
-    beta2=0.95, weight_decay=0.1, keep_last=1, eval_batches=10, seed=1337, device="auto", dtype="auto",
+    beta2=0.95, weight_decay=0.1, keep_last=1, ema_decay=0.0, eval_batches=10, seed=1337, device="auto", dtype="auto",
     compile=False, fsdp=False)
 TRAIN_FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("options", *MODES)]
 
@@ -175,6 +175,8 @@ def check(cfg: TrainConfig) -> None:
             raise UserError(f"{flag_name(name)} must not be negative, got {v}")
     if cfg.dropout is not None and cfg.dropout >= 1:
         raise UserError(f"--dropout must be below 1, got {cfg.dropout}")
+    if cfg.ema_decay is not None and not 0 <= cfg.ema_decay < 1:
+        raise UserError(f"--ema-decay must be in [0, 1) (0: off), got {cfg.ema_decay}")
     if cfg.schedule not in SCHEDULES:
         raise UserError(f"unknown --schedule {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):

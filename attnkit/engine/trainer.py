@@ -3,6 +3,11 @@
     run_training(cfg) = resolve_config → setup → restore (on --resume) → train_step × N, with
                         evaluate_and_checkpoint at step 0, every eval_interval and at the end → finish
 
+Weight EMA (--ema-decay d): after each optimizer step the trainer updates a moving average of the weights,
+ema = d·ema + (1−d)·weights (torch's AveragedModel; the first step copies). The average is what validation,
+the final report and RUN/model.safetensors use (summary.json says "weights": "ema"); the step checkpoints keep
+the trained weights, and their state holds the average, so --resume continues it exactly.
+
 Exact resume: a checkpoint holds the weights, optimizer and grad-scaler state, every rank's RNG states
 (torch, CUDA, Python and the data generator), the task's data state (Task.data_state: GPT's packing pool) and
 the losses of the unfinished log interval, so `--resume` from step k replays steps k+1.. exactly as an
@@ -26,6 +31,7 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -61,6 +67,13 @@ def build_model(task_cls, model_config: dict[str, Any]) -> nn.Module:
         raise UserError(f"these settings build no valid {task_cls.name} model: {e}") from e
 
 
+def weight_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """A moving average of model's parameters, in eval mode: `ema.update_parameters(model)` after each step
+    copies them the first time, then sets ema = decay·ema + (1−decay)·param; `ema.module` is the averaged
+    model. Buffers follow the model (none of the zoo's are learned)."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay)).eval()
+
+
 class StepCheckpoints:
     """A run's step checkpoints as a task sees them (`Task.checkpoints`): steps, and their averaged weights."""
 
@@ -78,7 +91,8 @@ class StepCheckpoints:
 
 @dataclass
 class TrainResult:
-    model: nn.Module           # the trained model (unwrapped from DDP / compile; unsharded on rank 0)
+    model: nn.Module           # the trained model (unwrapped from DDP / compile; unsharded on rank 0); with
+                               # --ema-decay, the moving average of its weights
     summary: dict[str, Any]    # what summary.json holds
     metrics: list[dict]        # what metrics.jsonl holds
     run_dir: Path
@@ -158,6 +172,8 @@ class Trainer:
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         if cfg.fsdp and cfg.compile:
             raise UserError("--fsdp with --compile is not supported yet; pass one of them")
+        if cfg.fsdp and cfg.ema_decay:
+            raise UserError("--fsdp with --ema-decay is not supported yet; pass one of them")
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         random.seed(cfg.seed + world.rank)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the same global batch on every rank
@@ -182,6 +198,9 @@ class Trainer:
         model = build_model(self.task_cls, self.model_config)
         state = self.restore(model) if cfg.resume else None
         self.model = model.to(self.device)
+        self.ema = weight_ema(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        if self.ema is not None and state is not None and "ema" in state:  # else it starts from these weights
+            self.ema.load_state_dict(state["ema"])
         self.train_model = D.wrap(self.model, self.world, fsdp=self._fsdp, compile=cfg.compile, device=self.device)
         optimizer_options = self.task.optimizer_options()  # e.g. GPT's Muon choice
         if cfg.fsdp and optimizer_options.get("optimizer", "adamw") != "adamw":
@@ -216,6 +235,11 @@ class Trainer:
         if cfg.fsdp and self.world.size == 1:
             self.console.print("[yellow]--fsdp shards across processes: run under torchrun to use it[/]")
         render(self.prepared, self.console)  # what the task says about its data (DT's offline dataset)
+
+    @property
+    def published(self) -> nn.Module:
+        """The weights the run stands for: their moving average with --ema-decay, else the trained ones."""
+        return self.model if self.ema is None else self.ema.module
 
     @property
     def _fsdp(self) -> bool:
@@ -309,6 +333,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.interval_losses.append(loss_value)
         self.interval_time += time.perf_counter() - t0
         self.step += 1
@@ -317,10 +343,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate_and_checkpoint(self, lr: float, print_to: Console | None = None) -> None:
         """Validation metrics into metrics.jsonl and loss.png; then a checkpoint (not at step 0)."""
-        self.model.eval()
-        with autocast(self.device, self.dtype):
-            result = self.task.evaluate(self.model, "val", self.cfg.eval_batches, self.device)
-        self.model.train()
+        with mode(self.published, training=False), autocast(self.device, self.dtype):
+            result = self.task.evaluate(self.published, "val", self.cfg.eval_batches, self.device)
         record = {"step": self.step}
         if self.interval_losses:
             record["train_loss"] = sum(self.interval_losses) / len(self.interval_losses)
@@ -342,7 +366,10 @@ class Trainer:
             state = {"step": self.step, "optimizer": optim_state, "scaler": self.scaler.state_dict(),
                      "metrics": self.metrics, "interval_losses": self.interval_losses, "rng": rng,
                      "data": self.task.data_state(), "config": asdict(self.cfg)}
-            save_checkpoint(self.run_dir, self.step, self._unsharded(weights), state, keep_last=self.cfg.keep_last)
+            if self.ema is not None:
+                state["ema"] = self.ema.state_dict()
+            save_checkpoint(self.run_dir, self.step, self._unsharded(weights), state, keep_last=self.cfg.keep_last,
+                            published=None if self.ema is None else self.ema.module)
         D.barrier(self.world)
         self.last_good = self.step
 
@@ -356,12 +383,13 @@ class Trainer:
 
     def finish(self, stop_after: int | None) -> TrainResult:
         summary: dict[str, Any] = {}
-        model = self.model
+        model = self.published
         if self._fsdp:
             weights, _ = D.full_state(self.model, self.optimizer, True)
             model = self._unsharded(weights) if self.world.is_main else self.model
         if self.world.is_main and (stop_after is None or self.step >= self.cfg.max_steps):
             summary = _summary(self.metrics, self.n_params, self.wall_s(), self.cfg)
+            summary["weights"] = "ema" if self.ema is not None else "last"  # what val, test and model.safetensors are
             summary.update(self.prepared.metrics)  # the final report's metrics win
             self.task.checkpoints = StepCheckpoints(self.run_dir)
             report = _final_report(self.task, model.to(self.device) if self._fsdp else model, self.run_dir,

@@ -67,6 +67,7 @@ def test_usage_error_is_the_usage_line_and_one_error_line(argv, usage, error):
     ("train --model gtp", "error: unknown model 'gtp'; choose from gpt, bert, encdec, music, vit, image, npt, dt, "
                           "asr, icl"),
     ("train --max-steps 0", "error: --max-steps must be positive, got 0"),
+    ("train --ema-decay 1.5", "error: --ema-decay must be in [0, 1) (0: off), got 1.5"),
     ("train --model gpt --flavor huge", "error: unknown flavor 'huge' for model 'gpt'; choose from "),
     ("sample --run no/such/run", "error: run directory not found: no/such/run (train one with "
                                  "`attnkit train --out no/such/run`)"),

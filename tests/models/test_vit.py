@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from attnkit.zoo.data.digits import load_digit_splits, random_shift, translate
-from attnkit.zoo.models.vit import ViT, ViTConfig, patchify, unpatchify
+from attnkit.zoo.models.vit import ViT, ViTConfig, overlapping_patches, patchify, unpatchify
 from attnkit.engine.resolve import resolve_config
 
 DEBUG = dict(image_size=8, patch_size=2, n_layer=1, n_head=2, d_model=32, mlp_ratio=2, dropout=0.0)
@@ -20,6 +20,21 @@ def test_patchify_round_trips_and_cuts_raster_patches(patch, channels, h, w):
         r, c = n // gw, n % gw
         square = images[:, :, r * patch:(r + 1) * patch, c * patch:(c + 1) * patch]
         assert torch.equal(patches[:, n], square.reshape(3, -1))
+
+
+def test_overlapping_patches_are_the_windows_centred_on_each_patch():
+    images = torch.randn(3, 2, 8, 8)
+    assert torch.equal(overlapping_patches(images, 2, 2), patchify(images, 2))  # kernel = patch: no overlap
+    windows = overlapping_patches(images, 2, 4)
+    assert windows.shape == (3, 16, 2 * 4 * 4)
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    for n in range(16):  # token n is patch (r, c): rows 2r-1..2r+2, columns 2c-1..2c+2, zero outside
+        r, c = n // 4, n % 4
+        assert torch.equal(windows[:, n], padded[:, :, 2 * r:2 * r + 4, 2 * c:2 * c + 4].reshape(3, -1))
+    model = ViT(ViTConfig(**{**DEBUG, "patch_kernel": 4})).eval()
+    assert model(images[:, :1]).shape == (3, 10) and model.patch_embed.in_features == 16
+    with pytest.raises(ValueError, match="patch_kernel 3 must be patch_size 2 plus an even number"):
+        ViTConfig(image_size=8, patch_size=2, patch_kernel=3)
 
 
 def test_patch_size_must_divide_image():

@@ -1,7 +1,9 @@
 """Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words") for small images.
 
-The image is cut into p×p patches, each patch is a token (a linear projection of its pixels), a learned
-CLS token is prepended, learned positions are added, and a pre-norm encoder runs bidirectional
+The image is cut into p×p patches, each patch is a token (a linear projection of its pixels; with
+`patch_kernel` k > p, of the k×k window centred on it, so neighbouring tokens overlap, a convolutional stem of
+one layer as in Xiao et al. 2021, "Early Convolutions Help Transformers See Better"), a learned CLS token is
+prepended, learned positions are added, and a pre-norm encoder runs bidirectional
 attention through `attnkit.attention` (via `MultiHeadAttention`). The class is read from the CLS token.
 
 Built bottom-up: patchify/unpatchify → ViTConfig → ViT, on the zoo's shared pre-LN `Block`
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from attnkit.nn.blocks import Stack
 from attnkit.nn.init import init_weights
@@ -28,6 +31,13 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
     return x.reshape(B, (H // patch) * (W // patch), C * patch * patch)  # (B, N, C·p·p)
 
 
+def overlapping_patches(images: torch.Tensor, patch: int, kernel: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, C·k·k): for each p×p patch in raster order, the k×k window centred on it
+    (zero-padded at the border; kernel − patch even). kernel == patch gives `patchify`."""
+    windows = F.unfold(images, kernel, padding=(kernel - patch) // 2, stride=patch)  # (B, C·k·k, N)
+    return windows.transpose(1, 2)  # (B, N, C·k·k), channel-major like patchify
+
+
 def unpatchify(patches: torch.Tensor, patch: int, channels: int, height: int, width: int) -> torch.Tensor:
     """Inverse of `patchify`: (B, N, C·p·p) -> (B, C, H, W)."""
     B = patches.shape[0]
@@ -41,6 +51,7 @@ def unpatchify(patches: torch.Tensor, patch: int, channels: int, height: int, wi
 class ViTConfig:
     image_size: int = 8      # square images, image_size × image_size
     patch_size: int = 2      # 2 → 16 patches of 4 pixels on 8×8 digits
+    patch_kernel: int | None = None  # pixels each patch token sees, k×k centred on its patch; None = patch_size
     channels: int = 1
     n_class: int = 10
     n_layer: int = 4
@@ -52,6 +63,13 @@ class ViTConfig:
     def __post_init__(self):
         if self.image_size % self.patch_size:
             raise ValueError(f"patch_size {self.patch_size} must divide image_size {self.image_size}")
+        k = self.kernel
+        if k < self.patch_size or (k - self.patch_size) % 2:
+            raise ValueError(f"patch_kernel {k} must be patch_size {self.patch_size} plus an even number")
+
+    @property
+    def kernel(self) -> int:
+        return self.patch_kernel or self.patch_size
 
     @property
     def n_patches(self) -> int:
@@ -63,7 +81,7 @@ class ViT(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
-        self.patch_embed = nn.Linear(cfg.channels * cfg.patch_size ** 2, d)
+        self.patch_embed = nn.Linear(cfg.channels * cfg.kernel ** 2, d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.n_patches + 1, d) * 0.02)
         self.drop = nn.Dropout(cfg.dropout)
@@ -74,7 +92,7 @@ class ViT(nn.Module):
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) floats in [0, 1] -> (B, N+1, d): CLS token then patch tokens, with positions."""
-        x = self.patch_embed(patchify(images, self.cfg.patch_size))  # (B, N, d)
+        x = self.patch_embed(overlapping_patches(images, self.cfg.patch_size, self.cfg.kernel))  # (B, N, d)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, d)
         return self.drop(torch.cat((cls, x), dim=1) + self.pos_embed)  # (B, N+1, d)
 
