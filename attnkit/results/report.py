@@ -40,6 +40,22 @@ def claim_arm(claim: dict[str, Any]) -> str:
     return arm if sep else "main"
 
 
+def other_arm_baseline(claim: dict[str, Any]) -> str | None:
+    """The arm a claim's baseline comes from when it is not the claim's own ("full:test_bpd" for the Image
+    Transformer's local 2D against full attention), else None."""
+    arm, sep, _ = (claim.get("baseline") or "").partition(":")
+    return arm if sep and arm != claim_arm(claim) and claim.get("baseline_per_seed") else None
+
+
+def seed_cell(claim: dict[str, Any], arm: str, i: int) -> str:
+    """Seed i's value in an arm's row: the claim's own in its arm's row, its baseline's in the baseline arm's."""
+    if arm == claim_arm(claim):
+        return fmt(claim["per_seed"][i], claim["unit"])
+    if arm == other_arm_baseline(claim):
+        return fmt(claim["baseline_per_seed"][i], claim["unit"])
+    return ""
+
+
 def model_markdown(data: dict[str, Any], pictures: list[Path]) -> str:
     model, rows = data["model"], data["rows"]
     lines = [f"# {model}: results", "",
@@ -47,13 +63,14 @@ def model_markdown(data: dict[str, Any], pictures: list[Path]) -> str:
              "changes). Mean ± standard deviation over the seeds; every baseline comes from the same run.", "",
              "| claim | goal | result | |", "|---|---|---|---|"]
     lines += [f"| {c['text']} | {c['goal']} | {result_text(c)} | **{verdict(c['met'])}** |" for c in data["claims"]]
-    lines += ["", "## Each seed", "", "| seed | arm | " + " | ".join(c["metric"] for c in data["claims"])
+    headers = [c["metric"] + (f" / {c['baseline']}" if other_arm_baseline(c) else "") for c in data["claims"]]
+    lines += ["", "## Each seed", "", "| seed | arm | " + " | ".join(headers)
               + " | wall s | date | commit |", "|---" * (len(data["claims"]) + 5) + "|"]
     for r in rows:
         if r["seed"] not in data["seeds"]:
             continue
         i = data["seeds"].index(r["seed"])
-        vals = [fmt(c["per_seed"][i], c["unit"]) if r["arm"] == claim_arm(c) else "" for c in data["claims"]]
+        vals = [seed_cell(c, r["arm"], i) for c in data["claims"]]
         lines.append(f"| {r['seed']} | {r['arm']} | " + " | ".join(vals) + f" | {r['wall_s']:.0f} | {r['date']} "
                      f"| `{r['commit']}` |")
     lines += ["", f"Total training wall time: {data['wall_s']:.0f} s.", "", "## Commands", ""]

@@ -245,3 +245,17 @@ def test_commit_is_dirty_for_code_not_for_the_results_reproduce_writes(tmp_path,
     assert R.git_commit() == head                      # reproduce's own outputs
     (tmp_path / "attnkit/code.py").write_text("1\n")
     assert R.git_commit() == head + "+dirty"           # the measured code
+
+
+def test_each_seed_table_shows_an_arm_against_arm_baseline_in_its_arms_row():
+    from attnkit.results.report import model_markdown
+
+    claim = dict(text="local beats full", goal="lower", metric="main:test_bpd", baseline="full:test_bpd",
+                 unit="bits/dim", per_seed=[1.49, 1.47], baseline_per_seed=[1.52, 1.57], mean=1.48, std=0.01,
+                 baseline_mean=1.545, baseline_std=0.03, measured_seeds=2, met=True, target=None, margin=0,
+                 better="lower", every_seed=False)
+    rows = [dict(seed=s, arm=a, wall_s=1.0, date="d", commit="c", command="cmd", machine="m")
+            for s in (0, 1) for a in ("main", "full")]
+    text = model_markdown(dict(model="image", rows=rows, claims=[claim], seeds=[0, 1], wall_s=4.0, command="x"), [])
+    assert "| seed | arm | main:test_bpd / full:test_bpd |" in text
+    assert "| 1 | full | 1.57 bits/dim |" in text and "| 1 | main | 1.47 bits/dim |" in text
