@@ -40,14 +40,15 @@ def cached_build_corpus(cache: Path, synth_times: dict):
     """speech.build_corpus, memoised on disk by its arguments."""
     real = speech.build_corpus
 
-    def build(n_train, n_test, seed, progress=None, augment=False, flite_share=0.0):
-        flite = f"_flite{flite_share:g}" if flite_share else ""
+    def build(n_train, n_test, seed, progress=None, augment=False, flite_share=0.0, flite_shift=False):
+        flite = (f"_flite{flite_share:g}" if flite_share else "") + ("_shift" if flite_shift else "")
         path = cache / f"speech_{n_train}_{n_test}_{seed}_{'aug' if augment else 'plain'}{flite}.npz"
         if path.is_file():
             splits = speech.load_corpus(path)[0]
         else:
             t0 = time.perf_counter()
-            splits = real(n_train, n_test, seed, progress, augment=augment, flite_share=flite_share)
+            splits = real(n_train, n_test, seed, progress, augment=augment, flite_share=flite_share,
+                          flite_shift=flite_shift)
             synth_times[path.name] = time.perf_counter() - t0
             cache.mkdir(parents=True, exist_ok=True)
             speech.save_corpus(splits, path, {"n_train": n_train, "n_test": n_test, "seed": seed, "augment": augment})
