@@ -71,6 +71,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mask-prob", type=float, default=None, help="pretraining masking rate (default: the task's)")
     ap.add_argument("--pre-ln", action="store_true", help="pretrain a pre-LN encoder")
     ap.add_argument("--pretrain-lr", type=float, default=None, help="default: the flavor's")
+    ap.add_argument("--pretrain-opt", action="append", default=[], help="KEY=VALUE: a BERT option for the pretraining "
+                    "(position=rotary, optimizer=muon, ...; repeatable)")
     ap.add_argument("--arm", action="append", default=[], help="NAME:KEY=VALUE,... (repeatable)")
     ap.add_argument("--seeds", default="0", help="fine-tuning seeds, comma-separated")
     ap.add_argument("--out", default=None, help="append each JSON line to this file")
@@ -78,10 +80,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def pretrain(run_dir: Path, flavor: str, steps: int | None, seed: int, mask_prob: float | None, pre_ln: bool,
-             lr: float | None) -> dict:
-    """Pretrain into run_dir (fine-tuning phase off) unless it holds a finished run; its summary.json."""
+             lr: float | None, opts: list[str] = ()) -> dict:
+    """Pretrain into run_dir (fine-tuning phase off) unless it holds a finished run; its summary.json. opts:
+    KEY=VALUE BERT options, as `--opt` takes them."""
     if not (run_dir / "summary.json").is_file():
-        options = {"finetune_labels": 0, "pre_ln": pre_ln, **({"mask_prob": mask_prob} if mask_prob is not None else {})}
+        options = {"finetune_labels": 0, **({"pre_ln": True} if pre_ln else {}),
+                   **({"mask_prob": mask_prob} if mask_prob is not None else {}), **dict(o.split("=", 1) for o in opts)}
         cfg = TrainConfig(model="bert", flavor=flavor, out=str(run_dir), max_steps=steps, seed=seed, lr=lr, device="cpu",
                           options=options)
         run_training(cfg, console=Console(stderr=True))
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not a.pretrained:
         raise SystemExit("--pretrained RUN_DIR is required (or --table FILE)")
     summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed, a.mask_prob, a.pre_ln,
-                       a.pretrain_lr)
+                       a.pretrain_lr, a.pretrain_opt)
     run = load_run(a.pretrained)
     texts = corpus_splits(run.config.data)
     rows = []
@@ -151,10 +155,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             start = time.perf_counter()
             knobs = {k: v for k, v in asdict(arm).items() if k != "name"}
             result = finetune_comparison(run.model, scratch, run.task.encode_passages, texts["train"], texts["val"],
-                                         seed=seed, **knobs)
+                                         seed=seed, mask_id=run.task.mask_id, **knobs)
             row = {"arm": arm.name, "seed": seed, **knobs, **result, "wall_s": round(time.perf_counter() - start, 1),
                    "pretrain_steps": summary["steps"], "mask_prob": run.task.opts.mask_prob, "pre_ln": run.model.cfg.pre_ln,
-                   "mlm_accuracy": summary["mlm_accuracy"],
+                   "position": run.model.cfg.position, "mlm_accuracy": summary["mlm_accuracy"],
                    "unigram_accuracy": summary["unigram_accuracy"], "pretrained": str(a.pretrained)}
             print(json.dumps(row), flush=True)
             if a.out:

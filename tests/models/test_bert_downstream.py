@@ -166,7 +166,34 @@ def test_zero_shot_auc_ranks_passages_by_the_mlm_s_log_probabilities():
 
     CLS, SEP = 1, 2
     ids = torch.tensor([[CLS, 5, 5, 5, SEP, 0], [CLS, 5, 5, 6, SEP, 0], [CLS, 5, 6, 6, 6, SEP], [CLS, 6, 6, 6, SEP, 0]])
-    assert zero_shot_auc(Fives(), ids, torch.tensor([1, 1, 0, 0])) == 1.0
-    assert zero_shot_auc(Fives(), ids, torch.tensor([0, 0, 1, 1])) == 0.0
+    assert zero_shot_auc(Fives(), ids, torch.tensor([1, 1, 0, 0]))["mean"] == 1.0
+    assert zero_shot_auc(Fives(), ids, torch.tensor([0, 0, 1, 1]))["mean"] == 0.0
     # original rows 0 and 2 against corrupted 1 and 3: 0 > 1, 0 > 3, 2 > 3 but not 2 > 1
-    assert zero_shot_auc(Fives(), ids, torch.tensor([1, 0, 1, 0])) == 0.75
+    assert zero_shot_auc(Fives(), ids, torch.tensor([1, 0, 1, 0]))["mean"] == 0.75
+
+
+def test_masked_pseudo_log_likelihood_hides_each_token_from_its_own_prediction():
+    """A model that copies its input is sure of every token it can see, and of none it cannot."""
+    import torch
+
+    from attnkit.zoo.eval.bert import token_log_probs
+
+    PAD, CLS, SEP, MASK, V = 0, 1, 2, 3, 8
+
+    class Copy(torch.nn.Module):
+        cfg = type("cfg", (), {"pad_id": PAD})
+
+        def forward(self, ids):
+            return torch.nn.functional.one_hot(ids, V).float() * 10  # (B, L, V)
+
+    ids = torch.tensor([[CLS, 4, 5, 6, 7, 4, 5, SEP, PAD], [CLS, 6, 7, 4, 5, 6, 7, 4, SEP]])
+    inner = ids > SEP  # the passages' own tokens
+    logits = torch.zeros(V)
+    logits[0] = 10.0
+    sure = logits.log_softmax(0)[0]  # the token copied is the true one
+    unsure = logits.log_softmax(0)[1]  # [MASK] is copied instead
+    torch.testing.assert_close(token_log_probs(Copy(), ids), torch.full(ids.shape, sure.item()))
+    for stride in (1, 3, 20):
+        hidden = token_log_probs(Copy(), ids, mask_id=MASK, stride=stride)
+        torch.testing.assert_close(hidden[inner], torch.full((int(inner.sum()),), unsure.item()))  # each while masked
+        assert (hidden[~inner] == 0).all()  # [CLS], [SEP] and [PAD] are not scored

@@ -33,7 +33,7 @@ from attnkit.zoo.data.mlm import (corpus_splits, encode_masked_prompt, heldout_s
                                   window_examples)
 from attnkit.zoo.eval.bert import (DOWNSTREAM, MaskedTokenStats, fill_probabilities, finetune_comparison,
                                    heldout_fills, heldout_rows, masked_lm_rows, top_fills, unigram_frequencies)
-from attnkit.zoo.models.bert import BERT, POOLINGS, BERTConfig, mask_tokens
+from attnkit.zoo.models.bert import BERT, POOLINGS, POSITIONS, BERTConfig, mask_tokens
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
 from attnkit.nn.modes import model_device
@@ -49,6 +49,9 @@ FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to somethin
 class BERTOptions:
     """Pretraining knobs, then the fine-tuning phase after it (attnkit.zoo.eval.bert.finetune_comparison)."""
     pre_ln: bool = field(default=False, metadata={"help": "pre-LN encoder blocks (BERT is post-LN)"})
+    position: str = field(default="learned", metadata={"help": "positions: learned (BERT) or rotary"})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw, or muon (Muon on hidden matrices, AdamW on the rest)"})
+    muon_lr: float = field(default=0.02, metadata={"help": "Muon's peak learning rate (it follows --schedule)"})
     mask_prob: float = field(default=MASK_PROB, metadata={"help": "fraction of training tokens to predict (eval: 0.15)"})
     finetune_task: str = field(default="replaced_word", metadata={"help": "one of attnkit.zoo.eval.bert.DOWNSTREAM"})
     finetune_labels: int = field(default=256, metadata={"help": "labelled passages to fine-tune on (0: no fine-tuning phase)"})
@@ -103,6 +106,8 @@ class BERTTask(Task):
         self.texts = parts = corpus_splits(self.cfg.data)
         if self.opts.finetune_task not in DOWNSTREAM or self.opts.finetune_pooling not in POOLINGS:
             raise UserError(f"--opt finetune_task takes {', '.join(DOWNSTREAM)}; finetune_pooling {', '.join(POOLINGS)}")
+        if self.opts.position not in POSITIONS:
+            raise UserError(f"--opt position takes {', '.join(POSITIONS)}, got {self.opts.position!r}")
         words = 2 * self.opts.finetune_words  # checked now rather than after training
         short = [split for split, part in parts.items() if len(part.split()) < words]
         if self.opts.finetune_labels > 0 and short:
@@ -137,8 +142,14 @@ class BERTTask(Task):
 
     # ---- model ---------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
+        # Switches at BERT's default are left out, so runs saved before they existed resume unchanged.
         return dict(super().model_config(), vocab_size=self.tok.vocab_size, block_size=self.cfg.block_size,
-                    pad_id=self.pad_id, **({"pre_ln": True} if self.opts.pre_ln else {}))
+                    pad_id=self.pad_id, **({"pre_ln": True} if self.opts.pre_ln else {}),
+                    **({"position": self.opts.position} if self.opts.position != "learned" else {}))
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """For attnkit.engine.optim.make_optimizer (the trainer asks)."""
+        return dict(optimizer=self.opts.optimizer, muon_lr=self.opts.muon_lr)
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
@@ -188,7 +199,7 @@ class BERTTask(Task):
             scratch = self.build_model(self.model_config()).to(model_device(model))
         knobs = {k.removeprefix("finetune_"): v for k, v in asdict(self.opts).items() if k.startswith("finetune_")}
         return finetune_comparison(model, scratch, self.encode_passages, self.texts["train"], self.texts["val"],
-                                   seed=self.cfg.seed, **knobs)
+                                   seed=self.cfg.seed, mask_id=self.mask_id, **knobs)
 
     def encode_passages(self, texts: list[str]) -> torch.Tensor:
         """Passages → (N, L) ids: [CLS] tokens [SEP], cut to block_size, then [PAD] to the longest."""
