@@ -153,21 +153,24 @@ def bag_of_words_accuracy(train_texts: list[str], train_labels: list[int], test_
 def downstream_examples(task: str, text: str, n: int, words: int, seed: int, corrupt: int = 1
                         ) -> tuple[list[str], list[int]]:
     """n labelled passages of `words` words from text for one of DOWNSTREAM's tasks, half of each label; a
-    corrupted passage has `corrupt` words replaced, or swaps made."""
+    corrupted passage has `corrupt` words (names, lines) replaced, or swaps made."""
     from attnkit.zoo.data.replaced_name import replaced_name_examples
     from attnkit.zoo.data.replaced_word import replaced_word_examples
+    from attnkit.zoo.data.swapped_line import swapped_line_examples
     from attnkit.zoo.data.word_order import word_order_examples
 
     if task == "replaced_word":
         return replaced_word_examples(text, n, words, seed, corrupt)
-    if task == "replaced_name":
-        return replaced_name_examples(text, n, words, seed, corrupt)
+    if task in ("replaced_name", "repeated_name"):
+        return replaced_name_examples(text, n, words, seed, corrupt, repeated=task == "repeated_name")
+    if task == "swapped_line":
+        return swapped_line_examples(text, n, words, seed, corrupt)
     if task in ("word_order", "adjacent_swap"):
         return word_order_examples(text, n, words, seed, adjacent=task == "adjacent_swap", swaps=corrupt)
     raise ValueError(f"downstream task must be one of {DOWNSTREAM}, got {task!r}")
 
 
-DOWNSTREAM = ("replaced_word", "replaced_name", "word_order", "adjacent_swap")
+DOWNSTREAM = ("replaced_word", "replaced_name", "repeated_name", "swapped_line", "word_order", "adjacent_swap")
 
 
 def finetune_comparison(pretrained: BERT, scratch: BERT, encode: Callable[[list[str]], torch.Tensor],
