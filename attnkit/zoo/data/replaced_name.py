@@ -18,7 +18,6 @@ from __future__ import annotations
 import keyword
 import random
 import re
-from collections import Counter
 
 from attnkit.zoo.data.replaced_word import ORIGINAL, balanced_labels
 
@@ -33,11 +32,10 @@ def names(text: str) -> list[re.Match]:
             and (m.start() == 0 or not text[m.start() - 1].isdigit())]
 
 
-def replace_names(snippet: str, vocabulary: list[str], k: int, rng: random.Random, repeated: bool = False) -> str:
+def replace_names(snippet: str, vocabulary: list[str], k: int, rng: random.Random) -> str:
     """snippet with k of its name occurrences, at distinct random places, each replaced by a different name drawn
-    uniformly from vocabulary (a list of name occurrences: drawing from it draws from their distribution). With
-    repeated, only occurrences of names that occur more than once in the snippet are replaced."""
-    found = repeated_names(snippet) if repeated else names(snippet)
+    uniformly from vocabulary (a list of name occurrences: drawing from it draws from their distribution)."""
+    found = names(snippet)
     if k > len(found):
         raise ValueError(f"cannot replace {k} of {len(found)} names")
     out, end = [], 0
@@ -49,18 +47,9 @@ def replace_names(snippet: str, vocabulary: list[str], k: int, rng: random.Rando
     return "".join(out) + snippet[end:]
 
 
-def repeated_names(snippet: str) -> list[re.Match]:
-    """The occurrences of names that occur more than once in snippet."""
-    found = names(snippet)
-    counts = Counter(m.group() for m in found)
-    return [m for m in found if counts[m.group()] > 1]
-
-
-def replaced_name_examples(text: str, n: int, words: int, seed: int, replaced: int = 1, repeated: bool = False
-                           ) -> tuple[list[str], list[int]]:
+def replaced_name_examples(text: str, n: int, words: int, seed: int, replaced: int = 1) -> tuple[list[str], list[int]]:
     """n snippets of `words` whitespace-separated chunks of text (as written) and their labels (ORIGINAL or
-    REPLACED), half of each; every snippet holds at least `replaced` names (with repeated, occurrences of names that
-    occur more than once in it: the `repeated_name` task)."""
+    REPLACED), half of each; every snippet holds at least `replaced` names."""
     chunks = [m.span() for m in CHUNK.finditer(text)]
     if len(chunks) < 2 * words:
         raise ValueError(f"the text has {len(chunks)} words; snippets of {words} need at least {2 * words}")
@@ -73,7 +62,7 @@ def replaced_name_examples(text: str, n: int, words: int, seed: int, replaced: i
         while True:
             start = rng.randrange(len(chunks) - words + 1)
             snippet = text[chunks[start][0]:chunks[start + words - 1][1]]
-            if len(repeated_names(snippet) if repeated else names(snippet)) >= replaced:
+            if len(names(snippet)) >= replaced:
                 break
-        texts.append(snippet if label == ORIGINAL else replace_names(snippet, vocabulary, replaced, rng, repeated))
+        texts.append(snippet if label == ORIGINAL else replace_names(snippet, vocabulary, replaced, rng))
     return texts, labels

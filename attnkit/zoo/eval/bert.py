@@ -161,8 +161,8 @@ def downstream_examples(task: str, text: str, n: int, words: int, seed: int, cor
 
     if task == "replaced_word":
         return replaced_word_examples(text, n, words, seed, corrupt)
-    if task in ("replaced_name", "repeated_name"):
-        return replaced_name_examples(text, n, words, seed, corrupt, repeated=task == "repeated_name")
+    if task == "replaced_name":
+        return replaced_name_examples(text, n, words, seed, corrupt)
     if task == "swapped_line":
         return swapped_line_examples(text, n, words, seed, corrupt)
     if task in ("word_order", "adjacent_swap"):
@@ -170,7 +170,7 @@ def downstream_examples(task: str, text: str, n: int, words: int, seed: int, cor
     raise ValueError(f"downstream task must be one of {DOWNSTREAM}, got {task!r}")
 
 
-DOWNSTREAM = ("replaced_word", "replaced_name", "repeated_name", "swapped_line", "word_order", "adjacent_swap")
+DOWNSTREAM = ("replaced_word", "replaced_name", "swapped_line", "word_order", "adjacent_swap")
 
 
 def finetune_comparison(pretrained: BERT, scratch: BERT, encode: Callable[[list[str]], torch.Tensor],
