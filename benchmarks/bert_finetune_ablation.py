@@ -102,31 +102,33 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         groups.setdefault((r["pretrained"], r["arm"]), []).append(r)
     lines = ["| pretraining (steps, mask, MLM acc) | arm | changed knobs | seeds | pretrained | scratch | bag-of-words "
-             "| zero-shot AUC |", "|---|---|---|---|---|---|---|---|"]
+             "| zero-shot AUC (unmasked / PLL min) |", "|---|---|---|---|---|---|---|---|"]
     for (_, arm), rs in groups.items():
         def cell(key):
             xs = [100 * r[key] for r in rs]
             return f"{statistics.mean(xs):.1f}" + (f" ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else "")
         r = rs[0]
         knobs = ", ".join(f"{k}={r[k]}" for k, v in defaults.items() if r.get(k, v) != v) or "defaults"
-        ln = ", pre-LN" if r.get("pre_ln") else ""
+        ln = (", pre-LN" if r.get("pre_ln") else "") + (", rotary" if r.get("position") == "rotary" else "")
         pre = f"{r['pretrain_steps']}, {r.get('mask_prob', 0.15)}{ln}, {100 * r['mlm_accuracy']:.1f}%"
-        auc = f"{r['finetune_zero_shot_auc']:.2f}" if "finetune_zero_shot_auc" in r else "–"  # older rows lack it
+        auc = " / ".join(f"{r[k]:.2f}" for k in ("finetune_zero_shot_auc", "finetune_zero_shot_pll_min_auc")
+                         if k in r) or "–"  # older rows lack them
         lines.append(f"| {pre} | {arm} | {knobs} | {len(rs)} | {cell('finetune_acc_pretrained')} | "
                      f"{cell('finetune_acc_scratch')} | {cell('finetune_acc_bow')} | {auc} |")
     return "\n".join(lines)
 
 
-def baselines(arms: list[Arm], seeds) -> list[dict]:
-    """Bag-of-words and bag-of-bigrams logistic regression on each arm's passages (the embedded text)."""
+def baselines(arms: list[Arm], seeds, flavor: str) -> list[dict]:
+    """Bag-of-words and bag-of-bigrams logistic regression on each arm's passages (the flavor's text)."""
     from attnkit.zoo.eval.bert import bag_of_words_accuracy, downstream_examples
+    from attnkit.zoo.tasks.bert import BERTTask
 
-    texts, rows = corpus_splits(None), []
+    texts, rows = corpus_splits(BERTTask.flavors[flavor].train.get("data")), []
     for seed in seeds:
         for arm in arms:
             train = downstream_examples(arm.task, texts["train"], arm.labels, arm.words, seed, arm.corrupt)
             test = downstream_examples(arm.task, texts["val"], arm.test, arm.words, seed + 1, arm.corrupt)
-            row = {"arm": arm.name, "seed": seed, "task": arm.task, "corrupt": arm.corrupt, "labels": arm.labels,
+            row = {"arm": arm.name, "seed": seed, "flavor": flavor, "task": arm.task, "corrupt": arm.corrupt, "labels": arm.labels,
                    "bow": bag_of_words_accuracy(*train, *test), "bigrams": bag_of_words_accuracy(*train, *test, ngram=2)}
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(markdown_table([json.loads(line) for line in Path(a.table).read_text().splitlines() if line.strip()]))
         return []
     if a.baselines:
-        return baselines([parse_arm(spec) for spec in a.arm or ["default"]], map(int, a.seeds.split(",")))
+        return baselines([parse_arm(spec) for spec in a.arm or ["default"]], map(int, a.seeds.split(",")), a.flavor)
     if not a.pretrained:
         raise SystemExit("--pretrained RUN_DIR is required (or --table FILE)")
     summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed, a.mask_prob, a.pre_ln,
