@@ -1,21 +1,17 @@
 """`--model bert`: masked-language-model pre-training on a text corpus, fill-mask sampling, and fine-tuning.
 
-Data (`attnkit.zoo.data.mlm.corpus_splits`): GPT's corpus (`attnkit.zoo.data.text`: the embedded Austen text, or
-`--data PATH`), line wraps joined, 90% training, 10% validation; `--data python` (the "code" flavor's): the
-standard library's source, every tenth file held out whole. Tokenizer: sentencepiece with [PAD] [CLS] [SEP]
-[MASK], trained on the training split's first 1M characters (`--tokenizer char`, the default) or a
-`--tokenizer FILE.model` that defines the four tokens.
+Data (`attnkit.zoo.data.mlm.corpus_splits`): `--data python` (the default "code" flavor's), the standard library's
+source with every tenth file held out whole; or GPT's corpus (the embedded Austen text, or `--data PATH`), 90% / 10%.
+Tokenizer: sentencepiece with [PAD] [CLS] [SEP] [MASK], trained on the training split's first 1M characters
+(`--tokenizer char`, the default) or a `--tokenizer FILE.model`.
 
-An example is [CLS] + a random window of the token stream + [SEP]; with next-sentence prediction (the "*-nsp"
-flavors) it is [CLS] A [SEP] B [SEP], B following A half of the time and drawn from elsewhere otherwise. Masking
-follows BERT (see `attnkit.zoo.models.bert.mask_tokens`). `report` gives masked-token accuracy on validation beside
-a unigram-frequency baseline (always predict the most frequent training token) on the same masked positions.
+An example is [CLS] + a random window of the token stream + [SEP]; with next-sentence prediction (the "*-nsp" flavors)
+[CLS] A [SEP] B [SEP], B following A half of the time. Masking follows BERT (`attnkit.zoo.models.bert.mask_tokens`).
+`report` gives masked-token accuracy on validation beside a unigram-frequency baseline on the same masked positions.
 
-Then the claim that matters, that pretraining helps: fine-tuning (`--opt finetune_*`; off with `--opt
-finetune_labels=0`) on a downstream task (`finetune_task`: `attnkit.zoo.data.replaced_word`, `.replaced_name` or
-`.word_order`), few labelled passages from the training text, a test set from the validation text, the pretrained
-model and the same architecture from scratch fine-tuned alike (`attnkit.zoo.eval.bert.finetune_comparison`) beside
-bag-of-words logistic regression. summary.json: finetune_acc_pretrained, _scratch, _bow.
+Then the claim that matters: fine-tuning (`--opt finetune_*`; off with `--opt finetune_labels=0`) on a downstream task
+(`finetune_task`, one of `attnkit.zoo.eval.bert.DOWNSTREAM`), the pretrained model against the same architecture from
+scratch, fine-tuned alike on the same few labels, beside bag-of-words logistic regression (`finetune_comparison`).
 """
 from __future__ import annotations
 
@@ -33,7 +29,7 @@ from attnkit.zoo.data.mlm import (corpus_splits, encode_masked_prompt, heldout_s
                                   window_examples)
 from attnkit.zoo.eval.bert import (DOWNSTREAM, MaskedTokenStats, fill_probabilities, finetune_comparison,
                                    heldout_fills, heldout_rows, masked_lm_rows, top_fills, unigram_frequencies)
-from attnkit.zoo.models.bert import BERT, POOLINGS, POSITIONS, BERTConfig, mask_tokens
+from attnkit.zoo.models.bert import BERT, POOLINGS, BERTConfig, mask_tokens
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
 from attnkit.nn.modes import model_device
@@ -43,6 +39,7 @@ from attnkit.zoo.tasks.sample_options import BERTSampleOptions
 
 MASK_PROB, HELDOUT_FILE = 0.15, "bert_data.json"  # BERT's masking rate; the held-out sentences `sample` fills
 FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to something other than its default
+CODE_OPTIONS = dict(pre_ln=True, position="rotary", finetune_task="swapped_line", finetune_words=20, finetune_corrupt=2)
 
 
 @dataclass
@@ -50,8 +47,6 @@ class BERTOptions:
     """Pretraining knobs, then the fine-tuning phase after it (attnkit.zoo.eval.bert.finetune_comparison)."""
     pre_ln: bool = field(default=False, metadata={"help": "pre-LN encoder blocks (BERT is post-LN)"})
     position: str = field(default="learned", metadata={"help": "positions: learned (BERT) or rotary"})
-    optimizer: str = field(default="adamw", metadata={"help": "adamw, or muon (Muon on hidden matrices, AdamW on the rest)"})
-    muon_lr: float = field(default=0.02, metadata={"help": "Muon's peak learning rate (it follows --schedule)"})
     mask_prob: float = field(default=MASK_PROB, metadata={"help": "fraction of training tokens to predict (eval: 0.15)"})
     finetune_task: str = field(default="replaced_word", metadata={"help": "one of attnkit.zoo.eval.bert.DOWNSTREAM"})
     finetune_labels: int = field(default=256, metadata={"help": "labelled passages to fine-tune on (0: no fine-tuning phase)"})
@@ -80,14 +75,9 @@ class BERTTask(Task):
                         train=dict(_train, max_steps=1000, batch_size=32, block_size=64, lr=1e-3, warmup_steps=100,
                                    eval_interval=200, eval_batches=8)),
     }
-    # The default: pretraining on the standard library's source (every tenth file held out), the same 1.1 M
-    # parameters with rotary positions, pre-LN and lr 3e-3 (they take the masked LM off the unigram plateau in 200
-    # steps rather than 1000), 3000 steps of 16 × 128 tokens; fine-tuning on lines swapped in from other files.
-    flavors["code"] = replace(flavors["small"],
-                              options=dict(pre_ln=True, position="rotary", finetune_task="swapped_line", finetune_words=20,
-                                           finetune_corrupt=2),
-                              train=dict(flavors["small"].train, data="python", batch_size=16, block_size=128, lr=3e-3,
-                                         max_steps=3000, eval_interval=250))
+    # The default: the standard library's source; rotary, pre-LN, lr 3e-3 leave the unigram plateau (docs/zoo/bert.md).
+    flavors["code"] = replace(flavors["small"], options=CODE_OPTIONS, train=dict(flavors["small"].train, data="python",
+                              batch_size=16, block_size=128, lr=3e-3, max_steps=3000, eval_interval=250))
     # Each size also with next-sentence prediction on [CLS].
     flavors.update({f"{name}-nsp": replace(f, model=dict(f.model, nsp=True)) for name, f in list(flavors.items())})
 
@@ -112,8 +102,6 @@ class BERTTask(Task):
         self.texts = parts = corpus_splits(self.cfg.data)
         if self.opts.finetune_task not in DOWNSTREAM or self.opts.finetune_pooling not in POOLINGS:
             raise UserError(f"--opt finetune_task takes {', '.join(DOWNSTREAM)}; finetune_pooling {', '.join(POOLINGS)}")
-        if self.opts.position not in POSITIONS:
-            raise UserError(f"--opt position takes {', '.join(POSITIONS)}, got {self.opts.position!r}")
         words = 2 * self.opts.finetune_words  # checked now rather than after training
         short = [split for split, part in parts.items() if len(part.split()) < words]
         if self.opts.finetune_labels > 0 and short:
@@ -148,14 +136,9 @@ class BERTTask(Task):
 
     # ---- model ---------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
-        # Switches at BERT's default are left out, so runs saved before they existed resume unchanged.
         return dict(super().model_config(), vocab_size=self.tok.vocab_size, block_size=self.cfg.block_size,
                     pad_id=self.pad_id, **({"pre_ln": True} if self.opts.pre_ln else {}),
                     **({"position": self.opts.position} if self.opts.position != "learned" else {}))
-
-    def optimizer_options(self) -> dict[str, Any]:
-        """For attnkit.engine.optim.make_optimizer (the trainer asks)."""
-        return dict(optimizer=self.opts.optimizer, muon_lr=self.opts.muon_lr)
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
