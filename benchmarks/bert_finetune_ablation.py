@@ -71,6 +71,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mask-prob", type=float, default=None, help="pretraining masking rate (default: the task's)")
     ap.add_argument("--pre-ln", action="store_true", help="pretrain a pre-LN encoder")
     ap.add_argument("--pretrain-lr", type=float, default=None, help="default: the flavor's")
+    ap.add_argument("--pretrain-opt", action="append", default=[], help="KEY=VALUE: a BERT option for the pretraining "
+                    "(position=rotary, optimizer=muon, ...; repeatable)")
     ap.add_argument("--arm", action="append", default=[], help="NAME:KEY=VALUE,... (repeatable)")
     ap.add_argument("--seeds", default="0", help="fine-tuning seeds, comma-separated")
     ap.add_argument("--out", default=None, help="append each JSON line to this file")
@@ -78,10 +80,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def pretrain(run_dir: Path, flavor: str, steps: int | None, seed: int, mask_prob: float | None, pre_ln: bool,
-             lr: float | None) -> dict:
-    """Pretrain into run_dir (fine-tuning phase off) unless it holds a finished run; its summary.json."""
+             lr: float | None, opts: list[str] = ()) -> dict:
+    """Pretrain into run_dir (fine-tuning phase off) unless it holds a finished run; its summary.json. opts:
+    KEY=VALUE BERT options, as `--opt` takes them."""
     if not (run_dir / "summary.json").is_file():
-        options = {"finetune_labels": 0, "pre_ln": pre_ln, **({"mask_prob": mask_prob} if mask_prob is not None else {})}
+        options = {"finetune_labels": 0, **({"pre_ln": True} if pre_ln else {}),
+                   **({"mask_prob": mask_prob} if mask_prob is not None else {}), **dict(o.split("=", 1) for o in opts)}
         cfg = TrainConfig(model="bert", flavor=flavor, out=str(run_dir), max_steps=steps, seed=seed, lr=lr, device="cpu",
                           options=options)
         run_training(cfg, console=Console(stderr=True))
@@ -98,31 +102,33 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         groups.setdefault((r["pretrained"], r["arm"]), []).append(r)
     lines = ["| pretraining (steps, mask, MLM acc) | arm | changed knobs | seeds | pretrained | scratch | bag-of-words "
-             "| zero-shot AUC |", "|---|---|---|---|---|---|---|---|"]
+             "| zero-shot AUC (unmasked / PLL min) |", "|---|---|---|---|---|---|---|---|"]
     for (_, arm), rs in groups.items():
         def cell(key):
             xs = [100 * r[key] for r in rs]
             return f"{statistics.mean(xs):.1f}" + (f" ± {statistics.stdev(xs):.1f}" if len(xs) > 1 else "")
         r = rs[0]
         knobs = ", ".join(f"{k}={r[k]}" for k, v in defaults.items() if r.get(k, v) != v) or "defaults"
-        ln = ", pre-LN" if r.get("pre_ln") else ""
+        ln = (", pre-LN" if r.get("pre_ln") else "") + (", rotary" if r.get("position") == "rotary" else "")
         pre = f"{r['pretrain_steps']}, {r.get('mask_prob', 0.15)}{ln}, {100 * r['mlm_accuracy']:.1f}%"
-        auc = f"{r['finetune_zero_shot_auc']:.2f}" if "finetune_zero_shot_auc" in r else "–"  # older rows lack it
+        auc = " / ".join(f"{r[k]:.2f}" for k in ("finetune_zero_shot_auc", "finetune_zero_shot_pll_min_auc")
+                         if k in r) or "–"  # older rows lack them
         lines.append(f"| {pre} | {arm} | {knobs} | {len(rs)} | {cell('finetune_acc_pretrained')} | "
                      f"{cell('finetune_acc_scratch')} | {cell('finetune_acc_bow')} | {auc} |")
     return "\n".join(lines)
 
 
-def baselines(arms: list[Arm], seeds) -> list[dict]:
-    """Bag-of-words and bag-of-bigrams logistic regression on each arm's passages (the embedded text)."""
+def baselines(arms: list[Arm], seeds, flavor: str) -> list[dict]:
+    """Bag-of-words and bag-of-bigrams logistic regression on each arm's passages (the flavor's text)."""
     from attnkit.zoo.eval.bert import bag_of_words_accuracy, downstream_examples
+    from attnkit.zoo.tasks.bert import BERTTask
 
-    texts, rows = corpus_splits(None), []
+    texts, rows = corpus_splits(BERTTask.flavors[flavor].train.get("data")), []
     for seed in seeds:
         for arm in arms:
             train = downstream_examples(arm.task, texts["train"], arm.labels, arm.words, seed, arm.corrupt)
             test = downstream_examples(arm.task, texts["val"], arm.test, arm.words, seed + 1, arm.corrupt)
-            row = {"arm": arm.name, "seed": seed, "task": arm.task, "corrupt": arm.corrupt, "labels": arm.labels,
+            row = {"arm": arm.name, "seed": seed, "flavor": flavor, "task": arm.task, "corrupt": arm.corrupt, "labels": arm.labels,
                    "bow": bag_of_words_accuracy(*train, *test), "bigrams": bag_of_words_accuracy(*train, *test, ngram=2)}
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -135,11 +141,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(markdown_table([json.loads(line) for line in Path(a.table).read_text().splitlines() if line.strip()]))
         return []
     if a.baselines:
-        return baselines([parse_arm(spec) for spec in a.arm or ["default"]], map(int, a.seeds.split(",")))
+        return baselines([parse_arm(spec) for spec in a.arm or ["default"]], map(int, a.seeds.split(",")), a.flavor)
     if not a.pretrained:
         raise SystemExit("--pretrained RUN_DIR is required (or --table FILE)")
     summary = pretrain(Path(a.pretrained), a.flavor, a.pretrain_steps, a.pretrain_seed, a.mask_prob, a.pre_ln,
-                       a.pretrain_lr)
+                       a.pretrain_lr, a.pretrain_opt)
     run = load_run(a.pretrained)
     texts = corpus_splits(run.config.data)
     rows = []
@@ -151,10 +157,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             start = time.perf_counter()
             knobs = {k: v for k, v in asdict(arm).items() if k != "name"}
             result = finetune_comparison(run.model, scratch, run.task.encode_passages, texts["train"], texts["val"],
-                                         seed=seed, **knobs)
+                                         seed=seed, mask_id=run.task.mask_id, **knobs)
             row = {"arm": arm.name, "seed": seed, **knobs, **result, "wall_s": round(time.perf_counter() - start, 1),
                    "pretrain_steps": summary["steps"], "mask_prob": run.task.opts.mask_prob, "pre_ln": run.model.cfg.pre_ln,
-                   "mlm_accuracy": summary["mlm_accuracy"],
+                   "position": run.model.cfg.position, "mlm_accuracy": summary["mlm_accuracy"],
                    "unigram_accuracy": summary["unigram_accuracy"], "pretrained": str(a.pretrained)}
             print(json.dumps(row), flush=True)
             if a.out:

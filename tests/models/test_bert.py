@@ -156,3 +156,24 @@ def test_pre_ln_option_builds_a_pre_ln_encoder(tmp_path):
     task = BERTTask(resolve_config(TrainConfig(model="bert", flavor="debug")))
     task.prepare(tmp_path)
     assert "pre_ln" not in task.model_config()  # the default keeps the saved config as before
+
+
+def test_rotary_option_drops_learned_positions_and_keeps_order_and_padding(tmp_path):
+    task = BERTTask(resolve_config(TrainConfig(model="bert", flavor="debug", options={"position": "rotary"})))
+    task.prepare(tmp_path)
+    model = BERTTask.build_model(task.model_config()).eval()
+    assert model.cfg.position == "rotary" and model.embed.pos is None
+    assert all(block.attn.position == "rotary" for block in model.layers)
+    ids = torch.randint(5, 50, (2, 10))
+    padded = torch.cat((ids, torch.full((2, 4), task.pad_id)), dim=1)
+    torch.testing.assert_close(model(padded)[:, :10], model(ids), atol=1e-5, rtol=1e-5)
+    # Without any position an encoder is permutation-equivariant (up to float error, ~1e-7); rotary attention is
+    # not. Queries and keys scaled up so attention is far from uniform, as after training.
+    with torch.no_grad():
+        for block in model.layers:
+            block.attn.q_proj.weight.mul_(30)
+            block.attn.kv_proj.weight.mul_(30)
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    assert (model(ids)[:, perm] - model(ids[:, perm])).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="BERT position must be one of"):
+        BERTConfig(position="alibi")

@@ -73,7 +73,8 @@ def test_repeated_swaps_keep_the_words():
         assert (words == run) == (y == ORIGINAL)  # swaps that undo each other are redrawn
 
 
-@pytest.mark.parametrize("task,corrupt", [(t, 1) for t in DOWNSTREAM] + [("replaced_word", 4), ("word_order", 4)])
+@pytest.mark.parametrize("task,corrupt", [(t, 1) for t in DOWNSTREAM if t != "swapped_line"]  # lines: code only, below
+                         + [("replaced_word", 4), ("word_order", 4)])
 def test_bag_of_words_stays_near_chance(task, corrupt):
     """Word order keeps the words; a replaced word is distributed like the one it removes: no count tells."""
     text = zipf_text(20000, 300, seed=0)
@@ -166,7 +167,64 @@ def test_zero_shot_auc_ranks_passages_by_the_mlm_s_log_probabilities():
 
     CLS, SEP = 1, 2
     ids = torch.tensor([[CLS, 5, 5, 5, SEP, 0], [CLS, 5, 5, 6, SEP, 0], [CLS, 5, 6, 6, 6, SEP], [CLS, 6, 6, 6, SEP, 0]])
-    assert zero_shot_auc(Fives(), ids, torch.tensor([1, 1, 0, 0])) == 1.0
-    assert zero_shot_auc(Fives(), ids, torch.tensor([0, 0, 1, 1])) == 0.0
+    assert zero_shot_auc(Fives(), ids, torch.tensor([1, 1, 0, 0]))["mean"] == 1.0
+    assert zero_shot_auc(Fives(), ids, torch.tensor([0, 0, 1, 1]))["mean"] == 0.0
     # original rows 0 and 2 against corrupted 1 and 3: 0 > 1, 0 > 3, 2 > 3 but not 2 > 1
-    assert zero_shot_auc(Fives(), ids, torch.tensor([1, 0, 1, 0])) == 0.75
+    assert zero_shot_auc(Fives(), ids, torch.tensor([1, 0, 1, 0]))["mean"] == 0.75
+
+
+def test_masked_pseudo_log_likelihood_hides_each_token_from_its_own_prediction():
+    """A model that copies its input is sure of every token it can see, and of none it cannot."""
+    import torch
+
+    from attnkit.zoo.eval.bert import token_log_probs
+
+    PAD, CLS, SEP, MASK, V = 0, 1, 2, 3, 8
+
+    class Copy(torch.nn.Module):
+        cfg = type("cfg", (), {"pad_id": PAD})
+
+        def forward(self, ids):
+            return torch.nn.functional.one_hot(ids, V).float() * 10  # (B, L, V)
+
+    ids = torch.tensor([[CLS, 4, 5, 6, 7, 4, 5, SEP, PAD], [CLS, 6, 7, 4, 5, 6, 7, 4, SEP]])
+    inner = ids > SEP  # the passages' own tokens
+    logits = torch.zeros(V)
+    logits[0] = 10.0
+    sure = logits.log_softmax(0)[0]  # the token copied is the true one
+    unsure = logits.log_softmax(0)[1]  # [MASK] is copied instead
+    torch.testing.assert_close(token_log_probs(Copy(), ids), torch.full(ids.shape, sure.item()))
+    for stride in (1, 3, 20):
+        hidden = token_log_probs(Copy(), ids, mask_id=MASK, stride=stride)
+        torch.testing.assert_close(hidden[inner], torch.full((int(inner.sum()),), unsure.item()))  # each while masked
+        assert (hidden[~inner] == 0).all()  # [CLS], [SEP] and [PAD] are not scored
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_swapped_line_snippets_are_runs_of_lines_with_k_code_lines_from_elsewhere(k):
+    from attnkit.zoo.data.swapped_line import is_code_line, swapped_line_examples
+
+    text = code_text(300, seed=0)
+    lines = text.split("\n")
+    code = set(filter(is_code_line, lines))
+    texts, labels = swapped_line_examples(text, 101, 12, seed=3, swapped=k)
+    assert Counter(labels) == {ORIGINAL: 51, REPLACED: 50}
+    for t, y in zip(texts, labels):
+        snippet = t.split("\n")
+        # Against every run of as many lines: an original is one of them, a swapped one differs from the nearest in
+        # exactly k lines after its first, each now a code line of the text.
+        runs = [lines[s:s + len(snippet)] for s in range(len(lines) - len(snippet) + 1)]
+        nearest = min(runs, key=lambda r: sum(a != b for a, b in zip(r, snippet)))
+        changed = [i for i, (a, b) in enumerate(zip(nearest, snippet)) if a != b]
+        assert len(changed) == (0 if y == ORIGINAL else k) and 0 not in changed
+        assert len("\n".join(nearest).split()) >= 12 and len("\n".join(nearest[:-1]).split()) < 12  # whole lines
+        assert all(snippet[i] in code and is_code_line(nearest[i]) for i in changed)
+    assert swapped_line_examples(text, 101, 12, seed=3, swapped=k) == (texts, labels)  # deterministic given the seed
+
+
+@pytest.mark.parametrize("swapped", [1, 2])
+def test_bag_of_words_stays_near_chance_on_swapped_lines(swapped):
+    text = code_text(2000, seed=0)
+    train = downstream_examples("swapped_line", text, 400, 12, seed=0, corrupt=swapped)
+    test = downstream_examples("swapped_line", text, 2000, 12, seed=1, corrupt=swapped)
+    assert abs(bag_of_words_accuracy(*train, *test) - 0.5) < 0.05  # 2000 test passages: ± 4.5 standard errors

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from attnkit.nn.modes import mode, model_device
-from attnkit.zoo.models.bert import BERT, IGNORE, BERTClassifier
+from attnkit.zoo.models.bert import BERT, IGNORE, BERTClassifier, inner_positions
 
 
 class MaskedTokenStats:
@@ -91,26 +91,51 @@ def finetune_accuracy(encoder: BERT, train_ids: torch.Tensor, train_labels: torc
     return (preds == test_labels).float().mean().item()
 
 
+PLL_STRIDE = 7  # masked pseudo-log-likelihood: every 7th token masked at once, 7 passes (about BERT's 15%)
+
+
 @torch.no_grad()
-def zero_shot_auc(model: BERT, ids: torch.Tensor, labels: torch.Tensor) -> float:
-    """Before any fine-tuning: how well the masked LM's own mean log-probability of a passage's tokens, as they
-    stand (unmasked), ranks label-1 (original) passages above label-0 (corrupted) ones. The area under the ROC
-    curve: 0.5 is no signal. The caller sets the model's mode (eval: no dropout).
+def token_log_probs(model: BERT, ids: torch.Tensor, mask_id: int | None = None, stride: int = PLL_STRIDE) -> torch.Tensor:
+    """The masked LM's log-probability of each token of ids (N, L) → (N, L) float, on ids' device.
+
+    mask_id None: of each token as it stands (unmasked: one pass, dominated by copying the input). Else the
+    masked pseudo-log-likelihood (Salazar et al. 2020) of each token with it and every stride-th token from it
+    replaced by [MASK]: `stride` passes, each masking 1/stride of the positions. The caller sets the model's mode.
+    """
+    if mask_id is None:
+        return model(ids).float().log_softmax(-1).gather(-1, ids[..., None])[..., 0]  # (N, L)
+    out = torch.zeros(ids.shape, device=ids.device)
+    phase = torch.arange(ids.shape[1], device=ids.device) % stride  # (L,)
+    inner = inner_positions(ids, model.cfg.pad_id)
+    for r in range(stride):
+        masked = inner & (phase == r)  # (N, L)
+        logp = model(ids.masked_fill(masked, mask_id)).float().log_softmax(-1)  # (N, L, V)
+        out = torch.where(masked, logp.gather(-1, ids[..., None])[..., 0], out)
+    return out  # (N, L)
+
+
+def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of scores (N,) ranking label-1 rows above label-0 ones (ties count half)."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    return ((pos[:, None] > neg[None]).float().mean() + 0.5 * (pos[:, None] == neg[None]).float().mean()).item()
+
+
+@torch.no_grad()
+def zero_shot_auc(model: BERT, ids: torch.Tensor, labels: torch.Tensor, mask_id: int | None = None) -> dict[str, float]:
+    """Before any fine-tuning: how well the masked LM's log-probabilities of a passage's tokens (`token_log_probs`:
+    unmasked, or masked with mask_id) rank label-1 (original) passages above label-0 (corrupted) ones, scored by
+    their mean ("mean") and by their least likely token ("min"). Areas under the ROC curve: 0.5 is no signal. The
+    caller sets the model's mode (eval: no dropout).
 
     ids: (N, L) [CLS] ... [SEP] [PAD]...; labels: (N,) 0 or 1.
     """
-    device, pad = model_device(model), model.cfg.pad_id
-    scores = []
-    for chunk in ids.split(256):
+    device, means, mins = model_device(model), [], []
+    for chunk in ids.split(128):
         chunk = chunk.to(device)
-        logp = model(chunk).float().log_softmax(-1).gather(-1, chunk[..., None])[..., 0]  # (n, L)
-        inner = chunk != pad  # (n, L)
-        inner[:, 0] = False  # [CLS]
-        inner[torch.arange(len(chunk)), inner.sum(1)] = False  # [SEP], after the last token
-        scores.append(((logp * inner).sum(1) / inner.sum(1)).cpu())  # (n,)
-    score = torch.cat(scores)  # (N,)
-    pos, neg = score[labels == 1], score[labels == 0]
-    return ((pos[:, None] > neg[None]).float().mean() + 0.5 * (pos[:, None] == neg[None]).float().mean()).item()
+        logp, inner = token_log_probs(model, chunk, mask_id), inner_positions(chunk, model.cfg.pad_id)  # (n, L)
+        means.append(((logp * inner).sum(1) / inner.sum(1)).cpu())  # (n,)
+        mins.append(logp.masked_fill(~inner, 0.0).min(1).values.cpu())  # (n,)
+    return {"mean": auc(torch.cat(means), labels), "min": auc(torch.cat(mins), labels)}
 
 
 def bag_of_words_accuracy(train_texts: list[str], train_labels: list[int], test_texts: list[str],
@@ -128,44 +153,51 @@ def bag_of_words_accuracy(train_texts: list[str], train_labels: list[int], test_
 def downstream_examples(task: str, text: str, n: int, words: int, seed: int, corrupt: int = 1
                         ) -> tuple[list[str], list[int]]:
     """n labelled passages of `words` words from text for one of DOWNSTREAM's tasks, half of each label; a
-    corrupted passage has `corrupt` words replaced, or swaps made."""
+    corrupted passage has `corrupt` words (names, lines) replaced, or swaps made."""
     from attnkit.zoo.data.replaced_name import replaced_name_examples
     from attnkit.zoo.data.replaced_word import replaced_word_examples
+    from attnkit.zoo.data.swapped_line import swapped_line_examples
     from attnkit.zoo.data.word_order import word_order_examples
 
     if task == "replaced_word":
         return replaced_word_examples(text, n, words, seed, corrupt)
     if task == "replaced_name":
         return replaced_name_examples(text, n, words, seed, corrupt)
+    if task == "swapped_line":
+        return swapped_line_examples(text, n, words, seed, corrupt)
     if task in ("word_order", "adjacent_swap"):
         return word_order_examples(text, n, words, seed, adjacent=task == "adjacent_swap", swaps=corrupt)
     raise ValueError(f"downstream task must be one of {DOWNSTREAM}, got {task!r}")
 
 
-DOWNSTREAM = ("replaced_word", "replaced_name", "word_order", "adjacent_swap")
+DOWNSTREAM = ("replaced_word", "replaced_name", "swapped_line", "word_order", "adjacent_swap")
 
 
 def finetune_comparison(pretrained: BERT, scratch: BERT, encode: Callable[[list[str]], torch.Tensor],
                         train_text: str, test_text: str, *, task: str, labels: int, test: int, words: int,
                         steps: int, lr: float, batch_size: int, seed: int, pooling: str = "mean",
-                        body_lr: float = 1.0, corrupt: int = 1) -> dict[str, float]:
+                        body_lr: float = 1.0, corrupt: int = 1, mask_id: int | None = None) -> dict[str, float]:
     """BERT's claim: on a downstream task (DOWNSTREAM), with `labels` labelled passages from train_text, the
     pretrained encoder fine-tunes to a higher accuracy on `test` passages from test_text than the same
     architecture from scratch, with the same labels, steps, head and seed; bag-of-words on the same labels is
     the surface-statistics baseline.
 
-    encode: passages -> (N, L) ids, [CLS] ... [SEP] then [PAD].
+    encode: passages -> (N, L) ids, [CLS] ... [SEP] then [PAD]. mask_id: [MASK], for the zero-shot check's
+    masked pseudo-log-likelihood (`zero_shot_auc`; without it only the unmasked one is reported).
     """
     train_texts, train_y = downstream_examples(task, train_text, labels, words, seed, corrupt)
     test_texts, test_y = downstream_examples(task, test_text, test, words, seed + 1, corrupt)
     data = (encode(train_texts), torch.tensor(train_y), encode(test_texts), torch.tensor(test_y))
     kw = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, pooling=pooling)
     with mode(pretrained, training=False):
-        auc = zero_shot_auc(pretrained, data[2], data[3])
+        zero_shot = {"finetune_zero_shot_auc": zero_shot_auc(pretrained, data[2], data[3])["mean"]}
+        if mask_id is not None:
+            zero_shot.update({f"finetune_zero_shot_pll_{k}_auc": v
+                              for k, v in zero_shot_auc(pretrained, data[2], data[3], mask_id).items()})
     return {"finetune_acc_pretrained": finetune_accuracy(pretrained, *data, **kw, body_lr=body_lr),
             "finetune_acc_scratch": finetune_accuracy(scratch, *data, **kw),
             "finetune_acc_bow": bag_of_words_accuracy(train_texts, train_y, test_texts, test_y),
-            "finetune_zero_shot_auc": auc, "finetune_labels": labels, "finetune_test_passages": test}
+            **zero_shot, "finetune_labels": labels, "finetune_test_passages": test}
 
 
 def masked_lm_rows(s: dict[str, float]) -> list[list[str]]:

@@ -1,7 +1,7 @@
 """BERT: a bidirectional Transformer encoder pre-trained as a masked language model (Devlin et al. 2018).
 
 Built bottom-up: mask_tokens (the 80/10/10 corruption) → Embeddings (token + learned position + segment,
-LayerNorm) → the encoder stack of `attnkit.zoo.models.encdec` (the zoo's shared Block, post-LN as in BERT, GELU) → MLMHead (transform,
+LayerNorm; with position="rotary" no learned position, rotary embeddings inside attention instead) → the encoder stack of `attnkit.zoo.models.encdec` (the zoo's shared Block, post-LN as in BERT, GELU) → MLMHead (transform,
 then the tied embedding matrix) → optional next-sentence head (tanh pooler on [CLS]) → BERTConfig → BERT. Padded keys are masked
 through `attnkit.nn.layers.MultiHeadAttention`'s key_padding_mask, i.e. `attnkit.attention`.
 """
@@ -17,6 +17,7 @@ from attnkit.zoo.models.encdec import encoder_stack
 from attnkit.nn.init import init_weights
 
 IGNORE = -100  # label of positions that are not predicted
+POSITIONS = ("learned", "rotary")
 
 
 def mask_tokens(ids: torch.Tensor, *, maskable: torch.Tensor, mask_id: int, random_ids: torch.Tensor,
@@ -52,19 +53,26 @@ class BERTConfig:
     n_segments: int = 2         # segment (token type) embeddings: A and B
     nsp: bool = False           # also train next-sentence prediction on [CLS]
     pre_ln: bool = False        # BERT is post-LN
+    position: str = "learned"   # learned (BERT: added to the embeddings) | rotary (RoFormer: inside attention)
+
+    def __post_init__(self):
+        if self.position not in POSITIONS:
+            raise ValueError(f"BERT position must be one of {POSITIONS}, got {self.position!r}")
 
 
 class Embeddings(nn.Module):
     def __init__(self, cfg: BERTConfig):
         super().__init__()
         self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos = nn.Embedding(cfg.block_size, cfg.d_model)
+        self.pos = nn.Embedding(cfg.block_size, cfg.d_model) if cfg.position == "learned" else None
         self.seg = nn.Embedding(cfg.n_segments, cfg.d_model)
         self.norm, self.dropout = nn.LayerNorm(cfg.d_model), nn.Dropout(cfg.dropout)
 
     def forward(self, ids: torch.Tensor, segments: torch.Tensor | None) -> torch.Tensor:
         B, L = ids.shape
-        x = self.tok(ids) + self.pos(torch.arange(L, device=ids.device))  # (B, L, d)
+        x = self.tok(ids)  # (B, L, d)
+        if self.pos is not None:
+            x = x + self.pos(torch.arange(L, device=ids.device))
         # No segments given means a single segment A (id 0), as in BERT.
         x = x + (self.seg(segments) if segments is not None else self.seg.weight[0])
         return self.dropout(self.norm(x))
@@ -90,7 +98,7 @@ class BERT(nn.Module):
         self.cfg = cfg
         self.embed = Embeddings(cfg)
         self.layers = encoder_stack(cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff, cfg.dropout, cfg.pre_ln,
-                                    activation="gelu")
+                                    activation="gelu", position="rotary" if cfg.position == "rotary" else "none")
         self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_ln else nn.Identity()
         self.mlm = MLMHead(cfg, self.embed.tok)
         if cfg.nsp:  # pooler (tanh dense on [CLS]) then a 2-way classifier: IsNext / NotNext
@@ -129,6 +137,15 @@ class BERT(nn.Module):
         return out
 
 
+def inner_positions(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(N, L) ids [CLS] ... [SEP] [PAD]... → (N, L) bool, True on the passage's own tokens."""
+    inner = ids != pad_id  # (N, L)
+    last = inner.sum(1) - 1  # [SEP]
+    inner[:, 0] = False  # [CLS]
+    inner[torch.arange(len(ids), device=ids.device), last] = False
+    return inner
+
+
 POOLINGS = ("mean", "max", "cls", "surprise")
 
 
@@ -161,9 +178,7 @@ class BERTClassifier(nn.Module):
         real = ids != self.encoder.cfg.pad_id  # (B, L)
         if self.pooling == "surprise":
             logp = self.encoder.mlm(h).float().log_softmax(-1).gather(-1, ids[..., None])[..., 0]  # (B, L)
-            inner = real.clone()
-            inner[:, 0] = False  # [CLS]
-            inner[torch.arange(len(ids)), real.sum(1) - 1] = False  # [SEP]
+            inner = inner_positions(ids, self.encoder.cfg.pad_id)  # (B, L)
             lowest = logp.masked_fill(~inner, 0.0).min(1).values  # (B,)
             mean = (logp * inner).sum(1) / inner.sum(1)  # (B,)
             return self.head(self.pooler(torch.stack((lowest, mean), 1)))  # (B, n_classes)

@@ -40,11 +40,12 @@ OLD_DECODER_NAMES = [(r"^(\d+)\.self_attn\.", r"\1.attn."), (r"^(\d+)\.res1\.nor
 
 
 def encoder_stack(n_layer: int, d_model: int, n_head: int, d_ff: int, dropout: float, pre_ln: bool,
-                  activation: str = "relu") -> Stack:
+                  activation: str = "relu", position: str = "none") -> Stack:
     """The paper's encoder: bidirectional self-attention (padded keys masked) then the FFN, dropout on each
-    sublayer's output and after the FFN's activation. Also BERT's encoder (activation="gelu")."""
+    sublayer's output and after the FFN's activation. Also BERT's encoder (activation="gelu"; position="rotary"
+    for rotary positions inside attention instead of learned ones added to the embeddings)."""
     stack = Stack(n_layer, d_model, n_head, d_ff=d_ff, pre_ln=pre_ln, activation=activation, dropout=dropout,
-                  inner_dropout=dropout)
+                  inner_dropout=dropout, position=position)
     stack.register_load_state_dict_pre_hook(old_names_hook(OLD_ENCODER_NAMES))
     return stack
 

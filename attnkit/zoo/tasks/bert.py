@@ -1,21 +1,17 @@
 """`--model bert`: masked-language-model pre-training on a text corpus, fill-mask sampling, and fine-tuning.
 
-Data (`attnkit.zoo.data.mlm.corpus_splits`): GPT's corpus (`attnkit.zoo.data.text`: the embedded Austen text, or
-`--data PATH`), line wraps joined, 90% training, 10% validation; `--data python` (the "code" flavor's): the
-standard library's source, every tenth file held out whole. Tokenizer: sentencepiece with [PAD] [CLS] [SEP]
-[MASK], trained on the training split's first 1M characters (`--tokenizer char`, the default) or a
-`--tokenizer FILE.model` that defines the four tokens.
+Data (`attnkit.zoo.data.mlm.corpus_splits`): `--data python` (the default "code" flavor's), the standard library's
+source with every tenth file held out whole; or GPT's corpus (the embedded Austen text, or `--data PATH`), 90% / 10%.
+Tokenizer: sentencepiece with [PAD] [CLS] [SEP] [MASK], trained on the training split's first 1M characters
+(`--tokenizer char`, the default) or a `--tokenizer FILE.model`.
 
-An example is [CLS] + a random window of the token stream + [SEP]; with next-sentence prediction (the "*-nsp"
-flavors) it is [CLS] A [SEP] B [SEP], B following A half of the time and drawn from elsewhere otherwise. Masking
-follows BERT (see `attnkit.zoo.models.bert.mask_tokens`). `report` gives masked-token accuracy on validation beside
-a unigram-frequency baseline (always predict the most frequent training token) on the same masked positions.
+An example is [CLS] + a random window of the token stream + [SEP]; with next-sentence prediction (the "*-nsp" flavors)
+[CLS] A [SEP] B [SEP], B following A half of the time. Masking follows BERT (`attnkit.zoo.models.bert.mask_tokens`).
+`report` gives masked-token accuracy on validation beside a unigram-frequency baseline on the same masked positions.
 
-Then the claim that matters, that pretraining helps: fine-tuning (`--opt finetune_*`; off with `--opt
-finetune_labels=0`) on a downstream task (`finetune_task`: `attnkit.zoo.data.replaced_word`, `.replaced_name` or
-`.word_order`), few labelled passages from the training text, a test set from the validation text, the pretrained
-model and the same architecture from scratch fine-tuned alike (`attnkit.zoo.eval.bert.finetune_comparison`) beside
-bag-of-words logistic regression. summary.json: finetune_acc_pretrained, _scratch, _bow.
+Then the claim that matters: fine-tuning (`--opt finetune_*`; off with `--opt finetune_labels=0`) on a downstream task
+(`finetune_task`, one of `attnkit.zoo.eval.bert.DOWNSTREAM`), the pretrained model against the same architecture from
+scratch, fine-tuned alike on the same few labels, beside bag-of-words logistic regression (`finetune_comparison`).
 """
 from __future__ import annotations
 
@@ -43,12 +39,14 @@ from attnkit.zoo.tasks.sample_options import BERTSampleOptions
 
 MASK_PROB, HELDOUT_FILE = 0.15, "bert_data.json"  # BERT's masking rate; the held-out sentences `sample` fills
 FILL_TOP_K = 10  # candidates shown per [MASK] unless --top-k is set to something other than its default
+CODE_OPTIONS = dict(pre_ln=True, position="rotary", finetune_task="swapped_line", finetune_words=20, finetune_corrupt=2)
 
 
 @dataclass
 class BERTOptions:
     """Pretraining knobs, then the fine-tuning phase after it (attnkit.zoo.eval.bert.finetune_comparison)."""
     pre_ln: bool = field(default=False, metadata={"help": "pre-LN encoder blocks (BERT is post-LN)"})
+    position: str = field(default="learned", metadata={"help": "positions: learned (BERT) or rotary"})
     mask_prob: float = field(default=MASK_PROB, metadata={"help": "fraction of training tokens to predict (eval: 0.15)"})
     finetune_task: str = field(default="replaced_word", metadata={"help": "one of attnkit.zoo.eval.bert.DOWNSTREAM"})
     finetune_labels: int = field(default=256, metadata={"help": "labelled passages to fine-tune on (0: no fine-tuning phase)"})
@@ -64,7 +62,7 @@ class BERTOptions:
 class BERTTask(Task):
     name = "bert"
     Options = BERTOptions
-    default_flavor = "small"
+    default_flavor = "code"
     _train = dict(schedule="cosine", beta2=0.98, dropout=0.1)
     # vocab_size: of the sentencepiece model trained on the corpus; a `--tokenizer FILE.model` brings its own size.
     flavors = {
@@ -77,8 +75,9 @@ class BERTTask(Task):
                         train=dict(_train, max_steps=1000, batch_size=32, block_size=64, lr=1e-3, warmup_steps=100,
                                    eval_interval=200, eval_batches=8)),
     }
-    flavors["code"] = replace(flavors["small"], options=dict(finetune_task="replaced_name", finetune_words=20),  # stdlib
-                              train=dict(flavors["small"].train, data="python", batch_size=16, block_size=128))
+    # The default: the standard library's source; rotary, pre-LN, lr 3e-3 leave the unigram plateau (docs/zoo/bert.md).
+    flavors["code"] = replace(flavors["small"], options=CODE_OPTIONS, train=dict(flavors["small"].train, data="python",
+                              batch_size=16, block_size=128, lr=3e-3, max_steps=3000, eval_interval=250))
     # Each size also with next-sentence prediction on [CLS].
     flavors.update({f"{name}-nsp": replace(f, model=dict(f.model, nsp=True)) for name, f in list(flavors.items())})
 
@@ -138,7 +137,8 @@ class BERTTask(Task):
     # ---- model ---------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
         return dict(super().model_config(), vocab_size=self.tok.vocab_size, block_size=self.cfg.block_size,
-                    pad_id=self.pad_id, **({"pre_ln": True} if self.opts.pre_ln else {}))
+                    pad_id=self.pad_id, **({"pre_ln": True} if self.opts.pre_ln else {}),
+                    **({"position": self.opts.position} if self.opts.position != "learned" else {}))
 
     @classmethod
     def build_model(cls, model_config: dict[str, Any]) -> nn.Module:
@@ -188,7 +188,7 @@ class BERTTask(Task):
             scratch = self.build_model(self.model_config()).to(model_device(model))
         knobs = {k.removeprefix("finetune_"): v for k, v in asdict(self.opts).items() if k.startswith("finetune_")}
         return finetune_comparison(model, scratch, self.encode_passages, self.texts["train"], self.texts["val"],
-                                   seed=self.cfg.seed, **knobs)
+                                   seed=self.cfg.seed, mask_id=self.mask_id, **knobs)
 
     def encode_passages(self, texts: list[str]) -> torch.Tensor:
         """Passages → (N, L) ids: [CLS] tokens [SEP], cut to block_size, then [PAD] to the longest."""
