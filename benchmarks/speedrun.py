@@ -1,37 +1,58 @@
-"""GPT speedrun on the CPU: nanoGPT's recipe (`--flavor demo`) against the modern one (`--flavor speedrun`)
-and the modern one minus each of its techniques, trained back to back in this one script.
+"""GPT speedrun on the CPU: nanoGPT's own train.py against our modern recipe (`--flavor speedrun`), our
+re-implementation of nanoGPT's recipe (`--flavor demo`) and the modern one minus each of its techniques, trained
+back to back in this one script.
 
-Every arm is a fresh `attnkit train` process (so torch.compile caches and thread pools start cold for
-each, and compile time is paid inside the arm), on the embedded corpus, writing metrics.jsonl with `wall_s`
-(seconds since its run started, compile included) beside `val_loss` on every eval row. From those rows:
+The `nanogpt` arm runs karpathy/nanoGPT's train.py, vendored unmodified in benchmarks/nanogpt/, with its
+README's CPU command (config/train_shakespeare_char.py, 4 layers × 4 heads × 128, block 64, batch 12, 2000
+iterations, eval every 250 on 20 batches), on our embedded corpus and our GPT task's own train/val split,
+written as its char-level train.bin/val.bin/meta.pkl (like its data/shakespeare_char/prepare.py) in a temp dir.
+Its train.py has no seed knob (torch.manual_seed(1337)): every pass runs the same curve; only its time varies.
 
-    to demo final   wall seconds until the arm's val loss first reaches the demo's final val loss
-                    (read at eval rows, so it is an upper bound by at most one eval interval)
-    val @ demo wall the best val loss the arm has reached by the demo's total wall time
-    speedup         demo wall / "to demo final"
+Every arm is a fresh process (torch.compile caches and thread pools start cold, compile time is paid inside
+the arm), timed the same way: seconds since the process started, read when it prints an eval line. Two
+measures of time to the baseline's (`--baseline`, default nanogpt) final val loss:
 
-Ablations run the speedrun flavor's steps with one technique switched off (`--opt`), so each gets about
-the same wall budget; `+compile` adds torch.compile to the speedrun flavor. Timings are wall clock: on a shared machine, compare arms only within
-one run of this script (`--rounds 2` interleaves a second pass of every arm to expose the noise). Every arm
-runs with OMP_NUM_THREADS=--threads, one arm at a time unless --jobs says otherwise (default 1: on a busy machine, two OpenMP threads spin-wait and a step
-took over 10× longer than on one). With --jobs > 1 the arms share the machine, and those that finish early free
-it for the rest, which favours the longest arm (the demo): the speedups it reports are then low.
+    common          every arm's checkpoints re-evaluated afterwards on the same text: the whole val split cut
+                    into consecutive 64-token windows (nanoGPT's block), each token predicted from the tokens
+                    before it in its window. Target: the baseline's final model's loss; an arm's time: its
+                    first checkpoint (one per eval row) at or below it. The headline.
+    printed         each arm's own eval as it printed it (nanoGPT: 20 random batches of 12 × 64; ours: the
+                    flavor's fixed eval batches at its block size, 128 for speedrun). Target: the baseline's
+                    final printed val loss.
+    speedup         baseline wall (its final eval) / an arm's time to the target (read at eval rows, so an upper
+                    bound on the time by at most one eval interval: the speedup is a lower bound)
 
-    python benchmarks/speedrun.py                       # demo, speedrun, every ablation
-    python benchmarks/speedrun.py --arms demo,speedrun  # just the two flavors
-    python benchmarks/speedrun.py --scale 0.1           # a ten-times shorter smoke run of the same arms
+Ablations run the speedrun flavor's steps with one technique switched off (`--opt`); `+compile` adds
+torch.compile. Timings are wall clock: compare arms only within one run of this script. `--seeds 0,1,2` makes
+one pass over every arm per seed, each pass compared with its own baseline. Every arm runs with
+OMP_NUM_THREADS=--threads, one at a time unless --jobs says otherwise (default 1; with more, arms share the
+machine and those that finish early free it for the rest). `--lock FILE` holds an flock on FILE while each arm
+trains (a machine shared with other jobs: each arm runs alone, others may run between arms).
+
+    python benchmarks/speedrun.py --arms nanogpt,speedrun,demo --seeds 0,1,2   # the claim
+    python benchmarks/speedrun.py                        # nanoGPT, demo, speedrun, every ablation
+    python benchmarks/speedrun.py --scale 0.1            # a ten-times shorter smoke run of the same arms
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
+import importlib.util
 import json
 import os
+import pickle
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -40,33 +61,132 @@ ABLATIONS: dict[str, list[str]] = {
     "-muon": ["--opt", "optimizer=adamw"],
     "-rotary": ["--opt", "position=learned"],
     "-qk_norm": ["--opt", "qk_norm=false"],
-    "-relu2": ["--opt", "activation=gelu"],
     "-untied_zero_init": ["--opt", "tie_head=true", "--opt", "zero_init=false"],
     "-softcap": ["--opt", "softcap=0"],
     "-value_embeds": ["--opt", "value_embeds=0"],
     "-unet": ["--opt", "unet=false"],
 }
-# Not ablations: torch.compile on top (its compile time counts in wall_s), and the window.
+# Not ablations: torch.compile on top (its compile time counts in wall_s), ReLU² (the flavor has GELU), the window.
 # The sliding window is off in the flavor (at 128 tokens it saves no work on the CPU): `+window` tries it.
-EXTRAS: dict[str, list[str]] = {"+compile": ["--compile"],
+EXTRAS: dict[str, list[str]] = {"+compile": ["--compile"], "+relu2": ["--opt", "activation=relu2"],
                                 "+window": ["--opt", "window=64", "--opt", "window_warmup=true"]}
-ARMS: dict[str, list[str]] = {"demo": ["--flavor", "demo"], "speedrun": ["--flavor", "speedrun"],
+ARMS: dict[str, list[str]] = {"nanogpt": [], "demo": ["--flavor", "demo"], "speedrun": ["--flavor", "speedrun"],
                               **{k: ["--flavor", "speedrun", *v] for k, v in {**ABLATIONS, **EXTRAS}.items()}}
 
+NANOGPT = Path(__file__).resolve().parent / "nanogpt"
+# nanoGPT's README, "I only have a macbook": its CPU command, run from benchmarks/nanogpt/.
+NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
+                  "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
+                  "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
+NANOGPT_STEPS, NANOGPT_EVAL_INTERVAL = 2000, 250
+NANOGPT_EVAL = re.compile(r"^step (\d+): train loss ([\d.]+), val loss ([\d.]+)")
+OURS_EVAL = re.compile(r"^step\s+\d+\s")  # attnkit train's eval row
+COMMON_BLOCK = 64  # the common eval's windows: nanoGPT's block size
 
-def train(arm: str, out: Path, scale: float, seed: int, threads: int, log: Path) -> list[dict]:
-    """Run one arm in its own process; its metrics.jsonl rows."""
-    args = [sys.executable, "-m", "attnkit.cli", "train", "--model", "gpt", *ARMS[arm], "--out", str(out),
-            "--overwrite", "--seed", str(seed), "--device", "cpu"]
-    if scale != 1.0:
-        steps = _flavor_steps(ARMS[arm][1])
-        args += ["--max-steps", str(max(int(steps * scale), 2)),
-                 "--eval-interval", str(max(int(steps * scale) // 8, 1))]
+
+@contextmanager
+def holding(lock: Path | None):
+    """An exclusive flock on `lock` for the block (no lock: nothing)."""
+    if lock is None:
+        yield
+        return
+    with lock.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_timed(args: list[str], log: Path, threads: int, cwd: Path | None = None) -> list[tuple[float, str]]:
+    """Run a process (its output into `log`); each line it printed, with the seconds since it started."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the CPU path is torch
-    env["OMP_NUM_THREADS"] = str(threads)
-    with log.open("w") as f:
-        subprocess.run(args, stdout=f, stderr=subprocess.STDOUT, env=env, check=True)
-    return [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    env.update(OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", COLUMNS="200")
+    lines = []
+    t0 = time.perf_counter()
+    with log.open("w") as f, subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            lines.append((time.perf_counter() - t0, line.rstrip("\n")))
+            f.write(line)
+    if proc.returncode:
+        raise SystemExit(f"error: {args[1]} exited with status {proc.returncode}; its output is in {log}")
+    return lines
+
+
+@torch.no_grad()
+def common_loss(model: torch.nn.Module, val: torch.Tensor) -> float:
+    """Mean next-token loss over the whole val split in consecutive COMMON_BLOCK-token windows (model(x, y) →
+    (logits, loss), as nanoGPT's GPT and ours both are)."""
+    n = (len(val) - 1) // COMMON_BLOCK
+    x = val[: n * COMMON_BLOCK].view(n, COMMON_BLOCK)  # (N, T)
+    y = val[1: n * COMMON_BLOCK + 1].view(n, COMMON_BLOCK)  # (N, T)
+    return float(model(x, y)[1])
+
+
+def gpt_split(out: Path):
+    """Our GPT task's tokenizer and train/val token ids (what `attnkit train --model gpt` trains and evaluates on)."""
+    from attnkit.config import TrainConfig
+    from attnkit.engine.resolve import resolve_config
+    from attnkit.zoo.tasks.gpt import GPTTask
+
+    task = GPTTask(resolve_config(TrainConfig(model="gpt", flavor="demo", out=str(out))))
+    out.mkdir(parents=True)
+    task.prepare(out)
+    return task.tokenizer, task.data
+
+
+def train_ours(arm: str, args: list[str], out: Path, scale: float, seed: int, threads: int, log: Path,
+               val: torch.Tensor) -> list[dict]:
+    """One `attnkit train` arm: its eval rows (step, val_loss, wall_s since the process started, common_loss)."""
+    from attnkit.engine.checkpoint import load_weights, step_checkpoints
+    from attnkit.engine.sample import load_run
+
+    cmd = [sys.executable, "-m", "attnkit.cli", "train", "--model", "gpt", *args, "--out", str(out),
+           "--overwrite", "--seed", str(seed), "--device", "cpu", "--keep-last", "1000000"]
+    if scale != 1.0:
+        steps = _flavor_steps(args[args.index("--flavor") + 1])
+        cmd += ["--max-steps", str(max(int(steps * scale), 2)), "--eval-interval", str(max(int(steps * scale) // 8, 1))]
+    lines = run_timed(cmd, log, threads)
+    rows = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    # wall_s counts from the trainer's start; shift it to the process's start, as nanoGPT's is timed.
+    startup = next(t for t, line in lines if OURS_EVAL.match(line)) - rows[0]["wall_s"]
+    run = load_run(out)
+    common = {}
+    for step, weights in step_checkpoints(out):
+        load_weights(run.model, weights)
+        common[step] = common_loss(run.model, val)
+    return [dict(step=r["step"], val_loss=r["val_loss"], wall_s=round(r["wall_s"] + startup, 3),
+                 common_loss=common.get(r["step"])) for r in rows]
+
+
+def train_nanogpt(out: Path, scale: float, threads: int, log: Path, tokenizer, data) -> list[dict]:
+    """nanoGPT's train.py on our split: its eval rows (step, val_loss as it printed it, wall_s since its process
+    started), the last with common_loss, its final checkpoint's."""
+    dataset = out / "data"
+    dataset.mkdir(parents=True)
+    for split, ids in data.items():  # like nanoGPT's data/shakespeare_char/prepare.py
+        ids.numpy().astype(np.uint16).tofile(dataset / f"{split}.bin")
+    chars = tokenizer.chars
+    meta = dict(vocab_size=len(chars), itos=dict(enumerate(chars)), stoi={c: i for i, c in enumerate(chars)})
+    (dataset / "meta.pkl").write_bytes(pickle.dumps(meta))
+    steps = max(int(NANOGPT_STEPS * scale), 2)
+    interval = NANOGPT_EVAL_INTERVAL if scale == 1.0 else max(steps // 8, 1)
+    # its data dir is os.path.join('data', dataset): an absolute path picks ours; every eval saves ckpt.pt
+    cmd = [sys.executable, "train.py", *NANOGPT_RECIPE, f"--dataset={dataset}", f"--out_dir={out}",
+           "--always_save_checkpoint=True", f"--max_iters={steps}", f"--lr_decay_iters={steps}",
+           f"--eval_interval={interval}"]
+    lines = run_timed(cmd, log, threads, cwd=NANOGPT)
+    rows = [dict(step=int(m[1]), val_loss=float(m[3]), wall_s=round(t, 3))
+            for t, line in lines if (m := NANOGPT_EVAL.match(line))]
+    spec = importlib.util.spec_from_file_location("nanogpt_model", NANOGPT / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
+    model = module.GPT(module.GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    rows[-1]["common_loss"] = common_loss(model.eval(), data["val"])
+    return rows
 
 
 def _flavor_steps(flavor: str) -> int:
@@ -75,81 +195,85 @@ def _flavor_steps(flavor: str) -> int:
     return GPTTask.flavors[flavor].train["max_steps"]
 
 
-def time_to(rows: list[dict], target: float) -> float | None:
-    """wall_s of the first eval row at or below target (None if never)."""
-    return next((r["wall_s"] for r in rows if r["val_loss"] <= target), None)
+def time_to(rows: list[dict], target: float, key: str) -> float | None:
+    """wall_s of the first eval row whose `key` loss is at or below target (None if never)."""
+    return next((r["wall_s"] for r in rows if r.get(key) is not None and r[key] <= target), None)
 
 
-def best_by(rows: list[dict], wall: float) -> float:
-    return min(r["val_loss"] for r in rows if r["wall_s"] <= wall or r is rows[0])
-
-
-def summarise(runs: dict[str, list[list[dict]]]) -> list[dict]:
-    """One row per arm (first round's demo sets the targets; each round is compared with its own demo)."""
+def summarise(runs: dict[str, list[list[dict]]], baseline: str) -> list[dict]:
+    """One row per arm; each pass is compared with its own baseline."""
     out = []
-    for arm, rounds in runs.items():
-        per_round = []
-        for i, rows in enumerate(rounds):
-            demo = runs["demo"][i]
-            target, demo_wall = demo[-1]["val_loss"], demo[-1]["wall_s"]
-            t = time_to(rows, target)
-            per_round.append(dict(final=rows[-1]["val_loss"], wall=rows[-1]["wall_s"], to_target=t,
-                                  at_demo_wall=best_by(rows, demo_wall),
-                                  speedup=demo_wall / t if t else None))
-        out.append({"arm": arm, "steps": rounds[0][-1]["step"], "rounds": per_round})
+    for arm, passes in runs.items():
+        per_pass = []
+        for i, rows in enumerate(passes):
+            base = runs[baseline][i][-1]
+            common = {k: time_to(rows, base[k], k) for k in ("common_loss", "val_loss")}
+            per_pass.append(dict(final=rows[-1]["val_loss"], common=rows[-1]["common_loss"], wall=rows[-1]["wall_s"],
+                                 to_target=common["common_loss"], to_printed=common["val_loss"],
+                                 speedup=_ratio(base["wall_s"], common["common_loss"]),
+                                 speedup_printed=_ratio(base["wall_s"], common["val_loss"])))
+        speedups = [p["speedup"] or 0.0 for p in per_pass]  # a pass that never reached the target counts as 0×
+        stats = dict(median=statistics.median(speedups), mean=statistics.mean(speedups),
+                     std=statistics.stdev(speedups) if len(speedups) > 1 else 0.0,
+                     reached=sum(p["speedup"] is not None for p in per_pass))
+        out.append({"arm": arm, "steps": passes[0][-1]["step"], "passes": per_pass, "speedup": stats})
     return out
 
 
-def print_table(console: Console, summary: list[dict]) -> None:
-    table = Table(title="GPT speedrun on the CPU: val loss against wall time (same machine, same run)")
-    for col in ("arm", "steps", "wall s", "final val", "to demo final (s)", "speedup", "val @ demo wall"):
+def _ratio(wall: float, t: float | None) -> float | None:
+    return wall / t if t else None
+
+
+COLUMNS = ("arm", "steps", "wall s", "final val (own eval)", "final val (common)", "s to target (common)",
+           "speedup (common)", "s to target (printed)", "speedup (printed)", "median (mean ± std) speedup, common")
+
+
+def cells(s: dict, sep: str) -> list[str]:
+    """An arm's row: each pass's value, joined by sep ("never" where a pass never reached the target)."""
+    def show(key, fmt):
+        return sep.join("never" if p[key] is None else fmt.format(p[key]) for p in s["passes"])
+
+    stats = s["speedup"]
+    return [s["arm"], str(s["steps"]), show("wall", "{:.0f}"), show("final", "{:.3f}"), show("common", "{:.3f}"),
+            show("to_target", "{:.0f}"), show("speedup", "{:.2f}×"), show("to_printed", "{:.0f}"),
+            show("speedup_printed", "{:.2f}×"),
+            f"{stats['median']:.2f}× ({stats['mean']:.2f} ± {stats['std']:.2f})"
+            + ("" if stats["reached"] == len(s["passes"]) else f", {stats['reached']}/{len(s['passes'])} reached")]
+
+
+def print_table(console: Console, summary: list[dict], baseline: str) -> None:
+    table = Table(title=f"GPT on the CPU: time to {baseline}'s final val loss (same machine, same run; "
+                        f"one value per pass)")
+    for col in COLUMNS:
         table.add_column(col, justify="left" if col == "arm" else "right")
-
-    def show(values, fmt):
-        vals = [v for v in values if v is not None]
-        if not vals:
-            return "never"
-        text = "/".join(fmt.format(v) for v in vals)
-        return text if len(vals) == len(values) else text + " (never in some)"
-
     for s in summary:
-        r = s["rounds"]
-        table.add_row(s["arm"], str(s["steps"]), show([x["wall"] for x in r], "{:.0f}"),
-                      show([x["final"] for x in r], "{:.3f}"), show([x["to_target"] for x in r], "{:.0f}"),
-                      show([x["speedup"] for x in r], "{:.2f}×"), show([x["at_demo_wall"] for x in r], "{:.3f}"))
+        table.add_row(*cells(s, " / "))
     console.print(table)
 
 
 def markdown(summary: list[dict]) -> str:
-    """The table as Markdown (first round), for README.md and BENCHMARKS.md."""
-    def f(v, fmt):
-        return "never" if v is None else fmt.format(v)
-
-    lines = ["| arm | steps | wall s | final val | s to demo's final val | speedup | val @ demo's wall |",
-             "|---|---|---|---|---|---|---|"]
-    for s in summary:
-        r = s["rounds"][0]
-        lines.append(f"| {s['arm']} | {s['steps']} | {r['wall']:.0f} | {r['final']:.3f} | {f(r['to_target'], '{:.0f}')} "
-                     f"| {f(r['speedup'], '{:.2f}×')} | {r['at_demo_wall']:.3f} |")
+    """The table as Markdown, for docs/zoo/gpt.md and BENCHMARKS.md."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells(s, " / ")) + " |" for s in summary]
     return "\n".join(lines) + "\n"
 
 
-def plot(runs: dict[str, list[list[dict]]], out: Path) -> None:
+def plot(runs: dict[str, list[list[dict]]], baseline: str, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    for arm, rounds in runs.items():
-        rows = rounds[0]
-        style = dict(lw=2.5, color="k") if arm == "demo" else dict(lw=2.5, color="C3") if arm == "speedrun" \
+    for arm, passes in runs.items():
+        rows = [r for r in passes[0] if r.get("common_loss") is not None]
+        style = dict(lw=2.5, color="k") if arm == baseline else dict(lw=2.5, color="C3") if arm == "speedrun" \
             else dict(lw=1, alpha=0.7)
-        ax.plot([r["wall_s"] for r in rows], [r["val_loss"] for r in rows], "-o", ms=2, label=arm, **style)
-    demo = runs["demo"][0][-1]["val_loss"]
-    ax.axhline(demo, color="k", ls=":", lw=1, label=f"demo final {demo:.3f}")
-    ax.set(xlabel="wall seconds (compile included)", ylabel="val loss", title="GPT on the CPU: val loss vs wall time",
-           ylim=(min(r["val_loss"] for rs in runs.values() for r in rs[0]) - 0.05, 2.6))
+        ax.plot([r["wall_s"] for r in rows], [r["common_loss"] for r in rows], "-o", ms=3, label=arm, **style)
+    target = runs[baseline][0][-1]["common_loss"]
+    ax.axhline(target, color="k", ls=":", lw=1, label=f"{baseline} final {target:.3f}")
+    ax.set(xlabel="wall seconds since the process started", ylabel=f"val loss (whole split, {COMMON_BLOCK}-token windows)",
+           title="GPT on the CPU: val loss vs wall time (first pass)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -160,41 +284,64 @@ def plot(runs: dict[str, list[list[dict]]], out: Path) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list from: {', '.join(ARMS)}")
-    p.add_argument("--rounds", type=int, default=1, help="passes over all arms, interleaved (noise check)")
+    p.add_argument("--custom", action="append", default=[], metavar="NAME=ARGS",
+                   help="an extra arm: the speedrun flavor plus these `attnkit train` arguments, e.g. "
+                        "'b32=--batch-size 32 --max-steps 150' (repeatable)")
+    p.add_argument("--baseline", default="nanogpt", choices=("nanogpt", "demo"),
+                   help="the arm whose final val loss is the target (always run)")
+    p.add_argument("--seeds", default="1337", help="comma list: one pass over every arm per seed, interleaved "
+                                                  "(a repeated seed re-measures the noise)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every arm's steps (smoke runs)")
-    p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--threads", type=int, default=1,
                    help="OMP_NUM_THREADS of every arm (on a busy shared machine two threads spin and run far slower)")
     p.add_argument("--jobs", type=int, default=1,
                    help="arms trained at once (each a process of --threads threads); with more than one, every "
                         "arm shares the machine with the others, so set it no higher than the free cores")
+    p.add_argument("--lock", type=Path, help="hold an exclusive flock on this file while each arm trains")
     p.add_argument("--out", default="benchmarks/results/speedrun", help="PNG, JSON and logs go here")
     args = p.parse_args(argv)
-    arms = [a for a in args.arms.split(",") if a]
-    unknown = [a for a in arms if a not in ARMS]
+    arms_args = dict(ARMS)
+    for spec in args.custom:
+        name, sep, extra = spec.partition("=")
+        if not sep or not name or name in ARMS:
+            p.error(f"--custom takes NAME=ARGS with a new NAME, got {spec!r}")
+        arms_args[name] = ["--flavor", "speedrun", *extra.split()]
+    arms = [a for a in args.arms.split(",") if a] + [s.partition("=")[0] for s in args.custom]
+    unknown = [a for a in arms if a not in arms_args]
     if unknown:
         p.error(f"unknown arm {unknown[0]!r}; choose from {', '.join(ARMS)}")
-    if "demo" not in arms:
-        arms.insert(0, "demo")  # the targets come from it
-    console, out = Console(), Path(args.out)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.baseline not in arms:
+        arms.insert(0, args.baseline)  # the targets come from it
+    # piped output (a log) gets a wide table rather than one squeezed into 80 columns
+    console, out = Console(width=None if sys.stdout.isatty() else 200), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[list[dict]]] = {a: [None] * args.rounds for a in arms}
-    jobs = [(rnd, arm) for rnd in range(args.rounds) for arm in arms]
+    runs: dict[str, list[list[dict]]] = {a: [None] * len(seeds) for a in arms}
+    jobs = [(i, arm) for i in range(len(seeds)) for arm in arms]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool, \
             console.status(f"training {len(jobs)} arm(s), {args.jobs} at a time") as status:
-        futures = {pool.submit(train, arm, Path(tmp) / f"{arm}-{rnd}", args.scale, args.seed, args.threads,
-                               out / f"{arm}-{rnd}.log"): (rnd, arm) for rnd, arm in jobs}
+        tokenizer, data = gpt_split(Path(tmp) / "split")
+
+        def train(i: int, arm: str) -> list[dict]:
+            where, log = Path(tmp) / f"{arm}-{i}", out / f"{arm}-{i}.log"
+            with holding(args.lock):
+                if arm == "nanogpt":
+                    return train_nanogpt(where, args.scale, args.threads, log, tokenizer, data)
+                return train_ours(arm, arms_args[arm], where, args.scale, seeds[i], args.threads, log, data["val"])
+
+        futures = {pool.submit(train, i, arm): (i, arm) for i, arm in jobs}
         for done, future in enumerate(as_completed(futures), 1):
-            rnd, arm = futures[future]
-            rows = runs[arm][rnd] = future.result()
+            i, arm = futures[future]
+            rows = runs[arm][i] = future.result()
             status.update(f"trained {done}/{len(jobs)} arms, {args.jobs} at a time")
-            console.print(f"{arm:>18} (round {rnd + 1}): step {rows[-1]['step']}, val {rows[-1]['val_loss']:.4f}, "
-                          f"{rows[-1]['wall_s']:.0f} s")
-    summary = summarise(runs)
-    print_table(console, summary)
-    plot(runs, out / "speedrun.png")
+            console.print(f"{arm:>18} (seed {seeds[i]}): step {rows[-1]['step']}, val {rows[-1]['val_loss']:.4f} "
+                          f"(common {rows[-1]['common_loss']:.4f}), {rows[-1]['wall_s']:.0f} s")
+    summary = summarise(runs, args.baseline)
+    print_table(console, summary, args.baseline)
+    plot(runs, args.baseline, out / "speedrun.png")
     (out / "speedrun.md").write_text(markdown(summary))
-    (out / "speedrun.json").write_text(json.dumps({"argv": sys.argv, "cpus": os.cpu_count(),
+    (out / "speedrun.json").write_text(json.dumps({"argv": sys.argv, "seeds": seeds, "baseline": args.baseline,
+                                                   "arms": {a: arms_args[a] for a in arms}, "cpus": os.cpu_count(),
                                                    "load_avg": os.getloadavg(), "summary": summary,
                                                    "runs": runs}, indent=1))
     console.print(f"wrote {out / 'speedrun.png'}, {out / 'speedrun.md'} and {out / 'speedrun.json'}")
