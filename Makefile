@@ -10,9 +10,6 @@ COMPAT_STAMP  := $(COMPAT)/.installed
 
 # Triton's interpreter must be chosen before triton is first imported: kernels run on CPU in tests.
 export TRITON_INTERPRET := 1
-# Python never puts the working directory on sys.path (`python -m pytest` would): from the repository root our
-# kernels/ folder would shadow Hugging Face's `kernels` package, which transformers >= 5.25 imports at load time.
-export PYTHONSAFEPATH := 1
 
 .PHONY: install system-deps lint test test-compat demo bench clean
 

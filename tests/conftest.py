@@ -5,9 +5,6 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 # Two CI cores are shared by two pytest workers; more torch threads per worker only thrash.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Child processes (`python -m attnkit.cli ...`) must not put the working directory on sys.path: from the repository
-# root, our kernels/ folder would shadow Hugging Face's `kernels` package, which transformers >= 5.25 imports.
-os.environ.setdefault("PYTHONSAFEPATH", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -17,15 +17,41 @@ must not rely on them.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from pathlib import Path
 
 import torch
 
 import attnkit
+import attnkit.kernels
 from attnkit.ops import BACKENDS
 
+
+@contextlib.contextmanager
+def _checkout_root_hidden():
+    """transformers >= 5.25 imports Hugging Face's `kernels` package when it loads. In an editable install,
+    attnkit's kernels/ folder sits at the checkout's root, so from there (`python -m`, `python -c`, a script in
+    the root: the working directory is on sys.path) Python would find it first. Hide that entry while
+    transformers loads; once Hugging Face's package is imported, sys.modules answers every later import."""
+    root = Path(attnkit.kernels.__file__).resolve().parents[1]
+    if root / "kernels" != Path(attnkit.kernels.__file__).resolve().parent:  # a regular install: nothing to hide
+        yield
+        return
+    kept = sys.path[:]
+    sys.path[:] = [p for p in kept if Path(p or os.getcwd()).resolve() != root]
+    try:
+        yield
+    finally:
+        sys.path[:] = kept
+
+
 try:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
+    with _checkout_root_hidden():
+        import transformers.modeling_utils  # noqa: F401  (loads Hugging Face's kernels package, if any)
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface
 except ImportError as e:  # pragma: no cover - exercised by the tests' importorskip
     raise ImportError("attnkit.integrations.hf needs transformers: pip install 'attnkit[hf]'") from e
 

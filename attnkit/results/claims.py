@@ -100,12 +100,29 @@ def music_nll_longest(arm: str) -> Callable[[Runs], float]:
     return value
 
 
+def icl_max_ratio_to_knn_and_averaging(runs: Runs) -> float:
+    """The largest ratio, over k ≥ 1, of the transformer's error to the better of 3-NN and averaging."""
+    errors = runs["main"]["error_by_k"]
+    tf, knn, avg = errors["transformer"], errors["knn3"], errors["averaging"]
+    return max(tf[k] / min(knn[k], avg[k]) for k in range(1, len(tf)))
+
+
+def icl_agreement_margin_above_d(runs: Runs) -> float:
+    """The smallest, over k ≥ d, of (difference to one GD step − difference to least squares): > 0 when the
+    transformer is closer to least squares at every k ≥ d."""
+    s = runs["main"]
+    ls, gd = s["agreement_by_k"]["least_squares"], s["agreement_by_k"]["gd_one_step"]
+    return min(gd[k] - ls[k] for k in range(s["d"], len(ls)))
+
+
 DERIVED: dict[str, Callable[[Runs], float | None]] = {
     "gpt_speedup": gpt_speedup, "dt_top_return": dt_top_return, "dt_top_fraction": dt_top_fraction,
     "dt_top_se_fraction": dt_top_se_fraction, "dt_worst_tracking_gap": dt_worst_tracking_gap,
     "music_nll_4x_relative": music_nll_longest("main"),
     "music_nll_4x_absolute": music_nll_longest("absolute"), "asr_pocketsphinx_ratio": asr_pocketsphinx_ratio,
     "asr_command_minutes": asr_command_minutes,
+    "icl_max_ratio_to_knn_and_averaging": icl_max_ratio_to_knn_and_averaging,
+    "icl_agreement_margin_above_d": icl_agreement_margin_above_d,
 }
 
 
@@ -186,7 +203,12 @@ SPECS: dict[str, ModelSpec] = {s.model: s for s in (
         Claim("in-context regression matches least squares below d", "within 1.25× of least squares at k < d",
               "main:max_ratio_to_least_squares_below_d", better="lower", target=1.25, unit="×"),
         Claim("in-context regression solves the task with 2d examples", "error ≤ 0.02 at k = 2d",
-              "main:error_at_2d", better="lower", target=0.02))),
+              "main:error_at_2d", better="lower", target=0.02),
+        Claim("in-context regression beats the simple estimators", "below 3-NN and averaging at every k ≥ 1",
+              "icl_max_ratio_to_knn_and_averaging", better="lower", target=1.0, unit="×"),
+        Claim("it runs something like least squares, not one gradient step (Akyürek et al.)",
+              "closer to least squares than to one GD step at every k ≥ d", "icl_agreement_margin_above_d",
+              target=0.0))),
 )}
 
 

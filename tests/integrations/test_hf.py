@@ -149,3 +149,22 @@ def test_gemma2_softcap_and_alternating_sliding_window_match_eager():
     ids, mask = _batch()
     _assert_logits_match(ref, ours, ids, mask)  # the cap goes to attnkit.attention(softcap=...), no dense fallback
 
+
+
+def test_loads_hugging_faces_kernels_package_from_the_checkout_root():
+    """transformers >= 5.25 imports Hugging Face's `kernels` package; from the checkout's root (the working
+    directory on sys.path, as with `python -c`) our kernels/ folder must not stand in for it."""
+    import importlib.metadata
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    try:
+        importlib.metadata.version("kernels")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("Hugging Face's kernels package is not installed (transformers < 5.25)")
+    root = Path(attnkit.kernels.__file__).resolve().parents[1]
+    code = "import attnkit.integrations.hf, sys; print(sys.modules['kernels'].__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).resolve().parent != root / "kernels"
