@@ -2,11 +2,13 @@
 re-implementation of nanoGPT's recipe (`--flavor demo`) and the modern one minus each of its techniques, trained
 back to back in this one script.
 
-The `nanogpt` arm runs karpathy/nanoGPT's train.py, vendored unmodified in benchmarks/nanogpt/, with its
-README's CPU command (config/train_shakespeare_char.py, 4 layers × 4 heads × 128, block 64, batch 12, 2000
+The `nanogpt` arm runs karpathy/nanoGPT's train.py, vendored unmodified in attnkit/results/vendor/nanogpt/, with
+its README's CPU command (config/train_shakespeare_char.py, 4 layers × 4 heads × 128, block 64, batch 12, 2000
 iterations, eval every 250 on 20 batches), on our embedded corpus and our GPT task's own train/val split,
 written as its char-level train.bin/val.bin/meta.pkl (like its data/shakespeare_char/prepare.py) in a temp dir.
 Its train.py has no seed knob (torch.manual_seed(1337)): every pass runs the same curve; only its time varies.
+How each arm is run, timed and re-scored is attnkit.results.speedrun, which `attnkit reproduce --model gpt` runs
+too; this script adds the ablations, several passes and the tables.
 
 Every arm is a fresh process (torch.compile caches and thread pools start cold, compile time is paid inside
 the arm), timed the same way: seconds since the process started, read when it prints an eval line. Two
@@ -37,24 +39,21 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import importlib.util
 import json
 import os
-import pickle
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import torch
 from rich.console import Console
 from rich.table import Table
+
+from attnkit.errors import UserError
+from attnkit.results.speedrun import (COMMON_BLOCK, NANOGPT_EVAL_INTERVAL, NANOGPT_STEPS, gpt_split, speedup,
+                                      time_to, train_nanogpt, train_ours)
 
 # name -> extra `attnkit train` arguments on top of the speedrun flavor: that technique switched off.
 ABLATIONS: dict[str, list[str]] = {
@@ -73,17 +72,6 @@ EXTRAS: dict[str, list[str]] = {"+compile": ["--compile"], "+relu2": ["--opt", "
 ARMS: dict[str, list[str]] = {"nanogpt": [], "demo": ["--flavor", "demo"], "speedrun": ["--flavor", "speedrun"],
                               **{k: ["--flavor", "speedrun", *v] for k, v in {**ABLATIONS, **EXTRAS}.items()}}
 
-NANOGPT = Path(__file__).resolve().parent / "nanogpt"
-# nanoGPT's README, "I only have a macbook": its CPU command, run from benchmarks/nanogpt/.
-NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
-                  "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
-                  "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
-NANOGPT_STEPS, NANOGPT_EVAL_INTERVAL = 2000, 250
-NANOGPT_EVAL = re.compile(r"^step (\d+): train loss ([\d.]+), val loss ([\d.]+)")
-OURS_EVAL = re.compile(r"^step\s+\d+\s")  # attnkit train's eval row
-COMMON_BLOCK = 64  # the common eval's windows: nanoGPT's block size
-
-
 @contextmanager
 def holding(lock: Path | None):
     """An exclusive flock on `lock` for the block (no lock: nothing)."""
@@ -98,106 +86,25 @@ def holding(lock: Path | None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_timed(args: list[str], log: Path, threads: int, cwd: Path | None = None) -> list[tuple[float, str]]:
-    """Run a process (its output into `log`); each line it printed, with the seconds since it started."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the CPU path is torch
-    env.update(OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", COLUMNS="200")
-    lines = []
-    t0 = time.perf_counter()
-    with log.open("w") as f, subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                              stderr=subprocess.STDOUT, text=True) as proc:
-        for line in proc.stdout:
-            lines.append((time.perf_counter() - t0, line.rstrip("\n")))
-            f.write(line)
-    if proc.returncode:
-        raise SystemExit(f"error: {args[1]} exited with status {proc.returncode}; its output is in {log}")
-    return lines
+def scaled_ours(args: list[str], scale: float) -> list[str]:
+    """An `attnkit train` arm's arguments with its flavor's steps (and eval interval) times scale."""
+    if scale == 1.0:
+        return args
+    steps = max(int(_flavor_steps(args[args.index("--flavor") + 1]) * scale), 2)
+    return [*args, "--max-steps", str(steps), "--eval-interval", str(max(steps // 8, 1))]
 
 
-@torch.no_grad()
-def common_loss(model: torch.nn.Module, val: torch.Tensor) -> float:
-    """Mean next-token loss over the whole val split in consecutive COMMON_BLOCK-token windows (model(x, y) →
-    (logits, loss), as nanoGPT's GPT and ours both are)."""
-    n = (len(val) - 1) // COMMON_BLOCK
-    x = val[: n * COMMON_BLOCK].view(n, COMMON_BLOCK)  # (N, T)
-    y = val[1: n * COMMON_BLOCK + 1].view(n, COMMON_BLOCK)  # (N, T)
-    return float(model(x, y)[1])
-
-
-def gpt_split(out: Path):
-    """Our GPT task's tokenizer and train/val token ids (what `attnkit train --model gpt` trains and evaluates on)."""
-    from attnkit.config import TrainConfig
-    from attnkit.engine.resolve import resolve_config
-    from attnkit.zoo.tasks.gpt import GPTTask
-
-    task = GPTTask(resolve_config(TrainConfig(model="gpt", flavor="demo", out=str(out))))
-    out.mkdir(parents=True)
-    task.prepare(out)
-    return task.tokenizer, task.data
-
-
-def train_ours(arm: str, args: list[str], out: Path, scale: float, seed: int, threads: int, log: Path,
-               val: torch.Tensor) -> list[dict]:
-    """One `attnkit train` arm: its eval rows (step, val_loss, wall_s since the process started, common_loss)."""
-    from attnkit.engine.checkpoint import load_weights, step_checkpoints
-    from attnkit.engine.sample import load_run
-
-    cmd = [sys.executable, "-m", "attnkit.cli", "train", "--model", "gpt", *args, "--out", str(out),
-           "--overwrite", "--seed", str(seed), "--device", "cpu", "--keep-last", "1000000"]
-    if scale != 1.0:
-        steps = _flavor_steps(args[args.index("--flavor") + 1])
-        cmd += ["--max-steps", str(max(int(steps * scale), 2)), "--eval-interval", str(max(int(steps * scale) // 8, 1))]
-    lines = run_timed(cmd, log, threads)
-    rows = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
-    # wall_s counts from the trainer's start; shift it to the process's start, as nanoGPT's is timed.
-    startup = next(t for t, line in lines if OURS_EVAL.match(line)) - rows[0]["wall_s"]
-    run = load_run(out)
-    common = {}
-    for step, weights in step_checkpoints(out):
-        load_weights(run.model, weights)
-        common[step] = common_loss(run.model, val)
-    return [dict(step=r["step"], val_loss=r["val_loss"], wall_s=round(r["wall_s"] + startup, 3),
-                 common_loss=common.get(r["step"])) for r in rows]
-
-
-def train_nanogpt(out: Path, scale: float, threads: int, log: Path, tokenizer, data) -> list[dict]:
-    """nanoGPT's train.py on our split: its eval rows (step, val_loss as it printed it, wall_s since its process
-    started), the last with common_loss, its final checkpoint's."""
-    dataset = out / "data"
-    dataset.mkdir(parents=True)
-    for split, ids in data.items():  # like nanoGPT's data/shakespeare_char/prepare.py
-        ids.numpy().astype(np.uint16).tofile(dataset / f"{split}.bin")
-    chars = tokenizer.chars
-    meta = dict(vocab_size=len(chars), itos=dict(enumerate(chars)), stoi={c: i for i, c in enumerate(chars)})
-    (dataset / "meta.pkl").write_bytes(pickle.dumps(meta))
+def scaled_nanogpt(scale: float) -> list[str]:
+    """nanoGPT's extra arguments for its iterations (and eval interval) times scale."""
     steps = max(int(NANOGPT_STEPS * scale), 2)
     interval = NANOGPT_EVAL_INTERVAL if scale == 1.0 else max(steps // 8, 1)
-    # its data dir is os.path.join('data', dataset): an absolute path picks ours; every eval saves ckpt.pt
-    cmd = [sys.executable, "train.py", *NANOGPT_RECIPE, f"--dataset={dataset}", f"--out_dir={out}",
-           "--always_save_checkpoint=True", f"--max_iters={steps}", f"--lr_decay_iters={steps}",
-           f"--eval_interval={interval}"]
-    lines = run_timed(cmd, log, threads, cwd=NANOGPT)
-    rows = [dict(step=int(m[1]), val_loss=float(m[3]), wall_s=round(t, 3))
-            for t, line in lines if (m := NANOGPT_EVAL.match(line))]
-    spec = importlib.util.spec_from_file_location("nanogpt_model", NANOGPT / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
-    model = module.GPT(module.GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
-    rows[-1]["common_loss"] = common_loss(model.eval(), data["val"])
-    return rows
+    return [f"--max_iters={steps}", f"--lr_decay_iters={steps}", f"--eval_interval={interval}"]
 
 
 def _flavor_steps(flavor: str) -> int:
     from attnkit.zoo.tasks.gpt import GPTTask
 
     return GPTTask.flavors[flavor].train["max_steps"]
-
-
-def time_to(rows: list[dict], target: float, key: str) -> float | None:
-    """wall_s of the first eval row whose `key` loss is at or below target (None if never)."""
-    return next((r["wall_s"] for r in rows if r.get(key) is not None and r[key] <= target), None)
 
 
 def summarise(runs: dict[str, list[list[dict]]], baseline: str) -> list[dict]:
@@ -210,18 +117,14 @@ def summarise(runs: dict[str, list[list[dict]]], baseline: str) -> list[dict]:
             common = {k: time_to(rows, base[k], k) for k in ("common_loss", "val_loss")}
             per_pass.append(dict(final=rows[-1]["val_loss"], common=rows[-1]["common_loss"], wall=rows[-1]["wall_s"],
                                  to_target=common["common_loss"], to_printed=common["val_loss"],
-                                 speedup=_ratio(base["wall_s"], common["common_loss"]),
-                                 speedup_printed=_ratio(base["wall_s"], common["val_loss"])))
+                                 speedup=speedup(runs[baseline][i], rows, "common_loss"),
+                                 speedup_printed=speedup(runs[baseline][i], rows, "val_loss")))
         speedups = [p["speedup"] or 0.0 for p in per_pass]  # a pass that never reached the target counts as 0×
         stats = dict(median=statistics.median(speedups), mean=statistics.mean(speedups),
                      std=statistics.stdev(speedups) if len(speedups) > 1 else 0.0,
                      reached=sum(p["speedup"] is not None for p in per_pass))
         out.append({"arm": arm, "steps": passes[0][-1]["step"], "passes": per_pass, "speedup": stats})
     return out
-
-
-def _ratio(wall: float, t: float | None) -> float | None:
-    return wall / t if t else None
 
 
 COLUMNS = ("arm", "steps", "wall s", "final val (own eval)", "final val (common)", "s to target (common)",
@@ -326,8 +229,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             where, log = Path(tmp) / f"{arm}-{i}", out / f"{arm}-{i}.log"
             with holding(args.lock):
                 if arm == "nanogpt":
-                    return train_nanogpt(where, args.scale, args.threads, log, tokenizer, data)
-                return train_ours(arm, arms_args[arm], where, args.scale, seeds[i], args.threads, log, data["val"])
+                    return train_nanogpt(where, args.threads, log, tokenizer, data, scaled_nanogpt(args.scale))
+                return train_ours(scaled_ours(arms_args[arm], args.scale), where, seeds[i], args.threads, log,
+                                  data["val"])
 
         futures = {pool.submit(train, i, arm): (i, arm) for i, arm in jobs}
         for done, future in enumerate(as_completed(futures), 1):
@@ -349,4 +253,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:
+        sys.exit(f"error: {e}")

@@ -53,7 +53,7 @@ def reproduce(
             for job in (j for j in jobs if not j.kept):
                 progress.update(overall, description=f"{m} · {job.arm} · seed {job.seed} ({job.flavor})")
                 row = rep.run(job)
-                progress.console.print(f"{m} {job.arm} seed {job.seed}: {row['wall_s']:.0f} s  ({job.command})")
+                progress.console.print(f"{m} {job.arm} seed {job.seed}: {row['wall_s']:.0f} s  ({row['command']})")
                 progress.advance(overall)
             data = rep.evaluate(m)
             write_model_report(results_dir, rep.stem(m), data, rep.copy_pictures(m))

@@ -26,6 +26,7 @@ from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
 from attnkit.results.claims import SPECS, Claim, ModelSpec, value
 from attnkit.results.sources import PACKAGE, code_hash
+from attnkit.results.speedrun import RUNNERS
 from attnkit.zoo.tasks import get_task
 
 
@@ -38,12 +39,18 @@ class Job:
     options: dict[str, Any]
     run_dir: Path
     kept: bool                    # a row with the current code and flavor exists: nothing to train
+    runner: str | None = None     # None: our trainer, in this process; else a RUNNERS name (its own process)
+
+    @property
+    def train_args(self) -> list[str]:
+        """The flavor and options as `attnkit train` arguments."""
+        return ["--flavor", self.flavor, *(a for k, v in self.options.items() for a in ("--opt", f"{k}={v}"))]
 
     @property
     def command(self) -> str:
-        opts = [a for k, v in self.options.items() for a in ("--opt", f"{k}={v}")]
-        return shlex.join(["attnkit", "train", "--model", self.model, "--flavor", self.flavor, "--seed",
-                           str(self.seed), *opts, "--out", str(self.run_dir), "--overwrite"])
+        """The in-process run as a command line (a runner's row keeps the command it ran)."""
+        return shlex.join(["attnkit", "train", "--model", self.model, *self.train_args, "--seed", str(self.seed),
+                           "--out", str(self.run_dir), "--overwrite"])
 
 
 # What `reproduce` itself writes: a difference there does not make the measured code dirty.
@@ -115,43 +122,58 @@ class Reproduction:
                 if flavor not in get_task(model).flavors:
                     raise UserError(f"model {model} has no flavor {flavor!r}; choose from "
                                     f"{', '.join(get_task(model).flavors)}")
+                runner = RUNNERS.get(overrides.get("runner"))
+                if runner is not None and runner.flavors is not None and flavor not in runner.flavors:
+                    raise UserError(f"the {arm} arm of {model} ({runner.what}) runs flavor "
+                                    f"{' or '.join(runner.flavors)}, not {flavor!r}")
                 row = rows.get((arm, seed))
                 out.append(Job(model, arm, seed, flavor, dict(overrides.get("options", {})),
                                self.runs_dir / self.stem(model) / arm / f"seed{seed}",
-                               kept=bool(row and row["code_hash"] == current and row["flavor"] == flavor)))
+                               kept=bool(row and row["code_hash"] == current and row["flavor"] == flavor),
+                               runner=overrides.get("runner")))
         return out
 
     # ---- running -------------------------------------------------------------------------------
     def run(self, job: Job) -> dict[str, Any]:
-        """Train one (arm, seed) and store its row; returns the row. The trainer's output goes to RUN_DIR.log."""
-        from attnkit.engine.trainer import run_training
-
-        cfg = TrainConfig(model=job.model, flavor=job.flavor, seed=job.seed, options=job.options,
-                          out=str(job.run_dir), overwrite=True)
+        """Train one (arm, seed) and store its row; returns the row. The trainer's output (a runner's process's)
+        goes to RUN_DIR.log."""
         job.run_dir.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         # The new log replaces the old one only with the run it describes: a failed or interrupted run
         # leaves the kept run directory and its log as they were, and its own log beside them (.log.new).
         log_path = job.run_dir.with_suffix(".log")
         new_log = log_path.with_suffix(".log.new")
-        with open(new_log, "w") as log:
-            result = run_training(cfg, console=Console(file=log, width=120))
+        summary, curve, command = self._train(job, new_log)
         atomic_write(log_path, new_log.read_bytes())
         new_log.unlink()
         row = {"arm": job.arm, "seed": job.seed, "flavor": job.flavor, "options": job.options,
-               "code_hash": code_hash(job.model), "command": job.command,
+               "code_hash": code_hash(job.model), "command": command,
                "wall_s": round(time.perf_counter() - t0, 1),
                "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": machine(), "commit": git_commit(), "run_dir": str(job.run_dir),
-               "summary": result.summary,
-               "curve": [{k: m[k] for k in ("step", "wall_s", "val_loss") if k in m}
-                         for m in result.metrics if "val_loss" in m]}
+               "summary": summary, "curve": curve}
         data = self.load(job.model)
         data["rows"] = [r for r in data["rows"] if (r["arm"], r["seed"]) != (job.arm, job.seed)] + [row]
         data["rows"].sort(key=lambda r: (r["seed"], r["arm"]))
         self.results_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.json_path(job.model), json.dumps(data, indent=1, default=str))
         return row
+
+    @staticmethod
+    def _train(job: Job, log_path: Path) -> tuple[dict[str, Any], list[dict], str]:
+        """(summary, curve: the eval rows, command) of one run: in this process through the trainer, or by the
+        arm's runner (attnkit.results.speedrun: a timed process of its own, its output into log_path)."""
+        if job.runner is not None:
+            timed = RUNNERS[job.runner].run(job, log_path)
+            return timed.summary, timed.curve, timed.command
+        from attnkit.engine.trainer import run_training
+
+        cfg = TrainConfig(model=job.model, flavor=job.flavor, seed=job.seed, options=job.options,
+                          out=str(job.run_dir), overwrite=True)
+        with open(log_path, "w") as log:
+            result = run_training(cfg, console=Console(file=log, width=120))
+        curve = [{k: m[k] for k in ("step", "wall_s", "val_loss") if k in m} for m in result.metrics if "val_loss" in m]
+        return result.summary, curve, job.command
 
     # ---- evaluating ----------------------------------------------------------------------------
     def evaluate(self, model: str) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 A model's own modules are found by following the imports of its task (`attnkit.zoo.tasks.NAME`) through
 `attnkit.zoo`, imports inside functions included (tasks import their data modules lazily). The shared layers
-every model runs on (engine, nn, generation, the op layer and the kernels) count for every model, whole.
+every model runs on (engine, nn, generation, the op layer and the kernels) count for every model, whole. A model
+with an arm that runs outside the trainer (a "runner": nanoGPT's train.py for GPT) also depends on the runners'
+code and on what they run (attnkit.results.speedrun.SOURCES).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import importlib.util
 from pathlib import Path
 
 import attnkit
+from attnkit.results import speedrun
+from attnkit.results.claims import SPECS
 from attnkit.zoo.tasks import TASKS
 
 PACKAGE = Path(attnkit.__file__).resolve().parent
@@ -52,6 +56,8 @@ def model_sources(model: str) -> list[Path]:
     kernels = Path(importlib.util.find_spec("attnkit.kernels").origin).resolve().parent
     for shared in (*(PACKAGE / s for s in SHARED), kernels):
         files.update(shared.rglob("*.py") if shared.is_dir() else [shared])
+    if model in SPECS and any("runner" in arm for arm in SPECS[model].arms.values()):
+        files.update(speedrun.SOURCES)
     return sorted(f for f in files if f is not None and "__pycache__" not in f.parts)
 
 

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from attnkit.cli.main import app, main
 from attnkit.results import reproduce as R
-from attnkit.results import sources
+from attnkit.results import sources, speedrun
 from attnkit.results.claims import SPECS, Claim, value
 from attnkit.results.report import END, START, update_readme, zoo_table
 
@@ -64,6 +65,39 @@ def test_rows_are_kept_until_the_code_changes(tmp_path, trained, monkeypatch):
     assert {r["code_hash"] for r in json.loads((tmp_path / "res" / "vit-debug.json").read_text())["rows"]} == {"changed"}
 
 
+def test_gpt_runs_nanogpts_train_py_beside_ours_and_keeps_both_rows(tmp_path, trained, monkeypatch):
+    """GPT's arms run as timed processes of their own: our trainer, and nanoGPT's vendored train.py (debug sizes)."""
+    runner_file = tmp_path / "runner.py"  # stands for the runners' code (attnkit.results.speedrun.SOURCES)
+    runner_file.write_text("x = 1\n")
+    monkeypatch.setattr(sources.speedrun, "SOURCES", (*sources.speedrun.SOURCES, runner_file))
+    reproduce(tmp_path, "--model", "gpt", "--seeds", 1)
+    assert trained == [("gpt", "main", 0), ("gpt", "nanogpt", 0)]
+    data = json.loads((tmp_path / "res" / "gpt-debug.json").read_text())
+    rows = {r["arm"]: r for r in data["rows"]}
+    assert rows["nanogpt"]["command"].endswith("--n_layer=1 --n_embd=32") and " train.py " in rows["nanogpt"]["command"]
+    assert "python -m attnkit.cli train --model gpt --flavor debug " in rows["main"]["command"]
+    assert [r["step"] for r in rows["nanogpt"]["curve"]] == [0, 2, 4]  # its eval lines, as it printed them
+    target, wall = rows["nanogpt"]["summary"]["common_loss"], rows["nanogpt"]["curve"][-1]["wall_s"]
+    assert rows["nanogpt"]["curve"][-1]["common_loss"] == target
+    ours = rows["main"]["curve"]
+    assert [r["step"] for r in ours] == [0, 10, 20] and all(r["common_loss"] > 0 for r in ours[1:])
+    assert ours[-1]["common_loss"] == rows["main"]["summary"]["common_loss"]
+    reached = [r["wall_s"] for r in ours if r["common_loss"] is not None and r["common_loss"] <= target]
+    assert data["claims"][0]["per_seed"] == [wall / reached[0] if reached else None]
+    assert (tmp_path / "runs" / "gpt-debug" / "nanogpt" / "seed0.log").read_text().startswith("Overriding config")
+    ckpt = torch.load(tmp_path / "runs" / "gpt-debug" / "nanogpt" / "seed0" / "ckpt.pt", weights_only=True)
+    assert ckpt["model_args"]["vocab_size"] == len(speedrun.gpt_split(tmp_path / "split")[0].chars)  # our text
+
+    reproduce(tmp_path, "--model", "gpt", "--seeds", 1)  # kept: nothing runs again
+    assert len(trained) == 2
+    # The runners' sources are part of what gpt's rows depend on (and not vit's): a change there runs both arms again
+    vit = sources.code_hash("vit")
+    runner_file.write_text("x = 2\n")
+    assert sources.code_hash("gpt") != rows["main"]["code_hash"] and sources.code_hash("vit") == vit
+    reproduce(tmp_path, "--model", "gpt", "--seeds", 1)
+    assert trained[2:] == [("gpt", "main", 0), ("gpt", "nanogpt", 0)]
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, trained, monkeypatch):
     real = R.Reproduction.run  # (already the counting wrapper)
 
@@ -98,6 +132,11 @@ def test_a_models_sources_are_its_own_modules_and_the_shared_layers():
     assert {"zoo/tasks/bert.py", "zoo/models/bert.py", "zoo/eval/bert.py", "zoo/data/text.py",
             "zoo/data/tokenizer.py", "engine/trainer.py", "nn/layers.py", "ops.py", "attention.py"} <= names
     assert not {"zoo/tasks/vit.py", "zoo/models/vit.py", "zoo/data/rl.py"} & names
+    assert not {"results/speedrun.py", "train.py"} & names  # only gpt has an arm that runs outside the trainer
+    gpt = {f.relative_to(sources.PACKAGE).as_posix() for f in sources.model_sources("gpt")
+           if f.is_relative_to(sources.PACKAGE)}
+    assert {"results/speedrun.py", "results/vendor/nanogpt/train.py", "results/vendor/nanogpt/model.py",
+            "results/vendor/nanogpt/config/train_shakespeare_char.py", "zoo/tasks/gpt.py"} <= gpt
 
 
 def test_the_hash_follows_file_contents(tmp_path, monkeypatch):
@@ -128,12 +167,14 @@ def test_a_claim_is_met_when_it_beats_its_reference(claim, value_, base, met):
 
 def test_values_are_read_by_path_and_derived():
     runs = {"main": {"npt": {"accuracy": {"mean": 0.95}}, "flag": True,
-                     "curve": [{"wall_s": 10, "val_loss": 2.0}, {"wall_s": 20, "val_loss": 1.5}]},
-            "demo": {"curve": [{"wall_s": 30, "val_loss": 1.9}, {"wall_s": 60, "val_loss": 1.6}]}}
+                     "curve": [{"wall_s": 10, "val_loss": 1.5, "common_loss": None},
+                               {"wall_s": 20, "val_loss": 1.7, "common_loss": 1.5}]},
+            "nanogpt": {"curve": [{"wall_s": 30, "val_loss": 1.9}, {"wall_s": 60, "val_loss": 1.4, "common_loss": 1.6}]}}
     assert value(runs, "main:npt.accuracy.mean") == 0.95
     assert value(runs, "main:npt.auroc.mean") is None and value(runs, "main:flag") is None
-    assert value(runs, "gpt_speedup") == 60 / 20  # the demo's final 1.6 is first reached at 20 s
-    runs["main"]["curve"][1]["val_loss"] = 1.7
+    # nanoGPT's final 1.6 (common measure) is first reached at 20 s; the printed losses play no part
+    assert value(runs, "gpt_speedup") == 60 / 20
+    runs["main"]["curve"][1]["common_loss"] = 1.7
     assert value(runs, "gpt_speedup") is None  # never reached
 
 
@@ -188,6 +229,8 @@ def test_the_repository_readme_holds_the_generated_table(monkeypatch):
     (["reproduce", "--model", "nope"], "error: unknown model 'nope'; choose from"),
     (["reproduce", "--all", "--seeds", "0"], "error: --seeds must be at least 1, got 0"),
     (["reproduce", "--model", "vit", "--model", "gpt", "--flavor", "speedrun"], "error: model vit has no flavor 'speedrun'"),
+    (["reproduce", "--model", "gpt", "--flavor", "speedrun"],
+     "error: the nanogpt arm of gpt (nanoGPT's own train.py) runs flavor demo or debug, not 'speedrun'"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
