@@ -54,18 +54,22 @@ def gpt_speedup(runs: Runs) -> float | None:
     return speedup(runs["nanogpt"]["curve"], runs["main"]["curve"], "common_loss")
 
 
-def _dt_by_target(runs: Runs) -> tuple[list[dict], float]:
-    s = runs["main"]
+def _dt_by_target(runs: Runs, arm: str = "main") -> tuple[list[dict], float]:
+    s = runs[arm]
     return s["return_by_target"], s["dataset_max_return"]
 
 
-def _dt_top(runs: Runs) -> dict:
-    rows, _ = _dt_by_target(runs)
+def _dt_top(runs: Runs, arm: str = "main") -> dict:
+    rows, _ = _dt_by_target(runs, arm)
     return max(rows, key=lambda r: r["target"])
 
 
 def dt_top_return(runs: Runs) -> float:
     return _dt_top(runs)["mean"]
+
+
+def dt_top_return_acrobot(runs: Runs) -> float:
+    return _dt_top(runs, "acrobot")["mean"]
 
 
 def dt_top_fraction(runs: Runs) -> float:
@@ -126,7 +130,8 @@ def icl_agreement_margin_above_d(runs: Runs) -> float:
 
 
 DERIVED: dict[str, Callable[[Runs], float | None]] = {
-    "gpt_speedup": gpt_speedup, "dt_top_return": dt_top_return, "dt_top_fraction": dt_top_fraction,
+    "gpt_speedup": gpt_speedup, "dt_top_return": dt_top_return, "dt_top_return_acrobot": dt_top_return_acrobot,
+    "dt_top_fraction": dt_top_fraction,
     "dt_top_se_fraction": dt_top_se_fraction, "dt_worst_tracking_gap": dt_worst_tracking_gap,
     "music_nll_4x_relative": music_nll_longest("main"),
     "music_nll_4x_absolute": music_nll_longest("absolute"), "asr_pocketsphinx_ratio": asr_pocketsphinx_ratio,
@@ -196,7 +201,7 @@ SPECS: dict[str, ModelSpec] = {s.model: s for s in (
               "every seed", "lookup:lookup_correlation", target=0.99, every_seed=True),
         Claim("the lookup needs the other rows", "R² ≤ 0.2 with the other rows' features shuffled",
               "lookup:corruption.corrupted.r2", better="lower", target=0.2))),
-    ModelSpec("dt", claims=(
+    ModelSpec("dt", arms={"main": {}, "acrobot": {"options": {"env": "Acrobot-v1"}}}, claims=(
         Claim("at the top target DT reaches the dataset's best return", "≥ 95% of the dataset's best",
               "dt_top_fraction", target=0.95, unit="%"),
         Claim("the top target's mean is tight", "standard error under 2% of the dataset's best",
@@ -204,7 +209,11 @@ SPECS: dict[str, ModelSpec] = {s.model: s for s in (
         Claim("achieved return follows the target", "every target up to the best within 0.1 × the best",
               "dt_worst_tracking_gap", better="lower", target=0.1, unit="× best"),
         Claim("DT beats behaviour cloning", "top-target return above BC's", "dt_top_return",
-              baseline="main:bc_return", unit="return"))),
+              baseline="main:bc_return", unit="return"),
+        Claim("on Acrobot too, DT beats behaviour cloning", "top-target return above BC's", "dt_top_return_acrobot",
+              baseline="acrobot:bc_return", unit="return"),
+        Claim("on Acrobot too, the achieved return rises with the target", "rank correlation ≥ 0.9 over the targets",
+              "acrobot:return_rank_correlation", target=0.9))),
     ModelSpec("asr", claims=(
         Claim("speech recognition on held-out voices", "WER ≤ 10% (beam)", "main:wer_heldout_voices",
               better="lower", target=0.10, unit="%"),
