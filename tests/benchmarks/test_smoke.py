@@ -58,6 +58,13 @@ def test_sample_speed():
     assert len(arms) == 4 and all(len(a["tokens_per_s"]) == 1 and a["tokens_per_s"][0] > 0 for a in arms)
 
 
+def test_sample_profile():
+    out = load("sample_profile").main(["--context", "8", "--steps", "2", "--rows", "3", "--preset", "debug"])
+    assert out["cat"]["self_us"].get("aten::cat", 0) > 0 and "aten::cat" not in out["static"]["self_us"]
+    assert all(out[c]["ms_per_step"] > 0 and out[c]["self_us"]["aten::addmm"] > 0 for c in ("static", "cat"))
+    assert set(out["sdpa_us"]) == {"static view", "contiguous"} and min(out["sdpa_us"].values()) > 0
+
+
 def test_pack_speed():
     out = load("pack_speed").main(["--tokens", "300", "--rows", "4", "--block-size", "64", "--flavor", "debug"])
     assert 0 < out["fill"] <= 1 and out["packed"]["rows"] <= out["padded"]["rows"]

@@ -57,6 +57,27 @@ def test_dropout_is_active_only_in_training():
     assert torch.equal(model(x, x)[0], model(x, x)[0])
 
 
+def test_learned_positions_read_in_place_match_the_position_ids_path():
+    """Without position ids the table's rows start..start+T are added as a view; the explicit ids (the packed
+    path, an embedding lookup) give the same logits, the prefill's and a cached step's, and the same gradients,
+    bit for bit."""
+    torch.manual_seed(0)
+    model = tiny()
+    idx = torch.randint(0, 11, (2, 6))
+    caches = [model.make_caches(8), model.make_caches(8)]
+    ids = [None, torch.arange(5).expand(2, 5)]
+    with torch.inference_mode():
+        prefill = [model(idx[:, :5], caches=c, positions=p)[0] for c, p in zip(caches, ids)]
+        step = [model(idx[:, 5:], caches=c, positions=p)[0] for c, p in zip(caches, [None, torch.full((2, 1), 5)])]
+    assert torch.equal(*prefill) and torch.equal(*step)
+    grads = []
+    for p in (None, torch.arange(6).expand(2, 6)):
+        model.zero_grad()
+        model(idx, idx, positions=p)[1].backward()
+        grads.append(model.wpe.weight.grad.clone())
+    assert torch.equal(*grads) and grads[0][:6].abs().sum() > 0 and not grads[0][6:].any()
+
+
 @pytest.mark.parametrize("position", ["learned", "rotary"])
 @pytest.mark.parametrize("temperature,top_k,top_p", [(0.0, None, None), (1.0, None, None), (0.8, 5, 0.9)])
 def test_cached_generation_equals_uncached(position, temperature, top_k, top_p):

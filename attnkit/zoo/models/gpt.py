@@ -197,9 +197,11 @@ class GPT(nn.Module):
         if start + T > c.block_size:
             raise ValueError(f"sequence length {start + T} exceeds block_size {c.block_size}")
         x = self.wte(idx)  # (B, T, C)
-        if self.wpe is not None:
-            pos = torch.arange(start, start + T, device=idx.device) if positions is None else positions
-            x = x + self.wpe(pos)  # (T,) or (B, T) positions → (B, T, C)
+        if self.wpe is not None and positions is None:
+            # rows start..start+T of the table as a view: wpe(arange) copies the same rows (decoding pays per token)
+            x = x + self.wpe.weight.narrow(0, start, T)  # (B, T, C) + (T, C)
+        elif self.wpe is not None:
+            x = x + self.wpe(positions)  # (B, T) positions → (B, T, C)
         if self.ln_emb is not None:
             x = self.ln_emb(x)  # (B, T, C)
         x = dropout(self.drop, x)
@@ -215,7 +217,7 @@ class GPT(nn.Module):
                 skips.append(x)
         x = self.ln_f(x)  # (B, T, C)
         if targets is None:
-            return self._logits(x[:, [-1], :]), None  # (B, 1, V)
+            return self._logits(x if T == 1 else x[:, [-1], :]), None  # (B, 1, V); a decode step has one row
         logits = self._logits(x)  # (B, T, V)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1,
                                label_smoothing=label_smoothing)
