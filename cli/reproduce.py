@@ -44,7 +44,7 @@ def reproduce(
     console.print(f"{len(models)} model(s), {seeds} seed(s): {todo} run(s) to train, {kept} kept from earlier "
                   f"(same code and flavor)")
     table = Table(title=f"the zoo's claims, {seeds} seed(s)" + (f", flavor {flavor}" if flavor else ""))
-    for col in ("model", "claim", "goal", "result", "met / not met"):
+    for col in ("model", "claim", "goal", "result", "met / not met", "time (all runs)"):
         table.add_column(col)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:

@@ -30,8 +30,11 @@ def result_text(c: dict[str, Any]) -> str:
 
 
 def claim_rows(data: dict[str, Any]) -> list[list[str]]:
-    """model, claim, goal, result, met / not met: one row per claim (the CLI's final table, the README's)."""
-    return [[data["model"], c["text"], c["goal"], result_text(c), verdict(c["met"])] for c in data.get("claims", [])]
+    """model, claim, goal, result, met / not met, training time: one row per claim (the CLI's final table, the
+    README's); the time (every current run of the model, all seeds and arms) on the model's first row only."""
+    took = f"{data['wall_s'] / 60:.1f} min" if data.get("wall_s") is not None else ""
+    return [[data["model"], c["text"], c["goal"], result_text(c), verdict(c["met"]), took if i == 0 else ""]
+            for i, c in enumerate(data.get("claims", []))]
 
 
 def claim_arm(claim: dict[str, Any]) -> str:
@@ -88,15 +91,15 @@ def write_model_report(results_dir: Path, stem: str, data: dict[str, Any], pictu
 
 def zoo_table(results_dir: Path) -> str:
     """The README table: every model of the zoo, its claims as last measured (default flavors only)."""
-    lines = ["| model | claim | goal | result (mean ± std) | |", "|---|---|---|---|---|"]
+    lines = ["| model | claim | goal | result (mean ± std) | | time (all runs) |", "|---|---|---|---|---|---|"]
     for model in SPECS:
         path = results_dir / f"{model}.json"
         data = json.loads(path.read_text()) if path.is_file() else None
         if not data or not data.get("claims"):
-            lines.append(f"| {model} | | | not measured yet: `attnkit reproduce --model {model}` | |")
+            lines.append(f"| {model} | | | not measured yet: `attnkit reproduce --model {model}` | | |")
             continue
-        for m, claim, goal, result, met in claim_rows(data):
-            lines.append(f"| [{m}]({results_dir.as_posix()}/{model}.md) | {claim} | {goal} | {result} | {met} |")
+        for m, claim, goal, result, met, took in claim_rows(data):
+            lines.append(f"| [{m}]({results_dir.as_posix()}/{model}.md) | {claim} | {goal} | {result} | {met} | {took} |")
     return "\n".join(lines)
 
 

@@ -302,3 +302,11 @@ def test_each_seed_table_shows_an_arm_against_arm_baseline_in_its_arms_row():
     text = model_markdown(dict(model="image", rows=rows, claims=[claim], seeds=[0, 1], wall_s=4.0, command="x"), [])
     assert "| seed | arm | main:test_bpd / full:test_bpd |" in text
     assert "| 1 | full | 1.57 bits/dim |" in text and "| 1 | main | 1.47 bits/dim |" in text
+
+
+def test_claim_rows_give_the_models_training_time_once():
+    from attnkit.results.report import claim_rows
+
+    claim = dict(text="t", goal="g", unit="", mean=1.0, std=0.0, measured_seeds=3, baseline=None, met=True)
+    rows = claim_rows(dict(model="vit", wall_s=270.0, claims=[claim, claim]))
+    assert [r[-1] for r in rows] == ["4.5 min", ""]
