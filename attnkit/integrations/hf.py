@@ -33,12 +33,10 @@ from attnkit.ops import BACKENDS
 def _checkout_root_hidden():
     """transformers >= 5.25 imports Hugging Face's `kernels` package when it loads. In an editable install,
     attnkit's kernels/ folder sits at the checkout's root, so from there (`python -m`, `python -c`, a script in
-    the root: the working directory is on sys.path) Python would find it first. Hide that entry while
-    transformers loads; once Hugging Face's package is imported, sys.modules answers every later import."""
+    the root: the working directory is on sys.path) Python would find it first. Hide the folder that holds
+    attnkit's kernels/ while transformers loads (in a regular install that is site-packages/attnkit, never on
+    sys.path: nothing is hidden); once Hugging Face's package is imported, sys.modules answers later imports."""
     root = Path(attnkit.kernels.__file__).resolve().parents[1]
-    if root / "kernels" != Path(attnkit.kernels.__file__).resolve().parent:  # a regular install: nothing to hide
-        yield
-        return
     kept = sys.path[:]
     sys.path[:] = [p for p in kept if Path(p or os.getcwd()).resolve() != root]
     try:
