@@ -143,6 +143,14 @@ def test_icl_ablation():
     assert timed["ms_per_step"] > 0
 
 
+def test_icl_sparse_baselines():
+    row = load("icl_sparse_baselines").main(["--d", "4", "--points", "6", "--sparsity", "1", "--prompts", "16",
+                                             "--alphas", "0.01,0.1"])
+    assert list(row["lasso"]) == ["0.01", "0.1"] and len(row["bayes_optimal"]) == 6
+    assert max(row["bayes_optimal"][2:]) < 1e-10 and all(g >= 0 for g in row["ls_minus_bayes"][1:])
+    assert row["max_gain_of_tuning_alpha_below_d"] >= 0                # 0.01 is one of the α tried
+
+
 def test_vit_ablation():
     row = load("vit_ablation").main(["--arm", "smoke", "--steps", "2", "--layers", "1", "--heads", "1",
                                      "--width", "8", "--batch", "4", "--warmup", "1", "--mixup", "0.2",
