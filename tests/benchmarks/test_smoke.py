@@ -141,6 +141,9 @@ def test_icl_ablation():
     timed = load("icl_ablation").main(["--arm", "t", "--time-steps", "2", "--d", "2", "--points", "5", "--layers", "1",
                                        "--heads", "1", "--width", "8", "--batch", "4"])
     assert timed["ms_per_step"] > 0
+    sparse = load("icl_ablation").main(["--arm", "sp", *tiny, "--d", "3", "--function", "sparse_linear",
+                                        "--sparsity", "1"])
+    assert len(sparse["ratio_to_lasso_below_d"]) == 2 and "ratio_to_lasso_below_d" not in row
 
 
 def test_icl_sparse_baselines():
