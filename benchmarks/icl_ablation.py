@@ -22,6 +22,7 @@ import time
 import torch
 
 from attnkit.engine.optim import lr_at, make_optimizer
+from attnkit.fsio import append_line
 from attnkit.nn.modes import mode
 from attnkit.zoo.data.icl import Curriculum, sample_prompts
 from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
@@ -132,8 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     line = json.dumps(row)
     print(line, flush=True)
     if a.out:
-        with open(a.out, "a") as f:
-            f.write(line + "\n")
+        append_line(a.out, line)
     return row
 
 

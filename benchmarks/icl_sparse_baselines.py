@@ -12,8 +12,8 @@ For every k = 1 … n-1 it prints the error / d of
   k = d, where the issue's goal is; from k = d on every α is near 0 and the smallest wins);
 - the sparse prior's exact posterior mean (`attnkit.zoo.eval.icl.sparse_posterior_mean`): no predictor can
   do better on average, so its gap to least squares is the most a transformer can be below least squares.
-`ls − bayes` is the paired difference with its standard error over the prompts. One JSON line at the end
-(`--out FILE` appends it to FILE).
+`ls − bayes` is the paired difference with its standard error over the prompts. `--out FILE` appends the
+numbers to FILE as one JSON line.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from functools import partial
 
 import torch
 
+from attnkit.fsio import append_line
 from attnkit.zoo.data.icl import sample_prompts
-from attnkit.zoo.eval.icl import LASSO_ALPHA, predict_per_k, error_by_k, lasso, least_squares, sparse_posterior_mean
+from attnkit.zoo.eval.icl import LASSO_ALPHA, error_by_k, lasso, least_squares, predict_per_k, sparse_posterior_mean
 
 TEST_PROMPTS, TEST_SEED = 1280, 2022  # attnkit.zoo.tasks.icl's test set
 
@@ -79,11 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
            "lasso": {str(alpha): errs for alpha, errs in lassos.items()}, "ls_minus_bayes": gap,
            "ls_minus_bayes_se": gap_se, "best_alpha_by_k": {k: best[k] for k in ks},
            "max_gain_of_tuning_alpha_below_d": max(1 - lassos[best[k]][k] / fixed[k] for k in range(1, a.d))}
-    line = json.dumps(row)
-    print(line, flush=True)
     if a.out:
-        with open(a.out, "a") as f:
-            f.write(line + "\n")
+        append_line(a.out, json.dumps(row))
     return row
 
 

@@ -146,9 +146,12 @@ def test_icl_ablation():
     assert len(sparse["ratio_to_lasso_below_d"]) == 2 and "ratio_to_lasso_below_d" not in row
 
 
-def test_icl_sparse_baselines():
+def test_icl_sparse_baselines(tmp_path):
+    out = tmp_path / "results.jsonl"
+    out.write_text("earlier\n")
     row = load("icl_sparse_baselines").main(["--d", "4", "--points", "6", "--sparsity", "1", "--prompts", "16",
-                                             "--alphas", "0.01,0.1"])
+                                             "--alphas", "0.01,0.1", "--out", str(out)])
+    assert out.read_text().splitlines() == ["earlier", json.dumps(row)]  # appended as one line
     assert list(row["lasso"]) == ["0.01", "0.1"] and len(row["bayes_optimal"]) == 6
     assert max(row["bayes_optimal"][2:]) < 1e-10 and all(g >= 0 for g in row["ls_minus_bayes"][1:])
     assert row["max_gain_of_tuning_alpha_below_d"] >= 0                # 0.01 is one of the α tried
