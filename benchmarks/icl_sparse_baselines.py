@@ -1,7 +1,7 @@
 """What is reachable on the sparse class (issue 25 item 3)? Least squares, Lasso and the Bayes-optimal predictor
-on the same prompts, no training:
+on the same prompts, no training (about 90 s of one core, nearly all of it Lasso's 5 × 20,480 fits):
 
-    nice -n 19 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/icl_sparse_baselines.py
+    flock /work/heavy.lock env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/icl_sparse_baselines.py
 
 The prompts are the ones `attnkit train --model icl --opt function=sparse_linear` reports on (1,280 test
 prompts, seed 2022, d = 8, 17 points, 3 non-zero weights), so the columns sit beside the transformer's there.
