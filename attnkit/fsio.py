@@ -69,6 +69,14 @@ def atomic_write(path: str | Path, content: Content) -> Path:
     return path
 
 
+def append_line(path: str | Path, line: str) -> Path:
+    """Add one line to the end of a text file (a results .jsonl), created if missing, through atomic_write:
+    a crash leaves the file with or without the line, never half of it."""
+    path = Path(path)
+    before = path.read_text() if path.exists() else ""
+    return atomic_write(path, before + line + "\n")
+
+
 def npz_bytes(compressed: bool = False, **arrays) -> bytes:
     """An .npz archive of arrays as bytes, for atomic_write (np.savez to a path is neither atomic nor one line
     on a full disk)."""

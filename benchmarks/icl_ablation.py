@@ -7,9 +7,11 @@ linear warmup and cosine decay to --min-lr × lr, lr/10 unless set) with every r
     flock /work/heavy.lock .venv/bin/python benchmarks/icl_ablation.py --arm own_y --y-token own --steps 3000
 
 At the end it scores the model beside least squares on 512 fixed full-size prompts (d = 8, 17 points) and
-prints one JSON line: the ratio to least squares for every 1 ≤ k < d, the error at k = 2d, the last train
-loss, the wall time, and Akyürek et al.'s agreement probe (`attnkit.zoo.eval.icl`: the squared difference / d
-to one GD step, fitted ridge, least squares and 3-NN per k, and the crossover k), whose table it prints first. `--out FILE` appends that line to FILE (the ablation table in docs/zoo/icl.md).
+prints one JSON line: the ratio to least squares for every 1 ≤ k < d (for --function sparse_linear also to
+Lasso), the error at k = 2d, the last train loss, the wall time, and Akyürek et al.'s agreement probe
+(`attnkit.zoo.eval.icl`: the squared difference / d to one GD step, fitted ridge, least squares and 3-NN per k,
+and the crossover k), whose table it prints first. `--out FILE` appends that line to FILE (the ablation table
+in docs/zoo/icl.md).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import time
 import torch
 
 from attnkit.engine.optim import lr_at, make_optimizer
+from attnkit.fsio import append_line
 from attnkit.nn.modes import mode
 from attnkit.zoo.data.icl import Curriculum, sample_prompts
 from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
@@ -49,17 +52,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n-start", type=int, default=5)
     ap.add_argument("--interval", type=int, default=1000, help="curriculum steps per stage; 0: no curriculum")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--function", default="linear")
+    ap.add_argument("--function", default="linear", choices=("linear", "sparse_linear"))
+    ap.add_argument("--sparsity", type=int, default=3, help="sparse_linear: non-zero weights per function")
     ap.add_argument("--out", default=None)
     ap.add_argument("--time-steps", type=int, default=0,
                     help="only time this many full-size steps (after 10 warm-up steps), print ms/step and stop")
     return ap.parse_args(argv)
 
 
+def prompts(a: argparse.Namespace, batch: int, n: int, g: torch.Generator, d_active: int | None = None):
+    return sample_prompts(a.function, batch, a.d, n, g, d_active=d_active, sparsity=a.sparsity)
+
+
 def time_steps(model: torch.nn.Module, opt, a: argparse.Namespace, g: torch.Generator) -> float:
     """Milliseconds per full-size training step (d = a.d, all points), after 10 untimed warm-up steps."""
     def step() -> None:
-        p = sample_prompts(a.function, a.batch, a.d, a.points, g)
+        p = prompts(a, a.batch, a.points, g)
         loss = (model(p.xs, p.ys) - p.ys).pow(2).mean() / a.d
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         for group in opt.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         d_active, n = curriculum.at(step, a.d, a.points) if curriculum else (a.d, a.points)
-        p = sample_prompts(a.function, a.batch, a.d, n, g, d_active=d_active)
+        p = prompts(a, a.batch, n, g, d_active)
         pred = model(p.xs, p.ys)  # (B, n)
         loss_t = (pred - p.ys).pow(2).mean() / d_active
         opt.zero_grad(set_to_none=True)
@@ -102,12 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
         loss = loss_t.item()
     wall = time.perf_counter() - start
 
-    p = sample_prompts(a.function, EVAL_PROMPTS, a.d, a.points, torch.Generator().manual_seed(EVAL_SEED))
+    p = prompts(a, EVAL_PROMPTS, a.points, torch.Generator().manual_seed(EVAL_SEED))
     with mode(model, training=False):  # model_predictions runs in the model's mode
         pred = model_predictions(model, p, torch.device("cpu"))  # (B, n)
     tf = error_by_k(pred, p)
-    fitted = fit_algorithms(sample_prompts(a.function, FIT_PROMPTS, a.d, a.points,
-                                           torch.Generator().manual_seed(FIT_SEED)))
+    fitted = fit_algorithms(prompts(a, FIT_PROMPTS, a.points, torch.Generator().manual_seed(FIT_SEED)))
     agree = agreement_by_k(pred, {m: algorithm_predictions(m, p, fitted) for m in ALGORITHMS}, a.d)
     headers, rows = agreement_rows(agree, a.d)
     for r in [headers, *rows]:
@@ -120,11 +127,13 @@ def main(argv: list[str] | None = None) -> dict:
            "err_at_d": round(tf[a.d], 4), "err_at_2d": round(tf[min(2 * a.d, a.points - 1)], 4),
            "agreement_by_k": {m: [round(v, 4) for v in vals] for m, vals in agree.items()},
            "agreement_crossover_k": agreement_crossover(agree)}
+    if a.function == "sparse_linear":  # issue 25's sparse goal: below least squares and within 1.5x of Lasso
+        lasso = error_by_k(baseline_predictions("lasso", p), p)
+        row["ratio_to_lasso_below_d"] = [round(tf[k] / lasso[k], 3) for k in range(1, a.d)]
     line = json.dumps(row)
     print(line, flush=True)
     if a.out:
-        with open(a.out, "a") as f:
-            f.write(line + "\n")
+        append_line(a.out, line)
     return row
 
 

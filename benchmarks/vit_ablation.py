@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from attnkit.engine.optim import lr_at, make_optimizer
+from attnkit.fsio import append_line
 from attnkit.nn.modes import mode
 from attnkit.zoo.data.digits import LEVELS, load_digit_splits, random_shift
 from attnkit.zoo.eval.vision import digit_baselines
@@ -120,8 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
             "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(line), flush=True)
     if a.out:
-        with open(a.out, "a") as f:
-            f.write(json.dumps(line) + "\n")
+        append_line(a.out, json.dumps(line))
     return line
 
 

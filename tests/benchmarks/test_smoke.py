@@ -141,6 +141,20 @@ def test_icl_ablation():
     timed = load("icl_ablation").main(["--arm", "t", "--time-steps", "2", "--d", "2", "--points", "5", "--layers", "1",
                                        "--heads", "1", "--width", "8", "--batch", "4"])
     assert timed["ms_per_step"] > 0
+    sparse = load("icl_ablation").main(["--arm", "sp", *tiny, "--d", "3", "--function", "sparse_linear",
+                                        "--sparsity", "1"])
+    assert len(sparse["ratio_to_lasso_below_d"]) == 2 and "ratio_to_lasso_below_d" not in row
+
+
+def test_icl_sparse_baselines(tmp_path):
+    out = tmp_path / "results.jsonl"
+    out.write_text("earlier\n")
+    row = load("icl_sparse_baselines").main(["--d", "4", "--points", "6", "--sparsity", "1", "--prompts", "16",
+                                             "--alphas", "0.01,0.1", "--out", str(out)])
+    assert out.read_text().splitlines() == ["earlier", json.dumps(row)]  # appended as one line
+    assert list(row["lasso"]) == ["0.01", "0.1"] and len(row["bayes_optimal"]) == 6
+    assert max(row["bayes_optimal"][2:]) < 1e-10 and all(g >= 0 for g in row["ls_minus_bayes"][1:])
+    assert row["max_gain_of_tuning_alpha_below_d"] >= 0                # 0.01 is one of the α tried
 
 
 def test_vit_ablation():

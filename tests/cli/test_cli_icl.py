@@ -56,9 +56,10 @@ def test_sparse_linear_adds_lasso_and_an_unknown_class_is_one_line(tmp_path, cap
     invoke("train", "--model", "icl", "--flavor", "debug", "--opt", "function=sparse_linear", "--opt", "sparsity=2",
            "--max-steps", 4, "--out", tmp_path / "sparse")
     summary = json.loads((tmp_path / "sparse" / "summary.json").read_text())
-    assert summary["function"] == "sparse_linear" and "lasso" in summary["error_by_k"]
+    assert summary["function"] == "sparse_linear" and {"lasso", "bayes_optimal"} <= set(summary["error_by_k"])
     lasso, ls = summary["error_by_k"]["lasso"], summary["error_by_k"]["least_squares"]
     assert lasso[3] < ls[3]                                           # sparsity helps below k = d
+    assert max(summary["error_by_k"]["bayes_optimal"][3:]) < 1e-10    # exact once k > sparsity = 2
     code, _, err = run(["train", "--model", "icl", "--flavor", "debug", "--opt", "function=trees",
                         "--out", tmp_path / "bad"], capsys)
     assert code == 1 and err.strip() == "error: unknown function class 'trees'; choose from linear, sparse_linear"

@@ -1,5 +1,8 @@
 """In-context regression pieces: token layout, causality of the read-out, the baselines' known answers,
 the curriculum, the out-of-distribution prompts, and the one-line errors for bad prompts and classes."""
+from functools import partial
+from itertools import combinations
+
 import pytest
 import torch
 
@@ -48,6 +51,44 @@ def test_sparse_functions_have_the_requested_support_and_lasso_finds_them():
     ls = error_by_k(baseline_predictions("least_squares", p), p)
     lasso = error_by_k(baseline_predictions("lasso", p), p)
     assert lasso[6] < 0.2 * ls[6]                                       # sparsity helps below k = d
+
+
+def test_sparse_posterior_mean_with_a_single_support_is_least_squares():
+    from attnkit.zoo.eval.icl import predict_per_k, sparse_posterior_mean
+
+    p = sample_prompts("linear", 64, 5, 9, torch.Generator().manual_seed(3))
+    dense = predict_per_k(partial(sparse_posterior_mean, sparsity=5), p)  # one support: every coordinate
+    assert torch.allclose(dense, baseline_predictions("least_squares", p), atol=1e-5)
+
+
+def test_sparse_posterior_mean_is_exact_past_s_points_and_below_least_squares_before():
+    from attnkit.zoo.eval.icl import predict_per_k, sparse_posterior_mean
+
+    p = sample_prompts("sparse_linear", 400, 6, 8, torch.Generator().manual_seed(4), sparsity=2)
+    bayes = error_by_k(predict_per_k(partial(sparse_posterior_mean, sparsity=2), p), p)
+    ls = error_by_k(baseline_predictions("least_squares", p), p)
+    assert max(bayes[3:]) < 1e-12 and ls[5] > 0.05                   # only the true support fits 3 points
+    assert bayes[0] == ls[0] and bayes[1] < ls[1] and bayes[2] < 0.8 * ls[2]
+
+
+def test_noisy_sparse_posterior_mean_weighs_supports_by_their_gaussian_marginal_likelihood():
+    """Against the textbook form: weight_S ∝ N(y; 0, X_S X_Sᵀ + σ² I), mean_S = q_Sᵀ X_Sᵀ (X_S X_Sᵀ + σ² I)⁻¹ y."""
+    from attnkit.zoo.eval.icl import sparse_posterior_mean
+
+    g = torch.Generator().manual_seed(5)
+    xs, q, ys = torch.randn(8, 3, 5, generator=g), torch.randn(8, 5, generator=g), torch.randn(8, 3, generator=g)
+    xs, q, ys = xs.double(), q.double(), ys.double()
+    expected = []
+    for b in range(8):
+        logs, means = [], []
+        for support in combinations(range(5), 2):
+            x = xs[b][:, list(support)]  # (k, s)
+            cov = x @ x.T + 0.09 * torch.eye(3, dtype=torch.float64)  # (k, k)
+            logs.append(torch.distributions.MultivariateNormal(torch.zeros(3, dtype=torch.float64), cov).log_prob(ys[b]))
+            means.append(q[b][list(support)] @ x.T @ torch.linalg.solve(cov, ys[b]))
+        expected.append((torch.stack(logs).softmax(0) * torch.stack(means)).sum())
+    got = sparse_posterior_mean(xs, ys, q, sparsity=2, noise=0.3)
+    assert torch.allclose(got, torch.stack(expected).float(), atol=1e-5)
 
 
 def test_curriculum_grows_dimension_and_points_up_to_the_model():

@@ -4,7 +4,8 @@ Every method answers the same prompts (`attnkit.zoo.data.icl.Prompts`): predicti
 the i pairs before it, and the error at k in-context examples is the squared error divided by d, averaged
 over prompts (Garg et al.'s normalisation: predicting 0 scores 1 for f(x) = w·x, w, x ~ N(0, I_d)).
 Baselines (Garg et al. §3): min-norm least squares (the Bayes-optimal estimator for noiseless linear
-functions), ridge, 3-nearest-neighbours, averaging (ŵ = mean of y_i·x_i), and Lasso for sparse functions.
+functions), ridge, 3-nearest-neighbours, averaging (ŵ = mean of y_i·x_i), and for sparse functions Lasso and
+the sparse prior's exact posterior mean (`sparse_posterior_mean`, the Bayes-optimal predictor there).
 
 Which algorithm does the transformer run? (Akyürek et al. 2022.) `agreement_by_k` scores how closely its
 predictions follow each candidate's on the same prompts: the squared difference / d per k, 0 when they agree
@@ -14,6 +15,8 @@ ridge (α from a grid, pooled over k), beside least squares and 3-NN.
 """
 from __future__ import annotations
 
+from functools import partial
+from itertools import combinations
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +33,7 @@ BASELINES = ("least_squares", "ridge", "knn3", "averaging")
 FLOOR = 1e-4  # least squares is exact (≈ 1e-14) from k = d on; the log plot draws such errors at this floor
 
 
-def _per_k(fit: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], p: Prompts) -> torch.Tensor:
+def predict_per_k(fit: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], p: Prompts) -> torch.Tensor:
     """(B, n) predictions of `fit(xs (B, k, d), ys (B, k), query (B, d)) -> (B,)` for k = 0..n-1 (k = 0: 0)."""
     B, n, _ = p.xs.shape
     preds = [torch.zeros(B)]
@@ -73,11 +76,48 @@ def lasso(xs, ys, q, alpha: float = LASSO_ALPHA):
     return torch.from_numpy(out)
 
 
+NOISELESS_VAR = 1e-16  # σ² standing in for noise = 0 (its answers agree with 1e-20 to 1e-7; 1e-12 is off by 1e-3)
+
+
+def sparse_posterior_mean(xs, ys, q, sparsity: int = 3, noise: float = 0.0):
+    """E[w·q | the k pairs] under the prior of the sparse class: w has `sparsity` non-zero coordinates, on a
+    support S drawn uniformly from the C(d, s) subsets, with N(0, 1) values; y = w·x + N(0, noise²).
+
+    The posterior is a mixture over supports. Given S, w_S's posterior mean is ridge on S's columns,
+    m_S = (X_Sᵀ X_S + σ² I)⁻¹ X_Sᵀ y, and S's weight is its marginal likelihood N(y; 0, X_S X_Sᵀ + σ² I), which
+    (Woodbury, dropping factors shared by every support) is
+        log p(y | S) = -½ (‖y − X_S m_S‖² / σ² + ‖m_S‖²) − ½ Σ log(sv_S² + σ²),
+    sv_S the singular values of X_S. Noiseless (σ² → 0): below k = s every support fits y, weighted by
+    ‖min-norm solution‖² and the design's volume; from k = s + 1 on only the true support fits, so the
+    prediction is exact."""
+    xs, ys, q = xs.double(), ys.double(), q.double()
+    d = xs.shape[-1]
+    supports = torch.tensor(list(combinations(range(d), min(sparsity, d))))  # (S, s)
+    x_s = xs[:, :, supports].transpose(1, 2)  # (B, S, k, s)
+    var = noise ** 2 if noise > 0 else NOISELESS_VAR
+    u, sv, vh = torch.linalg.svd(x_s, full_matrices=False)  # (B, S, k, r), (B, S, r), (B, S, r, s)
+    uty = (u.transpose(-1, -2) @ ys[:, None, :, None])[..., 0]  # (B, S, r)
+    m = (vh.transpose(-1, -2) @ (sv / (sv ** 2 + var) * uty)[..., None])[..., 0]  # (B, S, s)
+    residual = ys[:, None] - (x_s @ m[..., None])[..., 0]  # (B, S, k)
+    log_lik = -0.5 * (residual.pow(2).sum(-1) / var + m.pow(2).sum(-1)) - 0.5 * torch.log(sv ** 2 + var).sum(-1)
+    per_support = (q[:, supports] * m).sum(-1)  # (B, S): q_S · m_S
+    return (log_lik.softmax(-1) * per_support).sum(-1).float()
+
+
 METHODS = {"least_squares": least_squares, "ridge": ridge, "knn3": knn3, "averaging": averaging, "lasso": lasso}
 
 
+def baselines_for(function: str, sparsity: int = 3) -> dict[str, Callable]:
+    """{name: fit} of a function class's baselines: BASELINES, and for sparse_linear also Lasso and the
+    Bayes-optimal predictor for `sparsity` non-zero weights."""
+    out = {name: METHODS[name] for name in BASELINES}
+    if function == "sparse_linear":
+        out |= {"lasso": lasso, "bayes_optimal": partial(sparse_posterior_mean, sparsity=sparsity)}
+    return out
+
+
 def baseline_predictions(name: str, p: Prompts) -> torch.Tensor:
-    return _per_k(METHODS[name], p)
+    return predict_per_k(METHODS[name], p)
 
 
 # ---- the agreement probe (Akyürek et al. 2022) ------------------------------------------------------------
@@ -104,7 +144,7 @@ def fit_gd_steps(p: Prompts) -> list[float]:
 def fit_ridge_alpha(p: Prompts, grid=RIDGE_GRID) -> float:
     """The α of `grid` with the lowest error on prompts p, summed over k ≥ 1."""
     def total(alpha):
-        return sum(error_by_k(_per_k(lambda x, y, q: ridge(x, y, q, alpha), p), p)[1:])
+        return sum(error_by_k(predict_per_k(lambda x, y, q: ridge(x, y, q, alpha), p), p)[1:])
     return min(grid, key=total)
 
 
@@ -122,7 +162,7 @@ def algorithm_predictions(name: str, p: Prompts, fitted: dict[str, object]) -> t
                                    for k in range(1, n)]
         return torch.stack(cols, 1)  # (B, n)
     if name == "ridge_fitted":
-        return _per_k(lambda x, y, q: ridge(x, y, q, fitted["ridge_alpha"]), p)
+        return predict_per_k(lambda x, y, q: ridge(x, y, q, fitted["ridge_alpha"]), p)
     return baseline_predictions(name, p)
 
 
@@ -204,11 +244,13 @@ def error_standard_error(pred: torch.Tensor, p: Prompts, k: int) -> float:
     return (per_prompt.std() / len(per_prompt) ** 0.5).item()
 
 
-def evaluate_all(model: nn.Module, p: Prompts, device: torch.device, baselines=BASELINES) -> dict[str, list[float]]:
-    """{method: error/d per k} for the transformer and each baseline on the same prompts."""
+def evaluate_all(model: nn.Module, p: Prompts, device: torch.device,
+                 baselines: dict[str, Callable] | None = None) -> dict[str, list[float]]:
+    """{method: error/d per k} for the transformer and each baseline ({name: fit}, default the linear class's)
+    on the same prompts."""
     out = {"transformer": error_by_k(model_predictions(model, p, device), p)}
-    for name in baselines:
-        out[name] = error_by_k(baseline_predictions(name, p), p)
+    for name, fit in (baselines or baselines_for("linear")).items():
+        out[name] = error_by_k(predict_per_k(fit, p), p)
     return out
 
 

@@ -20,8 +20,8 @@ import torch.nn as nn
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.icl import PROBES, Curriculum, Prompts, check_function, ood_prompts, sample_prompts
 from attnkit.errors import UserError
-from attnkit.zoo.eval.icl import (ALGORITHMS, BASELINES, agreement_by_k, agreement_crossover, agreement_rows,
-                                  algorithm_predictions, baseline_predictions, error_by_k, error_rows,
+from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
+                                  algorithm_predictions, baseline_predictions, baselines_for, error_by_k, error_rows,
                                   error_standard_error, evaluate_all, fit_algorithms, model_predictions,
                                   plot_agreement_by_k, plot_error_by_k, probe_rows)
 from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
@@ -129,11 +129,9 @@ class ICLTask(Task):
                 f"{split}_err_k{self.n - 1}": err[-1]}
 
     # ---- results -------------------------------------------------------------------------
-    def _baselines(self) -> tuple[str, ...]:
-        return BASELINES + (("lasso",) if self.opts.function == "sparse_linear" else ())
-
     def curves(self, model: nn.Module, device: torch.device) -> dict[str, list[float]]:
-        return evaluate_all(model, self._prompts(self.n_test, TEST_SEED), device, self._baselines())
+        return evaluate_all(model, self._prompts(self.n_test, TEST_SEED), device,
+                            baselines_for(self.opts.function, self.opts.sparsity))
 
     def probes(self, model: nn.Module, device: torch.device) -> dict[str, dict[str, list[float]]]:
         """Garg et al.'s out-of-distribution prompts, the transformer beside least squares."""
