@@ -62,8 +62,8 @@ class ASROptions:
                 "espeak+flite+shift (half of those flite clips that can be shifted, at women's pitch and formants)"})
 
 
-# Per-batch log-mel effects of each recipe but light. full+vtlp: the unheard slt voice differs from the training
-# voices in her formants, not her pitch (docs/zoo/asr.md), so every clip's formants move by 0.9-1.25.
+# Per-batch log-mel effects of each recipe but light. full+vtlp: the unheard slt voice's pitch lies among the
+# training voices' and her F2 above them (docs/zoo/asr.md), so every clip's formants move by 0.9-1.25, mostly up.
 MEL_POLICIES = {"full": augment.MelPolicy(), "full+vtlp": augment.MelPolicy(formants=(0.9, 1.25))}
 
 
