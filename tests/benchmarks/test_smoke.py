@@ -12,8 +12,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -185,6 +188,32 @@ def test_asr_other_voices_names_its_missing_package(tmp_path, monkeypatch, capsy
     lines = capsys.readouterr().err.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["skipped flite", "skipped festival"]
     assert all("Debian packages flite, festival" in line for line in lines)
+
+
+def test_asr_other_voices_warps_what_the_model_hears_and_writes_json_where_asked(tmp_path, capsys):
+    if shutil.which("flite") is None:
+        pytest.skip("needs the Debian package flite")
+    load("asr_ablation").main(["--arms", "base", "--steps", "1", "--flavor", "debug", "--test-clips", "2",
+                               "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+    run, other = tmp_path / "out" / "base", load("asr_other_voices")
+    assert other.main(["--run", str(run), "--warp", "3"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --warp must be in [0.5, 2], got 3.0"
+    argv = ["--run", str(run), "--clips", "2", "--voices", "flite:slt", "--pocketsphinx", "0"]
+    assert other.main([*argv, "--warp", "0.9", "--json", str(tmp_path / "warped.json")]) == 0
+    assert other.main(argv) == 0
+    warped, plain = (json.loads(p.read_text()) for p in (tmp_path / "warped.json", run / "other_voices.json"))
+    assert (warped["warp"], plain["warp"]) == (0.9, 1.0) and not (run / "other_voices_warp0.9.json").exists()
+    assert [r["voice"] for r in warped["rows"]] == [r["voice"] for r in plain["rows"]] == ["espeak-ng held-out",
+                                                                                          "flite:slt"]
+
+
+def test_asr_voice_traits_hears_a_man_below_a_woman():
+    if shutil.which("flite") is None:
+        pytest.skip("needs the Debian package flite")
+    m1, f1, slt = load("asr_voice_traits").main(["--voices", "m1,f1,flite:slt", "--texts", "1"])
+    assert m1["f0"] < 130 < f1["f0"] and slt["group"] == "unheard" and m1["group"] == f1["group"] == "training"
+    assert all(250 < r["F1"] < r["F2"] < 3000 for r in (m1, f1, slt))
+    assert slt["nearest_pitch"]["voice"] == "f1"        # slt's pitch (about 170 Hz) is a woman's, like f1's
 
 
 def test_bert_finetune_ablation(tmp_path, capsys):

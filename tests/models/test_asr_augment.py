@@ -70,6 +70,46 @@ def test_frequency_warp_is_identity_at_one_and_moves_a_peak():
     assert int(A.warp_frequency(mel, 0.9)[:, 0].argmax()) == 27
 
 
+def vowel(f0: float, formants: tuple[float, ...], seconds: float = 1.0) -> np.ndarray:
+    """A glottal pulse train at f0 through one two-pole resonance (100 Hz wide) per formant, 16 kHz."""
+    from scipy.signal import lfilter
+
+    x = np.zeros(int(16000 * seconds))
+    x[::int(16000 / f0)] = 1.0
+    for f in formants:
+        r, theta = np.exp(-np.pi * 100 / 16000), 2 * np.pi * f / 16000
+        x = lfilter([1 - r], [1, -2 * r * np.cos(theta), r * r], x)
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+def test_formant_warp_is_identity_at_one_and_keeps_the_shape():
+    from attnkit.zoo.data.logmel import log_mel
+
+    mel = log_mel(vowel(120, (700, 1800))).numpy()                      # (80, 100)
+    np.testing.assert_allclose(A.warp_formants(mel, 1.0), mel, atol=1e-5)
+    for alpha in (0.9, 1.25):
+        out = A.warp_formants(mel, alpha)
+        assert out.shape == mel.shape and out.dtype == np.float32
+        assert mel.min() <= out.min() and out.max() <= mel.max()       # still a Whisper log-mel of the clip's range
+
+
+@pytest.mark.parametrize("f0", [120, 220])
+@pytest.mark.parametrize("alpha", [0.9, 1.2])
+def test_formant_warp_moves_the_formant_and_keeps_the_pitch(f0, alpha):
+    from attnkit.zoo.data.logmel import hz_to_mel, log_mel, mel_to_hz
+
+    centres = mel_to_hz(np.arange(1, 81) * hz_to_mel(8000) / 81)       # the 80 filters' centres, Hz
+    mel = log_mel(vowel(f0, (700, 1800))).numpy()
+    out = A.warp_formants(mel, alpha)
+    peak = lambda m: centres[A.spectral_envelope(m).mean(1)[:25].argmax()]   # F1 (the first 25 bins end at 1.1 kHz)
+    assert abs(peak(out) - alpha * peak(mel)) < 40                     # one filter is 37 Hz wide here
+    # The harmonics of the pitch (what the envelope leaves, below 1.1 kHz) stay where they were; warping the
+    # whole spectrum (warp_frequency) would move them with the formants.
+    fine = lambda m: (m - A.spectral_envelope(m))[:30].ravel()
+    assert np.corrcoef(fine(mel), fine(out))[0, 1] > 0.98
+    assert np.corrcoef(fine(mel), fine(A.warp_frequency(mel, alpha)))[0, 1] < 0.5
+
+
 def test_augment_mel_changes_tempo_and_masks_to_the_floor():
     g = torch.Generator().manual_seed(0)
     mel = np.random.default_rng(0).uniform(-1, 1, (80, 300)).astype(np.float32)
@@ -82,3 +122,10 @@ def test_augment_mel_changes_tempo_and_masks_to_the_floor():
     assert len(lengths) > 5
     no_masks = A.MelPolicy(tempo=(1.0, 1.0), warp=(1.0, 1.0), freq_masks=0, time_masks_per_second=0.0, time_width=0.0)
     np.testing.assert_allclose(A.augment_mel(mel, g, no_masks), mel, atol=1e-6)
+
+
+def test_augment_mel_warps_formants_when_its_policy_asks():
+    mel = np.random.default_rng(0).uniform(-1, 1, (80, 200)).astype(np.float32)
+    only_formants = A.MelPolicy(tempo=(1.0, 1.0), warp=(1.0, 1.0), formants=(1.2, 1.2), freq_masks=0,
+                                time_masks_per_second=0.0, time_width=0.0)
+    np.testing.assert_allclose(A.augment_mel(mel, torch.Generator(), only_formants), A.warp_formants(mel, 1.2))

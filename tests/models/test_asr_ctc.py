@@ -136,7 +136,7 @@ def test_joint_beam_search_scores_what_it_returns_and_never_loses_to_greedy():
 
 @pytest.mark.parametrize("opts,message", [(dict(subsample=3), "subsample must be 2 or 4"),
                                           (dict(ctc_weight=1.0), r"ctc_weight must be in \[0, 1\)"),
-                                          (dict(augment="heavy"), "augment must be light or full")])
+                                          (dict(augment="heavy"), r"augment must be light or full or full\+vtlp")])
 def test_recipe_options_are_checked_by_the_task(opts, message):
     from attnkit.config import TrainConfig
     from attnkit.engine.resolve import resolve_config
@@ -148,3 +148,17 @@ def test_recipe_options_are_checked_by_the_task(opts, message):
         ASRTask(cfg, ASRTask.Options(**opts))
     task = ASRTask(cfg, ASRTask.Options(ctc_weight=0.3, subsample=4, augment="full"))
     assert (task.ctc_weight, task.subsample, task.augment) == (0.3, 4, "full")
+
+
+def test_formant_warp_recipe_shares_full_recipes_corpus_and_light_keeps_its_own():
+    """A run's cached speech resumes only under an equal spec: full+vtlp synthesises exactly full's corpus (its warp
+    is drawn per batch), and light's spec has stayed as it was before full existed."""
+    from attnkit.config import TrainConfig
+    from attnkit.engine.resolve import resolve_config
+    from attnkit.zoo.tasks.asr import ASRTask
+
+    cfg = resolve_config(TrainConfig(model="asr", flavor="debug"))
+    spec = lambda augment: ASRTask(cfg, ASRTask.Options(augment=augment, synths="espeak"))._spec()
+    assert spec("full+vtlp") == spec("full") != spec("light")
+    assert sorted(spec("light")) == ["heldout_voices", "seed", "seen_voices", "test_clips", "train_clips"]
+    assert ASRTask(cfg).augment == "light" and ASRTask.flavors["small"].options["augment"] == "full+vtlp"

@@ -7,18 +7,22 @@ Whisper's lesson is that robustness comes from diverse training audio. Two layer
   tract), reverberation by a synthetic room impulse response, band-limiting (telephone-like or a random
   low-pass), and noise of three colours (white, pink, brown) at a random SNR;
 * log-mel effects, drawn afresh for every training batch (`augment_mel`): a tempo change (frames
-  resampled in time), a vocal-tract-length warp (Jaitly & Hinton 2013: mel bins resampled in frequency), and
-  SpecAugment (Park et al. 2019) time and frequency masks.
+  resampled in time), a vocal-tract-length warp (Jaitly & Hinton 2013: mel bins resampled in frequency), with
+  `augment=full+vtlp` a formant warp of the spectral envelope alone (`warp_formants`: formants move, the
+  harmonics of the pitch stay), and SpecAugment (Park et al. 2019) time and frequency masks.
 
 All functions are pure: numpy arrays in, new arrays out, randomness from the generator passed in.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
+
+from attnkit.zoo.data.logmel import hz_to_mel, mel_to_hz
 
 SAMPLE_RATE = 16_000
 
@@ -113,6 +117,7 @@ class MelPolicy:
     with the clip (adaptive masking, Park et al. 2020)."""
     tempo: tuple[float, float] = (0.85, 1.15)
     warp: tuple[float, float] = (0.9, 1.1)
+    formants: tuple[float, float] | None = None   # `warp_formants` factor range; None: no formant warp (no draw)
     freq_masks: int = 2
     freq_width: int = 27
     time_masks_per_second: float = 1.0
@@ -141,15 +146,64 @@ def resample_axis(x: np.ndarray, n: int, axis: int) -> np.ndarray:
     return a + (b - a) * w.reshape(shape)
 
 
+def read_rows(x: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Row i of the result is x read at fractional row src[i] (linear interpolation; clipped to x's rows)."""
+    src = np.clip(src, 0, x.shape[0] - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, x.shape[0] - 1)
+    w = (src - lo).astype(np.float32)[:, None]
+    return x[lo] + (x[hi] - x[lo]) * w
+
+
 def warp_frequency(mel: np.ndarray, alpha: float) -> np.ndarray:
     """Vocal-tract-length warp: bin i takes the value at bin i / alpha (alpha > 1 moves formants up);
     bins past the top repeat the last one."""
+    return read_rows(mel, np.arange(mel.shape[0]) / alpha)
+
+
+# ---- formant warp: VTLP of the spectral envelope, the pitch left alone ---------------------------------
+# A log-mel frame is the spectral envelope (the vocal tract: formants) plus fine structure (the harmonics of
+# the pitch). Along the 80 Slaney mels (0-8 kHz) a DCT basis vector k has a period of 160 / k bins; the
+# harmonics of a pitch up to 250 Hz repeat every ≥ 6.7 bins below 1 kHz (bins 37 Hz apart), i.e. k ≥ 24, and
+# more often above it, while formants are a few hundred Hz wide. So the first 20 coefficients are the envelope
+# (cepstral liftering, as MFCCs keep 13 of a 26-40 band filterbank), and the rest is the pitch's.
+ENVELOPE_COEFFS = 20
+VTLP_BOUNDARY_HZ = 4800.0   # Jaitly & Hinton's F_hi: below it frequencies scale by alpha, above it the top stays put
+
+
+@lru_cache(maxsize=4)
+def envelope_projector(n_mels: int, n_coeffs: int = ENVELOPE_COEFFS) -> np.ndarray:
+    """(n_mels, n_mels): keeps a log-mel column's first n_coeffs orthonormal DCT-II coefficients."""
+    k, i = np.arange(n_coeffs)[:, None], np.arange(n_mels)[None, :]
+    dct = np.sqrt(2 / n_mels) * np.cos(np.pi * k * (2 * i + 1) / (2 * n_mels))   # (n_coeffs, n_mels)
+    dct[0] /= np.sqrt(2)
+    return (dct.T @ dct).astype(np.float32)
+
+
+def spectral_envelope(mel: np.ndarray) -> np.ndarray:
+    """(n_mels, T) log-mel → (n_mels, T) its smooth part, the formants without the pitch's harmonics."""
+    return envelope_projector(mel.shape[0]) @ mel
+
+
+def vtlp_source_hz(hz: np.ndarray, alpha: float, nyquist: float = SAMPLE_RATE / 2) -> np.ndarray:
+    """Where a VTLP by alpha reads frequency hz from: the inverse of Jaitly & Hinton's piecewise-linear warp
+    f → alpha·f below VTLP_BOUNDARY_HZ·min(alpha, 1), then a straight line that keeps the Nyquist frequency."""
+    boundary = VTLP_BOUNDARY_HZ * min(alpha, 1.0)                       # the warp's knee, in output Hz
+    above = nyquist - (nyquist - hz) * (nyquist - boundary / alpha) / (nyquist - boundary)
+    return np.where(hz <= boundary, hz / alpha, above)
+
+
+def warp_formants(mel: np.ndarray, alpha: float) -> np.ndarray:
+    """(n_mels, T) Whisper log-mel → the same with every formant at alpha× its frequency (a vocal tract
+    1/alpha as long) and the pitch's harmonics where they were: only `spectral_envelope` is warped (in Hz, by
+    `vtlp_source_hz`), then the fine structure is added back, clipped to the clip's own range."""
     n_mels = mel.shape[0]
-    src = np.clip(np.arange(n_mels) / alpha, 0, n_mels - 1)
-    lo = np.floor(src).astype(int)
-    hi = np.minimum(lo + 1, n_mels - 1)
-    w = (src - lo).astype(np.float32)[:, None]
-    return mel[lo] + (mel[hi] - mel[lo]) * w
+    step = hz_to_mel(SAMPLE_RATE / 2) / (n_mels + 1)            # Slaney mels between filter centres
+    centres_hz = mel_to_hz(np.arange(1, n_mels + 1) * step)                          # (n_mels,)
+    src = hz_to_mel(vtlp_source_hz(centres_hz, alpha)) / step - 1   # (n_mels,) fractional bins
+    envelope = spectral_envelope(mel)                                                # (n_mels, T)
+    out = read_rows(envelope, src) + (mel - envelope)
+    return np.clip(out, mel.min(), mel.max()).astype(np.float32)
 
 
 def light_spec_augment(mel: np.ndarray, g: torch.Generator) -> np.ndarray:
@@ -169,12 +223,14 @@ def light_spec_augment(mel: np.ndarray, g: torch.Generator) -> np.ndarray:
 
 
 def augment_mel(mel: np.ndarray, g: torch.Generator, policy: MelPolicy = MelPolicy()) -> np.ndarray:
-    """(n_mels, T) log-mel → a tempo-changed, frequency-warped and masked copy (n_mels, T'). Masks are set to
-    the clip's floor (silence)."""
+    """(n_mels, T) log-mel → a tempo-changed, frequency-warped (with policy.formants, also formant-warped) and
+    masked copy (n_mels, T'). Masks are set to the clip's floor (silence)."""
     n_mels, T = mel.shape
     T2 = max(int(round(T / _uniform(g, *policy.tempo))), 1)
     out = resample_axis(mel, T2, axis=1)
     out = warp_frequency(out, _uniform(g, *policy.warp))
+    if policy.formants:
+        out = warp_formants(out, _uniform(g, *policy.formants))
     floor = out.min()
     for _ in range(policy.freq_masks):
         w = _randint(g, 0, policy.freq_width)
@@ -189,4 +245,5 @@ def augment_mel(mel: np.ndarray, g: torch.Generator, policy: MelPolicy = MelPoli
 
 
 __all__ = ["MelPolicy", "WaveformPolicy", "add_noise", "augment_mel", "band_limit", "change_speed",
-           "coloured_noise", "light_spec_augment", "perturb", "resample_axis", "reverberate", "warp_frequency"]
+           "coloured_noise", "light_spec_augment", "perturb", "read_rows", "resample_axis", "reverberate",
+           "spectral_envelope", "vtlp_source_hz", "warp_formants", "warp_frequency"]

@@ -3,7 +3,8 @@
 Data: `attnkit.zoo.data.speech` synthesises the clips once per run with espeak-ng (and flite with
 `synths=espeak+flite`), cached as RUN/speech.npz: synthesis is not bit-reproducible, so the cache makes a run
 repeatable. `attnkit.zoo.data.logmel` gives Whisper's log-mel frames. Training adds SpecAugment-style masks, or
-with `augment=full` the dialects, waveform effects and log-mel effects of `attnkit.zoo.data.augment`. With
+with `augment=full` the dialects, waveform effects and log-mel effects of `attnkit.zoo.data.augment`, and with
+`augment=full+vtlp` (the default) those plus a formant warp of every training clip (`augment.warp_formants`). With
 `ctc_weight=λ > 0` the encoder has a CTC head, trained jointly ((1 − λ)·CE + λ·CTC) and used in a joint
 CTC/attention beam search; `subsample=4` gives the encoder 25 positions a second instead of 50
 (docs/zoo/asr.md has the ablations).
@@ -54,10 +55,16 @@ class ASROptions:
         "help": "weight λ of the encoder's CTC loss and score (hybrid CTC/attention); 0 = attention only"})
     subsample: int | None = field(default=None, metadata={"help": "mel frames per encoder position: 2 or 4"})
     augment: str | None = field(default=None, metadata={
-        "help": "light (light SpecAugment) | full (dialects, waveform effects, tempo, VTLP, full SpecAugment)"})
+        "help": "light (light SpecAugment) | full (dialects, waveform effects, tempo, VTLP, full SpecAugment) | "
+                "full+vtlp (full, plus every clip's formants warped by 0.9-1.25, its pitch kept)"})
     synths: str | None = field(default=None, metadata={
         "help": "espeak | espeak+flite (a quarter of the training clips said by flite: Debian package flite) | "
                 "espeak+flite+shift (half of those flite clips that can be shifted, at women's pitch and formants)"})
+
+
+# Per-batch log-mel effects of each recipe but light. full+vtlp: the unheard slt voice's pitch lies among the
+# training voices' and her F2 above them (docs/zoo/asr.md), so every clip's formants move by 0.9-1.25, mostly up.
+MEL_POLICIES = {"full": augment.MelPolicy(), "full+vtlp": augment.MelPolicy(formants=(0.9, 1.25))}
 
 
 @dataclass(frozen=True)
@@ -83,15 +90,15 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
                          dict(max_steps=30, batch_size=8, lr=3e-3, warmup_steps=5, eval_interval=15,
                               eval_batches=1, label_smoothing=0.1, beta2=0.98, dropout=0.0),
                          train_clips=64, test_clips=6, baseline_clips=2),
-        # CPU-sized (1.48 M params), hybrid CTC/attention, 4× stem, full augmentation, a quarter of the clips by
-        # flite, some of them shifted to women's pitch: about 14 minutes on 2 cores; flite's own slt and
-        # festival's voices, never heard, 9.0% WER (9.7% without the shift, 47.3% from espeak-ng alone; seed 0,
-        # 2026-12-03; docs/zoo/asr.md).
+        # CPU-sized (1.48 M params), hybrid CTC/attention, 4× stem, full augmentation plus a formant warp, a
+        # quarter of the clips by flite, some of them shifted to women's pitch. With augment=full (before the
+        # formant warp): about 14 minutes on 2 cores; flite's own slt and festival's voices, never heard, 9.0% WER
+        # (9.7% without the shift, 47.3% from espeak-ng alone; seed 0, 2026-12-03; docs/zoo/asr.md).
         "small": _flavor(dict(n_enc_layer=4, n_dec_layer=2, n_head=4, d_model=128, d_ff=512),
                          dict(max_steps=2200, batch_size=32, lr=1.5e-3, warmup_steps=100, eval_interval=200,
                               eval_batches=2, label_smoothing=0.1, beta2=0.98, dropout=0.0, weight_decay=0.05),
                          train_clips=12000, test_clips=200, baseline_clips=60,
-                         ctc_weight=0.3, subsample=4, augment="full", synths="espeak+flite+shift"),
+                         ctc_weight=0.3, subsample=4, augment="full+vtlp", synths="espeak+flite+shift"),
         # Whisper tiny's shape (4 + 4 layers × 6 heads × 384), for a GPU.
         "tiny": _flavor(dict(n_enc_layer=4, n_dec_layer=4, n_head=6, d_model=384, d_ff=1536),
                         dict(max_steps=20000, batch_size=64, lr=1e-3, warmup_steps=1000, eval_interval=1000,
@@ -111,7 +118,7 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
         self.augment = self.opts.augment or o["augment"]
         self.synths = self.opts.synths or o.get("synths", "espeak")
         self.baseline_clips = self.flavor.fixed.baseline_clips
-        for name, allowed in (("augment", ("light", "full")), ("synths", ("espeak", "espeak+flite", "espeak+flite+shift")),
+        for name, allowed in (("augment", ("light", *MEL_POLICIES)), ("synths", ("espeak", "espeak+flite", "espeak+flite+shift")),
                               ("subsample", (2, 4))):
             if getattr(self, name) not in allowed:
                 raise UserError(f"{name} must be {' or '.join(map(str, allowed))}, got {getattr(self, name)}")
@@ -127,7 +134,9 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
     def _spec(self) -> dict:
         spec = {"train_clips": self.n_train, "test_clips": self.n_test, "seed": self.cfg.seed,
                 "seen_voices": list(speech.SEEN_VOICES), "heldout_voices": list(speech.HELDOUT_VOICES)}
-        if self.augment == "full":  # the light recipe's spec stays as it was, so its old caches still resume
+        # The light recipe's spec stays as it was, so its old caches still resume; full+vtlp synthesises the same
+        # corpus as full (its warp is drawn per batch), so the two share a spec.
+        if self.augment != "light":
             spec["train_dialects"] = list(speech.TRAIN_DIALECTS)
         if self.synths != "espeak":
             spec["flite_voices"], spec["flite_share"] = list(speech.FLITE_VOICES), speech.FLITE_SHARE
@@ -148,7 +157,7 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
             return
         show = self.progress and partial(self.progress, "synthesising speech with espeak-ng")
         t0 = time.perf_counter()
-        self.splits = speech.build_corpus(self.n_train, self.n_test, self.cfg.seed, show, augment=self.augment == "full",
+        self.splits = speech.build_corpus(self.n_train, self.n_test, self.cfg.seed, show, augment=self.augment != "light",
                                           flite_share=speech.FLITE_SHARE if self.synths != "espeak" else 0.0,
                                           flite_shift=self.synths.endswith("+shift"))
         self.synth_wall_s = time.perf_counter() - t0
@@ -165,8 +174,10 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
         idx = torch.randint(len(data), (batch_size,), generator=generator).tolist()
         mels = [data.features(i) for i in idx]
         if split == "train":
-            warp = augment.light_spec_augment if self.augment == "light" else augment.augment_mel
-            mels = [warp(m, generator) for m in mels]
+            if self.augment == "light":
+                mels = [augment.light_spec_augment(m, generator) for m in mels]
+            else:
+                mels = [augment.augment_mel(m, generator, MEL_POLICIES[self.augment]) for m in mels]
         return self.collate(mels, [data.clips[i].text for i in idx])
 
     # ---- model ---------------------------------------------------------------------------
