@@ -4,7 +4,7 @@ Data: `attnkit.zoo.data.speech` synthesises the clips once per run with espeak-n
 `synths=espeak+flite`), cached as RUN/speech.npz: synthesis is not bit-reproducible, so the cache makes a run
 repeatable. `attnkit.zoo.data.logmel` gives Whisper's log-mel frames. Training adds SpecAugment-style masks, or
 with `augment=full` the dialects, waveform effects and log-mel effects of `attnkit.zoo.data.augment`, and with
-`augment=full+vtlp` (the default) those plus a formant warp of every training clip (`augment.warp_formants`). With
+`augment=full+vtlp` those plus a formant warp of every training clip (`augment.warp_formants`). With
 `ctc_weight=λ > 0` the encoder has a CTC head, trained jointly ((1 − λ)·CE + λ·CTC) and used in a joint
 CTC/attention beam search; `subsample=4` gives the encoder 25 positions a second instead of 50
 (docs/zoo/asr.md has the ablations).
@@ -90,15 +90,15 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
                          dict(max_steps=30, batch_size=8, lr=3e-3, warmup_steps=5, eval_interval=15,
                               eval_batches=1, label_smoothing=0.1, beta2=0.98, dropout=0.0),
                          train_clips=64, test_clips=6, baseline_clips=2),
-        # CPU-sized (1.48 M params), hybrid CTC/attention, 4× stem, full augmentation plus a formant warp, a
-        # quarter of the clips by flite, some of them shifted to women's pitch. With augment=full (before the
-        # formant warp): about 14 minutes on 2 cores; flite's own slt and festival's voices, never heard, 9.0% WER
-        # (9.7% without the shift, 47.3% from espeak-ng alone; seed 0, 2026-12-03; docs/zoo/asr.md).
+        # CPU-sized (1.48 M params), hybrid CTC/attention, 4× stem, full augmentation, a quarter of the clips by
+        # flite, some of them shifted to women's pitch: about 14 minutes on 2 cores; flite's own slt and
+        # festival's voices, never heard, 9.0% WER (9.7% without the shift, 47.3% from espeak-ng alone; seed 0,
+        # 2026-12-03; docs/zoo/asr.md). augment=full+vtlp becomes the default once it is measured on 3 seeds.
         "small": _flavor(dict(n_enc_layer=4, n_dec_layer=2, n_head=4, d_model=128, d_ff=512),
                          dict(max_steps=2200, batch_size=32, lr=1.5e-3, warmup_steps=100, eval_interval=200,
                               eval_batches=2, label_smoothing=0.1, beta2=0.98, dropout=0.0, weight_decay=0.05),
                          train_clips=12000, test_clips=200, baseline_clips=60,
-                         ctc_weight=0.3, subsample=4, augment="full+vtlp", synths="espeak+flite+shift"),
+                         ctc_weight=0.3, subsample=4, augment="full", synths="espeak+flite+shift"),
         # Whisper tiny's shape (4 + 4 layers × 6 heads × 384), for a GPU.
         "tiny": _flavor(dict(n_enc_layer=4, n_dec_layer=4, n_head=6, d_model=384, d_ff=1536),
                         dict(max_steps=20000, batch_size=64, lr=1e-3, warmup_steps=1000, eval_interval=1000,
