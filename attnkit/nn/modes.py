@@ -62,7 +62,7 @@ def direct_calls(model: nn.Module) -> Iterator[nn.Module]:
     change is undone on exit.
 
     Decoding one token per step on CPU, a small model's arithmetic is cheap enough that nn.Module.__call__ (two
-    extra frames and a dozen hook checks per call) and nn.Module.__getattr__ (a failed attribute lookup, then
+    extra frames, a tracing check and eight hook checks per call) and nn.Module.__getattr__ (a failed attribute lookup, then
     dict probes, for every `self.submodule` and `self.weight`) are a large share of each step. Inside the scope:
       - each hook-free module is switched to a subclass of its class whose __call__ is its forward, so
         `self.attn(x)` runs `forward` directly; modules with hooks of their own keep the normal call and their
@@ -72,6 +72,7 @@ def direct_calls(model: nn.Module) -> Iterator[nn.Module]:
     entering, and the model's structure (its submodules and parameters) must not change inside the scope: a
     hook added inside does not fire on a switched module, and setting a parameter or submodule to None would
     leave the old one visible. Buffers are not copied (torch reassigns them without touching the instance dict).
+    Copy, save, trace or compile the model outside the scope (a copy made inside keeps the switched classes).
     Nesting is fine: an inner scope leaves what the outer one did for the outer one to undo.
     """
     switched: list[tuple[nn.Module, type]] = []
