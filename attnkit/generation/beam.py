@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from attnkit.generation.decode import ban, decode_n_tokens, force_at_length, greedy, log_softmax, prefill, process, stop_at
+from attnkit.nn.modes import direct_calls
 
 
 @dataclass
@@ -57,9 +58,11 @@ def greedy_decode(model, src: torch.Tensor, max_len: int, alpha: float = 0.0) ->
         logprob.add_(torch.where(tok[:, 0] == cfg.pad_id, 0.0, logp.gather(1, tok)[:, 0]))
 
     bos = torch.full((B, 1), cfg.bos_id, dtype=torch.long, device=src.device)
-    out = decode_n_tokens(seq2seq_step(model, memory, src_mask), bos, max_len,
-                          new_caches=lambda: model.new_caches(max_len), processors=seq2seq_processors(cfg, max_len),
-                          choose=greedy, stop=stop_at(cfg.eos_id), pad_id=cfg.pad_id, on_token=score)[:, 1:]
+    with direct_calls(model):  # a token per step: skip nn.Module's per-call overhead
+        out = decode_n_tokens(seq2seq_step(model, memory, src_mask), bos, max_len,
+                              new_caches=lambda: model.new_caches(max_len),
+                              processors=seq2seq_processors(cfg, max_len), choose=greedy, stop=stop_at(cfg.eos_id),
+                              pad_id=cfg.pad_id, on_token=score)[:, 1:]
     hyps = []
     for b in range(B):
         row = out[b].tolist()

@@ -153,6 +153,14 @@ class MultiHeadAttention(nn.Module):
         B, L, _ = x.shape
         return x.view(B, L, n, self.head_dim).transpose(1, 2)  # (B, n, L, hd)
 
+    def _kv_heads(self, kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k and v (B, Hkv, L, hd) from kv_proj's output (B, L, 2·Hkv·hd), as views of it: no copies, and one
+        view, permute and unbind instead of a split and two head reshapes (Tensor.split is a Python wrapper;
+        a decode step pays this per layer per token). The strides are the split's, so attention reads the same
+        layout bit for bit."""
+        B, L, _ = kv.shape
+        return kv.view(B, L, 2, self.n_kv_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+
     def _rotate(self, x: torch.Tensor, offset: int) -> torch.Tensor:
         # The fused Triton apply on CUDA, the torch reference elsewhere (attnkit.apply_rotary decides).
         return apply_rotary(x, offset=offset, base=self.rotary_base)
@@ -178,8 +186,7 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.k, cache.v  # cross-attention: context already projected
         else:
             src = x if context is None else context
-            k, v = self.kv_proj(src).split(self.n_kv_head * self.head_dim, dim=2)
-            k, v = self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)  # (B, Hkv, Lk, hd)
+            k, v = self._kv_heads(self.kv_proj(src))  # (B, Hkv, Lk, hd) each
             if context is None and cache is not None:
                 offset = cache.length
             if self.position == "rotary" and context is None:

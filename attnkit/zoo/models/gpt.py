@@ -62,8 +62,7 @@ class CausalSelfAttention(MultiHeadAttention):
             raise ValueError("GPT's attention takes no masks and returns no weights")
         B, L, C = x.shape
         q = self._heads(self.q_proj(x), self.n_head)  # (B, H, L, hd)
-        k, v = self.kv_proj(x).split(self.n_kv_head * self.head_dim, dim=2)
-        k, v = self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)  # (B, Hkv, L, hd)
+        k, v = self._kv_heads(self.kv_proj(x))  # (B, Hkv, L, hd) each
         if self.value_lambdas is not None:
             v = self.value_lambdas[0] * v + self.value_lambdas[1] * self._heads(value_embed, self.n_kv_head)
         if self.qk_norm:

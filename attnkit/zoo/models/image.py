@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from attnkit.generation.decode import decode_n_tokens, sampling
 from attnkit.nn.masks import and_masks, block_raster_order, causal_mask, local_1d_mask, local_2d_mask
 from attnkit.nn.blocks import Stack
+from attnkit.nn.modes import direct_calls
 from attnkit.nn.init import init_weights
 
 ATTENTION_PATTERNS = ("full", "local1d", "local2d")
@@ -150,8 +151,9 @@ class ImageTransformer(nn.Module):
         processors, choose = sampling(temperature, top_k, None, generator)
         counter = iter(range(self.cfg.length))
         start = torch.full((N, 1), self.start, dtype=torch.long, device=labels.device)
-        seq = decode_n_tokens(step, start, self.cfg.length,
-                              new_caches=lambda: self.blocks.make_caches(self.cfg.length),
-                              processors=processors, choose=choose,
-                              on_token=None if on_pixel is None else lambda tok, logits: on_pixel(next(counter)))
+        with direct_calls(self):  # a pixel per step: skip nn.Module's per-call overhead
+            seq = decode_n_tokens(step, start, self.cfg.length,
+                                  new_caches=lambda: self.blocks.make_caches(self.cfg.length),
+                                  processors=processors, choose=choose,
+                                  on_token=None if on_pixel is None else lambda tok, logits: on_pixel(next(counter)))
         return self.to_image(seq[:, 1:])  # (N, S, S)

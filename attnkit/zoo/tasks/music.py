@@ -39,7 +39,7 @@ from attnkit.zoo.models.music import MusicConfig, MusicTransformer
 from attnkit.zoo.plots import plot_attention, plot_piano_roll
 from attnkit.errors import UserError
 from attnkit.fsio import atomic_write
-from attnkit.nn.modes import model_device
+from attnkit.nn.modes import direct_calls, model_device
 from attnkit.zoo.report import Echo, Report
 from attnkit.zoo.tasks.base import Flavor, Task
 from attnkit.zoo.tasks.sample_options import MusicSampleOptions
@@ -64,10 +64,12 @@ def sample_tokens(model: MusicTransformer, prefix: list[int], n_new: int, *, win
     device = model_device(model)
     processors, choose = sampling(temperature, top_k, top_p, generator)
     max_len = min(window, len(prefix) + n_new)  # the most tokens a window holds
-    seq = decode_n_tokens(lm_step(model), torch.tensor([prefix], device=device), n_new,
-                          new_caches=lambda: model.make_caches(max_len), processors=[ban([ch.PAD, ch.BOS, ch.EOS]), *processors],
-                          choose=choose, window=SlidingWindow(window, align=4, restart_at_full=True),
-                          on_token=None if on_token is None else lambda tok, logits: on_token(int(tok[0, 0])))
+    with direct_calls(model):  # a token per step: skip nn.Module's per-call overhead
+        seq = decode_n_tokens(lm_step(model), torch.tensor([prefix], device=device), n_new,
+                              new_caches=lambda: model.make_caches(max_len),
+                              processors=[ban([ch.PAD, ch.BOS, ch.EOS]), *processors],
+                              choose=choose, window=SlidingWindow(window, align=4, restart_at_full=True),
+                              on_token=None if on_token is None else lambda tok, logits: on_token(int(tok[0, 0])))
     return seq[0].tolist()
 
 
