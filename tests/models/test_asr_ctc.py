@@ -161,4 +161,4 @@ def test_formant_warp_recipe_shares_full_recipes_corpus_and_light_keeps_its_own(
     spec = lambda augment: ASRTask(cfg, ASRTask.Options(augment=augment, synths="espeak"))._spec()
     assert spec("full+vtlp") == spec("full") != spec("light")
     assert sorted(spec("light")) == ["heldout_voices", "seed", "seen_voices", "test_clips", "train_clips"]
-    assert ASRTask(cfg).augment == "light" and ASRTask.flavors["small"].options["augment"] == "full"
+    assert ASRTask(cfg).augment == "light" and ASRTask.flavors["small"].options["augment"] == "full+vtlp"

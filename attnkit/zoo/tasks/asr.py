@@ -98,7 +98,7 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
                          dict(max_steps=2200, batch_size=32, lr=1.5e-3, warmup_steps=100, eval_interval=200,
                               eval_batches=2, label_smoothing=0.1, beta2=0.98, dropout=0.0, weight_decay=0.05),
                          train_clips=12000, test_clips=200, baseline_clips=60,
-                         ctc_weight=0.3, subsample=4, augment="full", synths="espeak+flite+shift"),
+                         ctc_weight=0.3, subsample=4, augment="full+vtlp", synths="espeak+flite+shift"),
         # Whisper tiny's shape (4 + 4 layers × 6 heads × 384), for a GPU.
         "tiny": _flavor(dict(n_enc_layer=4, n_dec_layer=4, n_head=6, d_model=384, d_ff=1536),
                         dict(max_steps=20000, batch_size=64, lr=1e-3, warmup_steps=1000, eval_interval=1000,
