@@ -90,10 +90,10 @@ class ASRTask(ASRSampling, ASRDecoding, Seq2SeqTask):
                          dict(max_steps=30, batch_size=8, lr=3e-3, warmup_steps=5, eval_interval=15,
                               eval_batches=1, label_smoothing=0.1, beta2=0.98, dropout=0.0),
                          train_clips=64, test_clips=6, baseline_clips=2),
-        # CPU-sized (1.48 M params), hybrid CTC/attention, 4× stem, full augmentation, a quarter of the clips by
-        # flite, some of them shifted to women's pitch: about 14 minutes on 2 cores; flite's own slt and
-        # festival's voices, never heard, 9.0% WER (9.7% without the shift, 47.3% from espeak-ng alone; seed 0,
-        # 2026-12-03; docs/zoo/asr.md). augment=full+vtlp becomes the default once it is measured on 3 seeds.
+        # CPU-sized (1.48 M params), hybrid CTC/attention, 4× stem, full augmentation plus a formant warp, a
+        # quarter of the clips by flite, some of them shifted to women's pitch. Four voices of synthesisers it
+        # never heard: 9.3 ± 0.7% WER with the warp, 10.8 ± 1.0% without (3 seeds each; 47% from espeak-ng
+        # alone); held-out espeak-ng voices 2.2 ± 0.4%; 26 minutes a command on 2026-12-04's machine (docs/zoo/asr.md).
         "small": _flavor(dict(n_enc_layer=4, n_dec_layer=2, n_head=4, d_model=128, d_ff=512),
                          dict(max_steps=2200, batch_size=32, lr=1.5e-3, warmup_steps=100, eval_interval=200,
                               eval_batches=2, label_smoothing=0.1, beta2=0.98, dropout=0.0, weight_decay=0.05),

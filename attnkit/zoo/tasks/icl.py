@@ -56,9 +56,9 @@ class ICLTask(Task):
     # with a 500-step warmup and a curriculum at full size by step 1,200 reached 0.048 ± 0.035 over 3 seeds in
     # 15,000 steps with the cosine ending at lr/10. Here the cosine ends at 0 (the last steps average out the
     # gradient noise that sets the error floor). Batch 128 (since 2026-12-03) rather than 64: at 64, one seed in
-    # three sat on a plateau (0.117 at k = 2d); at 128 all three reach 0.006-0.021 in 16,000 steps. 8 layers
-    # (since 2026-12-03) rather than 4: at 4 layers k = 7 stayed 1.59 ± 0.2x least squares; 8 layers put it at
-    # 1.18x (seed 1) for about 27 minutes on 2 quiet cores (~100 ms/step).
+    # three sat on a plateau (0.117 at k = 2d); at 128 all three reach 0.006-0.021 in 16,000 steps. 4 layers
+    # leave k = 7 at 1.59 ± 0.2x least squares; 8 layers put it at 1.18x / 1.28x (seeds 1 / 0) but take 27 minutes
+    # a run on 2026-12-03's machine and ~55 on 2026-12-04's, over the 30-minute budget (docs/zoo/icl.md, "Depth").
     flavors = {
         "debug": Flavor(
             model=dict(n_dims=4, n_points=9, n_layer=1, n_head=2, n_embd=32, mlp_ratio=2, dropout=0.0),
@@ -67,7 +67,7 @@ class ICLTask(Task):
             fixed=ICLSettings(Curriculum(d_start=2, n_start=5, interval=5), test_prompts=64),
         ),
         "small": Flavor(
-            model=dict(n_dims=8, n_points=17, n_layer=8, n_head=2, n_embd=64, mlp_ratio=4, dropout=0.0,
+            model=dict(n_dims=8, n_points=17, n_layer=4, n_head=2, n_embd=64, mlp_ratio=4, dropout=0.0,
                        y_token="own"),
             train=dict(max_steps=16000, batch_size=128, lr=1e-3, min_lr=0.0, warmup_steps=500, schedule="cosine",
                        beta2=0.99, weight_decay=0.0, eval_interval=1000, eval_batches=1),
