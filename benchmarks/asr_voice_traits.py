@@ -63,8 +63,9 @@ def traits(waves: list[np.ndarray]) -> dict[str, float]:
     f0s, f1s, f2s = [], [], []
     for wave in waves:
         low = resample_poly(wave, LPC_SR // 1000, SR // 1000)
-        energy = (frames(wave, SR) ** 2).sum(1)
-        for frame, e, lpc_frame in zip(frames(wave, SR), energy, frames(low, LPC_SR)):
+        wave_frames = frames(wave, SR)
+        energy = (wave_frames ** 2).sum(1)
+        for frame, e, lpc_frame in zip(wave_frames, energy, frames(low, LPC_SR)):
             f0, strength = pitch(frame)
             fs = formants(lpc_frame) if e > 0.05 * np.percentile(energy, 95) and strength > 0.5 else []
             if len(fs) >= 2:

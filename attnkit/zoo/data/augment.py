@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 
-from attnkit.zoo.data.logmel import hz_to_mel, mel_to_hz
+from attnkit.zoo.data.logmel import hz_to_mel, mel_edges_hz
 
 SAMPLE_RATE = 16_000
 
@@ -197,10 +197,9 @@ def warp_formants(mel: np.ndarray, alpha: float) -> np.ndarray:
     """(n_mels, T) Whisper log-mel → the same with every formant at alpha× its frequency (a vocal tract
     1/alpha as long) and the pitch's harmonics where they were: only `spectral_envelope` is warped (in Hz, by
     `vtlp_source_hz`), then the fine structure is added back, clipped to the clip's own range."""
-    n_mels = mel.shape[0]
-    step = hz_to_mel(SAMPLE_RATE / 2) / (n_mels + 1)            # Slaney mels between filter centres
-    centres_hz = mel_to_hz(np.arange(1, n_mels + 1) * step)                          # (n_mels,)
-    src = hz_to_mel(vtlp_source_hz(centres_hz, alpha)) / step - 1   # (n_mels,) fractional bins
+    edges = mel_edges_hz(SAMPLE_RATE, mel.shape[0])                                 # (n_mels + 2,)
+    step = hz_to_mel(edges[-1]) / (len(edges) - 1)                # Slaney mels between filter centres
+    src = hz_to_mel(vtlp_source_hz(edges[1:-1], alpha)) / step - 1   # (n_mels,) fractional bins
     envelope = spectral_envelope(mel)                                                # (n_mels, T)
     out = read_rows(envelope, src) + (mel - envelope)
     return np.clip(out, mel.min(), mel.max()).astype(np.float32)

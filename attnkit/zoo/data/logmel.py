@@ -33,10 +33,19 @@ def mel_to_hz(m: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
+def mel_edges_hz(sr: int = SAMPLE_RATE, n_mels: int = N_MELS) -> np.ndarray:
+    """(n_mels + 2,) the filters' corners in Hz, evenly spaced in mel from 0 to sr / 2: filter i rises from
+    corner i, peaks at corner i + 1 (its centre) and falls to corner i + 2. Read-only (it is cached)."""
+    edges = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2), n_mels + 2))
+    edges.flags.writeable = False
+    return edges
+
+
+@lru_cache(maxsize=4)
 def mel_filters(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS) -> torch.Tensor:
     """(n_mels, n_fft // 2 + 1) triangular filters on Slaney's mel scale, Slaney-normalised (area 1 in Hz)."""
     fft_hz = np.linspace(0, sr / 2, n_fft // 2 + 1)                                # (F,)
-    edges = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(sr / 2), n_mels + 2))  # (n_mels + 2,)
+    edges = mel_edges_hz(sr, n_mels)                                               # (n_mels + 2,)
     widths = np.diff(edges)                                                       # (n_mels + 1,)
     ramps = edges[:, None] - fft_hz[None, :]                                       # (n_mels + 2, F)
     rising, falling = -ramps[:-2] / widths[:-1, None], ramps[2:] / widths[1:, None]
