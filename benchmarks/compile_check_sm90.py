@@ -37,9 +37,10 @@ JOBS = ([(k, ALL_MASKS, "fp16", 128, {}) for k in MAIN]
         + [(k, CAUSAL_KPM, "fp32", 64, {}) for k in MAIN])
 
 
-def compile_sm90(fn, sig, consts, num_stages=3):
+def compile_sm90(fn, sig, consts, num_warps=4, num_stages=3):
     src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=num_stages))
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps,
+                                                                               num_stages=num_stages))
 
 
 for kernel, flags, dtype, head_dim, extra in (JOBS if WHICH in ("all", "attention") else ()):
@@ -75,7 +76,9 @@ for kernel, flags, dtype, pos_dtype, extra in (POS_JOBS if WHICH in ("all", "pos
     fn = kernel if hasattr(kernel, "arg_names") else kernel.fn  # unwrap an autotuner
     consts = dict(flags, INPUT_PRECISION="tf32", **extra)
     start = time.time()
-    compiled = compile_sm90(fn, pos_signature(fn, dtype, pos_dtype, consts), consts, num_stages=Rel.NUM_STAGES)
+    # the launcher's own (num_warps, num_stages) for this kind and head dim: compile what runs
+    warps, stages = Rel._launch_shape(flags.get("POS_KIND", Rel.POS_RELATIVE), flags["HEAD_DIM"])
+    compiled = compile_sm90(fn, pos_signature(fn, dtype, pos_dtype, consts), consts, warps, stages)
     print(f"ok {fn.__name__:20s} {dtype} POS_KIND={flags.get('POS_KIND', 'rel')} "
           f"shared={compiled.metadata.shared} B  {time.time() - start:.0f}s", flush=True)
 

@@ -283,7 +283,7 @@ def jobs(kernels, head_dims, dtypes, masks, kept_only=False, configs=()) -> list
             if name in ("dk", "dv"):
                 dims = [d for d in dims if d >= A.SPLIT_DKDV_HEAD_DIM]
         elif name in POS_KERNELS:
-            shapes, kinds = Rel.POS_SHAPES, POS_MASKS
+            shapes, kinds = Rel.POS_SHAPES[POS_KERNELS[name][1]], POS_MASKS
             dims = [d for d in head_dims if d <= 128]
             if name.startswith("t5"):
                 kinds = ("none", "kpm")  # T5 is bidirectional in encoders

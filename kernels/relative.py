@@ -60,13 +60,18 @@ POS_RELATIVE, POS_T5, POS_ALIBI = 0, 1, 2
 BLOCK = 64
 NUM_WARPS = 4
 NUM_STAGES = 1 if INTERPRET else 2
-# (BLOCK, BLOCK, num_warps, num_stages) → head dims (padded) it is kept for: the fewest spill bytes, every dot a
-# wgmma, on sm_90a (benchmarks/gpu_static_report.py). The launchers run the first kept entry for their head dim.
+# Per position kind: (BLOCK, BLOCK, num_warps, num_stages) → head dims (padded) it is kept for: the fewest spill
+# bytes, every dot a wgmma, on sm_90a under Triton 3.9 and 3.6 (benchmarks/gpu_static_report.py). The launchers
+# run the first kept entry for their kind and head dim.
 # 8 warps: the relative / T5 kernels hold a band product besides the FlashAttention state, and with 4 warps
 # they spilled 64–3184 bytes (2026-12-02); with 8 every kept config is spill-free (2026-12-03). At D = 128 a
 # second pipeline stage's buffers tip every position kernel into spilling (rel fwd 12 B, T5 dK/dV 32 B, ...), so
-# D = 128 runs unpipelined (1 stage); at D ≤ 64 one stage would make rel dQ spill more (152 → 176 B).
-POS_SHAPES = {(64, 64, 8, 2): (16, 32, 64), (64, 64, 8, 1): (128,), (64, 64, 4, 2): ()}
+# D = 128 runs unpipelined (1 stage). The learned-relative kernels run 1 stage at every head dim: with 2, Triton
+# 3.6's software pipeliner fails on their forward, dQ and drel ("PassManager::run failed", seen on an H200 on
+# 2026-12-04) and their dK/dV spills 72 B there; with 1 stage all four are spill-free on 3.6 and 3.9 at D = 64.
+_PIPELINED = {(64, 64, 8, 2): (16, 32, 64), (64, 64, 8, 1): (128,), (64, 64, 4, 2): ()}
+POS_SHAPES = {POS_RELATIVE: {(64, 64, 8, 1): (16, 32, 64, 128), (64, 64, 8, 2): (), (64, 64, 4, 2): ()},
+              POS_T5: _PIPELINED, POS_ALIBI: _PIPELINED}
 # From this padded head dim up the learned-relative backward runs split passes (`_split`): the joint ones spill
 # on sm_90a at D = 128 (dK/dV 68 B, dQ 96 B, drel 48 B), the split ones do not (BENCHMARKS.md).
 SPLIT_HEAD_DIM = 128
@@ -86,10 +91,10 @@ def _split(kind: int, head_dim: int) -> tuple[tuple, int, int]:
     return (DKDV_BOTH,), 1, 1
 
 
-def _launch_shape(head_dim: int) -> tuple[int, int]:
-    """(num_warps, num_stages) for a head dim (the interpreter always runs one warp config, one stage)."""
+def _launch_shape(kind: int, head_dim: int) -> tuple[int, int]:
+    """(num_warps, num_stages) for a position kind and head dim (the interpreter: one warp config, one stage)."""
     if not INTERPRET:
-        for (_, _, warps, stages), dims in POS_SHAPES.items():
+        for (_, _, warps, stages), dims in POS_SHAPES[kind].items():
             if head_dim in dims:
                 return warps, stages
     return NUM_WARPS, NUM_STAGES
@@ -608,7 +613,7 @@ class _Meta:
         return dict(POS_KIND=self.kind, CAUSAL=self.causal, HAS_KPM=self.has_kpm,
                     BIDIRECTIONAL=self.bidirectional, NBX=self.nbx, MAX_EXACT=self.max_exact, BLOCK=BLOCK,
                     HEAD_DIM=self.head_dim, UPCAST=self.upcast, INPUT_PRECISION=self.precision,
-                    num_warps=_launch_shape(self.head_dim)[0], num_stages=_launch_shape(self.head_dim)[1])
+                    **dict(zip(("num_warps", "num_stages"), _launch_shape(self.kind, self.head_dim))))
 
 
 def _pos_args(meta, pos, kpm):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections import defaultdict
 from dataclasses import fields
 
@@ -89,8 +90,11 @@ def print_tables(records, plan, console: Console) -> None:
 
 
 def write_json(records, path: str) -> None:
-    with open(path, "w") as f:
+    """Whole or not at all (written again after every problem while a sweep runs)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
         json.dump([r.to_dict() for r in records], f, indent=1)
+    os.replace(tmp, path)
 
 
 def write_csv(records, path: str) -> None:

@@ -217,10 +217,12 @@ def measure_one(rec: Record, name: str, case, check_case, mode: str, p: Plan) ->
     case.requires_grad_(False)
 
 
-def run_records(cfg: BenchConfig, progress=None) -> list[Record]:
+def run_records(cfg: BenchConfig, progress=None, sink=None) -> list[Record]:
     """Run the sweep and return every record (ok or not).
 
     progress(advance_by, description, extra_total=0), optional, is told of every cell as it finishes.
+    sink(records), optional, gets the records so far (ratios filled) after each problem: a sweep cut short by a
+    time limit keeps what it measured.
     """
     p = plan(cfg)
     unavailable = {n: PROVIDERS[n].available(p.device) for n in p.providers}
@@ -262,6 +264,9 @@ def run_records(cfg: BenchConfig, progress=None) -> list[Record]:
                 progress(1, None)
         del case, check_case
         _free(p.device)
+        if sink:
+            _fill_ratios(records, cfg.baseline)
+            sink(records)
     _fill_ratios(records, cfg.baseline)
     if p.memory and p.device.type == "cpu":
         _cpu_memory(records, progress)
@@ -321,7 +326,8 @@ def run_bench(cfg: BenchConfig) -> list[Record]:
             if advance:
                 bar.advance(task, advance)
 
-        records = run_records(cfg, progress)
+        records = run_records(cfg, progress, sink=(lambda so_far: report.write_json(so_far, cfg.json))
+                              if cfg.json else None)
     report.print_tables(records, p, console)
     if cfg.json:
         report.write_json(records, cfg.json)
