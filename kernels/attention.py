@@ -864,9 +864,12 @@ def attention_dropout_mask(B, H, Lq, Lk, dropout_p, dropout_seed, device) -> tor
 # --------------------------------------------------------------------------------------------
 
 SPLIT_KV_MAX_LQ = 16        # queries per row up to which decoding splits the keys
-SPLIT_KV_MIN_LK = 2048      # ... when the cache is at least this long
-SPLIT_KV_CHUNK = 1024       # fewest keys per split
-SPLIT_KV_WAVES = 2          # splits enough for this many programs per SM, no more (each split costs a merge)
+# ... when the cache is at least this long. On an H200 (2026-12-04, benchmarks/gpu_check.sh, D = 128, Hq = 32)
+# the split path took ~0.6 ms a call whatever the length (0.59 / 0.66 / 0.66 ms at 16k / 32k / 64k keys: a fixed
+# cost not yet located), so it paid only where the plain forward is slower than that: 64k keys at B·Hq = 32
+# (0.66 against 0.78 ms); at 16k and 32k it lost (0.59 against 0.26 ms, 0.66 against 0.40 ms).
+SPLIT_KV_MIN_LK = 65536
+SPLIT_KV_CHUNK = 1024       # keys per split (the number of splits grows with the cache)
 
 
 def _sm_count(device: torch.device) -> int:
@@ -879,8 +882,8 @@ def split_kv_supported(q, k, *, window=(-1, -1), key_padding_mask=None, attn_mas
     """Whether `attention_decode_split` computes this call: few queries, a long cache, and only causal / scale /
     softcap (the splits run as extra heads, so per-key masks and biases cannot follow them)."""
     B, Hq, Lq, Lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
-    # With one program per (b, head) already filling every SM the plain forward is as fast and has no merge:
-    # on an H200 at Lk = 8k, B·Hq = 256 it ran 0.26 ms against the split path's 0.98 ms (2026-12-04).
+    # With one program per (b, head) already filling every SM the plain forward is faster and has no merge: on an
+    # H200 at Lk = 8k, B·Hq = 256 it ran 0.26 ms against the split path's 0.98 ms (2026-12-04).
     fills = B * Hq >= _sm_count(q.device)
     return (not fills and Lq <= SPLIT_KV_MAX_LQ and Lk >= max(SPLIT_KV_MIN_LK, 2 * Lq) and tuple(window) == (-1, -1)
             and key_padding_mask is None and attn_mask is None and bias is None and document_ids is None
@@ -891,7 +894,7 @@ def attention_decode_split(q, k, v, *, causal=False, scale=None, softcap=None, c
     """Forward only (inference): (out (B, Hq, Lq, D), lse (B, Hq, Lq) natural log). flash-attn's split-KV /
     FlexAttention's flex-decoding: with Lq = 1 the plain forward runs B·Hq programs, a handful of SMs for one
     long cache; here the keys [0, P) that every query sees (P = Lk − Lq + 1 when causal) are cut into S splits of
-    at least `chunk` keys, no more than fill every SM SPLIT_KV_WAVES times, and one launch of the forward kernel treats the splits as its batch and (b, kv head) as its
+    `chunk` keys, and one launch of the forward kernel treats the splits as its batch and (b, kv head) as its
     heads, so B·Hq·S programs share the work. The splits merge through their LSEs (lse = logsumexp_s lse_s,
     out = Σ_s e^{lse_s − lse}·out_s). Causal: the last Lq − 1 keys, which only some queries see, are one more part
     through the causal kernel (bottom-right alignment makes its visibility exactly the global one).
@@ -902,8 +905,7 @@ def attention_decode_split(q, k, v, *, causal=False, scale=None, softcap=None, c
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     P = Lk - Lq + 1 if causal else Lk
-    waves = -(-SPLIT_KV_WAVES * _sm_count(q.device) // (B * Hq))  # splits that fill the GPU SPLIT_KV_WAVES times
-    S = max(1, min(P // (chunk or SPLIT_KV_CHUNK), waves))
+    S = max(1, P // (chunk or SPLIT_KV_CHUNK))
     C = P // S  # keys per split; the remainder [S·C, P) joins the tail
     parts = []
 

@@ -51,19 +51,13 @@ def test_split_kv_is_not_used_where_it_does_not_apply(small_splits):
     assert not small_splits
 
 
-def test_split_kv_only_fills_idle_sms(small_splits, monkeypatch):
-    """Splitting pays only while the plain launch's B·Hq programs leave SMs idle, and then only up to
-    SPLIT_KV_WAVES programs per SM: more splits add merge work and no parallelism."""
-    splits = []
-    real_fwd = kernel.attention_fwd
-    monkeypatch.setattr(kernel, "attention_fwd", lambda q, *a, **kw: splits.append(q.shape[0]) or real_fwd(q, *a, **kw))
+
+def test_split_kv_only_when_the_plain_launch_leaves_sms_idle(small_splits, monkeypatch):
+    """One program per (b, query head) that already fills every SM: the plain forward, which needs no merge."""
     q, k = torch.randn(1, 4, 1, 16), torch.randn(1, 4, 300, 16)
     monkeypatch.setattr(kernel, "_sm_count", lambda device: 4)
     with torch.no_grad():
-        attnkit.attention(q, k, k, backend="triton")  # 4 programs on 4 SMs: the plain forward
-        assert not small_splits and splits == [1]
-        attnkit.attention(q[:, :2], k[:, :2], k[:, :2], backend="triton")  # 2 programs: split
-        assert small_splits and splits[1] == 4  # min(300 // 64 keys per split, ⌈2 waves · 4 SMs / 2⌉) = 4
-        monkeypatch.setattr(kernel, "_sm_count", lambda device: 3)
-        attnkit.attention(q[:, :2], k[:, :2], k[:, :2], backend="triton")
-        assert splits == [1, 4, 3]  # ⌈2 · 3 / 2⌉ = 3 splits of 100 keys; they tile the 300, so no tail part
+        attnkit.attention(q, k, k, backend="triton")  # 4 programs on 4 SMs
+        assert not small_splits
+        attnkit.attention(q[:, :3], k[:, :3], k[:, :3], backend="triton")  # 3 programs: one SM idle
+        assert small_splits
