@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections import defaultdict
 from dataclasses import fields
 
 from rich.console import Console
 from rich.table import Table
+
+from attnkit.fsio import atomic_write
 
 # The keys every JSON/CSV record has (issue 5's schema); records carry a few more (see runner.Record).
 JSON_KEYS = ("provider", "op", "mode", "dtype", "B", "H", "L", "D", "ms", "tflops", "peak_mem_mb", "ratio", "status")
@@ -91,10 +92,7 @@ def print_tables(records, plan, console: Console) -> None:
 
 def write_json(records, path: str) -> None:
     """Whole or not at all (written again after every problem while a sweep runs)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump([r.to_dict() for r in records], f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps([r.to_dict() for r in records], indent=1))
 
 
 def write_csv(records, path: str) -> None:

@@ -38,8 +38,8 @@ def test_gpu_check_dry_run(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) <= 8 and {"env.json", "summary.md", "attention.json", "flex.json", "relative.json"} <= set(files)
     info = json.loads((tmp_path / "env.json").read_text())
-    assert info["dry_run"] and [s["step"] for s in info["steps"]] == ["tests", "attention", "flex", "relative", "decode"]
-    assert all(step["status"] == "ok" for step in info["steps"]) and "100%" in info["steps"][0]["tail"]
+    assert info["dry_run"] and [s["step"] for s in info["steps"]] == ["attention", "flex", "relative", "decode", "tests"]
+    assert all(step["status"] == "ok" for step in info["steps"]) and "100%" in info["steps"][-1]["tail"]  # the pytest step
     records = json.loads((tmp_path / "attention.json").read_text())
     ok = {(r["op"], r["mode"]) for r in records if r["provider"] == "attnkit-triton" and r["status"] == "ok"}
     assert ok == {("causal", "fwd"), ("causal", "fwd+bwd"), ("full", "fwd"), ("full", "fwd+bwd")}
