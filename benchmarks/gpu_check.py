@@ -11,10 +11,11 @@ machine's own torch and triton, needs no network, and writes at most 8 files int
                            it per shape is the slowest part and a timeout must not cost the rest
     decode.json            one decoding step (Lq = 1) against caches of 8k–64k keys: split-KV (the dispatcher's
                            path) vs the plain forward kernel vs SDPA flash
-    relative.json / .md    the relative-position kernel vs the Music Transformer skewing reference, L = 4k, 16k
+    relative.json          the relative-position kernel vs the Music Transformer skewing reference, L = 4k, 16k
+    decode_configs.json    benchmarks/decode_config_probe.py: each forward config alone on decoding shapes
     summary.md             the table printed at the end: TFLOPS per provider and attnkit's speedups
 
-Every step has its own time limit inside the 8-minute budget; a step that fails or runs out of time is
+Every step has its own time limit inside the 8-minute budget (the CUDA tests run in 8 xdist workers); a step that fails or runs out of time is
 recorded (status and the tail of its output) and the next one still runs. `--dry-run` goes through the same
 steps on CPU with tiny shapes, the kernels in Triton's interpreter, so CI can prove the script works.
 """
@@ -38,8 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # bucket): it times three lengths now.
 # The CUDA tests go last: each compiles its own kernel variant (Triton 3.6 did not finish the 30 in 90 s), while
 # every benchmark cell is itself checked against the float64 reference before it is timed.
-BUDGET = {"attention": 150, "flex": 90, "relative": 40, "decode": 45, "tests": 90}
-DRY_BUDGET = {"tests": 240, "attention": 240, "flex": 240, "relative": 240, "decode": 240}
+# The CUDA tests compile in 8 pytest-xdist workers (the machine has 16 cores; on 2026-12-04 one worker finished 6
+# tests in 230 s, each compiling its own fwd / bwd variants).
+BUDGET = {"attention": 140, "flex": 90, "relative": 40, "decode": 45, "decode-configs": 75, "tests": 75}
+DRY_BUDGET = {"tests": 240, "attention": 240, "flex": 240, "relative": 240, "decode": 240, "decode-configs": 240}
 
 ATTENTION = dict(op="causal,full", mode="fwd,fwd+bwd", dtype="bfloat16", head_dim="64,128",
                  lengths="1024,4096,16384", tokens="16384", hidden="2048",
@@ -58,7 +61,7 @@ DRY_RELATIVE = dict(DRY, lengths="64", tokens="64", provider=RELATIVE["provider"
 # The dry run's flex step times SDPA instead: torch.compile of FlexAttention costs ~20 s per shape on CPU.
 DRY_FLEX = dict(DRY, lengths="64", provider="sdpa", baseline="sdpa")
 DRY_DECODE = dict(DRY, lengths="128", tokens="128", provider=DECODE["provider"], baseline=DECODE["baseline"])
-TESTS_GPU = ["tests/kernels", "-q", "-x", "-k", "cuda", "-p", "no:cacheprovider"]
+TESTS_GPU = ["tests/kernels", "-q", "-x", "-k", "cuda", "-p", "no:cacheprovider", "-n", "8"]
 TESTS_DRY = ["tests/kernels/test_attention.py", "-q", "-x", "-p", "no:cacheprovider", "-k",
              "test_fp32_matches_reference and plain_gqa_d40 and cpu"]
 
@@ -126,7 +129,22 @@ def summarize(out: Path) -> str:
                                                                           for p in providers)
                          + " | " + " | ".join(ratios) + " |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + _probe_lines(out / "decode_configs.json"))
+
+
+def _probe_lines(path: Path) -> list[str]:
+    """decode_config_probe.py's rows: per forward config and decoding shape, split-KV and plain ms (or the crash)."""
+    if not path.exists():
+        return ["decode_configs: no results (see env.json)"]
+    def cell(r: dict, p: str) -> str:
+        c = r.get(p, {})
+        return f"{c['ms']:.3g} ms" if c.get("status") == "ok" else c.get("status", r.get("status", "-"))
+    lines = ["**decode configs** (one forward config per process, D = 128, Lq = 1)\n",
+             "| config (BM, BN, warps, stages) | B | Hq | L | split | plain |", "|---|---|---|---|---|---|"]
+    for r in json.loads(path.read_text()):
+        lines.append(f"| {tuple(r['config'])} | {r.get('B', '-')} | {r.get('H', '-')} | {r.get('L', '-')} | "
+                     f"{cell(r, 'split')} | {cell(r, 'plain')} |")
+    return lines
 
 
 def environment() -> dict:
@@ -170,8 +188,11 @@ def main(argv=None) -> int:
     started = time.time()
     run_step("attention", bench_args(attention, out, "attention", device), budget["attention"], env, log)
     run_step("flex", bench_args(flex, out, "flex", device, markdown=False), budget["flex"], env, log)
-    run_step("relative", bench_args(relative, out, "relative", device), budget["relative"], env, log)
+    run_step("relative", bench_args(relative, out, "relative", device, markdown=False), budget["relative"], env, log)
     run_step("decode", bench_args(decode, out, "decode", device, markdown=False), budget["decode"], env, log)
+    # Each forward config alone on decoding shapes: which one crashed autotuning at D = 128 on 2026-12-04
+    probe = [sys.executable, str(ROOT / "benchmarks" / "decode_config_probe.py"), str(out / "decode_configs.json")]
+    run_step("decode-configs", probe + (["--dry-run"] if a.dry_run else []), budget["decode-configs"], env, log)
     # One config per kernel in the tests (ATTNKIT_AUTOTUNE=0): they check values, and autotuning every mask
     # combination the tests use would spend the budget compiling.
     run_step("tests", [sys.executable, "-m", "pytest", *(TESTS_DRY if a.dry_run else TESTS_GPU)], budget["tests"],

@@ -109,16 +109,26 @@ def _configs(shapes):
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
 
 
-def _prune_for_head_dim(shapes):
+# Decoding-shaped forward launches (at most this many query rows) from this padded head dim up run only the first
+# listed config. On an H200 under Triton 3.6 (2026-12-04) autotuning attention_decode_split at D = 128 (Lq = 1,
+# Hq = 8 and 32, 16k and 64k keys) hit an illegal memory access in one of the other candidates; the first,
+# (128, 64, 8, 3), ran every one of those shapes and matched the reference. benchmarks/decode_config_probe.py runs
+# each candidate alone on a GPU to name the culprit.
+DECODE_MAX_LQ_BUCKET, DECODE_PINNED_HEAD_DIM = 16, 128
+
+
+def _prune_for_head_dim(shapes, pin_decode: bool = False):
     """Keep the configs listed for the call's head dim; ATTNKIT_AUTOTUNE=0 keeps only the first of them
-    (tests on a GPU check values, and autotuning each mask combination they use would mostly compile)."""
+    (tests on a GPU check values, and autotuning each mask combination they use would mostly compile), and so
+    does a decoding-shaped launch at a large head dim when `pin_decode` (the forward's table)."""
     def prune(configs, named_args, **kwargs):
         if INTERPRET:
             return configs
         dim = kwargs["HEAD_DIM"]
         kept = [c for c in configs
                 if dim in shapes[(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)]]
-        return kept[:1] if os.environ.get("ATTNKIT_AUTOTUNE") == "0" else kept
+        decoding = pin_decode and dim >= DECODE_PINNED_HEAD_DIM and named_args["LQ_BUCKET"] <= DECODE_MAX_LQ_BUCKET
+        return kept[:1] if decoding or os.environ.get("ATTNKIT_AUTOTUNE") == "0" else kept
     return {"early_config_prune": prune}
 
 
@@ -362,7 +372,8 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM, stride_bias, stri
 # Forward
 # --------------------------------------------------------------------------------------------
 
-@triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY, prune_configs_by=_prune_for_head_dim(FWD_SHAPES))
+@triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY,
+                 prune_configs_by=_prune_for_head_dim(FWD_SHAPES, pin_decode=True))
 @triton.jit
 def _attn_fwd(Q, K, V, Out, LSE, extras,
               stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,

@@ -61,3 +61,21 @@ def test_split_kv_only_when_the_plain_launch_leaves_sms_idle(small_splits, monke
         assert not small_splits
         attnkit.attention(q[:, :3], k[:, :3], k[:, :3], backend="triton")  # 3 programs: one SM idle
         assert small_splits
+
+
+@pytest.mark.parametrize("head_dim, lq_bucket, autotuned", [(128, 1, False), (128, 16, False), (256, 1, False),
+                                                             (128, 32, True), (64, 1, True)])
+def test_decoding_at_a_large_head_dim_runs_the_first_forward_config(monkeypatch, head_dim, lq_bucket, autotuned):
+    """On a GPU the forward autotunes over every config listed for its head dim, except for decoding-shaped
+    launches from D = 128 up: one of the other candidates crashed there on an H200 (Triton 3.6, 2026-12-04)."""
+    import triton
+    monkeypatch.setattr(kernel, "INTERPRET", False)  # the interpreter keeps its one config
+    monkeypatch.delenv("ATTNKIT_AUTOTUNE", raising=False)
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+               for bm, bn, w, s in kernel.FWD_SHAPES]
+    prune = kernel._prune_for_head_dim(kernel.FWD_SHAPES, pin_decode=True)["early_config_prune"]
+    listed = [c for c in configs
+              if head_dim in kernel.FWD_SHAPES[(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)]]
+    assert len(listed) > 1
+    kept = prune(configs, {"LQ_BUCKET": lq_bucket}, HEAD_DIM=head_dim)
+    assert kept == (listed if autotuned else listed[:1])

@@ -38,7 +38,8 @@ def test_gpu_check_dry_run(tmp_path):
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) <= 8 and {"env.json", "summary.md", "attention.json", "flex.json", "relative.json"} <= set(files)
     info = json.loads((tmp_path / "env.json").read_text())
-    assert info["dry_run"] and [s["step"] for s in info["steps"]] == ["attention", "flex", "relative", "decode", "tests"]
+    steps = ["attention", "flex", "relative", "decode", "decode-configs", "tests"]
+    assert info["dry_run"] and [s["step"] for s in info["steps"]] == steps
     assert all(step["status"] == "ok" for step in info["steps"]) and "100%" in info["steps"][-1]["tail"]  # the pytest step
     records = json.loads((tmp_path / "attention.json").read_text())
     ok = {(r["op"], r["mode"]) for r in records if r["provider"] == "attnkit-triton" and r["status"] == "ok"}
@@ -47,6 +48,9 @@ def test_gpu_check_dry_run(tmp_path):
     assert any(r["provider"] == "skewing" and r["status"] == "ok" for r in rel)
     decode = json.loads((tmp_path / "decode.json").read_text())
     assert {r["provider"] for r in decode if r["status"] == "ok"} >= {"attnkit-triton", "attnkit-triton-plain"}
+    probe = json.loads((tmp_path / "decode_configs.json").read_text())  # the listed config and a 16-row query tile
+    assert [r["config"][0] for r in probe] == [128, 16]
+    assert all(r[path]["status"] == "ok" and r[path]["max_err"] < 1e-5 for r in probe for path in ("split", "plain"))
     assert "attnkit-triton" in (tmp_path / "summary.md").read_text() and "× sdpa-flash" in result.stdout
 
 
