@@ -3,9 +3,9 @@
 Each test imports the script and calls its `main(argv)` with the smallest arguments it takes, then checks
 what the script itself checks or reports (same tokens from both decode paths, one record per provider and
 length...). Timings at these sizes mean nothing and are not asserted. Not here, with the reason:
-gpu_static_report.py, ttir_identity.py, compile_check_sm90.py and gpu_check.{py,sh} compile for sm_90 or need CUDA;
-they have their own tests (tests/kernels/test_compile_sm90.py, tests/kernels/test_gpu_readiness.py: gpu_check.sh
---dry-run).
+gpu_static_report.py, ttir_identity.py, compile_check_sm90.py, gpu_check.{py,sh} and decode_config_probe.py compile
+for sm_90 or need CUDA; they have their own tests (tests/kernels/test_compile_sm90.py,
+tests/kernels/test_gpu_readiness.py: gpu_check.sh --dry-run, which runs decode_config_probe.py --dry-run).
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import pytest
 
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-COVERED_ELSEWHERE = {"gpu_static_report.py", "ttir_identity.py", "compile_check_sm90.py", "gpu_check.py"}
+COVERED_ELSEWHERE = {"gpu_static_report.py", "ttir_identity.py", "compile_check_sm90.py", "gpu_check.py",
+                     "decode_config_probe.py"}
 
 
 def load(name: str):
