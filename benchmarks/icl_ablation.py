@@ -24,7 +24,7 @@ import torch
 from attnkit.engine.optim import lr_at, make_optimizer
 from attnkit.fsio import append_line
 from attnkit.nn.modes import mode
-from attnkit.zoo.data.icl import Curriculum, sample_prompts
+from attnkit.zoo.data.icl import LOSS_WEIGHT_EPS, LOSS_WEIGHTS, Curriculum, position_weights, sample_prompts
 from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
                                   algorithm_predictions, baseline_predictions, error_by_k, fit_algorithms,
                                   model_predictions)
@@ -52,11 +52,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n-start", type=int, default=5)
     ap.add_argument("--interval", type=int, default=1000, help="curriculum steps per stage; 0: no curriculum")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--loss-weight", default="uniform", choices=("uniform", "inverse_ls"),
+    ap.add_argument("--loss-weight", default="uniform", choices=LOSS_WEIGHTS,
                     help="inverse_ls: weight the prediction after k points by 1 / (least squares' expected error "
                          "there + --weight-eps), (d - k)+ / d for linear functions: the loss then scores the ratio "
                          "the goal is stated in")
-    ap.add_argument("--weight-eps", type=float, default=0.25)
+    ap.add_argument("--weight-eps", type=float, default=LOSS_WEIGHT_EPS)
     ap.add_argument("--function", default="linear", choices=("linear", "sparse_linear"))
     ap.add_argument("--sparsity", type=int, default=3, help="sparse_linear: non-zero weights per function")
     ap.add_argument("--out", default=None)
@@ -67,15 +67,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def prompts(a: argparse.Namespace, batch: int, n: int, g: torch.Generator, d_active: int | None = None):
     return sample_prompts(a.function, batch, a.d, n, g, d_active=d_active, sparsity=a.sparsity)
-
-
-def position_weights(a: argparse.Namespace, d_active: int, n: int) -> torch.Tensor:
-    """(n,) loss weights over the prediction after k = 0 … n − 1 points, mean 1."""
-    if a.loss_weight == "uniform":
-        return torch.ones(n)
-    k = torch.arange(n, dtype=torch.float32)
-    w = 1.0 / ((d_active - k).clamp(min=0) / d_active + a.weight_eps)
-    return w / w.mean()
 
 
 def time_steps(model: torch.nn.Module, opt, a: argparse.Namespace, g: torch.Generator) -> float:
@@ -116,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         d_active, n = curriculum.at(step, a.d, a.points) if curriculum else (a.d, a.points)
         p = prompts(a, a.batch, n, g, d_active)
         pred = model(p.xs, p.ys)  # (B, n)
-        loss_t = ((pred - p.ys).pow(2) * position_weights(a, d_active, n)).mean() / d_active
+        loss_t = ((pred - p.ys).pow(2) * position_weights(a.loss_weight, d_active, n, a.weight_eps)).mean() / d_active
         opt.zero_grad(set_to_none=True)
         loss_t.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

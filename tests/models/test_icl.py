@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attnkit.config import TrainConfig
-from attnkit.zoo.data.icl import Curriculum, ood_prompts, sample_prompts
+from attnkit.zoo.data.icl import Curriculum, ood_prompts, position_weights, sample_prompts
 from attnkit.errors import UserError
 from attnkit.zoo.eval.icl import baseline_predictions, error_by_k
 from attnkit.zoo.models.icl import ICLConfig, ICLTransformer, interleave
@@ -118,6 +118,34 @@ def _task(**opts):
 def test_unknown_function_class_is_a_user_error():
     with pytest.raises(UserError, match="unknown function class 'trees'; choose from linear, sparse_linear"):
         _task(function="trees")
+
+
+def test_unknown_loss_weight_is_a_user_error():
+    with pytest.raises(UserError, match="unknown loss_weight 'ls'; choose from uniform, inverse_ls"):
+        _task(loss_weight="ls")
+
+
+def test_inverse_ls_weights_each_prediction_by_least_squares_expected_error():
+    """(d − k)⁺/d + 0.25 at d = 8, n = 17: k = 0 gets 1.25, k ≥ 8 gets 0.25, so they weigh 1 : 5; mean 1."""
+    w = position_weights("inverse_ls", 8, 17)
+    assert w.mean().item() == pytest.approx(1.0)
+    want = 1 / ((8 - torch.arange(17.0)).clamp(min=0) / 8 + 0.25)
+    torch.testing.assert_close(w, want / want.mean())
+    assert w[16] / w[0] == pytest.approx(5.0) and bool((w[1:] >= w[:-1]).all())
+    assert torch.equal(position_weights("uniform", 8, 17), torch.ones(17))
+
+
+def test_the_task_loss_applies_the_weights():
+    torch.manual_seed(0)
+    uniform, weighted = _task(), _task(loss_weight="inverse_ls")
+    model = ICLTransformer(ICLConfig(**uniform.flavor.model))
+    batch = uniform.get_batch("val", 8, torch.Generator().manual_seed(3))
+    err = (model(batch["xs"], batch["ys"]) - batch["ys"]).pow(2) / batch["d_active"]  # (B, n)
+    n = err.shape[1]
+    torch.testing.assert_close(uniform.loss(model, batch), err.mean())
+    torch.testing.assert_close(weighted.loss(model, batch),
+                               (err * position_weights("inverse_ls", batch["d_active"].item(), n)).mean())
+    assert not torch.allclose(weighted.loss(model, batch), err.mean())
 
 
 @pytest.mark.parametrize("prompt, message", [

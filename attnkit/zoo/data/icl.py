@@ -27,6 +27,30 @@ def check_function(name: str) -> str:
     return name
 
 
+LOSS_WEIGHTS = ("uniform", "inverse_ls")
+LOSS_WEIGHT_EPS = 0.25
+
+
+def check_loss_weight(name: str) -> str:
+    if name not in LOSS_WEIGHTS:
+        raise UserError(f"unknown loss_weight {name!r}; choose from {', '.join(LOSS_WEIGHTS)}")
+    return name
+
+
+def position_weights(kind: str, d_active: float, n: int, eps: float = LOSS_WEIGHT_EPS) -> torch.Tensor:
+    """(n,) loss weights, mean 1, over the prediction made after k = 0 … n − 1 points.
+
+    inverse_ls weighs it by 1 / (least squares' expected error there + eps): for x, w ~ N(0, I) that error, divided
+    by the live dimension, is (d_active − k)⁺ / d_active, so the loss scores each prediction relative to what
+    least squares can do, the ratio issue 25 states its goal in, instead of being dominated by the first few
+    points' unavoidable error. eps caps the weight from k = d_active on, where least squares is exact."""
+    if check_loss_weight(kind) == "uniform":
+        return torch.ones(n)
+    k = torch.arange(n, dtype=torch.float32)
+    w = 1.0 / ((d_active - k).clamp(min=0) / d_active + eps)
+    return w / w.mean()
+
+
 def sample_weights(function: str, batch: int, d: int, d_active: int, sparsity: int,
                    generator: torch.Generator) -> torch.Tensor:
     """(B, d) weights: N(0, 1) on the first d_active coordinates, zero beyond; sparse keeps `sparsity` of them."""

@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.data.icl import PROBES, Curriculum, Prompts, check_function, ood_prompts, sample_prompts
+from attnkit.zoo.data.icl import (PROBES, Curriculum, Prompts, check_function, check_loss_weight, ood_prompts,
+                                  position_weights, sample_prompts)
 from attnkit.errors import UserError
 from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
                                   algorithm_predictions, baseline_predictions, baselines_for, error_by_k, error_rows,
@@ -38,6 +39,8 @@ FIT_PROMPTS, FIT_SEED = 2048, 11  # training-distribution prompts that fit the a
 class ICLOptions:
     function: str = field(default="linear", metadata={"help": "function class: linear or sparse_linear"})
     sparsity: int = field(default=3, metadata={"help": "sparse_linear: non-zero weights per function"})
+    loss_weight: str = field(default="uniform", metadata={
+        "help": "uniform, or inverse_ls: each prediction's squared error over least squares' expected error there"})
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class ICLTask(Task):
     def __init__(self, cfg: TrainConfig, opts=None):
         super().__init__(cfg, opts)
         check_function(self.opts.function)
+        check_loss_weight(self.opts.loss_weight)
         if self.opts.sparsity < 1:
             raise UserError(f"sparsity must be at least 1, got {self.opts.sparsity}")
         fixed: ICLSettings = self.flavor.fixed
@@ -118,7 +122,8 @@ class ICLTask(Task):
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pred = model(batch["xs"], batch["ys"])  # (B, n)
-        return (pred.float() - batch["ys"]).pow(2).mean() / batch["d_active"]
+        w = position_weights(self.opts.loss_weight, batch["d_active"].item(), pred.shape[1]).to(pred.device)
+        return ((pred.float() - batch["ys"]).pow(2) * w).mean() / batch["d_active"]
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:
