@@ -16,8 +16,9 @@ machine's own torch and triton, needs no network, and writes at most 8 files int
     summary.md             the table printed at the end: TFLOPS per provider and attnkit's speedups
 
 Every step has its own time limit inside the 8-minute budget (the CUDA tests run in 8 xdist workers); a step
-that fails or runs out of time is recorded (status and the tail of its output) and the next one still runs. `--dry-run` goes through the same
-steps on CPU with tiny shapes, the kernels in Triton's interpreter, so CI can prove the script works.
+that fails or runs out of time is recorded (status and the tail of its output) and the next one still runs.
+`--dry-run` goes through the same steps on CPU with tiny shapes, the kernels in Triton's interpreter, so CI can
+prove the script works.
 """
 from __future__ import annotations
 

@@ -109,12 +109,12 @@ def _configs(shapes):
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
 
 
-# Decoding-shaped forward launches (at most this many query rows) from this padded head dim up run only the first
-# listed config. On an H200 under Triton 3.6 (2026-12-04) autotuning attention_decode_split at D = 128 (Lq = 1,
+# Decoding-shaped forward launches (at most SPLIT_KV_MAX_LQ query rows) from this padded head dim up run only the
+# first listed config. On an H200 under Triton 3.6 (2026-12-04) autotuning attention_decode_split at D = 128 (Lq = 1,
 # Hq = 8 and 32, 16k and 64k keys) hit an illegal memory access in one of the other candidates; the first,
 # (128, 64, 8, 3), ran every one of those shapes and matched the reference. benchmarks/decode_config_probe.py runs
 # each candidate alone on a GPU to name the culprit.
-DECODE_MAX_LQ_BUCKET, DECODE_PINNED_HEAD_DIM = 16, 128
+DECODE_PINNED_HEAD_DIM = 128
 
 
 def _prune_for_head_dim(shapes, pin_decode: bool = False):
@@ -127,7 +127,7 @@ def _prune_for_head_dim(shapes, pin_decode: bool = False):
         dim = kwargs["HEAD_DIM"]
         kept = [c for c in configs
                 if dim in shapes[(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)]]
-        decoding = pin_decode and dim >= DECODE_PINNED_HEAD_DIM and named_args["LQ_BUCKET"] <= DECODE_MAX_LQ_BUCKET
+        decoding = pin_decode and dim >= DECODE_PINNED_HEAD_DIM and named_args["LQ_BUCKET"] <= SPLIT_KV_MAX_LQ
         return kept[:1] if decoding or os.environ.get("ATTNKIT_AUTOTUNE") == "0" else kept
     return {"early_config_prune": prune}
 
