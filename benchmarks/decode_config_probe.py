@@ -1,16 +1,16 @@
 """Run each forward config alone on decoding shapes, one process per config: which crashes, which is fastest.
 
 On an H200 under Triton 3.6 (2026-12-04) autotuning `attention_decode_split` at D = 128 (Lq = 1, Hq = 8 and 32,
-16k and 64k keys) hit an illegal memory access, while the first config of the D = 128 list alone ran them all;
-since then decoding-shaped launches from D = 128 up run only that config (`DECODE_PINNED_HEAD_DIM` in
-kernels/attention.py). This names the culprit and times every candidate, so the pin can become a fix:
+16k and 64k keys) hit an illegal memory access. This probe named the culprit, (64, 32, 4, 3), which
+benchmarks/decode_race_repro.py then narrowed to a race (kernels/attention.py's FWD_SHAPES has its 2-stage twin
+at D = 128 since); it stays a step of gpu_check.sh, timing every candidate on the decoding shapes:
 
-    python benchmarks/decode_config_probe.py OUT.json            # on the GPU machine, about two minutes
+    python benchmarks/decode_config_probe.py OUT.json            # on the GPU machine, about a minute
     python benchmarks/decode_config_probe.py OUT.json --dry-run  # CPU, tiny shapes, Triton's interpreter
 
 It also tries query tiles of 16 and 32 rows (not in the kernel's table): with Lq = 1 a 128-row tile computes
-127 padding rows, and the split path's ~0.6 ms on 2026-12-04 (against SDPA-flash's 0.28 ms at 64k keys) may be
-that padding rather than launch overhead.
+127 padding rows. On 2026-12-04 they did not make the split path faster (0.38–0.81 ms against 0.36–0.62 ms for
+the table's configs), so the padding is not what keeps it behind SDPA-flash's 0.27 ms at 64k keys.
 
 Each child pins `_attn_fwd.configs` to one candidate and runs every shape through the split path and the plain
 forward at Lq = 1 against a float32 reference: one JSON line per shape with status ok / crash (the error's first

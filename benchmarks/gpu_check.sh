@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# attnkit's GPU check in one call (at most 8 minutes on one H100/H200; no network; the machine's own torch and
-# triton). Writes JSON + markdown into OUT_DIR (≤ 8 files) and prints a one-screen summary; see gpu_check.py.
+# attnkit's GPU check in one call (about 8.5 minutes at most on one H100/H200; no network; the machine's own
+# torch and triton). Writes JSON + markdown into OUT_DIR (≤ 8 files) and prints a one-screen summary; see
+# gpu_check.py.
 #
 #   benchmarks/gpu_check.sh OUT_DIR            # on the GPU machine
 #   benchmarks/gpu_check.sh OUT_DIR --dry-run  # same steps on CPU, tiny shapes, Triton's interpreter (CI)

@@ -86,9 +86,13 @@ _DKDV_KEY = _AUTOTUNE_KEY + ["PART"]
 # 227 KB), (64, 32, 4, 3) spills 8 B (window), so D = 256 runs 2 stages. A row kept for no head dim stays listed
 # so the report keeps showing why it was dropped.
 _SMALL, _LARGE = (16, 32, 64), (128, 256)
+# At D = 128, (64, 32, 4, 3) gave way to its 2-stage twin: on an H200 under Triton 3.6 (2026-12-04) the 3-stage one
+# hit an illegal memory access on every bf16 split-KV decode at 64k keys (Hq = 8 and 32; contiguous q too; fp16,
+# fp32, 16k keys and the plain forward ran), and ran clean under compute-sanitizer, which serializes: a race in
+# its pipelining, not an out-of-bounds index. 2 stages ran those shapes and fit float32 (the others need > 227 KB).
 FWD_SHAPES = {(128, 64, 4, 3): _SMALL, (128, 64, 8, 3): _SMALL + (128,), (128, 128, 8, 3): _SMALL,
-              (64, 64, 4, 4): _SMALL + (128,), (128, 32, 4, 4): _SMALL, (64, 32, 4, 3): _SMALL + (128,),
-              (128, 64, 8, 2): (256,), (128, 32, 8, 2): (256,), (64, 32, 4, 2): (256,)}
+              (64, 64, 4, 4): _SMALL + (128,), (128, 32, 4, 4): _SMALL, (64, 32, 4, 3): _SMALL,
+              (128, 64, 8, 2): (256,), (128, 32, 8, 2): (256,), (64, 32, 4, 2): (128, 256)}
 # dK/dV: BLOCK_N keys stay resident, BLOCK_M query rows stream past them. From D = 128 up dK and dV are
 # separate passes (SPLIT_DKDV_HEAD_DIM); BLOCK_M = 64 spills at D = 128 even then.
 DKDV_SHAPES = {(32, 128, 8, 2): _SMALL + _LARGE, (32, 128, 8, 3): _SMALL + _LARGE, (32, 64, 4, 2): _SMALL,
@@ -109,26 +113,36 @@ def _configs(shapes):
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
 
 
-# Decoding-shaped forward launches (at most SPLIT_KV_MAX_LQ query rows) from this padded head dim up run only the
-# first listed config. On an H200 under Triton 3.6 (2026-12-04) autotuning attention_decode_split at D = 128 (Lq = 1,
-# Hq = 8 and 32, 16k and 64k keys) hit an illegal memory access in one of the other candidates; the first,
-# (128, 64, 8, 3), ran every one of those shapes and matched the reference. benchmarks/decode_config_probe.py runs
-# each candidate alone on a GPU to name the culprit.
-DECODE_PINNED_HEAD_DIM = 128
+# ATTNKIT_AUTOTUNE=0 runs one config per launch; for the forward, the first whose shared memory fits an H100's
+# 227 KB at the input's element size. Autotuning skips a config that does not fit, a single config would raise
+# instead: float32 at D = 128 with a bias needs 295 KB in (128, 64, 8, 3) (H200, 2026-12-04).
+SHARED_MEMORY_BYTES = 232448
 
 
-def _prune_for_head_dim(shapes, pin_decode: bool = False):
-    """Keep the configs listed for the call's head dim; ATTNKIT_AUTOTUNE=0 keeps only the first of them
-    (tests on a GPU check values, and autotuning each mask combination they use would mostly compile), and so
-    does a decoding-shaped launch at a large head dim when `pin_decode` (the forward's table)."""
+def _fwd_shared_bytes(config, head_dim: int, elem_bytes: int) -> int:
+    """The forward's shared memory, estimated: the resident q tile, `num_stages` buffered k and v tiles, and one
+    float32 (BLOCK_M, BLOCK_N) tile for layout conversions (Triton 3.6 on sm_90 asked 295,424 and 295,168 bytes
+    where this gives 294,912 and 311,296)."""
+    bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+    return elem_bytes * head_dim * (bm + 2 * config.num_stages * bn) + 4 * bm * bn
+
+
+def _prune_for_head_dim(shapes, forward: bool = False):
+    """Keep the configs listed for the call's head dim; ATTNKIT_AUTOTUNE=0 keeps only one of them (tests on a GPU
+    check values, and autotuning each mask combination they use would mostly compile): the first, or for the
+    `forward` table the first that fits in shared memory."""
     def prune(configs, named_args, **kwargs):
         if INTERPRET:
             return configs
         dim = kwargs["HEAD_DIM"]
         kept = [c for c in configs
                 if dim in shapes[(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)]]
-        decoding = pin_decode and dim >= DECODE_PINNED_HEAD_DIM and named_args["LQ_BUCKET"] <= SPLIT_KV_MAX_LQ
-        return kept[:1] if decoding or os.environ.get("ATTNKIT_AUTOTUNE") == "0" else kept
+        if os.environ.get("ATTNKIT_AUTOTUNE") != "0":
+            return kept
+        if forward:
+            elem = named_args["Q"].element_size()
+            kept = [c for c in kept if _fwd_shared_bytes(c, dim, elem) <= SHARED_MEMORY_BYTES] or kept
+        return kept[:1]
     return {"early_config_prune": prune}
 
 
@@ -373,7 +387,7 @@ def _score_tile(qk, offs_i, offs_j, qk_scale, Bias, Mask, KPM, stride_bias, stri
 # --------------------------------------------------------------------------------------------
 
 @triton.autotune(configs=FWD_CONFIGS, key=_AUTOTUNE_KEY,
-                 prune_configs_by=_prune_for_head_dim(FWD_SHAPES, pin_decode=True))
+                 prune_configs_by=_prune_for_head_dim(FWD_SHAPES, forward=True))
 @triton.jit
 def _attn_fwd(Q, K, V, Out, LSE, extras,
               stride_q, stride_k, stride_v, stride_bias, stride_mask, stride_occ,

@@ -6,6 +6,8 @@ length...). Timings at these sizes mean nothing and are not asserted. Not here, 
 gpu_static_report.py, ttir_identity.py, compile_check_sm90.py, gpu_check.{py,sh} and decode_config_probe.py compile
 for sm_90 or need CUDA; they have their own tests (tests/kernels/test_compile_sm90.py,
 tests/kernels/test_gpu_readiness.py: gpu_check.sh --dry-run, which runs decode_config_probe.py --dry-run).
+decode_race_repro.py reproduces a GPU race (CUDA only, by design: the interpreter cannot race); its fix is pinned
+by tests/kernels/test_decode_split.py.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 COVERED_ELSEWHERE = {"gpu_static_report.py", "ttir_identity.py", "compile_check_sm90.py", "gpu_check.py",
-                     "decode_config_probe.py"}
+                     "decode_config_probe.py", "decode_race_repro.py"}
 
 
 def load(name: str):

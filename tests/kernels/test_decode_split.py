@@ -63,19 +63,38 @@ def test_split_kv_only_when_the_plain_launch_leaves_sms_idle(small_splits, monke
         assert small_splits
 
 
-@pytest.mark.parametrize("head_dim, lq_bucket, autotuned", [(128, 1, False), (128, 16, False), (256, 1, False),
-                                                             (128, 32, True), (64, 1, True)])
-def test_decoding_at_a_large_head_dim_runs_the_first_forward_config(monkeypatch, head_dim, lq_bucket, autotuned):
-    """On a GPU the forward autotunes over every config listed for its head dim, except for decoding-shaped
-    launches from D = 128 up: one of the other candidates crashed there on an H200 (Triton 3.6, 2026-12-04)."""
+def _listed_configs(head_dim=None):
+    """The forward's candidates as Triton configs: those listed for head_dim, or every one."""
     import triton
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for (bm, bn, w, s), dims in kernel.FWD_SHAPES.items() if head_dim is None or head_dim in dims]
+
+
+def _shape(config):
+    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages
+
+
+def test_decoding_at_d128_autotunes_without_the_config_that_raced(monkeypatch):
+    """On an H200 (Triton 3.6, 2026-12-04) the 3-stage (64, 32, 4, 3) crashed every bf16 split-KV decode at 64k
+    keys, D = 128; its 2-stage twin ran them. A decoding-shaped launch autotunes over the whole D = 128 list."""
     monkeypatch.setattr(kernel, "INTERPRET", False)  # the interpreter keeps its one config
     monkeypatch.delenv("ATTNKIT_AUTOTUNE", raising=False)
-    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-               for bm, bn, w, s in kernel.FWD_SHAPES]
-    prune = kernel._prune_for_head_dim(kernel.FWD_SHAPES, pin_decode=True)["early_config_prune"]
-    listed = [c for c in configs
-              if head_dim in kernel.FWD_SHAPES[(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)]]
-    assert len(listed) > 1
-    kept = prune(configs, {"LQ_BUCKET": lq_bucket}, HEAD_DIM=head_dim)
-    assert kept == (listed if autotuned else listed[:1])
+    prune = kernel._prune_for_head_dim(kernel.FWD_SHAPES, forward=True)["early_config_prune"]
+    q = torch.empty(1, 8, 1, 128, dtype=torch.bfloat16)
+    kept = [_shape(c) for c in prune(_listed_configs(), {"Q": q, "LQ_BUCKET": 1}, HEAD_DIM=128)]
+    assert kept == [(128, 64, 8, 3), (64, 64, 4, 4), (64, 32, 4, 2)]
+
+
+@pytest.mark.parametrize("dtype, want", [(torch.bfloat16, (128, 64, 8, 3)), (torch.float16, (128, 64, 8, 3)),
+                                         (torch.float32, (64, 32, 4, 2))])
+def test_one_config_per_launch_fits_shared_memory(monkeypatch, dtype, want):
+    """ATTNKIT_AUTOTUNE=0 keeps one forward config: the first, unless its shared memory exceeds an H100's. At
+    D = 128 in float32 with a bias Triton asked 295,424 bytes for (128, 64, 8, 3) (limit 232,448)."""
+    monkeypatch.setattr(kernel, "INTERPRET", False)
+    monkeypatch.setenv("ATTNKIT_AUTOTUNE", "0")
+    prune = kernel._prune_for_head_dim(kernel.FWD_SHAPES, forward=True)["early_config_prune"]
+    q = torch.empty(2, 2, 1, 128, dtype=dtype)
+    kept = prune(_listed_configs(128), {"Q": q, "LQ_BUCKET": 1}, HEAD_DIM=128)
+    assert [_shape(c) for c in kept] == [want]
+    first = _listed_configs(128)[0]
+    assert kernel._fwd_shared_bytes(first, 128, 4) > kernel.SHARED_MEMORY_BYTES >= kernel._fwd_shared_bytes(first, 128, 2)
