@@ -9,12 +9,16 @@ at D = 128 since); it stays a step of gpu_check.sh, timing every candidate on th
     python benchmarks/decode_config_probe.py OUT.json --dry-run  # CPU, tiny shapes, Triton's interpreter
 
 It also tries query tiles of 16 and 32 rows (not in the kernel's table): with Lq = 1 a 128-row tile computes
-127 padding rows. On 2026-12-04 they did not make the split path faster (0.38–0.81 ms against 0.36–0.62 ms for
-the table's configs), so the padding is not what keeps it behind SDPA-flash's 0.27 ms at 64k keys.
+127 padding rows. On 2026-12-04 they did not make the eager call faster (0.38–0.81 ms against 0.36–0.62 ms for
+the table's configs, whatever the length or batch): a floor like that looks like Python and launch overhead (the
+split path is a dozen small torch ops around one kernel), which eager timing counts whenever it exceeds the GPU
+work. graph_ms (below) separates the two on the next lease.
 
 Each child pins `_attn_fwd.configs` to one candidate and runs every shape through the split path and the plain
-forward at Lq = 1 against a float32 reference: one JSON line per shape with status ok / crash (the error's first
-line), max error and ms. A crash poisons the CUDA context, so that child stops there and the next config starts.
+forward at Lq = 1, and SDPA-flash beside them, against a float32 reference: one JSON line per shape with status
+ok / crash (the error's first line), max error, ms (do_bench on the eager call) and graph_ms (the same call replayed
+from a CUDA graph: GPU time without Python and launch overhead). A crash poisons the CUDA context, so that child
+stops there and the next config starts.
 """
 from __future__ import annotations
 
@@ -35,6 +39,32 @@ def candidates() -> list[tuple]:
     return [s for s, dims in kernel.FWD_SHAPES.items() if D in dims] + EXTRA
 
 
+def sdpa(q, k, v):
+    """The baseline: torch's flash backend on a GPU (the math one on CPU), in the same process."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    backend = SDPBackend.FLASH_ATTENTION if q.is_cuda else SDPBackend.MATH
+    with sdpa_kernel(backend):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def _graph_ms(call) -> float:
+    """GPU time alone: `call` captured in a CUDA graph (after warm-up calls, so autotuning is done) and replayed.
+    do_bench on the eager call also counts the Python and launch overhead the GPU waits for."""
+    import torch
+    import triton
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    return triton.testing.do_bench(graph.replay, warmup=5, rep=20)
+
+
 def child(config_index: int, dry: bool) -> None:
     import torch
     import triton
@@ -52,12 +82,15 @@ def child(config_index: int, dry: bool) -> None:
         q, k, v = (torch.randn(B, H, n, D, device=device, generator=g).to(dtype) for n in (1, L, L))
         want = torch.softmax(q.float() @ k.float().transpose(-1, -2) / D ** 0.5, -1) @ v.float()
         paths = (("split", lambda: kernel.attention_decode_split(q, k, v, chunk=64 if dry else None)[0]),
-                 ("plain", lambda: kernel.attention_fwd(q, k, v)[0]))
+                 ("plain", lambda: kernel.attention_fwd(q, k, v)[0]),
+                 ("sdpa", lambda: sdpa(q, k, v)))
         for path, call in paths:
             try:
                 err = (call().float() - want).abs().max().item()
-                ms = float("nan") if dry else triton.testing.do_bench(call, warmup=5, rep=20)
-                row[path] = dict(status="ok", max_err=float(f"{err:.3g}"), ms=round(ms, 4))
+                ms, graph_ms = (float("nan"),) * 2 if dry else (triton.testing.do_bench(call, warmup=5, rep=20),
+                                                                _graph_ms(call))
+                row[path] = dict(status="ok", max_err=float(f"{err:.3g}"), ms=round(ms, 4),
+                                 graph_ms=round(graph_ms, 4))
             except Exception as e:  # noqa: BLE001 -- reported; the context is gone, so stop here
                 row[path] = dict(status="crash", error=(str(e).splitlines() or [type(e).__name__])[0][:200])
                 print(json.dumps(row), flush=True)

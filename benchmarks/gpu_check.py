@@ -140,12 +140,15 @@ def _probe_lines(path: Path) -> list[str]:
         return ["decode_configs: no results (see env.json)"]
     def cell(r: dict, p: str) -> str:
         c = r.get(p, {})
-        return f"{c['ms']:.3g} ms" if c.get("status") == "ok" else c.get("status", r.get("status", "-"))
-    lines = ["**decode configs** (one forward config per process, D = 128, Lq = 1)\n",
-             "| config (BM, BN, warps, stages) | B | Hq | L | split | plain |", "|---|---|---|---|---|---|"]
+        if c.get("status") != "ok":
+            return c.get("status", r.get("status", "-"))
+        return f"{c['ms']:.3g} / {c.get('graph_ms', float('nan')):.3g} ms"
+    lines = ["**decode configs** (one forward config per process, D = 128, Lq = 1; eager / CUDA-graph ms)\n",
+             "| config (BM, BN, warps, stages) | B | Hq | L | split | plain | sdpa-flash |",
+             "|---|---|---|---|---|---|---|"]
     for r in json.loads(path.read_text()):
         lines.append(f"| {tuple(r['config'])} | {r.get('B', '-')} | {r.get('H', '-')} | {r.get('L', '-')} | "
-                     f"{cell(r, 'split')} | {cell(r, 'plain')} |")
+                     f"{cell(r, 'split')} | {cell(r, 'plain')} | {cell(r, 'sdpa')} |")
     return lines
 
 

@@ -50,7 +50,8 @@ def test_gpu_check_dry_run(tmp_path):
     assert {r["provider"] for r in decode if r["status"] == "ok"} >= {"attnkit-triton", "attnkit-triton-plain"}
     probe = json.loads((tmp_path / "decode_configs.json").read_text())  # the listed config and a 16-row query tile
     assert [r["config"][0] for r in probe] == [128, 16]
-    assert all(r[path]["status"] == "ok" and r[path]["max_err"] < 1e-5 for r in probe for path in ("split", "plain"))
+    assert all(r[path]["status"] == "ok" and r[path]["max_err"] < 1e-5
+               for r in probe for path in ("split", "plain", "sdpa"))
     assert "attnkit-triton" in (tmp_path / "summary.md").read_text() and "× sdpa-flash" in result.stdout
 
 
