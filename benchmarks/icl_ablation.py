@@ -8,7 +8,8 @@ linear warmup and cosine decay to --min-lr × lr, lr/10 unless set) with every r
 
 At the end it scores the model beside least squares on 512 fixed full-size prompts (d = 8, 17 points) and
 prints one JSON line: the ratio to least squares for every 1 ≤ k < d (for --function sparse_linear also to
-Lasso), the error at k = 2d, the last train loss, the wall time, and Akyürek et al.'s agreement probe
+Lasso), the error at k = 2d, the last train loss and the mean of every 500 steps (also printed to stderr as it
+goes: a seed stuck on a plateau shows there), the wall time, and Akyürek et al.'s agreement probe
 (`attnkit.zoo.eval.icl`: the squared difference / d to one GD step, fitted ridge, least squares and 3-NN per k,
 and the crossover k), whose table it prints first. `--out FILE` appends that line to FILE (the ablation table
 in docs/zoo/icl.md).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -31,6 +33,7 @@ from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossove
 from attnkit.zoo.models.icl import ICLConfig, ICLTransformer
 
 EVAL_PROMPTS, EVAL_SEED, FIT_PROMPTS, FIT_SEED = 512, 2026, 2048, 11
+CURVE_EVERY = 500
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.time_steps:
         return {"arm": a.arm, "ms_per_step": time_steps(model, opt, a, g)}
     start, loss = time.perf_counter(), float("nan")
-    lr = a.lr
+    lr, window, curve = a.lr, [], []  # curve: the mean train loss of every CURVE_EVERY steps (a plateau shows)
     for step in range(a.steps):
         lr = lr_at(step, schedule="cosine", lr=a.lr, min_lr=a.min_lr * a.lr, warmup_steps=a.warmup,
                    max_steps=a.steps)  # the trainer's schedule
@@ -113,6 +116,12 @@ def main(argv: list[str] | None = None) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         loss = loss_t.item()
+        window.append(loss)
+        if len(window) == CURVE_EVERY:
+            curve.append(round(sum(window) / len(window), 4))
+            window = []
+            print(f"{a.arm}: step {step + 1}, live dims {d_active}, mean train loss {curve[-1]}", file=sys.stderr,
+                  flush=True)
     wall = time.perf_counter() - start
 
     p = prompts(a, EVAL_PROMPTS, a.points, torch.Generator().manual_seed(EVAL_SEED))
@@ -127,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     ls = error_by_k(baseline_predictions("least_squares", p), p)
     row = {"arm": a.arm, "args": vars(a), "wall_s": round(wall, 1),
            "params": sum(q.numel() for q in model.parameters()), "final_train_loss": round(loss, 4),
+           f"train_loss_every_{CURVE_EVERY}": curve,
            "final_lr": lr,
            "ratio_below_d": [round(tf[k] / ls[k], 3) for k in range(1, a.d)],
            "err_at_d": round(tf[a.d], 4), "err_at_2d": round(tf[min(2 * a.d, a.points - 1)], 4),

@@ -144,6 +144,10 @@ def test_icl_ablation():
     to_tenth, to_zero = (load("icl_ablation").main(["--arm", "s", *tiny, *extra])["final_lr"]
                          for extra in ([], ["--min-lr", "0"]))
     assert 1e-4 < to_tenth < 1e-3 and 0 < to_zero < to_tenth  # the cosine's floor moved from lr/10 to 0
+    every_two = load("icl_ablation")
+    every_two.CURVE_EVERY = 2
+    curve = every_two.main(["--arm", "c", *tiny])["train_loss_every_2"]  # 4 steps: two means, the last step's in the second
+    assert len(curve) == 2 and all(math.isfinite(v) and v > 0 for v in curve)
     timed = load("icl_ablation").main(["--arm", "t", "--time-steps", "2", "--d", "2", "--points", "5", "--layers", "1",
                                        "--heads", "1", "--width", "8", "--batch", "4"])
     assert timed["ms_per_step"] > 0
