@@ -42,8 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # every benchmark cell is itself checked against the float64 reference before it is timed.
 # The CUDA tests compile in 12 pytest-xdist workers (the machine has 16 cores): on 2026-12-04 one worker finished 6
 # tests in 230 s, 8 workers did not finish in 75 s, 12 ran all 30 in 88 s. The steps before them took 126 / 20 /
-# 14 / 42 s (attention, relative, decode, decode-configs) that day; their limits leave room above that.
-BUDGET = {"attention": 140, "flex": 80, "relative": 30, "decode": 30, "decode-configs": 60, "tests": 140}
+# 14 / 42 s (attention, relative, decode, decode-configs) that day; their limits leave room above that, and the
+# probe's CUDA-graph and SDPA timings since. FlexAttention compiles every cell and never finished in 90 s: it keeps
+# what 65 s measure.
+BUDGET = {"attention": 140, "flex": 65, "relative": 30, "decode": 30, "decode-configs": 75, "tests": 140}
 DRY_BUDGET = {"tests": 240, "attention": 240, "flex": 240, "relative": 240, "decode": 240, "decode-configs": 240}
 
 ATTENTION = dict(op="causal,full", mode="fwd,fwd+bwd", dtype="bfloat16", head_dim="64,128",
