@@ -60,6 +60,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                          "there + --weight-eps), (d - k)+ / d for linear functions: the loss then scores the ratio "
                          "the goal is stated in")
     ap.add_argument("--weight-eps", type=float, default=LOSS_WEIGHT_EPS)
+    ap.add_argument("--weight-from", type=int, default=0,
+                    help="train with the uniform loss before this step and --loss-weight from it (on seed 2 the "
+                         "weight from step 0 stalled where the uniform loss learned)")
     ap.add_argument("--function", default="linear", choices=("linear", "sparse_linear"))
     ap.add_argument("--sparsity", type=int, default=3, help="sparse_linear: non-zero weights per function")
     ap.add_argument("--out", default=None)
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
         d_active, n = curriculum.at(step, a.d, a.points) if curriculum else (a.d, a.points)
         p = prompts(a, a.batch, n, g, d_active)
         pred = model(p.xs, p.ys)  # (B, n)
-        loss_t = ((pred - p.ys).pow(2) * position_weights(a.loss_weight, d_active, n, a.weight_eps)).mean() / d_active
+        weight = a.loss_weight if step >= a.weight_from else "uniform"
+        loss_t = ((pred - p.ys).pow(2) * position_weights(weight, d_active, n, a.weight_eps)).mean() / d_active
         opt.zero_grad(set_to_none=True)
         loss_t.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -148,6 +148,13 @@ def test_icl_ablation():
     every_two.CURVE_EVERY = 2
     curve = every_two.main(["--arm", "c", *tiny])["train_loss_every_2"]  # 4 steps: two means, the last step's in the second
     assert len(curve) == 2 and all(math.isfinite(v) and v > 0 for v in curve)
+    # --weight-from: uniform before the step, weighted from it; the first steps then match the uniform run exactly
+    late, uniform = (load("icl_ablation") for _ in range(2))
+    late.CURVE_EVERY = uniform.CURVE_EVERY = 2
+    late_curve = late.main(["--arm", "w", *tiny, "--loss-weight", "inverse_ls", "--weight-from", "2"])
+    uniform_curve = uniform.main(["--arm", "u", *tiny])
+    assert late_curve["train_loss_every_2"][0] == uniform_curve["train_loss_every_2"][0]
+    assert late_curve["train_loss_every_2"][1] != uniform_curve["train_loss_every_2"][1]
     timed = load("icl_ablation").main(["--arm", "t", "--time-steps", "2", "--d", "2", "--points", "5", "--layers", "1",
                                        "--heads", "1", "--width", "8", "--batch", "4"])
     assert timed["ms_per_step"] > 0
