@@ -140,12 +140,25 @@ def test_the_task_loss_applies_the_weights():
     uniform, weighted = _task(), _task(loss_weight="inverse_ls")
     model = ICLTransformer(ICLConfig(**uniform.flavor.model))
     batch = uniform.get_batch("val", 8, torch.Generator().manual_seed(3))
+    weighted_batch = weighted.get_batch("val", 8, torch.Generator().manual_seed(3))
+    assert torch.equal(batch["xs"], weighted_batch["xs"])  # the same prompts, only the weights differ
     err = (model(batch["xs"], batch["ys"]) - batch["ys"]).pow(2) / batch["d_active"]  # (B, n)
     n = err.shape[1]
     torch.testing.assert_close(uniform.loss(model, batch), err.mean())
-    torch.testing.assert_close(weighted.loss(model, batch),
+    torch.testing.assert_close(weighted.loss(model, weighted_batch),
                                (err * position_weights("inverse_ls", batch["d_active"].item(), n)).mean())
-    assert not torch.allclose(weighted.loss(model, batch), err.mean())
+    assert not torch.allclose(weighted.loss(model, weighted_batch), err.mean())
+
+
+def test_weight_from_keeps_the_training_loss_uniform_until_that_step():
+    task, g = _task(loss_weight="inverse_ls", weight_from=3), torch.Generator().manual_seed(0)
+    batches = [task.get_batch("train", 4, g) for _ in range(5)]  # optimizer steps 0..4 (grad_accum 1)
+    assert [bool((b["weights"] == 1).all()) for b in batches] == [True, True, True, False, False]
+    for b in batches[3:]:
+        torch.testing.assert_close(b["weights"], position_weights("inverse_ls", b["d_active"].item(),
+                                                                  b["ys"].shape[1]))
+    with pytest.raises(UserError, match="weight_from must be a step ≥ 0, got -1"):
+        _task(weight_from=-1)
 
 
 @pytest.mark.parametrize("prompt, message", [

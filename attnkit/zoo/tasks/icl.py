@@ -41,6 +41,8 @@ class ICLOptions:
     sparsity: int = field(default=3, metadata={"help": "sparse_linear: non-zero weights per function"})
     loss_weight: str = field(default="uniform", metadata={
         "help": "uniform, or inverse_ls: each prediction's squared error over least squares' expected error there"})
+    weight_from: int = field(default=0, metadata={
+        "help": "optimizer step from which loss_weight applies; the loss is uniform before it"})
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,11 @@ class ICLTask(Task):
             fixed=ICLSettings(Curriculum(d_start=2, n_start=5, interval=5), test_prompts=64),
         ),
         "small": Flavor(
-            model=dict(n_dims=8, n_points=17, n_layer=4, n_head=2, n_embd=64, mlp_ratio=4, dropout=0.0,
+            model=dict(n_dims=8, n_points=17, n_layer=8, n_head=2, n_embd=64, mlp_ratio=4, dropout=0.0,
                        y_token="own"),
-            train=dict(max_steps=16000, batch_size=128, lr=1e-3, min_lr=0.0, warmup_steps=500, schedule="cosine",
+            train=dict(max_steps=10000, batch_size=128, lr=1e-3, min_lr=0.0, warmup_steps=500, schedule="cosine",
                        beta2=0.99, weight_decay=0.0, eval_interval=1000, eval_batches=1),
+            options=dict(loss_weight="inverse_ls", weight_from=2000),
             fixed=ICLSettings(Curriculum(d_start=2, n_start=5, interval=200)),
         ),
     }
@@ -84,6 +87,8 @@ class ICLTask(Task):
         check_loss_weight(self.opts.loss_weight)
         if self.opts.sparsity < 1:
             raise UserError(f"sparsity must be at least 1, got {self.opts.sparsity}")
+        if self.opts.weight_from < 0:
+            raise UserError(f"weight_from must be a step ≥ 0, got {self.opts.weight_from}")
         fixed: ICLSettings = self.flavor.fixed
         self.curriculum, self.n_test = fixed.curriculum, fixed.test_prompts
         self.d, self.n = self.flavor.model["n_dims"], self.flavor.model["n_points"]
@@ -104,26 +109,32 @@ class ICLTask(Task):
         if self.cfg.resume:
             self._train_batches = self.resume_step * self.cfg.grad_accum
 
+    def optimizer_step(self) -> int:
+        """The optimizer step the next training batch belongs to."""
+        return self._train_batches // self.cfg.grad_accum
+
     def stage(self) -> tuple[int, int]:
         """(live dimensions, prompt points) at the current optimizer step."""
-        return self.curriculum.at(self._train_batches // self.cfg.grad_accum, self.d, self.n)
+        return self.curriculum.at(self.optimizer_step(), self.d, self.n)
 
     def get_batch(self, split: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Prompts and the loss weight of each position: `loss_weight` on held-out batches and from step
+        `weight_from` on, uniform before it."""
         if split == "train":
-            d_active, n = self.stage()
+            (d_active, n), weighted = self.stage(), self.optimizer_step() >= self.opts.weight_from
             self._train_batches += 1
         else:
-            d_active, n = self.d, self.n
+            d_active, n, weighted = self.d, self.n, True
         p = self._prompts(batch_size, generator, d_active, n)
-        return {"xs": p.xs, "ys": p.ys, "d_active": torch.tensor(float(d_active))}
+        weights = position_weights(self.opts.loss_weight if weighted else "uniform", d_active, n)
+        return {"xs": p.xs, "ys": p.ys, "d_active": torch.tensor(float(d_active)), "weights": weights}
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         return batch["ys"].numel() * 2  # an x token and a y token per point
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pred = model(batch["xs"], batch["ys"])  # (B, n)
-        w = position_weights(self.opts.loss_weight, batch["d_active"].item(), pred.shape[1]).to(pred.device)
-        return ((pred.float() - batch["ys"]).pow(2) * w).mean() / batch["d_active"]
+        return ((pred.float() - batch["ys"]).pow(2) * batch["weights"]).mean() / batch["d_active"]  # weights: (n,)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:
