@@ -90,3 +90,12 @@ for interleaved in ((False, True) if WHICH in ("all", "positions") else ()):
     start = time.time()
     compile_sm90(rot, sig, consts)
     print(f"ok _rotary_kernel bf16 interleaved={interleaved}  {time.time() - start:.0f}s", flush=True)
+
+combine = A._split_kv_combine  # split-KV decoding's merge
+for head_dim, has_tail in (((128, True), (64, False)) if WHICH in ("all", "attention") else ()):
+    consts = dict(HEAD_DIM=head_dim, HEAD_DIM_REAL=head_dim, HAS_TAIL=has_tail)
+    sig = {n: ("constexpr" if n in consts else "i32" if n in ("ROWS", "S") else "*fp32" if n.startswith("LSE")
+               else "*bf16") for n in combine.arg_names}
+    start = time.time()
+    compile_sm90(combine, sig, consts, num_warps=2 if head_dim > 64 else 1)
+    print(f"ok _split_kv_combine bf16 D={head_dim} tail={has_tail}  {time.time() - start:.0f}s", flush=True)

@@ -915,6 +915,43 @@ def split_kv_supported(q, k, *, window=(-1, -1), key_padding_mask=None, attn_mas
             and not dropout_p)
 
 
+@triton.jit
+def _merge_part(acc, m_i, l_i, ORow, LSERow, offs_d, d_ok):
+    """Fold one part's row (output at ORow, base-2 LSE at LSERow: +inf where it saw no key) into the merge."""
+    lse = tl.load(LSERow)
+    lse = tl.where(lse == float("inf"), float("-inf"), lse)  # an empty part weighs 0
+    m_new = tl.maximum(m_i, lse)
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # no part so far saw a key: exp2(−inf − 0) keeps all 0
+    alpha = tl.math.exp2(m_i - m_ref)
+    w = tl.math.exp2(lse - m_ref)
+    o = tl.load(ORow + offs_d, mask=d_ok, other=0.0).to(tl.float32)
+    return acc * alpha + w * o, m_new, l_i * alpha + w
+
+
+@triton.jit
+def _split_kv_combine(O, LSE, OTail, LSETail, Out, LSEOut, ROWS, S,
+                      HEAD_DIM: tl.constexpr, HEAD_DIM_REAL: tl.constexpr, HAS_TAIL: tl.constexpr):
+    """One program per query row r: out_r = Σ_s e^{lse_s − lse}·out_s over the S splits (O (S, ROWS, D) and LSE
+    (S, ROWS), base 2, as the forward wrote them) and the tail (OTail (ROWS, D)), lse = log Σ_s e^{lse_s}
+    stored in natural log."""
+    r = tl.program_id(0)
+    offs_d = tl.arange(0, HEAD_DIM)
+    d_ok = offs_d < HEAD_DIM_REAL
+    acc = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    m_i = float("-inf")
+    l_i = 0.0
+    for s in range(S):
+        row = s * ROWS + r
+        acc, m_i, l_i = _merge_part(acc, m_i, l_i, O + row * HEAD_DIM_REAL, LSE + row, offs_d, d_ok)
+    if HAS_TAIL:
+        acc, m_i, l_i = _merge_part(acc, m_i, l_i, OTail + r * HEAD_DIM_REAL, LSETail + r, offs_d, d_ok)
+    empty = l_i == 0.0  # no key in any part: output 0, LSE −inf (torch.logsumexp's value)
+    out = acc / tl.where(empty, 1.0, l_i)
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(tl.where(empty, 1.0, l_i))) * (1.0 / _LOG2E))
+    tl.store(Out + r * HEAD_DIM_REAL + offs_d, out.to(Out.dtype.element_ty), mask=d_ok)
+    tl.store(LSEOut + r, lse)
+
+
 def attention_decode_split(q, k, v, *, causal=False, scale=None, softcap=None, chunk=None):
     """Forward only (inference): (out (B, Hq, Lq, D), lse (B, Hq, Lq) natural log). flash-attn's split-KV /
     FlexAttention's flex-decoding: with Lq = 1 the plain forward runs B·Hq programs, a handful of SMs for one
@@ -932,20 +969,19 @@ def attention_decode_split(q, k, v, *, causal=False, scale=None, softcap=None, c
     P = Lk - Lq + 1 if causal else Lk
     S = max(1, P // (chunk or SPLIT_KV_CHUNK))
     C = P // S  # keys per split; the remainder [S·C, P) joins the tail
-    parts = []
 
     def kv(t):  # (b, kv head hk, split s) → kernel batch s, head b·Hkv + hk; query head b·Hq + h reads h // G
         return t.reshape(B * Hkv, Lk, D)[:, :S * C].unflatten(1, (S, C)).transpose(0, 1)  # (S, B·Hkv, C, D)
     q_split = q.reshape(1, B * Hq, Lq, D).expand(S, B * Hq, Lq, D)  # every split sees every query (stride 0)
     o, lse = attention_fwd(q_split, kv(k), kv(v), scale=scale, softcap=softcap)  # (S, B·Hq, Lq, D), (S, B·Hq, Lq)
-    parts.append((o.unflatten(1, (B, Hq)).transpose(0, 1),  # (B, S, Hq, Lq, D)
-                  lse_natural(lse).unflatten(1, (B, Hq)).transpose(0, 1)))  # (B, S, Hq, Lq)
-    if S * C < Lk:  # the remainder of the prefix (no mask) and, when causal, the partly visible tail
-        o, lse = attention_fwd(q, k[:, :, S * C:], v[:, :, S * C:], causal=causal, scale=scale, softcap=softcap)
-        parts.append((o[:, None], lse_natural(lse)[:, None]))
-    outs = torch.cat([p[0] for p in parts], dim=1).float()  # (B, parts, Hq, Lq, D)
-    lses = torch.cat([p[1] for p in parts], dim=1)  # (B, parts, Hq, Lq)
-    lse = torch.logsumexp(lses, dim=1)  # −inf only if no part saw a key
-    w = torch.exp(lses - torch.where(torch.isinf(lse), 0.0, lse)[:, None])  # e^{lse_s − lse}; 0 for empty parts
-    out = (w[..., None] * outs).sum(1)
-    return out.to(q.dtype), lse
+    has_tail = S * C < Lk  # the remainder of the prefix (no mask) and, when causal, the partly visible tail
+    o_tail, lse_tail = (attention_fwd(q, k[:, :, S * C:], v[:, :, S * C:], causal=causal, scale=scale,
+                                      softcap=softcap) if has_tail else (o, lse))  # (B, Hq, Lq, D), (B, Hq, Lq)
+    out = torch.empty((B, Hq, Lq, D), device=q.device, dtype=q.dtype)
+    lse_out = torch.empty((B, Hq, Lq), device=q.device, dtype=torch.float32)
+    # One launch merges the parts (flash-attn's combine kernel) where a dozen torch ops did: the split path cost
+    # ~0.5 ms a call at every cache length on an H200, a floor that looks like launch overhead (2026-12-04).
+    _split_kv_combine[(B * Hq * Lq,)](o, lse, o_tail, lse_tail, out, lse_out, B * Hq * Lq, S,
+                                      HEAD_DIM=max(16, triton.next_power_of_2(D)), HEAD_DIM_REAL=D,
+                                      HAS_TAIL=has_tail, num_warps=1 if D <= 64 else 2)
+    return out, lse_out

@@ -5,6 +5,8 @@ splits the keys across programs and merges them through their LSEs. It must equa
 The thresholds are lowered so the interpreter (tests/conftest.py sets TRITON_INTERPRET=1) runs small shapes."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -98,3 +100,28 @@ def test_one_config_per_launch_fits_shared_memory(monkeypatch, dtype, want):
     assert [_shape(c) for c in kept] == [want]
     first = _listed_configs(128)[0]
     assert kernel._fwd_shared_bytes(first, 128, 4) > kernel.SHARED_MEMORY_BYTES >= kernel._fwd_shared_bytes(first, 128, 2)
+
+
+@pytest.mark.parametrize("has_tail", [False, True])
+def test_the_combine_kernel_weighs_empty_parts_zero_and_leaves_empty_rows_zero(has_tail):
+    """The merge kernel against its definition, with base-2 LSEs as the forward stores them: +inf marks a part
+    that saw no key (weight 0); a row no part saw gives output 0 and LSE −inf, never NaN."""
+    S, rows, D = 3, 4, 24  # D not a power of two: the padded lanes stay unwritten
+    g = torch.Generator().manual_seed(0)
+    o, lse = torch.randn(S, rows, D, generator=g), torch.randn(S, rows, generator=g) * 3
+    o_tail, lse_tail = torch.randn(rows, D, generator=g), torch.randn(rows, generator=g)
+    lse[1, 0] = float("inf")                             # row 0: split 1 empty
+    lse[:, 3] = float("inf")                             # row 3: every split empty ...
+    lse_tail[3] = float("inf")                           # ... and the tail
+    out, lse_out = torch.full((rows, D), 7.0), torch.empty(rows)
+    kernel._split_kv_combine[(rows,)](o, lse, o_tail, lse_tail, out, lse_out, rows, S, HEAD_DIM=32,
+                                      HEAD_DIM_REAL=D, HAS_TAIL=has_tail, num_warps=1)
+    parts_o = torch.cat([o, o_tail[None]]) if has_tail else o                        # (parts, rows, D)
+    parts_lse = (torch.cat([lse, lse_tail[None]]) if has_tail else lse).double()      # (parts, rows)
+    nat = torch.where(parts_lse.isinf(), float("-inf"), parts_lse / math.log2(math.e))
+    want_lse = torch.logsumexp(nat, 0)
+    w = torch.exp(nat - torch.where(want_lse.isinf(), 0.0, want_lse))                 # 0 for empty parts
+    want = (w[..., None] * parts_o.double()).sum(0)
+    torch.testing.assert_close(out, want.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse_out, want_lse.float(), atol=1e-5, rtol=1e-5)
+    assert lse_out[3] == float("-inf") and bool((out[3] == 0).all())
