@@ -156,9 +156,20 @@ def test_weight_from_keeps_the_training_loss_uniform_until_that_step():
     assert [bool((b["weights"] == 1).all()) for b in batches] == [True, True, True, False, False]
     for b in batches[3:]:
         torch.testing.assert_close(b["weights"], position_weights("inverse_ls", b["d_active"].item(),
-                                                                  b["ys"].shape[1]))
+                                                                  b["ys"].shape[1])[None])
     with pytest.raises(UserError, match="weight_from must be a step ≥ 0, got -1"):
         _task(weight_from=-1)
+
+
+def test_ddp_shards_the_prompts_but_not_the_loss_weights():
+    """Each rank takes its rows of the global batch; the per-position weights are (1, n), so a global batch as
+    large as n (debug flavor: 9 points; 2 ranks × 4.5 is no batch, 3 ranks × 3 is) leaves them whole."""
+    from attnkit.engine.distributed import World, shard_batch
+    task = _task(loss_weight="inverse_ls")
+    batch = task.get_batch("val", 9, torch.Generator().manual_seed(0))  # 9 prompts of 9 points
+    mine = shard_batch(batch, World(rank=1, size=3), 3)
+    assert torch.equal(mine["xs"], batch["xs"][3:6]) and torch.equal(mine["weights"], batch["weights"])
+    assert mine["weights"].shape == (1, 9)
 
 
 @pytest.mark.parametrize("prompt, message", [

@@ -126,7 +126,8 @@ class ICLTask(Task):
         else:
             d_active, n, weighted = self.d, self.n, True
         p = self._prompts(batch_size, generator, d_active, n)
-        weights = position_weights(self.opts.loss_weight if weighted else "uniform", d_active, n)
+        # (1, n), not (n,): DDP shards every tensor whose first dim is the global batch, which n could equal
+        weights = position_weights(self.opts.loss_weight if weighted else "uniform", d_active, n)[None]
         return {"xs": p.xs, "ys": p.ys, "d_active": torch.tensor(float(d_active)), "weights": weights}
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
@@ -134,7 +135,7 @@ class ICLTask(Task):
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pred = model(batch["xs"], batch["ys"])  # (B, n)
-        return ((pred.float() - batch["ys"]).pow(2) * batch["weights"]).mean() / batch["d_active"]  # weights: (n,)
+        return ((pred.float() - batch["ys"]).pow(2) * batch["weights"]).mean() / batch["d_active"]  # weights: (1, n)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, batches: int, device: torch.device) -> dict[str, float]:
