@@ -13,7 +13,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compile_check_sm9
 
 
 @pytest.mark.parametrize("which, kernels", [
-    ("attention", 12),   # fwd, dK/dV, dQ in three mask/dtype sets + dbias in three broadcast shapes
+    ("attention", 14),   # fwd, dK/dV, dQ in three mask/dtype sets + dbias in three broadcast shapes + 2 combines
     ("positions", 12),   # relative / T5 / ALiBi fwd, dK/dV, dQ, drel variants (joint and split) + 2 rotary layouts
 ])
 def test_kernels_compile_for_sm90(which, kernels):

@@ -124,3 +124,27 @@ class Curriculum:
     def at(self, step: int, d: int, n: int) -> tuple[int, int]:
         stage = step // max(self.interval, 1)
         return min(d, self.d_start + stage), min(n, self.n_start + self.points_step * stage)
+
+
+def parse_prompt(text: str, d: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """"x=y; x=y; …; x_query" (x as d comma-separated numbers) -> xs (1, k, d), ys (1, k), query (1, d)."""
+    parts = [s.strip() for s in text.split(";") if s.strip()]
+    if not parts or "=" in parts[-1]:
+        raise UserError("prompt must end with a query point without '=': \"x=y; x=y; ...; x_query\"")
+    if len(parts) > n:
+        raise UserError(f"prompt has {len(parts)} points; this model reads at most {n}")
+    xs, ys = [], []
+    for i, part in enumerate(parts):
+        x_text, _, y_text = part.partition("=")
+        try:
+            x = [float(v) for v in x_text.split(",")]
+            y = float(y_text) if i < len(parts) - 1 else 0.0
+        except ValueError:
+            raise UserError(f"prompt point {i + 1} ({part!r}) is not 'x1,...,xd=y' with numbers") from None
+        if len(x) != d:
+            raise UserError(f"prompt point {i + 1} has {len(x)} coordinates; this model reads d = {d}")
+        if i < len(parts) - 1 and not y_text.strip():
+            raise UserError(f"prompt point {i + 1} ({part!r}) has no y: write 'x1,...,xd=y'")
+        xs.append(x)
+        ys.append(y)
+    return torch.tensor([xs]), torch.tensor([ys]), torch.tensor(xs[-1:])

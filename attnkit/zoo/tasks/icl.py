@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from attnkit.config import SampleConfig, TrainConfig
 from attnkit.zoo.data.icl import (PROBES, Curriculum, Prompts, check_function, check_loss_weight, ood_prompts,
-                                  position_weights, sample_prompts)
+                                  parse_prompt, position_weights, sample_prompts)
 from attnkit.errors import UserError
 from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
                                   algorithm_predictions, baseline_predictions, baselines_for, error_by_k, error_rows,
@@ -57,13 +57,9 @@ class ICLTask(Task):
     name = "icl"
     default_flavor = "small"
     Options = ICLOptions
-    # small: issue 25's ablation (docs/zoo/icl.md): y through its own read-in halves the error at k = 2d; lr 1e-3
-    # with a 500-step warmup and a curriculum at full size by step 1,200 reached 0.048 ± 0.035 over 3 seeds in
-    # 15,000 steps with the cosine ending at lr/10. Here the cosine ends at 0 (the last steps average out the
-    # gradient noise that sets the error floor). Batch 128 (since 2026-12-03) rather than 64: at 64, one seed in
-    # three sat on a plateau (0.117 at k = 2d); at 128 all three reach 0.006-0.021 in 16,000 steps. 4 layers
-    # leave k = 7 at 1.59 ± 0.2x least squares; 8 layers put it at 1.18x / 1.28x (seeds 1 / 0) but take 27 minutes
-    # a run on 2026-12-03's machine and ~55 on 2026-12-04's, over the 30-minute budget (docs/zoo/icl.md, "Depth").
+    # small: issue 25's ablation (docs/zoo/icl.md): y through its own read-in, batch 128 (64 stalled a seed in
+    # three), cosine to 0. Depth sets k = 7 (1.59x least squares at 4 layers, 1.35x at 8); the loss weighted by
+    # least squares' expected error helps it further but stalls some seeds from step 0, hence weight_from.
     flavors = {
         "debug": Flavor(
             model=dict(n_dims=4, n_points=9, n_layer=1, n_head=2, n_embd=32, mlp_ratio=2, dropout=0.0),
@@ -227,27 +223,7 @@ class ICLTask(Task):
         return report
 
     def parse_prompt(self, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """"x=y; x=y; …; x_query" (x as d comma-separated numbers) -> xs (1, k, d), ys (1, k), query (1, d)."""
-        parts = [s.strip() for s in text.split(";") if s.strip()]
-        if not parts or "=" in parts[-1]:
-            raise UserError("prompt must end with a query point without '=': \"x=y; x=y; ...; x_query\"")
-        if len(parts) > self.n:
-            raise UserError(f"prompt has {len(parts)} points; this model reads at most {self.n}")
-        xs, ys = [], []
-        for i, part in enumerate(parts):
-            x_text, _, y_text = part.partition("=")
-            try:
-                x = [float(v) for v in x_text.split(",")]
-                y = float(y_text) if i < len(parts) - 1 else 0.0
-            except ValueError:
-                raise UserError(f"prompt point {i + 1} ({part!r}) is not 'x1,...,xd=y' with numbers") from None
-            if len(x) != self.d:
-                raise UserError(f"prompt point {i + 1} has {len(x)} coordinates; this model reads d = {self.d}")
-            if i < len(parts) - 1 and not y_text.strip():
-                raise UserError(f"prompt point {i + 1} ({part!r}) has no y: write 'x1,...,xd=y'")
-            xs.append(x)
-            ys.append(y)
-        return torch.tensor([xs]), torch.tensor([ys]), torch.tensor(xs[-1:])
+        return parse_prompt(text, self.d, self.n)
 
     def _answer(self, model: nn.Module, text: str) -> Report:
         xs, ys, query = self.parse_prompt(text)
