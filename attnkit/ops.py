@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from attnkit import library
 from attnkit.kernels.reference import (alibi_slopes, masked_softmax, relative_index, rotary_cos_sin, t5_bucket,
                                        visible_mask)
-from attnkit.kernels.runtime import INTERPRET, LOG2E
+from attnkit.kernels.runtime import INTERPRET, lse_natural
 from attnkit.kernels.torch_path import attention_sdpa
 from attnkit.kernels.validate import (check_attention_args, check_position_args, check_qkv, check_rel,
                                       check_rotary_args, check_slopes, check_t5, check_triton_inputs,
@@ -138,7 +138,7 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, 
                    dropout_seed_for(dropout_p, dropout_seed))
     if not return_lse:
         return out
-    return out, torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / LOG2E))  # base 2 → natural log
+    return out, lse_natural(lse)
 
 
 def attention_step(q, k, v, *, causal=False, window=(-1, -1)):

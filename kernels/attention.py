@@ -834,16 +834,10 @@ def _attn_backward(do, q, k, v, o, lse, meta, need_dbias, dlse=None):
     return dq, dk, dv, dbias4.reshape(bias.shape).to(bias.dtype)
 
 
-def lse_natural(lse: torch.Tensor) -> torch.Tensor:
-    """The kernels' LSE (base 2, +inf on rows with no visible key) in natural-log units, −inf on those rows
-    (torch.logsumexp's value there). Differentiable; its gradient is what `attention_bwd(dlse=...)` takes."""
-    return torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / LOG2E))
-
-
 def attention_fwd(q, k, v, *, causal=False, window=(-1, -1), key_padding_mask=None, attn_mask=None, bias=None,
                   scale=None, softcap=None, document_ids=None, dropout_p=0.0, dropout_seed=0):
     """Forward launcher, outside autograd: (out (B, Hq, Lq, D), lse (B, Hq, Lq) float32 as the kernel stores it:
-    base 2, +inf on rows with no visible key; `lse_natural` converts).
+    base 2, +inf on rows with no visible key; `runtime.lse_natural` converts).
 
     The kernel behind `attnkit.attention(..., backend="triton")` (its registered op calls this);
     inputs already validated by `attnkit.kernels.validate`."""

@@ -48,3 +48,9 @@ def input_precision(dtype) -> str:
     if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
         return "ieee"
     return "tf32"
+
+
+def lse_natural(lse: torch.Tensor) -> torch.Tensor:
+    """The kernels' LSE (base 2, +inf on rows with no visible key) in natural-log units, −inf on those rows
+    (torch.logsumexp's value there). Differentiable; its gradient is what `attention_bwd(dlse=...)` takes."""
+    return torch.where(torch.isinf(lse), float("-inf"), lse * (1.0 / LOG2E))
