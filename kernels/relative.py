@@ -216,12 +216,22 @@ def _skew_half(band, HALF: tl.constexpr, BLOCK: tl.constexpr, zero):
 
 
 @triton.jit
-def _unskew_half(ds, HALF, BLOCK: tl.constexpr, zero):
-    """Inverse of the skew, one band half: (BLOCK, BLOCK) → (BLOCK, BLOCK), out[r, s] = ds[r, c] with
-    c = r + BLOCK − 1 − (HALF·BLOCK + s) (or 0 when c is outside the tile). zero: `_opaque_zero`."""
-    c = tl.arange(0, BLOCK)[:, None] + BLOCK - 1 - HALF * BLOCK - tl.arange(0, BLOCK)[None, :] + zero
-    ok = (c >= 0) & (c < BLOCK)
-    return tl.where(ok, tl.gather(ds, tl.where(ok, c, 0), 1), 0.0)
+def _unskew(ds, BLOCK: tl.constexpr, zero):
+    """Inverse of the skew for both band halves, with one gather: (BLOCK, BLOCK) → (g, low). Band half HALF's
+    share is out[r, s] = ds[r, c] with c = r + BLOCK − 1 − (HALF·BLOCK + s), 0 where c is outside the tile: half 0
+    holds s ≥ r (`low`), half 1 s < r, and there c = (r − 1 − s) mod BLOCK, so g[r, s] = ds[r, (r − 1 − s) mod
+    BLOCK] serves both (`_band_share`). The gathers were what spilled dQ at D = 128 under Triton 3.6: one in
+    place of two, with dQ's reload of q and dO, takes it from 128–136 B to 0. zero: `_opaque_zero`; BLOCK is a
+    power of two."""
+    r = tl.arange(0, BLOCK)[:, None] + zero
+    s = tl.arange(0, BLOCK)[None, :]
+    return tl.gather(ds, (r - 1 - s) & (BLOCK - 1), 1), s >= r
+
+
+@triton.jit
+def _band_share(g, low, half):
+    """Band half `half`'s (0 or 1, constant or not) share of the unskewed tile (g, low) from `_unskew`."""
+    return tl.where(low != (half != 0), g, 0.0)
 
 
 @triton.jit
@@ -407,6 +417,12 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph
         hi = tl.minimum(N_CTX_K, start_m + BLOCK + OFF)
     for start_n in range(0, hi, BLOCK):
         offs_n = start_n + tl.arange(0, BLOCK)
+        if DQ_CHUNKS > 1:  # reload q and dO per tile (from L2) rather than hold them: under Triton 3.6, holding
+            # them spilled 16–24 B at D = 128 even with `_unskew` (BENCHMARKS.md). The opaque zero keeps the loads'
+            # addresses and masks from being hoisted back out of the loop.
+            zero = _opaque_zero(start_n)
+            q = _load_rows(Q + q_base, offs_m + zero, N_CTX_Q, offs_d + zero, HEAD_DIM_REAL, UPCAST)
+            do = _load_rows(DO + q_base, offs_m + zero, N_CTX_Q, offs_d + zero, HEAD_DIM_REAL, UPCAST)
         k = _load_rows(K, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
         v = _load_rows(V, offs_n, N_CTX_K, offs_d, HEAD_DIM_REAL, UPCAST)
         p, dz = _tile_dz(q, k, v, do, lse, delta, Pos, Thr, KPM, offs_m, offs_n, start_m, start_n, OFF, R,
@@ -427,10 +443,11 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph
                 e = tl.load(Pos + r_lo * stride_pr + offs_c, mask=offs_c < HEAD_DIM_REAL, other=0.0).to(tl.float32)
                 dq += tl.sum(dz, 1)[:, None] * e[None, :]
             else:
+                dzu, low = _unskew(dz, BLOCK, _opaque_zero(dmin))
                 for half in tl.static_range(2):
                     band_e = _band_half(Pos, dmin, half, R, stride_pr, offs_c, HEAD_DIM_REAL, CAUSAL, BLOCK,
                                         UPCAST)
-                    dq = tl.dot(_unskew_half(dz, half, BLOCK, _opaque_zero(dmin)).to(band_e.dtype), band_e, dq,
+                    dq = tl.dot(_band_share(dzu, low, half).to(band_e.dtype), band_e, dq,
                                 input_precision=INPUT_PRECISION)
         else:
             # logits = scale·q·k + bias(δ): dq gets scale·dZ @ k; the bias parameter gets Σ dZ per bucket / slope.
@@ -444,8 +461,9 @@ def _pos_attn_bwd_dq(Q, K, V, DO, DQ, Pos, Thr, KPM, LSE, Delta, DPos, stride_ph
                 if uniform:
                     dpos += tl.where(bucket_ids == b_lo, tl.sum(dz), 0.0)
                 else:
+                    dzu, low = _unskew(dz, BLOCK, _opaque_zero(dmin))
                     for half in tl.static_range(2):  # band rows t = half·BLOCK + s, distance dmin + t
-                        diag = tl.sum(_unskew_half(dz, half, BLOCK, _opaque_zero(dmin)), 0)  # (BLOCK,): Σ dZ along each distance
+                        diag = tl.sum(_band_share(dzu, low, half), 0)  # (BLOCK,): Σ dZ along each distance
                         t = half * BLOCK + tl.arange(0, BLOCK)
                         onehot = _t5_bucket(dmin + t, Thr, NBX, MAX_EXACT, BIDIRECTIONAL)[:, None] == bucket_ids[None, :]
                         dpos += tl.sum(tl.where(onehot, diag[:, None], 0.0), 0)  # onehot: (BLOCK, NB_PAD)
@@ -512,10 +530,11 @@ def _rel_attn_bwd_drel(Q, K, V, DO, Pos, KPM, LSE, Delta, DBand, stride_ph, stri
                 g = tl.sum(tl.sum(dz, 1)[:, None] * q.to(tl.float32), 0)  # (D,)
                 acc_a += tl.where(t[:, None] == 0, g[None, :], 0.0)
         else:
-            acc_a = tl.dot(tl.trans(_unskew_half(dz, half0, BLOCK, _opaque_zero(dmin))).to(q.dtype), q, acc_a,
+            dzu, low = _unskew(dz, BLOCK, _opaque_zero(dmin))
+            acc_a = tl.dot(tl.trans(_band_share(dzu, low, half0)).to(q.dtype), q, acc_a,
                            input_precision=INPUT_PRECISION)
             if BAND_SPLIT == 1:
-                acc_b = tl.dot(tl.trans(_unskew_half(dz, 1, BLOCK, _opaque_zero(dmin))).to(q.dtype), q, acc_b,
+                acc_b = tl.dot(tl.trans(_band_share(dzu, low, 1)).to(q.dtype), q, acc_b,
                                input_precision=INPUT_PRECISION)
     U = tl.num_programs(0) // BAND_SPLIT
     DBand += ((off_bh * U + u) * 2 * BLOCK + t[:, None]) * HEAD_DIM + offs_d[None, :]
