@@ -224,15 +224,17 @@ SPECS: dict[str, ModelSpec] = {s.model: s for s in (
         Claim("the whole command fits a lecture's break", "≤ 30 minutes (synthesis + training + report)",
               "asr_command_minutes", better="lower", target=30.0, unit="min"))),
     ModelSpec("icl", claims=(
-        Claim("in-context regression matches least squares below d", "within 1.25× of least squares at k < d, on every seed",
-              "main:max_ratio_to_least_squares_below_d", better="lower", target=1.25, unit="×", every_seed=True),
+        Claim("in-context regression matches least squares below d",
+              "within 1.25× of least squares at k < d, on every seed", "main:max_ratio_to_least_squares_below_d",
+              better="lower", target=1.25, unit="×", every_seed=True),
         Claim("in-context regression solves the task with 2d examples", "error ≤ 0.02 at k = 2d, on every seed",
               "main:error_at_2d", better="lower", target=0.02, every_seed=True),
-        Claim("in-context regression beats the simple estimators", "below 3-NN and averaging at every k ≥ 1, on every seed",
-              "icl_max_ratio_to_knn_and_averaging", better="lower", target=1.0, unit="×", every_seed=True),
+        Claim("in-context regression beats the simple estimators",
+              "below 3-NN and averaging at every k ≥ 1, on every seed", "icl_max_ratio_to_knn_and_averaging",
+              better="lower", target=1.0, unit="×", every_seed=True),
         Claim("it runs something like least squares, not one gradient step (Akyürek et al.)",
-              "closer to least squares than to one GD step at every k ≥ d, on every seed", "icl_agreement_margin_above_d",
-              target=0.0, every_seed=True))),
+              "closer to least squares than to one GD step at every k ≥ d, on every seed",
+              "icl_agreement_margin_above_d", target=0.0, every_seed=True))),
 )}
 
 
