@@ -45,6 +45,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--mlp-ratio", type=int, default=4, help="MLP hidden width / model width")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=200)
@@ -89,7 +90,8 @@ def time_steps(model: torch.nn.Module, opt, a: argparse.Namespace, g: torch.Gene
     for _ in range(a.time_steps):
         step()
     ms = 1000 * (time.perf_counter() - start) / a.time_steps
-    print(f"{a.arm}: {a.layers} layers × {a.width} wide, {a.heads} heads, batch {a.batch}: {ms:.1f} ms/step", flush=True)
+    print(f"{a.arm}: {a.layers} layers × {a.width} wide (MLP ×{a.mlp_ratio}), {a.heads} heads, batch {a.batch}: "
+          f"{ms:.1f} ms/step", flush=True)
     return round(ms, 1)
 
 
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = parse(argv)
     torch.manual_seed(a.seed)
     model = ICLTransformer(ICLConfig(n_dims=a.d, n_points=a.points, n_layer=a.layers, n_head=a.heads,
-                                     n_embd=a.width, y_token=a.y_token))
+                                     n_embd=a.width, mlp_ratio=a.mlp_ratio, y_token=a.y_token))
     opt = make_optimizer(model, a.lr, 0.0, (0.9, 0.99), torch.device("cpu"), optimizer=a.optimizer)
     curriculum = Curriculum(a.d_start, a.n_start, a.interval) if a.interval > 0 else None
     g = torch.Generator().manual_seed(a.seed + 1)
