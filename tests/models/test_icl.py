@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attnkit.config import TrainConfig
-from attnkit.zoo.data.icl import Curriculum, ood_prompts, position_weights, sample_prompts
+from attnkit.zoo.data.icl import Curriculum, exact_from, ood_prompts, position_weights, sample_prompts
 from attnkit.errors import UserError
 from attnkit.zoo.eval.icl import baseline_predictions, error_by_k
 from attnkit.zoo.models.icl import ICLConfig, ICLTransformer, interleave
@@ -133,6 +133,24 @@ def test_inverse_ls_weights_each_prediction_by_least_squares_expected_error():
     torch.testing.assert_close(w, want / want.mean())
     assert w[16] / w[0] == pytest.approx(5.0) and bool((w[1:] >= w[:-1]).all())
     assert torch.equal(position_weights("uniform", 8, 17), torch.ones(17))
+
+
+def test_inverse_optimal_weighs_every_point_past_the_exact_one_as_much_as_those_past_d():
+    """s-sparse weights at d = 8: from k = s + 1 = 4 points on the Bayes-optimal predictor is exact, so k = 4..16
+    all get 1 / 0.25 before normalising, and k < 4 keep inverse_ls' 1 / ((8 − k)/8 + 0.25)."""
+    w = position_weights("inverse_optimal", 8, 17, exact_from=4)
+    assert w.mean().item() == pytest.approx(1.0)
+    assert bool((w[4:] == w[4]).all()) and w[4] / w[0] == pytest.approx(5.0)
+    torch.testing.assert_close(w[:4] / w[4], 0.25 / ((8 - torch.arange(4.0)) / 8 + 0.25))
+    # with the exact point at d it is inverse_ls; and the task passes sparsity + 1 for sparse functions only
+    assert torch.equal(position_weights("inverse_optimal", 8, 17, exact_from=8), position_weights("inverse_ls", 8, 17))
+    assert [exact_from("sparse_linear", 3, d) for d in (2, 3, 4, 8)] == [2, 3, 4, 4]
+    assert exact_from("linear", 3, 8) == 8
+    # the debug flavor: d = 4, 9 points; 2-sparse weights are exact from 3 points
+    batch = _task(function="sparse_linear", sparsity=2, loss_weight="inverse_optimal").get_batch("val", 2,
+                                                                                               torch.Generator())
+    torch.testing.assert_close(batch["weights"][0], position_weights("inverse_optimal", 4, 9, exact_from=3))
+    assert not torch.allclose(batch["weights"][0], position_weights("inverse_ls", 4, 9))
 
 
 def test_the_task_loss_applies_the_weights():

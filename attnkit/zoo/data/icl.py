@@ -27,7 +27,7 @@ def check_function(name: str) -> str:
     return name
 
 
-LOSS_WEIGHTS = ("uniform", "inverse_ls")
+LOSS_WEIGHTS = ("uniform", "inverse_ls", "inverse_optimal")
 LOSS_WEIGHT_EPS = 0.25
 
 
@@ -37,18 +37,32 @@ def check_loss_weight(name: str) -> str:
     return name
 
 
-def position_weights(kind: str, d_active: float, n: int, eps: float = LOSS_WEIGHT_EPS) -> torch.Tensor:
+def position_weights(kind: str, d_active: float, n: int, eps: float = LOSS_WEIGHT_EPS,
+                     exact_from: int | None = None) -> torch.Tensor:
     """(n,) loss weights, mean 1, over the prediction made after k = 0 … n − 1 points.
 
     inverse_ls weighs it by 1 / (least squares' expected error there + eps): for x, w ~ N(0, I) that error, divided
     by the live dimension, is (d_active − k)⁺ / d_active, so the loss scores each prediction relative to what
     least squares can do, the ratio issue 25 states its goal in, instead of being dominated by the first few
-    points' unavoidable error. eps caps the weight from k = d_active on, where least squares is exact."""
+    points' unavoidable error. eps caps the weight from k = d_active on, where least squares is exact.
+    inverse_optimal is the same with the error taken as 0 from k = exact_from on, where the Bayes-optimal
+    predictor is exact: for s-sparse weights k = s + 1 (the s-sparse solution is then unique almost surely), so
+    the points between s + 1 and d, where only a predictor that uses the sparsity gains, weigh as much as those
+    past d (1 / eps). Without exact_from it is inverse_ls."""
     if check_loss_weight(kind) == "uniform":
         return torch.ones(n)
     k = torch.arange(n, dtype=torch.float32)
-    w = 1.0 / ((d_active - k).clamp(min=0) / d_active + eps)
+    err = (d_active - k).clamp(min=0) / d_active
+    if kind == "inverse_optimal" and exact_from is not None:
+        err = torch.where(k >= exact_from, 0.0, err)
+    w = 1.0 / (err + eps)
     return w / w.mean()
+
+
+def exact_from(function: str, sparsity: int, d_active: int) -> int:
+    """The number of points from which the Bayes-optimal predictor is exact: d_active for linear functions,
+    sparsity + 1 for sparse ones (the s-sparse solution is then unique almost surely), never above d_active."""
+    return min(sparsity + 1, d_active) if function == "sparse_linear" else d_active
 
 
 def sample_weights(function: str, batch: int, d: int, d_active: int, sparsity: int,

@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 
 from attnkit.config import SampleConfig, TrainConfig
-from attnkit.zoo.data.icl import (PROBES, Curriculum, Prompts, check_function, check_loss_weight, ood_prompts,
-                                  parse_prompt, position_weights, sample_prompts)
+from attnkit.zoo.data.icl import (PROBES, Curriculum, Prompts, check_function, check_loss_weight, exact_from,
+                                  ood_prompts, parse_prompt, position_weights, sample_prompts)
 from attnkit.errors import UserError
 from attnkit.zoo.eval.icl import (ALGORITHMS, agreement_by_k, agreement_crossover, agreement_rows,
                                   algorithm_predictions, baseline_predictions, baselines_for, error_by_k, error_rows,
@@ -40,7 +40,8 @@ class ICLOptions:
     function: str = field(default="linear", metadata={"help": "function class: linear or sparse_linear"})
     sparsity: int = field(default=3, metadata={"help": "sparse_linear: non-zero weights per function"})
     loss_weight: str = field(default="uniform", metadata={
-        "help": "uniform, or inverse_ls: each prediction's squared error over least squares' expected error there"})
+        "help": "uniform; inverse_ls: each prediction's squared error over least squares' expected error there; "
+                "inverse_optimal: over the Bayes-optimal predictor's (0 from sparsity + 1 points for sparse_linear)"})
     weight_from: int = field(default=0, metadata={
         "help": "optimizer step from which loss_weight applies; the loss is uniform before it"})
 
@@ -125,7 +126,8 @@ class ICLTask(Task):
             d_active, n, weighted = self.d, self.n, True
         p = self._prompts(batch_size, generator, d_active, n)
         # (1, n), not (n,): DDP shards every tensor whose first dim is the global batch, which n could equal
-        weights = position_weights(self.opts.loss_weight if weighted else "uniform", d_active, n)[None]
+        exact = exact_from(self.opts.function, self.opts.sparsity, d_active)
+        weights = position_weights(self.opts.loss_weight if weighted else "uniform", d_active, n, exact_from=exact)[None]
         return {"xs": p.xs, "ys": p.ys, "d_active": torch.tensor(float(d_active)), "weights": weights}
 
     def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
