@@ -71,6 +71,15 @@ def test_sample_profile():
     assert set(out["sdpa_us"]) == {"static view", "contiguous"} and min(out["sdpa_us"].values()) > 0
 
 
+def test_decode_step_floor():
+    """The lean step's logits are the model's bit for bit on both caches (the script exits otherwise)."""
+    out = load("decode_step_floor").main(["--context", "8", "--steps", "3", "--rounds", "1", "--preset", "debug"])
+    assert set(out["us_per_step"]) == {"model-cat", "model-static", "lean-cat", "lean-static", "sdpa", "cat copies"}
+    assert all(len(v) == 1 and v[0] > 0 for v in out["us_per_step"].values())
+    assert set(out["ratios"]) == {"model: static over cat", "lean: static over cat", "lean static over model static",
+                                  "bound: 1 + cat copies / sdpa"}
+
+
 def test_pack_speed():
     out = load("pack_speed").main(["--tokens", "300", "--rows", "4", "--block-size", "64", "--flavor", "debug"])
     assert 0 < out["fill"] <= 1 and out["packed"]["rows"] <= out["padded"]["rows"]
