@@ -172,6 +172,28 @@ def test_icl_ablation():
     assert len(sparse["ratio_to_lasso_below_d"]) == 2 and "ratio_to_lasso_below_d" not in row
 
 
+def test_icl_checkpoints(tmp_path):
+    from typer.testing import CliRunner
+
+    from attnkit.cli.main import app
+
+    run_dir, out = tmp_path / "run", tmp_path / "rows.jsonl"
+    trained = CliRunner().invoke(app, ["train", "--model", "icl", "--flavor", "debug", "--opt", "function=sparse_linear",
+                                       "--eval-interval", "10", "--keep-last", "3", "--out", str(run_dir)])
+    assert trained.exit_code == 0, trained.output
+    argv = ["--run", str(run_dir), "--json", str(out), "--plot", str(tmp_path / "ratios.png"), "--ks", "2,3"]
+    rows = load("icl_checkpoints").main(argv)
+    assert [r["step"] for r in rows] == [10, 20, 30] and len(out.read_text().splitlines()) == 3
+    errors = rows[0]["error_by_k"]
+    assert rows[0]["over_lasso"] == [errors["transformer"][k] / errors["lasso"][k] for k in range(1, 4)]
+    final = json.loads((run_dir / "summary.json").read_text())["error_by_k"]  # the last step is the run's weights,
+    assert rows[-1]["error_by_k"] == final                                   # scored as the trainer scores them
+    assert rows[0]["error_by_k"]["transformer"] != final["transformer"]
+    assert (tmp_path / "ratios.png").stat().st_size > 10_000
+    again = load("icl_checkpoints").main(argv + ["--every", "20"])  # already scored: read back, not scored again
+    assert again == rows and len(out.read_text().splitlines()) == 3
+
+
 def test_icl_sparse_baselines(tmp_path):
     out = tmp_path / "results.jsonl"
     out.write_text("earlier\n")
